@@ -1,0 +1,161 @@
+// Package clientapi serves the Matrix Client-Server API: one route table
+// (method, path, handler, auth level, rate-limit class), the auth middleware
+// and thin handlers that decode, call a service and encode. It owns no tables
+// and starts no goroutines.
+package clientapi
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
+)
+
+// Auth levels of a route.
+type authLevel int
+
+const (
+	authNone     authLevel = iota // no token needed (a token, if sent, is ignored)
+	authOptional                  // a valid token is used if sent; none is fine
+	authUser                      // a valid token is required
+	authAdmin                     // a valid token of a server admin is required
+)
+
+// Rate-limit classes of a route.
+type limitClass int
+
+const (
+	limitNone     limitClass = iota
+	limitLogin               // per client address, login_per_minute
+	limitRegister            // per client address, register_per_minute
+	limitMessage             // per user, messages_per_second
+)
+
+// Route is one row of the route table.
+type Route struct {
+	Method string
+	Path   string
+	H      httpx.HandlerFunc
+	Auth   authLevel
+	Limit  limitClass
+}
+
+// authenticator resolves access tokens.
+type authenticator interface {
+	Authenticate(ctx context.Context, token string) (userapi.Device, error)
+}
+
+// API is the client API: configuration, services and limiters.
+type API struct {
+	Cfg     config.Config
+	Log     *logrus.Logger
+	Auth    authenticator
+	Limiter *Limiter
+	// Areas add their routes; see routes().
+	Areas []func() []Route
+	// Observe is told about each request (metrics).
+	Observe httpx.Observer
+}
+
+type deviceKey struct{}
+
+// DeviceFrom returns the authenticated device of a request on an authUser route.
+func DeviceFrom(r *http.Request) userapi.Device {
+	d, _ := r.Context().Value(deviceKey{}).(userapi.Device)
+	return d
+}
+
+// HasDevice tells whether the request carried a valid token (authOptional routes).
+func HasDevice(r *http.Request) bool {
+	_, ok := r.Context().Value(deviceKey{}).(userapi.Device)
+	return ok
+}
+
+// PathParam returns a URL parameter, percent-decoded.
+func PathParam(r *http.Request, name string) string {
+	raw := chi.URLParam(r, name)
+	if v, err := url.PathUnescape(raw); err == nil {
+		return v
+	}
+	return raw
+}
+
+// Router builds the HTTP handler of the whole client API.
+func (a *API) Router() http.Handler {
+	mux := chi.NewRouter()
+	mux.Use(httpx.AccessLog(a.Log, a.Observe))
+	mux.Use(httpx.CORS)
+	mux.NotFound(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		return merr.Unrecognized("Unrecognized request")
+	}))
+	mux.MethodNotAllowed(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		return merr.MethodNotAllowed()
+	}))
+	for _, area := range a.Areas {
+		for _, rt := range area() {
+			mux.Method(rt.Method, rt.Path, a.wrap(rt))
+		}
+	}
+	return mux
+}
+
+func (a *API) wrap(rt Route) http.Handler {
+	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		if rt.Auth != authNone {
+			token := httpx.BearerToken(r)
+			if token == "" {
+				if rt.Auth != authOptional {
+					return merr.MissingToken("Missing access token")
+				}
+			} else {
+				dev, err := a.Auth.Authenticate(r.Context(), token)
+				if err != nil {
+					return err
+				}
+				if rt.Auth == authAdmin && !dev.IsAdmin {
+					return merr.Forbidden("You are not a server admin")
+				}
+				if ri := httpx.Info(r.Context()); ri != nil {
+					ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
+				}
+				r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, dev))
+			}
+		}
+		if a.Limiter != nil && rt.Limit != limitNone {
+			key := clientAddr(r)
+			if rt.Limit == limitMessage {
+				key = DeviceFrom(r).UserID
+			}
+			if wait := a.Limiter.Allow(rt.Limit, key, time.Now()); wait > 0 {
+				return merr.LimitExceeded(wait.Milliseconds() + 1)
+			}
+		}
+		return rt.H(w, r)
+	})
+}
+
+// clientAddr is the address rate limits count against. Behind a reverse
+// proxy on loopback the first X-Forwarded-For entry is the client.
+func clientAddr(r *http.Request) string {
+	host := r.RemoteAddr
+	if i := strings.LastIndex(host, ":"); i >= 0 {
+		host = host[:i]
+	}
+	host = strings.Trim(host, "[]")
+	if host == "127.0.0.1" || host == "::1" {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			return strings.TrimSpace(first)
+		}
+	}
+	return host
+}

@@ -1,0 +1,49 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/haven-chat/haven/internal/httpx"
+)
+
+// SpecVersions are the Client-Server API versions Haven really implements.
+var SpecVersions = []string{"v1.1", "v1.2", "v1.3"}
+
+// UnstableFeatures are the unstable flags that are true on this server.
+var UnstableFeatures = map[string]bool{}
+
+func (a *API) versionRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: "/_matrix/client/versions", H: a.versions, Auth: authNone},
+		{Method: "GET", Path: "/.well-known/matrix/client", H: a.wellKnown, Auth: authNone},
+		{Method: "GET", Path: "/health", H: health, Auth: authNone},
+	}
+}
+
+func (a *API) versions(w http.ResponseWriter, r *http.Request) error {
+	return httpx.JSON(w, http.StatusOK, map[string]any{"versions": SpecVersions, "unstable_features": UnstableFeatures})
+}
+
+func (a *API) wellKnown(w http.ResponseWriter, r *http.Request) error {
+	base := a.Cfg.PublicBaseURL
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"m.homeserver": map[string]string{"base_url": base}})
+}
+
+func health(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte("OK"))
+	return nil
+}
+
+// Routes is every area's routes together.
+func (a *API) BaseAreas() []func() []Route {
+	return []func() []Route{a.versionRoutes}
+}

@@ -1,0 +1,94 @@
+// Command haven is the Haven Matrix homeserver. With no arguments it serves;
+// subcommands: serve, check-config, generate-config, create-user, migrate,
+// loadtest, version. Wiring only: the work is done by the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+type command struct {
+	name  string
+	usage string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "start the server (the default)", runServe},
+		{"check-config", "check the configuration, the database, NATS, ports and folders; print every problem with its fix", runCheckConfig},
+		{"generate-config", "print a fully commented configuration file", runGenerateConfig},
+		{"create-user", "create an account: --user NAME --password PW [--admin]", runCreateUser},
+		{"migrate", "apply pending database migrations and exit", runMigrate},
+		{"version", "print the version", func(context.Context, []string, io.Writer, io.Writer) int { fmt.Println("haven", Version); return 0 }},
+	}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	name := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	for _, c := range append(commands(), extraCommands...) {
+		if c.name == name {
+			return c.run(ctx, args, stdout, stderr)
+		}
+	}
+	if name == "help" || name == "-h" || name == "--help" {
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "haven: unknown command %q\n", name)
+	usage(stderr)
+	return 2
+}
+
+// extraCommands are added by other files of this command (loadtest).
+var extraCommands []command
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: haven [command] [--config FILE] [flags]")
+	for _, c := range append(commands(), extraCommands...) {
+		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.usage)
+	}
+}
+
+// flagSet returns a FlagSet with --config, printing errors to stderr.
+func flagSet(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "YAML configuration file (optional; HAVEN_* variables override it)")
+	return fs, cfgPath
+}
+
+func parse(fs *flag.FlagSet, args []string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "haven %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2
+	}
+	return -1
+}

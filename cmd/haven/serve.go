@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/haven-chat/haven/internal/app"
+	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/storage"
+)
+
+func loadConfig(path string, stderr io.Writer) (config.Config, bool) {
+	cfg, probs := config.Load(path, os.Environ())
+	if len(probs) > 0 {
+		fmt.Fprint(stderr, probs.Error())
+		return cfg, false
+	}
+	return cfg, true
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath := flagSet("serve", stderr)
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	cfg, ok := loadConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	if probs := cfg.CheckLive(ctx, true); len(probs) > 0 {
+		fmt.Fprint(stderr, probs.Error())
+		return 1
+	}
+	log, err := logging.New(cfg.Logging.Format, cfg.Logging.Level, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	logging.SetFallback(log)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
+	a, err := app.New(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "haven: cannot start:", err)
+		return 1
+	}
+	defer a.Close()
+	if err := a.Listen(); err != nil {
+		fmt.Fprintln(stderr, "haven:", err)
+		return 1
+	}
+	cfgFlag := ""
+	if *cfgPath != "" {
+		cfgFlag = " --config " + *cfgPath
+	}
+	fmt.Fprintf(stdout, "Haven %s listening on http://%s — server name %s, database %s, NATS %s. Create the first user: haven create-user%s --user alice --password '...' --admin\n",
+		Version, a.Addr(), cfg.ServerName, a.DB.Location, a.Bus.Where, cfgFlag)
+	if cfg.Metrics.Listen != "" {
+		log.WithField("listen", cfg.Metrics.Listen).Info("metrics listener on /metrics")
+	}
+	if err := a.Serve(ctx); err != nil {
+		fmt.Fprintln(stderr, "haven:", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath := flagSet("check-config", stderr)
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	cfg, probs := config.Load(*cfgPath, os.Environ())
+	probs = append(probs, cfg.CheckLive(ctx, true)...)
+	if len(probs) > 0 {
+		fmt.Fprint(stdout, probs.Error())
+		return 1
+	}
+	t, _ := storage.ParseTarget(cfg.Database, cfg.DataDir)
+	fmt.Fprintf(stdout, "Configuration OK: server name %s, listen %s, database %s, NATS %s.\n",
+		cfg.ServerName, cfg.Listen, t.Redacted(), orDefault(cfg.NATS.URL, "embedded"))
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	return 0
+}
+
+func orDefault(s, d string) string {
+	if strings.TrimSpace(s) == "" {
+		return d
+	}
+	return s
+}
+
+func runGenerateConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, _ := flagSet("generate-config", stderr)
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	fmt.Fprint(stdout, config.Template)
+	return 0
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath := flagSet("migrate", stderr)
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	cfg, ok := loadConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	t, err := storage.ParseTarget(cfg.Database, cfg.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "haven migrate:", err)
+		return 1
+	}
+	db, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2, SQLiteSynchronous: cfg.SQLiteSynchronous})
+	if err != nil {
+		fmt.Fprintln(stderr, "haven migrate:", err)
+		return 1
+	}
+	defer db.Close()
+	applied, err := db.MigrateReport(ctx)
+	for _, m := range applied {
+		fmt.Fprintln(stdout, "applied", m)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "haven migrate:", err)
+		return 1
+	}
+	v, _ := db.AppliedVersion(ctx)
+	fmt.Fprintf(stdout, "database %s is at schema version %d\n", db.Location, v)
+	return 0
+}
+
+func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "haven create-user: not available yet")
+	return 1
+}
+
+var _ = app.OpenDB

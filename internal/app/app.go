@@ -1,0 +1,145 @@
+// Package app wires a Haven server together from its configuration: the
+// database, the bus, the services and the HTTP listeners. cmd/haven and the
+// end-to-end tests use it; it holds no logic of its own.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/clientapi"
+	"github.com/haven-chat/haven/internal/bus"
+	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/internal/serverkey"
+	"github.com/haven-chat/haven/storage"
+)
+
+// App is a running server.
+type App struct {
+	Cfg  config.Config
+	Log  *logrus.Logger
+	DB   *storage.DB
+	Bus  *bus.Bus
+	Key  serverkey.Key
+	HTTP http.Handler
+
+	listener        net.Listener
+	metricsListener net.Listener
+	closers         []func()
+}
+
+// OpenDB opens and migrates the configured database.
+func OpenDB(ctx context.Context, cfg config.Config) (*storage.DB, error) {
+	t, err := storage.ParseTarget(cfg.Database, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, t, storage.Options{MaxOpenConns: cfg.DatabasePool, SQLiteSynchronous: cfg.SQLiteSynchronous})
+}
+
+// New builds the server without listening yet.
+func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (a *App, err error) {
+	a = &App{Cfg: cfg, Log: log}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if a.DB, err = OpenDB(ctx, cfg); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.DB.Close)
+	metrics.RegisterPools(func() []metrics.PoolStat {
+		var out []metrics.PoolStat
+		for _, s := range a.DB.Stats() {
+			out = append(out, metrics.PoolStat{Name: s.Name, Open: s.OpenConnections, InUse: s.InUse, Idle: s.Idle, WaitCount: s.WaitCount, WaitDuration: s.WaitDuration})
+		}
+		return out
+	})
+	if a.Key, err = serverkey.Load(ctx, a.DB); err != nil {
+		return nil, err
+	}
+	if a.Bus, err = bus.Start(ctx, bus.Options{URL: cfg.NATS.URL, StoreDir: filepath.Join(cfg.DataDir, "nats"), Namespace: cfg.ServerName}); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.Bus.Close)
+
+	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe}
+	api.Areas = append(api.Areas, api.BaseAreas()...)
+	a.HTTP = api.Router()
+	return a, nil
+}
+
+// Listen opens the listeners (the client API and, if configured, metrics).
+func (a *App) Listen() error {
+	l, err := net.Listen("tcp", a.Cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.Cfg.Listen, err)
+	}
+	a.listener = l
+	if a.Cfg.Metrics.Listen != "" {
+		ml, err := net.Listen("tcp", a.Cfg.Metrics.Listen)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics.listen %s: %w", a.Cfg.Metrics.Listen, err)
+		}
+		a.metricsListener = ml
+	}
+	return nil
+}
+
+// Addr is the address the client API listens on.
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// Serve serves until ctx ends, then shuts down gracefully.
+func (a *App) Serve(ctx context.Context) error {
+	srv := &http.Server{
+		Handler:           a.HTTP,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		// /sync long-polls for up to its timeout (capped) before writing.
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       nil,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(a.listener) }()
+	var msrv *http.Server
+	if a.metricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler())
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- msrv.Serve(a.metricsListener) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if msrv != nil {
+		_ = msrv.Shutdown(sctx)
+	}
+	return nil
+}
+
+// Close releases everything, in reverse order of opening.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}

@@ -1,0 +1,377 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/matrix-org/gomatrixserverlib"
+)
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
+
+// ValidServerName reports whether s is a Matrix server name: a DNS name,
+// an IPv4 address or a bracketed IPv6 address, with an optional port.
+func ValidServerName(s string) bool {
+	if s == "" || len(s) > 230 {
+		return false
+	}
+	host, port := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return false
+		}
+		host, port = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+		if s[end+1:] != "" && !strings.HasPrefix(s[end+1:], ":") {
+			return false
+		}
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
+			return false
+		}
+	} else {
+		if i := strings.LastIndex(s, ":"); i >= 0 {
+			host, port = s[:i], s[i+1:]
+			if port == "" {
+				return false
+			}
+		}
+		if !hostnameRE.MatchString(host) {
+			return false
+		}
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	return true
+}
+
+// Check returns every problem that can be found without touching the network
+// or the disk.
+func (c Config) Check() Problems {
+	var ps Problems
+	add := func(key, value, why, fix string) {
+		ps = append(ps, Problem{Key: key, Value: value, Why: why, Fix: fix})
+	}
+	if !ValidServerName(c.ServerName) {
+		add("server_name", c.ServerName, "is not a valid server name (a DNS name or IP address, optionally with :port; no scheme, path or spaces)",
+			"set it to the domain in your users' IDs, for example `example.com` for @alice:example.com")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("listen", c.Listen, "is not host:port", "write an address and port, for example 127.0.0.1:8008 (behind a reverse proxy) or 0.0.0.0:8008")
+	} else if _, port, _ := net.SplitHostPort(c.Listen); !validPort(port) {
+		add("listen", c.Listen, "has an invalid port", "use a port between 1 and 65535, for example 8008")
+	}
+	if c.DataDir == "" {
+		add("data_dir", "", "is empty", "set it to a folder Haven may write to, for example /var/lib/haven")
+	}
+	if c.PublicBaseURL != "" {
+		if u, err := url.Parse(c.PublicBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add("public_baseurl", c.PublicBaseURL, "is not an http(s) URL", "write the URL clients use, for example https://matrix.example.com")
+		}
+	}
+	if _, err := parseDatabase(c.Database); err != nil {
+		add("database", redactURL(c.Database), err.Error(), "leave it empty for SQLite in data_dir, or write sqlite:///path/file.db, or postgres://user:password@host:5432/dbname?sslmode=disable")
+	}
+	if c.DatabasePool < 1 || c.DatabasePool > 1000 {
+		add("database_pool", strconv.Itoa(c.DatabasePool), "must be between 1 and 1000", "20 suits most servers; PostgreSQL's max_connections must be larger than the sum over all Haven processes")
+	}
+	if s := strings.ToUpper(c.SQLiteSynchronous); s != "FULL" && s != "NORMAL" {
+		add("sqlite_synchronous", c.SQLiteSynchronous, "must be FULL or NORMAL", "FULL survives power loss; NORMAL survives process crashes and is faster")
+	}
+	if c.Registration.SharedSecret != "" && len(c.Registration.SharedSecret) < 16 {
+		add("registration.shared_secret", "xxxxx", "is shorter than 16 characters, so it can be guessed", "use a long random value, e.g. the output of `openssl rand -hex 32`")
+	}
+	if c.NATS.URL != "" {
+		if u, err := url.Parse(c.NATS.URL); err != nil || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			add("nats.url", c.NATS.URL, "is not a NATS URL", "write nats://host:4222, or leave it empty for the embedded NATS")
+		}
+	}
+	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
+		add("password_hash_cost", strconv.Itoa(c.PasswordHashCost), "must be a bcrypt cost between 4 and 31", "use 12 (the default); lower it only for load tests")
+	}
+	if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)); err != nil || !gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)) {
+		add("default_room_version", c.DefaultRoomVersion, "is not a supported stable room version", "use one of 1 to 12; 11 is the default")
+	}
+	if c.MaxRequestBytes < 70000 || c.MaxRequestBytes > 1<<30 {
+		add("max_request_bytes", strconv.FormatInt(c.MaxRequestBytes, 10), "must be between 70000 and 1073741824", "1048576 (1 MiB) is the default; events alone may be 65536 bytes")
+	}
+	if f := strings.ToLower(c.Logging.Format); f != "text" && f != "json" {
+		add("logging.format", c.Logging.Format, "must be text or json", "use json when a log collector reads the logs, text for people")
+	}
+	switch strings.ToLower(c.Logging.Level) {
+	case "trace", "debug", "info", "warn", "warning", "error":
+	default:
+		add("logging.level", c.Logging.Level, "is not a log level", "use one of debug, info, warn, error")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			add("metrics.listen", c.Metrics.Listen, "is not host:port", "for example 127.0.0.1:9090; leave empty to turn metrics off")
+		} else if c.Metrics.Listen == c.Listen {
+			add("metrics.listen", c.Metrics.Listen, "is the same address as listen", "give metrics their own port, for example 127.0.0.1:9090, so they are not public")
+		}
+	}
+	if c.RateLimits.Enabled {
+		if c.RateLimits.LoginPerMinute < 1 {
+			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
+		}
+		if c.RateLimits.RegisterPerMinute < 1 {
+			add("rate_limits.register_per_minute", strconv.Itoa(c.RateLimits.RegisterPerMinute), "must be at least 1", "5 is the default")
+		}
+		if c.RateLimits.MessagesPerSecond <= 0 || c.RateLimits.MessageBurst < 1 {
+			add("rate_limits.messages_per_second", fmt.Sprint(c.RateLimits.MessagesPerSecond), "messages_per_second and message_burst must be positive", "10 per second with a burst of 50 is the default")
+		}
+	}
+	return ps
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// Warnings are settings that work but deserve a word at start.
+func (c Config) Warnings() []string {
+	var w []string
+	if c.PasswordHashCost < 10 {
+		w = append(w, fmt.Sprintf("password_hash_cost is %d: passwords are hashed quickly, which suits load tests but not production (use 12)", c.PasswordHashCost))
+	}
+	if !c.RateLimits.Enabled {
+		w = append(w, "rate_limits.enabled is false: login and registration are not protected against brute force")
+	}
+	if c.Registration.Open {
+		w = append(w, "registration.open is true: anyone who can reach this server can create an account")
+	}
+	return w
+}
+
+type dbKind struct {
+	postgres bool
+	url      string
+	path     string
+}
+
+func parseDatabase(s string) (dbKind, error) {
+	switch {
+	case s == "" || s == "sqlite":
+		return dbKind{}, nil
+	case strings.HasPrefix(s, "sqlite://"):
+		p := strings.TrimPrefix(s, "sqlite://")
+		if p == "" || p == "/" {
+			return dbKind{}, errors.New("the sqlite:// URL names no file")
+		}
+		return dbKind{path: p}, nil
+	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		u, err := url.Parse(s)
+		if err != nil {
+			return dbKind{}, errors.New("is not a valid URL")
+		}
+		if strings.Trim(u.Path, "/") == "" {
+			return dbKind{}, errors.New("names no database (the part after the last /)")
+		}
+		if _, err := pgconn.ParseConfig(s); err != nil {
+			return dbKind{}, errors.New("is not a valid PostgreSQL URL")
+		}
+		return dbKind{postgres: true, url: s}, nil
+	}
+	return dbKind{}, errors.New("is not a database this server knows")
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// CheckLive tries what the static check cannot: the data folder, the database,
+// NATS and the listening ports. It returns every problem at once. When
+// serving is true the ports are expected to be free.
+func (c Config) CheckLive(ctx context.Context, portsMustBeFree bool) Problems {
+	var ps Problems
+	ps = append(ps, checkDataDir(c.DataDir)...)
+	if db, err := parseDatabase(c.Database); err == nil && db.postgres {
+		if p := checkPostgres(ctx, db.url); p != nil {
+			ps = append(ps, *p)
+		}
+	} else if err == nil && db.path != "" {
+		ps = append(ps, checkDataDirAt("database", c.Database, filepath.Dir(db.path))...)
+	}
+	if c.NATS.URL != "" {
+		if p := checkNATS(c.NATS.URL); p != nil {
+			ps = append(ps, *p)
+		}
+	}
+	if portsMustBeFree {
+		for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"metrics.listen", c.Metrics.Listen}} {
+			if l.addr == "" {
+				continue
+			}
+			if p := checkPort(l.key, l.addr); p != nil {
+				ps = append(ps, *p)
+			}
+		}
+	}
+	return ps
+}
+
+func checkDataDir(dir string) Problems {
+	if dir == "" {
+		return nil
+	}
+	return checkDataDirAt("data_dir", dir, dir)
+}
+
+func checkDataDirAt(key, value, dir string) Problems {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return Problems{{Key: key, Value: value, Why: "the folder " + dir + " cannot be created: " + errString(err),
+			Fix: "create it and give the user running Haven write access: mkdir -p " + dir + " && chown $(whoami) " + dir}}
+	}
+	f, err := os.CreateTemp(dir, ".haven-write-test-*")
+	if err != nil {
+		return Problems{{Key: key, Value: value, Why: "the folder " + dir + " is not writable: " + errString(err),
+			Fix: "give the user running Haven write access: chown -R $(whoami) " + dir}}
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return nil
+}
+
+func checkPort(key, addr string) *Problem {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		why := "cannot be listened on: " + err.Error()
+		fix := "pick another address or port"
+		if errors.Is(err, syscall.EADDRINUSE) {
+			why = "the port is already in use by another program"
+			fix = "stop the other program (see `ss -ltnp`) or choose another port"
+		} else if errors.Is(err, syscall.EACCES) {
+			why = "permission denied (ports below 1024 need privileges)"
+			fix = "use a port above 1024, such as 8008, and put a reverse proxy on 443"
+		} else if errors.Is(err, syscall.EADDRNOTAVAIL) {
+			why = "no network interface of this machine has that address"
+			fix = "use 127.0.0.1, 0.0.0.0 or one of this machine's addresses"
+		}
+		return &Problem{Key: key, Value: addr, Why: why, Fix: fix}
+	}
+	l.Close()
+	return nil
+}
+
+func checkNATS(raw string) *Problem {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil // reported by Check
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "4222")
+	}
+	conn, err := net.DialTimeout("tcp", host, 3*time.Second)
+	if err != nil {
+		return &Problem{Key: "nats.url", Value: raw, Why: "does not answer: " + dialReason(err),
+			Fix: "is the NATS server running on " + u.Hostname() + "? Its default port is 4222. Or leave nats.url empty for the embedded NATS"}
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	buf := make([]byte, 5)
+	if _, err := conn.Read(buf); err != nil || string(buf[:4]) != "INFO" {
+		return &Problem{Key: "nats.url", Value: raw, Why: "something answers there, but it is not NATS", Fix: "check the host and port of your NATS server (default 4222)"}
+	}
+	return nil
+}
+
+func dialReason(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "host unreachable"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "the host name does not resolve"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "no answer (timed out; a firewall may drop the packets)"
+	}
+	return err.Error()
+}
+
+func checkPostgres(ctx context.Context, raw string) *Problem {
+	shown := redactURL(raw)
+	cfg, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		return &Problem{Key: "database", Value: shown, Why: "is not a valid PostgreSQL URL", Fix: "write postgres://user:password@host:5432/dbname?sslmode=disable"}
+	}
+	cfg.ConnectTimeout = 5 * time.Second
+	cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	conn, err := pgconn.ConnectConfig(cctx, cfg)
+	if err == nil {
+		conn.Close(ctx)
+		return nil
+	}
+	p := &Problem{Key: "database", Value: shown}
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "28P01":
+		p.Why = "password authentication failed for user " + cfg.User
+		p.Fix = "check the password in the URL (special characters must be percent-encoded), or set it with ALTER USER " + cfg.User + " PASSWORD '...'"
+	case errors.As(err, &pgErr) && pgErr.Code == "28000":
+		p.Why = "the server refuses this user or address: " + pgErr.Message
+		p.Fix = "add a line for this host and user to pg_hba.conf, or check the user name"
+	case errors.As(err, &pgErr) && pgErr.Code == "3D000":
+		p.Why = "the database " + cfg.Database + " does not exist"
+		p.Fix = "create it: createdb -O " + cfg.User + " " + cfg.Database + " (or CREATE DATABASE " + cfg.Database + " OWNER " + cfg.User + " ENCODING 'UTF8';)"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		p.Why = "connection refused"
+		fix := "is PostgreSQL running on " + cfg.Host + "?"
+		if cfg.Port != 5432 {
+			fix += fmt.Sprintf(" Its default port is 5432, this URL says %d.", cfg.Port)
+		} else {
+			fix += " Check listen_addresses in postgresql.conf."
+		}
+		p.Fix = fix
+	default:
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			p.Why = "the host " + cfg.Host + " does not resolve"
+			p.Fix = "check the host name in the URL"
+		} else if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+			p.Why = "no answer from " + cfg.Host + " (timed out)"
+			p.Fix = "is the host up and is port " + strconv.Itoa(int(cfg.Port)) + " open in its firewall?"
+		} else if errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+			p.Why = "the host " + cfg.Host + " is unreachable"
+			p.Fix = "check the host name or address and the network between this machine and the database"
+		} else {
+			p.Why = "cannot connect: " + strings.ReplaceAll(err.Error(), cfg.Password, "xxxxx")
+			p.Fix = "check host, port, user, password and database name in the URL"
+		}
+	}
+	return p
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

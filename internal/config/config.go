@@ -1,0 +1,392 @@
+// Package config is Haven's typed configuration: defaults, a YAML file,
+// HAVEN_* environment overrides, and Check, which lists every problem at once
+// with the key, the value, what is wrong and the fix.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Each field's yaml tag is its key; the
+// environment variable is HAVEN_ plus the upper snake case of the key path.
+type Config struct {
+	ServerName string `yaml:"server_name"`
+	Listen     string `yaml:"listen"`
+	DataDir    string `yaml:"data_dir"`
+	// PublicBaseURL is the URL clients reach this server at (for /.well-known).
+	PublicBaseURL string `yaml:"public_baseurl"`
+	Database      string `yaml:"database"`
+	DatabasePool  int    `yaml:"database_pool"`
+	// SQLiteSynchronous trades durability for speed on SQLite: FULL or NORMAL.
+	SQLiteSynchronous  string       `yaml:"sqlite_synchronous"`
+	Registration       Registration `yaml:"registration"`
+	NATS               NATS         `yaml:"nats"`
+	RateLimits         RateLimits   `yaml:"rate_limits"`
+	PasswordHashCost   int          `yaml:"password_hash_cost"`
+	DefaultRoomVersion string       `yaml:"default_room_version"`
+	MaxRequestBytes    int64        `yaml:"max_request_bytes"`
+	Logging            Logging      `yaml:"logging"`
+	Metrics            Metrics      `yaml:"metrics"`
+	Presence           Presence     `yaml:"presence"`
+}
+
+type Registration struct {
+	Open         bool   `yaml:"open"`
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+type NATS struct {
+	URL string `yaml:"url"`
+}
+
+type RateLimits struct {
+	Enabled bool `yaml:"enabled"`
+	// LoginPerMinute and RegisterPerMinute are per client address.
+	LoginPerMinute    int `yaml:"login_per_minute"`
+	RegisterPerMinute int `yaml:"register_per_minute"`
+	// MessagesPerSecond is per user, with a burst of MessageBurst.
+	MessagesPerSecond float64 `yaml:"messages_per_second"`
+	MessageBurst      int     `yaml:"message_burst"`
+}
+
+type Logging struct {
+	Format string `yaml:"format"`
+	Level  string `yaml:"level"`
+}
+
+type Metrics struct {
+	// Listen is the address of the /metrics listener; empty turns it off.
+	Listen string `yaml:"listen"`
+}
+
+type Presence struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		ServerName:        "localhost",
+		Listen:            "127.0.0.1:8008",
+		DataDir:           "./haven-data",
+		DatabasePool:      20,
+		SQLiteSynchronous: "FULL",
+		RateLimits: RateLimits{
+			Enabled:           true,
+			LoginPerMinute:    10,
+			RegisterPerMinute: 5,
+			MessagesPerSecond: 10,
+			MessageBurst:      50,
+		},
+		PasswordHashCost:   12,
+		DefaultRoomVersion: "11",
+		MaxRequestBytes:    1 << 20,
+		Logging:            Logging{Format: "text", Level: "info"},
+		Presence:           Presence{Enabled: true},
+	}
+}
+
+// Problem is one thing wrong with the configuration.
+type Problem struct {
+	Key   string
+	Value string
+	Why   string
+	Fix   string
+}
+
+func (p Problem) String() string {
+	s := p.Key
+	if p.Value != "" {
+		s += ": " + p.Value
+	}
+	s += " — " + p.Why
+	if p.Fix != "" {
+		s += "\n  Fix: " + p.Fix
+	}
+	return s
+}
+
+// Problems is a list of problems; as an error it prints all of them.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d configuration problem(s):\n", len(ps))
+	for _, p := range ps {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Load reads defaults, then the file (if path is not empty), then the
+// environment. Unknown keys and wrong types are reported as Problems, together
+// with everything Check finds.
+func Load(path string, environ []string) (Config, Problems) {
+	cfg := Default()
+	var probs Problems
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, Problems{{Key: "--config", Value: path, Why: "cannot be read: " + errString(err), Fix: "give the path of an existing YAML file, or run `haven generate-config > " + path + "` to create one"}}
+		}
+		probs = append(probs, decodeYAML(data, &cfg)...)
+	}
+	probs = append(probs, applyEnv(&cfg, environ)...)
+	probs = append(probs, cfg.Check()...)
+	return cfg, probs
+}
+
+func errString(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// decodeYAML decodes strictly, reporting every unknown key and wrong type.
+func decodeYAML(data []byte, cfg *Config) Problems {
+	var probs Problems
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return Problems{{Key: "(file)", Why: "is not valid YAML: " + err.Error(), Fix: "correct the YAML syntax at the line named"}}
+	}
+	if len(root.Content) == 0 {
+		return nil
+	}
+	doc := root.Content[0]
+	if doc.Kind != yaml.MappingNode {
+		return Problems{{Key: "(file)", Why: "the top level must be a mapping of keys to values", Fix: "start from `haven generate-config`"}}
+	}
+	walkNode(doc, reflect.ValueOf(cfg).Elem(), "", &probs)
+	return probs
+}
+
+func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
+	fields := fieldsByKey(v.Type())
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		idx, ok := fields[k.Value]
+		if !ok {
+			fix := "remove it"
+			if s := suggest(k.Value, fields); s != "" {
+				fix = fmt.Sprintf("did you mean %q?", prefix+s)
+			}
+			*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("unknown key (line %d)", k.Line), Fix: fix})
+			continue
+		}
+		f := v.Field(idx)
+		if f.Kind() == reflect.Struct {
+			if val.Kind != yaml.MappingNode {
+				*probs = append(*probs, Problem{Key: key, Value: val.Value, Why: fmt.Sprintf("must be a mapping (line %d)", val.Line), Fix: "indent its sub-keys below it, as `haven generate-config` shows"})
+				continue
+			}
+			walkNode(val, f, key+".", probs)
+			continue
+		}
+		if val.Kind != yaml.ScalarNode {
+			*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("must be a single %s value (line %d)", kindName(f.Kind()), val.Line), Fix: "write one value after the colon"})
+			continue
+		}
+		if val.Tag == "!!null" {
+			continue
+		}
+		if err := setScalar(f, val.Value); err != nil {
+			*probs = append(*probs, Problem{Key: key, Value: maskIfSecret(key, val.Value), Why: fmt.Sprintf("must be %s (line %d)", kindName(f.Kind()), val.Line), Fix: "write " + exampleOf(f.Kind())})
+		}
+	}
+}
+
+func fieldsByKey(t reflect.Type) map[string]int {
+	m := make(map[string]int, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			m[tag] = i
+		}
+	}
+	return m
+}
+
+func setScalar(f reflect.Value, s string) error {
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.ToLower(s))
+		if err != nil {
+			switch strings.ToLower(s) {
+			case "yes", "on":
+				b = true
+			case "no", "off":
+				b = false
+			default:
+				return err
+			}
+		}
+		f.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		f.SetFloat(x)
+	default:
+		return fmt.Errorf("unsupported kind %s", f.Kind())
+	}
+	return nil
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "a whole number"
+	case reflect.Float64:
+		return "a number"
+	}
+	return "a string"
+}
+
+func exampleOf(k reflect.Kind) string {
+	switch k {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64:
+		return "a number such as 10, without quotes or units"
+	case reflect.Float64:
+		return "a number such as 2.5"
+	}
+	return "a string"
+}
+
+func maskIfSecret(key, value string) string {
+	if strings.Contains(key, "secret") || strings.HasSuffix(key, "password") {
+		return "xxxxx"
+	}
+	if key == "database" {
+		return redactURL(value)
+	}
+	return value
+}
+
+// suggest returns the known key closest to an unknown one, if close enough.
+func suggest(unknown string, fields map[string]int) string {
+	best, bestD := "", 4
+	for k := range fields {
+		if d := editDistance(unknown, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// EnvName is the environment variable of a key path such as "registration.open".
+func EnvName(key string) string {
+	return "HAVEN_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// Keys lists every key path, such as "registration.open", in declaration order.
+func Keys() []string {
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			key := prefix + strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if t.Field(i).Type.Kind() == reflect.Struct {
+				walk(t.Field(i).Type, key+".")
+				continue
+			}
+			keys = append(keys, key)
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return keys
+}
+
+// applyEnv applies HAVEN_* variables; an unknown HAVEN_ variable is a problem too.
+func applyEnv(cfg *Config, environ []string) Problems {
+	var probs Problems
+	known := map[string]reflect.Value{}
+	keyOf := map[string]string{}
+	var collect func(v reflect.Value, prefix string)
+	collect = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			key := prefix + strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if v.Field(i).Kind() == reflect.Struct {
+				collect(v.Field(i), key+".")
+				continue
+			}
+			known[EnvName(key)] = v.Field(i)
+			keyOf[EnvName(key)] = key
+		}
+	}
+	collect(reflect.ValueOf(cfg).Elem(), "")
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "HAVEN_") || strings.HasPrefix(name, "HAVEN_TEST_") {
+			continue
+		}
+		f, ok := known[name]
+		if !ok {
+			probs = append(probs, Problem{Key: name, Why: "is not a Haven setting (environment variable)", Fix: "unset it, or use one of the HAVEN_* names listed by `haven generate-config`"})
+			continue
+		}
+		if err := setScalar(f, value); err != nil {
+			probs = append(probs, Problem{Key: name, Value: maskIfSecret(keyOf[name], value), Why: "must be " + kindName(f.Kind()), Fix: "set it to " + exampleOf(f.Kind())})
+		}
+	}
+	return probs
+}
+
+// Marshal renders the configuration as YAML (secrets masked), for diagnostics.
+func (c Config) Marshal() string {
+	cc := c
+	if cc.Registration.SharedSecret != "" {
+		cc.Registration.SharedSecret = "xxxxx"
+	}
+	cc.Database = redactURL(cc.Database)
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	_ = enc.Encode(cc)
+	return b.String()
+}

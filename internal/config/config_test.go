@@ -1,0 +1,140 @@
+package config
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestTemplateLoadsAsDefaults(t *testing.T) {
+	cfg, probs := Load(writeFile(t, Template), nil)
+	if len(probs) != 0 {
+		t.Fatalf("template has problems: %v", probs)
+	}
+	if cfg != Default() {
+		t.Fatalf("template differs from defaults:\n%s\nvs\n%s", cfg.Marshal(), Default().Marshal())
+	}
+}
+
+func TestTemplateNamesEveryKey(t *testing.T) {
+	for _, name := range envNames() {
+		if !strings.Contains(Template, name) {
+			t.Errorf("generate-config does not mention %s", name)
+		}
+	}
+}
+
+func envNames() []string {
+	var names []string
+	for _, k := range Keys() {
+		names = append(names, EnvName(k))
+	}
+	return names
+}
+
+func TestEveryProblemAtOnce(t *testing.T) {
+	p := writeFile(t, `
+server_name: "https://bad name"
+listen: 8008
+regisration:
+  open: yes
+rate_limits:
+  enabled: maybe
+password_hash_cost: twelve
+database: mysql://root:hunter2@db/x
+logging:
+  format: xml
+`)
+	_, probs := Load(p, []string{"HAVEN_NATS_URL=http://x", "HAVEN_BOGUS=1", "PATH=/bin"})
+	text := probs.Error()
+	for _, want := range []string{
+		"server_name: https://bad name",
+		"listen: 8008",
+		`regisration — unknown key (line 4)`,
+		`did you mean "registration"?`,
+		"rate_limits.enabled: maybe",
+		"password_hash_cost: twelve",
+		"database: mysql://root:xxxxx@db/x",
+		"logging.format: xml",
+		"nats.url: http://x",
+		"HAVEN_BOGUS",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q in:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "hunter2") {
+		t.Errorf("password shown:\n%s", text)
+	}
+	for _, pr := range probs {
+		if pr.Fix == "" {
+			t.Errorf("problem without a fix: %v", pr)
+		}
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	cfg, probs := Load("", []string{"HAVEN_REGISTRATION_OPEN=true", "HAVEN_SERVER_NAME=example.org", "HAVEN_PASSWORD_HASH_COST=4", "HAVEN_RATE_LIMITS_ENABLED=false"})
+	if len(probs) != 0 {
+		t.Fatal(probs)
+	}
+	if !cfg.Registration.Open || cfg.ServerName != "example.org" || cfg.PasswordHashCost != 4 || cfg.RateLimits.Enabled {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+func TestServerNames(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"example.com": true, "localhost": true, "localhost:8448": true, "1.2.3.4": true, "[::1]:8448": true,
+		"": false, "https://x": false, "a b": false, "x:": false, "x:99999": false, "[1.2.3.4]": false, "-a.com": false,
+	} {
+		if ValidServerName(s) != ok {
+			t.Errorf("%q: want %v", s, ok)
+		}
+	}
+}
+
+func TestLiveChecks(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ro := filepath.Join(t.TempDir(), "ro")
+	os.Mkdir(ro, 0o500)
+	cfg := Default()
+	cfg.Listen = busy.Addr().String()
+	cfg.DataDir = filepath.Join(ro, "sub")
+	cfg.Database = "postgres://postgres:wrong@127.0.0.1:1/test"
+	cfg.NATS.URL = "nats://127.0.0.1:1"
+	probs := cfg.CheckLive(context.Background(), true)
+	text := probs.Error()
+	for _, want := range []string{"listen: " + busy.Addr().String() + " — the port is already in use", "nats.url: nats://127.0.0.1:1 — does not answer: connection refused",
+		"database: postgres://postgres:xxxxx@127.0.0.1:1/test — connection refused", "Its default port is 5432"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q in:\n%s", want, text)
+		}
+	}
+	if os.Geteuid() != 0 && !strings.Contains(text, "data_dir") {
+		t.Errorf("unwritable data_dir not reported:\n%s", text)
+	}
+	cfg = Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Database = "postgres://postgres@127.0.0.1:5432/haven_no_such_db?sslmode=disable"
+	text = cfg.CheckLive(context.Background(), false).Error()
+	if !strings.Contains(text, "does not exist") || !strings.Contains(text, "createdb") {
+		t.Errorf("missing database not reported:\n%s", text)
+	}
+}

@@ -1,0 +1,106 @@
+package config
+
+// Template is the fully commented configuration printed by `haven generate-config`.
+// Every key is shown with its default; each can also be set with the
+// environment variable named beside it.
+const Template = `# Haven configuration. Every key is optional; the value shown is the default.
+# Each key can also be set by an environment variable, named beside it.
+# Check a file with: haven check-config --config haven.yaml
+
+# The domain in your users' IDs (@alice:example.com). It cannot change later.
+# HAVEN_SERVER_NAME
+server_name: localhost
+
+# Address and port of the client API. Keep 127.0.0.1 behind a reverse proxy
+# (nginx, HAProxy) that terminates TLS; use 0.0.0.0:8008 to listen everywhere.
+# HAVEN_LISTEN
+listen: 127.0.0.1:8008
+
+# The URL clients reach this server at, announced in /.well-known/matrix/client.
+# Empty: http://<listen>.
+# HAVEN_PUBLIC_BASEURL
+public_baseurl: ""
+
+# Folder for the SQLite database, the embedded NATS and media.
+# HAVEN_DATA_DIR
+data_dir: ./haven-data
+
+# Database. Empty or "sqlite": a SQLite file in data_dir.
+#   sqlite:///var/lib/haven/haven.db      another SQLite file
+#   postgres://haven:PASSWORD@db.internal:5432/haven?sslmode=require
+# HAVEN_DATABASE
+database: ""
+
+# Connections in the PostgreSQL pool (and SQLite read connections, at most 8).
+# A waiting /sync never holds one.
+# HAVEN_DATABASE_POOL
+database_pool: 20
+
+# SQLite only: FULL survives power loss; NORMAL survives a crash of Haven
+# itself and writes faster.
+# HAVEN_SQLITE_SYNCHRONOUS
+sqlite_synchronous: FULL
+
+registration:
+  # Anyone may create an account. When false, accounts come from admins,
+  # "haven create-user" and shared-secret registration.
+  # HAVEN_REGISTRATION_OPEN
+  open: false
+  # Enables /_synapse/admin/v1/register (nonce + HMAC), which admin tools
+  # and test suites use. At least 16 characters; empty turns it off.
+  # HAVEN_REGISTRATION_SHARED_SECRET
+  shared_secret: ""
+
+nats:
+  # Empty: embedded NATS JetStream in data_dir, with no network listener.
+  # Otherwise the URL of a NATS server or cluster, e.g. nats://nats1:4222
+  # HAVEN_NATS_URL
+  url: ""
+
+rate_limits:
+  # HAVEN_RATE_LIMITS_ENABLED
+  enabled: true
+  # Login attempts per client address per minute.
+  # HAVEN_RATE_LIMITS_LOGIN_PER_MINUTE
+  login_per_minute: 10
+  # Registrations per client address per minute.
+  # HAVEN_RATE_LIMITS_REGISTER_PER_MINUTE
+  register_per_minute: 5
+  # Messages per user per second, with a burst.
+  # HAVEN_RATE_LIMITS_MESSAGES_PER_SECOND
+  messages_per_second: 10
+  # HAVEN_RATE_LIMITS_MESSAGE_BURST
+  message_burst: 50
+
+# bcrypt cost of password hashes. 12 takes about 250 ms a hash; lower it only
+# to create many accounts quickly for load tests.
+# HAVEN_PASSWORD_HASH_COST
+password_hash_cost: 12
+
+# Room version of new rooms (1 to 12).
+# HAVEN_DEFAULT_ROOM_VERSION
+default_room_version: "11"
+
+# Largest request body accepted, in bytes (events are limited to 65536).
+# HAVEN_MAX_REQUEST_BYTES
+max_request_bytes: 1048576
+
+logging:
+  # text (for people) or json (for log collectors)
+  # HAVEN_LOGGING_FORMAT
+  format: text
+  # debug, info, warn or error
+  # HAVEN_LOGGING_LEVEL
+  level: info
+
+metrics:
+  # Address of the Prometheus /metrics listener; empty turns it off.
+  # Keep it off the public port, e.g. 127.0.0.1:9090.
+  # HAVEN_METRICS_LISTEN
+  listen: ""
+
+presence:
+  # Share online/offline status between users who share a room.
+  # HAVEN_PRESENCE_ENABLED
+  enabled: true
+`

@@ -1,0 +1,174 @@
+// Package httpx holds the HTTP plumbing every API shares: decoding request
+// bodies with limits, writing JSON, the one place where errors become Matrix
+// error responses, and the middleware (request IDs, access log, panic
+// recovery, CORS).
+package httpx
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// HandlerFunc is a handler that returns an error instead of writing one.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts a HandlerFunc to http.Handler; a returned error is written by WriteError.
+func Handle(h HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, err)
+		}
+	}
+}
+
+// JSON writes v as a JSON body with the given status.
+func JSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return RawJSON(w, status, body)
+}
+
+// RawJSON writes an already encoded JSON body.
+func RawJSON(w http.ResponseWriter, status int, body []byte) error {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, err := w.Write(body)
+	if err != nil {
+		// The client went away; nothing more can be sent.
+		return nil
+	}
+	return nil
+}
+
+// OK writes {} with 200.
+func OK(w http.ResponseWriter) error { return RawJSON(w, http.StatusOK, []byte("{}")) }
+
+// ErrorBody is the JSON of a Matrix error.
+func ErrorBody(e *merr.Error) map[string]any {
+	body := make(map[string]any, 2+len(e.Extra))
+	for k, v := range e.Extra {
+		body[k] = v
+	}
+	body["errcode"] = e.Code
+	body["error"] = e.Msg
+	return body
+}
+
+// WriteError is the one mapping from errors to responses. A Matrix error is
+// sent as it is; anything else is logged once and becomes 500 M_UNKNOWN.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	me, ok := merr.As(err)
+	if !ok {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			// The client disconnected; log quietly, there is nobody to answer.
+			logging.From(r.Context()).WithError(err).Debug("request cancelled by client")
+			me = merr.Custom(499, "M_UNKNOWN", "Request cancelled")
+		} else {
+			logging.From(r.Context()).WithError(err).Error("internal error")
+			me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+		}
+	} else if me.Status >= 500 {
+		logging.From(r.Context()).WithError(err).Error("internal error")
+	}
+	if ri := Info(r.Context()); ri != nil {
+		ri.ErrCode = me.Code
+	}
+	if me.Code == "M_LIMIT_EXCEEDED" {
+		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
+			w.Header().Set("Retry-After", itoa((ms+999)/1000))
+		}
+	}
+	_ = JSON(w, me.Status, ErrorBody(me))
+}
+
+func itoa(n int64) string {
+	if n <= 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// DecodeJSON reads a JSON object of at most limit bytes into v.
+// It answers M_TOO_LARGE, M_NOT_JSON or M_BAD_JSON as the body deserves.
+func DecodeJSON(r *http.Request, v any, limit int64) error {
+	body, err := ReadBody(r, limit)
+	if err != nil {
+		return err
+	}
+	return Unmarshal(body, v)
+}
+
+// ReadBody reads the whole request body, refusing more than limit bytes.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, merr.TooLarge("Request body is larger than %d bytes", limit)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, merr.NotJSON("Could not read request body")
+	}
+	if int64(len(body)) > limit {
+		return nil, merr.TooLarge("Request body is larger than %d bytes", limit)
+	}
+	return body, nil
+}
+
+// Unmarshal decodes a JSON object into v. An empty body decodes as {}.
+func Unmarshal(body []byte, v any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		trimmed = []byte("{}")
+	}
+	if !json.Valid(trimmed) {
+		return merr.NotJSON("Content not JSON")
+	}
+	if trimmed[0] != '{' {
+		return merr.BadJSON("Request body must be a JSON object")
+	}
+	if err := json.Unmarshal(trimmed, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			field := te.Field
+			if field == "" {
+				field = "body"
+			}
+			return merr.BadJSON("Field %q has the wrong type: expected %s", field, te.Type.String())
+		}
+		return merr.BadJSON("Malformed JSON: %s", err.Error())
+	}
+	return nil
+}
+
+// BearerToken returns the access token of the request, from the Authorization
+// header or the access_token query parameter.
+func BearerToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			return strings.TrimSpace(h[7:])
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}

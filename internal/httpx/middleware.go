@@ -1,0 +1,156 @@
+package httpx
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// RequestInfo collects what the access log reports about one request. The
+// auth middleware fills in the user; WriteError fills in the errcode.
+type RequestInfo struct {
+	ID       string
+	UserID   string
+	DeviceID string
+	ErrCode  string
+	Route    string
+}
+
+type infoKey struct{}
+
+// Info returns the request's RequestInfo, if the access-log middleware runs.
+func Info(ctx context.Context) *RequestInfo {
+	ri, _ := ctx.Value(infoKey{}).(*RequestInfo)
+	return ri
+}
+
+// StatusWriter records the status and size of a response.
+type StatusWriter struct {
+	http.ResponseWriter
+	Status int
+	Bytes  int64
+}
+
+func (s *StatusWriter) WriteHeader(code int) {
+	if s.Status == 0 {
+		s.Status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *StatusWriter) Write(b []byte) (int, error) {
+	if s.Status == 0 {
+		s.Status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.Bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush passes flushes through.
+func (s *StatusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Observer is told about every finished request (metrics hook).
+type Observer func(r *http.Request, ri *RequestInfo, status int, d time.Duration)
+
+// AccessLog gives each request an ID and a logger, recovers panics as
+// 500 M_UNKNOWN, and writes one log line per request. The query string is
+// never logged: it may hold an access token.
+func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ri := &RequestInfo{ID: newRequestID()}
+			entry := log.WithField("req_id", ri.ID)
+			ctx := context.WithValue(r.Context(), infoKey{}, ri)
+			ctx = logging.With(ctx, entry)
+			r = r.WithContext(ctx)
+			sw := &StatusWriter{ResponseWriter: w}
+			defer func() {
+				if p := recover(); p != nil {
+					if p == http.ErrAbortHandler {
+						panic(p)
+					}
+					entry.WithField("panic", fmt.Sprint(p)).WithField("stack", string(debug.Stack())).Error("handler panicked")
+					PanicsTotal.Add(1)
+					if sw.Status == 0 {
+						WriteError(sw, r, merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error"))
+					}
+				}
+				d := time.Since(start)
+				status := sw.Status
+				if status == 0 {
+					status = http.StatusOK
+				}
+				if observe != nil {
+					observe(r, ri, status, d)
+				}
+				f := logrus.Fields{
+					"method":      r.Method,
+					"path":        r.URL.Path,
+					"status":      status,
+					"duration_ms": float64(d.Microseconds()) / 1000,
+				}
+				if ri.UserID != "" {
+					f["user_id"] = ri.UserID
+				}
+				if ri.DeviceID != "" {
+					f["device_id"] = ri.DeviceID
+				}
+				if ri.ErrCode != "" {
+					f["errcode"] = ri.ErrCode
+				}
+				lvl := logrus.InfoLevel
+				if status >= 500 {
+					lvl = logrus.ErrorLevel
+				}
+				entry.WithFields(f).Log(lvl, "request")
+			}()
+			next.ServeHTTP(sw, r)
+		})
+	}
+}
+
+// PanicsTotal counts recovered handler panics; each is a bug.
+var PanicsTotal atomicCounter
+
+// CORS answers preflight requests and marks every response as readable from
+// any origin, as browser clients on another origin (Element Web) need.
+func CORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization, Date")
+		h.Set("Access-Control-Expose-Headers", "ETag, Content-Disposition, Retry-After")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("{}"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,122 @@
+// Package metrics holds Haven's Prometheus metrics and serves them in the
+// Prometheus text format on their own listener (off the public port).
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/haven-chat/haven/internal/httpx"
+)
+
+// Registry holds every Haven metric.
+var Registry = prometheus.NewRegistry()
+
+var (
+	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "haven_http_requests_total", Help: "HTTP requests by route, method and status code.",
+	}, []string{"route", "method", "code"})
+	latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "haven_http_request_duration_seconds",
+		Help:    "HTTP request latency by route (long-polling /sync included).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"route", "method"})
+	// SyncWaiters is the number of /sync requests waiting for something to happen.
+	SyncWaiters = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "haven_sync_waiters", Help: "Long-polling /sync requests currently waiting.",
+	})
+	// EventsPersisted counts room events committed by this process.
+	EventsPersisted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "haven_events_persisted_total", Help: "Room events committed to the database.",
+	})
+	// CacheLookups counts cache hits and misses per cache.
+	CacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "haven_cache_lookups_total", Help: "Cache lookups by cache and result (hit or miss).",
+	}, []string{"cache", "result"})
+	panics = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "haven_handler_panics_total", Help: "Recovered handler panics; each one is a bug.",
+	}, func() float64 { return float64(httpx.PanicsTotal.Load()) })
+)
+
+func init() {
+	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// Hit and Miss count cache lookups.
+func Hit(cache string)  { CacheLookups.WithLabelValues(cache, "hit").Inc() }
+func Miss(cache string) { CacheLookups.WithLabelValues(cache, "miss").Inc() }
+
+// Observe records one finished request; it is the httpx.Observer of the client API.
+func Observe(r *http.Request, _ *httpx.RequestInfo, status int, d time.Duration) {
+	route := "unmatched"
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			route = p
+		}
+	}
+	requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
+	latency.WithLabelValues(route, r.Method).Observe(d.Seconds())
+}
+
+// Handler serves /metrics.
+func Handler() http.Handler {
+	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{})
+}
+
+// PoolStat is one connection pool's figures.
+type PoolStat struct {
+	Name              string
+	Open, InUse, Idle int
+	WaitCount         int64
+	WaitDuration      time.Duration
+}
+
+// RegisterPools sets where database pool figures are read from at scrape time.
+func RegisterPools(stats func() []PoolStat) { pools.stats.Store(stats) }
+
+func poolDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, []string{"pool"}, nil)
+}
+
+var pools = &poolCollector{
+	open:    poolDesc("haven_db_connections_open", "Open database connections."),
+	inUse:   poolDesc("haven_db_connections_in_use", "Database connections in use."),
+	idle:    poolDesc("haven_db_connections_idle", "Idle database connections."),
+	waits:   poolDesc("haven_db_wait_total", "Times a query waited for a free connection."),
+	waitSec: poolDesc("haven_db_wait_seconds_total", "Time spent waiting for a free connection."),
+}
+
+type poolCollector struct {
+	stats                             atomic.Value // func() []PoolStat
+	open, inUse, idle, waits, waitSec *prometheus.Desc
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.open
+	ch <- c.inUse
+	ch <- c.idle
+	ch <- c.waits
+	ch <- c.waitSec
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	stats, _ := c.stats.Load().(func() []PoolStat)
+	if stats == nil {
+		return
+	}
+	for _, s := range stats() {
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(s.Open), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, float64(s.InUse), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(s.Idle), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.waits, prometheus.CounterValue, float64(s.WaitCount), s.Name)
+		ch <- prometheus.MustNewConstMetric(c.waitSec, prometheus.CounterValue, s.WaitDuration.Seconds(), s.Name)
+	}
+}

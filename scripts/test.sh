@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need on this machine, then runs
+# every test (unit, storage on SQLite and PostgreSQL, end-to-end with real
+# clients). Usage: bash scripts/test.sh [go test flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh
+export PATH=$PATH:/usr/local/go/bin
+if [ -f sytest/js/package-lock.json ]; then
+  (cd sytest/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+go vet ./...
+go test -count=1 -timeout 20m "$@" ./...

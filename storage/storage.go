@@ -1,0 +1,305 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect names the database engine behind a DB.
+type Dialect int
+
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// ErrNotFound is returned by table code when a row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Options tune the connection pools.
+type Options struct {
+	// MaxOpenConns bounds the PostgreSQL pool and the SQLite read pool.
+	MaxOpenConns int
+	// SQLiteSynchronous is the SQLite "synchronous" pragma: FULL (default) or NORMAL.
+	SQLiteSynchronous string
+}
+
+// DB is the one database of a Haven server. On SQLite it holds one write
+// connection and a pool of read connections; on PostgreSQL both are the same pool.
+type DB struct {
+	dialect Dialect
+	writer  *sql.DB
+	reader  *sql.DB
+	// Location is where the data lives, without any password, for messages.
+	Location string
+}
+
+// Target is a parsed database setting.
+type Target struct {
+	Dialect Dialect
+	// Path is the SQLite file.
+	Path string
+	// URL is the PostgreSQL connection URL.
+	URL string
+}
+
+// ParseTarget interprets the `database` setting: empty or "sqlite" means a
+// file in dataDir, "sqlite:///path/file.db" a given file, and a
+// postgres:// or postgresql:// URL a PostgreSQL database.
+func ParseTarget(setting, dataDir string) (Target, error) {
+	switch {
+	case setting == "" || setting == "sqlite":
+		return Target{Dialect: SQLite, Path: filepath.Join(dataDir, "haven.db")}, nil
+	case strings.HasPrefix(setting, "sqlite://"):
+		p := strings.TrimPrefix(setting, "sqlite://")
+		if p == "" || p == "/" {
+			return Target{}, fmt.Errorf("the sqlite:// URL names no file")
+		}
+		return Target{Dialect: SQLite, Path: p}, nil
+	case strings.HasPrefix(setting, "postgres://") || strings.HasPrefix(setting, "postgresql://"):
+		if _, err := pgconn.ParseConfig(setting); err != nil {
+			return Target{}, fmt.Errorf("not a valid PostgreSQL URL: %s", scrubPassword(err.Error()))
+		}
+		return Target{Dialect: Postgres, URL: setting}, nil
+	}
+	return Target{}, fmt.Errorf("unknown database kind: expected empty, sqlite, sqlite:///path/file.db or postgres://user:password@host:port/dbname")
+}
+
+// Redacted returns the target for messages, with any password masked.
+func (t Target) Redacted() string {
+	if t.Dialect == SQLite {
+		return "sqlite:" + t.Path
+	}
+	return RedactURL(t.URL)
+}
+
+// RedactURL masks the password of a URL.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func scrubPassword(s string) string {
+	// pgconn parse errors may quote the URL; never echo a password.
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.Index(s[i:], "@"); j >= 0 {
+			if k := strings.Index(s[i+3:i+j], ":"); k >= 0 {
+				return s[:i+3+k+1] + "xxxxx" + s[i+j:]
+			}
+		}
+	}
+	return s
+}
+
+// Open connects to the target and applies pending migrations.
+func Open(ctx context.Context, t Target, opts Options) (*DB, error) {
+	db, err := Connect(ctx, t, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Connect opens the connection pools without migrating.
+func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
+	if opts.MaxOpenConns <= 0 {
+		opts.MaxOpenConns = 20
+	}
+	switch t.Dialect {
+	case Postgres:
+		pool, err := sql.Open("pgx", t.URL)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		pool.SetMaxOpenConns(opts.MaxOpenConns)
+		pool.SetMaxIdleConns(opts.MaxOpenConns)
+		pool.SetConnMaxIdleTime(5 * time.Minute)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := pool.PingContext(pctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("connect to %s: %w", RedactURL(t.URL), err)
+		}
+		return &DB{dialect: Postgres, writer: pool, reader: pool, Location: RedactURL(t.URL)}, nil
+	default:
+		if dir := filepath.Dir(t.Path); dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("create folder for %s: %w", t.Path, err)
+			}
+		}
+		sync := strings.ToUpper(opts.SQLiteSynchronous)
+		if sync == "" {
+			sync = "FULL"
+		}
+		base := "file:" + t.Path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(" + sync + ")"
+		writer, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
+		}
+		writer.SetMaxOpenConns(1)
+		writer.SetMaxIdleConns(1)
+		writer.SetConnMaxIdleTime(0)
+		writer.SetConnMaxLifetime(0)
+		if err := writer.PingContext(ctx); err != nil {
+			writer.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
+		}
+		reader, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+		if err != nil {
+			writer.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
+		}
+		n := opts.MaxOpenConns
+		if n > 8 {
+			n = 8
+		}
+		reader.SetMaxOpenConns(n)
+		reader.SetMaxIdleConns(n)
+		reader.SetConnMaxIdleTime(0)
+		return &DB{dialect: SQLite, writer: writer, reader: reader, Location: "sqlite:" + t.Path}, nil
+	}
+}
+
+// Dialect tells which engine this is.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Close closes the pools.
+func (db *DB) Close() {
+	if db.reader != db.writer {
+		db.reader.Close()
+	}
+	db.writer.Close()
+}
+
+// Querier runs SQL; both *DB and *Tx are Queriers, so table code can run
+// inside or outside a transaction.
+type Querier interface {
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+	Exec(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Query reads from the read pool.
+func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	query, args = expand(query, args)
+	return db.reader.QueryContext(ctx, query, args...)
+}
+
+// QueryRow reads one row from the read pool.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	query, args = expand(query, args)
+	return db.reader.QueryRowContext(ctx, query, args...)
+}
+
+// Exec runs a statement on the write connection.
+func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	query, args = expand(query, args)
+	return db.writer.ExecContext(ctx, query, args...)
+}
+
+// Tx is a write transaction.
+type Tx struct{ tx *sql.Tx }
+
+func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	query, args = expand(query, args)
+	return t.tx.QueryContext(ctx, query, args...)
+}
+
+func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	query, args = expand(query, args)
+	return t.tx.QueryRowContext(ctx, query, args...)
+}
+
+func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	query, args = expand(query, args)
+	return t.tx.ExecContext(ctx, query, args...)
+}
+
+// Write runs fn in a write transaction and commits it if fn returns nil.
+// Nothing in fn may wait for anything but the database.
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	sqlTx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = sqlTx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			_ = sqlTx.Rollback()
+		}
+	}()
+	if err = fn(&Tx{tx: sqlTx}); err != nil {
+		return err
+	}
+	if err = sqlTx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint failure.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		c := sqErr.Code()
+		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// PoolStats are connection-pool figures for metrics.
+type PoolStats struct {
+	Name string
+	sql.DBStats
+}
+
+// Stats reports each pool.
+func (db *DB) Stats() []PoolStats {
+	if db.reader == db.writer {
+		return []PoolStats{{Name: "main", DBStats: db.writer.Stats()}}
+	}
+	return []PoolStats{{Name: "write", DBStats: db.writer.Stats()}, {Name: "read", DBStats: db.reader.Stats()}}
+}

@@ -1,0 +1,100 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/storage/storagetest"
+)
+
+func TestMigrateIsIdempotentAndListsWork(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		applied, err := db.MigrateReport(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(applied) != 0 {
+			t.Fatalf("second migrate applied %v", applied)
+		}
+		v, err := db.AppliedVersion(ctx)
+		if err != nil || v < 1 {
+			t.Fatalf("version %d, %v", v, err)
+		}
+		err = db.Write(ctx, func(tx *storage.Tx) error {
+			for i, id := range []string{"@a:x", "@b:x", "@c:x"} {
+				if _, err := tx.Exec(ctx, `INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)`, id, string(rune('A'+i))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Query(ctx, `SELECT displayname FROM profiles WHERE user_id IN ($1) AND displayname <> $2 ORDER BY displayname`, []string{"@a:x", "@c:x"}, "zzz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var s string
+			_ = rows.Scan(&s)
+			got = append(got, s)
+		}
+		rows.Close()
+		if len(got) != 2 || got[0] != "A" || got[1] != "C" {
+			t.Fatalf("got %v", got)
+		}
+		_, err = db.Exec(ctx, `INSERT INTO profiles (user_id) VALUES ($1)`, "@a:x")
+		if !storage.IsUniqueViolation(err) {
+			t.Fatalf("want unique violation, got %v", err)
+		}
+		// a failing transaction leaves nothing behind
+		boom := errors.New("boom")
+		err = db.Write(ctx, func(tx *storage.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO profiles (user_id) VALUES ($1)`, "@d:x"); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM profiles WHERE user_id = $1`, "@d:x").Scan(&n); err != nil || n != 0 {
+			t.Fatalf("rolled back row is there: %d %v", n, err)
+		}
+	})
+}
+
+func TestParseTarget(t *testing.T) {
+	cases := []struct {
+		in      string
+		dialect storage.Dialect
+		ok      bool
+	}{
+		{"", storage.SQLite, true},
+		{"sqlite", storage.SQLite, true},
+		{"sqlite:///var/lib/haven/h.db", storage.SQLite, true},
+		{"postgres://u:p@db:5432/haven?sslmode=disable", storage.Postgres, true},
+		{"postgresql://u@db/haven", storage.Postgres, true},
+		{"mysql://x", 0, false},
+		{"sqlite://", 0, false},
+	}
+	for _, c := range cases {
+		tg, err := storage.ParseTarget(c.in, "/data")
+		if (err == nil) != c.ok {
+			t.Fatalf("%q: err %v", c.in, err)
+		}
+		if c.ok && tg.Dialect != c.dialect {
+			t.Fatalf("%q: dialect %v", c.in, tg.Dialect)
+		}
+	}
+	tg, _ := storage.ParseTarget("postgres://u:secret@db:5432/haven", "")
+	if got := tg.Redacted(); got != "postgres://u:xxxxx@db:5432/haven" {
+		t.Fatalf("redacted %q", got)
+	}
+}
