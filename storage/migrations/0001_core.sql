@@ -98,6 +98,9 @@ CREATE TABLE events (
 	relates_to       TEXT,
 	rel_type         TEXT,
 	redacted_by      TEXT,
+	-- the sending device and its transaction ID, for unsigned.transaction_id
+	device_id        TEXT,
+	txn_id           TEXT,
 	json             TEXT NOT NULL
 );
 CREATE INDEX events_room_pos ON events (room_id, pos);

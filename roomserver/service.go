@@ -1,0 +1,538 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/haven-chat/haven/internal/keyed"
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/lru"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/internal/serverkey"
+	"github.com/haven-chat/haven/internal/stream"
+	"github.com/haven-chat/haven/storage"
+)
+
+// publisher is the part of the bus the roomserver needs.
+type publisher interface {
+	Publish(topic string, data []byte) error
+}
+
+// ProfileSource gives the displayname and avatar that go into a user's
+// membership events.
+type ProfileSource interface {
+	Profile(ctx context.Context, userID string) (displayname, avatarURL string, err error)
+}
+
+// AccountChecker tells whether a local account exists (for invites).
+type AccountChecker interface {
+	AccountExists(ctx context.Context, userID string) (bool, error)
+}
+
+// Options configure a Service.
+type Options struct {
+	ServerName     string
+	Key            serverkey.Key
+	DefaultVersion string
+	// RoomCacheSize bounds the rooms whose current state is kept in memory.
+	RoomCacheSize int
+}
+
+// Service is the roomserver.
+type Service struct {
+	db         *storage.DB
+	bus        publisher
+	profiles   ProfileSource
+	accounts   AccountChecker
+	opts       Options
+	serverName spec.ServerName
+
+	locks    keyed.Mutex
+	seq      *stream.Sequencer
+	snapSeq  atomic.Int64
+	rooms    *lru.Cache[string, *room]
+	snaps    *lru.Cache[int64, map[stateKey]string]
+	pduCache *lru.Cache[string, gomatrixserverlib.PDU]
+}
+
+// room is the in-memory view of a room's current state, kept by the writer.
+// Only read or changed while holding the room's lock.
+type room struct {
+	// mu guards the fields below for readers; the writer holds the room's
+	// keyed lock and takes mu only to install a committed change.
+	mu          sync.RWMutex
+	id          string
+	version     gomatrixserverlib.IRoomVersion
+	state       map[stateKey]gomatrixserverlib.PDU
+	snapshot    int64
+	chainLen    int64
+	extremities []string
+	depth       int64
+}
+
+// New creates the roomserver, reading the stream positions from the database.
+func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSource, accounts AccountChecker, opts Options) (*Service, error) {
+	if opts.RoomCacheSize <= 0 {
+		opts.RoomCacheSize = 2000
+	}
+	if opts.DefaultVersion == "" {
+		opts.DefaultVersion = "11"
+	}
+	last, err := maxEventPos(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("read events position: %w", err)
+	}
+	lastSnap, err := maxSnapshotID(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot id: %w", err)
+	}
+	s := &Service{
+		db: db, bus: bus, profiles: profiles, accounts: accounts, opts: opts,
+		serverName: spec.ServerName(opts.ServerName),
+		seq:        stream.New(last),
+		rooms:      lru.New[string, *room]("room_state", opts.RoomCacheSize),
+		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 4096),
+		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 50000),
+	}
+	s.snapSeq.Store(lastSnap)
+	return s, nil
+}
+
+// Position is the highest visible events-stream position.
+func (s *Service) Position() int64 { return s.seq.Visible() }
+
+// DB is the database the roomserver writes (readers share its tables).
+func (s *Service) DB() *storage.DB { return s.db }
+
+// ServerName is this server's name.
+func (s *Service) ServerName() string { return s.opts.ServerName }
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// loadRoom returns the room's in-memory state, loading it if needed. The
+// caller must hold the room's lock.
+func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
+	if r, ok := s.rooms.Get(roomID); ok {
+		return r, nil
+	}
+	row, err := selectRoom(ctx, s.db, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, merr.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(row.version))
+	if err != nil {
+		return nil, fmt.Errorf("room %s has unknown version %s", roomID, row.version)
+	}
+	ids, err := selectCurrentState(ctx, s.db, roomID)
+	if err != nil {
+		return nil, err
+	}
+	pdus, err := s.loadPDUs(ctx, verImpl, idsOf(ids))
+	if err != nil {
+		return nil, err
+	}
+	state := make(map[stateKey]gomatrixserverlib.PDU, len(ids))
+	for k, id := range ids {
+		if p, ok := pdus[id]; ok {
+			state[k] = p
+		}
+	}
+	ext, err := selectExtremities(ctx, s.db, roomID)
+	if err != nil {
+		return nil, err
+	}
+	_, chainLen, err := selectSnapshotMeta(ctx, s.db, row.snapshot)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: row.depth}
+	s.rooms.Put(roomID, r)
+	return r, nil
+}
+
+func idsOf(m map[stateKey]string) []string {
+	out := make([]string, 0, len(m))
+	for _, id := range m {
+		out = append(out, id)
+	}
+	return out
+}
+
+// loadPDUs parses stored events into PDUs, through a cache.
+func (s *Service) loadPDUs(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, ids []string) (map[string]gomatrixserverlib.PDU, error) {
+	out := make(map[string]gomatrixserverlib.PDU, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if p, ok := s.pduCache.Get(id); ok {
+			out[id] = p
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		evs, err := EventsByID(ctx, s.db, missing[:n])
+		if err != nil {
+			return nil, err
+		}
+		missing = missing[n:]
+		for _, e := range evs {
+			p, err := verImpl.NewEventFromTrustedJSONWithEventID(e.EventID, e.JSON, e.RedactedBy != "")
+			if err != nil {
+				return nil, fmt.Errorf("parse stored event %s: %w", e.EventID, err)
+			}
+			s.pduCache.Put(e.EventID, p)
+			out[e.EventID] = p
+		}
+	}
+	return out, nil
+}
+
+// stateProvider answers gomatrixserverlib's auth questions from a state map.
+type stateProvider map[stateKey]gomatrixserverlib.PDU
+
+func (p stateProvider) Create() (gomatrixserverlib.PDU, error) {
+	return p[stateKey{spec.MRoomCreate, ""}], nil
+}
+func (p stateProvider) JoinRules() (gomatrixserverlib.PDU, error) {
+	return p[stateKey{spec.MRoomJoinRules, ""}], nil
+}
+func (p stateProvider) PowerLevels() (gomatrixserverlib.PDU, error) {
+	return p[stateKey{spec.MRoomPowerLevels, ""}], nil
+}
+func (p stateProvider) Member(k spec.SenderID) (gomatrixserverlib.PDU, error) {
+	return p[stateKey{spec.MRoomMember, string(k)}], nil
+}
+func (p stateProvider) ThirdPartyInvite(k string) (gomatrixserverlib.PDU, error) {
+	return p[stateKey{spec.MRoomThirdPartyInvite, k}], nil
+}
+func (p stateProvider) Valid() bool { return true }
+
+// eventMeta is what a local event carries besides its JSON.
+type eventMeta struct {
+	deviceID string
+	txnID    string
+	// unsigned fields to add before storing (invite_room_state)
+	unsigned map[string]any
+}
+
+// mapBuildError turns gomatrixserverlib build errors into Matrix errors.
+func mapBuildError(err error) error {
+	var ve gomatrixserverlib.EventValidationError
+	if errors.As(err, &ve) && ve.Code == gomatrixserverlib.EventValidationTooLarge {
+		return merr.TooLarge("%s", ve.Message)
+	}
+	if errors.As(err, &ve) {
+		return merr.BadJSON("%s", ve.Message)
+	}
+	return merr.BadJSON("Invalid event: %s", err.Error())
+}
+
+const maxPrevEvents = 20
+
+// draft is a room as it will be after some not yet committed events: built
+// events see the state that the events before them in the same batch made.
+type draft struct {
+	r           *room
+	state       map[stateKey]gomatrixserverlib.PDU
+	copied      bool
+	extremities []string
+	depth       int64
+	events      []pending
+}
+
+type pending struct {
+	pdu  gomatrixserverlib.PDU
+	meta eventMeta
+}
+
+func newDraft(r *room) *draft {
+	return &draft{r: r, state: r.state, extremities: r.extremities, depth: r.depth}
+}
+
+// add builds, signs and authorises an event on top of the draft. The caller
+// holds the room's lock.
+func (s *Service) add(d *draft, proto *gomatrixserverlib.ProtoEvent, meta eventMeta) (gomatrixserverlib.PDU, error) {
+	if proto.Type != spec.MRoomCreate || !d.r.version.DomainlessRoomIDs() {
+		proto.RoomID = d.r.id
+	}
+	prev := d.extremities
+	if len(prev) > maxPrevEvents {
+		prev = prev[len(prev)-maxPrevEvents:]
+	}
+	proto.PrevEvents = append([]string{}, prev...)
+	proto.Depth = d.depth + 1
+	if proto.Content == nil {
+		proto.Content = spec.RawJSON("{}")
+	}
+	b := d.r.version.NewEventBuilderFromProtoEvent(proto)
+	if proto.Type != spec.MRoomCreate {
+		if err := b.AddAuthEvents(stateProvider(d.state)); err != nil {
+			return nil, merr.BadJSON("Invalid event: %s", err.Error())
+		}
+	} else {
+		b.AuthEvents = []string{}
+	}
+	pdu, err := b.Build(nowTime(), s.serverName, s.opts.Key.ID, s.opts.Key.Private)
+	if err != nil {
+		return nil, mapBuildError(err)
+	}
+	if err := gomatrixserverlib.Allowed(pdu, stateProvider(d.state), userIDForSender); err != nil {
+		return nil, merr.Forbidden("%s", authMessage(err))
+	}
+	if sk := pdu.StateKey(); sk != nil {
+		if !d.copied {
+			st := make(map[stateKey]gomatrixserverlib.PDU, len(d.state)+1)
+			for k, v := range d.state {
+				st[k] = v
+			}
+			d.state, d.copied = st, true
+		}
+	}
+	d.events = append(d.events, pending{pdu: pdu, meta: meta})
+	if sk := pdu.StateKey(); sk != nil {
+		d.state[stateKey{pdu.Type(), *sk}] = pdu
+	}
+	d.extremities = []string{pdu.EventID()}
+	d.depth = pdu.Depth()
+	return pdu, nil
+}
+
+func authMessage(err error) string {
+	var na *gomatrixserverlib.NotAllowed
+	if errors.As(err, &na) {
+		return na.Message
+	}
+	return err.Error()
+}
+
+// commit writes the draft's events in one transaction (creating the room row
+// first when newRoom is set), then installs the new state in memory and
+// publishes the events in stream order. The caller holds the room's lock.
+func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra func(context.Context, *storage.Tx) error) ([]Event, error) {
+	r := d.r
+	// State before each event, as the room evolves through the batch.
+	cur := r.state
+	snapshot, chainLen := r.snapshot, r.chainLen
+	type snapWrite struct {
+		id, parent, chainLen int64
+		entries              map[stateKey]string
+	}
+	var snaps []snapWrite
+	events := make([]Event, len(d.events))
+	snapBefore := make([]int64, len(d.events))
+	for i, pe := range d.events {
+		pdu := pe.pdu
+		sk := pdu.StateKey()
+		unsigned := map[string]any{}
+		for k, v := range pe.meta.unsigned {
+			unsigned[k] = v
+		}
+		if sk != nil {
+			if replaced := cur[stateKey{pdu.Type(), *sk}]; replaced != nil {
+				unsigned["prev_content"] = json.RawMessage(replaced.Content())
+				unsigned["prev_sender"] = string(replaced.SenderID())
+				unsigned["replaces_state"] = replaced.EventID()
+			}
+		}
+		if len(unsigned) > 0 {
+			withUnsigned, err := pdu.SetUnsigned(unsigned)
+			if err != nil {
+				return nil, fmt.Errorf("set unsigned: %w", err)
+			}
+			pdu = withUnsigned
+			d.events[i].pdu = pdu
+		}
+		ev := eventFromPDU(pdu)
+		ev.DeviceID, ev.TxnID = pe.meta.deviceID, pe.meta.txnID
+		snapBefore[i] = snapshot
+		if sk != nil {
+			next := make(map[stateKey]gomatrixserverlib.PDU, len(cur)+1)
+			for k, v := range cur {
+				next[k] = v
+			}
+			next[stateKey{pdu.Type(), *sk}] = pdu
+			cur = next
+			id := s.snapSeq.Add(1)
+			sw := snapWrite{id: id}
+			if chainLen >= 32 || snapshot == 0 {
+				sw.entries = make(map[stateKey]string, len(cur))
+				for k, p := range cur {
+					sw.entries[k] = p.EventID()
+				}
+			} else {
+				sw.parent, sw.chainLen = snapshot, chainLen+1
+				sw.entries = map[stateKey]string{{pdu.Type(), *sk}: pdu.EventID()}
+			}
+			snaps = append(snaps, sw)
+			snapshot, chainLen = sw.id, sw.chainLen
+		}
+		events[i] = ev
+	}
+	first := s.seq.NextN(len(events))
+	for i := range events {
+		events[i].Pos = first + int64(i)
+	}
+	redactions := make([]*Notice, len(events))
+	last := d.events[len(d.events)-1].pdu
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if newRoom != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1,$2,$3,$4)`,
+				r.id, newRoom.version, events[0].Sender, events[0].OriginTS); err != nil {
+				if storage.IsUniqueViolation(err) {
+					return merr.RoomInUse("Room %s already exists", r.id)
+				}
+				return fmt.Errorf("insert room %s: %w", r.id, err)
+			}
+		}
+		si := 0
+		for i := range events {
+			ev := &events[i]
+			if err := insertEvent(ctx, tx, ev, snapBefore[i]); err != nil {
+				return err
+			}
+			if ev.StateKey != nil {
+				sw := snaps[si]
+				si++
+				if err := insertSnapshot(ctx, tx, sw.id, r.id, sw.parent, sw.chainLen, sw.entries); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1,$2,$3,$4,$5,$6)
+ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
+					r.id, ev.Type, *ev.StateKey, ev.EventID, ev.Pos, nullable(ev.Membership)); err != nil {
+					return fmt.Errorf("update state of %s: %w", r.id, err)
+				}
+			}
+			if ev.TxnID != "" {
+				if _, err := tx.Exec(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1,$2,$3,$4,$5)`,
+					ev.Sender, ev.DeviceID, ev.TxnID, ev.EventID, ev.OriginTS); err != nil {
+					return fmt.Errorf("store txn %s: %w", ev.TxnID, err)
+				}
+			}
+			if ev.Type == spec.MRoomRedaction {
+				n, err := s.applyRedaction(ctx, tx, r, d.events[i].pdu)
+				if err != nil {
+					return err
+				}
+				redactions[i] = n
+			}
+		}
+		if extra != nil {
+			if err := extra(ctx, tx); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
+			return fmt.Errorf("clear extremities of %s: %w", r.id, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, last.EventID()); err != nil {
+			return fmt.Errorf("set extremity of %s: %w", r.id, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, snapshot, last.Depth(), r.id); err != nil {
+			return fmt.Errorf("update room %s: %w", r.id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		for _, ev := range events {
+			s.seq.Done(ev.Pos, nil, nil)
+		}
+		// Nothing of the draft reached the database; the cached room is untouched.
+		return nil, err
+	}
+	metrics.EventsPersisted.Add(float64(len(events)))
+	r.mu.Lock()
+	r.state = cur
+	r.snapshot, r.chainLen = snapshot, chainLen
+	r.extremities = []string{last.EventID()}
+	r.depth = last.Depth()
+	r.mu.Unlock()
+	for _, pe := range d.events {
+		if pe.pdu.StateKey() != nil {
+			s.pduCache.Put(pe.pdu.EventID(), pe.pdu)
+		}
+	}
+	if newRoom != nil {
+		s.rooms.Put(r.id, r)
+	}
+	for i, ev := range events {
+		notice := Notice{Event: ev}
+		if n := redactions[i]; n != nil {
+			notice.Redacts, notice.RedactedJSON = n.Redacts, n.RedactedJSON
+			s.afterRedaction(r, n)
+		}
+		s.seq.Done(ev.Pos, notice, s.publish)
+	}
+	return events, nil
+}
+
+func (s *Service) publish(pos int64, payload any) {
+	n, ok := payload.(Notice)
+	if !ok {
+		return
+	}
+	data, err := json.Marshal(n)
+	if err != nil {
+		logging.From(context.Background()).WithError(err).Error("encode room event notice")
+		return
+	}
+	if err := s.bus.Publish(Topic, data); err != nil {
+		logging.From(context.Background()).WithError(err).WithField("event_id", n.EventID).Error("publish room event")
+	}
+}
+
+// eventFromPDU fills the indexed columns of an event from its PDU.
+func eventFromPDU(p gomatrixserverlib.PDU) Event {
+	ev := Event{
+		EventID:  p.EventID(),
+		RoomID:   p.RoomID().String(),
+		Type:     p.Type(),
+		StateKey: p.StateKey(),
+		Sender:   string(p.SenderID()),
+		Depth:    p.Depth(),
+		OriginTS: int64(p.OriginServerTS()),
+		JSON:     p.JSON(),
+	}
+	if p.Type() == spec.MRoomMember {
+		ev.Membership, _ = p.Membership()
+	}
+	var c struct {
+		RelatesTo *struct {
+			RelType string `json:"rel_type"`
+			EventID string `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(p.Content(), &c) == nil && c.RelatesTo != nil && c.RelatesTo.EventID != "" {
+		ev.RelatesTo, ev.RelType = c.RelatesTo.EventID, c.RelatesTo.RelType
+	}
+	return ev
+}
+
+// sortedStateKeys returns the keys of a state map in a stable order.
+func sortedStateKeys[V any](m map[stateKey]V) []stateKey {
+	keys := make([]stateKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].typ != keys[j].typ {
+			return keys[i].typ < keys[j].typ
+		}
+		return keys[i].key < keys[j].key
+	})
+	return keys
+}

@@ -1,0 +1,197 @@
+package roomserver
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/haven-chat/haven/storage"
+)
+
+const eventColumns = `pos, event_id, room_id, type, state_key, sender, COALESCE(membership, ''), depth, origin_ts,
+COALESCE(relates_to, ''), COALESCE(rel_type, ''), COALESCE(redacted_by, ''), COALESCE(device_id, ''), COALESCE(txn_id, ''), json`
+
+// EventColumns is the column list ScanEvent expects, for readers of the events table.
+const EventColumns = eventColumns
+
+// ScanEvent reads one row selected with EventColumns.
+func ScanEvent(rows interface{ Scan(...any) error }) (Event, error) {
+	var e Event
+	var sk sql.NullString
+	var js string
+	if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Membership, &e.Depth, &e.OriginTS,
+		&e.RelatesTo, &e.RelType, &e.RedactedBy, &e.DeviceID, &e.TxnID, &js); err != nil {
+		return e, err
+	}
+	if sk.Valid {
+		s := sk.String
+		e.StateKey = &s
+	}
+	e.JSON = []byte(js)
+	return e, nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullableKey(p *string) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func insertEvent(ctx context.Context, tx *storage.Tx, e *Event, snapshotID int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, membership, depth, origin_ts,
+snapshot_id, relates_to, rel_type, device_id, txn_id, json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
+		e.Pos, e.EventID, e.RoomID, e.Type, nullableKey(e.StateKey), e.Sender, nullable(e.Membership), e.Depth, e.OriginTS,
+		snapshotID, nullable(e.RelatesTo), nullable(e.RelType), nullable(e.DeviceID), nullable(e.TxnID), string(e.JSON))
+	if err != nil {
+		return fmt.Errorf("insert event %s: %w", e.EventID, err)
+	}
+	return nil
+}
+
+// EventsByID loads events by ID, in no particular order. Missing IDs are skipped.
+func EventsByID(ctx context.Context, q storage.Querier, ids []string) ([]Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN ($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("select events by id: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := ScanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+type roomRow struct {
+	version  string
+	snapshot int64
+	depth    int64
+}
+
+func selectRoom(ctx context.Context, q storage.Querier, roomID string) (roomRow, error) {
+	var r roomRow
+	err := q.QueryRow(ctx, `SELECT room_version, snapshot_id, depth FROM rooms WHERE room_id = $1`, roomID).Scan(&r.version, &r.snapshot, &r.depth)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, storage.ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("select room %s: %w", roomID, err)
+	}
+	return r, nil
+}
+
+func selectCurrentState(ctx context.Context, q storage.Querier, roomID string) (map[stateKey]string, error) {
+	rows, err := q.Query(ctx, `SELECT type, state_key, event_id FROM room_state WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("select state of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	out := make(map[stateKey]string)
+	for rows.Next() {
+		var k stateKey
+		var id string
+		if err := rows.Scan(&k.typ, &k.key, &id); err != nil {
+			return nil, err
+		}
+		out[k] = id
+	}
+	return out, rows.Err()
+}
+
+func selectExtremities(ctx context.Context, q storage.Querier, roomID string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT event_id FROM room_extremities WHERE room_id = $1 ORDER BY event_id`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("select extremities of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+func maxEventPos(ctx context.Context, q storage.Querier) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM events`).Scan(&n)
+	return n, err
+}
+
+func maxSnapshotID(ctx context.Context, q storage.Querier) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `SELECT COALESCE(MAX(snapshot_id), 0) FROM state_snapshots`).Scan(&n)
+	return n, err
+}
+
+// snapshot storage: a snapshot is its parent's entries overlaid with its own.
+func insertSnapshot(ctx context.Context, tx *storage.Tx, id int64, roomID string, parent, chainLen int64, entries map[stateKey]string) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent_id, chain_len) VALUES ($1,$2,$3,$4)`,
+		id, roomID, parent, chainLen); err != nil {
+		return fmt.Errorf("insert snapshot %d: %w", id, err)
+	}
+	for k, eid := range entries {
+		if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1,$2,$3,$4)`,
+			id, k.typ, k.key, eid); err != nil {
+			return fmt.Errorf("insert snapshot entry %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+func selectSnapshotMeta(ctx context.Context, q storage.Querier, id int64) (parent, chainLen int64, err error) {
+	err = q.QueryRow(ctx, `SELECT parent_id, chain_len FROM state_snapshots WHERE snapshot_id = $1`, id).Scan(&parent, &chainLen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, storage.ErrNotFound
+	}
+	return
+}
+
+func selectSnapshotEntries(ctx context.Context, q storage.Querier, id int64) (map[stateKey]string, error) {
+	rows, err := q.Query(ctx, `SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1`, id)
+	if err != nil {
+		return nil, fmt.Errorf("select snapshot %d: %w", id, err)
+	}
+	defer rows.Close()
+	out := make(map[stateKey]string)
+	for rows.Next() {
+		var k stateKey
+		var eid string
+		if err := rows.Scan(&k.typ, &k.key, &eid); err != nil {
+			return nil, err
+		}
+		out[k] = eid
+	}
+	return out, rows.Err()
+}
+
+func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, txnID string) (string, error) {
+	var eid string
+	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`, userID, deviceID, txnID).Scan(&eid)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", storage.ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("select txn %s: %w", txnID, err)
+	}
+	return eid, nil
+}
