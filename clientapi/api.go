@@ -56,10 +56,21 @@ type authenticator interface {
 
 // API is the client API: configuration, services and limiters.
 type API struct {
-	Cfg     config.Config
-	Log     *logrus.Logger
-	Auth    authenticator
-	Limiter *Limiter
+	Cfg   config.Config
+	Log   *logrus.Logger
+	Auth  authenticator
+	Rooms roomService
+	Sync  syncService
+	// Filters and AccountData come from the user API.
+	Filters     filterSource
+	AccountData accountDataWriter
+	// Users is the user API (accounts, devices, profiles, account data,
+	// filters, push rules); Leaver and Propagator, when set, reach the
+	// roomserver for deactivation and profile changes.
+	Users      *userapi.Service
+	Leaver     roomLeaver
+	Propagator profilePropagator
+	Limiter    *Limiter
 	// Areas add their routes; see routes().
 	Areas []func() []Route
 	// Observe is told about each request (metrics).

@@ -47,3 +47,8 @@ func health(w http.ResponseWriter, r *http.Request) error {
 func (a *API) BaseAreas() []func() []Route {
 	return []func() []Route{a.versionRoutes}
 }
+
+// RoomAreas are the routes of rooms, sync and their ephemeral data.
+func (a *API) RoomAreas() []func() []Route {
+	return []func() []Route{a.roomRoutes, a.syncRoutes}
+}

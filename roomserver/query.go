@@ -175,22 +175,61 @@ WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.membership = 'join'`, ro
 	return collectEvents(rows)
 }
 
-// AllRoomMemberships returns every (room, user, membership) of current state,
-// for building in-memory membership indexes at start.
-func (s *Service) AllRoomMemberships(ctx context.Context, fn func(roomID, userID, membership string)) error {
-	rows, err := s.db.Query(ctx, `SELECT room_id, state_key, membership FROM room_state WHERE type = 'm.room.member'`)
+// AllRoomMemberships calls fn with every (room, user, membership, position)
+// of current state, for building in-memory membership indexes at start.
+func (s *Service) AllRoomMemberships(ctx context.Context, fn func(roomID, userID, membership string, pos int64)) error {
+	rows, err := s.db.Query(ctx, `SELECT room_id, state_key, membership, pos FROM room_state WHERE type = 'm.room.member'`)
 	if err != nil {
 		return fmt.Errorf("all memberships: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r, u, m string
-		if err := rows.Scan(&r, &u, &m); err != nil {
+		var pos int64
+		if err := rows.Scan(&r, &u, &m, &pos); err != nil {
 			return err
 		}
-		fn(r, u, m)
+		fn(r, u, m, pos)
 	}
 	return rows.Err()
+}
+
+// AllRoomPositions calls fn with every room's latest event position.
+func (s *Service) AllRoomPositions(ctx context.Context, fn func(roomID string, pos int64)) error {
+	rows, err := s.db.Query(ctx, `SELECT room_id, MAX(pos) FROM events GROUP BY room_id`)
+	if err != nil {
+		return fmt.Errorf("room positions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r string
+		var pos int64
+		if err := rows.Scan(&r, &pos); err != nil {
+			return err
+		}
+		fn(r, pos)
+	}
+	return rows.Err()
+}
+
+// StateIDsBefore returns the state of the room right before an event.
+func (s *Service) StateIDsBefore(ctx context.Context, eventID string) (map[[2]string]string, error) {
+	var snap int64
+	if err := s.db.QueryRow(ctx, `SELECT snapshot_id FROM events WHERE event_id = $1`, eventID).Scan(&snap); err != nil {
+		if isNoRows(err) {
+			return nil, merr.NotFound("Event not found")
+		}
+		return nil, fmt.Errorf("snapshot of %s: %w", eventID, err)
+	}
+	st, err := s.loadSnapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[[2]string]string, len(st))
+	for k, id := range st {
+		out[[2]string{k.typ, k.key}] = id
+	}
+	return out, nil
 }
 
 // PowerLevel returns a user's power level in a room and the level needed to

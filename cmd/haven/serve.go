@@ -10,7 +10,9 @@ import (
 	"github.com/haven-chat/haven/internal/app"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/userapi"
 )
 
 func loadConfig(path string, stderr io.Writer) (config.Config, bool) {
@@ -140,9 +142,58 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return 0
 }
 
+// runCreateUser creates an account straight in the configured database, so
+// it works whether or not a server is running.
 func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "haven create-user: not available yet")
-	return 1
+	fs, cfgPath := flagSet("create-user", stderr)
+	user := fs.String("user", "", "the new user's name (localpart, such as alice) or full user ID")
+	password := fs.String("password", "", "the new user's password")
+	admin := fs.Bool("admin", false, "make the user a server admin")
+	if code := parse(fs, args); code >= 0 {
+		return code
+	}
+	if *user == "" || *password == "" {
+		fmt.Fprintln(stderr, "haven create-user: --user and --password are required, for example: haven create-user --user alice --password 'a long password' [--admin]")
+		return 2
+	}
+	cfg, ok := loadConfig(*cfgPath, stderr)
+	if !ok {
+		return 1
+	}
+	localpart := strings.ToLower(*user)
+	if strings.HasPrefix(localpart, "@") {
+		lp, server, ok := userapi.SplitUserID(localpart)
+		if !ok || server != strings.ToLower(cfg.ServerName) {
+			fmt.Fprintf(stderr, "haven create-user: %s is not a user ID of this server (%s); give just the name, such as alice\n", *user, cfg.ServerName)
+			return 1
+		}
+		localpart = lp
+	}
+	if log, err := logging.New(cfg.Logging.Format, cfg.Logging.Level, stderr); err == nil {
+		ctx = logging.With(ctx, log.WithField("command", "create-user"))
+	}
+	db, err := app.OpenDB(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "haven create-user:", err)
+		return 1
+	}
+	defer db.Close()
+	users, err := userapi.New(ctx, db, nil, userapi.Options{ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost})
+	if err != nil {
+		fmt.Fprintln(stderr, "haven create-user:", err)
+		return 1
+	}
+	userID, err := users.CreateAccount(ctx, localpart, *password, *admin, "cli")
+	if err != nil {
+		if me, ok := merr.As(err); ok {
+			fmt.Fprintf(stderr, "haven create-user: %s (%s)\n", me.Msg, me.Code)
+		} else {
+			fmt.Fprintln(stderr, "haven create-user:", err)
+		}
+		return 1
+	}
+	fmt.Fprintln(stdout, userID)
+	return 0
 }
 
 var _ = app.OpenDB

@@ -19,7 +19,10 @@ import (
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/internal/serverkey"
+	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/syncapi"
+	"github.com/haven-chat/haven/userapi"
 )
 
 // App is a running server.
@@ -30,6 +33,11 @@ type App struct {
 	Bus  *bus.Bus
 	Key  serverkey.Key
 	HTTP http.Handler
+	// Users is the user API: accounts, devices, tokens, profiles, account data.
+	Users *userapi.Service
+	// Rooms and Sync are the roomserver and the sync engine.
+	Rooms *roomserver.Service
+	Sync  *syncapi.Service
 
 	listener        net.Listener
 	metricsListener net.Listener
@@ -71,9 +79,25 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (a *App, er
 		return nil, err
 	}
 	a.closers = append(a.closers, a.Bus.Close)
+	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
+		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret}); err != nil {
+		return nil, err
+	}
+	if err = a.Users.Start(ctx); err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, a.Users.Close)
 
 	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
+	api.Auth, api.Users, api.Filters, api.AccountData = a.Users, a.Users, a.Users, a.Users
+	if err = a.wireRooms(ctx, api, a.Users); err != nil {
+		return nil, err
+	}
+	if a.Rooms != nil {
+		api.Leaver, api.Propagator = a.Rooms, a.Rooms
+	}
+	api.Areas = append(api.Areas, api.UserAreas()...)
 	a.HTTP = api.Router()
 	return a, nil
 }

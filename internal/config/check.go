@@ -97,7 +97,7 @@ func (c Config) Check() Problems {
 	}
 	if c.NATS.URL != "" {
 		if u, err := url.Parse(c.NATS.URL); err != nil || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-			add("nats.url", c.NATS.URL, "is not a NATS URL", "write nats://host:4222, or leave it empty for the embedded NATS")
+			add("nats.url", RedactNATS(c.NATS.URL), "is not a NATS URL", "write nats://host:4222, or leave it empty for the embedded NATS")
 		}
 	}
 	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
@@ -192,13 +192,50 @@ func parseDatabase(s string) (dbKind, error) {
 
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
+	if err != nil {
+		return scrubUserinfo(raw)
+	}
+	if u.User == nil {
 		return raw
 	}
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// RedactNATS masks the credentials of a NATS URL: the password of
+// user:password@, or the whole token of token@.
+func RedactNATS(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return scrubUserinfo(raw)
+	}
+	if u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	} else {
+		u.User = url.User("xxxxx")
+	}
+	return u.String()
+}
+
+// scrubUserinfo masks what may be a password in a URL that does not parse:
+// everything after the first colon of the part between :// and the last @.
+func scrubUserinfo(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return raw
+	}
+	rest := raw[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	return raw[:i+3] + user + ":xxxxx" + rest[at:]
 }
 
 // CheckLive tries what the static check cannot: the data folder, the database,
@@ -287,14 +324,14 @@ func checkNATS(raw string) *Problem {
 	}
 	conn, err := net.DialTimeout("tcp", host, 3*time.Second)
 	if err != nil {
-		return &Problem{Key: "nats.url", Value: raw, Why: "does not answer: " + dialReason(err),
+		return &Problem{Key: "nats.url", Value: RedactNATS(raw), Why: "does not answer: " + dialReason(err),
 			Fix: "is the NATS server running on " + u.Hostname() + "? Its default port is 4222. Or leave nats.url empty for the embedded NATS"}
 	}
 	defer conn.Close()
 	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 5)
 	if _, err := conn.Read(buf); err != nil || string(buf[:4]) != "INFO" {
-		return &Problem{Key: "nats.url", Value: raw, Why: "something answers there, but it is not NATS", Fix: "check the host and port of your NATS server (default 4222)"}
+		return &Problem{Key: "nats.url", Value: RedactNATS(raw), Why: "something answers there, but it is not NATS", Fix: "check the host and port of your NATS server (default 4222)"}
 	}
 	return nil
 }
@@ -342,7 +379,8 @@ func checkPostgres(ctx context.Context, raw string) *Problem {
 		p.Fix = "add a line for this host and user to pg_hba.conf, or check the user name"
 	case errors.As(err, &pgErr) && pgErr.Code == "3D000":
 		p.Why = "the database " + cfg.Database + " does not exist"
-		p.Fix = "create it: createdb -O " + cfg.User + " " + cfg.Database + " (or CREATE DATABASE " + cfg.Database + " OWNER " + cfg.User + " ENCODING 'UTF8';)"
+		p.Fix = "create it: createdb -O " + cfg.User + " -E UTF8 --locale=C -T template0 " + cfg.Database +
+			" (or CREATE DATABASE " + cfg.Database + " OWNER " + cfg.User + " ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;)"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		p.Why = "connection refused"
 		fix := "is PostgreSQL running on " + cfg.Host + "?"
@@ -364,7 +402,11 @@ func checkPostgres(ctx context.Context, raw string) *Problem {
 			p.Why = "the host " + cfg.Host + " is unreachable"
 			p.Fix = "check the host name or address and the network between this machine and the database"
 		} else {
-			p.Why = "cannot connect: " + strings.ReplaceAll(err.Error(), cfg.Password, "xxxxx")
+			msg := err.Error()
+			if cfg.Password != "" {
+				msg = strings.ReplaceAll(msg, cfg.Password, "xxxxx")
+			}
+			p.Why = "cannot connect: " + msg
 			p.Fix = "check host, port, user, password and database name in the URL"
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -174,8 +175,13 @@ func decodeYAML(data []byte, cfg *Config) Problems {
 func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 	fields := fieldsByKey(v.Type())
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		key := prefix + k.Value
+		k, val := resolveAlias(n.Content[i]), resolveAlias(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			*probs = append(*probs, Problem{Key: fmt.Sprintf("%s(line %d)", prefix, k.Line), Why: "a key must be a plain name, not a list or a mapping",
+				Fix: "write each key as a plain word followed by a colon, as `haven generate-config` shows"})
+			continue
+		}
+		key := prefix + displayKey(k.Value)
 		idx, ok := fields[k.Value]
 		if !ok {
 			fix := "remove it"
@@ -187,6 +193,10 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 		}
 		f := v.Field(idx)
 		if f.Kind() == reflect.Struct {
+			if val.Kind == yaml.ScalarNode && val.Tag == "!!null" {
+				// "metrics:" with every sub-key commented out: keep the defaults.
+				continue
+			}
 			if val.Kind != yaml.MappingNode {
 				*probs = append(*probs, Problem{Key: key, Value: val.Value, Why: fmt.Sprintf("must be a mapping (line %d)", val.Line), Fix: "indent its sub-keys below it, as `haven generate-config` shows"})
 				continue
@@ -205,6 +215,28 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			*probs = append(*probs, Problem{Key: key, Value: maskIfSecret(key, val.Value), Why: fmt.Sprintf("must be %s (line %d)", kindName(f.Kind()), val.Line), Fix: "write " + exampleOf(f.Kind())})
 		}
 	}
+}
+
+// displayKey shows a key from a file so that an empty key, or one with
+// spaces or control characters, stays visible in a message.
+func displayKey(k string) string {
+	if k == "" {
+		return "(empty key)"
+	}
+	for _, r := range k {
+		if !unicode.IsGraphic(r) || unicode.IsSpace(r) {
+			return strconv.Quote(k)
+		}
+	}
+	return k
+}
+
+// resolveAlias follows a YAML alias (*name) to the node its anchor names.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
 }
 
 func fieldsByKey(t reflect.Type) map[string]int {
@@ -283,6 +315,9 @@ func maskIfSecret(key, value string) string {
 	}
 	if key == "database" {
 		return redactURL(value)
+	}
+	if key == "nats.url" {
+		return RedactNATS(value)
 	}
 	return value
 }
@@ -384,6 +419,7 @@ func (c Config) Marshal() string {
 		cc.Registration.SharedSecret = "xxxxx"
 	}
 	cc.Database = redactURL(cc.Database)
+	cc.NATS.URL = RedactNATS(cc.NATS.URL)
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)

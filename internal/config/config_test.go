@@ -138,3 +138,71 @@ func TestLiveChecks(t *testing.T) {
 		t.Errorf("missing database not reported:\n%s", text)
 	}
 }
+
+func TestSecretsAreMasked(t *testing.T) {
+	for _, tc := range []struct {
+		name, file string
+		env        []string
+		secret     string
+		want       string
+	}{
+		{name: "nats password", file: "nats:\n  url: http://alice:hunter2@nats:4222\n", secret: "hunter2", want: "nats.url: http://alice:xxxxx@nats:4222 — is not a NATS URL"},
+		{name: "nats token", file: "nats:\n  url: https://s3cr3ttoken@nats:4222\n", secret: "s3cr3ttoken", want: "nats.url: https://xxxxx@nats:4222"},
+		{name: "unparseable database URL", file: "database: postgres://u:hunter2@[::1\n", secret: "hunter2", want: "database: postgres://u:xxxxx@[::1"},
+		{name: "unparseable nats URL", file: "nats:\n  url: nats://u:hunter2@[::1\n", secret: "hunter2", want: "nats.url: nats://u:xxxxx@[::1"},
+		{name: "nats from the environment", env: []string{"HAVEN_NATS_URL=ftp://tok3n@x"}, secret: "tok3n", want: "nats.url: ftp://xxxxx@x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := ""
+			if tc.file != "" {
+				path = writeFile(t, tc.file)
+			}
+			cfg, probs := Load(path, tc.env)
+			text := probs.Error()
+			if !strings.Contains(text, tc.want) {
+				t.Errorf("want %q in:\n%s", tc.want, text)
+			}
+			if strings.Contains(text, tc.secret) || strings.Contains(cfg.Marshal(), tc.secret) {
+				t.Errorf("secret shown:\n%s\n%s", text, cfg.Marshal())
+			}
+		})
+	}
+}
+
+func TestLiveNATSProblemsMaskCredentials(t *testing.T) {
+	cfg := Default()
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.URL = "nats://alice:hunter2@127.0.0.1:1"
+	text := cfg.CheckLive(context.Background(), false).Error()
+	if !strings.Contains(text, "nats.url: nats://alice:xxxxx@127.0.0.1:1 — does not answer") || strings.Contains(text, "hunter2") {
+		t.Fatalf("got:\n%s", text)
+	}
+}
+
+func TestPostgresThatHangsUpIsReportedReadably(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Database = "postgres://postgres@" + l.Addr().String() + "/test?sslmode=disable"
+	probs := cfg.CheckLive(context.Background(), false)
+	if len(probs) != 1 || probs[0].Key != "database" || probs[0].Fix == "" {
+		t.Fatalf("got %v", probs)
+	}
+	// With no password in the URL, nothing may be masked in the message.
+	if strings.Contains(probs[0].Why, "xxxxx") {
+		t.Fatalf("message garbled: %s", probs[0].Why)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
@@ -82,15 +83,53 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	} else if me.Status >= 500 {
 		logging.From(r.Context()).WithError(err).Error("internal error")
 	}
+	writeMatrixError(w, r, me)
+}
+
+// writeMatrixError sends a Matrix error as it is, without logging it.
+func writeMatrixError(w http.ResponseWriter, r *http.Request, me *merr.Error) {
 	if ri := Info(r.Context()); ri != nil {
 		ri.ErrCode = me.Code
 	}
-	if me.Code == "M_LIMIT_EXCEEDED" {
-		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
-			w.Header().Set("Retry-After", itoa((ms+999)/1000))
-		}
+	if ms, ok := millis(me.Extra["retry_after_ms"]); ok {
+		w.Header().Set("Retry-After", itoa((ms+999)/1000))
 	}
-	_ = JSON(w, me.Status, ErrorBody(me))
+	body, err := json.Marshal(ErrorBody(me))
+	if err != nil {
+		// An Extra field that cannot be encoded is a bug; the client still
+		// gets a well-formed error instead of an empty 200.
+		logging.From(r.Context()).WithError(err).WithField("errcode", me.Code).Error("cannot encode error body")
+		if ri := Info(r.Context()); ri != nil {
+			ri.ErrCode = "M_UNKNOWN"
+		}
+		w.Header().Del("Retry-After")
+		_ = RawJSON(w, http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`))
+		return
+	}
+	_ = RawJSON(w, me.Status, body)
+}
+
+// millis reads a retry_after_ms value of any numeric type.
+func millis(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case float64:
+		if n != n || n > 1e15 || n < -1e15 {
+			return 0, false
+		}
+		return int64(n), true
+	case json.Number:
+		i, err := n.Int64()
+		return i, err == nil
+	}
+	return 0, false
 }
 
 func itoa(n int64) string {
@@ -122,11 +161,24 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil {
 		return nil, nil
 	}
+	if limit < 0 {
+		limit = 0
+	}
 	if r.ContentLength > limit {
 		return nil, merr.TooLarge("Request body is larger than %d bytes", limit)
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	// Read one byte more than allowed to tell "exactly limit" from "more";
+	// the Content-Length header may be absent or lie.
+	n := limit
+	if n < math.MaxInt64 {
+		n++
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, n))
 	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, merr.TooLarge("Request body is larger than %d bytes", tooBig.Limit)
+		}
 		return nil, merr.NotJSON("Could not read request body")
 	}
 	if int64(len(body)) > limit {
@@ -148,13 +200,21 @@ func Unmarshal(body []byte, v any) error {
 		return merr.BadJSON("Request body must be a JSON object")
 	}
 	if err := json.Unmarshal(trimmed, v); err != nil {
+		// A field type's own UnmarshalJSON may already say what is wrong.
+		if me, ok := merr.As(err); ok {
+			return me
+		}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			field := te.Field
 			if field == "" {
 				field = "body"
 			}
-			return merr.BadJSON("Field %q has the wrong type: expected %s", field, te.Type.String())
+			want := "another type"
+			if te.Type != nil {
+				want = te.Type.String()
+			}
+			return merr.BadJSON("Field %q has the wrong type: expected %s", field, want)
 		}
 		return merr.BadJSON("Malformed JSON: %s", err.Error())
 	}

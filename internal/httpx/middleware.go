@@ -96,7 +96,8 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 					entry.WithField("panic", fmt.Sprint(p)).WithField("stack", string(debug.Stack())).Error("handler panicked")
 					PanicsTotal.Add(1)
 					if sw.Status == 0 {
-						WriteError(sw, r, merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error"))
+						// Logged just above; write the answer without logging it again.
+						writeMatrixError(sw, r, merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error"))
 					}
 				}
 				d := time.Since(start)
@@ -147,6 +148,7 @@ func CORS(next http.Handler) http.Handler {
 		h.Set("Access-Control-Expose-Headers", "ETag, Content-Disposition, Retry-After")
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Max-Age", "86400")
+			h.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusOK)
 			_, _ = w.Write([]byte("{}"))
 			return

@@ -1,0 +1,351 @@
+package clientapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
+)
+
+// roomLeaver makes a deactivated user leave every room (the roomserver).
+type roomLeaver interface {
+	LeaveAllRooms(ctx context.Context, userID string) error
+}
+
+// Body limits of the account endpoints.
+const (
+	maxAuthBody  = 16 << 10
+	maxSmallBody = 8 << 10
+)
+
+// UserAreas are the routes of the user API: accounts, login, devices,
+// profiles, account data, filters, push rules and capabilities.
+func (a *API) UserAreas() []func() []Route {
+	return []func() []Route{a.accountRoutes, a.deviceRoutes, a.profileRoutes, a.accountDataRoutes,
+		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes}
+}
+
+func (a *API) accountRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: v3 + "/login", H: a.loginFlows, Auth: authNone},
+		{Method: "POST", Path: v3 + "/login", H: a.login, Auth: authNone, Limit: limitLogin},
+		{Method: "POST", Path: v3 + "/logout", H: a.logout, Auth: authUser},
+		{Method: "POST", Path: v3 + "/logout/all", H: a.logoutAll, Auth: authUser},
+		{Method: "GET", Path: v3 + "/account/whoami", H: a.whoami, Auth: authUser},
+		{Method: "POST", Path: v3 + "/register", H: uia(a.register), Auth: authNone, Limit: limitRegister},
+		{Method: "GET", Path: v3 + "/register/available", H: a.registerAvailable, Auth: authNone, Limit: limitLogin},
+		{Method: "GET", Path: "/_matrix/client/v1/register/m.login.registration_token/validity", H: a.registrationTokenValidity, Auth: authNone, Limit: limitRegister},
+		{Method: "POST", Path: v3 + "/account/password", H: uia(a.changePassword), Auth: authUser},
+		{Method: "POST", Path: v3 + "/account/deactivate", H: uia(a.deactivate), Auth: authUser},
+		{Method: "GET", Path: "/_synapse/admin/v1/register", H: a.sharedSecretNonce, Auth: authNone},
+		{Method: "POST", Path: "/_synapse/admin/v1/register", H: a.sharedSecretRegister, Auth: authNone},
+	}
+}
+
+// uia writes the plain 401 of user-interactive auth as the spec shows it:
+// flows, params, session and completed, without errcode and error (clients
+// show an errcode as a failed attempt). A failed attempt keeps its errcode.
+func uia(h httpx.HandlerFunc) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		err := h(w, r)
+		if err != nil && userapi.IsUIAChallenge(err) {
+			if ri := httpx.Info(r.Context()); ri != nil {
+				ri.ErrCode = "M_UNAUTHORIZED"
+			}
+			return httpx.JSON(w, http.StatusUnauthorized, userapi.UIABody(err))
+		}
+		return err
+	}
+}
+
+// hasAuth tells whether a request carried a UIA "auth" object.
+func hasAuth(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) > 0 && !bytes.Equal(t, []byte("null"))
+}
+
+func (a *API) sessionBody(sess userapi.Session, withToken bool) map[string]any {
+	body := map[string]any{"user_id": sess.UserID, "home_server": a.Cfg.ServerName}
+	if withToken {
+		body["access_token"] = sess.AccessToken
+		body["device_id"] = sess.DeviceID
+		if a.Cfg.PublicBaseURL != "" {
+			body["well_known"] = map[string]any{"m.homeserver": map[string]string{"base_url": a.Cfg.PublicBaseURL}}
+		}
+	}
+	return body
+}
+
+// Login.
+
+func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) error {
+	return httpx.JSON(w, http.StatusOK, map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}})
+}
+
+type loginRequest struct {
+	Type       string `json:"type"`
+	Identifier *struct {
+		Type string `json:"type"`
+		User string `json:"user"`
+	} `json:"identifier"`
+	User                     string `json:"user"`
+	Password                 string `json:"password"`
+	DeviceID                 string `json:"device_id"`
+	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	RefreshToken             bool   `json:"refresh_token"`
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request) error {
+	var req loginRequest
+	if err := httpx.DecodeJSON(r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	switch req.Type {
+	case "":
+		return merr.MissingParam("Missing login type")
+	case userapi.StagePassword:
+	default:
+		return merr.Unknown("Unknown login type %s", req.Type)
+	}
+	user := req.User
+	if req.Identifier != nil {
+		if req.Identifier.Type != "m.id.user" {
+			return merr.Unknown("Unsupported login identifier type %q: use m.id.user", req.Identifier.Type)
+		}
+		user = req.Identifier.User
+	}
+	if user == "" {
+		return merr.MissingParam("Missing identifier.user")
+	}
+	if req.Password == "" {
+		return merr.MissingParam("Missing password")
+	}
+	sess, err := a.Users.Login(r.Context(), userapi.LoginRequest{
+		User: user, Password: req.Password, DeviceID: req.DeviceID,
+		DeviceDisplayName: req.InitialDeviceDisplayName, ClientAddr: clientAddr(r),
+	})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, true))
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
+	if err := a.Users.Logout(r.Context(), DeviceFrom(r)); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) error {
+	if err := a.Users.LogoutAll(r.Context(), DeviceFrom(r).UserID); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) whoami(w http.ResponseWriter, r *http.Request) error {
+	d := DeviceFrom(r)
+	return httpx.JSON(w, http.StatusOK, map[string]any{"user_id": d.UserID, "device_id": d.DeviceID, "is_guest": false})
+}
+
+// Registration.
+
+type registerRequest struct {
+	Auth                     json.RawMessage `json:"auth"`
+	Username                 string          `json:"username"`
+	Password                 string          `json:"password"`
+	DeviceID                 string          `json:"device_id"`
+	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
+	InhibitLogin             bool            `json:"inhibit_login"`
+	RefreshToken             bool            `json:"refresh_token"`
+}
+
+func checkKindParam(r *http.Request) error {
+	switch kind := r.URL.Query().Get("kind"); kind {
+	case "", "user":
+		return nil
+	case "guest":
+		return merr.GuestAccessForbidden("Guest access is not enabled on this server")
+	default:
+		return merr.InvalidParam("Unknown account kind %q: use user", kind)
+	}
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request) error {
+	if err := checkKindParam(r); err != nil {
+		return err
+	}
+	if !a.Cfg.Registration.Open {
+		return merr.Forbidden("Registration is disabled")
+	}
+	var req registerRequest
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	localpart := ""
+	if req.Username != "" {
+		lp, err := a.Users.CheckUsernameAvailable(ctx, req.Username)
+		if err != nil {
+			return err
+		}
+		localpart = lp
+	}
+	if hasAuth(req.Auth) {
+		// Check the rest before the auth session is used up.
+		if req.Password == "" {
+			return merr.MissingParam("Missing password")
+		}
+		if err := userapi.ValidNewPassword(req.Password); err != nil {
+			return err
+		}
+		if len(req.DeviceID) > userapi.MaxDeviceIDBytes {
+			return merr.InvalidParam("device_id is longer than %d bytes", userapi.MaxDeviceIDBytes)
+		}
+	}
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "register", Flows: a.Users.RegistrationFlows(), Auth: req.Auth}); err != nil {
+		return err
+	}
+	sess, err := a.Users.Register(ctx, userapi.RegisterRequest{
+		Localpart: localpart, Password: req.Password, DeviceID: req.DeviceID,
+		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin,
+		ClientAddr: clientAddr(r), Via: "client",
+	})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, !req.InhibitLogin))
+}
+
+func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) error {
+	if !a.Cfg.Registration.Open {
+		return merr.Forbidden("Registration is disabled")
+	}
+	username := r.URL.Query().Get("username")
+	if username == "" {
+		return merr.MissingParam("Missing username")
+	}
+	if _, err := a.Users.CheckUsernameAvailable(r.Context(), username); err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]bool{"available": true})
+}
+
+func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) error {
+	if !a.Cfg.Registration.Open {
+		return merr.Forbidden("Registration is disabled")
+	}
+	token := r.URL.Query().Get("token")
+	if token == "" {
+		return merr.MissingParam("Missing token")
+	}
+	ok, err := a.Users.RegistrationTokenValid(r.Context(), token)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]bool{"valid": ok})
+}
+
+// Password change and deactivation.
+
+type passwordRequest struct {
+	Auth          json.RawMessage `json:"auth"`
+	NewPassword   string          `json:"new_password"`
+	LogoutDevices *bool           `json:"logout_devices"`
+}
+
+func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
+	var req passwordRequest
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	if req.NewPassword == "" {
+		return merr.MissingParam("Missing new_password")
+	}
+	if err := userapi.ValidNewPassword(req.NewPassword); err != nil {
+		return err
+	}
+	dev := DeviceFrom(r)
+	ctx := r.Context()
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+		return err
+	}
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := a.Users.ChangePassword(ctx, dev.UserID, dev.DeviceID, req.NewPassword, logout); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+type deactivateRequest struct {
+	Auth     json.RawMessage `json:"auth"`
+	Erase    bool            `json:"erase"`
+	IDServer string          `json:"id_server"`
+}
+
+func (a *API) deactivate(w http.ResponseWriter, r *http.Request) error {
+	var req deactivateRequest
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	dev := DeviceFrom(r)
+	ctx := r.Context()
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "deactivate", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+		return err
+	}
+	if err := a.Users.Deactivate(ctx, dev.UserID); err != nil {
+		return err
+	}
+	if a.Leaver != nil {
+		if err := a.Leaver.LeaveAllRooms(ctx, dev.UserID); err != nil {
+			// The account is deactivated already; the rooms can be left later
+			// (an admin can retry), so the client still hears success.
+			logging.From(ctx).WithError(err).WithField("user_id", dev.UserID).Error("deactivated account could not leave all its rooms")
+		}
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
+}
+
+// Shared-secret registration (Synapse's admin API).
+
+func (a *API) sharedSecretNonce(w http.ResponseWriter, r *http.Request) error {
+	nonce, err := a.Users.NewRegistrationNonce(r.Context())
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]string{"nonce": nonce})
+}
+
+type sharedSecretBody struct {
+	Nonce       string  `json:"nonce"`
+	Username    string  `json:"username"`
+	DisplayName string  `json:"displayname"`
+	Password    string  `json:"password"`
+	Admin       bool    `json:"admin"`
+	UserType    *string `json:"user_type"`
+	MAC         string  `json:"mac"`
+}
+
+func (a *API) sharedSecretRegister(w http.ResponseWriter, r *http.Request) error {
+	if !a.Users.SharedSecretEnabled() {
+		return merr.Unknown("Shared secret registration is not enabled")
+	}
+	var req sharedSecretBody
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	sess, err := a.Users.RegisterWithSharedSecret(r.Context(), userapi.SharedSecretRequest{
+		Nonce: req.Nonce, Username: req.Username, DisplayName: req.DisplayName, Password: req.Password,
+		Admin: req.Admin, UserType: req.UserType, MAC: req.MAC, ClientAddr: clientAddr(r),
+	})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, true))
+}

@@ -1,0 +1,97 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
+)
+
+func (a *API) deviceRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: v3 + "/devices", H: a.listDevices, Auth: authUser},
+		{Method: "GET", Path: v3 + "/devices/{deviceId}", H: a.getDevice, Auth: authUser},
+		{Method: "PUT", Path: v3 + "/devices/{deviceId}", H: a.putDevice, Auth: authUser},
+		{Method: "DELETE", Path: v3 + "/devices/{deviceId}", H: uia(a.deleteDevice), Auth: authUser},
+		{Method: "POST", Path: v3 + "/delete_devices", H: uia(a.deleteDevices), Auth: authUser},
+	}
+}
+
+func (a *API) listDevices(w http.ResponseWriter, r *http.Request) error {
+	devs, err := a.Users.Devices(r.Context(), DeviceFrom(r).UserID)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"devices": devs})
+}
+
+func (a *API) getDevice(w http.ResponseWriter, r *http.Request) error {
+	d, err := a.Users.DeviceByID(r.Context(), DeviceFrom(r).UserID, PathParam(r, "deviceId"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, d)
+}
+
+func (a *API) putDevice(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	userID, deviceID := DeviceFrom(r).UserID, PathParam(r, "deviceId")
+	if req.DisplayName == nil {
+		// Nothing to change; still 404 for a device that does not exist.
+		if _, err := a.Users.DeviceByID(r.Context(), userID, deviceID); err != nil {
+			return err
+		}
+		return httpx.OK(w)
+	}
+	if err := a.Users.SetDeviceName(r.Context(), userID, deviceID, *req.DisplayName); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	dev := DeviceFrom(r)
+	ctx := r.Context()
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+		return err
+	}
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, []string{PathParam(r, "deviceId")}); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Auth    json.RawMessage `json:"auth"`
+		Devices []string        `json:"devices"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		return err
+	}
+	if req.Devices == nil {
+		return merr.MissingParam("Missing devices")
+	}
+	dev := DeviceFrom(r)
+	ctx := r.Context()
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+		return err
+	}
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, req.Devices); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}

@@ -1,0 +1,127 @@
+package clientapi
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// profilePropagator updates a user's m.room.member events in the rooms
+// they have joined after a profile change (the roomserver).
+type profilePropagator interface {
+	PropagateProfile(ctx context.Context, userID string) error
+}
+
+func (a *API) profileRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: v3 + "/profile/{userId}", H: a.getProfile, Auth: authOptional},
+		{Method: "GET", Path: v3 + "/profile/{userId}/displayname", H: a.getDisplayName, Auth: authOptional},
+		{Method: "PUT", Path: v3 + "/profile/{userId}/displayname", H: a.putDisplayName, Auth: authUser},
+		{Method: "GET", Path: v3 + "/profile/{userId}/avatar_url", H: a.getAvatarURL, Auth: authOptional},
+		{Method: "PUT", Path: v3 + "/profile/{userId}/avatar_url", H: a.putAvatarURL, Auth: authUser},
+	}
+}
+
+func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	if err != nil {
+		return err
+	}
+	body := map[string]string{}
+	if p.DisplayName != "" {
+		body["displayname"] = p.DisplayName
+	}
+	if p.AvatarURL != "" {
+		body["avatar_url"] = p.AvatarURL
+	}
+	return httpx.JSON(w, http.StatusOK, body)
+}
+
+func (a *API) getDisplayName(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	if err != nil {
+		return err
+	}
+	body := map[string]string{}
+	if p.DisplayName != "" {
+		body["displayname"] = p.DisplayName
+	}
+	return httpx.JSON(w, http.StatusOK, body)
+}
+
+func (a *API) getAvatarURL(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	if err != nil {
+		return err
+	}
+	body := map[string]string{}
+	if p.AvatarURL != "" {
+		body["avatar_url"] = p.AvatarURL
+	}
+	return httpx.JSON(w, http.StatusOK, body)
+}
+
+// ownProfile checks that the path names the requesting user.
+func ownProfile(r *http.Request) (string, error) {
+	userID := PathParam(r, "userId")
+	if userID != DeviceFrom(r).UserID {
+		return "", merr.Forbidden("You cannot change another user's profile")
+	}
+	return userID, nil
+}
+
+func (a *API) putDisplayName(w http.ResponseWriter, r *http.Request) error {
+	userID, err := ownProfile(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		DisplayName *string `json:"displayname"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if req.DisplayName == nil {
+		return merr.MissingParam("Missing displayname")
+	}
+	if err := a.Users.SetDisplayName(r.Context(), userID, *req.DisplayName); err != nil {
+		return err
+	}
+	a.propagateProfile(r.Context(), userID)
+	return httpx.OK(w)
+}
+
+func (a *API) putAvatarURL(w http.ResponseWriter, r *http.Request) error {
+	userID, err := ownProfile(r)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		AvatarURL *string `json:"avatar_url"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	if req.AvatarURL == nil {
+		return merr.MissingParam("Missing avatar_url")
+	}
+	if err := a.Users.SetAvatarURL(r.Context(), userID, *req.AvatarURL); err != nil {
+		return err
+	}
+	a.propagateProfile(r.Context(), userID)
+	return httpx.OK(w)
+}
+
+// propagateProfile updates the user's membership events after the profile
+// change has committed. A failure is logged: the profile itself is saved.
+func (a *API) propagateProfile(ctx context.Context, userID string) {
+	if a.Propagator == nil {
+		return
+	}
+	if err := a.Propagator.PropagateProfile(ctx, userID); err != nil {
+		logging.From(ctx).WithError(err).WithField("user_id", userID).Warn("profile change not propagated to all rooms")
+	}
+}

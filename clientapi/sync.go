@@ -1,0 +1,312 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/syncapi"
+)
+
+// syncService is what the sync-side handlers need.
+type syncService interface {
+	Sync(ctx context.Context, req syncapi.SyncRequest) (*syncapi.Response, error)
+	Messages(ctx context.Context, req syncapi.MessagesRequest) (*syncapi.MessagesResponse, error)
+	Context(ctx context.Context, userID, deviceID, roomID, eventID string, limit int, o *syncapi.Opts) (*syncapi.ContextResponse, error)
+	Event(ctx context.Context, userID, deviceID, roomID, eventID string) (json.RawMessage, error)
+	RoomState(ctx context.Context, userID, roomID string) ([]json.RawMessage, map[[2]string]*syncapi.ClientEvent, error)
+	StateEvent(ctx context.Context, userID, roomID, typ, key, format string) (json.RawMessage, error)
+	Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error)
+	JoinedMembers(ctx context.Context, userID, roomID string) (map[string]syncapi.JoinedMember, error)
+	JoinedRooms(userID string) []string
+	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
+	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
+	SetPresence(ctx context.Context, userID, presence string, statusMsg *string) error
+	Presence(ctx context.Context, viewer, userID string) (map[string]any, error)
+}
+
+// filterSource loads stored filters.
+type filterSource interface {
+	GetFilter(ctx context.Context, userID, filterID string) ([]byte, error)
+}
+
+// accountDataWriter stores room account data (m.fully_read).
+type accountDataWriter interface {
+	SetAccountData(ctx context.Context, userID, roomID, dataType string, content json.RawMessage) error
+}
+
+func (a *API) syncRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: v3 + "/sync", H: a.sync, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/messages", H: a.messages, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/context/{eventId}", H: a.context, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/event/{eventId}", H: a.event, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/state", H: a.roomState, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/state/{eventType}", H: a.stateEvent, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/state/{eventType}/", H: a.stateEvent, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", H: a.stateEvent, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/members", H: a.members, Auth: authUser},
+		{Method: "GET", Path: v3 + "/rooms/{roomId}/joined_members", H: a.joinedMembers, Auth: authUser},
+		{Method: "GET", Path: v3 + "/joined_rooms", H: a.joinedRooms, Auth: authUser},
+		{Method: "PUT", Path: v3 + "/rooms/{roomId}/typing/{userId}", H: a.typing, Auth: authUser},
+		{Method: "POST", Path: v3 + "/rooms/{roomId}/receipt/{receiptType}/{eventId}", H: a.receipt, Auth: authUser},
+		{Method: "POST", Path: v3 + "/rooms/{roomId}/read_markers", H: a.readMarkers, Auth: authUser},
+		{Method: "GET", Path: v3 + "/presence/{userId}/status", H: a.getPresence, Auth: authUser},
+		{Method: "PUT", Path: v3 + "/presence/{userId}/status", H: a.putPresence, Auth: authUser},
+	}
+}
+
+// syncOpts compiles the filter of a request: inline JSON or a stored filter ID.
+func (a *API) syncOpts(r *http.Request, param string) (*syncapi.Opts, error) {
+	raw := r.URL.Query().Get(param)
+	if raw == "" {
+		return syncapi.DefaultOpts(), nil
+	}
+	var body []byte
+	if raw[0] == '{' {
+		body = []byte(raw)
+	} else {
+		b, err := a.Filters.GetFilter(r.Context(), DeviceFrom(r).UserID, raw)
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	return compileFilter(body)
+}
+
+func intParam(r *http.Request, name string, def int) (int, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, merr.InvalidParam("%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	timeout, err := intParam(r, "timeout", 0)
+	if err != nil {
+		return err
+	}
+	opts, err := a.syncOpts(r, "filter")
+	if err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	fullState := q.Get("full_state") == "true"
+	resp, err := a.Sync.Sync(r.Context(), syncapi.SyncRequest{
+		UserID: d.UserID, DeviceID: d.DeviceID, Since: q.Get("since"), Timeout: time.Duration(timeout) * time.Millisecond,
+		FullState: fullState, SetPresence: q.Get("set_presence"), Opts: opts,
+	})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, resp)
+}
+
+func (a *API) messages(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, err := intParam(r, "limit", 10)
+	if err != nil {
+		return err
+	}
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		return merr.InvalidParam("dir must be b or f")
+	}
+	opts, err := a.syncOpts(r, "filter")
+	if err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	resp, err := a.Sync.Messages(r.Context(), syncapi.MessagesRequest{UserID: d.UserID, DeviceID: d.DeviceID, RoomID: PathParam(r, "roomId"),
+		From: q.Get("from"), To: q.Get("to"), Backwards: dir == "b", Limit: limit, Opts: opts})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, resp)
+}
+
+func (a *API) context(w http.ResponseWriter, r *http.Request) error {
+	limit, err := intParam(r, "limit", 10)
+	if err != nil {
+		return err
+	}
+	opts, err := a.syncOpts(r, "filter")
+	if err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	resp, err := a.Sync.Context(r.Context(), d.UserID, d.DeviceID, PathParam(r, "roomId"), PathParam(r, "eventId"), limit, opts)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, resp)
+}
+
+func (a *API) event(w http.ResponseWriter, r *http.Request) error {
+	d := DeviceFrom(r)
+	ev, err := a.Sync.Event(r.Context(), d.UserID, d.DeviceID, PathParam(r, "roomId"), PathParam(r, "eventId"))
+	if err != nil {
+		return err
+	}
+	return httpx.RawJSON(w, http.StatusOK, ev)
+}
+
+func (a *API) roomState(w http.ResponseWriter, r *http.Request) error {
+	evs, _, err := a.Sync.RoomState(r.Context(), DeviceFrom(r).UserID, PathParam(r, "roomId"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, evs)
+}
+
+func (a *API) stateEvent(w http.ResponseWriter, r *http.Request) error {
+	content, err := a.Sync.StateEvent(r.Context(), DeviceFrom(r).UserID, PathParam(r, "roomId"), PathParam(r, "eventType"), PathParam(r, "stateKey"), r.URL.Query().Get("format"))
+	if err != nil {
+		return err
+	}
+	return httpx.RawJSON(w, http.StatusOK, content)
+}
+
+func (a *API) members(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	evs, err := a.Sync.Members(r.Context(), DeviceFrom(r).UserID, PathParam(r, "roomId"), q.Get("at"), q.Get("membership"), q.Get("not_membership"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"chunk": evs})
+}
+
+func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) error {
+	m, err := a.Sync.JoinedMembers(r.Context(), DeviceFrom(r).UserID, PathParam(r, "roomId"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"joined": m})
+}
+
+func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request) error {
+	return httpx.JSON(w, http.StatusOK, map[string]any{"joined_rooms": a.Sync.JoinedRooms(DeviceFrom(r).UserID)})
+}
+
+func (a *API) typing(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		Typing  *bool `json:"typing"`
+		Timeout int64 `json:"timeout"`
+	}
+	if err := httpx.DecodeJSON(r, &b, 4<<10); err != nil {
+		return err
+	}
+	if b.Typing == nil {
+		return merr.MissingParam("typing is required")
+	}
+	d := DeviceFrom(r)
+	if PathParam(r, "userId") != d.UserID {
+		return merr.Forbidden("You can only set your own typing state")
+	}
+	if err := a.Sync.SetTyping(r.Context(), d.UserID, PathParam(r, "roomId"), *b.Typing, time.Duration(b.Timeout)*time.Millisecond); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) receipt(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		ThreadID string `json:"thread_id"`
+	}
+	if err := httpx.DecodeJSON(r, &b, 4<<10); err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	roomID, eventID, rtype := PathParam(r, "roomId"), PathParam(r, "eventId"), PathParam(r, "receiptType")
+	if rtype == "m.fully_read" {
+		if b.ThreadID != "" {
+			return merr.InvalidParam("m.fully_read cannot be threaded")
+		}
+		if err := a.setFullyRead(r, roomID, eventID); err != nil {
+			return err
+		}
+		return httpx.OK(w)
+	}
+	if err := a.Sync.SetReceipt(r.Context(), d.UserID, roomID, rtype, eventID, b.ThreadID); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) setFullyRead(r *http.Request, roomID, eventID string) error {
+	d := DeviceFrom(r)
+	if _, err := a.Sync.Event(r.Context(), d.UserID, d.DeviceID, roomID, eventID); err != nil {
+		return err
+	}
+	content, _ := json.Marshal(map[string]string{"event_id": eventID})
+	return a.AccountData.SetAccountData(r.Context(), d.UserID, roomID, "m.fully_read", content)
+}
+
+func (a *API) readMarkers(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		FullyRead   string `json:"m.fully_read"`
+		Read        string `json:"m.read"`
+		ReadPrivate string `json:"m.read.private"`
+	}
+	if err := httpx.DecodeJSON(r, &b, 4<<10); err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	roomID := PathParam(r, "roomId")
+	if b.FullyRead != "" {
+		if err := a.setFullyRead(r, roomID, b.FullyRead); err != nil {
+			return err
+		}
+	}
+	if b.Read != "" {
+		if err := a.Sync.SetReceipt(r.Context(), d.UserID, roomID, "m.read", b.Read, ""); err != nil {
+			return err
+		}
+	}
+	if b.ReadPrivate != "" {
+		if err := a.Sync.SetReceipt(r.Context(), d.UserID, roomID, "m.read.private", b.ReadPrivate, ""); err != nil {
+			return err
+		}
+	}
+	return httpx.OK(w)
+}
+
+func (a *API) getPresence(w http.ResponseWriter, r *http.Request) error {
+	p, err := a.Sync.Presence(r.Context(), DeviceFrom(r).UserID, PathParam(r, "userId"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, p)
+}
+
+func (a *API) putPresence(w http.ResponseWriter, r *http.Request) error {
+	var b struct {
+		Presence  string  `json:"presence"`
+		StatusMsg *string `json:"status_msg"`
+	}
+	if err := httpx.DecodeJSON(r, &b, 4<<10); err != nil {
+		return err
+	}
+	d := DeviceFrom(r)
+	if PathParam(r, "userId") != d.UserID {
+		return merr.Forbidden("You can only set your own presence")
+	}
+	if b.Presence == "" {
+		return merr.MissingParam("presence is required")
+	}
+	if err := a.Sync.SetPresence(r.Context(), d.UserID, b.Presence, b.StatusMsg); err != nil {
+		return err
+	}
+	return httpx.OK(w)
+}

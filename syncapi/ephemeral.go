@@ -1,0 +1,413 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/storage"
+)
+
+// Bus topics of the sync engine's own streams, and the account data topic it listens to.
+const (
+	TopicReceipts    = "receipts"
+	TopicTyping      = "typing"
+	TopicPresence    = "presence"
+	TopicAccountData = "account_data"
+)
+
+// ---- typing ----
+
+type typingState struct {
+	mu      sync.Mutex
+	rooms   map[string]map[string]time.Time
+	counter int64
+	done    chan struct{}
+	once    sync.Once
+}
+
+func newTypingState() *typingState {
+	// Positions start from the clock so tokens stay ordered across restarts.
+	return &typingState{rooms: make(map[string]map[string]time.Time), counter: time.Now().UnixMilli(), done: make(chan struct{})}
+}
+
+func (t *typingState) pos() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.counter
+}
+
+func (t *typingState) stop() { t.once.Do(func() { close(t.done) }) }
+
+type typingNotice struct {
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Typing    bool   `json:"typing"`
+	ExpiresMS int64  `json:"expires_ms"`
+}
+
+// SetTyping records that a user is (or stopped) typing in a room.
+func (s *Service) SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error {
+	if !s.isJoined(userID, roomID) {
+		return merr.Forbidden("You are not in this room")
+	}
+	if timeout <= 0 || timeout > 2*time.Minute {
+		timeout = 30 * time.Second
+	}
+	data, _ := json.Marshal(typingNotice{RoomID: roomID, UserID: userID, Typing: typing, ExpiresMS: now().Add(timeout).UnixMilli()})
+	return s.bus.Publish(TopicTyping, data)
+}
+
+func (s *Service) onTyping(data []byte) {
+	var tn typingNotice
+	if err := json.Unmarshal(data, &tn); err != nil {
+		return
+	}
+	t := s.typing
+	t.mu.Lock()
+	users := t.rooms[tn.RoomID]
+	changed := false
+	if tn.Typing {
+		if users == nil {
+			users = make(map[string]time.Time)
+			t.rooms[tn.RoomID] = users
+		}
+		_, was := users[tn.UserID]
+		users[tn.UserID] = time.UnixMilli(tn.ExpiresMS)
+		changed = !was
+	} else if users != nil {
+		if _, was := users[tn.UserID]; was {
+			delete(users, tn.UserID)
+			changed = true
+		}
+	}
+	var pos int64
+	if changed {
+		t.counter++
+		pos = t.counter
+	}
+	t.mu.Unlock()
+	if changed {
+		s.n.OnTyping(tn.RoomID, pos)
+	}
+}
+
+func (t *typingState) expireLoop(s *Service) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case <-tick.C:
+		}
+		nowT := now()
+		var changed []string
+		var positions []int64
+		t.mu.Lock()
+		for room, users := range t.rooms {
+			hit := false
+			for u, exp := range users {
+				if nowT.After(exp) {
+					delete(users, u)
+					hit = true
+				}
+			}
+			if len(users) == 0 {
+				delete(t.rooms, room)
+			}
+			if hit {
+				t.counter++
+				changed = append(changed, room)
+				positions = append(positions, t.counter)
+			}
+		}
+		t.mu.Unlock()
+		for i, room := range changed {
+			s.n.OnTyping(room, positions[i])
+		}
+	}
+}
+
+// typingUsers lists who is typing in a room, sorted.
+func (t *typingState) typingUsers(roomID string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.rooms[roomID]))
+	for u := range t.rooms[roomID] {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Service) isJoined(userID, roomID string) bool {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	_, ok := s.n.members[roomID][userID]
+	return ok
+}
+
+// ---- receipts ----
+
+type receiptNotice struct {
+	RoomID   string `json:"room_id"`
+	UserID   string `json:"user_id"`
+	Type     string `json:"type"`
+	EventID  string `json:"event_id"`
+	ThreadID string `json:"thread_id"`
+	TS       int64  `json:"ts"`
+	Pos      int64  `json:"pos"`
+}
+
+// SetReceipt stores a read receipt (m.read or m.read.private) and tells the room.
+func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error {
+	switch rtype {
+	case "m.read", "m.read.private":
+	default:
+		return merr.BadJSON("Unknown receipt type %q", rtype)
+	}
+	if threadID == "" {
+		threadID = "" // unthreaded
+	}
+	if len(threadID) > 255 {
+		return merr.InvalidParam("thread_id too long")
+	}
+	if !s.isJoined(userID, roomID) {
+		return merr.Forbidden("You are not in this room")
+	}
+	evs, err := roomserver.EventsByID(ctx, s.db, []string{eventID})
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 || evs[0].RoomID != roomID {
+		return merr.NotFound("Event %s not found in this room", eventID)
+	}
+	ts := nowMS()
+	pos := s.receiptSeq.Next()
+	_, err = s.db.Exec(ctx, `INSERT INTO receipts (room_id, rtype, user_id, thread_id, event_id, ts, pos) VALUES ($1,$2,$3,$4,$5,$6,$7)
+ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
+		roomID, rtype, userID, threadID, eventID, ts, pos)
+	if err != nil {
+		s.receiptSeq.Done(pos, nil, nil)
+		return fmt.Errorf("store receipt: %w", err)
+	}
+	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos}, func(_ int64, p any) {
+		if p == nil {
+			return
+		}
+		data, _ := json.Marshal(p)
+		if err := s.bus.Publish(TopicReceipts, data); err != nil {
+			logging.From(ctx).WithError(err).Error("publish receipt")
+		}
+	})
+	return nil
+}
+
+func (s *Service) onReceipt(data []byte) {
+	var rn receiptNotice
+	if err := json.Unmarshal(data, &rn); err != nil {
+		return
+	}
+	s.n.OnReceipt(rn.RoomID, rn.UserID, rn.Type == "m.read.private", rn.Pos)
+}
+
+type receiptRow struct {
+	roomID, rtype, userID, threadID, eventID string
+	ts                                       int64
+}
+
+// receiptsEvent builds the m.receipt ephemeral event of a room from the
+// receipts with since < pos <= upto; private receipts only for their owner.
+func (s *Service) receiptsEvent(ctx context.Context, q storage.Querier, userID, roomID string, since, upto int64) (json.RawMessage, error) {
+	rows, err := q.Query(ctx, `SELECT rtype, user_id, thread_id, event_id, ts FROM receipts WHERE room_id = $1 AND pos > $2 AND pos <= $3`, roomID, since, upto)
+	if err != nil {
+		return nil, fmt.Errorf("receipts of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	content := map[string]map[string]map[string]map[string]any{}
+	n := 0
+	for rows.Next() {
+		var r receiptRow
+		if err := rows.Scan(&r.rtype, &r.userID, &r.threadID, &r.eventID, &r.ts); err != nil {
+			return nil, err
+		}
+		if r.rtype == "m.read.private" && r.userID != userID {
+			continue
+		}
+		byType := content[r.eventID]
+		if byType == nil {
+			byType = map[string]map[string]map[string]any{}
+			content[r.eventID] = byType
+		}
+		byUser := byType[r.rtype]
+		if byUser == nil {
+			byUser = map[string]map[string]any{}
+			byType[r.rtype] = byUser
+		}
+		entry := map[string]any{"ts": r.ts}
+		if r.threadID != "" {
+			entry["thread_id"] = r.threadID
+		}
+		byUser[r.userID] = entry
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	return json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+}
+
+// ---- presence ----
+
+type presenceEntry struct {
+	Presence   string `json:"presence"`
+	StatusMsg  string `json:"status_msg,omitempty"`
+	LastActive int64  `json:"last_active"`
+	Pos        int64  `json:"pos"`
+	UserID     string `json:"user_id"`
+}
+
+type presenceState struct {
+	mu sync.Mutex
+	m  map[string]*presenceEntry
+}
+
+func newPresenceState() *presenceState { return &presenceState{m: make(map[string]*presenceEntry)} }
+
+// SetPresence sets a user's presence. A change of state or status message
+// is stored and told; mere activity only updates last_active in memory.
+func (s *Service) SetPresence(ctx context.Context, userID, presence string, statusMsg *string) error {
+	switch presence {
+	case "online", "offline", "unavailable":
+	default:
+		return merr.InvalidParam("presence must be online, offline or unavailable")
+	}
+	if statusMsg != nil && len(*statusMsg) > 1024 {
+		return merr.TooLarge("status_msg is too long")
+	}
+	ts := nowMS()
+	p := s.presence
+	p.mu.Lock()
+	cur := p.m[userID]
+	if cur == nil {
+		cur = s.loadPresenceLocked(ctx, userID)
+	}
+	msg := ""
+	if cur != nil {
+		msg = cur.StatusMsg
+	}
+	if statusMsg != nil {
+		msg = *statusMsg
+	}
+	if cur != nil && cur.Presence == presence && cur.StatusMsg == msg {
+		cur.LastActive = ts
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
+	pos := s.presenceSeq.Next()
+	_, err := s.db.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, pos) VALUES ($1,$2,$3,$4,$5)
+ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts, pos = excluded.pos`,
+		userID, presence, msg, ts, pos)
+	if err != nil {
+		s.presenceSeq.Done(pos, nil, nil)
+		return fmt.Errorf("store presence: %w", err)
+	}
+	entry := presenceEntry{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
+	s.presenceSeq.Done(pos, entry, func(_ int64, pl any) {
+		if pl == nil {
+			return
+		}
+		data, _ := json.Marshal(pl)
+		if err := s.bus.Publish(TopicPresence, data); err != nil {
+			logging.From(ctx).WithError(err).Error("publish presence")
+		}
+	})
+	return nil
+}
+
+func (s *Service) loadPresenceLocked(ctx context.Context, userID string) *presenceEntry {
+	var e presenceEntry
+	var msg *string
+	err := s.db.QueryRow(ctx, `SELECT presence, status_msg, last_active_ts, pos FROM presence WHERE user_id = $1`, userID).Scan(&e.Presence, &msg, &e.LastActive, &e.Pos)
+	if err != nil {
+		// Never seen: offline. Remembered so that the next look-up costs no query.
+		e = presenceEntry{Presence: "offline", UserID: userID}
+		s.presence.m[userID] = &e
+		return &e
+	}
+	if msg != nil {
+		e.StatusMsg = *msg
+	}
+	e.UserID = userID
+	s.presence.m[userID] = &e
+	return &e
+}
+
+func (s *Service) onPresence(data []byte) {
+	var e presenceEntry
+	if err := json.Unmarshal(data, &e); err != nil {
+		return
+	}
+	s.presence.mu.Lock()
+	cp := e
+	s.presence.m[e.UserID] = &cp
+	s.presence.mu.Unlock()
+	s.n.OnPresence(e.UserID, e.Pos)
+}
+
+// Presence returns a user's presence as the /presence endpoint shows it.
+func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[string]any, error) {
+	if viewer != userID && !s.n.SharesRoom(viewer, userID) {
+		return nil, merr.Forbidden("You do not share a room with %s", userID)
+	}
+	e := s.presenceOf(ctx, userID)
+	out := map[string]any{"presence": "offline"}
+	if e != nil {
+		out["presence"] = e.Presence
+		if e.LastActive > 0 {
+			out["last_active_ago"] = max(0, nowMS()-e.LastActive)
+		}
+		out["currently_active"] = e.Presence == "online" && nowMS()-e.LastActive < 5*60*1000
+		if e.StatusMsg != "" {
+			out["status_msg"] = e.StatusMsg
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) presenceOf(ctx context.Context, userID string) *presenceEntry {
+	p := s.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.m[userID]; e != nil {
+		cp := *e
+		return &cp
+	}
+	if e := s.loadPresenceLocked(ctx, userID); e != nil {
+		cp := *e
+		return &cp
+	}
+	return nil
+}
+
+func (s *Service) onAccountData(data []byte) {
+	var n struct {
+		UserID string `json:"user_id"`
+		Pos    int64  `json:"pos"`
+	}
+	if err := json.Unmarshal(data, &n); err != nil {
+		return
+	}
+	s.n.OnAccountData(n.UserID, n.Pos)
+}

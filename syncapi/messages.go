@@ -1,0 +1,489 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
+)
+
+// MessagesRequest is a parsed GET /rooms/{roomId}/messages.
+type MessagesRequest struct {
+	UserID, DeviceID, RoomID string
+	From, To                 string
+	Backwards                bool
+	Limit                    int
+	Opts                     *Opts
+}
+
+// MessagesResponse is the answer of /messages.
+type MessagesResponse struct {
+	Chunk []json.RawMessage `json:"chunk"`
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	State []json.RawMessage `json:"state,omitempty"`
+}
+
+// access loads what the user may see of a room; users who were never in a
+// room that is not world-readable are refused.
+func (s *Service) access(ctx context.Context, roomID, userID string) (*visibility, error) {
+	if !validRoom(roomID) {
+		return nil, merr.InvalidParam("Invalid room ID")
+	}
+	vis, err := loadVisibility(ctx, s.db, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if len(vis.membership) == 0 {
+		for _, c := range vis.histVis {
+			if c.value == "world_readable" {
+				return vis, nil
+			}
+		}
+		if _, _, err := s.rooms.Membership(ctx, roomID, userID); err != nil {
+			return nil, err // M_NOT_FOUND for unknown rooms
+		}
+		return nil, merr.Forbidden("You are not in this room")
+	}
+	return vis, nil
+}
+
+func validRoom(id string) bool { return len(id) > 1 && len(id) <= 255 && id[0] == '!' }
+
+// Messages pages through a room's history.
+func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesResponse, error) {
+	o := req.Opts
+	if o == nil {
+		o = DefaultOpts()
+	}
+	vis, err := s.access(ctx, req.RoomID, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	limit := req.Limit
+	if limit <= 0 {
+		limit = 10
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	var from int64
+	if req.From != "" {
+		if from, err = parsePageToken(req.From); err != nil {
+			return nil, err
+		}
+	} else if req.Backwards {
+		from = s.n.Current().Events
+	}
+	var to int64 = -1
+	if req.To != "" {
+		if to, err = parsePageToken(req.To); err != nil {
+			return nil, err
+		}
+	}
+	// A user who left sees nothing after leaving.
+	ceiling := s.n.Current().Events
+	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
+		ceiling = vis.membership[len(vis.membership)-1].pos
+	}
+	var q string
+	var args []any
+	if req.Backwards {
+		upper := min(from, ceiling)
+		q = `SELECT ` + roomserver.EventColumns + ` FROM events WHERE room_id = $1 AND pos <= $2 AND pos > $3 ORDER BY pos DESC LIMIT $4`
+		args = []any{req.RoomID, upper, max(to, 0), limit}
+	} else {
+		upper := ceiling
+		if to >= 0 {
+			upper = min(upper, to)
+		}
+		q = `SELECT ` + roomserver.EventColumns + ` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`
+		args = []any{req.RoomID, from, upper, limit}
+	}
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("messages of %s: %w", req.RoomID, err)
+	}
+	var scanned []*clientEvent
+	for rows.Next() {
+		e, err := roomserver.ScanEvent(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ce, err := s.renderCached(&e)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		scanned = append(scanned, ce)
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return nil, err
+	}
+	rows.Close()
+	var chunk []*clientEvent
+	hitWall := false
+	for _, e := range scanned {
+		if !vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
+			if req.Backwards {
+				hitWall = true // nothing further back is visible either
+				break
+			}
+			continue
+		}
+		if o.timelineOK(e) {
+			chunk = append(chunk, e)
+		}
+	}
+	now := nowMS()
+	resp := &MessagesResponse{Chunk: []json.RawMessage{}, Start: req.From}
+	if resp.Start == "" {
+		resp.Start = pageToken(from)
+	}
+	if resp.Chunk, err = s.appendEvents(ctx, resp.Chunk, chunk, now, req.DeviceID, o.FederationFormat); err != nil {
+		return nil, err
+	}
+	if len(scanned) == limit && !hitWall {
+		last := scanned[len(scanned)-1].pos
+		if req.Backwards {
+			resp.End = pageToken(last - 1)
+		} else {
+			resp.End = pageToken(last)
+		}
+	}
+	if o.LazyMembers && len(chunk) > 0 {
+		jr := &joinedRoom{}
+		if err := s.lazyMembers(ctx, jr, sortedByPos(chunk), o, now, req.DeviceID); err != nil {
+			return nil, err
+		}
+		resp.State = jr.State.Events
+	}
+	return resp, nil
+}
+
+func sortedByPos(evs []*clientEvent) []*clientEvent {
+	out := append([]*clientEvent(nil), evs...)
+	sort.Slice(out, func(i, j int) bool { return out[i].pos < out[j].pos })
+	return out
+}
+
+// visibleEvent loads one event the user may see.
+func (s *Service) visibleEvent(ctx context.Context, roomID, eventID, userID string) (*clientEvent, *visibility, error) {
+	vis, err := s.access(ctx, roomID, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	evs, err := roomserver.EventsByID(ctx, s.db, []string{eventID})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(evs) == 0 || evs[0].RoomID != roomID {
+		return nil, nil, merr.NotFound("Event not found")
+	}
+	ce, err := s.renderCached(&evs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	if !vis.canSee(ce.pos, ce.sender, ce.typ, ce.stateKey) {
+		return nil, nil, merr.NotFound("Event not found")
+	}
+	return ce, vis, nil
+}
+
+// Event answers GET /rooms/{roomId}/event/{eventId}.
+func (s *Service) Event(ctx context.Context, userID, deviceID, roomID, eventID string) (json.RawMessage, error) {
+	ce, _, err := s.visibleEvent(ctx, roomID, eventID, userID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.appendEvents(ctx, nil, []*clientEvent{ce}, nowMS(), deviceID, false)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// ContextResponse is the answer of /context.
+type ContextResponse struct {
+	Start        string            `json:"start"`
+	End          string            `json:"end"`
+	Event        json.RawMessage   `json:"event"`
+	EventsBefore []json.RawMessage `json:"events_before"`
+	EventsAfter  []json.RawMessage `json:"events_after"`
+	State        []json.RawMessage `json:"state"`
+}
+
+// Context answers GET /rooms/{roomId}/context/{eventId}.
+func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID string, limit int, o *Opts) (*ContextResponse, error) {
+	if o == nil {
+		o = DefaultOpts()
+	}
+	if limit < 0 {
+		return nil, merr.InvalidParam("limit must not be negative")
+	}
+	if limit > 100 {
+		limit = 100
+	}
+	ce, vis, err := s.visibleEvent(ctx, roomID, eventID, userID)
+	if err != nil {
+		return nil, err
+	}
+	nBefore, nAfter := limit/2, limit-limit/2
+	ceiling := s.n.Current().Events
+	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
+		ceiling = vis.membership[len(vis.membership)-1].pos
+	}
+	load := func(q string, args ...any) ([]*clientEvent, error) {
+		rows, err := s.db.Query(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("context of %s: %w", eventID, err)
+		}
+		defer rows.Close()
+		var out []*clientEvent
+		for rows.Next() {
+			e, err := roomserver.ScanEvent(rows)
+			if err != nil {
+				return nil, err
+			}
+			c, err := s.renderCached(&e)
+			if err != nil {
+				return nil, err
+			}
+			if vis.canSee(c.pos, c.sender, c.typ, c.stateKey) && o.timelineOK(c) {
+				out = append(out, c)
+			}
+		}
+		return out, rows.Err()
+	}
+	before, err := load(`SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos < $2 ORDER BY pos DESC LIMIT $3`, roomID, ce.pos, nBefore)
+	if err != nil {
+		return nil, err
+	}
+	after, err := load(`SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`, roomID, ce.pos, ceiling, nAfter)
+	if err != nil {
+		return nil, err
+	}
+	now := nowMS()
+	resp := &ContextResponse{EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}, State: []json.RawMessage{}}
+	one, err := s.appendEvents(ctx, nil, []*clientEvent{ce}, now, deviceID, o.FederationFormat)
+	if err != nil {
+		return nil, err
+	}
+	resp.Event = one[0]
+	if resp.EventsBefore, err = s.appendEvents(ctx, resp.EventsBefore, before, now, deviceID, o.FederationFormat); err != nil {
+		return nil, err
+	}
+	if resp.EventsAfter, err = s.appendEvents(ctx, resp.EventsAfter, after, now, deviceID, o.FederationFormat); err != nil {
+		return nil, err
+	}
+	startPos := ce.pos - 1
+	if len(before) > 0 {
+		startPos = before[len(before)-1].pos - 1
+	}
+	endPos := ce.pos
+	if len(after) > 0 {
+		endPos = after[len(after)-1].pos
+	}
+	resp.Start, resp.End = pageToken(startPos), pageToken(endPos)
+	// State at the event (lazy-loaded to the senders shown, if asked).
+	stateIDs, err := s.rooms.StateIDsBefore(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	senders := map[string]bool{userID: true, ce.sender: true}
+	for _, e := range before {
+		senders[e.sender] = true
+	}
+	for _, e := range after {
+		senders[e.sender] = true
+	}
+	var ids []string
+	for k, id := range stateIDs {
+		if o.LazyMembers && k[0] == "m.room.member" && !senders[k[1]] {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	jr := &joinedRoom{}
+	if err := s.appendState(ctx, jr, ids, o, now, deviceID); err != nil {
+		return nil, err
+	}
+	resp.State = append(resp.State, jr.State.Events...)
+	return resp, nil
+}
+
+// RoomState answers /rooms/{roomId}/state: the current state for members,
+// the state when they left for former members.
+func (s *Service) RoomState(ctx context.Context, userID, roomID string) ([]json.RawMessage, map[[2]string]*ClientEvent, error) {
+	vis, err := s.access(ctx, roomID, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ids map[[2]string]string
+	if vis.current == "join" || len(vis.membership) == 0 {
+		ids, err = s.stateAtPos(ctx, roomID, s.n.Current().Events)
+	} else {
+		ids, err = s.stateAtPos(ctx, roomID, vis.membership[len(vis.membership)-1].pos)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	list := make([]string, 0, len(ids))
+	for _, id := range ids {
+		list = append(list, id)
+	}
+	evs, err := s.eventsByID(ctx, list)
+	if err != nil {
+		return nil, nil, err
+	}
+	byKey := make(map[[2]string]*ClientEvent, len(ids))
+	sorted := make([]*clientEvent, 0, len(evs))
+	for k, id := range ids {
+		if e := evs[id]; e != nil {
+			byKey[k] = e
+			sorted = append(sorted, e)
+		}
+	}
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].pos < sorted[j].pos })
+	now := nowMS()
+	out := make([]json.RawMessage, 0, len(sorted))
+	for _, e := range sorted {
+		out = append(out, e.JSON(now, ""))
+	}
+	return out, byKey, nil
+}
+
+// StateEvent answers /rooms/{roomId}/state/{type}/{stateKey} with the content.
+func (s *Service) StateEvent(ctx context.Context, userID, roomID, typ, key string, format string) (json.RawMessage, error) {
+	_, byKey, err := s.RoomState(ctx, userID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	e := byKey[[2]string{typ, key}]
+	if e == nil {
+		return nil, merr.NotFound("Event not found")
+	}
+	if format == "event" {
+		return e.JSON(nowMS(), ""), nil
+	}
+	var f struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(e.raw, &f); err != nil || len(f.Content) == 0 {
+		return json.RawMessage(`{}`), nil
+	}
+	return f.Content, nil
+}
+
+// Members answers /rooms/{roomId}/members.
+func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error) {
+	vis, err := s.access(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	pos := s.n.Current().Events
+	if at != "" {
+		p, err := parsePageToken(at)
+		if err != nil {
+			return nil, err
+		}
+		pos = min(pos, p)
+	}
+	if vis.current != "join" && len(vis.membership) > 0 {
+		pos = min(pos, vis.membership[len(vis.membership)-1].pos)
+	}
+	ids, err := s.stateAtPos(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	var list []string
+	for k, id := range ids {
+		if k[0] == "m.room.member" {
+			list = append(list, id)
+		}
+	}
+	evs, err := s.eventsByID(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	sorted := make([]*clientEvent, 0, len(evs))
+	for _, e := range evs {
+		sorted = append(sorted, e)
+	}
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].pos < sorted[j].pos })
+	now := nowMS()
+	out := []json.RawMessage{}
+	for _, e := range sorted {
+		var f struct {
+			Content struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal(e.raw, &f)
+		m := f.Content.Membership
+		if membership != "" && m != membership || notMembership != "" && m == notMembership {
+			continue
+		}
+		out = append(out, e.JSON(now, ""))
+	}
+	return out, nil
+}
+
+// JoinedMember is one entry of /joined_members.
+type JoinedMember struct {
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
+}
+
+// JoinedMembers answers /rooms/{roomId}/joined_members for members of the room.
+func (s *Service) JoinedMembers(ctx context.Context, userID, roomID string) (map[string]JoinedMember, error) {
+	if !validRoom(roomID) {
+		return nil, merr.InvalidParam("Invalid room ID")
+	}
+	if !s.isJoined(userID, roomID) {
+		if _, _, err := s.rooms.Membership(ctx, roomID, userID); err != nil {
+			return nil, err
+		}
+		return nil, merr.Forbidden("You are not in this room")
+	}
+	rows, err := s.db.Query(ctx, `SELECT s.state_key, e.json FROM room_state s JOIN events e ON e.event_id = s.event_id
+WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("joined members of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	out := map[string]JoinedMember{}
+	for rows.Next() {
+		var u, js string
+		if err := rows.Scan(&u, &js); err != nil {
+			return nil, err
+		}
+		var f struct {
+			Content struct {
+				DisplayName *string `json:"displayname"`
+				AvatarURL   *string `json:"avatar_url"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal([]byte(js), &f)
+		out[u] = JoinedMember{DisplayName: f.Content.DisplayName, AvatarURL: f.Content.AvatarURL}
+	}
+	return out, rows.Err()
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (s *Service) JoinedRooms(userID string) []string {
+	v := s.n.View(userID)
+	out := []string{}
+	for r, m := range v.rooms {
+		if m.m == "join" {
+			out = append(out, r)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

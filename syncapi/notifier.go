@@ -1,0 +1,361 @@
+package syncapi
+
+import (
+	"sync"
+
+	"github.com/haven-chat/haven/internal/metrics"
+)
+
+// membership of a user in a room, with the events position it took effect at.
+type membership struct {
+	m   string
+	pos int64
+}
+
+// Notifier holds the in-memory indexes that let /sync decide, without a
+// database query, whether anything is new for a device, and wakes exactly
+// the long-polls that must wake. It is fed in order by the bus.
+type Notifier struct {
+	mu sync.Mutex
+	// cur is the position of every stream as far as this process has seen.
+	cur Pos
+	// floor is the position at start: anything before it may concern anyone,
+	// since the per-user positions below only cover what happened since.
+	floor Pos
+	// members[room] is the set of joined users.
+	members map[string]map[string]struct{}
+	// rooms[user][room] is the user's membership (join, invite, leave, ban, knock).
+	rooms map[string]map[string]membership
+	// user[u] is, per stream, the latest position that concerns u.
+	user map[string]*Pos
+	// device[{u,d}] is the latest to-device position for that device.
+	device map[devKey]int64
+	// roomEvents[room], roomReceipts[room], roomTyping[room]: latest positions per room.
+	roomEvents   map[string]int64
+	roomReceipts map[string]int64
+	roomTyping   map[string]int64
+	listeners    map[string]map[*Listener]struct{}
+}
+
+type devKey struct{ user, device string }
+
+// Listener is one waiting /sync.
+type Listener struct {
+	n      *Notifier
+	user   string
+	device string
+	ch     chan struct{}
+}
+
+// Wake returns the channel that receives when something for the listener commits.
+func (l *Listener) Wake() <-chan struct{} { return l.ch }
+
+// Close unregisters the listener.
+func (l *Listener) Close() {
+	l.n.mu.Lock()
+	if set := l.n.listeners[l.user]; set != nil {
+		delete(set, l)
+		if len(set) == 0 {
+			delete(l.n.listeners, l.user)
+		}
+	}
+	l.n.mu.Unlock()
+	metrics.SyncWaiters.Dec()
+}
+
+// NewNotifier makes an empty notifier starting at pos.
+func NewNotifier(pos Pos) *Notifier {
+	return &Notifier{
+		cur:          pos,
+		floor:        pos,
+		members:      make(map[string]map[string]struct{}),
+		rooms:        make(map[string]map[string]membership),
+		user:         make(map[string]*Pos),
+		device:       make(map[devKey]int64),
+		roomEvents:   make(map[string]int64),
+		roomReceipts: make(map[string]int64),
+		roomTyping:   make(map[string]int64),
+		listeners:    make(map[string]map[*Listener]struct{}),
+	}
+}
+
+// Listen registers a listener for a device. Register before sampling.
+func (n *Notifier) Listen(user, device string) *Listener {
+	l := &Listener{n: n, user: user, device: device, ch: make(chan struct{}, 1)}
+	n.mu.Lock()
+	set := n.listeners[user]
+	if set == nil {
+		set = make(map[*Listener]struct{})
+		n.listeners[user] = set
+	}
+	set[l] = struct{}{}
+	n.mu.Unlock()
+	metrics.SyncWaiters.Inc()
+	return l
+}
+
+// HasNews tells whether anything concerning the device is after since.
+func (n *Notifier) HasNews(user, device string, since Pos) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.floor
+	if u := n.user[user]; u != nil {
+		p = p.Max(*u)
+	}
+	p.ToDevice = max(n.floor.ToDevice, n.device[devKey{user, device}])
+	return p.After(since)
+}
+
+// Current is the position of every stream.
+func (n *Notifier) Current() Pos {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cur
+}
+
+// userView is what a sync build needs from the indexes, copied at one instant.
+type userView struct {
+	upto  Pos
+	rooms map[string]membership
+	// latest event / receipt / typing positions of those rooms
+	roomEvents, roomReceipts, roomTyping map[string]int64
+}
+
+// View copies the user's rooms and their latest positions, consistent with upto.
+func (n *Notifier) View(user string) userView {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rs := n.rooms[user]
+	v := userView{
+		upto:         n.cur,
+		rooms:        make(map[string]membership, len(rs)),
+		roomEvents:   make(map[string]int64, len(rs)),
+		roomReceipts: make(map[string]int64, len(rs)),
+		roomTyping:   make(map[string]int64, len(rs)),
+	}
+	for r, m := range rs {
+		v.rooms[r] = m
+		v.roomEvents[r] = n.roomEvents[r]
+		v.roomReceipts[r] = n.roomReceipts[r]
+		v.roomTyping[r] = n.roomTyping[r]
+	}
+	return v
+}
+
+// Members returns the joined members of a room (a copy).
+func (n *Notifier) Members(room string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.members[room]))
+	for u := range n.members[room] {
+		out = append(out, u)
+	}
+	return out
+}
+
+// SharesRoom tells whether two users share a joined room.
+func (n *Notifier) SharesRoom(a, b string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for r, m := range n.rooms[a] {
+		if m.m != "join" {
+			continue
+		}
+		if _, ok := n.members[r][b]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// MemberCounts returns the joined and invited member counts of a room.
+func (n *Notifier) MemberCounts(room string) (joined int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.members[room])
+}
+
+func (n *Notifier) userPos(u string) *Pos {
+	p := n.user[u]
+	if p == nil {
+		p = &Pos{}
+		n.user[u] = p
+	}
+	return p
+}
+
+// wakeLocked signals every listener of the user. n.mu must be held.
+func (n *Notifier) wakeLocked(user string) {
+	for l := range n.listeners[user] {
+		select {
+		case l.ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// setMembership records a membership change. n.mu must be held.
+func (n *Notifier) setMembershipLocked(room, user, m string, pos int64) {
+	rs := n.rooms[user]
+	if rs == nil {
+		rs = make(map[string]membership)
+		n.rooms[user] = rs
+	}
+	rs[room] = membership{m: m, pos: pos}
+	set := n.members[room]
+	if m == "join" {
+		if set == nil {
+			set = make(map[string]struct{})
+			n.members[room] = set
+		}
+		set[user] = struct{}{}
+	} else if set != nil {
+		delete(set, user)
+	}
+}
+
+// LoadMembership seeds the indexes at start.
+func (n *Notifier) LoadMembership(room, user, m string, pos int64) {
+	n.mu.Lock()
+	n.setMembershipLocked(room, user, m, pos)
+	n.mu.Unlock()
+}
+
+// LoadRoomPos seeds a room's latest event position at start.
+func (n *Notifier) LoadRoomPos(room string, pos int64) {
+	n.mu.Lock()
+	n.roomEvents[room] = pos
+	n.mu.Unlock()
+}
+
+// OnRoomEvent applies a committed room event: membership indexes first, then
+// positions, then wake-ups of every joined member and the event's target.
+func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if memberTarget != "" {
+		n.setMembershipLocked(room, memberTarget, memberShip, pos)
+	}
+	if pos > n.cur.Events {
+		n.cur.Events = pos
+	}
+	n.roomEvents[room] = pos
+	for u := range n.members[room] {
+		n.userPos(u).Events = pos
+		n.wakeLocked(u)
+	}
+	if memberTarget != "" {
+		n.userPos(memberTarget).Events = pos
+		n.wakeLocked(memberTarget)
+	}
+}
+
+// OnReceipt applies a committed receipt. private receipts only concern their user.
+func (n *Notifier) OnReceipt(room, user string, private bool, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Receipts {
+		n.cur.Receipts = pos
+	}
+	n.roomReceipts[room] = pos
+	if private {
+		n.userPos(user).Receipts = pos
+		n.wakeLocked(user)
+		return
+	}
+	for u := range n.members[room] {
+		n.userPos(u).Receipts = pos
+		n.wakeLocked(u)
+	}
+}
+
+// OnTyping applies a typing change in a room.
+func (n *Notifier) OnTyping(room string, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Typing {
+		n.cur.Typing = pos
+	}
+	n.roomTyping[room] = pos
+	for u := range n.members[room] {
+		n.userPos(u).Typing = pos
+		n.wakeLocked(u)
+	}
+}
+
+// OnAccountData applies a change of a user's account data.
+func (n *Notifier) OnAccountData(user string, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.AccountData {
+		n.cur.AccountData = pos
+	}
+	n.userPos(user).AccountData = pos
+	n.wakeLocked(user)
+}
+
+// OnToDevice applies a message queued for one device.
+func (n *Notifier) OnToDevice(user, device string, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.ToDevice {
+		n.cur.ToDevice = pos
+	}
+	n.device[devKey{user, device}] = pos
+	n.wakeLocked(user)
+}
+
+// OnPresence applies a presence change: it concerns the user and everyone
+// who shares a room with them.
+func (n *Notifier) OnPresence(user string, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.Presence {
+		n.cur.Presence = pos
+	}
+	n.userPos(user).Presence = pos
+	n.wakeLocked(user)
+	seen := map[string]bool{user: true}
+	for r, m := range n.rooms[user] {
+		if m.m != "join" {
+			continue
+		}
+		for u := range n.members[r] {
+			if !seen[u] {
+				seen[u] = true
+				n.userPos(u).Presence = pos
+				n.wakeLocked(u)
+			}
+		}
+	}
+}
+
+// OnDeviceListChange: a user's devices or keys changed; everyone sharing a
+// room with them (and they) must hear of it.
+func (n *Notifier) OnDeviceListChange(user string, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if pos > n.cur.DeviceLists {
+		n.cur.DeviceLists = pos
+	}
+	n.userPos(user).DeviceLists = pos
+	n.wakeLocked(user)
+	for r, m := range n.rooms[user] {
+		if m.m != "join" {
+			continue
+		}
+		for u := range n.members[r] {
+			n.userPos(u).DeviceLists = pos
+			n.wakeLocked(u)
+		}
+	}
+}
+
+// WakeAll wakes every listener (after a gap in the bus, for example).
+func (n *Notifier) WakeAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for u := range n.listeners {
+		n.wakeLocked(u)
+	}
+}

@@ -1,0 +1,239 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/lru"
+	"github.com/haven-chat/haven/internal/stream"
+	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/storage"
+)
+
+// bus is the part of the event bus the sync engine needs.
+type bus interface {
+	Publish(topic string, data []byte) error
+	Subscribe(topic string, fn func(data []byte)) (func(), error)
+}
+
+// rooms is what the sync engine asks the roomserver.
+type rooms interface {
+	Position() int64
+	AllRoomMemberships(ctx context.Context, fn func(roomID, userID, membership string, pos int64)) error
+	AllRoomPositions(ctx context.Context, fn func(roomID string, pos int64)) error
+	StateIDsBefore(ctx context.Context, eventID string) (map[[2]string]string, error)
+	StateIDsAfter(ctx context.Context, ev roomserver.Event) (map[[2]string]string, error)
+	Membership(ctx context.Context, roomID, userID string) (string, int64, error)
+	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
+}
+
+// AccountDataItem is one account data entry; RoomID is "" for global data.
+type AccountDataItem struct {
+	RoomID  string
+	Type    string
+	Content json.RawMessage
+}
+
+// users is what the sync engine asks the user API.
+type users interface {
+	GetFilter(ctx context.Context, userID, filterID string) ([]byte, error)
+	AccountDataSince(ctx context.Context, userID string, after, upto int64) ([]AccountDataItem, error)
+	AccountDataPosition() int64
+}
+
+// Options tune the sync engine.
+type Options struct {
+	// PresenceEnabled shares presence between users who share rooms.
+	PresenceEnabled bool
+	// RecentEvents is how many recent events per room are kept in memory.
+	RecentEvents int
+	// RecentRooms bounds the rooms with recent events in memory.
+	RecentRooms int
+}
+
+// Service is the sync engine: /sync, /messages, /context, receipts, typing,
+// presence and read markers.
+type Service struct {
+	db    *storage.DB
+	bus   bus
+	rooms rooms
+	users users
+	opts  Options
+	n     *Notifier
+
+	rendered *lru.Cache[string, *clientEvent]
+	recent   *lru.Cache[string, *recentRoom]
+	// lastPos is the last events position received from the bus, to spot gaps.
+	lastPos int64
+	gapMu   sync.Mutex
+
+	receiptSeq  *stream.Sequencer
+	presenceSeq *stream.Sequencer
+	typing      *typingState
+	presence    *presenceState
+	unsubs      []func()
+}
+
+// New builds the sync engine and its in-memory indexes, and subscribes to the bus.
+func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Options) (*Service, error) {
+	if opts.RecentEvents <= 0 {
+		opts.RecentEvents = 32
+	}
+	if opts.RecentRooms <= 0 {
+		opts.RecentRooms = 2000
+	}
+	var lastReceipt, lastPresence int64
+	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM receipts`).Scan(&lastReceipt); err != nil {
+		return nil, fmt.Errorf("receipts position: %w", err)
+	}
+	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM presence`).Scan(&lastPresence); err != nil {
+		return nil, fmt.Errorf("presence position: %w", err)
+	}
+	s := &Service{
+		db: db, bus: b, rooms: rs, users: us, opts: opts,
+		rendered:    lru.New[string, *clientEvent]("client_events", 20000),
+		recent:      lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
+		receiptSeq:  stream.New(lastReceipt),
+		presenceSeq: stream.New(lastPresence),
+		typing:      newTypingState(),
+		presence:    newPresenceState(),
+	}
+	// Subscribe before reading the positions so nothing committed in between is lost:
+	// notices for positions already loaded are simply applied again.
+	var pending []func()
+	var pmu sync.Mutex
+	ready := false
+	deliver := func(f func()) {
+		pmu.Lock()
+		if !ready {
+			pending = append(pending, f)
+			pmu.Unlock()
+			return
+		}
+		pmu.Unlock()
+		f()
+	}
+	subscribe := func(topic string, fn func([]byte)) error {
+		unsub, err := b.Subscribe(topic, func(d []byte) { deliver(func() { fn(d) }) })
+		if err != nil {
+			return err
+		}
+		s.unsubs = append(s.unsubs, unsub)
+		return nil
+	}
+	for topic, fn := range map[string]func([]byte){
+		roomserver.Topic: s.onRoomEvent,
+		TopicReceipts:    s.onReceipt,
+		TopicTyping:      s.onTyping,
+		TopicPresence:    s.onPresence,
+		TopicAccountData: s.onAccountData,
+	} {
+		if err := subscribe(topic, fn); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	start := Pos{
+		Events:      rs.Position(),
+		Receipts:    lastReceipt,
+		AccountData: us.AccountDataPosition(),
+		Typing:      s.typing.pos(),
+		Presence:    lastPresence,
+	}
+	s.lastPos = start.Events
+	s.n = NewNotifier(start)
+	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := rs.AllRoomPositions(ctx, s.n.LoadRoomPos); err != nil {
+		s.Close()
+		return nil, err
+	}
+	pmu.Lock()
+	ready = true
+	queued := pending
+	pending = nil
+	pmu.Unlock()
+	for _, f := range queued {
+		f()
+	}
+	go s.typing.expireLoop(s)
+	return s, nil
+}
+
+// Close unsubscribes from the bus and stops the typing expiry.
+func (s *Service) Close() {
+	for _, u := range s.unsubs {
+		u()
+	}
+	s.unsubs = nil
+	if s.typing != nil {
+		s.typing.stop()
+	}
+}
+
+// Notifier exposes the wake-up indexes (for metrics and tests).
+func (s *Service) Notifier() *Notifier { return s.n }
+
+func (s *Service) onRoomEvent(data []byte) {
+	var n roomserver.Notice
+	if err := json.Unmarshal(data, &n); err != nil {
+		logging.From(context.Background()).WithError(err).Error("bad room event notice")
+		return
+	}
+	s.gapMu.Lock()
+	if n.Pos <= s.lastPos {
+		s.gapMu.Unlock()
+		return // already applied (delivered during start-up)
+	}
+	if n.Pos != s.lastPos+1 {
+		// A notice went missing: the recent-events caches may have holes.
+		s.recent.Purge()
+		defer s.n.WakeAll()
+	}
+	s.lastPos = n.Pos
+	s.gapMu.Unlock()
+
+	if ce, err := render(&n.Event); err == nil {
+		s.rendered.Put(n.EventID, ce)
+		s.addRecent(n.RoomID, ce)
+	} else {
+		s.recent.Remove(n.RoomID) // the cache must not have a hole
+	}
+	if n.Redacts != "" {
+		s.applyRedactionToCaches(n)
+	}
+	target, m := "", ""
+	if n.Type == "m.room.member" && n.StateKey != nil {
+		target, m = *n.StateKey, n.Membership
+	}
+	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m)
+}
+
+func (s *Service) applyRedactionToCaches(n roomserver.Notice) {
+	old, ok := s.rendered.Peek(n.Redacts)
+	if !ok {
+		return
+	}
+	ev := roomserver.Event{Pos: old.pos, EventID: old.eventID, RoomID: old.roomID, Type: old.typ, StateKey: old.stateKey, Sender: old.sender,
+		OriginTS: old.ts, DeviceID: old.device, TxnID: old.txnID, RedactedBy: n.EventID, JSON: n.RedactedJSON}
+	ce, err := render(&ev)
+	if err != nil {
+		s.rendered.Remove(n.Redacts)
+		return
+	}
+	s.rendered.Put(n.Redacts, ce)
+	if rr, ok := s.recent.Peek(old.roomID); ok {
+		rr.replace(ce)
+	}
+}
+
+// now is the clock for ages and presence.
+var now = func() time.Time { return time.Now() }
+
+func nowMS() int64 { return now().UnixMilli() }

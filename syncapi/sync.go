@@ -1,0 +1,802 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
+)
+
+// SyncRequest is a parsed GET /sync.
+type SyncRequest struct {
+	UserID      string
+	DeviceID    string
+	Since       string
+	Timeout     time.Duration
+	FullState   bool
+	SetPresence string
+	// Opts is the compiled filter.
+	Opts *Opts
+}
+
+// Opts is a filter compiled for building responses.
+type Opts struct {
+	TimelineLimit    int
+	LazyMembers      bool
+	IncludeLeave     bool
+	FederationFormat bool
+	RoomAllowed      func(roomID string) bool
+	TimelineMatch    func(typ, sender string, hasURL bool) bool
+	StateMatch       func(typ, sender string) bool
+	EphemeralMatch   func(typ string) bool
+	RoomDataMatch    func(typ string) bool
+	AccountDataMatch func(typ string) bool
+	PresenceMatch    func(sender string) bool
+}
+
+// DefaultOpts is the behaviour with no filter.
+func DefaultOpts() *Opts {
+	return &Opts{TimelineLimit: 10}
+}
+
+func (o *Opts) roomOK(id string) bool { return o.RoomAllowed == nil || o.RoomAllowed(id) }
+func (o *Opts) timelineOK(c *clientEvent) bool {
+	return o.TimelineMatch == nil || o.TimelineMatch(c.typ, c.sender, false)
+}
+func (o *Opts) stateOK(typ, sender string) bool {
+	return o.StateMatch == nil || o.StateMatch(typ, sender)
+}
+func (o *Opts) ephemeralOK(typ string) bool { return o.EphemeralMatch == nil || o.EphemeralMatch(typ) }
+func (o *Opts) roomDataOK(typ string) bool  { return o.RoomDataMatch == nil || o.RoomDataMatch(typ) }
+func (o *Opts) accountDataOK(typ string) bool {
+	return o.AccountDataMatch == nil || o.AccountDataMatch(typ)
+}
+func (o *Opts) presenceOK(user string) bool { return o.PresenceMatch == nil || o.PresenceMatch(user) }
+
+type eventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+type timeline struct {
+	Events    []json.RawMessage `json:"events"`
+	Limited   bool              `json:"limited"`
+	PrevBatch string            `json:"prev_batch,omitempty"`
+}
+
+type unreadCounts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
+}
+
+type joinedRoom struct {
+	Summary             map[string]any `json:"summary"`
+	State               eventList      `json:"state"`
+	Timeline            timeline       `json:"timeline"`
+	Ephemeral           eventList      `json:"ephemeral"`
+	AccountData         eventList      `json:"account_data"`
+	UnreadNotifications *unreadCounts  `json:"unread_notifications,omitempty"`
+}
+
+type invitedRoom struct {
+	InviteState eventList `json:"invite_state"`
+}
+
+type leftRoom struct {
+	State       eventList `json:"state"`
+	Timeline    timeline  `json:"timeline"`
+	AccountData eventList `json:"account_data"`
+}
+
+type roomsResponse struct {
+	Join   map[string]*joinedRoom  `json:"join"`
+	Invite map[string]*invitedRoom `json:"invite"`
+	Leave  map[string]*leftRoom    `json:"leave"`
+	Knock  map[string]any          `json:"knock"`
+}
+
+type deviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// Response is a /sync response.
+type Response struct {
+	NextBatch   string         `json:"next_batch"`
+	Rooms       roomsResponse  `json:"rooms"`
+	AccountData eventList      `json:"account_data"`
+	Presence    eventList      `json:"presence"`
+	ToDevice    eventList      `json:"to_device"`
+	DeviceLists deviceLists    `json:"device_lists"`
+	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+}
+
+func newResponse() *Response {
+	return &Response{
+		Rooms:       roomsResponse{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		AccountData: eventList{Events: []json.RawMessage{}},
+		Presence:    eventList{Events: []json.RawMessage{}},
+		ToDevice:    eventList{Events: []json.RawMessage{}},
+		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
+		OTKCounts:   map[string]int{},
+	}
+}
+
+func (r *Response) empty() bool {
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.AccountData.Events) == 0 &&
+		len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
+}
+
+// MaxTimeout caps how long a /sync may wait.
+const MaxTimeout = 3 * time.Minute
+
+// Sync answers one /sync request: at once when anything is new for the
+// device (or on an initial or full-state sync), otherwise when something
+// commits for it or when the timeout passes. A waiting sync holds no database
+// connection and costs no query.
+func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) {
+	if req.Opts == nil {
+		req.Opts = DefaultOpts()
+	}
+	var since *Pos
+	if req.Since != "" {
+		p, err := ParsePos(req.Since)
+		if err != nil {
+			return nil, err
+		}
+		since = &p
+	}
+	if s.opts.PresenceEnabled {
+		switch req.SetPresence {
+		case "", "online":
+			_ = s.SetPresence(ctx, req.UserID, "online", nil)
+		case "unavailable", "offline":
+			_ = s.SetPresence(ctx, req.UserID, req.SetPresence, nil)
+		default:
+			return nil, merr.InvalidParam("set_presence must be online, offline or unavailable")
+		}
+	}
+	if since == nil || req.FullState {
+		return s.build(ctx, req, since, s.n.View(req.UserID))
+	}
+	timeout := req.Timeout
+	if timeout > MaxTimeout {
+		timeout = MaxTimeout
+	}
+	var timer *time.Timer
+	if timeout > 0 {
+		timer = time.NewTimer(timeout)
+		defer timer.Stop()
+	}
+	cur := *since
+	for {
+		l := s.n.Listen(req.UserID, req.DeviceID)
+		if s.n.HasNews(req.UserID, req.DeviceID, cur) {
+			l.Close()
+			resp, err := s.build(ctx, req, &cur, s.n.View(req.UserID))
+			if err != nil || !resp.empty() || timeout <= 0 {
+				return resp, err
+			}
+			// Nothing for this device after all: move on and keep waiting.
+			next, _ := ParsePos(resp.NextBatch)
+			cur = next.Max(cur)
+			select {
+			case <-timer.C:
+				return resp, nil
+			case <-ctx.Done():
+				return resp, nil
+			default:
+			}
+			continue
+		}
+		if timeout <= 0 {
+			l.Close()
+			return s.build(ctx, req, &cur, s.n.View(req.UserID))
+		}
+		select {
+		case <-l.Wake():
+			l.Close()
+			continue
+		case <-timer.C:
+			l.Close()
+			resp := newResponse()
+			resp.NextBatch = cur.String()
+			return resp, nil
+		case <-ctx.Done():
+			l.Close()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// build makes the response for the window (since, view.upto].
+func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view userView) (*Response, error) {
+	resp := newResponse()
+	upto := view.upto
+	if since != nil {
+		// Never go backwards (a token from before a restart with a newer typing clock).
+		upto = upto.Max(*since)
+	}
+	resp.NextBatch = upto.String()
+	o := req.Opts
+	var sinceEv int64
+	initial := since == nil
+	if !initial {
+		sinceEv = since.Events
+	}
+	full := initial || req.FullState
+	now := nowMS()
+
+	// Account data (global and per room) changed in the window.
+	roomData := map[string][]json.RawMessage{}
+	if initial || req.FullState || upto.AccountData > since.AccountData {
+		after := int64(0)
+		if !full {
+			after = since.AccountData
+		}
+		items, err := s.users.AccountDataSince(ctx, req.UserID, after, upto.AccountData)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
+			if it.RoomID == "" {
+				if o.accountDataOK(it.Type) {
+					resp.AccountData.Events = append(resp.AccountData.Events, ev)
+				}
+			} else if o.roomDataOK(it.Type) {
+				roomData[it.RoomID] = append(roomData[it.RoomID], ev)
+			}
+		}
+	}
+
+	roomIDs := make([]string, 0, len(view.rooms))
+	for id := range view.rooms {
+		roomIDs = append(roomIDs, id)
+	}
+	sort.Strings(roomIDs)
+	for _, roomID := range roomIDs {
+		if !o.roomOK(roomID) {
+			continue
+		}
+		mem := view.rooms[roomID]
+		if mem.pos > upto.Events {
+			// changed after our snapshot of positions; the next sync has it
+			continue
+		}
+		switch mem.m {
+		case "join":
+			newly := full || mem.pos > sinceEv
+			if !newly && view.roomEvents[roomID] <= sinceEv && view.roomReceipts[roomID] <= since.Receipts &&
+				view.roomTyping[roomID] <= since.Typing && len(roomData[roomID]) == 0 {
+				continue
+			}
+			jr, err := s.joinedRoom(ctx, req, roomID, mem, sinceEv, upto, since, newly, view, now)
+			if err != nil {
+				return nil, err
+			}
+			jr.AccountData.Events = append(jr.AccountData.Events, roomData[roomID]...)
+			if !newly && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 {
+				continue
+			}
+			resp.Rooms.Join[roomID] = jr
+		case "invite":
+			if !initial && mem.pos <= sinceEv {
+				continue
+			}
+			ir, err := s.invitedRoom(ctx, req.UserID, roomID)
+			if err != nil {
+				return nil, err
+			}
+			if ir != nil {
+				resp.Rooms.Invite[roomID] = ir
+			}
+		case "leave", "ban":
+			if initial && !o.IncludeLeave || !initial && mem.pos <= sinceEv {
+				continue
+			}
+			if forgotten, err := s.rooms.Forgotten(ctx, req.UserID, roomID); err != nil {
+				return nil, err
+			} else if forgotten {
+				continue
+			}
+			lr, err := s.leftRoom(ctx, req, roomID, mem, sinceEv, initial, now)
+			if err != nil {
+				return nil, err
+			}
+			lr.AccountData.Events = append(lr.AccountData.Events, roomData[roomID]...)
+			resp.Rooms.Leave[roomID] = lr
+		}
+	}
+
+	if s.opts.PresenceEnabled && (initial || upto.Presence > since.Presence) {
+		if err := s.presenceSection(ctx, req.UserID, since, upto, resp); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+// timelineWindow returns up to limit events with since < pos <= upto, and
+// whether more were left out.
+func (s *Service) timelineWindow(ctx context.Context, roomID string, since, upto int64, limit int) ([]*clientEvent, bool, error) {
+	if evs, ok := s.recentWindow(roomID, since, upto, limit); ok {
+		if len(evs) > limit {
+			return evs[len(evs)-limit:], true, nil
+		}
+		return evs, false, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
+		roomID, since, upto, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("timeline of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []*clientEvent
+	for rows.Next() {
+		e, err := roomserver.ScanEvent(rows)
+		if err != nil {
+			return nil, false, err
+		}
+		ce, err := s.renderCached(&e)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, ce)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	limited := len(out) > limit
+	if limited {
+		out = out[:limit]
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, limited, nil
+}
+
+func (s *Service) renderCached(e *roomserver.Event) (*clientEvent, error) {
+	if ce, ok := s.rendered.Get(e.EventID); ok && ce.redacted == e.RedactedBy {
+		return ce, nil
+	}
+	ce, err := render(e)
+	if err != nil {
+		return nil, err
+	}
+	s.rendered.Put(e.EventID, ce)
+	return ce, nil
+}
+
+// eventsByID renders events by ID through the cache.
+func (s *Service) eventsByID(ctx context.Context, ids []string) (map[string]*clientEvent, error) {
+	out := make(map[string]*clientEvent, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if ce, ok := s.rendered.Get(id); ok {
+			out[id] = ce
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		evs, err := roomserver.EventsByID(ctx, s.db, missing[:n])
+		if err != nil {
+			return nil, err
+		}
+		missing = missing[n:]
+		for i := range evs {
+			ce, err := s.renderCached(&evs[i])
+			if err != nil {
+				return nil, err
+			}
+			out[ce.eventID] = ce
+		}
+	}
+	return out, nil
+}
+
+// appendEvents renders events for the device, with redacted_because where due.
+func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, device string, federation bool) ([]json.RawMessage, error) {
+	var redactions map[string]*clientEvent
+	for _, e := range evs {
+		if e.redacted != "" {
+			if redactions == nil {
+				ids := []string{}
+				for _, x := range evs {
+					if x.redacted != "" {
+						ids = append(ids, x.redacted)
+					}
+				}
+				var err error
+				if redactions, err = s.eventsByID(ctx, ids); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	for _, e := range evs {
+		if federation {
+			dst = append(dst, json.RawMessage(e.raw))
+			continue
+		}
+		var because []byte
+		if r := redactions[e.redacted]; r != nil {
+			because = r.JSON(now, "")
+		}
+		dst = append(dst, e.appendJSON(nil, now, device, because))
+	}
+	return dst, nil
+}
+
+func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, upto Pos, since *Pos, newly bool, view userView, now int64) (*joinedRoom, error) {
+	o := req.Opts
+	jr := &joinedRoom{
+		State:       eventList{Events: []json.RawMessage{}},
+		Timeline:    timeline{Events: []json.RawMessage{}},
+		Ephemeral:   eventList{Events: []json.RawMessage{}},
+		AccountData: eventList{Events: []json.RawMessage{}},
+	}
+	windowStart := sinceEv
+	if newly && (since == nil || mem.pos > sinceEv) {
+		windowStart = 0
+	}
+	if req.FullState && since != nil && mem.pos <= sinceEv {
+		windowStart = sinceEv
+	}
+	limit := o.TimelineLimit
+	evs, limited, err := s.timelineWindow(ctx, roomID, windowStart, upto.Events, limit)
+	if err != nil {
+		return nil, err
+	}
+	// Events from before the user's join are subject to history visibility.
+	if len(evs) > 0 && evs[0].pos < mem.pos {
+		vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		kept := evs[:0:0]
+		for _, e := range evs {
+			if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
+				kept = append(kept, e)
+			} else {
+				limited = false // nothing visible lies further back either
+			}
+		}
+		evs = kept
+	}
+	var tl []*clientEvent
+	for _, e := range evs {
+		if o.timelineOK(e) {
+			tl = append(tl, e)
+		}
+	}
+	if jr.Timeline.Events, err = s.appendEvents(ctx, jr.Timeline.Events, tl, now, req.DeviceID, o.FederationFormat); err != nil {
+		return nil, err
+	}
+	jr.Timeline.Limited = limited
+	if len(evs) > 0 {
+		jr.Timeline.PrevBatch = pageToken(evs[0].pos - 1)
+	} else {
+		jr.Timeline.PrevBatch = pageToken(upto.Events)
+	}
+
+	// State: everything at the start of the timeline for a new room (or full
+	// state); otherwise what changed between since and the timeline's start.
+	if newly || limited {
+		var before map[[2]string]string
+		if len(evs) > 0 {
+			before, err = s.rooms.StateIDsBefore(ctx, evs[0].eventID)
+		} else {
+			before, err = s.stateAtPos(ctx, roomID, upto.Events)
+		}
+		if err != nil {
+			return nil, err
+		}
+		var prior map[[2]string]string
+		if !newly {
+			if prior, err = s.stateAtPos(ctx, roomID, sinceEv); err != nil {
+				return nil, err
+			}
+		}
+		senders := map[string]bool{req.UserID: true}
+		for _, e := range tl {
+			senders[e.sender] = true
+		}
+		var ids []string
+		for k, id := range before {
+			if prior != nil && prior[k] == id {
+				continue
+			}
+			if o.LazyMembers && k[0] == "m.room.member" && !senders[k[1]] {
+				continue
+			}
+			ids = append(ids, id)
+		}
+		if err := s.appendState(ctx, jr, ids, o, now, req.DeviceID); err != nil {
+			return nil, err
+		}
+	} else if o.LazyMembers && len(tl) > 0 {
+		// Members of the timeline's senders, so clients can show names.
+		if err := s.lazyMembers(ctx, jr, tl, o, now, req.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+
+	// Ephemeral: typing and receipts.
+	if (newly || view.roomTyping[roomID] > since.Typing) && o.ephemeralOK("m.typing") {
+		users := s.typing.typingUsers(roomID)
+		if len(users) > 0 || !newly {
+			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+		}
+	}
+	if o.ephemeralOK("m.receipt") {
+		rsince := int64(0)
+		if !newly {
+			rsince = since.Receipts
+		}
+		if newly || view.roomReceipts[roomID] > rsince {
+			ev, err := s.receiptsEvent(ctx, s.db, req.UserID, roomID, rsince, upto.Receipts)
+			if err != nil {
+				return nil, err
+			}
+			if ev != nil {
+				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+			}
+		}
+	}
+	if newly || len(tl) > 0 || view.roomReceipts[roomID] > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
+		c, err := s.unread(ctx, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		jr.UnreadNotifications = &c
+	}
+	if newly || hasMembershipChange(tl) {
+		jr.Summary = s.summary(roomID, req.UserID)
+	} else {
+		jr.Summary = map[string]any{}
+	}
+	return jr, nil
+}
+
+func sinceOr(p *Pos, f func(*Pos) int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return f(p)
+}
+
+func hasMembershipChange(evs []*clientEvent) bool {
+	for _, e := range evs {
+		if e.typ == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+// stateAtPos returns the room's state after the last event at or before pos.
+func (s *Service) stateAtPos(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos)
+	if err != nil {
+		return nil, fmt.Errorf("last event of %s: %w", roomID, err)
+	}
+	var ev *roomserver.Event
+	for rows.Next() {
+		e, err := roomserver.ScanEvent(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ev = &e
+	}
+	rows.Close()
+	if ev == nil {
+		return map[[2]string]string{}, nil
+	}
+	return s.rooms.StateIDsAfter(ctx, *ev)
+}
+
+func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string, o *Opts, now int64, device string) error {
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	list := make([]*clientEvent, 0, len(evs))
+	for _, e := range evs {
+		if o.stateOK(e.typ, e.sender) {
+			list = append(list, e)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
+	jr.State.Events, err = s.appendEvents(ctx, jr.State.Events, list, now, device, o.FederationFormat)
+	return err
+}
+
+func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientEvent, o *Opts, now int64, device string) error {
+	inTimeline := map[string]bool{}
+	for _, e := range tl {
+		if e.typ == "m.room.member" && e.stateKey != nil {
+			inTimeline[*e.stateKey] = true
+		}
+	}
+	need := map[string]bool{}
+	for _, e := range tl {
+		if !inTimeline[e.sender] {
+			need[e.sender] = true
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	before, err := s.rooms.StateIDsBefore(ctx, tl[0].eventID)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for u := range need {
+		if id, ok := before[[2]string{"m.room.member", u}]; ok {
+			ids = append(ids, id)
+		}
+	}
+	return s.appendState(ctx, jr, ids, o, now, device)
+}
+
+func (s *Service) summary(roomID, userID string) map[string]any {
+	s.n.mu.Lock()
+	joined := len(s.n.members[roomID])
+	invited := 0
+	var heroes []string
+	for u := range s.n.members[roomID] {
+		if u != userID {
+			heroes = append(heroes, u)
+		}
+	}
+	for u, rs := range s.n.rooms {
+		if m, ok := rs[roomID]; ok && m.m == "invite" {
+			invited++
+			if u != userID {
+				heroes = append(heroes, u)
+			}
+		}
+	}
+	s.n.mu.Unlock()
+	sort.Strings(heroes)
+	if len(heroes) > 5 {
+		heroes = heroes[:5]
+	}
+	if heroes == nil {
+		heroes = []string{}
+	}
+	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
+}
+
+// unread counts the messages from others after the user's read receipt.
+func (s *Service) unread(ctx context.Context, roomID, userID string) (unreadCounts, error) {
+	var readPos int64
+	err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
+WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id = ''`, roomID, userID).Scan(&readPos)
+	if err != nil {
+		return unreadCounts{}, fmt.Errorf("read position: %w", err)
+	}
+	var n int
+	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND sender <> $3 AND type IN ('m.room.message', 'm.room.encrypted') AND redacted_by IS NULL`,
+		roomID, readPos, userID).Scan(&n)
+	if err != nil {
+		return unreadCounts{}, fmt.Errorf("unread count: %w", err)
+	}
+	return unreadCounts{NotificationCount: n}, nil
+}
+
+func (s *Service) invitedRoom(ctx context.Context, userID, roomID string) (*invitedRoom, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE event_id = (SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2)`, roomID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("invite of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	ev, err := roomserver.ScanEvent(rows)
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Content  json.RawMessage `json:"content"`
+		Unsigned struct {
+			InviteRoomState []json.RawMessage `json:"invite_room_state"`
+		} `json:"unsigned"`
+	}
+	_ = json.Unmarshal(ev.JSON, &f)
+	ir := &invitedRoom{InviteState: eventList{Events: append([]json.RawMessage{}, f.Unsigned.InviteRoomState...)}}
+	self, _ := json.Marshal(map[string]any{"type": ev.Type, "state_key": userID, "sender": ev.Sender, "content": f.Content,
+		"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
+	ir.InviteState.Events = append(ir.InviteState.Events, self)
+	return ir, nil
+}
+
+func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
+	o := req.Opts
+	lr := &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}
+	evs, limited, err := s.timelineWindow(ctx, roomID, sinceEv, mem.pos, o.TimelineLimit)
+	if err != nil {
+		return nil, err
+	}
+	vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	var tl []*clientEvent
+	for _, e := range evs {
+		if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) && o.timelineOK(e) {
+			tl = append(tl, e)
+		}
+	}
+	if lr.Timeline.Events, err = s.appendEvents(ctx, lr.Timeline.Events, tl, now, req.DeviceID, o.FederationFormat); err != nil {
+		return nil, err
+	}
+	lr.Timeline.Limited = limited
+	if len(evs) > 0 {
+		lr.Timeline.PrevBatch = pageToken(evs[0].pos - 1)
+	}
+	if initial && len(tl) > 0 {
+		before, err := s.rooms.StateIDsBefore(ctx, tl[0].eventID)
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]string, 0, len(before))
+		for k, id := range before {
+			if o.LazyMembers && k[0] == "m.room.member" && k[1] != req.UserID {
+				continue
+			}
+			ids = append(ids, id)
+		}
+		jr := &joinedRoom{}
+		if err := s.appendState(ctx, jr, ids, o, now, req.DeviceID); err != nil {
+			return nil, err
+		}
+		lr.State.Events = append(lr.State.Events, jr.State.Events...)
+	}
+	return lr, nil
+}
+
+func (s *Service) presenceSection(ctx context.Context, userID string, since *Pos, upto Pos, resp *Response) error {
+	after := int64(0)
+	if since != nil {
+		after = since.Presence
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id FROM presence WHERE pos > $1 AND pos <= $2`, after, upto.Presence)
+	if err != nil {
+		return fmt.Errorf("presence changes: %w", err)
+	}
+	var who []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return err
+		}
+		who = append(who, u)
+	}
+	rows.Close()
+	sort.Strings(who)
+	for _, u := range who {
+		if u != userID && !s.n.SharesRoom(userID, u) {
+			continue
+		}
+		p, err := s.Presence(ctx, userID, u)
+		if err != nil {
+			continue
+		}
+		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": u, "content": p})
+		resp.Presence.Events = append(resp.Presence.Events, ev)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package syncapi
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// Pos is one position per stream. A sync token is its text form; clients
+// treat it as opaque.
+type Pos struct {
+	Events      int64
+	Receipts    int64
+	AccountData int64
+	Typing      int64
+	ToDevice    int64
+	DeviceLists int64
+	Presence    int64
+}
+
+// String is the sync token: "s" and the positions joined by "_".
+func (p Pos) String() string {
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteByte('s')
+	for i, f := range []int64{p.Events, p.Receipts, p.AccountData, p.Typing, p.ToDevice, p.DeviceLists, p.Presence} {
+		if i > 0 {
+			b.WriteByte('_')
+		}
+		b.WriteString(strconv.FormatInt(f, 10))
+	}
+	return b.String()
+}
+
+// ParsePos reads a sync token.
+func ParsePos(s string) (Pos, error) {
+	var p Pos
+	if len(s) < 2 || s[0] != 's' || len(s) > 200 {
+		return p, merr.InvalidParam("Invalid sync token")
+	}
+	parts := strings.Split(s[1:], "_")
+	vals := []*int64{&p.Events, &p.Receipts, &p.AccountData, &p.Typing, &p.ToDevice, &p.DeviceLists, &p.Presence}
+	if len(parts) > len(vals) {
+		return p, merr.InvalidParam("Invalid sync token")
+	}
+	for i, part := range parts {
+		n, err := strconv.ParseInt(part, 10, 64)
+		if err != nil || n < 0 {
+			return p, merr.InvalidParam("Invalid sync token")
+		}
+		*vals[i] = n
+	}
+	return p, nil
+}
+
+// After tells whether any stream of p is ahead of o.
+func (p Pos) After(o Pos) bool {
+	return p.Events > o.Events || p.Receipts > o.Receipts || p.AccountData > o.AccountData || p.Typing > o.Typing ||
+		p.ToDevice > o.ToDevice || p.DeviceLists > o.DeviceLists || p.Presence > o.Presence
+}
+
+// Max is the stream-wise maximum.
+func (p Pos) Max(o Pos) Pos {
+	return Pos{max(p.Events, o.Events), max(p.Receipts, o.Receipts), max(p.AccountData, o.AccountData), max(p.Typing, o.Typing),
+		max(p.ToDevice, o.ToDevice), max(p.DeviceLists, o.DeviceLists), max(p.Presence, o.Presence)}
+}
+
+// Min is the stream-wise minimum.
+func (p Pos) Min(o Pos) Pos {
+	return Pos{min(p.Events, o.Events), min(p.Receipts, o.Receipts), min(p.AccountData, o.AccountData), min(p.Typing, o.Typing),
+		min(p.ToDevice, o.ToDevice), min(p.DeviceLists, o.DeviceLists), min(p.Presence, o.Presence)}
+}
+
+// A pagination token of /messages is "t" and an events-stream position:
+// the position just before the next event to return in the given direction.
+func pageToken(pos int64) string { return "t" + strconv.FormatInt(pos, 10) }
+
+// parsePageToken accepts a pagination token or a sync token (whose events
+// position is used), as the spec allows both for /messages.
+func parsePageToken(s string) (int64, error) {
+	if strings.HasPrefix(s, "t") {
+		n, err := strconv.ParseInt(s[1:], 10, 64)
+		if err != nil || n < 0 {
+			return 0, merr.InvalidParam("Invalid pagination token")
+		}
+		return n, nil
+	}
+	p, err := ParsePos(s)
+	if err != nil {
+		return 0, merr.InvalidParam("Invalid pagination token")
+	}
+	return p.Events, nil
+}

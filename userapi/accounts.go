@@ -1,0 +1,500 @@
+package userapi
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
+)
+
+// Session is what registration and login hand out.
+type Session struct {
+	UserID      string
+	DeviceID    string
+	AccessToken string
+}
+
+// MaxDeviceIDBytes bounds client-chosen device IDs.
+const MaxDeviceIDBytes = 255
+
+// MaxDeviceNameRunes bounds device display names.
+const MaxDeviceNameRunes = 100
+
+// errBadLogin is the one answer to a wrong user or password, whichever it was.
+func errBadLogin() error { return merr.Forbidden("Invalid username or password") }
+
+// audit writes one audit log line: structured, from the request's logger,
+// never with a password or token.
+func audit(ctx context.Context, event string, f logrus.Fields) {
+	e := logging.From(ctx).WithField("audit", event)
+	for k, v := range f {
+		if v == "" {
+			continue
+		}
+		e = e.WithField(k, v)
+	}
+	e.Info("audit: " + event)
+}
+
+type account struct {
+	userID      string
+	hash        string
+	admin       bool
+	deactivated bool
+}
+
+func selectAccount(ctx context.Context, q storage.Querier, userID string) (account, error) {
+	a := account{userID: userID}
+	err := q.QueryRow(ctx, `SELECT password_hash, is_admin, deactivated FROM accounts WHERE user_id = $1`, userID).
+		Scan(&a.hash, &a.admin, &a.deactivated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, storage.ErrNotFound
+	}
+	if err != nil {
+		return a, fmt.Errorf("select account %s: %w", userID, err)
+	}
+	return a, nil
+}
+
+// AccountExists tells whether a local, not deactivated account exists.
+func (s *Service) AccountExists(ctx context.Context, userID string) (bool, error) {
+	a, err := selectAccount(ctx, s.db, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !a.deactivated, nil
+}
+
+// CheckUsernameAvailable validates a wanted username (lower-cased as the
+// spec asks) and tells whether it is free: M_INVALID_USERNAME, M_USER_IN_USE,
+// or the localpart to register.
+func (s *Service) CheckUsernameAvailable(ctx context.Context, username string) (string, error) {
+	lp := strings.ToLower(username)
+	if err := ValidLocalpart(lp, s.opts.ServerName); err != nil {
+		return "", err
+	}
+	_, err := selectAccount(ctx, s.db, s.UserID(lp))
+	if errors.Is(err, storage.ErrNotFound) {
+		return lp, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return "", merr.UserInUse("The user ID %s is already taken", s.UserID(lp))
+}
+
+// RegisterRequest describes a new account.
+type RegisterRequest struct {
+	// Localpart of the new user ID (already lower-cased); empty picks a random one.
+	Localpart string
+	Password  string
+	Admin     bool
+	// DisplayName defaults to the localpart.
+	DisplayName string
+	// DeviceID and DeviceDisplayName describe the first device.
+	DeviceID          string
+	DeviceDisplayName string
+	// InhibitLogin creates no device and no token.
+	InhibitLogin bool
+	ClientAddr   string
+	// Via names the way the account is made, for the audit log:
+	// "client", "shared_secret", "cli" or "admin".
+	Via string
+}
+
+// Register creates an account and, unless InhibitLogin, its first device.
+func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, error) {
+	if err := ValidNewPassword(req.Password); err != nil {
+		return Session{}, err
+	}
+	random := req.Localpart == ""
+	if !random {
+		if err := ValidLocalpart(req.Localpart, s.opts.ServerName); err != nil {
+			return Session{}, err
+		}
+	}
+	if err := validDeviceID(req.DeviceID); err != nil {
+		return Session{}, err
+	}
+	if len(req.DisplayName) > MaxDisplayNameBytes {
+		return Session{}, merr.BadJSON("The display name is longer than %d bytes", MaxDisplayNameBytes)
+	}
+	hash, err := HashPassword(req.Password, s.opts.PasswordHashCost)
+	if err != nil {
+		return Session{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		lp := req.Localpart
+		if random {
+			lp = randomLocalpart()
+		}
+		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, req)
+		if errors.Is(err, errInUse) {
+			if random && attempt < 5 {
+				continue
+			}
+			return Session{}, merr.UserInUse("The user ID %s is already taken", s.UserID(lp))
+		}
+		if err != nil {
+			return Session{}, err
+		}
+		audit(ctx, "register", logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)})
+		return sess, nil
+	}
+}
+
+// CreateAccount makes an account without a device (command line, admin API).
+func (s *Service) CreateAccount(ctx context.Context, localpart, password string, admin bool, via string) (string, error) {
+	sess, err := s.Register(ctx, RegisterRequest{Localpart: localpart, Password: password, Admin: admin, InhibitLogin: true, Via: via})
+	return sess.UserID, err
+}
+
+var errInUse = errors.New("user ID in use")
+
+func (s *Service) createAccount(ctx context.Context, userID, localpart, hash string, req RegisterRequest) (Session, error) {
+	displayName := req.DisplayName
+	if displayName == "" {
+		displayName = localpart
+	}
+	sess := Session{UserID: userID}
+	var issued Device
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `INSERT INTO accounts (user_id, password_hash, is_admin, deactivated, created_ts)
+VALUES ($1, $2, $3, FALSE, $4) ON CONFLICT (user_id) DO NOTHING`, userID, hash, req.Admin, s.now().UnixMilli())
+		if err != nil {
+			return fmt.Errorf("insert account %s: %w", userID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return errInUse
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO profiles (user_id, displayname, avatar_url) VALUES ($1, $2, NULL)
+ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_url = NULL`, userID, displayName); err != nil {
+			return fmt.Errorf("insert profile %s: %w", userID, err)
+		}
+		if req.InhibitLogin {
+			return nil
+		}
+		var err2 error
+		sess, issued, _, err2 = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, req.Admin)
+		return err2
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	s.profiles.Remove(userID)
+	if issued.SessionID != "" {
+		s.cacheToken(issued)
+	}
+	return sess, nil
+}
+
+func validDeviceID(id string) error {
+	if len(id) > MaxDeviceIDBytes {
+		return merr.InvalidParam("device_id is longer than %d bytes", MaxDeviceIDBytes)
+	}
+	if strings.ContainsRune(id, 0) {
+		return merr.InvalidParam("device_id must not contain NUL")
+	}
+	return nil
+}
+
+// truncateRunes shortens s to at most n runes.
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n])
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// issueDevice gives userID a device with a new access token inside tx. An
+// existing device ID keeps its display name and gets a new token; the old
+// token's hash is returned for revocation after the commit.
+func (s *Service) issueDevice(ctx context.Context, tx *storage.Tx, userID, deviceID, displayName, ip string, admin bool) (Session, Device, string, error) {
+	token, hash, err := newAccessToken()
+	if err != nil {
+		return Session{}, Device{}, "", err
+	}
+	displayName = truncateRunes(displayName, MaxDeviceNameRunes)
+	now := s.now().UnixMilli()
+	dev := Device{UserID: userID, DeviceID: deviceID, DisplayName: displayName, IsAdmin: admin, SessionID: hash}
+	oldHash := ""
+	if deviceID != "" {
+		var oldName sql.NullString
+		err := tx.QueryRow(ctx, `SELECT token_hash, display_name FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&oldHash, &oldName)
+		switch {
+		case err == nil:
+			if _, err := tx.Exec(ctx, `UPDATE devices SET token_hash = $3, last_seen_ts = $4,
+last_seen_ip = CASE WHEN $5 = '' THEN last_seen_ip ELSE $5 END WHERE user_id = $1 AND device_id = $2`,
+				userID, deviceID, hash, now, ip); err != nil {
+				return Session{}, Device{}, "", fmt.Errorf("replace token of device %s %s: %w", userID, deviceID, err)
+			}
+			dev.DisplayName = oldName.String
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip)
+VALUES ($1, $2, $3, $4, $5, $5, $6)`, userID, deviceID, nullable(displayName), hash, now, ip); err != nil {
+				return Session{}, Device{}, "", fmt.Errorf("insert device %s %s: %w", userID, deviceID, err)
+			}
+		default:
+			return Session{}, Device{}, "", fmt.Errorf("select device %s %s: %w", userID, deviceID, err)
+		}
+	} else {
+		for attempt := 0; ; attempt++ {
+			dev.DeviceID = randomDeviceID()
+			res, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip)
+VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, device_id) DO NOTHING`, userID, dev.DeviceID, nullable(displayName), hash, now, ip)
+			if err != nil {
+				return Session{}, Device{}, "", fmt.Errorf("insert device %s %s: %w", userID, dev.DeviceID, err)
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				break
+			}
+			if attempt >= 5 {
+				return Session{}, Device{}, "", fmt.Errorf("insert device for %s: no free device ID", userID)
+			}
+		}
+	}
+	return Session{UserID: userID, DeviceID: dev.DeviceID, AccessToken: token}, dev, oldHash, nil
+}
+
+// verifyPassword checks userID's password under the account's failure
+// backoff. Wrong user and wrong password give the same error and take the
+// same time.
+func (s *Service) verifyPassword(ctx context.Context, userID, password string) (account, error) {
+	if wait := s.attempts.wait(userID); wait > 0 {
+		return account{}, merr.LimitExceeded(wait.Milliseconds() + 1)
+	}
+	a, err := selectAccount(ctx, s.db, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		CheckPassword(s.dummy.get(s.opts.PasswordHashCost), password)
+		s.attempts.fail(userID)
+		return account{}, errBadLogin()
+	}
+	if err != nil {
+		return account{}, err
+	}
+	if !CheckPassword(a.hash, password) {
+		s.attempts.fail(userID)
+		return account{}, errBadLogin()
+	}
+	s.attempts.reset(userID)
+	return a, nil
+}
+
+// LoginRequest is an m.login.password login.
+type LoginRequest struct {
+	// User is a localpart or a full user ID, in any case.
+	User              string
+	Password          string
+	DeviceID          string
+	DeviceDisplayName string
+	ClientAddr        string
+}
+
+// Login checks a password and issues a device and access token.
+func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) {
+	if err := validDeviceID(req.DeviceID); err != nil {
+		return Session{}, err
+	}
+	userID, ok := s.resolveLogin(req.User)
+	if !ok {
+		audit(ctx, "login_failed", logrus.Fields{"user": truncateRunes(req.User, 100), "client_addr": req.ClientAddr, "reason": "not a local user"})
+		return Session{}, errBadLogin()
+	}
+	a, err := s.verifyPassword(ctx, userID, req.Password)
+	if err != nil {
+		if me, ok := merr.As(err); ok {
+			audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": me.Code})
+		}
+		return Session{}, err
+	}
+	if a.deactivated {
+		audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": "deactivated"})
+		return Session{}, merr.UserDeactivated("This account has been deactivated")
+	}
+	var sess Session
+	var dev Device
+	var oldHash string
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		var err error
+		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin)
+		return err
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	if oldHash != "" {
+		s.revokeTokens(ctx, []string{oldHash})
+	}
+	s.cacheToken(dev)
+	audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr})
+	return sess, nil
+}
+
+// removed is one deleted device.
+type removed struct {
+	deviceID, hash string
+}
+
+// deleteDevicesTx deletes devices with query (which must return device_id,
+// token_hash) and their waiting to-device messages.
+func deleteDevicesTx(ctx context.Context, tx *storage.Tx, userID, query string, args ...any) ([]removed, error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("delete devices of %s: %w", userID, err)
+	}
+	var out []removed
+	for rows.Next() {
+		var r removed
+		if err := rows.Scan(&r.deviceID, &r.hash); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("delete devices of %s: %w", userID, err)
+		}
+		out = append(out, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("delete devices of %s: %w", userID, err)
+	}
+	if len(out) > 0 {
+		ids := make([]string, len(out))
+		for i, r := range out {
+			ids[i] = r.deviceID
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id IN ($2)`, userID, ids); err != nil {
+			return nil, fmt.Errorf("delete to-device messages of %s: %w", userID, err)
+		}
+	}
+	return out, nil
+}
+
+func hashesOf(rs []removed) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.hash
+	}
+	return out
+}
+
+func idsOf(rs []removed) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.deviceID
+	}
+	return out
+}
+
+// Logout deletes the device of the session; its token stops working at once.
+func (s *Service) Logout(ctx context.Context, dev Device) error {
+	var gone []removed
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var err error
+		gone, err = deleteDevicesTx(ctx, tx, dev.UserID, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2 RETURNING device_id, token_hash`, dev.UserID, dev.DeviceID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.revokeTokens(ctx, append(hashesOf(gone), dev.SessionID))
+	audit(ctx, "logout", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
+	return nil
+}
+
+// LogoutAll deletes every device of the user.
+func (s *Service) LogoutAll(ctx context.Context, userID string) error {
+	var gone []removed
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var err error
+		gone, err = deleteDevicesTx(ctx, tx, userID, `DELETE FROM devices WHERE user_id = $1 RETURNING device_id, token_hash`, userID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.revokeTokens(ctx, hashesOf(gone))
+	audit(ctx, "logout_all", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
+	return nil
+}
+
+// ChangePassword sets a new password. With logoutDevices every other device
+// of the user is deleted; the current one (keep) stays.
+func (s *Service) ChangePassword(ctx context.Context, userID, keepDeviceID, newPassword string, logoutDevices bool) error {
+	if err := ValidNewPassword(newPassword); err != nil {
+		return err
+	}
+	hash, err := HashPassword(newPassword, s.opts.PasswordHashCost)
+	if err != nil {
+		return err
+	}
+	var gone []removed
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE accounts SET password_hash = $2 WHERE user_id = $1 AND deactivated = FALSE`, userID, hash)
+		if err != nil {
+			return fmt.Errorf("update password of %s: %w", userID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return merr.Forbidden("This account does not exist or is deactivated")
+		}
+		if logoutDevices {
+			gone, err = deleteDevicesTx(ctx, tx, userID, `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2 RETURNING device_id, token_hash`, userID, keepDeviceID)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.revokeTokens(ctx, hashesOf(gone))
+	audit(ctx, "password_change", logrus.Fields{"user_id": userID, "device_id": keepDeviceID, "logged_out_devices": strings.Join(idsOf(gone), ",")})
+	return nil
+}
+
+// Deactivate marks the account deactivated, deletes its devices and tokens
+// and clears its profile. Leaving the user's rooms is the caller's job.
+func (s *Service) Deactivate(ctx context.Context, userID string) error {
+	var gone []removed
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE accounts SET deactivated = TRUE WHERE user_id = $1`, userID)
+		if err != nil {
+			return fmt.Errorf("deactivate %s: %w", userID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return merr.NotFound("Unknown user %s", userID)
+		}
+		if gone, err = deleteDevicesTx(ctx, tx, userID, `DELETE FROM devices WHERE user_id = $1 RETURNING device_id, token_hash`, userID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM profiles WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("clear profile of %s: %w", userID, err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("delete auth sessions of %s: %w", userID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.revokeTokens(ctx, hashesOf(gone))
+	s.profiles.Remove(userID)
+	s.broadcast(ctx, invalidation{Profile: userID})
+	audit(ctx, "deactivate", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
+	return nil
+}

@@ -1,0 +1,33 @@
+// Package userapi owns the people side of Haven: accounts, devices and their
+// access tokens, password hashing, user-interactive authentication (UIA),
+// profiles, account data (a sync stream), filters and push rules.
+//
+// Tables owned: accounts, devices, profiles, account_data, filters,
+// push_rules, uia_sessions, registration_nonces; it also deletes a removed
+// device's rows of to_device (owned by userapi/keys).
+//
+// Access tokens are 32 random bytes; only their SHA-256 is stored
+// (devices.token_hash). Authenticate answers from an in-memory cache (token
+// hash → Device) so that an idle /sync costs no database query; the cache is
+// invalidated on logout, device deletion, password change and deactivation,
+// in this process at once and in other processes through the bus topic
+// InvalidateTopic.
+//
+// Passwords are hashed with bcrypt over base64(SHA-256(password)) (see
+// password.go), so passwords longer than bcrypt's 72-byte input limit keep
+// all their strength.
+//
+// Account data is a stream: positions come from one stream.Sequencer,
+// account_data.pos is written in the same transaction as the content, and
+// after the commit {"user_id","room_id","type","pos"} is published on the bus
+// topic AccountDataTopic in position order. Push rule changes are published
+// on the same stream as global account data of type m.push_rules.
+//
+// Goroutines: one, started by Start and stopped by Close, that writes
+// devices.last_seen_ts/ip every SeenFlushInterval; and the bus delivery of
+// InvalidateTopic (NATS's goroutine).
+//
+// Lock order: the per-user keyed lock (userLocks), then the sequencer's
+// locks, then the small mutexes of the caches (tokMu, seenMu, backoff.mu).
+// No lock is held while waiting for anything but the database.
+package userapi

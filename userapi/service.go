@@ -1,0 +1,203 @@
+package userapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/haven-chat/haven/internal/keyed"
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/lru"
+	"github.com/haven-chat/haven/internal/stream"
+	"github.com/haven-chat/haven/storage"
+)
+
+// Bus is the part of the message bus the user service needs. Subscribe is
+// used for cache invalidations coming from other Haven processes.
+type Bus interface {
+	Publish(topic string, data []byte) error
+	Subscribe(topic string, fn func(data []byte)) (func(), error)
+}
+
+// RegistrationTokens checks registration tokens for the
+// m.login.registration_token UIA stage. Nothing implements it yet; while
+// Options.RegistrationTokens is nil the stage is not offered.
+type RegistrationTokens interface {
+	// ValidRegistrationToken tells whether a token may still be used.
+	ValidRegistrationToken(ctx context.Context, token string) (bool, error)
+}
+
+// Options configure the user service.
+type Options struct {
+	ServerName string
+	// PasswordHashCost is the bcrypt cost (config password_hash_cost).
+	PasswordHashCost int
+	// SharedSecret enables shared-secret registration when not empty.
+	SharedSecret string
+	// RegistrationTokens, when set, offers the m.login.registration_token flow.
+	RegistrationTokens RegistrationTokens
+	// TokenCacheSize bounds the access tokens kept in memory.
+	TokenCacheSize int
+	// SeenInterval is how stale devices.last_seen_ts may get (default 5 minutes).
+	SeenInterval time.Duration
+	// SeenFlushInterval is how often the last-seen writer runs (default 30 s).
+	SeenFlushInterval time.Duration
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the user service. All its methods are safe for concurrent use.
+type Service struct {
+	db   *storage.DB
+	bus  Bus
+	opts Options
+	now  func() time.Time
+
+	// token cache: hash → Device; unknown remembers hashes that are not tokens.
+	tokMu    sync.Mutex
+	tokGen   atomic.Uint64
+	tokens   *lru.Cache[string, Device]
+	unknown  *lru.Cache[string, struct{}]
+	dummy    dummyHash
+	attempts *backoff
+
+	seenMu      sync.Mutex
+	seenWritten map[string]int64
+	seenPending map[deviceKey]seenUpdate
+
+	// userLocks serialise one user's writes of account data, push rules and profile.
+	userLocks keyed.Mutex
+	adSeq     *stream.Sequencer
+	profiles  *lru.Cache[string, profileEntry]
+	pushRules *lru.Cache[string, *pushState]
+	filters   *lru.Cache[string, []byte]
+
+	stopOnce sync.Once
+	started  atomic.Bool
+	stop     chan struct{}
+	done     chan struct{}
+	unsub    func()
+}
+
+// New creates the user service. bus may be nil (command-line tools, tests):
+// nothing is published then.
+func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, error) {
+	if opts.ServerName == "" {
+		return nil, fmt.Errorf("userapi: server name is empty")
+	}
+	if opts.PasswordHashCost == 0 {
+		opts.PasswordHashCost = 12
+	}
+	if opts.TokenCacheSize <= 0 {
+		opts.TokenCacheSize = 100000
+	}
+	if opts.SeenInterval <= 0 {
+		opts.SeenInterval = 5 * time.Minute
+	}
+	if opts.SeenFlushInterval <= 0 {
+		opts.SeenFlushInterval = 30 * time.Second
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	last, err := maxAccountDataPos(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		db:          db,
+		bus:         bus,
+		opts:        opts,
+		now:         now,
+		tokens:      lru.New[string, Device]("access_tokens", opts.TokenCacheSize),
+		unknown:     lru.New[string, struct{}]("unknown_tokens", 10000),
+		attempts:    newBackoff(now),
+		seenWritten: make(map[string]int64),
+		seenPending: make(map[deviceKey]seenUpdate),
+		adSeq:       stream.New(last),
+		profiles:    lru.New[string, profileEntry]("profiles", 50000),
+		pushRules:   lru.New[string, *pushState]("push_rules", 20000),
+		filters:     lru.New[string, []byte]("filters", 20000),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	return s, nil
+}
+
+// ServerName is the server name user IDs are made with.
+func (s *Service) ServerName() string { return s.opts.ServerName }
+
+// Start subscribes to cache invalidations from other processes and starts
+// the last-seen writer. Close stops both.
+func (s *Service) Start(ctx context.Context) error {
+	if s.bus != nil {
+		unsub, err := s.bus.Subscribe(InvalidateTopic, s.onInvalidate)
+		if err != nil {
+			return fmt.Errorf("userapi: %w", err)
+		}
+		s.unsub = unsub
+	}
+	if s.started.CompareAndSwap(false, true) {
+		go s.seenLoop(logging.From(ctx))
+	}
+	return nil
+}
+
+// Close stops the background work and waits for it, writing the pending
+// last-seen updates. Call it before closing the database.
+func (s *Service) Close() {
+	s.stopOnce.Do(func() {
+		if s.unsub != nil {
+			s.unsub()
+		}
+		close(s.stop)
+		if s.started.Load() {
+			<-s.done
+		}
+	})
+}
+
+// InvalidateTopic carries cache invalidations between Haven processes.
+const InvalidateTopic = "userapi.invalidate"
+
+// invalidation is the message on InvalidateTopic.
+type invalidation struct {
+	TokenHashes []string `json:"token_hashes,omitempty"`
+	Profile     string   `json:"profile,omitempty"`
+	PushRules   string   `json:"push_rules,omitempty"`
+}
+
+func (s *Service) onInvalidate(data []byte) {
+	var inv invalidation
+	if err := json.Unmarshal(data, &inv); err != nil {
+		return
+	}
+	if len(inv.TokenHashes) > 0 {
+		s.dropTokens(inv.TokenHashes)
+	}
+	if inv.Profile != "" {
+		s.profiles.Remove(inv.Profile)
+	}
+	if inv.PushRules != "" {
+		s.pushRules.Remove(inv.PushRules)
+	}
+}
+
+// broadcast tells other processes to drop cached entries. This process has
+// already dropped them; receiving its own message again is harmless.
+func (s *Service) broadcast(ctx context.Context, inv invalidation) {
+	if s.bus == nil {
+		return
+	}
+	data, err := json.Marshal(inv)
+	if err != nil {
+		return
+	}
+	if err := s.bus.Publish(InvalidateTopic, data); err != nil {
+		logging.From(ctx).WithError(err).Warn("cannot publish cache invalidation")
+	}
+}

@@ -1,0 +1,304 @@
+package userapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
+)
+
+// UIA stage types.
+const (
+	StageDummy             = "m.login.dummy"
+	StagePassword          = "m.login.password"
+	StageRegistrationToken = "m.login.registration_token"
+)
+
+// UIASessionLifetime is how long a user-interactive auth session lasts.
+const UIASessionLifetime = 15 * time.Minute
+
+// UIARequest asks for user-interactive authentication of one operation.
+type UIARequest struct {
+	// Op names the operation ("register", "delete_devices", "password",
+	// "deactivate"); a session only authorises the operation it began with.
+	Op string
+	// UserID is the user making the request ("" for registration). The
+	// password stage checks this user's password.
+	UserID string
+	// Flows are the accepted lists of stages.
+	Flows [][]string
+	// Auth is the request's "auth" object, nil when absent.
+	Auth json.RawMessage
+}
+
+// uiaData is what a session stores.
+type uiaData struct {
+	Op        string   `json:"op"`
+	Completed []string `json:"completed"`
+}
+
+// authDict is the "auth" object of a request.
+type authDict struct {
+	Type       string `json:"type"`
+	Session    string `json:"session"`
+	Password   string `json:"password"`
+	Token      string `json:"token"`
+	User       string `json:"user"`
+	Identifier *struct {
+		Type string `json:"type"`
+		User string `json:"user"`
+	} `json:"identifier"`
+}
+
+// RegistrationFlows are the UIA flows of registration: a registration token
+// when tokens are configured, else the dummy stage.
+func (s *Service) RegistrationFlows() [][]string {
+	if s.opts.RegistrationTokens != nil {
+		return [][]string{{StageRegistrationToken}}
+	}
+	return [][]string{{StageDummy}}
+}
+
+// RegistrationTokenValid answers GET .../m.login.registration_token/validity:
+// false while registration tokens are not configured.
+func (s *Service) RegistrationTokenValid(ctx context.Context, token string) (bool, error) {
+	if s.opts.RegistrationTokens == nil || token == "" {
+		return false, nil
+	}
+	return s.opts.RegistrationTokens.ValidRegistrationToken(ctx, token)
+}
+
+// PasswordFlows are the UIA flows of operations on an existing account.
+func PasswordFlows() [][]string { return [][]string{{StagePassword}} }
+
+// IsUIAChallenge tells whether err is the plain 401 that starts or continues
+// UIA (no failed attempt). Its body is the UIA fields without errcode/error,
+// as the spec shows it; see UIABody.
+func IsUIAChallenge(err error) bool {
+	me, ok := merr.As(err)
+	return ok && me.Status == 401 && me.Code == "M_UNAUTHORIZED" && me.Extra["flows"] != nil
+}
+
+// UIABody is the response body of a UIA challenge: flows, params, session,
+// completed.
+func UIABody(err error) map[string]any {
+	me, _ := merr.As(err)
+	out := make(map[string]any, len(me.Extra))
+	for k, v := range me.Extra {
+		out[k] = v
+	}
+	return out
+}
+
+type uiaFlow struct {
+	Stages []string `json:"stages"`
+}
+
+// challenge builds the 401 of a UIA step. fail, if set, is the failed
+// attempt's error, whose errcode and message join the body.
+func challenge(sessionID string, flows [][]string, completed []string, fail *merr.Error) error {
+	var e *merr.Error
+	if fail != nil {
+		e = merr.Custom(401, fail.Code, "%s", fail.Msg)
+	} else {
+		e = merr.Unauthorized("Additional authentication is required")
+	}
+	fl := make([]uiaFlow, len(flows))
+	for i, f := range flows {
+		fl[i] = uiaFlow{Stages: f}
+	}
+	e = e.With("flows", fl).With("params", map[string]any{}).With("session", sessionID)
+	if len(completed) > 0 {
+		e = e.With("completed", completed)
+	}
+	return e
+}
+
+// CheckUIA runs one step of user-interactive authentication. It returns nil
+// once a flow is complete (the session is then used up), or a 401 error
+// carrying the UIA body: the first challenge, the progress so far, or a
+// failed attempt with its errcode.
+func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
+	auth := bytes.TrimSpace(req.Auth)
+	if len(auth) == 0 || bytes.Equal(auth, []byte("null")) {
+		id, err := s.newUIASession(ctx, req)
+		if err != nil {
+			return err
+		}
+		return challenge(id, req.Flows, nil, nil)
+	}
+	var ad authDict
+	if err := json.Unmarshal(auth, &ad); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return merr.BadJSON("Field auth.%s has the wrong type", te.Field)
+		}
+		return merr.BadJSON("auth must be a JSON object")
+	}
+	var data uiaData
+	sessionID := ad.Session
+	if sessionID == "" {
+		id, err := s.newUIASession(ctx, req)
+		if err != nil {
+			return err
+		}
+		sessionID, data = id, uiaData{Op: req.Op}
+	} else {
+		var err error
+		if data, err = s.loadUIASession(ctx, sessionID, req); err != nil {
+			return err
+		}
+	}
+	if ad.Type != "" {
+		if !offered(req.Flows, ad.Type) {
+			return challenge(sessionID, req.Flows, data.Completed, merr.Custom(401, "M_UNRECOGNIZED", "Authentication type %s is not offered here", ad.Type))
+		}
+		if err := s.runStage(ctx, req, ad); err != nil {
+			me, ok := merr.As(err)
+			if !ok || me.Status == 429 || me.Status >= 500 {
+				return err
+			}
+			return challenge(sessionID, req.Flows, data.Completed, me)
+		}
+		if !slices.Contains(data.Completed, ad.Type) {
+			data.Completed = append(data.Completed, ad.Type)
+		}
+	}
+	for _, f := range req.Flows {
+		if len(f) > 0 && allIn(f, data.Completed) {
+			if _, err := s.db.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1`, sessionID); err != nil {
+				return fmt.Errorf("delete auth session %s: %w", sessionID, err)
+			}
+			return nil
+		}
+	}
+	if err := s.saveUIASession(ctx, sessionID, data); err != nil {
+		return err
+	}
+	return challenge(sessionID, req.Flows, data.Completed, nil)
+}
+
+func offered(flows [][]string, stage string) bool {
+	for _, f := range flows {
+		if slices.Contains(f, stage) {
+			return true
+		}
+	}
+	return false
+}
+
+func allIn(need, have []string) bool {
+	for _, n := range need {
+		if !slices.Contains(have, n) {
+			return false
+		}
+	}
+	return true
+}
+
+// runStage checks one stage's credentials.
+func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) error {
+	switch ad.Type {
+	case StageDummy:
+		return nil
+	case StagePassword:
+		if req.UserID == "" {
+			return merr.Forbidden("Password authentication needs a logged-in user")
+		}
+		who := ad.User
+		if ad.Identifier != nil {
+			if ad.Identifier.Type != "" && ad.Identifier.Type != "m.id.user" {
+				return merr.Forbidden("Only m.id.user identifiers are supported")
+			}
+			who = ad.Identifier.User
+		}
+		if who != "" {
+			if id, ok := s.resolveLogin(who); !ok || id != req.UserID {
+				return merr.Forbidden("The password must be that of the user making the request")
+			}
+		}
+		if ad.Password == "" {
+			return merr.Forbidden("Invalid password")
+		}
+		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password); err != nil {
+			if merr.Is(err, "M_FORBIDDEN") {
+				return merr.Forbidden("Invalid password")
+			}
+			return err
+		}
+		return nil
+	case StageRegistrationToken:
+		if s.opts.RegistrationTokens == nil || ad.Token == "" {
+			return merr.Forbidden("Invalid registration token")
+		}
+		ok, err := s.opts.RegistrationTokens.ValidRegistrationToken(ctx, ad.Token)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return merr.Forbidden("Invalid registration token")
+		}
+		return nil
+	}
+	return merr.Custom(401, "M_UNRECOGNIZED", "Unknown authentication type %s", ad.Type)
+}
+
+func newSessionID() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (s *Service) newUIASession(ctx context.Context, req UIARequest) (string, error) {
+	id := newSessionID()
+	data, _ := json.Marshal(uiaData{Op: req.Op, Completed: []string{}})
+	now := s.now()
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE created_ts < $1`, now.Add(-UIASessionLifetime).UnixMilli()); err != nil {
+			return fmt.Errorf("delete expired auth sessions: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO uia_sessions (session_id, user_id, data, created_ts) VALUES ($1, $2, $3, $4)`,
+			id, req.UserID, string(data), now.UnixMilli()); err != nil {
+			return fmt.Errorf("insert auth session: %w", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+func (s *Service) loadUIASession(ctx context.Context, id string, req UIARequest) (uiaData, error) {
+	var userID, raw string
+	var created int64
+	err := s.db.QueryRow(ctx, `SELECT user_id, data, created_ts FROM uia_sessions WHERE session_id = $1`, id).Scan(&userID, &raw, &created)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.now().UnixMilli()-created > UIASessionLifetime.Milliseconds()) {
+		return uiaData{}, merr.Unknown("Unknown or expired authentication session; start again without a session")
+	}
+	if err != nil {
+		return uiaData{}, fmt.Errorf("select auth session: %w", err)
+	}
+	var data uiaData
+	if err := json.Unmarshal([]byte(raw), &data); err != nil {
+		return uiaData{}, fmt.Errorf("decode auth session: %w", err)
+	}
+	if data.Op != req.Op || userID != req.UserID {
+		return uiaData{}, merr.Forbidden("This authentication session belongs to another operation")
+	}
+	return data, nil
+}
+
+func (s *Service) saveUIASession(ctx context.Context, id string, data uiaData) error {
+	raw, _ := json.Marshal(data)
+	if _, err := s.db.Exec(ctx, `UPDATE uia_sessions SET data = $2 WHERE session_id = $1`, id, string(raw)); err != nil {
+		return fmt.Errorf("update auth session: %w", err)
+	}
+	return nil
+}
