@@ -63,6 +63,12 @@ func uia(h httpx.HandlerFunc) httpx.HandlerFunc {
 	}
 }
 
+// withAddr is the request's context carrying the client address, for the
+// audit log of the user API.
+func withAddr(r *http.Request) context.Context {
+	return userapi.WithClientAddr(r.Context(), clientAddr(r))
+}
+
 // hasAuth tells whether a request carried a UIA "auth" object.
 func hasAuth(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)
@@ -136,14 +142,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
-	if err := a.Users.Logout(r.Context(), DeviceFrom(r)); err != nil {
+	if err := a.Users.Logout(withAddr(r), DeviceFrom(r)); err != nil {
 		return err
 	}
 	return httpx.OK(w)
 }
 
 func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) error {
-	if err := a.Users.LogoutAll(r.Context(), DeviceFrom(r).UserID); err != nil {
+	if err := a.Users.LogoutAll(withAddr(r), DeviceFrom(r).UserID); err != nil {
 		return err
 	}
 	return httpx.OK(w)
@@ -272,7 +278,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	dev := DeviceFrom(r)
-	ctx := r.Context()
+	ctx := withAddr(r)
 	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}
@@ -295,7 +301,7 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	dev := DeviceFrom(r)
-	ctx := r.Context()
+	ctx := withAddr(r)
 	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "deactivate", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}

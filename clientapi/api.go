@@ -155,7 +155,8 @@ func (a *API) wrap(rt Route) http.Handler {
 }
 
 // clientAddr is the address rate limits count against. Behind a reverse
-// proxy on loopback the first X-Forwarded-For entry is the client.
+// proxy on loopback the last X-Forwarded-For entry is the one the proxy
+// itself added (earlier entries come from the client and can be forged).
 func clientAddr(r *http.Request) string {
 	host := r.RemoteAddr
 	if i := strings.LastIndex(host, ":"); i >= 0 {
@@ -163,9 +164,15 @@ func clientAddr(r *http.Request) string {
 	}
 	host = strings.Trim(host, "[]")
 	if host == "127.0.0.1" || host == "::1" {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			return strings.TrimSpace(first)
+		if vals := r.Header.Values("X-Forwarded-For"); len(vals) > 0 {
+			xff := vals[len(vals)-1]
+			last := xff
+			if i := strings.LastIndex(xff, ","); i >= 0 {
+				last = xff[i+1:]
+			}
+			if v := strings.TrimSpace(last); v != "" {
+				return v
+			}
 		}
 	}
 	return host

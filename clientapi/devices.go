@@ -64,7 +64,7 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	dev := DeviceFrom(r)
-	ctx := r.Context()
+	ctx := withAddr(r)
 	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}
@@ -86,7 +86,7 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 		return merr.MissingParam("Missing devices")
 	}
 	dev := DeviceFrom(r)
-	ctx := r.Context()
+	ctx := withAddr(r)
 	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}

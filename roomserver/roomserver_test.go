@@ -36,7 +36,7 @@ type harness struct {
 	notices []Notice
 }
 
-func newHarness(t *testing.T, db *storage.DB) *harness {
+func newHarness(t testing.TB, db *storage.DB) *harness {
 	t.Helper()
 	ctx := context.Background()
 	b, err := bus.Start(ctx, bus.Options{StoreDir: t.TempDir(), Namespace: "test"})

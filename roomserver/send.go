@@ -9,7 +9,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/haven-chat/haven/internal/merr"
-	"github.com/haven-chat/haven/storage"
 )
 
 // Sender identifies who sends an event and from which device.
@@ -38,13 +37,6 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 	if len(req.Content) == 0 || req.Content[0] != '{' {
 		return "", merr.BadJSON("Event content must be a JSON object")
 	}
-	if req.TxnID != "" {
-		if id, err := selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.TxnID); err == nil {
-			return id, nil
-		} else if !errors.Is(err, storage.ErrNotFound) {
-			return "", err
-		}
-	}
 	if req.StateKey != nil {
 		if err := s.checkStateContent(ctx, req); err != nil {
 			return "", err
@@ -52,13 +44,6 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 	}
 	var eventID string
 	err := s.withRoom(ctx, req.RoomID, func(r *room) error {
-		if req.TxnID != "" {
-			// A concurrent request with the same txnId may have won the race.
-			if id, err := selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.TxnID); err == nil {
-				eventID = id
-				return nil
-			}
-		}
 		if req.StateKey != nil && req.Type != spec.MRoomMember {
 			// An identical state event changes nothing: answer with the current one.
 			if cur := r.state[stateKey{req.Type, *req.StateKey}]; cur != nil && cur.SenderID() == spec.SenderID(from.UserID) && jsonEqual(cur.Content(), req.Content) {
@@ -93,8 +78,15 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 		eventID = evs[0].EventID
 		return nil
 	})
+	if errors.Is(err, errTxnExists) {
+		// The device sent this transaction before: answer with the first event.
+		return selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)
+	}
 	return eventID, err
 }
+
+// errTxnExists aborts a commit whose transaction ID was used already.
+var errTxnExists = errors.New("transaction ID already used")
 
 func jsonEqual(a, b []byte) bool {
 	var x, y any

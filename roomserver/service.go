@@ -418,9 +418,13 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 				}
 			}
 			if ev.TxnID != "" {
-				if _, err := tx.Exec(ctx, `INSERT INTO txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1,$2,$3,$4,$5)`,
-					ev.Sender, ev.DeviceID, ev.TxnID, ev.EventID, ev.OriginTS); err != nil {
+				res, err := tx.Exec(ctx, `INSERT INTO txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts) VALUES ($1,$2,$3,$4,$5,$6)
+ON CONFLICT (user_id, device_id, room_id, txn_id) DO NOTHING`, ev.Sender, ev.DeviceID, r.id, ev.TxnID, ev.EventID, ev.OriginTS)
+				if err != nil {
 					return fmt.Errorf("store txn %s: %w", ev.TxnID, err)
+				}
+				if n, err := res.RowsAffected(); err == nil && n == 0 {
+					return errTxnExists
 				}
 			}
 			if ev.Type == spec.MRoomRedaction {

@@ -184,9 +184,9 @@ func selectSnapshotEntries(ctx context.Context, q storage.Querier, id int64) (ma
 	return out, rows.Err()
 }
 
-func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, txnID string) (string, error) {
+func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, roomID, txnID string) (string, error) {
 	var eid string
-	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3`, userID, deviceID, txnID).Scan(&eid)
+	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4`, userID, deviceID, roomID, txnID).Scan(&eid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", storage.ErrNotFound
 	}

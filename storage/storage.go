@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +32,10 @@ func (d Dialect) String() string {
 	}
 	return "sqlite"
 }
+
+// Queries counts every statement run through this package (a metric: an
+// idle /sync must not move it).
+var Queries atomic.Int64
 
 // ErrNotFound is returned by table code when a row does not exist.
 var ErrNotFound = errors.New("not found")
@@ -218,18 +223,21 @@ type Querier interface {
 // Query reads from the read pool.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return db.reader.QueryContext(ctx, query, args...)
 }
 
 // QueryRow reads one row from the read pool.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return db.reader.QueryRowContext(ctx, query, args...)
 }
 
 // Exec runs a statement on the write connection.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return db.writer.ExecContext(ctx, query, args...)
 }
 
@@ -238,16 +246,19 @@ type Tx struct{ tx *sql.Tx }
 
 func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return t.tx.QueryContext(ctx, query, args...)
 }
 
 func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = expand(query, args)
+	Queries.Add(1)
 	return t.tx.ExecContext(ctx, query, args...)
 }
 

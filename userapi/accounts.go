@@ -35,6 +35,11 @@ func errBadLogin() error { return merr.Forbidden("Invalid username or password")
 // never with a password or token.
 func audit(ctx context.Context, event string, f logrus.Fields) {
 	e := logging.From(ctx).WithField("audit", event)
+	if _, ok := f["client_addr"]; !ok {
+		if addr := clientAddrFrom(ctx); addr != "" {
+			e = e.WithField("client_addr", addr)
+		}
+	}
 	for k, v := range f {
 		if v == "" {
 			continue

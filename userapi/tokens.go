@@ -201,18 +201,20 @@ func (s *Service) seenLoop(log *logrus.Entry) {
 // FlushSeen writes the queued last-seen updates in one transaction.
 func (s *Service) FlushSeen(ctx context.Context) error {
 	s.seenMu.Lock()
-	pending := s.seenPending
-	if len(pending) == 0 {
-		s.seenMu.Unlock()
-		return nil
-	}
-	s.seenPending = make(map[deviceKey]seenUpdate)
+	// Entries older than the interval would queue an update anyway: drop
+	// them so the map only holds recently active sessions.
 	cutoff := s.now().UnixMilli() - s.opts.SeenInterval.Milliseconds()
 	for h, ts := range s.seenWritten {
 		if ts < cutoff {
 			delete(s.seenWritten, h)
 		}
 	}
+	pending := s.seenPending
+	if len(pending) == 0 {
+		s.seenMu.Unlock()
+		return nil
+	}
+	s.seenPending = make(map[deviceKey]seenUpdate)
 	s.seenMu.Unlock()
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		for k, u := range pending {

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -230,6 +232,9 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 			return merr.Forbidden("Invalid password")
 		}
 		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password); err != nil {
+			if me, ok := merr.As(err); ok {
+				audit(ctx, "auth_failed", logrus.Fields{"user_id": req.UserID, "op": req.Op, "reason": me.Code})
+			}
 			if merr.Is(err, "M_FORBIDDEN") {
 				return merr.Forbidden("Invalid password")
 			}

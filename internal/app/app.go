@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -65,6 +66,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (a *App, er
 		return nil, err
 	}
 	a.closers = append(a.closers, a.DB.Close)
+	metrics.RegisterQueryCount(storage.Queries.Load)
 	metrics.RegisterPools(func() []metrics.PoolStat {
 		var out []metrics.PoolStat
 		for _, s := range a.DB.Stats() {
@@ -141,6 +143,9 @@ func (a *App) Serve(ctx context.Context) error {
 	if a.metricsListener != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler())
+		// Profiles for operators, on the private metrics listener only.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(a.metricsListener) }()
 	}

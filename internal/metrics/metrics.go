@@ -40,13 +40,21 @@ var (
 	CacheLookups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "haven_cache_lookups_total", Help: "Cache lookups by cache and result (hit or miss).",
 	}, []string{"cache", "result"})
+	dbQueries = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "haven_db_queries_total", Help: "SQL statements run (an idle /sync runs none).",
+	}, func() float64 {
+		if f, ok := queryCount.Load().(func() int64); ok {
+			return float64(f())
+		}
+		return 0
+	})
 	panics = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "haven_handler_panics_total", Help: "Recovered handler panics; each one is a bug.",
 	}, func() float64 { return float64(httpx.PanicsTotal.Load()) })
 )
 
 func init() {
-	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools,
+	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools, dbQueries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -78,6 +86,11 @@ type PoolStat struct {
 	WaitCount         int64
 	WaitDuration      time.Duration
 }
+
+var queryCount atomic.Value
+
+// RegisterQueryCount sets where the count of SQL statements is read from.
+func RegisterQueryCount(f func() int64) { queryCount.Store(f) }
 
 // RegisterPools sets where database pool figures are read from at scrape time.
 func RegisterPools(stats func() []PoolStat) { pools.stats.Store(stats) }

@@ -143,14 +143,15 @@ CREATE TABLE state_snapshot_entries (
 	PRIMARY KEY (snapshot_id, type, state_key)
 );
 
--- transaction IDs of /send and friends, per device, kept across restarts
+-- transaction IDs of /send, /state and /redact, per device and room, kept across restarts
 CREATE TABLE txn_ids (
 	user_id    TEXT NOT NULL,
 	device_id  TEXT NOT NULL,
+	room_id    TEXT NOT NULL,
 	txn_id     TEXT NOT NULL,
 	event_id   TEXT NOT NULL,
 	created_ts BIGINT NOT NULL,
-	PRIMARY KEY (user_id, device_id, txn_id)
+	PRIMARY KEY (user_id, device_id, room_id, txn_id)
 );
 
 CREATE TABLE room_aliases (

@@ -38,7 +38,7 @@ func Each(t *testing.T, fn func(t *testing.T, db *storage.DB)) {
 }
 
 // Targets returns a fresh SQLite target and a fresh PostgreSQL schema target, keyed by dialect name.
-func Target(t *testing.T, d storage.Dialect) storage.Target {
+func Target(t testing.TB, d storage.Dialect) storage.Target {
 	t.Helper()
 	if d == storage.SQLite {
 		return storage.Target{Dialect: storage.SQLite, Path: filepath.Join(t.TempDir(), "haven.db")}
@@ -47,7 +47,7 @@ func Target(t *testing.T, d storage.Dialect) storage.Target {
 }
 
 // Open returns a migrated database of the given kind, closed when the test ends.
-func Open(t *testing.T, d storage.Dialect) *storage.DB {
+func Open(t testing.TB, d storage.Dialect) *storage.DB {
 	t.Helper()
 	db, err := storage.Open(context.Background(), Target(t, d), storage.Options{MaxOpenConns: 10})
 	if err != nil {
@@ -59,7 +59,7 @@ func Open(t *testing.T, d storage.Dialect) *storage.DB {
 
 // NewSchema creates an empty PostgreSQL schema for this test and returns a
 // URL whose search_path points at it; the schema is dropped at the end.
-func NewSchema(t *testing.T) string {
+func NewSchema(t testing.TB) string {
 	t.Helper()
 	base := PostgresURL()
 	admin, err := sql.Open("pgx", base)
