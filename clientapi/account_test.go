@@ -468,6 +468,24 @@ func TestDeviceEndpoints(t *testing.T) {
 		if devs, _ := r.body["devices"].([]any); len(devs) != 1 || !strings.Contains(r.raw, device) {
 			t.Fatalf("devices left %s", r.raw)
 		}
+
+		// Last seen: noted by the auth hook on a token's first use in an
+		// interval, written off the request path.
+		fresh := e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw", "device_id": "FRESH"}).str("access_token")
+		req, _ := http.NewRequest("GET", e.url+"/_matrix/client/v3/account/whoami", nil)
+		req.Header.Set("Authorization", "Bearer "+fresh)
+		req.Header.Set("X-Forwarded-For", "198.51.100.9")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if err := e.users.FlushSeen(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r = e.do("GET", "/_matrix/client/v3/devices/FRESH", token, nil); r.str("last_seen_ip") != "198.51.100.9" || r.body["last_seen_ts"] == nil {
+			t.Fatalf("last seen %s", r.raw)
+		}
 	})
 }
 

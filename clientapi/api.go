@@ -128,7 +128,8 @@ func (a *API) wrap(rt Route) http.Handler {
 					return merr.MissingToken("Missing access token")
 				}
 			} else {
-				dev, err := a.Auth.Authenticate(r.Context(), token)
+				// The client address becomes the device's last-seen address.
+				dev, err := a.Auth.Authenticate(userapi.WithClientAddr(r.Context(), clientAddr(r)), token)
 				if err != nil {
 					return err
 				}

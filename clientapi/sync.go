@@ -60,25 +60,6 @@ func (a *API) syncRoutes() []Route {
 	}
 }
 
-// syncOpts compiles the filter of a request: inline JSON or a stored filter ID.
-func (a *API) syncOpts(r *http.Request, param string) (*syncapi.Opts, error) {
-	raw := r.URL.Query().Get(param)
-	if raw == "" {
-		return syncapi.DefaultOpts(), nil
-	}
-	var body []byte
-	if raw[0] == '{' {
-		body = []byte(raw)
-	} else {
-		b, err := a.Filters.GetFilter(r.Context(), DeviceFrom(r).UserID, raw)
-		if err != nil {
-			return nil, err
-		}
-		body = b
-	}
-	return compileFilter(body)
-}
-
 func intParam(r *http.Request, name string, def int) (int, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {
@@ -97,7 +78,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	opts, err := a.syncOpts(r, "filter")
+	opts, err := a.syncOpts(r)
 	if err != nil {
 		return err
 	}
@@ -123,7 +104,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) error {
 	if dir != "b" && dir != "f" {
 		return merr.InvalidParam("dir must be b or f")
 	}
-	opts, err := a.syncOpts(r, "filter")
+	opts, err := roomEventOpts(r)
 	if err != nil {
 		return err
 	}
@@ -141,7 +122,7 @@ func (a *API) context(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	opts, err := a.syncOpts(r, "filter")
+	opts, err := roomEventOpts(r)
 	if err != nil {
 		return err
 	}

@@ -1,81 +1,81 @@
 package clientapi
 
 import (
-	"strings"
+	"net/http"
 
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/syncapi/filter"
 )
 
-// compileFilter turns a filter's JSON into the sync engine's options.
-func compileFilter(body []byte) (*syncapi.Opts, error) {
-	f, err := filter.Parse(body)
+// syncOpts compiles the filter of a /sync request: inline JSON or the ID of
+// a stored filter.
+func (a *API) syncOpts(r *http.Request) (*syncapi.Opts, error) {
+	q, err := filter.ParseQuery(r.URL.Query().Get("filter"))
 	if err != nil {
 		return nil, err
 	}
+	if q.IsZero() {
+		return syncapi.DefaultOpts(), nil
+	}
+	f := q.Filter
+	if !q.Inline {
+		body, err := a.Filters.GetFilter(r.Context(), DeviceFrom(r).UserID, q.ID)
+		if err != nil {
+			return nil, err
+		}
+		if f, err = filter.Parse(body); err != nil {
+			return nil, err
+		}
+	}
+	return compileFilter(&f), nil
+}
+
+// roomEventOpts compiles the filter of /messages and /context, an inline
+// RoomEventFilter.
+func roomEventOpts(r *http.Request) (*syncapi.Opts, error) {
+	raw := r.URL.Query().Get("filter")
 	o := syncapi.DefaultOpts()
-	if f.Room.Timeline.Limit > 0 {
-		o.TimelineLimit = min(f.Room.Timeline.Limit, 1000)
+	if raw == "" {
+		return o, nil
 	}
-	o.LazyMembers = f.Room.State.LazyLoadMembers || f.Room.Timeline.LazyLoadMembers
-	o.IncludeLeave = f.Room.IncludeLeave
-	o.FederationFormat = f.EventFormat == "federation"
-	rooms, notRooms := f.Room.Rooms, f.Room.NotRooms
-	if rooms != nil || len(notRooms) > 0 {
-		o.RoomAllowed = func(id string) bool { return listAllows(rooms, notRooms, id, false) }
+	f, err := filter.ParseRoomEventFilter([]byte(raw))
+	if err != nil {
+		return nil, err
 	}
-	tl := f.Room.Timeline
-	if tl.Types != nil || len(tl.NotTypes) > 0 || tl.Senders != nil || len(tl.NotSenders) > 0 || tl.Rooms != nil || len(tl.NotRooms) > 0 {
-		o.TimelineMatch = func(typ, sender string, _ bool) bool { return eventAllows(tl.EventFilter, typ, sender) }
-	}
-	st := filter.RoomEventFilter(f.Room.State)
-	if st.Types != nil || len(st.NotTypes) > 0 || st.Senders != nil || len(st.NotSenders) > 0 {
-		o.StateMatch = func(typ, sender string) bool { return eventAllows(st.EventFilter, typ, sender) }
-	}
-	eph := f.Room.Ephemeral
-	if eph.Types != nil || len(eph.NotTypes) > 0 {
-		o.EphemeralMatch = func(typ string) bool { return listAllows(eph.Types, eph.NotTypes, typ, true) }
-	}
-	rad := f.Room.AccountData
-	if rad.Types != nil || len(rad.NotTypes) > 0 {
-		o.RoomDataMatch = func(typ string) bool { return listAllows(rad.Types, rad.NotTypes, typ, true) }
-	}
-	ad := f.AccountData
-	if ad.Types != nil || len(ad.NotTypes) > 0 {
-		o.AccountDataMatch = func(typ string) bool { return listAllows(ad.Types, ad.NotTypes, typ, true) }
-	}
-	pr := f.Presence
-	if pr.Senders != nil || len(pr.NotSenders) > 0 {
-		o.PresenceMatch = func(sender string) bool { return listAllows(pr.Senders, pr.NotSenders, sender, false) }
+	m := f.Compile()
+	o.LazyMembers = m.LazyLoadMembers()
+	if !m.MatchesAll() {
+		o.TimelineMatch = m.Match
 	}
 	return o, nil
 }
 
-func eventAllows(f filter.EventFilter, typ, sender string) bool {
-	return listAllows(f.Types, f.NotTypes, typ, true) && listAllows(f.Senders, f.NotSenders, sender, false)
-}
-
-// listAllows: not-list wins; a nil allow-list allows everything.
-func listAllows(allow *[]string, deny []string, v string, wildcard bool) bool {
-	for _, d := range deny {
-		if matches(d, v, wildcard) {
-			return false
-		}
+// compileFilter turns a filter into the sync engine's options.
+func compileFilter(f *filter.Filter) *syncapi.Opts {
+	m := f.Compile()
+	o := syncapi.DefaultOpts()
+	o.TimelineLimit = m.Room.Timeline.Limit(filter.DefaultTimelineLimit, filter.MaxTimelineLimit)
+	o.LazyMembers = m.Room.State.LazyLoadMembers() || m.Room.Timeline.LazyLoadMembers()
+	o.IncludeLeave = m.Room.IncludeLeave()
+	o.FederationFormat = m.FederationFormat()
+	o.RoomAllowed = m.Room.AllowsRoom
+	if tl := &m.Room.Timeline; !tl.MatchesAll() {
+		o.TimelineMatch = tl.Match
 	}
-	if allow == nil {
-		return true
+	if st := &m.Room.State; !st.MatchesAll() {
+		o.StateMatch = func(typ, sender string) bool { return st.Match(typ, sender, false) }
 	}
-	for _, a := range *allow {
-		if matches(a, v, wildcard) {
-			return true
-		}
+	if eph := &m.Room.Ephemeral; !eph.MatchesAll() {
+		o.EphemeralMatch = eph.MatchType
 	}
-	return false
-}
-
-func matches(pattern, v string, wildcard bool) bool {
-	if wildcard && strings.HasSuffix(pattern, "*") {
-		return strings.HasPrefix(v, strings.TrimSuffix(pattern, "*"))
+	if rad := &m.Room.AccountData; !rad.MatchesAll() {
+		o.RoomDataMatch = rad.MatchType
 	}
-	return pattern == v
+	if ad := &m.AccountData; !ad.MatchesAll() {
+		o.AccountDataMatch = ad.MatchType
+	}
+	if pr := &m.Presence; !pr.MatchesAll() {
+		o.PresenceMatch = pr.MatchSender
+	}
+	return o
 }

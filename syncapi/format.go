@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/filter"
 )
 
 // ClientEvent is an event pre-rendered for clients (exported for handler signatures).
@@ -27,6 +28,7 @@ type clientEvent struct {
 	redacted string
 	relType  string
 	relTo    string
+	hasURL   bool
 	// head is the JSON object without its closing brace and without unsigned.
 	head []byte
 	// unsigned holds the stored unsigned fields, without braces (may be empty).
@@ -50,7 +52,8 @@ func render(e *roomserver.Event) (*clientEvent, error) {
 		return nil, fmt.Errorf("parse stored event %s: %w", e.EventID, err)
 	}
 	ce := &clientEvent{pos: e.Pos, eventID: e.EventID, roomID: e.RoomID, typ: e.Type, stateKey: e.StateKey, sender: e.Sender,
-		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo, raw: e.JSON}
+		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo, raw: e.JSON,
+		hasURL: filter.HasURL(f.Content)}
 	var b bytes.Buffer
 	b.Grow(len(f.Content) + 256)
 	b.WriteString(`{"content":`)

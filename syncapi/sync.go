@@ -45,7 +45,7 @@ func DefaultOpts() *Opts {
 
 func (o *Opts) roomOK(id string) bool { return o.RoomAllowed == nil || o.RoomAllowed(id) }
 func (o *Opts) timelineOK(c *clientEvent) bool {
-	return o.TimelineMatch == nil || o.TimelineMatch(c.typ, c.sender, false)
+	return o.TimelineMatch == nil || o.TimelineMatch(c.typ, c.sender, c.hasURL)
 }
 func (o *Opts) stateOK(typ, sender string) bool {
 	return o.StateMatch == nil || o.StateMatch(typ, sender)

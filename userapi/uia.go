@@ -93,7 +93,10 @@ func IsUIAChallenge(err error) bool {
 // UIABody is the response body of a UIA challenge: flows, params, session,
 // completed.
 func UIABody(err error) map[string]any {
-	me, _ := merr.As(err)
+	me, ok := merr.As(err)
+	if !ok {
+		return map[string]any{}
+	}
 	out := make(map[string]any, len(me.Extra))
 	for k, v := range me.Extra {
 		out[k] = v

@@ -127,7 +127,12 @@ func (a *App) Addr() string { return a.listener.Addr().String() }
 
 // Serve serves until ctx ends, then shuts down gracefully.
 func (a *App) Serve(ctx context.Context) error {
+	// Requests run under base: cancelling it at shutdown ends waiting
+	// long-polls at once instead of letting them hold the shutdown up.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return base },
 		Handler:           a.HTTP,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
@@ -158,6 +163,8 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	srv.SetKeepAlivesEnabled(false)
+	cancelBase()
 	_ = srv.Shutdown(sctx)
 	if msrv != nil {
 		_ = msrv.Shutdown(sctx)

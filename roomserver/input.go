@@ -1,0 +1,310 @@
+package roomserver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/storage"
+)
+
+// InputEvent adds an already signed event whose prev_events may be any
+// known events of the room — an event from another server, or a branch of
+// the DAG. The state before it is the state after its prev_events, resolved
+// with the room version's state resolution where they differ; the event must
+// pass the auth rules against that state. The room's current state becomes
+// the resolution of the state after every forward extremity.
+func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Event, error) {
+	roomID := pdu.RoomID().String()
+	var out Event
+	err := s.withRoom(ctx, roomID, func(r *room) error {
+		if pdu.Version() != r.version.Version() {
+			return merr.BadJSON("Event is for room version %s, the room is %s", pdu.Version(), r.version.Version())
+		}
+		if known, err := EventsByID(ctx, s.db, []string{pdu.EventID()}); err != nil {
+			return err
+		} else if len(known) > 0 {
+			out = known[0]
+			return nil
+		}
+		prevs := pdu.PrevEventIDs()
+		if len(prevs) == 0 {
+			return merr.BadJSON("Event has no prev_events")
+		}
+		before, err := s.stateAfterAll(ctx, r, prevs)
+		if err != nil {
+			return err
+		}
+		if err := gomatrixserverlib.Allowed(pdu, stateProvider(before), userIDForSender); err != nil {
+			return merr.Forbidden("%s", authMessage(err))
+		}
+		after := before
+		if sk := pdu.StateKey(); sk != nil {
+			after = cloneState(before)
+			after[stateKey{pdu.Type(), *sk}] = pdu
+		}
+		ext := []string{pdu.EventID()}
+		for _, e := range r.extremities {
+			if !slices.Contains(prevs, e) {
+				ext = append(ext, e)
+			}
+		}
+		current := after
+		if len(ext) > 1 {
+			others, err := s.stateAfterAll(ctx, r, ext[1:])
+			if err != nil {
+				return err
+			}
+			if current, err = s.resolve(ctx, r, []map[stateKey]gomatrixserverlib.PDU{after, others}); err != nil {
+				return err
+			}
+		}
+		ev, err := s.commitInput(ctx, r, pdu, before, current, ext)
+		out = ev
+		return err
+	})
+	return out, err
+}
+
+func cloneState(m map[stateKey]gomatrixserverlib.PDU) map[stateKey]gomatrixserverlib.PDU {
+	out := make(map[stateKey]gomatrixserverlib.PDU, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// stateAfterAll is the state after a set of events of the room, resolved
+// where they disagree.
+func (s *Service) stateAfterAll(ctx context.Context, r *room, ids []string) (map[stateKey]gomatrixserverlib.PDU, error) {
+	if len(ids) == 1 && len(r.extremities) == 1 && ids[0] == r.extremities[0] {
+		return r.state, nil
+	}
+	evs, err := EventsByID(ctx, s.db, ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) != len(ids) {
+		return nil, merr.Custom(400, "M_MISSING_PREV_EVENTS", "Some prev_events are unknown to this server")
+	}
+	var sets []map[stateKey]gomatrixserverlib.PDU
+	for _, e := range evs {
+		if e.RoomID != r.id {
+			return nil, merr.BadJSON("prev_event %s is in another room", e.EventID)
+		}
+		ids, err := s.StateIDsAfter(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		list := make([]string, 0, len(ids))
+		for _, id := range ids {
+			list = append(list, id)
+		}
+		pdus, err := s.loadPDUs(ctx, r.version, list)
+		if err != nil {
+			return nil, err
+		}
+		set := make(map[stateKey]gomatrixserverlib.PDU, len(ids))
+		for k, id := range ids {
+			if p := pdus[id]; p != nil {
+				set[stateKey{k[0], k[1]}] = p
+			}
+		}
+		sets = append(sets, set)
+	}
+	if len(sets) == 1 {
+		return sets[0], nil
+	}
+	return s.resolve(ctx, r, sets)
+}
+
+// resolve runs the room version's state resolution over several state sets.
+func (s *Service) resolve(ctx context.Context, r *room, sets []map[stateKey]gomatrixserverlib.PDU) (map[stateKey]gomatrixserverlib.PDU, error) {
+	same := true
+	for _, set := range sets[1:] {
+		if !sameState(sets[0], set) {
+			same = false
+			break
+		}
+	}
+	if same {
+		return sets[0], nil
+	}
+	stateSets := make([][]gomatrixserverlib.PDU, len(sets))
+	var all []gomatrixserverlib.PDU
+	for i, set := range sets {
+		for _, k := range sortedStateKeys(set) {
+			stateSets[i] = append(stateSets[i], set[k])
+			all = append(all, set[k])
+		}
+	}
+	authEvents, err := s.authChain(ctx, r, all)
+	if err != nil {
+		return nil, err
+	}
+	notRejected := func(string) bool { return false }
+	var resolved []gomatrixserverlib.PDU
+	if r.version.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 {
+		// gomatrixserverlib's state-set based v2.1 path loses events that
+		// only a privileged creator could send (it never adds the create
+		// event to its auth provider), so v12 rooms use the event-list entry
+		// point, which resolves them correctly.
+		resolved, err = gomatrixserverlib.ResolveConflicts(r.version.Version(), all, authEvents, userIDForSender, notRejected)
+	} else {
+		resolved, err = gomatrixserverlib.ResolveConflictsNew(r.version.Version(), stateSets, authEvents, userIDForSender, notRejected)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state resolution in %s: %w", r.id, err)
+	}
+	out := make(map[stateKey]gomatrixserverlib.PDU, len(resolved))
+	for _, p := range resolved {
+		if sk := p.StateKey(); sk != nil {
+			out[stateKey{p.Type(), *sk}] = p
+		}
+	}
+	return out, nil
+}
+
+func sameState(a, b map[stateKey]gomatrixserverlib.PDU) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, p := range a {
+		q := b[k]
+		if q == nil || q.EventID() != p.EventID() {
+			return false
+		}
+	}
+	return true
+}
+
+// authChain loads every event in the auth chains of the given events.
+func (s *Service) authChain(ctx context.Context, r *room, from []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]gomatrixserverlib.PDU{}
+	var queue []string
+	for _, p := range from {
+		seen[p.EventID()] = p
+		queue = append(queue, p.AuthEventIDs()...)
+	}
+	for len(queue) > 0 {
+		var want []string
+		for _, id := range queue {
+			if _, ok := seen[id]; !ok {
+				want = append(want, id)
+				seen[id] = nil
+			}
+		}
+		queue = nil
+		if len(want) == 0 {
+			break
+		}
+		pdus, err := s.loadPDUs(ctx, r.version, want)
+		if err != nil {
+			return nil, err
+		}
+		for id, p := range pdus {
+			seen[id] = p
+			queue = append(queue, p.AuthEventIDs()...)
+		}
+	}
+	out := make([]gomatrixserverlib.PDU, 0, len(seen))
+	for _, p := range seen {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// commitInput stores an event that may branch or merge the DAG: the event
+// with a full snapshot of the state before it, the new current state (as a
+// difference against the old one) and the new forward extremities.
+func (s *Service) commitInput(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, before, current map[stateKey]gomatrixserverlib.PDU, ext []string) (Event, error) {
+	ev := eventFromPDU(pdu)
+	beforeSnap := r.snapshot
+	writeBefore := !sameState(before, r.state)
+	if writeBefore {
+		beforeSnap = s.snapSeq.Add(1)
+	}
+	curSnap := s.snapSeq.Add(1)
+	depth := max(r.depth, pdu.Depth())
+	ev.Pos = s.seq.Next()
+	ids := func(m map[stateKey]gomatrixserverlib.PDU) map[stateKey]string {
+		out := make(map[stateKey]string, len(m))
+		for k, p := range m {
+			out[k] = p.EventID()
+		}
+		return out
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if writeBefore {
+			if err := insertSnapshot(ctx, tx, beforeSnap, r.id, 0, 0, ids(before)); err != nil {
+				return err
+			}
+		}
+		if err := insertEvent(ctx, tx, &ev, beforeSnap); err != nil {
+			return err
+		}
+		if err := insertSnapshot(ctx, tx, curSnap, r.id, 0, 0, ids(current)); err != nil {
+			return err
+		}
+		for k, p := range current {
+			if old := r.state[k]; old != nil && old.EventID() == p.EventID() {
+				continue
+			}
+			var membership any
+			if p.Type() == spec.MRoomMember {
+				m, _ := p.Membership()
+				membership = m
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1,$2,$3,$4,$5,$6)
+ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
+				r.id, k.typ, k.key, p.EventID(), ev.Pos, membership); err != nil {
+				return fmt.Errorf("update state of %s: %w", r.id, err)
+			}
+		}
+		for k := range r.state {
+			if current[k] == nil {
+				if _, err := tx.Exec(ctx, `DELETE FROM room_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, r.id, k.typ, k.key); err != nil {
+					return fmt.Errorf("drop state of %s: %w", r.id, err)
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
+			return fmt.Errorf("clear extremities of %s: %w", r.id, err)
+		}
+		for _, id := range ext {
+			if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, id); err != nil {
+				return fmt.Errorf("set extremity of %s: %w", r.id, err)
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, curSnap, depth, r.id)
+		return err
+	})
+	if err != nil {
+		s.seq.Done(ev.Pos, nil, nil)
+		return Event{}, err
+	}
+	metrics.EventsPersisted.Inc()
+	s.pduCache.Put(pdu.EventID(), pdu)
+	r.mu.Lock()
+	r.state, r.snapshot, r.chainLen, r.extremities, r.depth = current, curSnap, 0, ext, depth
+	r.mu.Unlock()
+	s.seq.Done(ev.Pos, Notice{Event: ev}, s.publish)
+	return ev, nil
+}
+
+// Extremities returns the room's forward extremities (for tests and federation).
+func (s *Service) Extremities(ctx context.Context, roomID string) ([]string, error) {
+	var out []string
+	err := s.withRoom(ctx, roomID, func(r *room) error {
+		out = append(out, r.extremities...)
+		return nil
+	})
+	return out, err
+}
