@@ -105,6 +105,20 @@ func (a *API) Router() http.Handler {
 	mux := chi.NewRouter()
 	mux.Use(httpx.AccessLog(a.Log, a.Observe))
 	mux.Use(httpx.CORS)
+	if limit := a.Cfg.MaxRequestBytes; limit > 0 {
+		mux.Use(func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.ContentLength > limit {
+					httpx.WriteError(w, r, merr.TooLarge("Request body is larger than %d bytes", limit))
+					return
+				}
+				if r.Body != nil {
+					r.Body = http.MaxBytesReader(w, r.Body, limit)
+				}
+				next.ServeHTTP(w, r)
+			})
+		})
+	}
 	mux.NotFound(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		return merr.Unrecognized("Unrecognized request")
 	}))

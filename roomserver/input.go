@@ -234,6 +234,7 @@ func (s *Service) commitInput(ctx context.Context, r *room, pdu gomatrixserverli
 	curSnap := s.snapSeq.Add(1)
 	depth := max(r.depth, pdu.Depth())
 	ev.Pos = s.seq.Next()
+	ev.Snapshot = beforeSnap
 	ids := func(m map[stateKey]gomatrixserverlib.PDU) map[stateKey]string {
 		out := make(map[stateKey]string, len(m))
 		for k, p := range m {
@@ -247,7 +248,7 @@ func (s *Service) commitInput(ctx context.Context, r *room, pdu gomatrixserverli
 				return err
 			}
 		}
-		if err := insertEvent(ctx, tx, &ev, beforeSnap); err != nil {
+		if err := insertEvent(ctx, tx, &ev); err != nil {
 			return err
 		}
 		if err := insertSnapshot(ctx, tx, curSnap, r.id, 0, 0, ids(current)); err != nil {

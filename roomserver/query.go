@@ -78,7 +78,7 @@ func collectEvents(rows *sql.Rows) ([]Event, error) {
 func prefixed(p string) string {
 	return p + `pos, ` + p + `event_id, ` + p + `room_id, ` + p + `type, ` + p + `state_key, ` + p + `sender, COALESCE(` + p + `membership, ''), ` +
 		p + `depth, ` + p + `origin_ts, COALESCE(` + p + `relates_to, ''), COALESCE(` + p + `rel_type, ''), COALESCE(` + p + `redacted_by, ''), COALESCE(` +
-		p + `device_id, ''), COALESCE(` + p + `txn_id, ''), ` + p + `json`
+		p + `device_id, ''), COALESCE(` + p + `txn_id, ''), ` + p + `snapshot_id, ` + p + `json`
 }
 
 // StateIDsAfter returns the state of the room right after an event, as
@@ -210,6 +210,24 @@ func (s *Service) AllRoomPositions(ctx context.Context, fn func(roomID string, p
 		fn(r, pos)
 	}
 	return rows.Err()
+}
+
+// StateIDsAtSnapshot returns a state snapshot as (type, state_key) → event ID.
+// The map is shared: callers must not change it.
+func (s *Service) StateIDsAtSnapshot(ctx context.Context, snap int64) (map[[2]string]string, error) {
+	if st, ok := s.snapsByKey.Get(snap); ok {
+		return st, nil
+	}
+	st, err := s.loadSnapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[[2]string]string, len(st))
+	for k, id := range st {
+		out[[2]string{k.typ, k.key}] = id
+	}
+	s.snapsByKey.Put(snap, out)
+	return out, nil
 }
 
 // StateIDsBefore returns the state of the room right before an event.

@@ -56,12 +56,14 @@ type Service struct {
 	opts       Options
 	serverName spec.ServerName
 
-	locks    keyed.Mutex
-	seq      *stream.Sequencer
-	snapSeq  atomic.Int64
-	rooms    *lru.Cache[string, *room]
-	snaps    *lru.Cache[int64, map[stateKey]string]
-	pduCache *lru.Cache[string, gomatrixserverlib.PDU]
+	locks   keyed.Mutex
+	seq     *stream.Sequencer
+	snapSeq atomic.Int64
+	rooms   *lru.Cache[string, *room]
+	snaps   *lru.Cache[int64, map[stateKey]string]
+	// snapsByKey holds snapshots in the form readers use.
+	snapsByKey *lru.Cache[int64, map[[2]string]string]
+	pduCache   *lru.Cache[string, gomatrixserverlib.PDU]
 }
 
 // room is the in-memory view of a room's current state, kept by the writer.
@@ -101,6 +103,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		seq:        stream.New(last),
 		rooms:      lru.New[string, *room]("room_state", opts.RoomCacheSize),
 		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 4096),
+		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 50000),
 	}
 	s.snapSeq.Store(lastSnap)
@@ -334,7 +337,6 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	}
 	var snaps []snapWrite
 	events := make([]Event, len(d.events))
-	snapBefore := make([]int64, len(d.events))
 	for i, pe := range d.events {
 		pdu := pe.pdu
 		sk := pdu.StateKey()
@@ -359,7 +361,7 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 		}
 		ev := eventFromPDU(pdu)
 		ev.DeviceID, ev.TxnID = pe.meta.deviceID, pe.meta.txnID
-		snapBefore[i] = snapshot
+		ev.Snapshot = snapshot
 		if sk != nil {
 			next := make(map[stateKey]gomatrixserverlib.PDU, len(cur)+1)
 			for k, v := range cur {
@@ -402,7 +404,7 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 		si := 0
 		for i := range events {
 			ev := &events[i]
-			if err := insertEvent(ctx, tx, ev, snapBefore[i]); err != nil {
+			if err := insertEvent(ctx, tx, ev); err != nil {
 				return err
 			}
 			if ev.StateKey != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 const eventColumns = `pos, event_id, room_id, type, state_key, sender, COALESCE(membership, ''), depth, origin_ts,
-COALESCE(relates_to, ''), COALESCE(rel_type, ''), COALESCE(redacted_by, ''), COALESCE(device_id, ''), COALESCE(txn_id, ''), json`
+COALESCE(relates_to, ''), COALESCE(rel_type, ''), COALESCE(redacted_by, ''), COALESCE(device_id, ''), COALESCE(txn_id, ''), snapshot_id, json`
 
 // EventColumns is the column list ScanEvent expects, for readers of the events table.
 const EventColumns = eventColumns
@@ -21,7 +21,7 @@ func ScanEvent(rows interface{ Scan(...any) error }) (Event, error) {
 	var sk sql.NullString
 	var js string
 	if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Type, &sk, &e.Sender, &e.Membership, &e.Depth, &e.OriginTS,
-		&e.RelatesTo, &e.RelType, &e.RedactedBy, &e.DeviceID, &e.TxnID, &js); err != nil {
+		&e.RelatesTo, &e.RelType, &e.RedactedBy, &e.DeviceID, &e.TxnID, &e.Snapshot, &js); err != nil {
 		return e, err
 	}
 	if sk.Valid {
@@ -46,11 +46,11 @@ func nullableKey(p *string) any {
 	return *p
 }
 
-func insertEvent(ctx context.Context, tx *storage.Tx, e *Event, snapshotID int64) error {
+func insertEvent(ctx context.Context, tx *storage.Tx, e *Event) error {
 	_, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, membership, depth, origin_ts,
 snapshot_id, relates_to, rel_type, device_id, txn_id, json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
 		e.Pos, e.EventID, e.RoomID, e.Type, nullableKey(e.StateKey), e.Sender, nullable(e.Membership), e.Depth, e.OriginTS,
-		snapshotID, nullable(e.RelatesTo), nullable(e.RelType), nullable(e.DeviceID), nullable(e.TxnID), string(e.JSON))
+		e.Snapshot, nullable(e.RelatesTo), nullable(e.RelType), nullable(e.DeviceID), nullable(e.TxnID), string(e.JSON))
 	if err != nil {
 		return fmt.Errorf("insert event %s: %w", e.EventID, err)
 	}

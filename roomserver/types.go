@@ -6,21 +6,23 @@ import (
 
 // Event is a stored room event as the rest of Haven sees it.
 type Event struct {
-	Pos        int64           `json:"pos"`
-	EventID    string          `json:"event_id"`
-	RoomID     string          `json:"room_id"`
-	Type       string          `json:"type"`
-	StateKey   *string         `json:"state_key,omitempty"`
-	Sender     string          `json:"sender"`
-	Membership string          `json:"membership,omitempty"`
-	Depth      int64           `json:"depth"`
-	OriginTS   int64           `json:"origin_ts"`
-	RelatesTo  string          `json:"relates_to,omitempty"`
-	RelType    string          `json:"rel_type,omitempty"`
-	RedactedBy string          `json:"redacted_by,omitempty"`
-	DeviceID   string          `json:"device_id,omitempty"`
-	TxnID      string          `json:"txn_id,omitempty"`
-	JSON       json.RawMessage `json:"json"`
+	Pos        int64   `json:"pos"`
+	EventID    string  `json:"event_id"`
+	RoomID     string  `json:"room_id"`
+	Type       string  `json:"type"`
+	StateKey   *string `json:"state_key,omitempty"`
+	Sender     string  `json:"sender"`
+	Membership string  `json:"membership,omitempty"`
+	Depth      int64   `json:"depth"`
+	OriginTS   int64   `json:"origin_ts"`
+	RelatesTo  string  `json:"relates_to,omitempty"`
+	RelType    string  `json:"rel_type,omitempty"`
+	RedactedBy string  `json:"redacted_by,omitempty"`
+	DeviceID   string  `json:"device_id,omitempty"`
+	TxnID      string  `json:"txn_id,omitempty"`
+	// Snapshot is the state snapshot before the event.
+	Snapshot int64           `json:"snapshot"`
+	JSON     json.RawMessage `json:"json"`
 }
 
 // IsState tells whether the event is a state event.

@@ -29,6 +29,7 @@ type clientEvent struct {
 	relType  string
 	relTo    string
 	hasURL   bool
+	snapshot int64
 	// head is the JSON object without its closing brace and without unsigned.
 	head []byte
 	// unsigned holds the stored unsigned fields, without braces (may be empty).
@@ -53,7 +54,7 @@ func render(e *roomserver.Event) (*clientEvent, error) {
 	}
 	ce := &clientEvent{pos: e.Pos, eventID: e.EventID, roomID: e.RoomID, typ: e.Type, stateKey: e.StateKey, sender: e.Sender,
 		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo, raw: e.JSON,
-		hasURL: filter.HasURL(f.Content)}
+		hasURL: filter.HasURL(f.Content), snapshot: e.Snapshot}
 	var b bytes.Buffer
 	b.Grow(len(f.Content) + 256)
 	b.WriteString(`{"content":`)

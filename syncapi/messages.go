@@ -291,7 +291,7 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	}
 	resp.Start, resp.End = pageToken(startPos), pageToken(endPos)
 	// State at the event (lazy-loaded to the senders shown, if asked).
-	stateIDs, err := s.rooms.StateIDsBefore(ctx, eventID)
+	stateIDs, err := s.rooms.StateIDsAtSnapshot(ctx, ce.snapshot)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,11 @@ type Notifier struct {
 	roomReceipts map[string]int64
 	roomTyping   map[string]int64
 	listeners    map[string]map[*Listener]struct{}
+	// unread[{room, user}] is the user's unread count in the room, where known.
+	unread map[roomUser]int
 }
+
+type roomUser struct{ room, user string }
 
 type devKey struct{ user, device string }
 
@@ -76,6 +80,7 @@ func NewNotifier(pos Pos) *Notifier {
 		roomReceipts: make(map[string]int64),
 		roomTyping:   make(map[string]int64),
 		listeners:    make(map[string]map[*Listener]struct{}),
+		unread:       make(map[roomUser]int),
 	}
 }
 
@@ -196,6 +201,7 @@ func (n *Notifier) wakeLocked(user string) {
 
 // setMembership records a membership change. n.mu must be held.
 func (n *Notifier) setMembershipLocked(room, user, m string, pos int64) {
+	delete(n.unread, roomUser{room, user})
 	rs := n.rooms[user]
 	if rs == nil {
 		rs = make(map[string]membership)
@@ -228,13 +234,31 @@ func (n *Notifier) LoadRoomPos(room string, pos int64) {
 	n.mu.Unlock()
 }
 
-// OnRoomEvent applies a committed room event: membership indexes first, then
-// positions, then wake-ups of every joined member and the event's target.
-func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip string) {
+// What a room event does to the unread counts of the room's members.
+const (
+	unreadNone    = iota
+	unreadCount   // raises the count of every member but the sender
+	unreadRecount // forget the counts; count them again from the database
+)
+
+// OnRoomEvent applies a committed room event: membership indexes and unread
+// counts first, then positions, then wake-ups of every joined member and the
+// event's target.
+func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip, sender string, unread int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if memberTarget != "" {
 		n.setMembershipLocked(room, memberTarget, memberShip, pos)
+	}
+	for u := range n.members[room] {
+		k := roomUser{room, u}
+		switch c, ok := n.unread[k]; {
+		case !ok:
+		case unread == unreadRecount:
+			delete(n.unread, k)
+		case unread == unreadCount && u != sender:
+			n.unread[k] = c + 1
+		}
 	}
 	if pos > n.cur.Events {
 		n.cur.Events = pos
@@ -254,6 +278,7 @@ func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip 
 func (n *Notifier) OnReceipt(room, user string, private bool, pos int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	delete(n.unread, roomUser{room, user})
 	if pos > n.cur.Receipts {
 		n.cur.Receipts = pos
 	}
@@ -358,4 +383,37 @@ func (n *Notifier) WakeAll() {
 	for u := range n.listeners {
 		n.wakeLocked(u)
 	}
+}
+
+// countsAsUnread tells whether an event raises the unread count of the
+// room's other members.
+func countsAsUnread(typ string, stateKey *string) bool {
+	return stateKey == nil && (typ == "m.room.message" || typ == "m.room.encrypted")
+}
+
+// Unread returns a known unread count and the room's latest position.
+func (n *Notifier) Unread(room, user string) (count int, known bool, roomPos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, ok := n.unread[roomUser{room, user}]
+	return c, ok, n.roomEvents[room]
+}
+
+// StoreUnread remembers a count computed up to roomPos, unless the room has
+// moved on since.
+func (n *Notifier) StoreUnread(room, user string, count int, roomPos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.roomEvents[room] == roomPos {
+		if _, ok := n.members[room][user]; ok {
+			n.unread[roomUser{room, user}] = count
+		}
+	}
+}
+
+// HasListener tells whether a user has a waiting /sync.
+func (n *Notifier) HasListener(user string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.listeners[user]) > 0
 }

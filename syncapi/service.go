@@ -25,7 +25,7 @@ type rooms interface {
 	Position() int64
 	AllRoomMemberships(ctx context.Context, fn func(roomID, userID, membership string, pos int64)) error
 	AllRoomPositions(ctx context.Context, fn func(roomID string, pos int64)) error
-	StateIDsBefore(ctx context.Context, eventID string) (map[[2]string]string, error)
+	StateIDsAtSnapshot(ctx context.Context, snap int64) (map[[2]string]string, error)
 	StateIDsAfter(ctx context.Context, ev roomserver.Event) (map[[2]string]string, error)
 	Membership(ctx context.Context, roomID, userID string) (string, int64, error)
 	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
@@ -212,7 +212,14 @@ func (s *Service) onRoomEvent(data []byte) {
 	if n.Type == "m.room.member" && n.StateKey != nil {
 		target, m = *n.StateKey, n.Membership
 	}
-	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m)
+	effect := unreadNone
+	switch {
+	case n.Redacts != "":
+		effect = unreadRecount
+	case countsAsUnread(n.Type, n.StateKey):
+		effect = unreadCount
+	}
+	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m, n.Sender, effect)
 }
 
 func (s *Service) applyRedactionToCaches(n roomserver.Notice) {
@@ -221,7 +228,7 @@ func (s *Service) applyRedactionToCaches(n roomserver.Notice) {
 		return
 	}
 	ev := roomserver.Event{Pos: old.pos, EventID: old.eventID, RoomID: old.roomID, Type: old.typ, StateKey: old.stateKey, Sender: old.sender,
-		OriginTS: old.ts, DeviceID: old.device, TxnID: old.txnID, RedactedBy: n.EventID, JSON: n.RedactedJSON}
+		OriginTS: old.ts, DeviceID: old.device, TxnID: old.txnID, RedactedBy: n.EventID, Snapshot: old.snapshot, JSON: n.RedactedJSON}
 	ce, err := render(&ev)
 	if err != nil {
 		s.rendered.Remove(n.Redacts)

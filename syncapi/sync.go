@@ -491,7 +491,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string
 	if newly || limited {
 		var before map[[2]string]string
 		if len(evs) > 0 {
-			before, err = s.rooms.StateIDsBefore(ctx, evs[0].eventID)
+			before, err = s.rooms.StateIDsAtSnapshot(ctx, evs[0].snapshot)
 		} else {
 			before, err = s.stateAtPos(ctx, roomID, upto.Events)
 		}
@@ -636,7 +636,7 @@ func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientE
 	if len(need) == 0 {
 		return nil
 	}
-	before, err := s.rooms.StateIDsBefore(ctx, tl[0].eventID)
+	before, err := s.rooms.StateIDsAtSnapshot(ctx, tl[0].snapshot)
 	if err != nil {
 		return err
 	}
@@ -678,8 +678,13 @@ func (s *Service) summary(roomID, userID string) map[string]any {
 	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
 }
 
-// unread counts the messages from others after the user's read receipt.
+// unread counts the messages from others after the user's read receipt:
+// from memory when known, else from the database (then remembered).
 func (s *Service) unread(ctx context.Context, roomID, userID string) (unreadCounts, error) {
+	c, known, roomPos := s.n.Unread(roomID, userID)
+	if known {
+		return unreadCounts{NotificationCount: c}, nil
+	}
 	var readPos int64
 	err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
 WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id = ''`, roomID, userID).Scan(&readPos)
@@ -687,11 +692,13 @@ WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.privat
 		return unreadCounts{}, fmt.Errorf("read position: %w", err)
 	}
 	var n int
-	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND sender <> $3 AND type IN ('m.room.message', 'm.room.encrypted') AND redacted_by IS NULL`,
-		roomID, readPos, userID).Scan(&n)
+	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4
+AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND redacted_by IS NULL`,
+		roomID, readPos, roomPos, userID).Scan(&n)
 	if err != nil {
 		return unreadCounts{}, fmt.Errorf("unread count: %w", err)
 	}
+	s.n.StoreUnread(roomID, userID, n, roomPos)
 	return unreadCounts{NotificationCount: n}, nil
 }
 
@@ -747,7 +754,7 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 		lr.Timeline.PrevBatch = pageToken(evs[0].pos - 1)
 	}
 	if initial && len(tl) > 0 {
-		before, err := s.rooms.StateIDsBefore(ctx, tl[0].eventID)
+		before, err := s.rooms.StateIDsAtSnapshot(ctx, tl[0].snapshot)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,25 @@
+// Package syncapi is the sync engine: /sync long-polling, /messages,
+// /context, /event, /state and /members reads, receipts, typing, presence
+// and read markers.
+//
+// It reads the roomserver's events and state tables (it never writes them)
+// and owns the tables receipts and presence.
+//
+// Waking: the Notifier keeps, in memory, who is joined to which room, the
+// latest position of every stream per user and per room, and the listeners
+// of waiting /sync requests. It is fed in order from the bus (room_events,
+// receipts, typing, presence, account_data). A /sync registers its listener,
+// then asks the Notifier whether anything concerns the device after its
+// token, and only then waits: a waiting /sync holds no database connection
+// and runs no query. A commit in room R wakes only R's members.
+//
+// Caches: recently committed events per room, already rendered in the
+// client format (so the ten members of a room who wake for a message build
+// their responses without a query), rendered events by ID, and unread
+// counts per member. All are bounded.
+//
+// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own.
+//
+// Lock order: Notifier.mu is a leaf lock; recentRoom.mu, typingState.mu
+// and presenceState.mu are never held while taking another lock.
+package syncapi
