@@ -14,8 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Dialect names the database engine behind a DB.
@@ -172,8 +170,7 @@ func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
 		if sync == "" {
 			sync = "FULL"
 		}
-		base := "file:" + t.Path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(" + sync + ")"
-		writer, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+		writer, err := sql.Open(sqliteDriverName, sqliteDSN(t.Path, sync, true))
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
 		}
@@ -185,7 +182,7 @@ func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
 			writer.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
 		}
-		reader, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+		reader, err := sql.Open(sqliteDriverName, sqliteDSN(t.Path, sync, false))
 		if err != nil {
 			writer.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
@@ -222,43 +219,51 @@ type Querier interface {
 
 // Query reads from the read pool.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	query, args = expand(query, args)
-	Queries.Add(1)
+	query, args = db.prep(query, args)
 	return db.reader.QueryContext(ctx, query, args...)
 }
 
 // QueryRow reads one row from the read pool.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	query, args = expand(query, args)
-	Queries.Add(1)
+	query, args = db.prep(query, args)
 	return db.reader.QueryRowContext(ctx, query, args...)
 }
 
 // Exec runs a statement on the write connection.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	query, args = expand(query, args)
-	Queries.Add(1)
+	query, args = db.prep(query, args)
 	return db.writer.ExecContext(ctx, query, args...)
 }
 
-// Tx is a write transaction.
-type Tx struct{ tx *sql.Tx }
-
-func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+// prep expands list arguments, counts the statement and gives the driver
+// its placeholder style.
+func (db *DB) prep(query string, args []any) (string, []any) {
 	query, args = expand(query, args)
 	Queries.Add(1)
+	if db.dialect == SQLite {
+		query = sqliteQuery(query)
+	}
+	return query, args
+}
+
+// Tx is a write transaction.
+type Tx struct {
+	tx *sql.Tx
+	db *DB
+}
+
+func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	query, args = t.db.prep(query, args)
 	return t.tx.QueryContext(ctx, query, args...)
 }
 
 func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	query, args = expand(query, args)
-	Queries.Add(1)
+	query, args = t.db.prep(query, args)
 	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	query, args = expand(query, args)
-	Queries.Add(1)
+	query, args = t.db.prep(query, args)
 	return t.tx.ExecContext(ctx, query, args...)
 }
 
@@ -278,7 +283,7 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) (err error) {
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err = fn(&Tx{tx: sqlTx}); err != nil {
+	if err = fn(&Tx{tx: sqlTx, db: db}); err != nil {
 		return err
 	}
 	if err = sqlTx.Commit(); err != nil {
@@ -293,12 +298,7 @@ func IsUniqueViolation(err error) bool {
 	if errors.As(err, &pgErr) {
 		return pgErr.Code == "23505"
 	}
-	var sqErr *sqlite.Error
-	if errors.As(err, &sqErr) {
-		c := sqErr.Code()
-		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
-	}
-	return false
+	return sqliteUnique(err)
 }
 
 // PoolStats are connection-pool figures for metrics.

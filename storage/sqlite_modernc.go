@@ -1,0 +1,39 @@
+//go:build !sqlite_cgo
+
+package storage
+
+import (
+	"errors"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// SQLiteDriver names the SQLite driver this binary is built with. The
+// default is modernc.org/sqlite (pure Go: static binary, no cgo); build
+// with -tags sqlite_cgo for github.com/mattn/go-sqlite3. docs/benchmarks.md
+// compares the two.
+const SQLiteDriver = "modernc.org/sqlite"
+
+const sqliteDriverName = "sqlite"
+
+func sqliteDSN(path, synchronous string, writer bool) string {
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(" + synchronous + ")"
+	if writer {
+		return dsn + "&_pragma=journal_mode(WAL)&_txlock=immediate"
+	}
+	return dsn + "&_pragma=query_only(1)"
+}
+
+// sqliteQuery is the SQL text the driver wants: modernc.org/sqlite binds $N
+// to the Nth argument as it is.
+func sqliteQuery(q string) string { return q }
+
+func sqliteUnique(err error) bool {
+	var sqErr *sqlite.Error
+	if errors.As(err, &sqErr) {
+		c := sqErr.Code()
+		return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
