@@ -22,8 +22,9 @@ type Notifier struct {
 	// floor is the position at start: anything before it may concern anyone,
 	// since the per-user positions below only cover what happened since.
 	floor Pos
-	// members[room] is the set of joined users.
+	// members[room] is the set of joined users, invited[room] of invited ones.
 	members map[string]map[string]struct{}
+	invited map[string]map[string]struct{}
 	// rooms[user][room] is the user's membership (join, invite, leave, ban, knock).
 	rooms map[string]map[string]membership
 	// user[u] is, per stream, the latest position that concerns u.
@@ -73,6 +74,7 @@ func NewNotifier(pos Pos) *Notifier {
 		cur:          pos,
 		floor:        pos,
 		members:      make(map[string]map[string]struct{}),
+		invited:      make(map[string]map[string]struct{}),
 		rooms:        make(map[string]map[string]membership),
 		user:         make(map[string]*Pos),
 		device:       make(map[devKey]int64),
@@ -173,13 +175,6 @@ func (n *Notifier) SharesRoom(a, b string) bool {
 	return false
 }
 
-// MemberCounts returns the joined and invited member counts of a room.
-func (n *Notifier) MemberCounts(room string) (joined int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.members[room])
-}
-
 func (n *Notifier) userPos(u string) *Pos {
 	p := n.user[u]
 	if p == nil {
@@ -208,6 +203,16 @@ func (n *Notifier) setMembershipLocked(room, user, m string, pos int64) {
 		n.rooms[user] = rs
 	}
 	rs[room] = membership{m: m, pos: pos}
+	inv := n.invited[room]
+	if m == "invite" {
+		if inv == nil {
+			inv = make(map[string]struct{})
+			n.invited[room] = inv
+		}
+		inv[user] = struct{}{}
+	} else if inv != nil {
+		delete(inv, user)
+	}
 	set := n.members[room]
 	if m == "join" {
 		if set == nil {

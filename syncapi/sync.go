@@ -651,29 +651,22 @@ func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientE
 
 func (s *Service) summary(roomID, userID string) map[string]any {
 	s.n.mu.Lock()
-	joined := len(s.n.members[roomID])
-	invited := 0
-	var heroes []string
+	joined, invited := len(s.n.members[roomID]), len(s.n.invited[roomID])
+	heroes := make([]string, 0, joined+invited)
 	for u := range s.n.members[roomID] {
 		if u != userID {
 			heroes = append(heroes, u)
 		}
 	}
-	for u, rs := range s.n.rooms {
-		if m, ok := rs[roomID]; ok && m.m == "invite" {
-			invited++
-			if u != userID {
-				heroes = append(heroes, u)
-			}
+	for u := range s.n.invited[roomID] {
+		if u != userID {
+			heroes = append(heroes, u)
 		}
 	}
 	s.n.mu.Unlock()
 	sort.Strings(heroes)
 	if len(heroes) > 5 {
 		heroes = heroes[:5]
-	}
-	if heroes == nil {
-		heroes = []string{}
 	}
 	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
 }
