@@ -1,7 +1,3 @@
-// Package clientapi serves the Matrix Client-Server API: one route table
-// (method, path, handler, auth level, rate-limit class), the auth middleware
-// and thin handlers that decode, call a service and encode. It owns no tables
-// and starts no goroutines.
 package clientapi
 
 import (
@@ -64,6 +60,8 @@ type API struct {
 	// Filters and AccountData come from the user API.
 	Filters     filterSource
 	AccountData accountDataWriter
+	Tags        tagStore
+	Directory   directory
 	// Users is the user API (accounts, devices, profiles, account data,
 	// filters, push rules); Leaver and Propagator, when set, reach the
 	// roomserver for deactivation and profile changes.

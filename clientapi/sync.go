@@ -22,7 +22,7 @@ type syncService interface {
 	StateEvent(ctx context.Context, userID, roomID, typ, key, format string) (json.RawMessage, error)
 	Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error)
 	JoinedMembers(ctx context.Context, userID, roomID string) (map[string]syncapi.JoinedMember, error)
-	JoinedRooms(userID string) []string
+	JoinedRooms(ctx context.Context, userID string) []string
 	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
 	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
 	SetPresence(ctx context.Context, userID, presence string, statusMsg *string) error
@@ -177,7 +177,7 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request) error {
-	return httpx.JSON(w, http.StatusOK, map[string]any{"joined_rooms": a.Sync.JoinedRooms(DeviceFrom(r).UserID)})
+	return httpx.JSON(w, http.StatusOK, map[string]any{"joined_rooms": a.Sync.JoinedRooms(r.Context(), DeviceFrom(r).UserID)})
 }
 
 func (a *API) typing(w http.ResponseWriter, r *http.Request) error {

@@ -59,6 +59,7 @@ func compileFilter(f *filter.Filter) *syncapi.Opts {
 	o.IncludeLeave = m.Room.IncludeLeave()
 	o.FederationFormat = m.FederationFormat()
 	o.RoomAllowed = m.Room.AllowsRoom
+	o.TimelineRoom = m.Room.Timeline.AllowsRoom
 	if tl := &m.Room.Timeline; !tl.MatchesAll() {
 		o.TimelineMatch = tl.Match
 	}

@@ -50,5 +50,5 @@ func (a *API) BaseAreas() []func() []Route {
 
 // RoomAreas are the routes of rooms, sync and their ephemeral data.
 func (a *API) RoomAreas() []func() []Route {
-	return []func() []Route{a.roomRoutes, a.syncRoutes}
+	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes}
 }

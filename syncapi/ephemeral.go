@@ -54,6 +54,7 @@ type typingNotice struct {
 
 // SetTyping records that a user is (or stopped) typing in a room.
 func (s *Service) SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error {
+	s.CatchUp(ctx)
 	if !s.isJoined(userID, roomID) {
 		return merr.Forbidden("You are not in this room")
 	}
@@ -173,12 +174,10 @@ func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID
 	default:
 		return merr.BadJSON("Unknown receipt type %q", rtype)
 	}
-	if threadID == "" {
-		threadID = "" // unthreaded
-	}
 	if len(threadID) > 255 {
 		return merr.InvalidParam("thread_id too long")
 	}
+	s.CatchUp(ctx)
 	if !s.isJoined(userID, roomID) {
 		return merr.Forbidden("You are not in this room")
 	}

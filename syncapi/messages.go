@@ -33,6 +33,7 @@ func (s *Service) access(ctx context.Context, roomID, userID string) (*visibilit
 	if !validRoom(roomID) {
 		return nil, merr.InvalidParam("Invalid room ID")
 	}
+	s.CatchUp(ctx)
 	vis, err := loadVisibility(ctx, s.db, roomID, userID)
 	if err != nil {
 		return nil, err
@@ -43,9 +44,8 @@ func (s *Service) access(ctx context.Context, roomID, userID string) (*visibilit
 				return vis, nil
 			}
 		}
-		if _, _, err := s.rooms.Membership(ctx, roomID, userID); err != nil {
-			return nil, err // M_NOT_FOUND for unknown rooms
-		}
+		// Unknown rooms answer the same as rooms one is not in, so that
+		// room IDs cannot be probed.
 		return nil, merr.Forbidden("You are not in this room")
 	}
 	return vis, nil
@@ -175,6 +175,10 @@ func sortedByPos(evs []*clientEvent) []*clientEvent {
 // visibleEvent loads one event the user may see.
 func (s *Service) visibleEvent(ctx context.Context, roomID, eventID, userID string) (*clientEvent, *visibility, error) {
 	vis, err := s.access(ctx, roomID, userID)
+	if merr.Is(err, "M_FORBIDDEN") {
+		// The spec answers 404 both for unknown events and for events one may not see.
+		return nil, nil, merr.NotFound("Event not found")
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -445,10 +449,8 @@ func (s *Service) JoinedMembers(ctx context.Context, userID, roomID string) (map
 	if !validRoom(roomID) {
 		return nil, merr.InvalidParam("Invalid room ID")
 	}
+	s.CatchUp(ctx)
 	if !s.isJoined(userID, roomID) {
-		if _, _, err := s.rooms.Membership(ctx, roomID, userID); err != nil {
-			return nil, err
-		}
 		return nil, merr.Forbidden("You are not in this room")
 	}
 	rows, err := s.db.Query(ctx, `SELECT s.state_key, e.json FROM room_state s JOIN events e ON e.event_id = s.event_id
@@ -476,7 +478,8 @@ WHERE s.room_id = $1 AND s.type = 'm.room.member' AND s.membership = 'join'`, ro
 }
 
 // JoinedRooms lists the rooms the user is joined to.
-func (s *Service) JoinedRooms(userID string) []string {
+func (s *Service) JoinedRooms(ctx context.Context, userID string) []string {
+	s.CatchUp(ctx)
 	v := s.n.View(userID)
 	out := []string{}
 	for r, m := range v.rooms {

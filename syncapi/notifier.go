@@ -1,6 +1,7 @@
 package syncapi
 
 import (
+	"context"
 	"sync"
 
 	"github.com/haven-chat/haven/internal/metrics"
@@ -38,6 +39,8 @@ type Notifier struct {
 	listeners    map[string]map[*Listener]struct{}
 	// unread[{room, user}] is the user's unread count in the room, where known.
 	unread map[roomUser]int
+	// advanced is closed (and replaced) whenever a position moves.
+	advanced chan struct{}
 }
 
 type roomUser struct{ room, user string }
@@ -83,6 +86,7 @@ func NewNotifier(pos Pos) *Notifier {
 		roomTyping:   make(map[string]int64),
 		listeners:    make(map[string]map[*Listener]struct{}),
 		unread:       make(map[roomUser]int),
+		advanced:     make(chan struct{}),
 	}
 }
 
@@ -267,6 +271,7 @@ func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip,
 	}
 	if pos > n.cur.Events {
 		n.cur.Events = pos
+		n.advancedLocked()
 	}
 	n.roomEvents[room] = pos
 	for u := range n.members[room] {
@@ -286,6 +291,7 @@ func (n *Notifier) OnReceipt(room, user string, private bool, pos int64) {
 	delete(n.unread, roomUser{room, user})
 	if pos > n.cur.Receipts {
 		n.cur.Receipts = pos
+		n.advancedLocked()
 	}
 	n.roomReceipts[room] = pos
 	if private {
@@ -305,6 +311,7 @@ func (n *Notifier) OnTyping(room string, pos int64) {
 	defer n.mu.Unlock()
 	if pos > n.cur.Typing {
 		n.cur.Typing = pos
+		n.advancedLocked()
 	}
 	n.roomTyping[room] = pos
 	for u := range n.members[room] {
@@ -319,6 +326,7 @@ func (n *Notifier) OnAccountData(user string, pos int64) {
 	defer n.mu.Unlock()
 	if pos > n.cur.AccountData {
 		n.cur.AccountData = pos
+		n.advancedLocked()
 	}
 	n.userPos(user).AccountData = pos
 	n.wakeLocked(user)
@@ -330,6 +338,7 @@ func (n *Notifier) OnToDevice(user, device string, pos int64) {
 	defer n.mu.Unlock()
 	if pos > n.cur.ToDevice {
 		n.cur.ToDevice = pos
+		n.advancedLocked()
 	}
 	n.device[devKey{user, device}] = pos
 	n.wakeLocked(user)
@@ -342,6 +351,7 @@ func (n *Notifier) OnPresence(user string, pos int64) {
 	defer n.mu.Unlock()
 	if pos > n.cur.Presence {
 		n.cur.Presence = pos
+		n.advancedLocked()
 	}
 	n.userPos(user).Presence = pos
 	n.wakeLocked(user)
@@ -367,6 +377,7 @@ func (n *Notifier) OnDeviceListChange(user string, pos int64) {
 	defer n.mu.Unlock()
 	if pos > n.cur.DeviceLists {
 		n.cur.DeviceLists = pos
+		n.advancedLocked()
 	}
 	n.userPos(user).DeviceLists = pos
 	n.wakeLocked(user)
@@ -421,4 +432,28 @@ func (n *Notifier) HasListener(user string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.listeners[user]) > 0
+}
+
+// advancedLocked tells CatchUp waiters that a position moved. n.mu must be held.
+func (n *Notifier) advancedLocked() {
+	close(n.advanced)
+	n.advanced = make(chan struct{})
+}
+
+// WaitFor returns once every stream has reached the given positions, or when
+// ctx ends.
+func (n *Notifier) WaitFor(ctx context.Context, want Pos) error {
+	for {
+		n.mu.Lock()
+		cur, ch := n.cur, n.advanced
+		n.mu.Unlock()
+		if cur.Events >= want.Events && cur.Receipts >= want.Receipts && cur.AccountData >= want.AccountData {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

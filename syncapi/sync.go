@@ -30,6 +30,7 @@ type Opts struct {
 	IncludeLeave     bool
 	FederationFormat bool
 	RoomAllowed      func(roomID string) bool
+	TimelineRoom     func(roomID string) bool
 	TimelineMatch    func(typ, sender string, hasURL bool) bool
 	StateMatch       func(typ, sender string) bool
 	EphemeralMatch   func(typ string) bool
@@ -141,6 +142,7 @@ func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) 
 	if req.Opts == nil {
 		req.Opts = DefaultOpts()
 	}
+	s.CatchUp(ctx)
 	var since *Pos
 	if req.Since != "" {
 		p, err := ParsePos(req.Since)
@@ -471,9 +473,11 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string
 		evs = kept
 	}
 	var tl []*clientEvent
-	for _, e := range evs {
-		if o.timelineOK(e) {
-			tl = append(tl, e)
+	if o.TimelineRoom == nil || o.TimelineRoom(roomID) {
+		for _, e := range evs {
+			if o.timelineOK(e) {
+				tl = append(tl, e)
+			}
 		}
 	}
 	if jr.Timeline.Events, err = s.appendEvents(ctx, jr.Timeline.Events, tl, now, req.DeviceID, o.FederationFormat); err != nil {

@@ -104,6 +104,35 @@ func (s *Service) SetAccountData(ctx context.Context, userID, roomID, typ string
 	})
 }
 
+// UpdateAccountData changes one entry by a function of its current content
+// (nil when there is none), under the user's lock, so concurrent updates of
+// the same entry (room tags) do not lose each other.
+func (s *Service) UpdateAccountData(ctx context.Context, userID, roomID, typ string, update func(old json.RawMessage) (json.RawMessage, error)) error {
+	if err := validAccountDataType(typ); err != nil {
+		return err
+	}
+	unlock := s.userLocks.Lock(userID)
+	defer unlock()
+	old, err := s.GetAccountData(ctx, userID, roomID, typ)
+	if err != nil && !merr.Is(err, "M_NOT_FOUND") {
+		return err
+	}
+	content, err := update(old)
+	if err != nil {
+		return err
+	}
+	if err := checkObject(content); err != nil {
+		return err
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, content); err != nil {
+		return merr.NotJSON("Content not JSON")
+	}
+	return s.writeAccountData(ctx, userID, roomID, typ, func(tx *storage.Tx, pos int64) error {
+		return upsertAccountData(ctx, tx, userID, roomID, typ, compact.String(), pos)
+	})
+}
+
 func upsertAccountData(ctx context.Context, tx *storage.Tx, userID, roomID, typ, content string, pos int64) error {
 	_, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,

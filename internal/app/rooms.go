@@ -38,8 +38,8 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	}
 	a.closers = append(a.closers, ss.Close)
 	a.Rooms, a.Sync = rs, ss
-	api.Rooms, api.Sync = rs, ss
-	api.Filters, api.AccountData = users, users
+	api.Rooms, api.Sync, api.Directory = rs, ss, rs
+	api.Filters, api.AccountData, api.Tags = users, users, users
 	api.Areas = append(api.Areas, api.RoomAreas()...)
 	return nil
 }

@@ -1,0 +1,11 @@
+// Package clientapi serves the Matrix Client-Server API: one route table
+// (method, path, handler, auth level, rate-limit class) assembled from the
+// areas (versions, accounts, rooms, sync, ...), the auth middleware, and thin
+// handlers that decode with a size limit, call a service and encode. Errors
+// become Matrix errors in internal/httpx only.
+//
+// The services are reached through small interfaces declared beside the
+// handlers that use them (roomService in rooms.go, syncService in sync.go).
+//
+// Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
+package clientapi

@@ -1,0 +1,116 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// PublicRoom is one entry of the public room directory.
+type PublicRoom struct {
+	RoomID           string `json:"room_id"`
+	Name             string `json:"name,omitempty"`
+	Topic            string `json:"topic,omitempty"`
+	CanonicalAlias   string `json:"canonical_alias,omitempty"`
+	AvatarURL        string `json:"avatar_url,omitempty"`
+	NumJoinedMembers int    `json:"num_joined_members"`
+	WorldReadable    bool   `json:"world_readable"`
+	GuestCanJoin     bool   `json:"guest_can_join"`
+	JoinRule         string `json:"join_rule,omitempty"`
+	RoomType         string `json:"room_type,omitempty"`
+}
+
+// PublicRooms lists the published rooms, most members first, whose name,
+// topic or alias contains search (case-insensitive; empty matches all).
+func (s *Service) PublicRooms(ctx context.Context, search string) ([]PublicRoom, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM rooms WHERE published = $1`, true)
+	if err != nil {
+		return nil, fmt.Errorf("published rooms: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if len(ids) == 0 {
+		return []PublicRoom{}, nil
+	}
+	byID := make(map[string]*PublicRoom, len(ids))
+	for _, id := range ids {
+		byID[id] = &PublicRoom{RoomID: id}
+	}
+	rows, err = s.db.Query(ctx, `SELECT s.room_id, s.type, e.json FROM room_state s JOIN events e ON e.event_id = s.event_id
+WHERE s.room_id IN ($1) AND s.state_key = '' AND s.type IN ($2)`, ids,
+		[]string{"m.room.name", "m.room.topic", "m.room.canonical_alias", "m.room.avatar", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "m.room.create"})
+	if err != nil {
+		return nil, fmt.Errorf("directory state: %w", err)
+	}
+	for rows.Next() {
+		var id, typ, js string
+		if err := rows.Scan(&id, &typ, &js); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		var ev struct {
+			Content map[string]any `json:"content"`
+		}
+		_ = json.Unmarshal([]byte(js), &ev)
+		str := func(k string) string { v, _ := ev.Content[k].(string); return v }
+		pr := byID[id]
+		switch typ {
+		case "m.room.name":
+			pr.Name = str("name")
+		case "m.room.topic":
+			pr.Topic = str("topic")
+		case "m.room.canonical_alias":
+			pr.CanonicalAlias = str("alias")
+		case "m.room.avatar":
+			pr.AvatarURL = str("url")
+		case "m.room.join_rules":
+			pr.JoinRule = str("join_rule")
+		case "m.room.history_visibility":
+			pr.WorldReadable = str("history_visibility") == "world_readable"
+		case "m.room.guest_access":
+			pr.GuestCanJoin = str("guest_access") == "can_join"
+		case "m.room.create":
+			pr.RoomType = str("type")
+		}
+	}
+	rows.Close()
+	rows, err = s.db.Query(ctx, `SELECT room_id, COUNT(*) FROM room_state WHERE room_id IN ($1) AND type = 'm.room.member' AND membership = 'join' GROUP BY room_id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("directory member counts: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		byID[id].NumJoinedMembers = n
+	}
+	rows.Close()
+	search = strings.ToLower(strings.TrimSpace(search))
+	out := make([]PublicRoom, 0, len(byID))
+	for _, pr := range byID {
+		if search != "" && !strings.Contains(strings.ToLower(pr.Name+"\x00"+pr.Topic+"\x00"+pr.CanonicalAlias), search) {
+			continue
+		}
+		out = append(out, *pr)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].NumJoinedMembers != out[j].NumJoinedMembers {
+			return out[i].NumJoinedMembers > out[j].NumJoinedMembers
+		}
+		return out[i].RoomID < out[j].RoomID
+	})
+	return out, nil
+}
