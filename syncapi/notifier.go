@@ -269,6 +269,12 @@ func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip,
 			n.unread[k] = c + 1
 		}
 	}
+	if unread == unreadCount {
+		// Sending a message reads everything before it.
+		if _, ok := n.members[room][sender]; ok {
+			n.unread[roomUser{room, sender}] = 0
+		}
+	}
 	if pos > n.cur.Events {
 		n.cur.Events = pos
 		n.advancedLocked()

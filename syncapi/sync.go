@@ -682,12 +682,20 @@ func (s *Service) unread(ctx context.Context, roomID, userID string) (unreadCoun
 	if known {
 		return unreadCounts{NotificationCount: c}, nil
 	}
-	var readPos int64
+	// The user has read up to their latest unthreaded or main-timeline
+	// receipt, or their own latest message, whichever is later.
+	var readPos, ownPos int64
 	err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
-WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id = ''`, roomID, userID).Scan(&readPos)
+WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')`, roomID, userID).Scan(&readPos)
 	if err != nil {
 		return unreadCounts{}, fmt.Errorf("read position: %w", err)
 	}
+	err = s.db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM events WHERE room_id = $1 AND sender = $2 AND pos <= $3 AND type IN ('m.room.message', 'm.room.encrypted')`,
+		roomID, userID, roomPos).Scan(&ownPos)
+	if err != nil {
+		return unreadCounts{}, fmt.Errorf("own position: %w", err)
+	}
+	readPos = max(readPos, ownPos)
 	var n int
 	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4
 AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND redacted_by IS NULL`,
