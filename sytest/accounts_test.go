@@ -1,0 +1,156 @@
+package sytest
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+)
+
+func passwordLogin(user, password string) map[string]any {
+	return map[string]any{
+		"type":       "m.login.password",
+		"identifier": map[string]any{"type": "m.id.user", "user": user},
+		"password":   password,
+	}
+}
+
+// TestAccountsLogin: login flows, the identifier forms clients use, wrong
+// credentials, device IDs and whoami.
+func TestAccountsLogin(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		s.register(t, "alice")
+		flows := s.do(t, "GET", v3+"/login", "", nil).expect(t, 200)
+		if !strings.Contains(string(flows.Raw), `"m.login.password"`) {
+			t.Errorf("login flows: %s", flows)
+		}
+		for _, who := range []string{"alice", "@alice:localhost"} {
+			r := s.do(t, "POST", v3+"/login", "", passwordLogin(who, "password-alice")).expect(t, 200)
+			if r.str("user_id") != "@alice:localhost" || r.str("access_token") == "" || r.str("device_id") == "" {
+				t.Errorf("login as %s: %s", who, r)
+			}
+		}
+		// The deprecated top-level "user" field still works.
+		s.do(t, "POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "password-alice"}).expect(t, 200)
+
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "wrong")).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "POST", v3+"/login", "", passwordLogin("nobody", "whatever")).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "POST", v3+"/login", "", passwordLogin("@alice:elsewhere.org", "password-alice")).expect(t, 403)
+		s.do(t, "POST", v3+"/login", "", map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}}).expect(t, 400)
+		s.do(t, "POST", v3+"/login", "", map[string]any{"type": "m.login.bogus"}).expect(t, 400)
+
+		// A chosen device ID is kept, and logging in on it again reuses it.
+		body := passwordLogin("alice", "password-alice")
+		body["device_id"] = "MYPHONE"
+		body["initial_device_display_name"] = "Alice's phone"
+		r1 := s.do(t, "POST", v3+"/login", "", body).expect(t, 200)
+		if r1.str("device_id") != "MYPHONE" {
+			t.Errorf("chosen device_id: %s", r1)
+		}
+		who := s.do(t, "GET", v3+"/account/whoami", r1.str("access_token"), nil).expect(t, 200)
+		if who.str("device_id") != "MYPHONE" || who.str("user_id") != "@alice:localhost" {
+			t.Errorf("whoami: %s", who)
+		}
+		r2 := s.do(t, "POST", v3+"/login", "", body).expect(t, 200)
+		if r2.str("device_id") != "MYPHONE" {
+			t.Errorf("second login on the same device: %s", r2)
+		}
+		// The new login on the same device replaces the old token.
+		s.do(t, "GET", v3+"/account/whoami", r1.str("access_token"), nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		s.do(t, "GET", v3+"/account/whoami", r2.str("access_token"), nil).expect(t, 200)
+		dev := s.do(t, "GET", v3+"/devices/MYPHONE", r2.str("access_token"), nil).expect(t, 200)
+		if dev.str("display_name") != "Alice's phone" {
+			t.Errorf("device display name: %s", dev)
+		}
+	})
+}
+
+// TestAccountsDevicesAndLogout: devices, logout, logout/all, deleting a
+// device with user-interactive auth.
+func TestAccountsDevicesAndLogout(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		a1 := s.register(t, "alice")
+		a2 := s.login(t, "alice")
+		a3 := s.login(t, "alice")
+		devs, err := a1.GetDevicesInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(devs.Devices) != 3 {
+			t.Errorf("devices: %+v", devs.Devices)
+		}
+		if err := a1.SetDeviceInfo(ctx, a2.DeviceID, &mautrix.ReqDeviceInfo{DisplayName: "laptop"}); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := a1.GetDeviceInfo(ctx, a2.DeviceID); err != nil || d.DisplayName != "laptop" {
+			t.Errorf("renamed device: %+v %v", d, err)
+		}
+		s.do(t, "GET", v3+"/devices/NOSUCHDEVICE", a1.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
+
+		// Deleting a device needs UIA: 401 with flows, then the password.
+		r := s.do(t, "DELETE", v3+"/devices/"+p(a3.DeviceID), a1.AccessToken, map[string]any{}).expect(t, 401)
+		session := r.str("session")
+		if session == "" || !strings.Contains(string(r.Raw), "m.login.password") {
+			t.Fatalf("UIA challenge: %s", r)
+		}
+		s.do(t, "DELETE", v3+"/devices/"+p(a3.DeviceID), a1.AccessToken, map[string]any{"auth": map[string]any{
+			"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "wrong", "session": session,
+		}}).expectErr(t, 401, "M_FORBIDDEN")
+		s.do(t, "DELETE", v3+"/devices/"+p(a3.DeviceID), a1.AccessToken, map[string]any{"auth": map[string]any{
+			"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password-alice", "session": session,
+		}}).expect(t, 200)
+		s.do(t, "GET", v3+"/account/whoami", a3.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+
+		// Logout ends one token; logout/all every one.
+		if _, err := a2.Logout(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s.do(t, "GET", v3+"/account/whoami", a2.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		s.do(t, "GET", v3+"/account/whoami", a1.AccessToken, nil).expect(t, 200)
+		a4 := s.login(t, "alice")
+		if _, err := a4.LogoutAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*mautrix.Client{a1, a4} {
+			s.do(t, "GET", v3+"/account/whoami", c.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		}
+		// A logged-out token cannot keep a long-poll going either.
+		s.do(t, "GET", v3+"/sync?timeout=0", a4.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+	})
+}
+
+// TestAccountsPasswordAndDeactivate: changing the password and deactivating.
+func TestAccountsPasswordAndDeactivate(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		other := s.login(t, "alice")
+		auth := func(pw string) map[string]any {
+			return map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": pw}
+		}
+		s.do(t, "POST", v3+"/account/password", alice.AccessToken, map[string]any{"new_password": "a-new-password-1"}).expect(t, 401)
+		s.do(t, "POST", v3+"/account/password", alice.AccessToken, map[string]any{"new_password": "a-new-password-1", "auth": auth("password-alice")}).expect(t, 200)
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "password-alice")).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "a-new-password-1")).expect(t, 200)
+		// By default other devices are logged out, the current one stays.
+		s.do(t, "GET", v3+"/account/whoami", alice.AccessToken, nil).expect(t, 200)
+		s.do(t, "GET", v3+"/account/whoami", other.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+
+		// Deactivation: leaves rooms, ends tokens, the name stays taken.
+		bob := s.register(t, "bob")
+		room := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		join(t, alice, room.String())
+		s.do(t, "POST", v3+"/account/deactivate", alice.AccessToken, map[string]any{"auth": auth("a-new-password-1")}).expect(t, 200)
+		s.do(t, "GET", v3+"/account/whoami", alice.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		r := s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "a-new-password-1"))
+		r.wantOneOf(t, "login of a deactivated account", 403, "M_USER_DEACTIVATED", 403, "M_FORBIDDEN")
+		s.do(t, "GET", v3+"/register/available?username=alice", "", nil).expectErr(t, 400, "M_USER_IN_USE")
+		eventually(t, "alice's leave after deactivation", func() bool {
+			jm, err := bob.JoinedMembers(ctx, room)
+			return err == nil && len(jm.Joined) == 1 && jm.Joined[id.UserID("@alice:localhost")].DisplayName == ""
+		})
+	})
+}
