@@ -10,7 +10,10 @@ import (
 var SpecVersions = []string{"v1.1", "v1.2", "v1.3"}
 
 // UnstableFeatures are the unstable flags that are true on this server.
-var UnstableFeatures = map[string]bool{}
+var UnstableFeatures = map[string]bool{
+	// private read receipts (m.read.private), stable since v1.4
+	"org.matrix.msc2285.stable": true,
+}
 
 func (a *API) versionRoutes() []Route {
 	return []Route{

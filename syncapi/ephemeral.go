@@ -295,6 +295,9 @@ func (s *Service) SetPresence(ctx context.Context, userID, presence string, stat
 		return merr.TooLarge("status_msg is too long")
 	}
 	ts := nowMS()
+	// One writer per user at a time, so the stored value is the last one set.
+	unlock := s.presenceLocks.Lock(userID)
+	defer unlock()
 	p := s.presence
 	p.mu.Lock()
 	cur := p.m[userID]
@@ -323,6 +326,10 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 		return fmt.Errorf("store presence: %w", err)
 	}
 	entry := presenceEntry{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
+	p.mu.Lock()
+	stored := entry
+	p.m[userID] = &stored
+	p.mu.Unlock()
 	s.presenceSeq.Done(pos, entry, func(_ int64, pl any) {
 		if pl == nil {
 			return
@@ -359,8 +366,10 @@ func (s *Service) onPresence(data []byte) {
 		return
 	}
 	s.presence.mu.Lock()
-	cp := e
-	s.presence.m[e.UserID] = &cp
+	if cur := s.presence.m[e.UserID]; cur == nil || cur.Pos <= e.Pos {
+		cp := e
+		s.presence.m[e.UserID] = &cp
+	}
 	s.presence.mu.Unlock()
 	s.n.OnPresence(e.UserID, e.Pos)
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haven-chat/haven/internal/keyed"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/lru"
 	"github.com/haven-chat/haven/internal/stream"
@@ -71,11 +72,12 @@ type Service struct {
 	lastPos int64
 	gapMu   sync.Mutex
 
-	receiptSeq  *stream.Sequencer
-	presenceSeq *stream.Sequencer
-	typing      *typingState
-	presence    *presenceState
-	unsubs      []func()
+	receiptSeq    *stream.Sequencer
+	presenceSeq   *stream.Sequencer
+	typing        *typingState
+	presence      *presenceState
+	presenceLocks keyed.Mutex
+	unsubs        []func()
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.

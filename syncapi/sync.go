@@ -149,6 +149,13 @@ func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) 
 		if err != nil {
 			return nil, err
 		}
+		// A token from ahead of this server (a database restored from a
+		// backup) is held to what the server has, so nothing written from
+		// now on is skipped. The typing stream runs on the clock and is left.
+		cur := s.n.Current()
+		typing := p.Typing
+		p = p.Min(cur)
+		p.Typing = typing
 		since = &p
 	}
 	if s.opts.PresenceEnabled {
