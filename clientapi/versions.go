@@ -20,6 +20,10 @@ func (a *API) versionRoutes() []Route {
 		{Method: "GET", Path: "/_matrix/client/versions", H: a.versions, Auth: authNone},
 		{Method: "GET", Path: "/.well-known/matrix/client", H: a.wellKnown, Auth: authNone},
 		{Method: "GET", Path: "/health", H: health, Auth: authNone},
+		// Element asks for these at start; with no TURN server and no bridges
+		// configured the empty answers are the right ones.
+		{Method: "GET", Path: v3 + "/voip/turnServer", H: emptyObject, Auth: authUser},
+		{Method: "GET", Path: v3 + "/thirdparty/protocols", H: emptyObject, Auth: authUser},
 	}
 }
 
@@ -55,3 +59,5 @@ func (a *API) BaseAreas() []func() []Route {
 func (a *API) RoomAreas() []func() []Route {
 	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes}
 }
+
+func emptyObject(w http.ResponseWriter, r *http.Request) error { return httpx.OK(w) }
