@@ -98,3 +98,35 @@ func TestParseTarget(t *testing.T) {
 		t.Fatalf("redacted %q", got)
 	}
 }
+
+func TestOneWriterPerDatabase(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			ctx := context.Background()
+			target := storagetest.Target(t, d)
+			a, err := storage.Open(ctx, target, storage.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			b, err := storage.Open(ctx, target, storage.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			release, err := a.AcquireWriter(ctx, target.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.AcquireWriter(ctx, target.Path); !errors.Is(err, storage.ErrWriterLocked) {
+				t.Fatalf("second writer: %v", err)
+			}
+			release()
+			release2, err := b.AcquireWriter(ctx, target.Path)
+			if err != nil {
+				t.Fatalf("after release: %v", err)
+			}
+			release2()
+		})
+	}
+}

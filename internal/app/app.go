@@ -55,17 +55,26 @@ func OpenDB(ctx context.Context, cfg config.Config) (*storage.DB, error) {
 }
 
 // New builds the server without listening yet.
-func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (a *App, err error) {
-	a = &App{Cfg: cfg, Log: log}
+func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, err error) {
+	a := &App{Cfg: cfg, Log: log}
 	defer func() {
 		if err != nil {
-			a.Close()
+			a.Close() // whatever was opened before the failure
 		}
 	}()
 	if a.DB, err = OpenDB(ctx, cfg); err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.DB.Close)
+	target, _ := storage.ParseTarget(cfg.Database, cfg.DataDir)
+	release, err := a.DB.AcquireWriter(ctx, target.Path)
+	if errors.Is(err, storage.ErrWriterLocked) {
+		return nil, fmt.Errorf("%w (%s). Stop the other process first; several Haven processes on one database are not supported yet", err, a.DB.Location)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, release)
 	metrics.RegisterQueryCount(storage.Queries.Load)
 	metrics.RegisterPools(func() []metrics.PoolStat {
 		var out []metrics.PoolStat
