@@ -56,4 +56,3 @@ func (db *DB) AcquireWriter(ctx context.Context, sqlitePath string) (release fun
 		f.Close()
 	}, nil
 }
-
