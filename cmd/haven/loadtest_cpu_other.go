@@ -1,0 +1,8 @@
+//go:build !unix
+
+package main
+
+import "time"
+
+// selfCPU is not available on this system.
+func selfCPU() (time.Duration, bool) { return 0, false }
