@@ -3,31 +3,43 @@ package clientapi
 import (
 	"net/http"
 
+	"github.com/haven-chat/haven/internal/lru"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/syncapi/filter"
 )
 
+// compiledFilters caches compiled sync options by the filter's JSON: clients
+// of the same kind upload the same filter, so a handful of entries serve
+// every user, and a /sync does not parse its filter again.
+var compiledFilters = lru.New[string, *syncapi.Opts]("compiled_filters", 1000)
+
 // syncOpts compiles the filter of a /sync request: inline JSON or the ID of
 // a stored filter.
 func (a *API) syncOpts(r *http.Request) (*syncapi.Opts, error) {
-	q, err := filter.ParseQuery(r.URL.Query().Get("filter"))
-	if err != nil {
-		return nil, err
-	}
-	if q.IsZero() {
+	raw := r.URL.Query().Get("filter")
+	if raw == "" {
 		return syncapi.DefaultOpts(), nil
 	}
-	f := q.Filter
-	if !q.Inline {
-		body, err := a.Filters.GetFilter(r.Context(), DeviceFrom(r).UserID, q.ID)
+	body := []byte(raw)
+	if raw[0] != '{' {
+		q, err := filter.ParseQuery(raw)
 		if err != nil {
 			return nil, err
 		}
-		if f, err = filter.Parse(body); err != nil {
+		if body, err = a.Filters.GetFilter(r.Context(), DeviceFrom(r).UserID, q.ID); err != nil {
 			return nil, err
 		}
 	}
-	return compileFilter(&f), nil
+	if o, ok := compiledFilters.Get(string(body)); ok {
+		return o, nil
+	}
+	f, err := filter.Parse(body)
+	if err != nil {
+		return nil, err
+	}
+	o := compileFilter(&f)
+	compiledFilters.Put(string(body), o)
+	return o, nil
 }
 
 // roomEventOpts compiles the filter of /messages and /context, an inline

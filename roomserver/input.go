@@ -292,6 +292,10 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 		return Event{}, err
 	}
 	metrics.EventsPersisted.Inc()
+	s.snapsByKey.Put(curSnap, readerState(current))
+	if writeBefore {
+		s.snapsByKey.Put(beforeSnap, readerState(before))
+	}
 	s.pduCache.Put(pdu.EventID(), pdu)
 	r.mu.Lock()
 	r.state, r.snapshot, r.chainLen, r.extremities, r.depth = current, curSnap, 0, ext, depth

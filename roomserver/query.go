@@ -125,7 +125,7 @@ func (s *Service) StateAfter(ctx context.Context, ev Event) ([]Event, error) {
 	return out, nil
 }
 
-// loadSnapshot resolves a snapshot through its parent chain.
+// loadSnapshot resolves a snapshot through its parent chain, in one query.
 func (s *Service) loadSnapshot(ctx context.Context, id int64) (map[stateKey]string, error) {
 	if id == 0 {
 		return map[stateKey]string{}, nil
@@ -133,33 +133,28 @@ func (s *Service) loadSnapshot(ctx context.Context, id int64) (map[stateKey]stri
 	if st, ok := s.snaps.Get(id); ok {
 		return st, nil
 	}
-	var chain []int64
-	cur := id
-	var base map[stateKey]string
-	for cur != 0 {
-		if st, ok := s.snaps.Get(cur); ok {
-			base = st
-			break
-		}
-		chain = append(chain, cur)
-		parent, _, err := selectSnapshotMeta(ctx, s.db, cur)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot %d: %w", cur, err)
-		}
-		cur = parent
+	rows, err := s.db.Query(ctx, `WITH RECURSIVE chain(id, parent, depth) AS (
+	SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+	UNION ALL
+	SELECT s.snapshot_id, s.parent_id, c.depth + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent WHERE c.parent <> 0
+)
+SELECT c.depth, e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id ORDER BY c.depth DESC`, id)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %d: %w", id, err)
 	}
-	out := make(map[stateKey]string, len(base))
-	for k, v := range base {
-		out[k] = v
-	}
-	for i := len(chain) - 1; i >= 0; i-- {
-		entries, err := selectSnapshotEntries(ctx, s.db, chain[i])
-		if err != nil {
+	defer rows.Close()
+	out := map[stateKey]string{}
+	for rows.Next() {
+		var depth int64
+		var k stateKey
+		var eid string
+		if err := rows.Scan(&depth, &k.typ, &k.key, &eid); err != nil {
 			return nil, err
 		}
-		for k, v := range entries {
-			out[k] = v
-		}
+		out[k] = eid // deeper (older) rows come first; newer ones overwrite them
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
 	s.snaps.Put(id, out)
 	return out, nil

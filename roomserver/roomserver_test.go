@@ -272,3 +272,49 @@ func TestNoticesInOrderAndRestart(t *testing.T) {
 		}
 	})
 }
+
+// TestLongStateChains: snapshots chain to their parents and are cut by a full
+// snapshot every so often; the state at any event must come out whole.
+func TestLongStateChains(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h := newHarness(t, db)
+		ctx := context.Background()
+		res, err := h.s.CreateRoom(ctx, "@alice:test", CreateRoomRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for i := 0; i < 80; i++ {
+			key := fmt.Sprint("k", i)
+			id, err := h.s.Send(ctx, Sender{"@alice:test", "D"}, SendRequest{RoomID: res.RoomID, Type: "com.example.state", StateKey: &key, Content: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		// A fresh service (empty caches) reads every snapshot from the database.
+		h2 := newHarness(t, db)
+		for _, i := range []int{0, 31, 32, 33, 65, 79} {
+			ev, err := h2.s.GetEvent(ctx, ids[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := h2.s.StateIDsAfter(ctx, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := 0; j < 80; j++ {
+				got, ok := after[[2]string{"com.example.state", fmt.Sprint("k", j)}]
+				if j <= i && (!ok || got != ids[j]) {
+					t.Fatalf("state after event %d lacks key %d", i, j)
+				}
+				if j > i && ok {
+					t.Fatalf("state after event %d has the later key %d", i, j)
+				}
+			}
+			if _, ok := after[[2]string{"m.room.create", ""}]; !ok {
+				t.Fatalf("state after event %d lacks the create event", i)
+			}
+		}
+	})
+}

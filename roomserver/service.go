@@ -102,7 +102,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		serverName: spec.ServerName(opts.ServerName),
 		seq:        stream.New(last),
 		rooms:      lru.New[string, *room]("room_state", opts.RoomCacheSize),
-		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 4096),
+		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 512),
 		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 50000),
 	}
@@ -461,6 +461,10 @@ ON CONFLICT (user_id, device_id, room_id, txn_id) DO NOTHING`, ev.Sender, ev.Dev
 		return nil, err
 	}
 	metrics.EventsPersisted.Add(float64(len(events)))
+	if len(snaps) > 0 {
+		// Readers ask for the room's newest snapshot first: have it ready.
+		s.snapsByKey.Put(snapshot, readerState(cur))
+	}
 	r.mu.Lock()
 	r.state = cur
 	r.snapshot, r.chainLen = snapshot, chainLen
@@ -499,6 +503,15 @@ func (s *Service) publish(pos int64, payload any) {
 	if err := s.bus.Publish(Topic, data); err != nil {
 		logging.From(context.Background()).WithError(err).WithField("event_id", n.EventID).Error("publish room event")
 	}
+}
+
+// readerState is a state map in the form readers use.
+func readerState(m map[stateKey]gomatrixserverlib.PDU) map[[2]string]string {
+	out := make(map[[2]string]string, len(m))
+	for k, p := range m {
+		out[[2]string{k.typ, k.key}] = p.EventID()
+	}
+	return out
 }
 
 // eventFromPDU fills the indexed columns of an event from its PDU.

@@ -166,24 +166,6 @@ func selectSnapshotMeta(ctx context.Context, q storage.Querier, id int64) (paren
 	return
 }
 
-func selectSnapshotEntries(ctx context.Context, q storage.Querier, id int64) (map[stateKey]string, error) {
-	rows, err := q.Query(ctx, `SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1`, id)
-	if err != nil {
-		return nil, fmt.Errorf("select snapshot %d: %w", id, err)
-	}
-	defer rows.Close()
-	out := make(map[stateKey]string)
-	for rows.Next() {
-		var k stateKey
-		var eid string
-		if err := rows.Scan(&k.typ, &k.key, &eid); err != nil {
-			return nil, err
-		}
-		out[k] = eid
-	}
-	return out, rows.Err()
-}
-
 func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, roomID, txnID string) (string, error) {
 	var eid string
 	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4`, userID, deviceID, roomID, txnID).Scan(&eid)
