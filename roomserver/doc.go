@@ -6,7 +6,7 @@
 // is published on the bus ("room_events") in stream order.
 //
 // Tables owned: rooms, events, room_extremities, room_state,
-// state_snapshots, state_snapshot_entries, txn_ids, room_aliases,
+// state_snapshots, state_snapshot_entries, room_aliases,
 // forgotten_rooms.
 //
 // Goroutines: none of its own (bus deliveries run on NATS's goroutines).

@@ -158,11 +158,19 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 	if err != nil {
 		return nil, err
 	}
+	extEvents, err := EventsByID(ctx, s.db, ext)
+	if err != nil {
+		return nil, err
+	}
+	depth := row.depth
+	for _, e := range extEvents {
+		depth = max(depth, e.Depth)
+	}
 	_, chainLen, err := selectSnapshotMeta(ctx, s.db, row.snapshot)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: row.depth}
+	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: depth}
 	s.rooms.Put(roomID, r)
 	return r, nil
 }
@@ -419,16 +427,6 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 					return fmt.Errorf("update state of %s: %w", r.id, err)
 				}
 			}
-			if ev.TxnID != "" {
-				res, err := tx.Exec(ctx, `INSERT INTO txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts) VALUES ($1,$2,$3,$4,$5,$6)
-ON CONFLICT (user_id, device_id, room_id, txn_id) DO NOTHING`, ev.Sender, ev.DeviceID, r.id, ev.TxnID, ev.EventID, ev.OriginTS)
-				if err != nil {
-					return fmt.Errorf("store txn %s: %w", ev.TxnID, err)
-				}
-				if n, err := res.RowsAffected(); err == nil && n == 0 {
-					return errTxnExists
-				}
-			}
 			if ev.Type == spec.MRoomRedaction {
 				n, err := s.applyRedaction(ctx, tx, r, d.events[i].pdu)
 				if err != nil {
@@ -442,14 +440,26 @@ ON CONFLICT (user_id, device_id, room_id, txn_id) DO NOTHING`, ev.Sender, ev.Dev
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
-			return fmt.Errorf("clear extremities of %s: %w", r.id, err)
+		// The new event is the room's only forward extremity. In the common
+		// linear case that is one UPDATE of the one row there is.
+		if newRoom == nil && len(r.extremities) == 1 {
+			if _, err := tx.Exec(ctx, `UPDATE room_extremities SET event_id = $1 WHERE room_id = $2`, last.EventID(), r.id); err != nil {
+				return fmt.Errorf("set extremity of %s: %w", r.id, err)
+			}
+		} else {
+			if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
+				return fmt.Errorf("clear extremities of %s: %w", r.id, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, last.EventID()); err != nil {
+				return fmt.Errorf("set extremity of %s: %w", r.id, err)
+			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, last.EventID()); err != nil {
-			return fmt.Errorf("set extremity of %s: %w", r.id, err)
-		}
-		if _, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, snapshot, last.Depth(), r.id); err != nil {
-			return fmt.Errorf("update room %s: %w", r.id, err)
+		// The room row follows the state; its depth is read back from the
+		// extremities when the room is loaded.
+		if snapshot != r.snapshot {
+			if _, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, snapshot, last.Depth(), r.id); err != nil {
+				return fmt.Errorf("update room %s: %w", r.id, err)
+			}
 		}
 		return nil
 	})

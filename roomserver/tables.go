@@ -46,13 +46,21 @@ func nullableKey(p *string) any {
 	return *p
 }
 
+// insertEvent stores an event. An event whose sender, device, room and
+// transaction ID are already taken is not stored: errTxnExists.
 func insertEvent(ctx context.Context, tx *storage.Tx, e *Event) error {
-	_, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, membership, depth, origin_ts,
-snapshot_id, relates_to, rel_type, device_id, txn_id, json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
+	res, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, membership, depth, origin_ts,
+snapshot_id, relates_to, rel_type, device_id, txn_id, json) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)
+ON CONFLICT (sender, device_id, room_id, txn_id) WHERE txn_id IS NOT NULL DO NOTHING`,
 		e.Pos, e.EventID, e.RoomID, e.Type, nullableKey(e.StateKey), e.Sender, nullable(e.Membership), e.Depth, e.OriginTS,
 		e.Snapshot, nullable(e.RelatesTo), nullable(e.RelType), nullable(e.DeviceID), nullable(e.TxnID), string(e.JSON))
 	if err != nil {
 		return fmt.Errorf("insert event %s: %w", e.EventID, err)
+	}
+	if e.TxnID != "" {
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return errTxnExists
+		}
 	}
 	return nil
 }
@@ -168,7 +176,7 @@ func selectSnapshotMeta(ctx context.Context, q storage.Querier, id int64) (paren
 
 func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, roomID, txnID string) (string, error) {
 	var eid string
-	err := q.QueryRow(ctx, `SELECT event_id FROM txn_ids WHERE user_id = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4`, userID, deviceID, roomID, txnID).Scan(&eid)
+	err := q.QueryRow(ctx, `SELECT event_id FROM events WHERE sender = $1 AND device_id = $2 AND room_id = $3 AND txn_id = $4`, userID, deviceID, roomID, txnID).Scan(&eid)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", storage.ErrNotFound
 	}

@@ -106,6 +106,8 @@ CREATE TABLE events (
 CREATE INDEX events_room_pos ON events (room_id, pos);
 CREATE INDEX events_room_state ON events (room_id, type, state_key, pos);
 CREATE INDEX events_relates ON events (relates_to, rel_type);
+-- a device's transaction ID names one event per room, also across restarts
+CREATE UNIQUE INDEX events_txn ON events (sender, device_id, room_id, txn_id) WHERE txn_id IS NOT NULL;
 
 -- forward extremities of each room's DAG
 CREATE TABLE room_extremities (
@@ -141,17 +143,6 @@ CREATE TABLE state_snapshot_entries (
 	state_key   TEXT NOT NULL,
 	event_id    TEXT NOT NULL,
 	PRIMARY KEY (snapshot_id, type, state_key)
-);
-
--- transaction IDs of /send, /state and /redact, per device and room, kept across restarts
-CREATE TABLE txn_ids (
-	user_id    TEXT NOT NULL,
-	device_id  TEXT NOT NULL,
-	room_id    TEXT NOT NULL,
-	txn_id     TEXT NOT NULL,
-	event_id   TEXT NOT NULL,
-	created_ts BIGINT NOT NULL,
-	PRIMARY KEY (user_id, device_id, room_id, txn_id)
 );
 
 CREATE TABLE room_aliases (
