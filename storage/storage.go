@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,9 @@ func (d Dialect) String() string {
 // idle /sync must not move it).
 var Queries atomic.Int64
 
+// ErrClosed is returned by writes after Close.
+var ErrClosed = errors.New("database is closed")
+
 // ErrNotFound is returned by table code when a row does not exist.
 var ErrNotFound = errors.New("not found")
 
@@ -52,6 +56,11 @@ type DB struct {
 	dialect Dialect
 	writer  *sql.DB
 	reader  *sql.DB
+	// jobs feeds the SQLite group-commit loop; nil on PostgreSQL.
+	jobs     chan *writeJob
+	loopDone chan struct{}
+	closeMu  sync.RWMutex
+	closed   bool
 	// Location is where the data lives, without any password, for messages.
 	Location string
 }
@@ -194,7 +203,10 @@ func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
 		reader.SetMaxOpenConns(n)
 		reader.SetMaxIdleConns(n)
 		reader.SetConnMaxIdleTime(0)
-		return &DB{dialect: SQLite, writer: writer, reader: reader, Location: "sqlite:" + t.Path}, nil
+		db := &DB{dialect: SQLite, writer: writer, reader: reader, Location: "sqlite:" + t.Path,
+			jobs: make(chan *writeJob, 1024), loopDone: make(chan struct{})}
+		go db.writeLoop()
+		return db, nil
 	}
 }
 
@@ -203,6 +215,19 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 
 // Close closes the pools.
 func (db *DB) Close() {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		return
+	}
+	db.closed = true
+	if db.jobs != nil {
+		close(db.jobs)
+	}
+	db.closeMu.Unlock()
+	if db.jobs != nil {
+		<-db.loopDone
+	}
 	if db.reader != db.writer {
 		db.reader.Close()
 	}
@@ -268,22 +293,132 @@ func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, e
 }
 
 // Write runs fn in a write transaction and commits it if fn returns nil.
-// Nothing in fn may wait for anything but the database.
-func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) (err error) {
+// Nothing in fn may wait for anything but the database, and fn must use only
+// its Tx. On SQLite, writes that arrive while another commits are grouped
+// into one transaction (each in its own savepoint, so one failing write
+// does not undo the others): one commit, one fsync, for the whole group.
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	if db.jobs == nil {
+		return db.writeOne(ctx, fn)
+	}
+	job := &writeJob{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case db.jobs <- job:
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	db.closeMu.RUnlock()
+	return <-job.done
+}
+
+type writeJob struct {
+	ctx  context.Context
+	fn   func(tx *Tx) error
+	done chan error
+}
+
+// maxGroup bounds how many writes share one commit.
+const maxGroup = 64
+
+func (db *DB) writeLoop() {
+	defer close(db.loopDone)
+	for job := range db.jobs {
+		group := []*writeJob{job}
+	collect:
+		for len(group) < maxGroup {
+			select {
+			case j, ok := <-db.jobs:
+				if !ok {
+					break collect
+				}
+				group = append(group, j)
+			default:
+				break collect
+			}
+		}
+		if len(group) == 1 {
+			job.done <- db.writeOne(job.ctx, job.fn)
+			continue
+		}
+		db.writeGroup(group)
+	}
+}
+
+// run calls fn, turning a panic into an error.
+func run(fn func(tx *Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in write: %v", p)
+		}
+	}()
+	return fn(tx)
+}
+
+func (db *DB) writeGroup(group []*writeJob) {
+	bg := context.Background()
+	fail := func(err error) {
+		for _, j := range group {
+			j.done <- err
+		}
+	}
+	sqlTx, err := db.writer.BeginTx(bg, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin: %w", err))
+		return
+	}
+	tx := &Tx{tx: sqlTx, db: db}
+	results := make([]error, len(group))
+	for i, j := range group {
+		if err := j.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if _, err := sqlTx.ExecContext(bg, "SAVEPOINT haven_write"); err != nil {
+			_ = sqlTx.Rollback()
+			fail(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		results[i] = run(j.fn, &Tx{tx: tx.tx, db: db})
+		if results[i] != nil {
+			if _, err := sqlTx.ExecContext(bg, "ROLLBACK TO SAVEPOINT haven_write"); err != nil {
+				_ = sqlTx.Rollback()
+				fail(fmt.Errorf("rollback to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := sqlTx.ExecContext(bg, "RELEASE SAVEPOINT haven_write"); err != nil {
+			_ = sqlTx.Rollback()
+			fail(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if err := sqlTx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	for i, j := range group {
+		j.done <- results[i]
+	}
+}
+
+// writeOne runs one write in its own transaction.
+func (db *DB) writeOne(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	sqlTx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
-		if p := recover(); p != nil {
-			_ = sqlTx.Rollback()
-			panic(p)
-		}
 		if err != nil {
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err = fn(&Tx{tx: sqlTx, db: db}); err != nil {
+	if err = run(fn, &Tx{tx: sqlTx, db: db}); err != nil {
 		return err
 	}
 	if err = sqlTx.Commit(); err != nil {

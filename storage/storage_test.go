@@ -3,6 +3,8 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/haven-chat/haven/storage"
@@ -129,4 +131,43 @@ func TestOneWriterPerDatabase(t *testing.T) {
 			release2()
 		})
 	}
+}
+
+// TestConcurrentWritesFailAlone: writes that share a commit (SQLite groups
+// them) succeed or fail each on its own.
+func TestConcurrentWritesFailAlone(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		var wg sync.WaitGroup
+		errs := make([]error, 200)
+		for i := 0; i < 200; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = db.Write(ctx, func(tx *storage.Tx) error {
+					if _, err := tx.Exec(ctx, `INSERT INTO profiles (user_id, displayname) VALUES ($1, $2)`, fmt.Sprintf("@u%d:x", i), "n"); err != nil {
+						return err
+					}
+					if i%7 == 0 {
+						return errors.New("this one fails after writing")
+					}
+					if i%11 == 0 {
+						panic("this one panics after writing")
+					}
+					return nil
+				})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			var n int
+			if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM profiles WHERE user_id = $1`, fmt.Sprintf("@u%d:x", i)).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			bad := i%7 == 0 || i%11 == 0
+			if bad != (err != nil) || bad != (n == 0) {
+				t.Fatalf("write %d: err %v, rows %d", i, err, n)
+			}
+		}
+	})
 }
