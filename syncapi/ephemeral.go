@@ -301,9 +301,6 @@ func (s *Service) SetPresence(ctx context.Context, userID, presence string, stat
 	p := s.presence
 	p.mu.Lock()
 	cur := p.m[userID]
-	if cur == nil {
-		cur = s.loadPresenceLocked(ctx, userID)
-	}
 	msg := ""
 	if cur != nil {
 		msg = cur.StatusMsg
@@ -342,24 +339,6 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 	return nil
 }
 
-func (s *Service) loadPresenceLocked(ctx context.Context, userID string) *presenceEntry {
-	var e presenceEntry
-	var msg *string
-	err := s.db.QueryRow(ctx, `SELECT presence, status_msg, last_active_ts, pos FROM presence WHERE user_id = $1`, userID).Scan(&e.Presence, &msg, &e.LastActive, &e.Pos)
-	if err != nil {
-		// Never seen: offline. Remembered so that the next look-up costs no query.
-		e = presenceEntry{Presence: "offline", UserID: userID}
-		s.presence.m[userID] = &e
-		return &e
-	}
-	if msg != nil {
-		e.StatusMsg = *msg
-	}
-	e.UserID = userID
-	s.presence.m[userID] = &e
-	return &e
-}
-
 func (s *Service) onPresence(data []byte) {
 	var e presenceEntry
 	if err := json.Unmarshal(data, &e); err != nil {
@@ -379,7 +358,7 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 	if viewer != userID && !s.n.SharesRoom(viewer, userID) {
 		return nil, merr.Forbidden("You do not share a room with %s", userID)
 	}
-	e := s.presenceOf(ctx, userID)
+	e := s.presenceOf(userID)
 	out := map[string]any{"presence": "offline"}
 	if e != nil {
 		out["presence"] = e.Presence
@@ -394,7 +373,8 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 	return out, nil
 }
 
-func (s *Service) presenceOf(ctx context.Context, userID string) *presenceEntry {
+// presenceOf returns a copy of a user's presence; nil if never set (offline).
+func (s *Service) presenceOf(userID string) *presenceEntry {
 	p := s.presence
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -402,11 +382,27 @@ func (s *Service) presenceOf(ctx context.Context, userID string) *presenceEntry 
 		cp := *e
 		return &cp
 	}
-	if e := s.loadPresenceLocked(ctx, userID); e != nil {
-		cp := *e
-		return &cp
-	}
 	return nil
+}
+
+// loadPresence reads every stored presence into memory, at start: presence
+// is then answered without queries.
+func (s *Service) loadPresence(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, presence, COALESCE(status_msg, ''), last_active_ts, pos FROM presence`)
+	if err != nil {
+		return fmt.Errorf("load presence: %w", err)
+	}
+	defer rows.Close()
+	s.presence.mu.Lock()
+	defer s.presence.mu.Unlock()
+	for rows.Next() {
+		var e presenceEntry
+		if err := rows.Scan(&e.UserID, &e.Presence, &e.StatusMsg, &e.LastActive, &e.Pos); err != nil {
+			return err
+		}
+		s.presence.m[e.UserID] = &e
+	}
+	return rows.Err()
 }
 
 func (s *Service) onAccountData(data []byte) {

@@ -463,3 +463,23 @@ func (n *Notifier) WaitFor(ctx context.Context, want Pos) error {
 		}
 	}
 }
+
+// CoMembers returns the user and everyone who shares a joined room with them.
+func (n *Notifier) CoMembers(user string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	seen := map[string]struct{}{user: {}}
+	for r, m := range n.rooms[user] {
+		if m.m != "join" {
+			continue
+		}
+		for u := range n.members[r] {
+			seen[u] = struct{}{}
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for u := range seen {
+		out = append(out, u)
+	}
+	return out
+}

@@ -139,6 +139,10 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 			return nil, err
 		}
 	}
+	if err := s.loadPresence(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	start := Pos{
 		Events:      rs.Position(),
 		Receipts:    lastReceipt,

@@ -786,28 +786,19 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 	return lr, nil
 }
 
+// presenceSection adds the presence of the user and of everyone sharing a
+// room with them that changed in the window (all of it in an initial sync),
+// from memory.
 func (s *Service) presenceSection(ctx context.Context, userID string, since *Pos, upto Pos, resp *Response) error {
 	after := int64(0)
 	if since != nil {
 		after = since.Presence
 	}
-	rows, err := s.db.Query(ctx, `SELECT user_id FROM presence WHERE pos > $1 AND pos <= $2`, after, upto.Presence)
-	if err != nil {
-		return fmt.Errorf("presence changes: %w", err)
-	}
-	var who []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			rows.Close()
-			return err
-		}
-		who = append(who, u)
-	}
-	rows.Close()
+	who := s.n.CoMembers(userID)
 	sort.Strings(who)
 	for _, u := range who {
-		if u != userID && !s.n.SharesRoom(userID, u) {
+		e := s.presenceOf(u)
+		if e == nil || e.Pos <= after || e.Pos > upto.Presence {
 			continue
 		}
 		p, err := s.Presence(ctx, userID, u)
