@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -216,13 +217,32 @@ func (s *Service) FlushSeen(ctx context.Context) error {
 	}
 	s.seenPending = make(map[deviceKey]seenUpdate)
 	s.seenMu.Unlock()
+	keys := make([]deviceKey, 0, len(pending))
+	for k := range pending {
+		keys = append(keys, k)
+	}
+	// One statement per 200 devices, whatever the number of active devices.
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		for k, u := range pending {
-			if _, err := tx.Exec(ctx, `UPDATE devices SET last_seen_ts = $3,
-last_seen_ip = CASE WHEN $4 = '' THEN last_seen_ip ELSE $4 END WHERE user_id = $1 AND device_id = $2`,
-				k.userID, k.deviceID, u.ts, u.ip); err != nil {
-				return fmt.Errorf("update last seen of %s %s: %w", k.userID, k.deviceID, err)
+		for len(keys) > 0 {
+			n := min(len(keys), 200)
+			var b strings.Builder
+			args := make([]any, 0, 4*n)
+			b.WriteString(`UPDATE devices SET last_seen_ts = v.column3,
+last_seen_ip = CASE WHEN v.column4 = '' THEN devices.last_seen_ip ELSE v.column4 END FROM (VALUES `)
+			for i, k := range keys[:n] {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				j := 4 * i
+				fmt.Fprintf(&b, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS TEXT))", j+1, j+2, j+3, j+4)
+				u := pending[k]
+				args = append(args, k.userID, k.deviceID, u.ts, u.ip)
 			}
+			b.WriteString(`) AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2`)
+			if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
+				return fmt.Errorf("update last seen of %d devices: %w", n, err)
+			}
+			keys = keys[n:]
 		}
 		return nil
 	})
