@@ -84,7 +84,7 @@ type room struct {
 // New creates the roomserver, reading the stream positions from the database.
 func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSource, accounts AccountChecker, opts Options) (*Service, error) {
 	if opts.RoomCacheSize <= 0 {
-		opts.RoomCacheSize = 2000
+		opts.RoomCacheSize = 1000
 	}
 	if opts.DefaultVersion == "" {
 		opts.DefaultVersion = "11"
@@ -359,15 +359,17 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				unsigned["replaces_state"] = replaced.EventID()
 			}
 		}
+		// The stored event carries its unsigned data; the copy kept in
+		// memory for the auth rules does not need it.
+		stored := pdu
 		if len(unsigned) > 0 {
 			withUnsigned, err := pdu.SetUnsigned(unsigned)
 			if err != nil {
 				return nil, fmt.Errorf("set unsigned: %w", err)
 			}
-			pdu = withUnsigned
-			d.events[i].pdu = pdu
+			stored = withUnsigned
 		}
-		ev := eventFromPDU(pdu)
+		ev := eventFromPDU(stored)
 		ev.DeviceID, ev.TxnID = pe.meta.deviceID, pe.meta.txnID
 		ev.Snapshot = snapshot
 		if sk != nil {

@@ -34,9 +34,9 @@ type clientEvent struct {
 	head []byte
 	// unsigned holds the stored unsigned fields, without braces (may be empty).
 	unsigned []byte
-	// raw is the stored (federation format) JSON.
-	raw  []byte
-	size int
+	// content is the event's content (a slice of head).
+	content []byte
+	size    int
 }
 
 type storedFields struct {
@@ -53,16 +53,18 @@ func render(e *roomserver.Event) (*clientEvent, error) {
 		return nil, fmt.Errorf("parse stored event %s: %w", e.EventID, err)
 	}
 	ce := &clientEvent{pos: e.Pos, eventID: e.EventID, roomID: e.RoomID, typ: e.Type, stateKey: e.StateKey, sender: e.Sender,
-		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo, raw: e.JSON,
+		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo,
 		hasURL: filter.HasURL(f.Content), snapshot: e.Snapshot}
 	var b bytes.Buffer
 	b.Grow(len(f.Content) + 256)
 	b.WriteString(`{"content":`)
+	start := b.Len()
 	if len(f.Content) == 0 {
 		b.WriteString("{}")
 	} else {
 		b.Write(f.Content)
 	}
+	end := b.Len()
 	b.WriteString(`,"event_id":`)
 	writeString(&b, e.EventID)
 	b.WriteString(`,"origin_server_ts":`)
@@ -90,13 +92,14 @@ func render(e *roomserver.Event) (*clientEvent, error) {
 	b.WriteString(`,"type":`)
 	writeString(&b, e.Type)
 	ce.head = b.Bytes()
+	ce.content = ce.head[start:end:end]
 	if u := bytes.TrimSpace(f.Unsigned); len(u) > 2 && u[0] == '{' {
 		inner := bytes.TrimSpace(u[1 : len(u)-1])
 		if len(inner) > 0 {
 			ce.unsigned = inner
 		}
 	}
-	ce.size = len(ce.head) + len(ce.unsigned) + len(ce.raw) + 200
+	ce.size = len(ce.head) + len(ce.unsigned) + 200
 	return ce, nil
 }
 

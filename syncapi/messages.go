@@ -375,13 +375,7 @@ func (s *Service) StateEvent(ctx context.Context, userID, roomID, typ, key strin
 	if format == "event" {
 		return e.JSON(nowMS(), ""), nil
 	}
-	var f struct {
-		Content json.RawMessage `json:"content"`
-	}
-	if err := json.Unmarshal(e.raw, &f); err != nil || len(f.Content) == 0 {
-		return json.RawMessage(`{}`), nil
-	}
-	return f.Content, nil
+	return json.RawMessage(e.content), nil
 }
 
 // Members answers /rooms/{roomId}/members.
@@ -423,13 +417,11 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 	now := nowMS()
 	out := []json.RawMessage{}
 	for _, e := range sorted {
-		var f struct {
-			Content struct {
-				Membership string `json:"membership"`
-			} `json:"content"`
+		var c struct {
+			Membership string `json:"membership"`
 		}
-		_ = json.Unmarshal(e.raw, &f)
-		m := f.Content.Membership
+		_ = json.Unmarshal(e.content, &c)
+		m := c.Membership
 		if membership != "" && m != membership || notMembership != "" && m == notMembership {
 			continue
 		}

@@ -429,11 +429,28 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 			}
 		}
 	}
-	for _, e := range evs {
-		if federation {
-			dst = append(dst, json.RawMessage(e.raw))
-			continue
+	if federation {
+		// The stored (federation) form is not kept in memory: read it.
+		ids := make([]string, len(evs))
+		for i, e := range evs {
+			ids[i] = e.eventID
 		}
+		stored, err := roomserver.EventsByID(ctx, s.db, ids)
+		if err != nil {
+			return nil, err
+		}
+		byID := make(map[string]json.RawMessage, len(stored))
+		for _, e := range stored {
+			byID[e.EventID] = e.JSON
+		}
+		for _, e := range evs {
+			if js, ok := byID[e.eventID]; ok {
+				dst = append(dst, js)
+			}
+		}
+		return dst, nil
+	}
+	for _, e := range evs {
 		var because []byte
 		if r := redactions[e.redacted]; r != nil {
 			because = r.JSON(now, "")
