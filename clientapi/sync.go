@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
@@ -91,8 +92,18 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, resp)
+	bp := syncBuffers.Get().(*[]byte)
+	body := resp.AppendJSON((*bp)[:0])
+	err = httpx.RawJSON(w, http.StatusOK, body)
+	if cap(body) <= 1<<20 {
+		*bp = body
+		syncBuffers.Put(bp)
+	}
+	return err
 }
+
+// syncBuffers recycles the buffers /sync answers are written into.
+var syncBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()

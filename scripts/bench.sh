@@ -51,7 +51,7 @@ fi
 # The server refuses unknown HAVEN_* variables: start it with ours only.
 unset_haven=()
 for v in $(compgen -e | grep '^HAVEN_' || true); do unset_haven+=(-u "$v"); done
-env "${unset_haven[@]}" "${envs[@]}" "$bin" serve >"$out/server.log" 2>&1 </dev/null &
+env "${unset_haven[@]}" "${envs[@]}" ${SERVER_ENV:-} "$bin" serve >"$out/server.log" 2>&1 </dev/null &
 pid=$!
 stop() {
   kill -TERM "$pid" 2>/dev/null || true

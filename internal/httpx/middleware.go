@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -66,10 +68,21 @@ func (s *StatusWriter) Flush() {
 	}
 }
 
-func newRequestID() string {
-	var b [8]byte
+// Request IDs are a per-process random prefix and a counter: unique, and
+// cheaper than reading the random source on every request.
+var (
+	idPrefix  = randomPrefix()
+	idCounter atomic.Uint64
+)
+
+func randomPrefix() string {
+	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+func newRequestID() string {
+	return idPrefix + "-" + strconv.FormatUint(idCounter.Add(1), 36)
 }
 
 // Observer is told about every finished request (metrics hook).
@@ -108,6 +121,13 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 				if observe != nil {
 					observe(r, ri, status, d)
 				}
+				lvl := logrus.InfoLevel
+				if status >= 500 {
+					lvl = logrus.ErrorLevel
+				}
+				if !log.IsLevelEnabled(lvl) {
+					return
+				}
 				f := logrus.Fields{
 					"method":      r.Method,
 					"path":        r.URL.Path,
@@ -123,10 +143,6 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 				if ri.ErrCode != "" {
 					f["errcode"] = ri.ErrCode
 				}
-				lvl := logrus.InfoLevel
-				if status >= 500 {
-					lvl = logrus.ErrorLevel
-				}
 				entry.WithFields(f).Log(lvl, "request")
 			}()
 			next.ServeHTTP(sw, r)
@@ -137,15 +153,23 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 // PanicsTotal counts recovered handler panics; each is a bug.
 var PanicsTotal atomicCounter
 
+// The CORS header values, shared by every response (never modified).
+var (
+	corsOrigin  = []string{"*"}
+	corsMethods = []string{"GET, HEAD, POST, PUT, DELETE, OPTIONS"}
+	corsHeaders = []string{"Origin, X-Requested-With, Content-Type, Accept, Authorization, Date"}
+	corsExpose  = []string{"ETag, Content-Disposition, Retry-After"}
+)
+
 // CORS answers preflight requests and marks every response as readable from
 // any origin, as browser clients on another origin (Element Web) need.
 func CORS(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization, Date")
-		h.Set("Access-Control-Expose-Headers", "ETag, Content-Disposition, Retry-After")
+		h["Access-Control-Allow-Origin"] = corsOrigin
+		h["Access-Control-Allow-Methods"] = corsMethods
+		h["Access-Control-Allow-Headers"] = corsHeaders
+		h["Access-Control-Expose-Headers"] = corsExpose
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Max-Age", "86400")
 			h.Set("Content-Type", "application/json")

@@ -1,0 +1,199 @@
+package syncapi
+
+import (
+	"encoding/json"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+)
+
+// AppendJSON writes the response as JSON. It gives the same document as
+// encoding/json would, without re-validating the events, which the engine
+// rendered itself: most of a /sync answer's cost is otherwise spent there.
+func (r *Response) AppendJSON(b []byte) []byte {
+	b = append(b, `{"next_batch":`...)
+	b = appendString(b, r.NextBatch)
+	b = append(b, `,"rooms":{"join":{`...)
+	for i, id := range sortedKeys(r.Rooms.Join) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, id)
+		b = append(b, ':')
+		b = r.Rooms.Join[id].appendJSON(b)
+	}
+	b = append(b, `},"invite":{`...)
+	for i, id := range sortedKeys(r.Rooms.Invite) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, id)
+		b = append(b, `:{"invite_state":`...)
+		b = appendList(b, r.Rooms.Invite[id].InviteState.Events)
+		b = append(b, '}')
+	}
+	b = append(b, `},"leave":{`...)
+	for i, id := range sortedKeys(r.Rooms.Leave) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		lr := r.Rooms.Leave[id]
+		b = appendString(b, id)
+		b = append(b, `:{"state":`...)
+		b = appendList(b, lr.State.Events)
+		b = append(b, `,"timeline":`...)
+		b = lr.Timeline.appendJSON(b)
+		b = append(b, `,"account_data":`...)
+		b = appendList(b, lr.AccountData.Events)
+		b = append(b, '}')
+	}
+	b = append(b, `},"knock":{}},"account_data":`...)
+	b = appendList(b, r.AccountData.Events)
+	b = append(b, `,"presence":`...)
+	b = appendList(b, r.Presence.Events)
+	b = append(b, `,"to_device":`...)
+	b = appendList(b, r.ToDevice.Events)
+	b = append(b, `,"device_lists":{"changed":`...)
+	b = appendStrings(b, r.DeviceLists.Changed)
+	b = append(b, `,"left":`...)
+	b = appendStrings(b, r.DeviceLists.Left)
+	b = append(b, `},"device_one_time_keys_count":`...)
+	b = appendAny(b, r.OTKCounts)
+	return append(b, '}')
+}
+
+func (jr *joinedRoom) appendJSON(b []byte) []byte {
+	b = append(b, `{"summary":`...)
+	b = appendAny(b, jr.Summary)
+	b = append(b, `,"state":`...)
+	b = appendList(b, jr.State.Events)
+	b = append(b, `,"timeline":`...)
+	b = jr.Timeline.appendJSON(b)
+	b = append(b, `,"ephemeral":`...)
+	b = appendList(b, jr.Ephemeral.Events)
+	b = append(b, `,"account_data":`...)
+	b = appendList(b, jr.AccountData.Events)
+	if u := jr.UnreadNotifications; u != nil {
+		b = append(b, `,"unread_notifications":{"notification_count":`...)
+		b = strconv.AppendInt(b, int64(u.NotificationCount), 10)
+		b = append(b, `,"highlight_count":`...)
+		b = strconv.AppendInt(b, int64(u.HighlightCount), 10)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+func (t *timeline) appendJSON(b []byte) []byte {
+	b = append(b, `{"events":`...)
+	b = appendEvents(b, t.Events)
+	b = append(b, `,"limited":`...)
+	b = strconv.AppendBool(b, t.Limited)
+	if t.PrevBatch != "" {
+		b = append(b, `,"prev_batch":`...)
+		b = appendString(b, t.PrevBatch)
+	}
+	return append(b, '}')
+}
+
+// appendList writes {"events":[...]}.
+func appendList(b []byte, evs []json.RawMessage) []byte {
+	b = append(b, `{"events":`...)
+	b = appendEvents(b, evs)
+	return append(b, '}')
+}
+
+func appendEvents(b []byte, evs []json.RawMessage) []byte {
+	b = append(b, '[')
+	for i, e := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, ']')
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendAny is for the small, rare parts (summaries, key counts).
+func appendAny(b []byte, v any) []byte {
+	out, err := json.Marshal(v)
+	if err != nil {
+		return append(b, "{}"...)
+	}
+	return append(b, out...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString writes s as a JSON string, escaping what JSON requires and
+// replacing invalid UTF-8, as encoding/json does.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
