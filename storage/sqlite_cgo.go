@@ -1,4 +1,4 @@
-//go:build sqlite_cgo
+//go:build cgo && !sqlite_purego
 
 package storage
 

@@ -1,4 +1,4 @@
-//go:build !sqlite_cgo
+//go:build !cgo || sqlite_purego
 
 package storage
 
@@ -9,10 +9,10 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// SQLiteDriver names the SQLite driver this binary is built with. The
-// default is modernc.org/sqlite (pure Go: static binary, no cgo); build
-// with -tags sqlite_cgo for github.com/mattn/go-sqlite3. docs/benchmarks.md
-// compares the two.
+// SQLiteDriver names the SQLite driver this binary is built with. Builds
+// with cgo use github.com/mattn/go-sqlite3 (the faster one, see
+// docs/benchmarks.md); builds without cgo (CGO_ENABLED=0, a static binary)
+// or with -tags sqlite_purego use modernc.org/sqlite, in pure Go.
 const SQLiteDriver = "modernc.org/sqlite"
 
 const sqliteDriverName = "sqlite"
