@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -62,7 +63,12 @@ func (a *API) syncRoutes() []Route {
 }
 
 func intParam(r *http.Request, name string, def int) (int, error) {
-	s := r.URL.Query().Get(name)
+	return intValue(r.URL.Query(), name, def)
+}
+
+// intValue reads a non-negative integer query parameter.
+func intValue(q url.Values, name string, def int) (int, error) {
+	s := q.Get(name)
 	if s == "" {
 		return def, nil
 	}
@@ -75,11 +81,11 @@ func intParam(r *http.Request, name string, def int) (int, error) {
 
 func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	timeout, err := intParam(r, "timeout", 0)
+	timeout, err := intValue(q, "timeout", 0)
 	if err != nil {
 		return err
 	}
-	opts, err := a.syncOpts(r)
+	opts, err := a.syncOpts(r, q.Get("filter"))
 	if err != nil {
 		return err
 	}

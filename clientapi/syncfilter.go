@@ -15,8 +15,7 @@ var compiledFilters = lru.New[string, *syncapi.Opts]("compiled_filters", 1000)
 
 // syncOpts compiles the filter of a /sync request: inline JSON or the ID of
 // a stored filter.
-func (a *API) syncOpts(r *http.Request) (*syncapi.Opts, error) {
-	raw := r.URL.Query().Get("filter")
+func (a *API) syncOpts(r *http.Request, raw string) (*syncapi.Opts, error) {
 	if raw == "" {
 		return syncapi.DefaultOpts(), nil
 	}

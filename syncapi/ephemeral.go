@@ -295,10 +295,18 @@ func (s *Service) SetPresence(ctx context.Context, userID, presence string, stat
 		return merr.TooLarge("status_msg is too long")
 	}
 	ts := nowMS()
+	p := s.presence
+	// The common case, a syncing client staying online: only the time moves.
+	p.mu.Lock()
+	if cur := p.m[userID]; cur != nil && cur.Presence == presence && (statusMsg == nil || *statusMsg == cur.StatusMsg) {
+		cur.LastActive = ts
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
 	// One writer per user at a time, so the stored value is the last one set.
 	unlock := s.presenceLocks.Lock(userID)
 	defer unlock()
-	p := s.presence
 	p.mu.Lock()
 	cur := p.m[userID]
 	msg := ""

@@ -474,9 +474,9 @@ func (s *Service) JoinedRooms(ctx context.Context, userID string) []string {
 	s.CatchUp(ctx)
 	v := s.n.View(userID)
 	out := []string{}
-	for r, m := range v.rooms {
-		if m.m == "join" {
-			out = append(out, r)
+	for _, r := range v.rooms {
+		if r.mem.m == "join" {
+			out = append(out, r.id)
 		}
 	}
 	sort.Strings(out)

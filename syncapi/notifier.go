@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"context"
+	"sort"
 	"sync"
 
 	"github.com/haven-chat/haven/internal/metrics"
@@ -36,7 +37,7 @@ type Notifier struct {
 	roomEvents   map[string]int64
 	roomReceipts map[string]int64
 	roomTyping   map[string]int64
-	listeners    map[string]map[*Listener]struct{}
+	listeners    map[string][]*Listener
 	// unread[{room, user}] is the user's unread count in the room, where known.
 	unread map[roomUser]int
 	// advanced is closed (and replaced) whenever a position moves.
@@ -60,14 +61,24 @@ func (l *Listener) Wake() <-chan struct{} { return l.ch }
 
 // Close unregisters the listener.
 func (l *Listener) Close() {
-	l.n.mu.Lock()
-	if set := l.n.listeners[l.user]; set != nil {
-		delete(set, l)
-		if len(set) == 0 {
-			delete(l.n.listeners, l.user)
+	n := l.n
+	n.mu.Lock()
+	ls := n.listeners[l.user]
+	for i, x := range ls {
+		if x == l {
+			last := len(ls) - 1
+			ls[i] = ls[last]
+			ls[last] = nil
+			ls = ls[:last]
+			break
 		}
 	}
-	l.n.mu.Unlock()
+	if len(ls) == 0 {
+		delete(n.listeners, l.user)
+	} else {
+		n.listeners[l.user] = ls
+	}
+	n.mu.Unlock()
 	metrics.SyncWaiters.Dec()
 }
 
@@ -84,7 +95,7 @@ func NewNotifier(pos Pos) *Notifier {
 		roomEvents:   make(map[string]int64),
 		roomReceipts: make(map[string]int64),
 		roomTyping:   make(map[string]int64),
-		listeners:    make(map[string]map[*Listener]struct{}),
+		listeners:    make(map[string][]*Listener),
 		unread:       make(map[roomUser]int),
 		advanced:     make(chan struct{}),
 	}
@@ -94,12 +105,7 @@ func NewNotifier(pos Pos) *Notifier {
 func (n *Notifier) Listen(user, device string) *Listener {
 	l := &Listener{n: n, user: user, device: device, ch: make(chan struct{}, 1)}
 	n.mu.Lock()
-	set := n.listeners[user]
-	if set == nil {
-		set = make(map[*Listener]struct{})
-		n.listeners[user] = set
-	}
-	set[l] = struct{}{}
+	n.listeners[user] = append(n.listeners[user], l)
 	n.mu.Unlock()
 	metrics.SyncWaiters.Inc()
 	return l
@@ -124,32 +130,30 @@ func (n *Notifier) Current() Pos {
 	return n.cur
 }
 
+// roomView is one of the user's rooms as a sync build sees it.
+type roomView struct {
+	id  string
+	mem membership
+	// latest event, receipt and typing positions of the room
+	events, receipts, typing int64
+}
+
 // userView is what a sync build needs from the indexes, copied at one instant.
 type userView struct {
 	upto  Pos
-	rooms map[string]membership
-	// latest event / receipt / typing positions of those rooms
-	roomEvents, roomReceipts, roomTyping map[string]int64
+	rooms []roomView // sorted by room ID
 }
 
 // View copies the user's rooms and their latest positions, consistent with upto.
 func (n *Notifier) View(user string) userView {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	rs := n.rooms[user]
-	v := userView{
-		upto:         n.cur,
-		rooms:        make(map[string]membership, len(rs)),
-		roomEvents:   make(map[string]int64, len(rs)),
-		roomReceipts: make(map[string]int64, len(rs)),
-		roomTyping:   make(map[string]int64, len(rs)),
-	}
+	v := userView{upto: n.cur, rooms: make([]roomView, 0, len(rs))}
 	for r, m := range rs {
-		v.rooms[r] = m
-		v.roomEvents[r] = n.roomEvents[r]
-		v.roomReceipts[r] = n.roomReceipts[r]
-		v.roomTyping[r] = n.roomTyping[r]
+		v.rooms = append(v.rooms, roomView{id: r, mem: m, events: n.roomEvents[r], receipts: n.roomReceipts[r], typing: n.roomTyping[r]})
 	}
+	n.mu.Unlock()
+	sort.Slice(v.rooms, func(i, j int) bool { return v.rooms[i].id < v.rooms[j].id })
 	return v
 }
 
@@ -190,7 +194,7 @@ func (n *Notifier) userPos(u string) *Pos {
 
 // wakeLocked signals every listener of the user. n.mu must be held.
 func (n *Notifier) wakeLocked(user string) {
-	for l := range n.listeners[user] {
+	for _, l := range n.listeners[user] {
 		select {
 		case l.ch <- struct{}{}:
 		default:
@@ -444,6 +448,13 @@ func (n *Notifier) HasListener(user string) bool {
 func (n *Notifier) advancedLocked() {
 	close(n.advanced)
 	n.advanced = make(chan struct{})
+}
+
+// caughtUp tells whether every stream has reached want.
+func (n *Notifier) caughtUp(want Pos) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cur.Events >= want.Events && n.cur.Receipts >= want.Receipts && n.cur.AccountData >= want.AccountData
 }
 
 // WaitFor returns once every stream has reached the given positions, or when

@@ -257,6 +257,9 @@ func nowMS() int64 { return now().UnixMilli() }
 // usually nothing, at most microseconds.
 func (s *Service) CatchUp(ctx context.Context) {
 	want := Pos{Events: s.rooms.Position(), Receipts: s.receiptSeq.Visible(), AccountData: s.users.AccountDataPosition()}
+	if s.n.caughtUp(want) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_ = s.n.WaitFor(ctx, want)

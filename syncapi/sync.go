@@ -262,16 +262,11 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 
-	roomIDs := make([]string, 0, len(view.rooms))
-	for id := range view.rooms {
-		roomIDs = append(roomIDs, id)
-	}
-	sort.Strings(roomIDs)
-	for _, roomID := range roomIDs {
+	for _, rv := range view.rooms {
+		roomID, mem := rv.id, rv.mem
 		if !o.roomOK(roomID) {
 			continue
 		}
-		mem := view.rooms[roomID]
 		if mem.pos > upto.Events {
 			// changed after our snapshot of positions; the next sync has it
 			continue
@@ -279,11 +274,11 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		switch mem.m {
 		case "join":
 			newly := full || mem.pos > sinceEv
-			if !newly && view.roomEvents[roomID] <= sinceEv && view.roomReceipts[roomID] <= since.Receipts &&
-				view.roomTyping[roomID] <= since.Typing && len(roomData[roomID]) == 0 {
+			if !newly && rv.events <= sinceEv && rv.receipts <= since.Receipts &&
+				rv.typing <= since.Typing && len(roomData[roomID]) == 0 {
 				continue
 			}
-			jr, err := s.joinedRoom(ctx, req, roomID, mem, sinceEv, upto, since, newly, view, now)
+			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now)
 			if err != nil {
 				return nil, err
 			}
@@ -460,7 +455,8 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 	return dst, nil
 }
 
-func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, upto Pos, since *Pos, newly bool, view userView, now int64) (*joinedRoom, error) {
+func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64) (*joinedRoom, error) {
+	roomID, mem := rv.id, rv.mem
 	o := req.Opts
 	jr := &joinedRoom{
 		State:       eventList{Events: []json.RawMessage{}},
@@ -557,7 +553,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string
 	}
 
 	// Ephemeral: typing and receipts.
-	if (newly || view.roomTyping[roomID] > since.Typing) && o.ephemeralOK("m.typing") {
+	if (newly || rv.typing > since.Typing) && o.ephemeralOK("m.typing") {
 		users := s.typing.typingUsers(roomID)
 		if len(users) > 0 || !newly {
 			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
@@ -569,7 +565,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string
 		if !newly {
 			rsince = since.Receipts
 		}
-		if newly || view.roomReceipts[roomID] > rsince {
+		if newly || rv.receipts > rsince {
 			ev, err := s.receiptsEvent(ctx, s.db, req.UserID, roomID, rsince, upto.Receipts)
 			if err != nil {
 				return nil, err
@@ -579,7 +575,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, roomID string
 			}
 		}
 	}
-	if newly || len(tl) > 0 || view.roomReceipts[roomID] > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
+	if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)
 		if err != nil {
 			return nil, err

@@ -6,16 +6,18 @@ import (
 	"container/list"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/haven-chat/haven/internal/metrics"
 )
 
 // Cache maps K to V and holds at most Max entries.
 type Cache[K comparable, V any] struct {
-	mu    sync.Mutex
-	max   int
-	name  string
-	ll    *list.List
-	items map[K]*list.Element
+	mu        sync.Mutex
+	max       int
+	ll        *list.List
+	items     map[K]*list.Element
+	hit, miss prometheus.Counter
 }
 
 type entry[K comparable, V any] struct {
@@ -28,7 +30,8 @@ func New[K comparable, V any](name string, max int) *Cache[K, V] {
 	if max < 1 {
 		max = 1
 	}
-	return &Cache[K, V]{max: max, name: name, ll: list.New(), items: make(map[K]*list.Element)}
+	return &Cache[K, V]{max: max, ll: list.New(), items: make(map[K]*list.Element),
+		hit: metrics.CacheLookups.WithLabelValues(name, "hit"), miss: metrics.CacheLookups.WithLabelValues(name, "miss")}
 }
 
 // Get returns the value for k.
@@ -39,11 +42,11 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 		c.ll.MoveToFront(el)
 		v := el.Value.(*entry[K, V]).v
 		c.mu.Unlock()
-		metrics.Hit(c.name)
+		c.hit.Inc()
 		return v, true
 	}
 	c.mu.Unlock()
-	metrics.Miss(c.name)
+	c.miss.Inc()
 	var zero V
 	return zero, false
 }
