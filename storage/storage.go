@@ -61,6 +61,8 @@ type DB struct {
 	loopDone chan struct{}
 	closeMu  sync.RWMutex
 	closed   bool
+	// stmts and wstmts keep SQLite's statements prepared (read and write pools).
+	stmts, wstmts *stmtCache
 	// Location is where the data lives, without any password, for messages.
 	Location string
 }
@@ -204,7 +206,8 @@ func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
 		reader.SetMaxIdleConns(n)
 		reader.SetConnMaxIdleTime(0)
 		db := &DB{dialect: SQLite, writer: writer, reader: reader, Location: "sqlite:" + t.Path,
-			jobs: make(chan *writeJob, 1024), loopDone: make(chan struct{})}
+			jobs: make(chan *writeJob, 1024), loopDone: make(chan struct{}),
+			stmts: newStmtCache(), wstmts: newStmtCache()}
 		go db.writeLoop()
 		return db, nil
 	}
@@ -228,6 +231,8 @@ func (db *DB) Close() {
 	if db.jobs != nil {
 		<-db.loopDone
 	}
+	db.stmts.close()
+	db.wstmts.close()
 	if db.reader != db.writer {
 		db.reader.Close()
 	}
@@ -245,19 +250,101 @@ type Querier interface {
 // Query reads from the read pool.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = db.prep(query, args)
+	if st := db.stmts.get(ctx, db.reader, query, true); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return db.reader.QueryContext(ctx, query, args...)
 }
 
 // QueryRow reads one row from the read pool.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	query, args = db.prep(query, args)
+	if st := db.stmts.get(ctx, db.reader, query, true); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return db.reader.QueryRowContext(ctx, query, args...)
 }
 
 // Exec runs a statement on the write connection.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = db.prep(query, args)
+	if st := db.wstmts.get(ctx, db.writer, query, true); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return db.writer.ExecContext(ctx, query, args...)
+}
+
+// stmtCache keeps SQLite statements prepared (PostgreSQL's driver caches
+// its own). It holds at most maxStmts texts; others run unprepared.
+// Statements first met inside a write transaction cannot be prepared then
+// (the one write connection is busy): they are noted and prepared by the
+// write loop between transactions.
+type stmtCache struct {
+	mu     sync.Mutex
+	m      map[string]*sql.Stmt
+	wanted map[string]bool
+}
+
+const maxStmts = 300
+
+func newStmtCache() *stmtCache {
+	return &stmtCache{m: map[string]*sql.Stmt{}, wanted: map[string]bool{}}
+}
+
+// get returns the prepared statement for query, preparing it on pool when
+// canPrepare (the caller holds no connection of pool).
+func (c *stmtCache) get(ctx context.Context, pool *sql.DB, query string, canPrepare bool) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	st, ok := c.m[query]
+	full := len(c.m)+len(c.wanted) >= maxStmts
+	if !ok && !canPrepare && !full {
+		c.wanted[query] = true
+	}
+	c.mu.Unlock()
+	if ok || !canPrepare || full {
+		return st
+	}
+	st, err := pool.PrepareContext(ctx, query)
+	if err != nil {
+		return nil // run unprepared: the error (if any) surfaces there
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[query]; ok {
+		st.Close()
+		return old
+	}
+	c.m[query] = st
+	return st
+}
+
+// prepareWanted prepares the statements noted inside transactions.
+func (c *stmtCache) prepareWanted(pool *sql.DB) {
+	c.mu.Lock()
+	var todo []string
+	for q := range c.wanted {
+		todo = append(todo, q)
+	}
+	c.wanted = map[string]bool{}
+	c.mu.Unlock()
+	for _, q := range todo {
+		c.get(context.Background(), pool, q, true)
+	}
+}
+
+func (c *stmtCache) close() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
 }
 
 // prep expands list arguments, counts the statement and gives the driver
@@ -279,16 +366,25 @@ type Tx struct {
 
 func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = t.db.prep(query, args)
+	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
 	return t.tx.QueryContext(ctx, query, args...)
 }
 
 func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	query, args = t.db.prep(query, args)
+	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {
+		return t.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
 	return t.tx.QueryRowContext(ctx, query, args...)
 }
 
 func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = t.db.prep(query, args)
+	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {
+		return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
 	return t.tx.ExecContext(ctx, query, args...)
 }
 
@@ -344,9 +440,12 @@ func (db *DB) writeLoop() {
 		}
 		if len(group) == 1 {
 			job.done <- db.writeOne(job.ctx, job.fn)
-			continue
+		} else {
+			db.writeGroup(group)
 		}
-		db.writeGroup(group)
+		// Between transactions the write connection is free: prepare the
+		// statements the last ones used.
+		db.wstmts.prepareWanted(db.writer)
 	}
 }
 
