@@ -222,32 +222,41 @@ type receiptRow struct {
 	ts                                       int64
 }
 
-// receiptsEvent builds the m.receipt ephemeral event of a room from the
-// receipts with since < pos <= upto; private receipts only for their owner.
-func (s *Service) receiptsEvent(ctx context.Context, q storage.Querier, userID, roomID string, since, upto int64) (json.RawMessage, error) {
-	rows, err := q.Query(ctx, `SELECT rtype, user_id, thread_id, event_id, ts FROM receipts WHERE room_id = $1 AND pos > $2 AND pos <= $3`, roomID, since, upto)
+// receiptsEvents builds the m.receipt ephemeral event of each of the rooms
+// from their receipts with since < pos <= upto, in one query; private
+// receipts only for their owner. Rooms without receipts are absent.
+func (s *Service) receiptsEvents(ctx context.Context, q storage.Querier, userID string, rooms []string, since, upto int64) (map[string]json.RawMessage, error) {
+	if len(rooms) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT room_id, rtype, user_id, thread_id, event_id, ts FROM receipts WHERE room_id IN ($1) AND pos > $2 AND pos <= $3`, rooms, since, upto)
 	if err != nil {
-		return nil, fmt.Errorf("receipts of %s: %w", roomID, err)
+		return nil, fmt.Errorf("receipts: %w", err)
 	}
 	defer rows.Close()
+	// room → event → type → user → entry
 	content := map[string]map[string]map[string]map[string]any{}
-	n := 0
 	for rows.Next() {
 		var r receiptRow
-		if err := rows.Scan(&r.rtype, &r.userID, &r.threadID, &r.eventID, &r.ts); err != nil {
+		if err := rows.Scan(&r.roomID, &r.rtype, &r.userID, &r.threadID, &r.eventID, &r.ts); err != nil {
 			return nil, err
 		}
 		if r.rtype == "m.read.private" && r.userID != userID {
 			continue
 		}
-		byType := content[r.eventID]
+		byEvent := content[r.roomID]
+		if byEvent == nil {
+			byEvent = map[string]map[string]map[string]any{}
+			content[r.roomID] = byEvent
+		}
+		byType := byEvent[r.eventID]
 		if byType == nil {
-			byType = map[string]map[string]map[string]any{}
-			content[r.eventID] = byType
+			byType = map[string]map[string]any{}
+			byEvent[r.eventID] = byType
 		}
 		byUser := byType[r.rtype]
 		if byUser == nil {
-			byUser = map[string]map[string]any{}
+			byUser = map[string]any{}
 			byType[r.rtype] = byUser
 		}
 		entry := map[string]any{"ts": r.ts}
@@ -255,15 +264,19 @@ func (s *Service) receiptsEvent(ctx context.Context, q storage.Querier, userID, 
 			entry["thread_id"] = r.threadID
 		}
 		byUser[r.userID] = entry
-		n++
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		return nil, nil
+	out := make(map[string]json.RawMessage, len(content))
+	for room, c := range content {
+		ev, err := json.Marshal(map[string]any{"type": "m.receipt", "content": c})
+		if err != nil {
+			return nil, err
+		}
+		out[room] = ev
 	}
-	return json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+	return out, nil
 }
 
 // ---- presence ----

@@ -262,6 +262,10 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 
+	receipts, err := s.receiptsFor(ctx, req.UserID, view, since, full, upto)
+	if err != nil {
+		return nil, err
+	}
 	for _, rv := range view.rooms {
 		roomID, mem := rv.id, rv.mem
 		if !o.roomOK(roomID) {
@@ -278,7 +282,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 				rv.typing <= since.Typing && len(roomData[roomID]) == 0 {
 				continue
 			}
-			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now)
+			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, receipts)
 			if err != nil {
 				return nil, err
 			}
@@ -322,6 +326,43 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 	return resp, nil
+}
+
+// receiptsFor loads, in one query for all of them, the receipts of the
+// joined rooms that the response will carry: all of them for rooms the
+// device sees whole (initial sync, full state, newly joined), those after
+// since for rooms with new receipts.
+func (s *Service) receiptsFor(ctx context.Context, userID string, view userView, since *Pos, full bool, upto Pos) (map[string]json.RawMessage, error) {
+	var whole, changed []string
+	for _, rv := range view.rooms {
+		if rv.mem.m != "join" || rv.mem.pos > upto.Events {
+			continue
+		}
+		switch {
+		case full || rv.mem.pos > since.Events:
+			whole = append(whole, rv.id)
+		case rv.receipts > since.Receipts:
+			changed = append(changed, rv.id)
+		}
+	}
+	out, err := s.receiptsEvents(ctx, s.db, userID, whole, 0, upto.Receipts)
+	if err != nil {
+		return nil, err
+	}
+	if len(changed) > 0 {
+		more, err := s.receiptsEvents(ctx, s.db, userID, changed, since.Receipts, upto.Receipts)
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = more
+		} else {
+			for k, v := range more {
+				out[k] = v
+			}
+		}
+	}
+	return out, nil
 }
 
 // timelineWindow returns up to limit events with since < pos <= upto, and
@@ -455,7 +496,7 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 	return dst, nil
 }
 
-func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64) (*joinedRoom, error) {
+func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64, receipts map[string]json.RawMessage) (*joinedRoom, error) {
 	roomID, mem := rv.id, rv.mem
 	o := req.Opts
 	jr := &joinedRoom{
@@ -561,18 +602,8 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 		}
 	}
 	if o.ephemeralOK("m.receipt") {
-		rsince := int64(0)
-		if !newly {
-			rsince = since.Receipts
-		}
-		if newly || rv.receipts > rsince {
-			ev, err := s.receiptsEvent(ctx, s.db, req.UserID, roomID, rsince, upto.Receipts)
-			if err != nil {
-				return nil, err
-			}
-			if ev != nil {
-				jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-			}
+		if ev := receipts[roomID]; ev != nil {
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
 	}
 	if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
