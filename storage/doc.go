@@ -11,6 +11,18 @@
 // pool; PostgreSQL one pool for both. Write transactions never wait on
 // anything but the database, so no long-poll ever holds a connection.
 //
+// On SQLite, writes that arrive while another is committing are grouped into
+// one transaction, each in its own savepoint (group commit: one fsync for
+// the group, and a failing write undoes only itself), and statements are
+// kept prepared. The SQLite driver is github.com/mattn/go-sqlite3 where cgo
+// is available and modernc.org/sqlite otherwise (or with -tags
+// sqlite_purego); docs/benchmarks.md compares them.
+//
+// One process writes a database at a time (AcquireWriter: an advisory lock
+// on PostgreSQL, a file lock beside the SQLite file), because the streams'
+// positions are handed out by their single writer.
+//
 // Tables are owned by the packages named in the migration comments; this
-// package owns schema_migrations. It starts no goroutines.
+// package owns schema_migrations. Goroutines: the SQLite write loop. Lock
+// order: closeMu, then the statement caches' mutexes (leaves).
 package storage
