@@ -73,6 +73,9 @@ type API struct {
 	Areas []func() []Route
 	// Observe is told about each request (metrics).
 	Observe httpx.Observer
+	// Handoff, when set, lets waiting /sync requests park their connection
+	// instead of holding a goroutine and the server's buffers.
+	Handoff *httpx.Handoff
 }
 
 type deviceKey struct{}
@@ -110,7 +113,9 @@ func (a *API) Router() http.Handler {
 					httpx.WriteError(w, r, merr.TooLarge("Request body is larger than %d bytes", limit))
 					return
 				}
-				if r.Body != nil {
+				// Only bodies that exist get the limit: the limiting reader keeps
+				// the response writer, which a parked /sync must let go of.
+				if r.Body != nil && r.Body != http.NoBody {
 					r.Body = http.MaxBytesReader(w, r.Body, limit)
 				}
 				next.ServeHTTP(w, r)
@@ -133,6 +138,9 @@ func (a *API) Router() http.Handler {
 
 func (a *API) wrap(rt Route) http.Handler {
 	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		if ri := httpx.Info(r.Context()); ri != nil {
+			ri.Route = rt.Path
+		}
 		if rt.Auth != authNone {
 			token := httpx.BearerToken(r)
 			if token == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/syncapi"
 )
@@ -17,6 +18,7 @@ import (
 // syncService is what the sync-side handlers need.
 type syncService interface {
 	Sync(ctx context.Context, req syncapi.SyncRequest) (*syncapi.Response, error)
+	StartSync(ctx context.Context, req syncapi.SyncRequest) (*syncapi.Response, *syncapi.Waiter, error)
 	Messages(ctx context.Context, req syncapi.MessagesRequest) (*syncapi.MessagesResponse, error)
 	Context(ctx context.Context, userID, deviceID, roomID, eventID string, limit int, o *syncapi.Opts) (*syncapi.ContextResponse, error)
 	Event(ctx context.Context, userID, deviceID, roomID, eventID string) (json.RawMessage, error)
@@ -91,16 +93,58 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	}
 	d := DeviceFrom(r)
 	fullState := q.Get("full_state") == "true"
-	resp, err := a.Sync.Sync(r.Context(), syncapi.SyncRequest{
+	resp, waiter, err := a.Sync.StartSync(r.Context(), syncapi.SyncRequest{
 		UserID: d.UserID, DeviceID: d.DeviceID, Since: q.Get("since"), Timeout: time.Duration(timeout) * time.Millisecond,
 		FullState: fullState, SetPresence: q.Get("set_presence"), Opts: opts,
 	})
 	if err != nil {
 		return err
 	}
+	if waiter == nil {
+		return writeSync(w, resp)
+	}
+	// Nothing to say yet. Park the connection: while it waits, the request
+	// holds no goroutine and none of the HTTP server's buffers.
+	ri := httpx.Info(r.Context())
+	parked, perr := a.Handoff.Park(w, r, waiter.Cancel)
+	if perr != nil {
+		resp, err := waiter.Wait(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeSync(w, resp)
+	}
+	if ri != nil {
+		ri.Parked = true
+	}
+	ctx := context.WithoutCancel(r.Context())
+	waiter.Park(ctx, func(resp *syncapi.Response, err error) {
+		status := http.StatusOK
+		var body []byte
+		if err != nil {
+			me, ok := merr.As(err)
+			if !ok {
+				logging.From(ctx).WithError(err).Error("internal error")
+				me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+			}
+			if ri != nil {
+				ri.ErrCode = me.Code
+			}
+			status = me.Status
+			body, _ = json.Marshal(httpx.ErrorBody(me))
+		} else {
+			body = resp.AppendJSON(nil)
+		}
+		_ = parked.Answer(status, body)
+		ri.Finish(status)
+	})
+	return nil
+}
+
+func writeSync(w http.ResponseWriter, resp *syncapi.Response) error {
 	bp := syncBuffers.Get().(*[]byte)
 	body := resp.AppendJSON((*bp)[:0])
-	err = httpx.RawJSON(w, http.StatusOK, body)
+	err := httpx.RawJSON(w, http.StatusOK, body)
 	if cap(body) <= 1<<20 {
 		*bp = body
 		syncBuffers.Put(bp)

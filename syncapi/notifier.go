@@ -54,6 +54,22 @@ type Listener struct {
 	user   string
 	device string
 	ch     chan struct{}
+	// fn, when set, is run on a new goroutine instead of signalling ch
+	// (a parked /sync, which holds no goroutine while it waits).
+	fn func()
+}
+
+// onWake makes the listener run fn on a goroutine of its own when it fires,
+// at once if it fired already.
+func (n *Notifier) onWake(l *Listener, fn func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	select {
+	case <-l.ch:
+		go fn()
+	default:
+		l.fn = fn
+	}
 }
 
 // Wake returns the channel that receives when something for the listener commits.
@@ -195,6 +211,11 @@ func (n *Notifier) userPos(u string) *Pos {
 // wakeLocked signals every listener of the user. n.mu must be held.
 func (n *Notifier) wakeLocked(user string) {
 	for _, l := range n.listeners[user] {
+		if f := l.fn; f != nil {
+			l.fn = nil
+			go f()
+			continue
+		}
 		select {
 		case l.ch <- struct{}{}:
 		default:
@@ -493,4 +514,15 @@ func (n *Notifier) CoMembers(user string) []string {
 		out = append(out, u)
 	}
 	return out
+}
+
+// Waiting counts the registered listeners (waiting /sync requests).
+func (n *Notifier) Waiting() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := 0
+	for _, ls := range n.listeners {
+		c += len(ls)
+	}
+	return c
 }

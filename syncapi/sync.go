@@ -139,6 +139,17 @@ const MaxTimeout = 3 * time.Minute
 // commits for it or when the timeout passes. A waiting sync holds no database
 // connection and costs no query.
 func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) {
+	resp, w, err := s.StartSync(ctx, req)
+	if err != nil || w == nil {
+		return resp, err
+	}
+	return w.Wait(ctx)
+}
+
+// StartSync answers a /sync at once when it can. Otherwise it returns a
+// Waiter, whose listener is registered: nothing committed from then on is
+// missed, and the caller chooses how to wait (Wait, or Park).
+func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *Waiter, error) {
 	if req.Opts == nil {
 		req.Opts = DefaultOpts()
 	}
@@ -147,7 +158,7 @@ func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) 
 	if req.Since != "" {
 		p, err := ParsePos(req.Since)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// A token from ahead of this server (a database restored from a
 		// backup) is held to what the server has, so nothing written from
@@ -165,60 +176,20 @@ func (s *Service) Sync(ctx context.Context, req SyncRequest) (*Response, error) 
 		case "unavailable", "offline":
 			_ = s.SetPresence(ctx, req.UserID, req.SetPresence, nil)
 		default:
-			return nil, merr.InvalidParam("set_presence must be online, offline or unavailable")
+			return nil, nil, merr.InvalidParam("set_presence must be online, offline or unavailable")
 		}
 	}
 	if since == nil || req.FullState {
-		return s.build(ctx, req, since, s.n.View(req.UserID))
+		resp, err := s.build(ctx, req, since, s.n.View(req.UserID))
+		return resp, nil, err
 	}
-	timeout := req.Timeout
-	if timeout > MaxTimeout {
-		timeout = MaxTimeout
+	timeout := min(req.Timeout, MaxTimeout)
+	w := &Waiter{s: s, req: req, cur: *since, deadline: time.Now().Add(timeout)}
+	resp, err := w.check(ctx, timeout <= 0)
+	if err != nil || resp != nil {
+		return resp, nil, err
 	}
-	var timer *time.Timer
-	if timeout > 0 {
-		timer = time.NewTimer(timeout)
-		defer timer.Stop()
-	}
-	cur := *since
-	for {
-		l := s.n.Listen(req.UserID, req.DeviceID)
-		if s.n.HasNews(req.UserID, req.DeviceID, cur) {
-			l.Close()
-			resp, err := s.build(ctx, req, &cur, s.n.View(req.UserID))
-			if err != nil || !resp.empty() || timeout <= 0 {
-				return resp, err
-			}
-			// Nothing for this device after all: move on and keep waiting.
-			next, _ := ParsePos(resp.NextBatch)
-			cur = next.Max(cur)
-			select {
-			case <-timer.C:
-				return resp, nil
-			case <-ctx.Done():
-				return resp, nil
-			default:
-			}
-			continue
-		}
-		if timeout <= 0 {
-			l.Close()
-			return s.build(ctx, req, &cur, s.n.View(req.UserID))
-		}
-		select {
-		case <-l.Wake():
-			l.Close()
-			continue
-		case <-timer.C:
-			l.Close()
-			resp := newResponse()
-			resp.NextBatch = cur.String()
-			return resp, nil
-		case <-ctx.Done():
-			l.Close()
-			return nil, ctx.Err()
-		}
-	}
+	return nil, w, nil
 }
 
 // build makes the response for the window (since, view.upto].

@@ -18,6 +18,7 @@ import (
 	"github.com/haven-chat/haven/clientapi"
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/roomserver"
@@ -40,6 +41,7 @@ type App struct {
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
 
+	api             *clientapi.API
 	listener        net.Listener
 	metricsListener net.Listener
 	closers         []func()
@@ -110,6 +112,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
 	a.HTTP = api.Router()
+	a.api = api
 	return a, nil
 }
 
@@ -152,7 +155,10 @@ func (a *App) Serve(ctx context.Context) error {
 		ErrorLog:       nil,
 	}
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(a.listener) }()
+	// Connections of parked /sync requests come back through the Handoff.
+	handoff := httpx.NewHandoff(a.listener)
+	a.api.Handoff = handoff
+	go func() { errc <- srv.Serve(handoff) }()
 	var msrv *http.Server
 	if a.metricsListener != nil {
 		mux := http.NewServeMux()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,47 @@ type RequestInfo struct {
 	UserID   string
 	DeviceID string
 	ErrCode  string
-	Route    string
+	// Route is the route pattern (set by the router's handler wrapper).
+	Route string
+	// Parked is set by a handler that took the connection over: the log
+	// line and the metrics are then written by Finish, when it answers.
+	Parked bool
+
+	mu       sync.Mutex
+	finish   func(status int) // set when the handler has returned
+	finished bool             // set when Finish came first
+	status   int
+}
+
+// Finish logs and measures a parked request once it is answered. It may run
+// before or after the handler has returned.
+func (ri *RequestInfo) Finish(status int) {
+	if ri == nil {
+		return
+	}
+	ri.mu.Lock()
+	f := ri.finish
+	if f == nil {
+		ri.finished, ri.status = true, status
+	}
+	ri.finish = nil
+	ri.mu.Unlock()
+	if f != nil {
+		f(status)
+	}
+}
+
+// parkedReturned is called by the access log when a parked request's
+// handler has returned.
+func (ri *RequestInfo) parkedReturned(done func(status int)) {
+	ri.mu.Lock()
+	if ri.finished {
+		ri.mu.Unlock()
+		done(ri.status)
+		return
+	}
+	ri.finish = done
+	ri.mu.Unlock()
 }
 
 type infoKey struct{}
@@ -113,37 +154,44 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 						writeMatrixError(sw, r, merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error"))
 					}
 				}
-				d := time.Since(start)
 				status := sw.Status
 				if status == 0 {
 					status = http.StatusOK
 				}
-				if observe != nil {
-					observe(r, ri, status, d)
+				done := func(status int) {
+					d := time.Since(start)
+					if observe != nil {
+						observe(r, ri, status, d)
+					}
+					lvl := logrus.InfoLevel
+					if status >= 500 {
+						lvl = logrus.ErrorLevel
+					}
+					if !log.IsLevelEnabled(lvl) {
+						return
+					}
+					f := logrus.Fields{
+						"method":      r.Method,
+						"path":        r.URL.Path,
+						"status":      status,
+						"duration_ms": float64(d.Microseconds()) / 1000,
+					}
+					if ri.UserID != "" {
+						f["user_id"] = ri.UserID
+					}
+					if ri.DeviceID != "" {
+						f["device_id"] = ri.DeviceID
+					}
+					if ri.ErrCode != "" {
+						f["errcode"] = ri.ErrCode
+					}
+					entry.WithFields(f).Log(lvl, "request")
 				}
-				lvl := logrus.InfoLevel
-				if status >= 500 {
-					lvl = logrus.ErrorLevel
-				}
-				if !log.IsLevelEnabled(lvl) {
+				if ri.Parked {
+					ri.parkedReturned(done)
 					return
 				}
-				f := logrus.Fields{
-					"method":      r.Method,
-					"path":        r.URL.Path,
-					"status":      status,
-					"duration_ms": float64(d.Microseconds()) / 1000,
-				}
-				if ri.UserID != "" {
-					f["user_id"] = ri.UserID
-				}
-				if ri.DeviceID != "" {
-					f["device_id"] = ri.DeviceID
-				}
-				if ri.ErrCode != "" {
-					f["errcode"] = ri.ErrCode
-				}
-				entry.WithFields(f).Log(lvl, "request")
+				done(status)
 			}()
 			next.ServeHTTP(sw, r)
 		})

@@ -63,9 +63,11 @@ func Hit(cache string)  { CacheLookups.WithLabelValues(cache, "hit").Inc() }
 func Miss(cache string) { CacheLookups.WithLabelValues(cache, "miss").Inc() }
 
 // Observe records one finished request; it is the httpx.Observer of the client API.
-func Observe(r *http.Request, _ *httpx.RequestInfo, status int, d time.Duration) {
+func Observe(r *http.Request, ri *httpx.RequestInfo, status int, d time.Duration) {
 	route := "unmatched"
-	if rc := chi.RouteContext(r.Context()); rc != nil {
+	if ri != nil && ri.Route != "" {
+		route = ri.Route
+	} else if rc := chi.RouteContext(r.Context()); rc != nil {
 		if p := rc.RoutePattern(); p != "" {
 			route = p
 		}
