@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -99,8 +100,56 @@ func (d *pushDelta) clone() *pushDelta {
 // pushState is a user's push rules in memory.
 type pushState struct {
 	delta    *pushDelta
-	rules    Ruleset
 	rendered json.RawMessage // {"global": rules}
+	// rules is built from rendered when first needed (most users keep
+	// the defaults and never need it parsed).
+	once  sync.Once
+	rules Ruleset
+	err   error
+}
+
+// ruleset parses the rendered rules once.
+func (st *pushState) ruleset() (Ruleset, error) {
+	st.once.Do(func() {
+		var wrapped struct {
+			Global Ruleset `json:"global"`
+		}
+		st.err = json.Unmarshal(st.rendered, &wrapped)
+		st.rules = wrapped.Global
+	})
+	return st.rules, st.err
+}
+
+// The default rules rendered once for a placeholder user: a user without
+// rules of their own gets them by replacing the placeholder, without
+// building and encoding the rules again.
+const (
+	placeholderLocalpart = "haven-push-placeholder-7f3a"
+	placeholderUserID    = "@" + placeholderLocalpart + ":haven.invalid"
+)
+
+var (
+	defaultRenderedOnce sync.Once
+	defaultRenderedTmpl string
+)
+
+func defaultRendered(userID string) (json.RawMessage, error) {
+	defaultRenderedOnce.Do(func() {
+		if st, err := buildPushState(placeholderUserID, &pushDelta{}); err == nil {
+			defaultRenderedTmpl = string(st.rendered)
+		}
+	})
+	localpart, _, ok := SplitUserID(userID)
+	if defaultRenderedTmpl == "" || !ok {
+		st, err := buildPushState(userID, &pushDelta{})
+		if err != nil {
+			return nil, err
+		}
+		return st.rendered, nil
+	}
+	out := strings.ReplaceAll(defaultRenderedTmpl, placeholderUserID, jsonStringBody(userID))
+	out = strings.ReplaceAll(out, placeholderLocalpart, jsonStringBody(localpart))
+	return json.RawMessage(out), nil
 }
 
 func buildPushState(userID string, d *pushDelta) (*pushState, error) {
@@ -136,7 +185,9 @@ func buildPushState(userID string, d *pushDelta) (*pushState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode push rules of %s: %w", userID, err)
 	}
-	return &pushState{delta: d, rules: rs, rendered: rendered}, nil
+	st := &pushState{delta: d, rendered: rendered}
+	st.once.Do(func() { st.rules = rs })
+	return st, nil
 }
 
 func concat(parts ...[]PushRule) []PushRule {
@@ -176,8 +227,14 @@ func (s *Service) loadPushState(ctx context.Context, userID string, locked bool)
 			return nil, fmt.Errorf("decode push rules of %s: %w", userID, err)
 		}
 	}
-	st, err := buildPushState(userID, d)
-	if err != nil {
+	var st *pushState
+	if d.empty() {
+		rendered, err := defaultRendered(userID)
+		if err != nil {
+			return nil, err
+		}
+		st = &pushState{delta: d, rendered: rendered}
+	} else if st, err = buildPushState(userID, d); err != nil {
 		return nil, err
 	}
 	s.pushRules.Put(userID, st)
@@ -200,7 +257,7 @@ func (s *Service) PushRuleset(ctx context.Context, userID string) (Ruleset, erro
 	if err != nil {
 		return Ruleset{}, err
 	}
-	return st.rules, nil
+	return st.ruleset()
 }
 
 func checkKind(kind string) error {

@@ -188,3 +188,26 @@ func TestPushRules(t *testing.T) {
 		}
 	})
 }
+
+// TestDefaultRulesFastPath: a user without rules of their own gets, from the
+// rendered template, exactly what building their rules gives.
+func TestDefaultRulesFastPath(t *testing.T) {
+	for _, u := range []string{"@alice:example.org", "@a.b_c=d-e/f+g:h.example:8448", "@x:localhost"} {
+		built, err := buildPushState(u, &pushDelta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := defaultRendered(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(fast) != string(built.rendered) {
+			t.Fatalf("%s:\n%s\n%s", u, fast, built.rendered)
+		}
+		st := &pushState{rendered: fast}
+		rs, err := st.ruleset()
+		if err != nil || len(rs.Override) == 0 || len(rs.Underride) == 0 {
+			t.Fatalf("parsed %+v %v", rs, err)
+		}
+	}
+}
