@@ -84,7 +84,7 @@ type room struct {
 // New creates the roomserver, reading the stream positions from the database.
 func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSource, accounts AccountChecker, opts Options) (*Service, error) {
 	if opts.RoomCacheSize <= 0 {
-		opts.RoomCacheSize = 1000
+		opts.RoomCacheSize = 500
 	}
 	if opts.DefaultVersion == "" {
 		opts.DefaultVersion = "11"
@@ -104,7 +104,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		rooms:      lru.New[string, *room]("room_state", opts.RoomCacheSize),
 		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 512),
 		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
-		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 50000),
+		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 5000),
 	}
 	s.snapSeq.Store(lastSnap)
 	return s, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -392,6 +393,26 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 		}
 	}
 	return out, nil
+}
+
+// presenceEvent renders an m.presence event for sync.
+func presenceEvent(userID string, e *presenceEntry, now int64) json.RawMessage {
+	b := make([]byte, 0, 160)
+	b = append(b, `{"type":"m.presence","sender":`...)
+	b = appendString(b, userID)
+	b = append(b, `,"content":{"presence":`...)
+	b = appendString(b, e.Presence)
+	if e.LastActive > 0 {
+		b = append(b, `,"last_active_ago":`...)
+		b = strconv.AppendInt(b, max(0, now-e.LastActive), 10)
+	}
+	b = append(b, `,"currently_active":`...)
+	b = strconv.AppendBool(b, e.Presence == "online" && now-e.LastActive < 5*60*1000)
+	if e.StatusMsg != "" {
+		b = append(b, `,"status_msg":`...)
+		b = appendString(b, e.StatusMsg)
+	}
+	return append(b, "}}"...)
 }
 
 // presenceOf returns a copy of a user's presence; nil if never set (offline).

@@ -97,7 +97,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	}
 	s := &Service{
 		db: db, bus: b, rooms: rs, users: us, opts: opts,
-		rendered:    lru.New[string, *clientEvent]("client_events", 10000),
+		rendered:    lru.New[string, *clientEvent]("client_events", 5000),
 		recent:      lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
 		receiptSeq:  stream.New(lastReceipt),
 		presenceSeq: stream.New(lastPresence),

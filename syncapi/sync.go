@@ -222,7 +222,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			return nil, err
 		}
 		for _, it := range items {
-			ev, _ := json.Marshal(map[string]any{"type": it.Type, "content": it.Content})
+			ev := accountDataEvent(it.Type, it.Content)
 			if it.RoomID == "" {
 				if o.accountDataOK(it.Type) {
 					resp.AccountData.Events = append(resp.AccountData.Events, ev)
@@ -297,6 +297,17 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 	return resp, nil
+}
+
+// accountDataEvent wraps content (a JSON object the user API checked) as an
+// account data event without encoding it again.
+func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
+	b := make([]byte, 0, len(content)+len(typ)+24)
+	b = append(b, `{"type":`...)
+	b = appendString(b, typ)
+	b = append(b, `,"content":`...)
+	b = append(b, content...)
+	return append(b, '}')
 }
 
 // receiptsFor loads, in one query for all of them, the receipts of the
@@ -816,11 +827,7 @@ func (s *Service) presenceSection(ctx context.Context, userID string, since *Pos
 		if e == nil || e.Pos <= after || e.Pos > upto.Presence {
 			continue
 		}
-		p, err := s.Presence(ctx, userID, u)
-		if err != nil {
-			continue
-		}
-		ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": u, "content": p})
+		ev := presenceEvent(u, e, nowMS())
 		resp.Presence.Events = append(resp.Presence.Events, ev)
 	}
 	return nil
