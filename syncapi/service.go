@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -77,7 +78,9 @@ type Service struct {
 	typing        *typingState
 	presence      *presenceState
 	presenceLocks keyed.Mutex
-	unsubs        []func()
+	// buildSlots bounds the responses being built at once.
+	buildSlots chan struct{}
+	unsubs     []func()
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.
@@ -102,6 +105,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		receiptSeq:  stream.New(lastReceipt),
 		presenceSeq: stream.New(lastPresence),
 		typing:      newTypingState(),
+		buildSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		presence:    newPresenceState(),
 	}
 	// Subscribe before reading the positions so nothing committed in between is lost:

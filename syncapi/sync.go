@@ -194,6 +194,15 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 
 // build makes the response for the window (since, view.upto].
 func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view userView) (*Response, error) {
+	// A few builds at a time: more would not finish sooner on this many
+	// cores, only hold more memory (a stampede of initial syncs after a
+	// restart, for one).
+	select {
+	case s.buildSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.buildSlots }()
 	resp := newResponse()
 	upto := view.upto
 	if since != nil {
