@@ -13,12 +13,20 @@
 // token, and only then waits: a waiting /sync holds no database connection
 // and runs no query. A commit in room R wakes only R's members.
 //
+// Parking: StartSync returns a Waiter when there is nothing to answer yet.
+// The client API parks it (Waiter.Park): the HTTP connection is taken over
+// and the request holds no goroutine and no server buffers while it waits
+// (a few KiB each); the wake-up or the deadline answers it on a goroutine of
+// its own and hands the connection back to the HTTP server.
+//
 // Caches: recently committed events per room, already rendered in the
 // client format (so the ten members of a room who wake for a message build
 // their responses without a query), rendered events by ID, and unread
 // counts per member. All are bounded.
 //
-// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own.
+// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own; a
+// short-lived one per parked /sync when it is answered. At most a few
+// responses are built at once (buildSlots).
 //
 // Lock order: Notifier.mu is a leaf lock; recentRoom.mu, typingState.mu
 // and presenceState.mu are never held while taking another lock.
