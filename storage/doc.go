@@ -14,9 +14,9 @@
 // On SQLite, writes that arrive while another is committing are grouped into
 // one transaction, each in its own savepoint (group commit: one fsync for
 // the group, and a failing write undoes only itself), and statements are
-// kept prepared. The SQLite driver is github.com/mattn/go-sqlite3 where cgo
-// is available and modernc.org/sqlite otherwise (or with -tags
-// sqlite_purego); docs/benchmarks.md compares them.
+// kept prepared. The SQLite driver is modernc.org/sqlite (pure Go, with
+// FTS5); a build with -tags "sqlite_cgo sqlite_fts5" uses
+// github.com/mattn/go-sqlite3 instead; docs/benchmarks.md compares them.
 //
 // One process writes a database at a time (AcquireWriter: an advisory lock
 // on PostgreSQL, a file lock beside the SQLite file), because the streams'

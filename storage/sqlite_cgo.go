@@ -1,4 +1,4 @@
-//go:build cgo && !sqlite_purego
+//go:build cgo && sqlite_cgo
 
 package storage
 
