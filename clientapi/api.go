@@ -43,6 +43,9 @@ type Route struct {
 	H      httpx.HandlerFunc
 	Auth   authLevel
 	Limit  limitClass
+	// OwnBody marks a route that limits its request body itself (media
+	// uploads): max_request_bytes does not apply to it.
+	OwnBody bool
 }
 
 // authenticator resolves access tokens.
@@ -76,6 +79,10 @@ type API struct {
 	// Handoff, when set, lets waiting /sync requests park their connection
 	// instead of holding a goroutine and the server's buffers.
 	Handoff *httpx.Handoff
+	// ParkAbove: a waiting /sync parks only when more than this many are
+	// waiting. Below it, a wait keeps its goroutine, which costs less CPU
+	// per answer; above it, parking keeps memory flat (docs/benchmarks.md).
+	ParkAbove int
 }
 
 type deviceKey struct{}
@@ -106,8 +113,11 @@ func (a *API) Router() http.Handler {
 	mux := chi.NewRouter()
 	mux.Use(httpx.AccessLog(a.Log, a.Observe))
 	mux.Use(httpx.CORS)
+	// The body limit wraps each route (not the whole mux) so that routes
+	// with OwnBody can go without it.
+	limitBody := func(next http.Handler) http.Handler { return next }
 	if limit := a.Cfg.MaxRequestBytes; limit > 0 {
-		mux.Use(func(next http.Handler) http.Handler {
+		limitBody = func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.ContentLength > limit {
 					httpx.WriteError(w, r, merr.TooLarge("Request body is larger than %d bytes", limit))
@@ -120,7 +130,7 @@ func (a *API) Router() http.Handler {
 				}
 				next.ServeHTTP(w, r)
 			})
-		})
+		}
 	}
 	mux.NotFound(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
 		return merr.Unrecognized("Unrecognized request")
@@ -130,7 +140,11 @@ func (a *API) Router() http.Handler {
 	}))
 	for _, area := range a.Areas {
 		for _, rt := range area() {
-			mux.Method(rt.Method, rt.Path, a.wrap(rt))
+			h := a.wrap(rt)
+			if !rt.OwnBody {
+				h = limitBody(h)
+			}
+			mux.Method(rt.Method, rt.Path, h)
 		}
 	}
 	return mux

@@ -29,7 +29,23 @@ type publicRoomsRequest struct {
 	Server string `json:"-"`
 	Filter struct {
 		GenericSearchTerm string `json:"generic_search_term"`
+		// RoomTypes keeps rooms of these types; null stands for rooms
+		// without a type. Absent or empty: every type.
+		RoomTypes []*string `json:"room_types"`
 	} `json:"filter"`
+}
+
+// roomTypeAllowed tells whether a room of type typ ("" for none) passes the room_types filter.
+func roomTypeAllowed(types []*string, typ string) bool {
+	if len(types) == 0 {
+		return true
+	}
+	for _, t := range types {
+		if t == nil && typ == "" || t != nil && *t == typ {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
@@ -60,15 +76,19 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
 		}
 		offset = n
 	}
-	rooms, err := a.Directory.PublicRooms(r.Context(), req.Filter.GenericSearchTerm)
+	all, err := a.Directory.PublicRooms(r.Context(), req.Filter.GenericSearchTerm)
 	if err != nil {
 		return err
 	}
-	resp := map[string]any{"total_room_count_estimate": len(rooms)}
-	end := min(offset+req.Limit, len(rooms))
-	if offset > len(rooms) {
-		offset = len(rooms)
+	rooms := all[:0:0]
+	for _, pr := range all {
+		if roomTypeAllowed(req.Filter.RoomTypes, pr.RoomType) {
+			rooms = append(rooms, pr)
+		}
 	}
+	resp := map[string]any{"total_room_count_estimate": len(rooms)}
+	offset = min(offset, len(rooms))
+	end := min(offset+req.Limit, len(rooms))
 	resp["chunk"] = rooms[offset:end]
 	if end < len(rooms) {
 		resp["next_batch"] = "p" + strconv.Itoa(end)

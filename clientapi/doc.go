@@ -7,5 +7,9 @@
 // The services are reached through small interfaces declared beside the
 // handlers that use them (roomService in rooms.go, syncService in sync.go).
 //
+// Every route's body is limited to max_request_bytes, except routes marked
+// OwnBody (the media uploads in media.go), which stream their body to the
+// media service and stop it at media.max_upload_bytes themselves.
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -27,6 +28,8 @@ type syncService interface {
 	Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error)
 	JoinedMembers(ctx context.Context, userID, roomID string) (map[string]syncapi.JoinedMember, error)
 	JoinedRooms(ctx context.Context, userID string) []string
+	// Waiting is the number of /syncs waiting.
+	Waiting() int
 	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
 	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
 	SetPresence(ctx context.Context, userID, presence string, statusMsg *string) error
@@ -103,10 +106,15 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	if waiter == nil {
 		return writeSync(w, resp)
 	}
-	// Nothing to say yet. Park the connection: while it waits, the request
-	// holds no goroutine and none of the HTTP server's buffers.
+	// Nothing to say yet. With many waiting, park the connection: while it
+	// waits, the request holds no goroutine and none of the HTTP server's
+	// buffers. With few, wait on this goroutine (less CPU per answer).
 	ri := httpx.Info(r.Context())
-	parked, perr := a.Handoff.Park(w, r, waiter.Cancel)
+	var parked *httpx.Parked
+	perr := errNotParked
+	if a.Handoff != nil && a.Sync.Waiting() > a.ParkAbove {
+		parked, perr = a.Handoff.Park(w, r, waiter.Cancel)
+	}
 	if perr != nil {
 		resp, err := waiter.Wait(r.Context())
 		if err != nil {
@@ -140,6 +148,8 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	})
 	return nil
 }
+
+var errNotParked = errors.New("not parked")
 
 func writeSync(w http.ResponseWriter, resp *syncapi.Response) error {
 	bp := syncBuffers.Get().(*[]byte)

@@ -69,6 +69,7 @@ func compileFilter(f *filter.Filter) *syncapi.Opts {
 	o.LazyMembers = m.Room.State.LazyLoadMembers() || m.Room.Timeline.LazyLoadMembers()
 	o.IncludeLeave = m.Room.IncludeLeave()
 	o.FederationFormat = m.FederationFormat()
+	o.ThreadCounts = m.Room.Timeline.UnreadThreadNotifications()
 	o.RoomAllowed = m.Room.AllowsRoom
 	o.TimelineRoom = m.Room.Timeline.AllowsRoom
 	if tl := &m.Room.Timeline; !tl.MatchesAll() {

@@ -13,6 +13,8 @@ var SpecVersions = []string{"v1.1", "v1.2", "v1.3"}
 var UnstableFeatures = map[string]bool{
 	// private read receipts (m.read.private), stable since v1.4
 	"org.matrix.msc2285.stable": true,
+	// authenticated media (/_matrix/client/v1/media/...), stable since v1.11
+	"org.matrix.msc3916.stable": true,
 }
 
 func (a *API) versionRoutes() []Route {
@@ -20,9 +22,9 @@ func (a *API) versionRoutes() []Route {
 		{Method: "GET", Path: "/_matrix/client/versions", H: a.versions, Auth: authNone},
 		{Method: "GET", Path: "/.well-known/matrix/client", H: a.wellKnown, Auth: authNone},
 		{Method: "GET", Path: "/health", H: health, Auth: authNone},
-		// Element asks for these at start; with no TURN server and no bridges
-		// configured the empty answers are the right ones.
-		{Method: "GET", Path: v3 + "/voip/turnServer", H: emptyObject, Auth: authUser},
+		// Element asks for these at start; with no TURN server (see voip.go)
+		// and no bridges configured the empty answers are the right ones.
+		{Method: "GET", Path: v3 + "/voip/turnServer", H: a.turnServer, Auth: authUser},
 		{Method: "GET", Path: v3 + "/thirdparty/protocols", H: emptyObject, Auth: authUser},
 	}
 }

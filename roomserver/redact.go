@@ -35,7 +35,8 @@ func (s *Service) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, r
 		return nil, nil
 	}
 	var roomID, js, redactedBy string
-	err := tx.QueryRow(ctx, `SELECT room_id, json, COALESCE(redacted_by, '') FROM events WHERE event_id = $1`, target).Scan(&roomID, &js, &redactedBy)
+	var pos int64
+	err := tx.QueryRow(ctx, `SELECT room_id, json, COALESCE(redacted_by, ''), pos FROM events WHERE event_id = $1`, target).Scan(&roomID, &js, &redactedBy, &pos)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && roomID != r.id) {
 		return nil, nil
 	}
@@ -51,6 +52,9 @@ func (s *Service) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, r
 	}
 	if _, err := tx.Exec(ctx, `UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3`, string(redacted), red.EventID(), target); err != nil {
 		return nil, fmt.Errorf("store redacted %s: %w", target, err)
+	}
+	if err := unindexEvent(ctx, tx, pos); err != nil {
+		return nil, err
 	}
 	return &Notice{Redacts: target, RedactedJSON: redacted}, nil
 }

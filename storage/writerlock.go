@@ -11,7 +11,9 @@ import (
 // ErrWriterLocked means another Haven process already writes to this database.
 var ErrWriterLocked = errors.New("another Haven process is already writing to this database")
 
-// writerLockKey is the PostgreSQL advisory lock of the writer role.
+// writerLockKey is the PostgreSQL advisory lock of the writer role; the
+// lock's second key is the hash of the schema, so that Haven databases in
+// different schemas of one PostgreSQL database do not exclude each other.
 const writerLockKey = 7261637
 
 // AcquireWriter takes the writer role of the database for this process:
@@ -27,7 +29,7 @@ func (db *DB) AcquireWriter(ctx context.Context, sqlitePath string) (release fun
 			return nil, fmt.Errorf("writer lock: %w", err)
 		}
 		var ok bool
-		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, writerLockKey).Scan(&ok); err != nil {
+		if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, writerLockKey).Scan(&ok); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("writer lock: %w", err)
 		}
@@ -36,7 +38,7 @@ func (db *DB) AcquireWriter(ctx context.Context, sqlitePath string) (release fun
 			return nil, ErrWriterLocked
 		}
 		return func() {
-			_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1)`, writerLockKey)
+			_, _ = conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, writerLockKey)
 			conn.Close()
 		}, nil
 	}

@@ -5,10 +5,35 @@
 // It reads the roomserver's events and state tables (it never writes them)
 // and owns the tables receipts and presence.
 //
+// Search (search.go, search_sql.go): /search reads the full-text index
+// event_search that the roomserver fills as events commit, over the rooms
+// the user is or was in, and keeps only what the user may see (history
+// visibility and their membership at the time, as /messages does). The
+// engines' query texts differ and sit side by side in search_sql.go:
+// PostgreSQL to_tsquery('simple', ...) with ts_rank_cd, SQLite FTS5 MATCH
+// with bm25; every word of the term must occur, as a word or a prefix.
+// order_by rank ranks the newest 500 hits (rankWindow): ranking costs
+// time per hit, and a word found in most messages has tens of thousands;
+// order_by recent (what Element asks for) pages through all of them.
+// /user_directory/search (userdir.go) is one query over room_state and
+// userapi's profiles table.
+//
+// Relations (relations.go, threads.go): /relations and /threads read the
+// events' relates_to and rel_type columns. Every event served to a client
+// (/sync, /messages, /context, /event, /search, /relations, /threads)
+// carries unsigned."m.relations" when it has children (m.thread, m.replace,
+// m.reference). The aggregate of a parent is shared by all readers and
+// cached (relCache, bounded), "no relations" included; the per-reader parts
+// (the latest thread event rendered for the device, and
+// current_user_participated) are computed when the event is served. A
+// child's notice, or the redaction of a child, drops the parent's entry;
+// a loader stores what it read only if no child notice arrived meanwhile.
+//
 // Waking: the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,
-// receipts, typing, presence, account_data). A /sync registers its listener,
+// receipts, typing, presence, account_data, to_device,
+// device_lists). A /sync registers its listener,
 // then asks the Notifier whether anything concerns the device after its
 // token, and only then waits: a waiting /sync holds no database connection
 // and runs no query. A commit in room R wakes only R's members.
@@ -19,15 +44,30 @@
 // (a few KiB each); the wake-up or the deadline answers it on a goroutine of
 // its own and hands the connection back to the HTTP server.
 //
+// Keys (keys.go): with Options.Keys (userapi/keys) every response carries
+// the device's to-device messages (at most ToDeviceLimit, the rest in the
+// next responses), device_lists changed/left (device list changes of users
+// who share a room, and joins and leaves that start or stop sharing one) and
+// the one-time key counts and unused fallback key types (cached by the key
+// service, so an idle long-poll stays query-free). A sync whose token is
+// past queued to-device messages deletes them (the acknowledgement); it is
+// a write only when the device has such messages (keyState tracks them).
+//
 // Caches: recently committed events per room, already rendered in the
 // client format (so the ten members of a room who wake for a message build
 // their responses without a query), rendered events by ID, and unread
-// counts per member. All are bounded.
+// counts per member. All are bounded. When Options.Push is set (the
+// server), the counts come from the push service instead (push.go): it is
+// called with each event and each receipt before the members wake, so the
+// counts a woken /sync reads already include them.
 //
-// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own; a
-// short-lived one per parked /sync when it is answered. At most a few
-// responses are built at once (buildSlots).
+// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own;
+// eight wake workers that answer woken parked /syncs (a short-lived
+// goroutine per wake-up when all eight are busy, and per deadline). At most
+// a few responses are built at once (buildSlots).
 //
-// Lock order: Notifier.mu is a leaf lock; recentRoom.mu, typingState.mu
-// and presenceState.mu are never held while taking another lock.
+// Lock order: Notifier.mu and keyState.mu are leaf locks (never held
+// together); recentRoom.mu, typingState.mu,
+// presenceState.mu and relCache.mu are never held while taking another
+// lock (relCache.mu is taken before the cache's own, internal lock).
 package syncapi

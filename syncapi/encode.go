@@ -59,6 +59,8 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	b = appendStrings(b, r.DeviceLists.Left)
 	b = append(b, `},"device_one_time_keys_count":`...)
 	b = appendAny(b, r.OTKCounts)
+	b = append(b, `,"device_unused_fallback_key_types":`...)
+	b = appendStrings(b, r.FallbackKeyTypes)
 	return append(b, '}')
 }
 
@@ -78,6 +80,22 @@ func (jr *joinedRoom) appendJSON(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(u.NotificationCount), 10)
 		b = append(b, `,"highlight_count":`...)
 		b = strconv.AppendInt(b, int64(u.HighlightCount), 10)
+		b = append(b, '}')
+	}
+	if len(jr.UnreadThreads) > 0 {
+		b = append(b, `,"unread_thread_notifications":{`...)
+		for i, root := range sortedKeys(jr.UnreadThreads) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			u := jr.UnreadThreads[root]
+			b = appendString(b, root)
+			b = append(b, `:{"notification_count":`...)
+			b = strconv.AppendInt(b, int64(u.NotificationCount), 10)
+			b = append(b, `,"highlight_count":`...)
+			b = strconv.AppendInt(b, int64(u.HighlightCount), 10)
+			b = append(b, '}')
+		}
 		b = append(b, '}')
 	}
 	return append(b, '}')

@@ -166,6 +166,8 @@ type receiptNotice struct {
 	ThreadID string `json:"thread_id"`
 	TS       int64  `json:"ts"`
 	Pos      int64  `json:"pos"`
+	// EventPos is the events-stream position of the event read.
+	EventPos int64 `json:"event_pos"`
 }
 
 // SetReceipt stores a read receipt (m.read or m.read.private) and tells the room.
@@ -198,7 +200,7 @@ ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = exclud
 		s.receiptSeq.Done(pos, nil, nil)
 		return fmt.Errorf("store receipt: %w", err)
 	}
-	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos}, func(_ int64, p any) {
+	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos}, func(_ int64, p any) {
 		if p == nil {
 			return
 		}
@@ -214,6 +216,9 @@ func (s *Service) onReceipt(data []byte) {
 	var rn receiptNotice
 	if err := json.Unmarshal(data, &rn); err != nil {
 		return
+	}
+	if s.opts.Push != nil && rn.EventPos > 0 {
+		s.opts.Push.OnReceipt(context.Background(), rn.RoomID, rn.UserID, rn.ThreadID, rn.EventPos)
 	}
 	s.n.OnReceipt(rn.RoomID, rn.UserID, rn.Type == "m.read.private", rn.Pos)
 }

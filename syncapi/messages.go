@@ -145,7 +145,7 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	if resp.Start == "" {
 		resp.Start = pageToken(from)
 	}
-	if resp.Chunk, err = s.appendEvents(ctx, resp.Chunk, chunk, now, req.DeviceID, o.FederationFormat); err != nil {
+	if resp.Chunk, err = s.appendTimeline(ctx, resp.Chunk, chunk, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
 	if len(scanned) == limit && !hitWall {
@@ -205,7 +205,7 @@ func (s *Service) Event(ctx context.Context, userID, deviceID, roomID, eventID s
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.appendEvents(ctx, nil, []*clientEvent{ce}, nowMS(), deviceID, false)
+	out, err := s.appendTimeline(ctx, nil, []*clientEvent{ce}, nowMS(), userID, deviceID, false)
 	if err != nil {
 		return nil, err
 	}
@@ -274,15 +274,15 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	}
 	now := nowMS()
 	resp := &ContextResponse{EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}, State: []json.RawMessage{}}
-	one, err := s.appendEvents(ctx, nil, []*clientEvent{ce}, now, deviceID, o.FederationFormat)
+	one, err := s.appendTimeline(ctx, nil, []*clientEvent{ce}, now, userID, deviceID, o.FederationFormat)
 	if err != nil {
 		return nil, err
 	}
 	resp.Event = one[0]
-	if resp.EventsBefore, err = s.appendEvents(ctx, resp.EventsBefore, before, now, deviceID, o.FederationFormat); err != nil {
+	if resp.EventsBefore, err = s.appendTimeline(ctx, resp.EventsBefore, before, now, userID, deviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
-	if resp.EventsAfter, err = s.appendEvents(ctx, resp.EventsAfter, after, now, deviceID, o.FederationFormat); err != nil {
+	if resp.EventsAfter, err = s.appendTimeline(ctx, resp.EventsAfter, after, now, userID, deviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
 	startPos := ce.pos - 1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/haven-chat/haven/internal/metrics"
 )
@@ -42,6 +43,10 @@ type Notifier struct {
 	unread map[roomUser]int
 	// advanced is closed (and replaced) whenever a position moves.
 	advanced chan struct{}
+	// work hands wake-ups of parked /syncs to idle wake workers.
+	work chan func()
+	// waiting counts the registered listeners.
+	waiting atomic.Int64
 }
 
 type roomUser struct{ room, user string }
@@ -66,7 +71,7 @@ func (n *Notifier) onWake(l *Listener, fn func()) {
 	defer n.mu.Unlock()
 	select {
 	case <-l.ch:
-		go fn()
+		n.spawn(fn)
 	default:
 		l.fn = fn
 	}
@@ -95,12 +100,44 @@ func (l *Listener) Close() {
 		n.listeners[l.user] = ls
 	}
 	n.mu.Unlock()
+	n.waiting.Add(-1)
 	metrics.SyncWaiters.Dec()
 }
 
-// NewNotifier makes an empty notifier starting at pos.
+// wakeWorkers is how many goroutines stay ready to answer parked /syncs.
+// Their stacks have grown to what building an answer needs, so a wake-up
+// does not pay for a new goroutine and its stack growth; when all are busy,
+// a wake-up gets a goroutine of its own.
+const wakeWorkers = 8
+
+// spawn runs fn on an idle wake worker, or on a new goroutine if none is idle.
+func (n *Notifier) spawn(fn func()) {
+	select {
+	case n.work <- fn:
+	default:
+		go fn()
+	}
+}
+
+func (n *Notifier) wakeWorker() {
+	for fn := range n.work {
+		fn()
+	}
+}
+
+// NewNotifier makes an empty notifier starting at pos. It starts the wake
+// workers, which live as long as the process.
 func NewNotifier(pos Pos) *Notifier {
+	n := newNotifier(pos)
+	for range wakeWorkers {
+		go n.wakeWorker()
+	}
+	return n
+}
+
+func newNotifier(pos Pos) *Notifier {
 	return &Notifier{
+		work:         make(chan func()),
 		cur:          pos,
 		floor:        pos,
 		members:      make(map[string]map[string]struct{}),
@@ -123,6 +160,7 @@ func (n *Notifier) Listen(user, device string) *Listener {
 	n.mu.Lock()
 	n.listeners[user] = append(n.listeners[user], l)
 	n.mu.Unlock()
+	n.waiting.Add(1)
 	metrics.SyncWaiters.Inc()
 	return l
 }
@@ -213,7 +251,7 @@ func (n *Notifier) wakeLocked(user string) {
 	for _, l := range n.listeners[user] {
 		if f := l.fn; f != nil {
 			l.fn = nil
-			go f()
+			n.spawn(f)
 			continue
 		}
 		select {
@@ -518,11 +556,5 @@ func (n *Notifier) CoMembers(user string) []string {
 
 // Waiting counts the registered listeners (waiting /sync requests).
 func (n *Notifier) Waiting() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c := 0
-	for _, ls := range n.listeners {
-		c += len(ls)
-	}
-	return c
+	return int(n.waiting.Load())
 }

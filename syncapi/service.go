@@ -55,6 +55,13 @@ type Options struct {
 	RecentEvents int
 	// RecentRooms bounds the rooms with recent events in memory.
 	RecentRooms int
+	// Keys, when set, feeds to-device messages, device lists and key
+	// counts into /sync (keys.go).
+	Keys KeySource
+	// Push, when set, evaluates push rules for each event and gives the
+	// notification counts (push.go); without it every message from
+	// others counts.
+	Push PushCounts
 }
 
 // Service is the sync engine: /sync, /messages, /context, receipts, typing,
@@ -69,6 +76,8 @@ type Service struct {
 
 	rendered *lru.Cache[string, *clientEvent]
 	recent   *lru.Cache[string, *recentRoom]
+	// rel caches the relation aggregates of parent events (relations.go).
+	rel *relCache
 	// lastPos is the last events position received from the bus, to spot gaps.
 	lastPos int64
 	gapMu   sync.Mutex
@@ -81,6 +90,7 @@ type Service struct {
 	// buildSlots bounds the responses being built at once.
 	buildSlots chan struct{}
 	unsubs     []func()
+	keyState   *keyState
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.
@@ -102,11 +112,13 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		db: db, bus: b, rooms: rs, users: us, opts: opts,
 		rendered:    lru.New[string, *clientEvent]("client_events", 5000),
 		recent:      lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
+		rel:         newRelCache(20000),
 		receiptSeq:  stream.New(lastReceipt),
 		presenceSeq: stream.New(lastPresence),
 		typing:      newTypingState(),
 		buildSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		presence:    newPresenceState(),
+		keyState:    newKeyState(),
 	}
 	// Subscribe before reading the positions so nothing committed in between is lost:
 	// notices for positions already loaded are simply applied again.
@@ -137,6 +149,8 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		TopicTyping:      s.onTyping,
 		TopicPresence:    s.onPresence,
 		TopicAccountData: s.onAccountData,
+		TopicToDevice:    s.onToDevice,
+		TopicDeviceLists: s.onDeviceList,
 	} {
 		if err := subscribe(topic, fn); err != nil {
 			s.Close()
@@ -154,6 +168,12 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		Typing:      s.typing.pos(),
 		Presence:    lastPresence,
 	}
+	td, dl, err := s.loadKeys(ctx, start.Events)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	start.ToDevice, start.DeviceLists = td, dl
 	s.lastPos = start.Events
 	s.n = NewNotifier(start)
 	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
@@ -204,10 +224,12 @@ func (s *Service) onRoomEvent(data []byte) {
 	if n.Pos != s.lastPos+1 {
 		// A notice went missing: the recent-events caches may have holes.
 		s.recent.Purge()
+		s.rel.purge()
 		defer s.n.WakeAll()
 	}
 	s.lastPos = n.Pos
 	s.gapMu.Unlock()
+	s.relationsOnNotice(&n)
 
 	if ce, err := render(&n.Event); err == nil {
 		s.rendered.Put(n.EventID, ce)
@@ -228,6 +250,12 @@ func (s *Service) onRoomEvent(data []byte) {
 		effect = unreadRecount
 	case countsAsUnread(n.Type, n.StateKey):
 		effect = unreadCount
+	}
+	if target != "" {
+		s.noteMembership(n.RoomID, n.Pos)
+	}
+	if s.opts.Push != nil {
+		s.opts.Push.OnRoomEvent(context.Background(), &n)
 	}
 	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m, n.Sender, effect)
 }

@@ -37,6 +37,8 @@ type Opts struct {
 	RoomDataMatch    func(typ string) bool
 	AccountDataMatch func(typ string) bool
 	PresenceMatch    func(sender string) bool
+	// ThreadCounts: the filter asks for unread_thread_notifications.
+	ThreadCounts bool
 }
 
 // DefaultOpts is the behaviour with no filter.
@@ -80,6 +82,10 @@ type joinedRoom struct {
 	Ephemeral           eventList      `json:"ephemeral"`
 	AccountData         eventList      `json:"account_data"`
 	UnreadNotifications *unreadCounts  `json:"unread_notifications,omitempty"`
+	// UnreadThreads are the counts per thread root (filter
+	// unread_thread_notifications); UnreadNotifications is then the main
+	// timeline's.
+	UnreadThreads map[string]*unreadCounts `json:"unread_thread_notifications,omitempty"`
 }
 
 type invitedRoom struct {
@@ -113,6 +119,9 @@ type Response struct {
 	ToDevice    eventList      `json:"to_device"`
 	DeviceLists deviceLists    `json:"device_lists"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count"`
+
+	// FallbackKeyTypes are the algorithms of the device's unused fallback keys.
+	FallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 }
 
 func newResponse() *Response {
@@ -123,6 +132,8 @@ func newResponse() *Response {
 		ToDevice:    eventList{Events: []json.RawMessage{}},
 		DeviceLists: deviceLists{Changed: []string{}, Left: []string{}},
 		OTKCounts:   map[string]int{},
+
+		FallbackKeyTypes: []string{},
 	}
 }
 
@@ -168,6 +179,8 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		p = p.Min(cur)
 		p.Typing = typing
 		since = &p
+		// A token past to-device messages acknowledges them (keys.go).
+		s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
 	}
 	if s.opts.PresenceEnabled {
 		switch req.SetPresence {
@@ -304,6 +317,10 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		if err := s.presenceSection(ctx, req.UserID, since, upto, resp); err != nil {
 			return nil, err
 		}
+	}
+	// To-device messages, device lists and key counts (keys.go).
+	if err := s.keysSection(ctx, req, since, upto, resp); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -532,7 +549,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 			}
 		}
 	}
-	if jr.Timeline.Events, err = s.appendEvents(ctx, jr.Timeline.Events, tl, now, req.DeviceID, o.FederationFormat); err != nil {
+	if jr.Timeline.Events, err = s.appendTimeline(ctx, jr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
 	jr.Timeline.Limited = limited
@@ -597,7 +614,9 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
 	}
-	if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
+	if s.opts.Push != nil && (newly || len(evs) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
+		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
+	} else if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)
 		if err != nil {
 			return nil, err
@@ -793,7 +812,7 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 			tl = append(tl, e)
 		}
 	}
-	if lr.Timeline.Events, err = s.appendEvents(ctx, lr.Timeline.Events, tl, now, req.DeviceID, o.FederationFormat); err != nil {
+	if lr.Timeline.Events, err = s.appendTimeline(ctx, lr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
 	lr.Timeline.Limited = limited

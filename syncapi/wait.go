@@ -58,6 +58,9 @@ func (w *Waiter) emptyAnswer(ctx context.Context, build bool) (*Response, error)
 	}
 	resp := newResponse()
 	resp.NextBatch = w.cur.String()
+	if err := w.s.keyCounts(ctx, w.req, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
@@ -139,3 +142,6 @@ func (w *Waiter) timeout() {
 
 // Cancel ends a parked wait at once with an empty answer (shutdown).
 func (w *Waiter) Cancel() { go w.timeout() }
+
+// Waiting is the number of /syncs waiting (registered listeners).
+func (s *Service) Waiting() int { return s.n.Waiting() }

@@ -21,7 +21,15 @@ import (
 //
 // It needs Node.js and sytest/js/node_modules (`npm ci` in sytest/js, which
 // scripts/test.sh runs); it is skipped only when node is not installed.
-func TestJSSDK(t *testing.T) {
+func TestJSSDK(t *testing.T) { runJSScenario(t, "smoke") }
+
+// TestJSSDKEncryption: sytest/js/e2ee.mjs with matrix-js-sdk's Rust crypto:
+// two users in an encrypted room decrypt each other's messages; one
+// bootstraps cross-signing, secret storage and a key backup, and her second
+// login restores the backup and decrypts the room's history.
+func TestJSSDKEncryption(t *testing.T) { runJSScenario(t, "e2ee") }
+
+func runJSScenario(t *testing.T, scenario string) {
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Skip("node is not installed: the matrix-js-sdk test needs Node.js 20 or later")
@@ -36,7 +44,7 @@ func TestJSSDK(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, node, "smoke.mjs", s.URL)
+		cmd := exec.CommandContext(ctx, node, "smoke.mjs", s.URL, scenario)
 		cmd.Dir = jsDir
 		cmd.Env = append(os.Environ(), "NODE_NO_WARNINGS=1")
 		var out bytes.Buffer
@@ -45,16 +53,16 @@ func TestJSSDK(t *testing.T) {
 		start := time.Now()
 		err := cmd.Run()
 		if ctx.Err() != nil {
-			t.Fatalf("matrix-js-sdk smoke test did not finish within 5 minutes; its output:\n%s", out.String())
+			t.Fatalf("matrix-js-sdk %s scenario did not finish within 5 minutes; its output:\n%s", scenario, out.String())
 		}
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
-			t.Fatalf("matrix-js-sdk smoke test failed (exit code %d) against %s; its output:\n%s", exit.ExitCode(), s.URL, out.String())
+			t.Fatalf("matrix-js-sdk %s scenario failed (exit code %d) against %s; its output:\n%s", scenario, exit.ExitCode(), s.URL, out.String())
 		}
 		if err != nil {
 			t.Fatalf("run node smoke.mjs: %v\n%s", err, out.String())
 		}
-		t.Logf("matrix-js-sdk smoke test passed in %s", time.Since(start).Round(time.Millisecond))
+		t.Logf("matrix-js-sdk %s scenario passed in %s", scenario, time.Since(start).Round(time.Millisecond))
 		if testing.Verbose() {
 			t.Logf("its output:\n%s", out.String())
 		}

@@ -925,7 +925,6 @@ func TestSyncReadYourWrites(t *testing.T) {
 // the user's push rules make notify (notices and edits do not, mentions
 // highlight, a muted room counts nothing).
 func TestSyncNotificationCountsFollowPushRules(t *testing.T) {
-	t.Skip("push rule evaluation for notification counts is built with push delivery (issue 3); until then every message from others counts")
 	eachDB(t, func(t *testing.T, s *server) {
 		ctx := context.Background()
 		alice := s.register(t, "alice")

@@ -200,6 +200,7 @@ ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_u
 	s.profiles.Remove(userID)
 	if issued.SessionID != "" {
 		s.cacheToken(issued)
+		s.devicesChanged(ctx, userID, []string{issued.DeviceID}, nil)
 	}
 	return sess, nil
 }
@@ -348,6 +349,8 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 	}
 	if oldHash != "" {
 		s.revokeTokens(ctx, []string{oldHash})
+	} else {
+		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
 	}
 	s.cacheToken(dev)
 	audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr})
@@ -419,6 +422,7 @@ func (s *Service) Logout(ctx context.Context, dev Device) error {
 		return err
 	}
 	s.revokeTokens(ctx, append(hashesOf(gone), dev.SessionID))
+	s.devicesChanged(ctx, dev.UserID, nil, idsOf(gone))
 	audit(ctx, "logout", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
 	return nil
 }
@@ -435,6 +439,7 @@ func (s *Service) LogoutAll(ctx context.Context, userID string) error {
 		return err
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
+	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	audit(ctx, "logout_all", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	return nil
 }
@@ -467,6 +472,7 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keepDeviceID, newP
 		return err
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
+	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	audit(ctx, "password_change", logrus.Fields{"user_id": userID, "device_id": keepDeviceID, "logged_out_devices": strings.Join(idsOf(gone), ",")})
 	return nil
 }
@@ -498,6 +504,7 @@ func (s *Service) Deactivate(ctx context.Context, userID string) error {
 		return err
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
+	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	s.profiles.Remove(userID)
 	s.broadcast(ctx, invalidation{Profile: userID})
 	audit(ctx, "deactivate", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})

@@ -92,6 +92,8 @@ func (s *Service) SetDeviceName(ctx context.Context, userID, deviceID, name stri
 	}
 	// The cached Device carries the display name; let it reload.
 	s.revokeCachedOnly(hash)
+	// Others see the name in /keys/query: a device list change.
+	s.deviceRenamed(ctx, userID)
 	return nil
 }
 
@@ -116,6 +118,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 		return err
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
+	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	if len(gone) > 0 {
 		audit(ctx, "delete_devices", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	}

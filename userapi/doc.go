@@ -4,7 +4,10 @@
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces; it also deletes a removed
-// device's rows of to_device (owned by userapi/keys).
+// device's rows of to_device (owned by userapi/keys). After a device is
+// added or deleted it calls Options.DeviceLists (userapi/keys), which
+// records the change on the device list stream and drops the deleted
+// devices' keys.
 //
 // Access tokens are 32 random bytes; only their SHA-256 is stored
 // (devices.token_hash). Authenticate answers from an in-memory cache (token
@@ -21,7 +24,10 @@
 // account_data.pos is written in the same transaction as the content, and
 // after the commit {"user_id","room_id","type","pos"} is published on the bus
 // topic AccountDataTopic in position order. Push rule changes are published
-// on the same stream as global account data of type m.push_rules.
+// on the same stream as global account data of type m.push_rules. The
+// rules are kept in memory per user, with their compiled form for
+// evaluation (CompiledPushRules, built once per version of the rules);
+// evaluation, counts, notifications and pushers are in userapi/push.
 //
 // Goroutines: one, started by Start and stopped by Close, that writes
 // devices.last_seen_ts/ip every SeenFlushInterval; and the bus delivery of

@@ -106,6 +106,11 @@ type pushState struct {
 	once  sync.Once
 	rules Ruleset
 	err   error
+	// compiled is the rules in the evaluator's form (see CompiledPushRules),
+	// built once per version of the rules: a change makes a new pushState.
+	compileOnce sync.Once
+	compiled    any
+	compileErr  error
 }
 
 // ruleset parses the rendered rules once.
@@ -258,6 +263,27 @@ func (s *Service) PushRuleset(ctx context.Context, userID string) (Ruleset, erro
 		return Ruleset{}, err
 	}
 	return st.ruleset()
+}
+
+// CompiledPushRules returns the user's push rules as compile turns them
+// into an evaluator's form. The result is kept with the rules and built once
+// per version of them: a change of the user's rules (here, or in another
+// process through the invalidation topic) makes the next call compile again.
+// Every caller must pass the same compile function.
+func (s *Service) CompiledPushRules(ctx context.Context, userID string, compile func(userID string, rs Ruleset) (any, error)) (any, error) {
+	st, err := s.loadPushState(ctx, userID, false)
+	if err != nil {
+		return nil, err
+	}
+	st.compileOnce.Do(func() {
+		rs, err := st.ruleset()
+		if err != nil {
+			st.compileErr = err
+			return
+		}
+		st.compiled, st.compileErr = compile(userID, rs)
+	})
+	return st.compiled, st.compileErr
 }
 
 func checkKind(kind string) error {

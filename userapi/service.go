@@ -30,9 +30,18 @@ type RegistrationTokens interface {
 	ValidRegistrationToken(ctx context.Context, token string) (bool, error)
 }
 
+// DeviceListener hears of devices added (login, registration), deleted or
+// renamed (both lists empty) after the change committed: userapi/keys
+// records it on the device list stream and drops the deleted devices' keys.
+type DeviceListener interface {
+	DevicesChanged(ctx context.Context, userID string, added, deleted []string)
+}
+
 // Options configure the user service.
 type Options struct {
 	ServerName string
+	// DeviceLists, when set, is told of every device added or deleted.
+	DeviceLists DeviceListener
 	// PasswordHashCost is the bcrypt cost (config password_hash_cost).
 	PasswordHashCost int
 	// SharedSecret enables shared-secret registration when not empty.

@@ -15,16 +15,20 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/adminapi/reports"
 	"github.com/haven-chat/haven/clientapi"
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/internal/serverkey"
+	"github.com/haven-chat/haven/mediaapi"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi"
+	"github.com/haven-chat/haven/userapi/keys"
+	"github.com/haven-chat/haven/userapi/roomkeys"
 )
 
 // App is a running server.
@@ -37,6 +41,8 @@ type App struct {
 	HTTP http.Handler
 	// Users is the user API: accounts, devices, tokens, profiles, account data.
 	Users *userapi.Service
+	// Keys is the key service: E2EE keys, to-device messages, device lists.
+	Keys *keys.Service
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
@@ -55,6 +61,12 @@ func OpenDB(ctx context.Context, cfg config.Config) (*storage.DB, error) {
 	}
 	return storage.Open(ctx, t, storage.Options{MaxOpenConns: cfg.DatabasePool, SQLiteSynchronous: cfg.SQLiteSynchronous})
 }
+
+// ParkAbove is how many /syncs may wait on goroutines of their own before
+// new ones park their connections (see clientapi.API.ParkAbove): 1,000
+// waiting goroutines cost about 50 MiB, and parking costs about a tenth
+// more CPU per answer.
+const ParkAbove = 1000
 
 // New builds the server without listening yet.
 func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, err error) {
@@ -92,8 +104,11 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	a.closers = append(a.closers, a.Bus.Close)
+	if err = a.openKeys(ctx); err != nil {
+		return nil, err
+	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
-		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret}); err != nil {
+		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: a.Keys}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -101,7 +116,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	a.closers = append(a.closers, a.Users.Close)
 
-	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe}
+	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe,
+		ParkAbove: ParkAbove}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
 	api.Auth, api.Users, api.Filters, api.AccountData = a.Users, a.Users, a.Users, a.Users
 	if err = a.wireRooms(ctx, api, a.Users); err != nil {
@@ -110,10 +126,38 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if a.Rooms != nil {
 		api.Leaver, api.Propagator = a.Rooms, a.Rooms
 	}
+	if a.Sync != nil {
+		api.Areas = append(api.Areas, api.SearchArea(a.Sync), api.RelationsArea(a.Sync))
+		api.Areas = append(api.Areas, api.KeysArea(keysAPI{a.Keys, a.Sync}))
+	}
+	api.Areas = append(api.Areas, api.RoomKeysArea(roomkeys.New(a.DB)))
+	if a.Rooms != nil && a.Sync != nil {
+		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
+	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
+	if err = a.wireMedia(ctx, api); err != nil {
+		return nil, err
+	}
 	a.HTTP = api.Router()
 	a.api = api
 	return a, nil
+}
+
+// wireMedia starts the media repository and adds its routes.
+func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
+	m := a.Cfg.Media
+	svc, err := mediaapi.New(ctx, a.DB, mediaapi.Options{
+		ServerName: a.Cfg.ServerName, Dir: filepath.Join(a.Cfg.DataDir, "media"),
+		MaxUploadBytes: m.MaxUploadBytes, QuotaBytesPerUser: m.QuotaBytesPerUser, MaxThumbnailPixels: m.MaxThumbnailPixels,
+		MaxPendingUploads: m.MaxPendingUploads, ThumbnailWorkers: m.ThumbnailWorkers,
+	})
+	if err != nil {
+		return err
+	}
+	svc.Start(context.WithoutCancel(ctx))
+	a.closers = append(a.closers, svc.Close)
+	api.Areas = append(api.Areas, api.MediaArea(svc))
+	return nil
 }
 
 // Listen opens the listeners (the client API and, if configured, metrics).

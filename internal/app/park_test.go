@@ -35,6 +35,7 @@ func TestParkedSyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Close()
+	a.api.ParkAbove = 0 // park every waiting /sync
 	if err := a.Listen(); err != nil {
 		t.Fatal(err)
 	}

@@ -32,10 +32,15 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	if err != nil {
 		return err
 	}
-	ss, err := syncapi.New(ctx, a.DB, a.Bus, rs, accountDataAdapter{users}, syncapi.Options{PresenceEnabled: a.Cfg.Presence.Enabled})
+	ps, err := a.wirePush(ctx, rs, users)
 	if err != nil {
 		return err
 	}
+	ss, err := syncapi.New(ctx, a.DB, a.Bus, rs, accountDataAdapter{users}, syncapi.Options{PresenceEnabled: a.Cfg.Presence.Enabled, Keys: a.keySource(), Push: ps})
+	if err != nil {
+		return err
+	}
+	api.Areas = append(api.Areas, api.PushArea(ps, ss))
 	a.closers = append(a.closers, ss.Close)
 	a.Rooms, a.Sync = rs, ss
 	api.Rooms, api.Sync, api.Directory = rs, ss, rs

@@ -124,6 +124,8 @@ func (c Config) Check() Problems {
 			add("metrics.listen", c.Metrics.Listen, "is the same address as listen", "give metrics their own port, for example 127.0.0.1:9090, so they are not public")
 		}
 	}
+	ps = append(ps, c.TURN.check()...)
+	ps = append(ps, c.Media.check()...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -134,6 +136,59 @@ func (c Config) Check() Problems {
 		if c.RateLimits.MessagesPerSecond <= 0 || c.RateLimits.MessageBurst < 1 {
 			add("rate_limits.messages_per_second", fmt.Sprint(c.RateLimits.MessagesPerSecond), "messages_per_second and message_burst must be positive", "10 per second with a burst of 50 is the default")
 		}
+	}
+	return ps
+}
+
+// check finds the problems of the media section.
+func (m Media) check() Problems {
+	var ps Problems
+	add := func(key, value, why, fix string) {
+		ps = append(ps, Problem{Key: key, Value: value, Why: why, Fix: fix})
+	}
+	if m.MaxUploadBytes < 1024 || m.MaxUploadBytes > 1<<40 {
+		add("media.max_upload_bytes", strconv.FormatInt(m.MaxUploadBytes, 10), "must be between 1024 and 1099511627776",
+			"52428800 (50 MiB) is the default; a reverse proxy in front must allow bodies this large too (nginx: client_max_body_size)")
+	}
+	if m.QuotaBytesPerUser < 0 {
+		add("media.quota_bytes_per_user", strconv.FormatInt(m.QuotaBytesPerUser, 10), "must not be negative", "0 (the default) means no quota; otherwise give bytes, e.g. 1073741824 for 1 GiB")
+	} else if m.QuotaBytesPerUser > 0 && m.QuotaBytesPerUser < m.MaxUploadBytes {
+		add("media.quota_bytes_per_user", strconv.FormatInt(m.QuotaBytesPerUser, 10), "is smaller than media.max_upload_bytes, so the largest allowed upload could never fit",
+			"raise the quota or lower media.max_upload_bytes")
+	}
+	if m.MaxThumbnailPixels < 1_000_000 || m.MaxThumbnailPixels > 500_000_000 {
+		add("media.max_thumbnail_pixels", strconv.FormatInt(m.MaxThumbnailPixels, 10), "must be between 1000000 and 500000000",
+			"50000000 (the default) thumbnails 50-megapixel photos; decoding takes up to 4 bytes a pixel of memory per worker")
+	}
+	if m.ThumbnailWorkers < 1 || m.ThumbnailWorkers > 64 {
+		add("media.thumbnail_workers", strconv.Itoa(m.ThumbnailWorkers), "must be between 1 and 64", "2 is the default; about the number of CPU cores to spare for images")
+	}
+	if m.MaxPendingUploads < 1 || m.MaxPendingUploads > 10000 {
+		add("media.max_pending_uploads", strconv.Itoa(m.MaxPendingUploads), "must be between 1 and 10000", "20 is the default")
+	}
+	return ps
+}
+
+// check finds the problems of the turn section.
+func (t TURN) check() Problems {
+	var ps Problems
+	for _, u := range t.URIs.Items() {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			ps = append(ps, Problem{Key: "turn.uris", Value: u, Why: "is not a turn:, turns: or stun: URI",
+				Fix: "write the URIs clients use, for example turn:turn.example.com:3478?transport=udp and turns:turn.example.com:5349?transport=tcp"})
+		}
+	}
+	if t.SharedSecret != "" && len(t.SharedSecret) < 16 {
+		ps = append(ps, Problem{Key: "turn.shared_secret", Value: "xxxxx", Why: "is shorter than 16 characters, so it can be guessed",
+			Fix: "use the TURN server's static-auth-secret; make it long and random, e.g. `openssl rand -hex 32`"})
+	}
+	if t.SharedSecret != "" && len(t.URIs.Items()) == 0 {
+		ps = append(ps, Problem{Key: "turn.shared_secret", Value: "xxxxx", Why: "is set but turn.uris is empty, so no client would get a TURN server",
+			Fix: "list the TURN server's URIs in turn.uris, or remove turn.shared_secret"})
+	}
+	if d, err := time.ParseDuration(t.UserLifetime); err != nil || d < time.Minute || d > 7*24*time.Hour {
+		ps = append(ps, Problem{Key: "turn.user_lifetime", Value: t.UserLifetime, Why: "must be a duration between 1m and 168h",
+			Fix: "write a Go duration such as 1h (the default) or 30m"})
 	}
 	return ps
 }

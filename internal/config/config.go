@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
@@ -37,6 +38,8 @@ type Config struct {
 	Logging            Logging      `yaml:"logging"`
 	Metrics            Metrics      `yaml:"metrics"`
 	Presence           Presence     `yaml:"presence"`
+	TURN               TURN         `yaml:"turn"`
+	Media              Media        `yaml:"media"`
 }
 
 type Registration struct {
@@ -72,6 +75,65 @@ type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
 
+// Media is the media repository (uploads, downloads, thumbnails).
+type Media struct {
+	// MaxUploadBytes is the largest upload accepted.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// QuotaBytesPerUser caps the total size of a user's uploads; 0 is unlimited.
+	QuotaBytesPerUser int64 `yaml:"quota_bytes_per_user"`
+	// MaxThumbnailPixels is the largest image (width × height; frames ×
+	// width × height for an animated GIF) that is thumbnailed.
+	MaxThumbnailPixels int64 `yaml:"max_thumbnail_pixels"`
+	// ThumbnailWorkers is how many thumbnails are made at once.
+	ThumbnailWorkers int `yaml:"thumbnail_workers"`
+	// MaxPendingUploads is how many IDs from /media/v1/create a user may
+	// hold before uploading to them.
+	MaxPendingUploads int `yaml:"max_pending_uploads"`
+	// LegacyUnauthenticated serves the deprecated unauthenticated
+	// /_matrix/media/v3/download and /thumbnail endpoints.
+	LegacyUnauthenticated bool `yaml:"legacy_unauthenticated"`
+}
+
+// TURN is the TURN server handed to VoIP clients by /voip/turnServer.
+type TURN struct {
+	// URIs are the TURN server's URIs (turn:host:port?transport=udp, turns:...).
+	URIs List `yaml:"uris"`
+	// SharedSecret is the TURN server's static-auth-secret; credentials are
+	// derived from it per user, valid for UserLifetime.
+	SharedSecret string `yaml:"shared_secret"`
+	// UserLifetime is how long handed-out credentials stay valid, as a Go
+	// duration such as 1h or 30m.
+	UserLifetime string `yaml:"user_lifetime"`
+}
+
+// Lifetime is UserLifetime parsed; an unparseable value (which Check
+// reports) counts as one hour.
+func (t TURN) Lifetime() time.Duration {
+	d, err := time.ParseDuration(t.UserLifetime)
+	if err != nil || d <= 0 {
+		return time.Hour
+	}
+	return d
+}
+
+// List is a list of strings that keeps Config comparable: the items are
+// stored joined by commas. In a file it is written as a YAML list; in the
+// environment as comma-separated items.
+type List string
+
+// Items returns the list's items, without empty ones.
+func (l List) Items() []string {
+	var out []string
+	for _, s := range strings.Split(string(l), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+var listType = reflect.TypeOf(List(""))
+
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
@@ -92,6 +154,9 @@ func Default() Config {
 		MaxRequestBytes:    1 << 20,
 		Logging:            Logging{Format: "text", Level: "info"},
 		Presence:           Presence{Enabled: true},
+		TURN:               TURN{UserLifetime: "1h"},
+		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,
+			MaxPendingUploads: 20, LegacyUnauthenticated: true},
 	}
 }
 
@@ -204,6 +269,10 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			walkNode(val, f, key+".", probs)
 			continue
 		}
+		if f.Type() == listType && val.Kind == yaml.SequenceNode {
+			setList(f, val, key, probs)
+			continue
+		}
 		if val.Kind != yaml.ScalarNode {
 			*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("must be a single %s value (line %d)", kindName(f.Kind()), val.Line), Fix: "write one value after the colon"})
 			continue
@@ -215,6 +284,21 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			*probs = append(*probs, Problem{Key: key, Value: maskIfSecret(key, val.Value), Why: fmt.Sprintf("must be %s (line %d)", kindName(f.Kind()), val.Line), Fix: "write " + exampleOf(f.Kind())})
 		}
 	}
+}
+
+// setList stores a YAML list of plain strings in a List field.
+func setList(f reflect.Value, val *yaml.Node, key string, probs *Problems) {
+	items := make([]string, 0, len(val.Content))
+	for _, it := range val.Content {
+		it = resolveAlias(it)
+		if it.Kind != yaml.ScalarNode || it.Tag == "!!null" || strings.Contains(it.Value, ",") || strings.TrimSpace(it.Value) == "" {
+			*probs = append(*probs, Problem{Key: key, Value: it.Value, Why: fmt.Sprintf("each item must be a non-empty string without commas (line %d)", it.Line),
+				Fix: "write one plain value per item, for example [\"turn:turn.example.com:3478?transport=udp\"]"})
+			return
+		}
+		items = append(items, strings.TrimSpace(it.Value))
+	}
+	f.SetString(strings.Join(items, ","))
 }
 
 // displayKey shows a key from a file so that an empty key, or one with
@@ -417,6 +501,9 @@ func (c Config) Marshal() string {
 	cc := c
 	if cc.Registration.SharedSecret != "" {
 		cc.Registration.SharedSecret = "xxxxx"
+	}
+	if cc.TURN.SharedSecret != "" {
+		cc.TURN.SharedSecret = "xxxxx"
 	}
 	cc.Database = redactURL(cc.Database)
 	cc.NATS.URL = RedactNATS(cc.NATS.URL)

@@ -103,4 +103,44 @@ presence:
   # Share online/offline status between users who share a room.
   # HAVEN_PRESENCE_ENABLED
   enabled: true
+
+turn:
+  # URIs of the TURN server for voice and video calls, handed to clients by
+  # /voip/turnServer, e.g. ["turn:turn.example.com:3478?transport=udp",
+  # "turns:turn.example.com:5349?transport=tcp"]. In the environment:
+  # comma-separated.
+  # HAVEN_TURN_URIS
+  uris: []
+  # The TURN server's static-auth-secret (coturn: use-auth-secret). Clients
+  # get credentials derived from it that expire; empty: no TURN server is
+  # offered.
+  # HAVEN_TURN_SHARED_SECRET
+  shared_secret: ""
+  # How long handed-out TURN credentials stay valid.
+  # HAVEN_TURN_USER_LIFETIME
+  user_lifetime: 1h
+
+media:
+  # Largest upload accepted, in bytes (50 MiB). A reverse proxy in front must
+  # accept bodies this large too (nginx: client_max_body_size).
+  # HAVEN_MEDIA_MAX_UPLOAD_BYTES
+  max_upload_bytes: 52428800
+  # Total bytes a user may have uploaded; 0 means no quota. Over it, uploads
+  # are refused with 413 M_TOO_LARGE.
+  # HAVEN_MEDIA_QUOTA_BYTES_PER_USER
+  quota_bytes_per_user: 0
+  # Largest image, in pixels (width x height), that gets thumbnails; larger
+  # ones are refused before decoding (up to 4 bytes a pixel of memory).
+  # HAVEN_MEDIA_MAX_THUMBNAIL_PIXELS
+  max_thumbnail_pixels: 50000000
+  # Thumbnails made at the same time.
+  # HAVEN_MEDIA_THUMBNAIL_WORKERS
+  thumbnail_workers: 2
+  # Upload IDs from /media/v1/create a user may hold before uploading.
+  # HAVEN_MEDIA_MAX_PENDING_UPLOADS
+  max_pending_uploads: 20
+  # Serve the deprecated unauthenticated /_matrix/media/v3/download and
+  # /thumbnail endpoints (older clients and bridges use them).
+  # HAVEN_MEDIA_LEGACY_UNAUTHENTICATED
+  legacy_unauthenticated: true
 `

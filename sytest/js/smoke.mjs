@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // A real matrix-js-sdk client (what Element Web is built on) driving Haven.
 //
-//   node smoke.mjs http://127.0.0.1:8008        (or HAVEN_URL=... node smoke.mjs)
+//   node smoke.mjs http://127.0.0.1:8008 [smoke|e2ee]   (or HAVEN_URL=... node smoke.mjs)
+//
+// "e2ee" runs the end-to-end encryption story of e2ee.mjs instead of the one
+// below, with the same harness (recording fetch, CORS checks, report).
 //
 // Two fresh users register through the SDK's own user-interactive-auth flow
 // (m.login.dummy), log in as Element does, start their clients with Element's
@@ -412,11 +415,12 @@ const clients = new Map(); // label -> client
 const syncStates = new Map(); // label -> [{state, error}]
 
 // What Element passes to createClient (MatrixClientPeg): timeline support on.
-function newClient(label, creds) {
+function newClient(label, creds, extra = {}) {
   const client = createClient({
     baseUrl,
     fetchFn: recordingFetch(label),
     timelineSupport: true,
+    ...extra,
     ...(creds
       ? { userId: creds.user_id, deviceId: creds.device_id, accessToken: creds.access_token }
       : {}),
@@ -1066,9 +1070,23 @@ function printReport(failed, stopped) {
   return { problems: problems.length + corsProblems.length };
 }
 
+// The scenario: the default story above, or another one from its own file
+// that gets this file's helpers (node smoke.mjs URL e2ee).
+const scenario = process.argv[3] || process.env.SMOKE_SCENARIO || "smoke";
 let stopped = false;
 try {
-  await story();
+  if (scenario === "smoke") {
+    await story();
+  } else if (scenario === "e2ee") {
+    const { e2eeStory } = await import("./e2ee.mjs");
+    await e2eeStory({
+      sdk, baseUrl, users, suffix, STEP_MS, httpLog,
+      out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf,
+    });
+  } else {
+    out(`unknown scenario ${scenario}: smoke or e2ee`);
+    process.exit(2);
+  }
 } catch {
   stopped = true; // recorded in steps by step()
 }

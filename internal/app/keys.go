@@ -1,0 +1,43 @@
+package app
+
+import (
+	"context"
+
+	"github.com/haven-chat/haven/syncapi"
+	"github.com/haven-chat/haven/userapi/keys"
+)
+
+// openKeys starts the key service (end-to-end encryption, to-device
+// messages, device lists). It comes before the user API, which tells it of
+// added and deleted devices.
+func (a *App) openKeys(ctx context.Context) error {
+	svc, err := keys.New(ctx, a.DB, a.Bus, keys.Options{ServerName: a.Cfg.ServerName})
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return err
+	}
+	a.closers = append(a.closers, svc.Close)
+	a.Keys = svc
+	return nil
+}
+
+// keySource is the key service as the sync engine sees it (nil when absent).
+func (a *App) keySource() syncapi.KeySource {
+	if a.Keys == nil {
+		return nil
+	}
+	return a.Keys
+}
+
+// keysAPI joins what the key routes need: the key service, and the sync
+// engine for /keys/changes (it owns sync tokens and room membership).
+type keysAPI struct {
+	*keys.Service
+	sync *syncapi.Service
+}
+
+func (k keysAPI) KeyChanges(ctx context.Context, userID, from, to string) ([]string, []string, error) {
+	return k.sync.KeyChanges(ctx, userID, from, to)
+}

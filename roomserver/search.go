@@ -1,0 +1,69 @@
+package roomserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/haven-chat/haven/storage"
+)
+
+// searchField is the searchable text of an event: the field it comes from
+// (content.body, content.name or content.topic) and the text. Only message
+// bodies and the room's name and topic are indexed; anything else (and a
+// field that is not a string) gives ok == false.
+func searchField(e *Event) (field, text string, ok bool) {
+	var key string
+	switch {
+	case e.Type == "m.room.message" && e.StateKey == nil:
+		field, key = "content.body", "body"
+	case e.Type == "m.room.name" && e.StateKey != nil && *e.StateKey == "":
+		field, key = "content.name", "name"
+	case e.Type == "m.room.topic" && e.StateKey != nil && *e.StateKey == "":
+		field, key = "content.topic", "topic"
+	default:
+		return "", "", false
+	}
+	var ev struct {
+		Content map[string]json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(e.JSON, &ev) != nil {
+		return "", "", false
+	}
+	raw, found := ev.Content[key]
+	if !found || len(raw) == 0 || raw[0] != '"' {
+		return "", "", false
+	}
+	if json.Unmarshal(raw, &text) != nil {
+		return "", "", false
+	}
+	// PostgreSQL text cannot hold NUL.
+	text = strings.ReplaceAll(text, "\x00", "")
+	if strings.TrimSpace(text) == "" {
+		return "", "", false
+	}
+	return field, text, true
+}
+
+// indexEvent adds an event's searchable text to the full-text index, in the
+// transaction that stores the event. The statement is the same on both
+// engines (see storage/migrations/0005_search.sql).
+func indexEvent(ctx context.Context, tx *storage.Tx, e *Event) error {
+	field, text, ok := searchField(e)
+	if !ok {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO event_search (rowid, room_id, field, body) VALUES ($1, $2, $3, $4)`, e.Pos, e.RoomID, field, text); err != nil {
+		return fmt.Errorf("index event %s: %w", e.EventID, err)
+	}
+	return nil
+}
+
+// unindexEvent removes a redacted event from the full-text index.
+func unindexEvent(ctx context.Context, tx *storage.Tx, pos int64) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE rowid = $1`, pos); err != nil {
+		return fmt.Errorf("unindex event at %d: %w", pos, err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package syncapi
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// UserDirectoryResult is one user found by /user_directory/search.
+type UserDirectoryResult struct {
+	UserID      string  `json:"user_id"`
+	DisplayName *string `json:"display_name,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+// UserDirectoryResponse is the answer of /user_directory/search.
+type UserDirectoryResponse struct {
+	Limited bool                  `json:"limited"`
+	Results []UserDirectoryResult `json:"results"`
+}
+
+const (
+	maxDirectoryLimit = 100
+	// directoryScan bounds the candidate rows one search reads.
+	directoryScan = 2000
+)
+
+// UserDirectory finds users who share a room with the searcher or are
+// joined to a public room (published in the directory, or with the
+// public join rule), whose user ID localpart or display name (any word of
+// it) starts with every word of the term. One query: the joined members
+// of those rooms (roomserver's room_state) with their profiles
+// (userapi's profiles), narrowed by the first word in SQL.
+func (s *Service) UserDirectory(ctx context.Context, userID, term string, limit int) (*UserDirectoryResponse, error) {
+	if limit <= 0 {
+		limit = 10
+	}
+	limit = min(limit, maxDirectoryLimit)
+	resp := &UserDirectoryResponse{Results: []UserDirectoryResult{}}
+	words := strings.Fields(strings.ToLower(term))
+	if len(words) == 0 {
+		return resp, nil
+	}
+	if len(words) > maxSearchWords {
+		return nil, merr.InvalidParam("The search term has too many words")
+	}
+	s.CatchUp(ctx)
+	var joined []string
+	for _, rv := range s.n.View(userID).rooms {
+		if rv.mem.m == "join" {
+			joined = append(joined, rv.id)
+		}
+	}
+	first := likeEscape(words[0])
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT m.state_key, p.displayname, p.avatar_url FROM room_state m LEFT JOIN profiles p ON p.user_id = m.state_key
+WHERE m.type = 'm.room.member' AND m.membership = 'join'
+AND (m.room_id IN ($1) OR m.room_id IN (SELECT room_id FROM rooms WHERE published = $2)
+  OR m.room_id IN (SELECT j.room_id FROM room_state j JOIN events e ON e.event_id = j.event_id
+    WHERE j.state_key = '' AND j.type = 'm.room.join_rules' AND e.json LIKE '%"join_rule":"public"%'))
+AND (LOWER(m.state_key) LIKE $3 ESCAPE '\' OR LOWER(p.displayname) LIKE $4 ESCAPE '\' OR LOWER(p.displayname) LIKE $5 ESCAPE '\')
+LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan)
+	if err != nil {
+		return nil, fmt.Errorf("user directory: %w", err)
+	}
+	defer rows.Close()
+	var found []UserDirectoryResult
+	for rows.Next() {
+		var r UserDirectoryResult
+		var name, avatar *string
+		if err := rows.Scan(&r.UserID, &name, &avatar); err != nil {
+			return nil, err
+		}
+		r.DisplayName, r.AvatarURL = nonEmpty(name), nonEmpty(avatar)
+		if directoryMatch(r, words) {
+			found = append(found, r)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("user directory: %w", err)
+	}
+	sort.Slice(found, func(i, j int) bool {
+		a, b := directoryKey(found[i]), directoryKey(found[j])
+		if a != b {
+			return a < b
+		}
+		return found[i].UserID < found[j].UserID
+	})
+	if len(found) > limit {
+		found, resp.Limited = found[:limit], true
+	}
+	resp.Results = append(resp.Results, found...)
+	return resp, nil
+}
+
+func nonEmpty(p *string) *string {
+	if p == nil || *p == "" {
+		return nil
+	}
+	return p
+}
+
+// directoryMatch: every word starts the localpart or a word of the display name.
+func directoryMatch(r UserDirectoryResult, words []string) bool {
+	local := strings.ToLower(strings.TrimPrefix(r.UserID, "@"))
+	if i := strings.IndexByte(local, ':'); i >= 0 {
+		local = local[:i]
+	}
+	var nameWords []string
+	if r.DisplayName != nil {
+		nameWords = strings.Fields(strings.ToLower(*r.DisplayName))
+	}
+	for _, w := range words {
+		ok := strings.HasPrefix(local, w)
+		for _, nw := range nameWords {
+			if ok {
+				break
+			}
+			ok = strings.HasPrefix(nw, w)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func directoryKey(r UserDirectoryResult) string {
+	if r.DisplayName != nil {
+		return strings.ToLower(*r.DisplayName)
+	}
+	return strings.ToLower(strings.TrimPrefix(r.UserID, "@"))
+}
+
+// likeEscape escapes the LIKE wildcards of s (the escape character is \).
+func likeEscape(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s)
+}

@@ -1,0 +1,49 @@
+// Package keys is end-to-end encryption's server side: device keys,
+// one-time and fallback keys, cross-signing keys and signatures, the device
+// list stream, and the to-device message queue.
+//
+// Tables owned: device_keys, one_time_keys, fallback_keys,
+// cross_signing_keys, key_signatures, device_list_changes, to_device,
+// to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001).
+// It reads devices (owned by userapi) to know which devices exist: keys of a
+// device that no longer exists are never handed out. userapi deletes a
+// removed device's to_device rows in its own transaction and then calls
+// DevicesChanged, which deletes the device's keys and signatures; Start
+// removes whatever a crash between the two left behind.
+//
+// One-time keys are claimed by DELETE ... RETURNING in one write
+// transaction, so a key is handed out at most once even when claims race
+// (on PostgreSQL, a statement that loses the race for a row tries the next
+// key). When a device has none left its fallback key is handed out and
+// marked used; it stays claimable until the device uploads another.
+//
+// Streams: to-device and device lists each take their positions from a
+// stream.Sequencer. A to-device send allocates one position per target
+// device, writes the rows and its transaction ID (to_device_txns, so a
+// retried send, even after a restart, is not queued twice) in one
+// transaction, and after the commit publishes one ToDeviceNotice on
+// TopicToDevice. A device list change (device added or deleted, device
+// keys uploaded or changed, cross-signing keys, signatures) upserts
+// device_list_changes.pos in the transaction of the change and publishes a
+// DeviceListNotice on TopicDeviceLists. syncapi turns both into wake-ups and
+// response sections; it deletes delivered to-device rows (AckToDevice) when
+// the device syncs with a token past them.
+//
+// Key counts (one-time keys per algorithm, unused fallback key algorithms)
+// go into every /sync response, so they are cached per device in memory
+// (bounded LRU); every change drops the entry here and, through
+// TopicKeyCounts, in other processes.
+//
+// Cross-signing uploads need user-interactive auth except when the user has
+// no master key yet or re-uploads exactly the stored keys (spec v1.11,
+// MSC3967): UploadSigningKeys decides under the user's lock and returns
+// ErrAuthNeeded, and the client API then runs the password stage. Remote users are not asked: their
+// servers are reported in "failures" and to-device messages to them are
+// dropped.
+//
+// Goroutines: none of its own; the bus delivers TopicKeyCounts on NATS's.
+//
+// Lock order: the per-user keyed lock (userLocks), then the sequencers'
+// locks; the cache's mutex is a leaf. Nothing waits for anything but the
+// database while holding a lock.
+package keys

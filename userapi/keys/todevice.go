@@ -1,0 +1,325 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
+)
+
+// Limits of to-device messages.
+const (
+	// MaxToDeviceTypeBytes bounds the event type.
+	MaxToDeviceTypeBytes = 255
+	// MaxTxnIDBytes bounds the transaction ID.
+	MaxTxnIDBytes = 255
+	// MaxToDeviceContentBytes bounds one message's content.
+	MaxToDeviceContentBytes = 64 << 10
+	// MaxToDeviceTargets bounds the devices of one send (after "*").
+	MaxToDeviceTargets = 10000
+	// ToDeviceTxnLifetime is how long a transaction ID is remembered.
+	ToDeviceTxnLifetime = 24 * time.Hour
+)
+
+type tdRow struct {
+	user, device, content string
+}
+
+// SendToDevice queues messages for devices: messages maps user → device
+// ("*" for every device of the user) → content. It is idempotent per
+// sending device and transaction ID, also across restarts. Messages for
+// unknown users and devices are dropped; remote users cannot be reached.
+func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
+	if evType == "" || len(evType) > MaxToDeviceTypeBytes {
+		return merr.InvalidParam("The event type must be 1 to %d bytes", MaxToDeviceTypeBytes)
+	}
+	if txnID == "" || len(txnID) > MaxTxnIDBytes {
+		return merr.InvalidParam("The transaction ID must be 1 to %d bytes", MaxTxnIDBytes)
+	}
+	log := logging.From(ctx)
+	var local []string
+	wildcard := map[string]bool{}
+	for u, devs := range messages {
+		if err := CheckUserID(u); err != nil {
+			return err
+		}
+		for d, content := range devs {
+			c := bytes.TrimSpace(content)
+			if len(c) == 0 || c[0] != '{' || !json.Valid(c) {
+				return merr.BadJSON("The content for %s %s must be a JSON object", u, d)
+			}
+			if len(c) > MaxToDeviceContentBytes {
+				return merr.TooLarge("The content for %s %s is larger than %d bytes", u, d, MaxToDeviceContentBytes)
+			}
+			if d == "*" {
+				wildcard[u] = true
+			}
+		}
+		if serverOf(u) != s.opts.ServerName {
+			log.WithFields(logrus.Fields{"user_id": sender, "target": u}).Debug("to-device message for a remote user dropped")
+			continue
+		}
+		local = append(local, u)
+	}
+	sort.Strings(local)
+	// Expand "*" and drop unknown devices.
+	known, err := s.devicesOf(ctx, local)
+	if err != nil {
+		return err
+	}
+	var rows []tdRow
+	for _, u := range local {
+		devs := messages[u]
+		if wildcard[u] {
+			content := compact(devs["*"])
+			for _, d := range known[u] {
+				if c, ok := devs[d]; ok {
+					rows = append(rows, tdRow{u, d, compact(c)})
+				} else {
+					rows = append(rows, tdRow{u, d, content})
+				}
+			}
+			continue
+		}
+		for _, d := range sortedKeys(devs) {
+			if contains(known[u], d) {
+				rows = append(rows, tdRow{u, d, compact(devs[d])})
+			}
+		}
+	}
+	if len(rows) > MaxToDeviceTargets {
+		return merr.TooLarge("At most %d devices per send", MaxToDeviceTargets)
+	}
+	now := s.now()
+	cleanTxns := s.txnCleanupDue(now)
+	var first int64
+	if len(rows) > 0 {
+		first = s.tdSeq.NextN(len(rows))
+	}
+	inserted := make([]bool, len(rows))
+	duplicate := false
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		duplicate = false
+		for i := range inserted {
+			inserted[i] = false
+		}
+		if cleanTxns {
+			if _, err := tx.Exec(ctx, `DELETE FROM to_device_txns WHERE ts < $1`, now.Add(-ToDeviceTxnLifetime).UnixMilli()); err != nil {
+				return fmt.Errorf("delete old to-device transactions: %w", err)
+			}
+		}
+		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, ts) VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnID, now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("insert to-device transaction of %s %s: %w", sender, senderDevice, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			duplicate = true
+			return nil
+		}
+		return insertToDevice(ctx, tx, first, rows, sender, evType, inserted)
+	})
+	var notice ToDeviceNotice
+	if err == nil && !duplicate {
+		for i, r := range rows {
+			if inserted[i] {
+				notice.Targets = append(notice.Targets, ToDeviceTarget{UserID: r.user, DeviceID: r.device, Pos: first + int64(i)})
+			}
+		}
+	}
+	publish := func(_ int64, p any) {
+		if n, ok := p.(ToDeviceNotice); ok && len(n.Targets) > 0 {
+			s.publish(ctx, TopicToDevice, n)
+		}
+	}
+	for i := range rows {
+		var payload any
+		if i == len(rows)-1 {
+			payload = notice
+		}
+		s.tdSeq.Done(first+int64(i), payload, publish)
+	}
+	if err != nil {
+		return err
+	}
+	if duplicate {
+		log.WithFields(logrus.Fields{"user_id": sender, "device_id": senderDevice, "txn_id": txnID}).Debug("to-device send repeated; already queued")
+	}
+	return nil
+}
+
+// toDeviceBatches are the row counts of one INSERT: few distinct texts, so
+// that SQLite keeps them prepared.
+var toDeviceBatches = []int{128, 32, 8, 1}
+
+var toDeviceInserts = func() map[int]string {
+	m := map[int]string{}
+	for _, n := range toDeviceBatches {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO to_device (pos, user_id, device_id, sender, type, content)
+SELECT v.column1, v.column2, v.column3, $1, $2, v.column4 FROM (VALUES `)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "(CAST($%d AS BIGINT), $%d, $%d, $%d)", 3+4*i, 4+4*i, 5+4*i, 6+4*i)
+		}
+		// The device may have been deleted since it was looked up.
+		b.WriteString(`) AS v
+WHERE EXISTS (SELECT 1 FROM devices d WHERE d.user_id = v.column2 AND d.device_id = v.column3) RETURNING pos`)
+		m[n] = b.String()
+	}
+	return m
+}()
+
+// insertToDevice queues the rows at positions first, first+1, ... and marks
+// those whose device still exists in inserted.
+func insertToDevice(ctx context.Context, tx *storage.Tx, first int64, rows []tdRow, sender, evType string, inserted []bool) error {
+	for i := 0; i < len(rows); {
+		n := 1
+		for _, c := range toDeviceBatches {
+			if len(rows)-i >= c {
+				n = c
+				break
+			}
+		}
+		args := make([]any, 0, 2+4*n)
+		args = append(args, sender, evType)
+		for j, r := range rows[i : i+n] {
+			args = append(args, first+int64(i+j), r.user, r.device, r.content)
+		}
+		res, err := tx.Query(ctx, toDeviceInserts[n], args...)
+		if err != nil {
+			return fmt.Errorf("queue to-device messages from %s: %w", sender, err)
+		}
+		for res.Next() {
+			var pos int64
+			if err := res.Scan(&pos); err != nil {
+				res.Close()
+				return fmt.Errorf("queue to-device messages from %s: %w", sender, err)
+			}
+			if k := pos - first; k >= 0 && k < int64(len(inserted)) {
+				inserted[k] = true
+			}
+		}
+		res.Close()
+		if err := res.Err(); err != nil {
+			return fmt.Errorf("queue to-device messages from %s: %w", sender, err)
+		}
+		i += n
+	}
+	return nil
+}
+
+func compact(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	return b.String()
+}
+
+// txnCleanupDue tells whether this send should also forget old transaction
+// IDs (at most once an hour).
+func (s *Service) txnCleanupDue(now time.Time) bool {
+	s.txnCleanMu.Lock()
+	defer s.txnCleanMu.Unlock()
+	if now.Sub(s.txnCleaned) < time.Hour {
+		return false
+	}
+	s.txnCleaned = now
+	return true
+}
+
+// devicesOf returns the device IDs of the users, sorted.
+func (s *Service) devicesOf(ctx context.Context, users []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id, device_id FROM devices WHERE user_id IN ($1) ORDER BY user_id, device_id`, users)
+	if err != nil {
+		return nil, fmt.Errorf("select devices: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u, d string
+		if err := rows.Scan(&u, &d); err != nil {
+			return nil, fmt.Errorf("select devices: %w", err)
+		}
+		out[u] = append(out[u], d)
+	}
+	return out, rows.Err()
+}
+
+// ToDeviceMessages returns up to limit messages queued for the device at
+// positions in (after, upto], in position order, as /sync events, and the
+// position of the last one (0 when there is none).
+func (s *Service) ToDeviceMessages(ctx context.Context, userID, deviceID string, after, upto int64, limit int) ([]json.RawMessage, int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT pos, sender, type, content FROM to_device
+WHERE user_id = $1 AND device_id = $2 AND pos > $3 AND pos <= $4 ORDER BY pos LIMIT $5`, userID, deviceID, after, upto, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("select to-device messages of %s %s: %w", userID, deviceID, err)
+	}
+	defer rows.Close()
+	var out []json.RawMessage
+	var last int64
+	for rows.Next() {
+		var sender, typ, content string
+		if err := rows.Scan(&last, &sender, &typ, &content); err != nil {
+			return nil, 0, fmt.Errorf("select to-device messages of %s %s: %w", userID, deviceID, err)
+		}
+		ev, err := json.Marshal(struct {
+			Sender  string          `json:"sender"`
+			Type    string          `json:"type"`
+			Content json.RawMessage `json:"content"`
+		}{sender, typ, json.RawMessage(content)})
+		if err != nil {
+			return nil, 0, fmt.Errorf("encode to-device message %d: %w", last, err)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("select to-device messages of %s %s: %w", userID, deviceID, err)
+	}
+	return out, last, nil
+}
+
+// AckToDevice deletes the device's messages at positions up to upto: the
+// device has synced with a token past them, so it has them.
+func (s *Service) AckToDevice(ctx context.Context, userID, deviceID string, upto int64) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $3`, userID, deviceID, upto); err != nil {
+			return fmt.Errorf("delete delivered to-device messages of %s %s: %w", userID, deviceID, err)
+		}
+		return nil
+	})
+}
+
+// ToDeviceBacklog calls fn with every device that has queued messages and
+// the lowest and highest position of its queue.
+func (s *Service) ToDeviceBacklog(ctx context.Context, fn func(userID, deviceID string, lowest, highest int64)) error {
+	rows, err := s.db.Query(ctx, `SELECT user_id, device_id, MIN(pos), MAX(pos) FROM to_device GROUP BY user_id, device_id`)
+	if err != nil {
+		return fmt.Errorf("select to-device backlog: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u, d string
+		var lo, hi int64
+		if err := rows.Scan(&u, &d, &lo, &hi); err != nil {
+			return fmt.Errorf("select to-device backlog: %w", err)
+		}
+		fn(u, d, lo, hi)
+	}
+	return rows.Err()
+}

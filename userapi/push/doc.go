@@ -1,0 +1,56 @@
+// Package push evaluates push rules, keeps notification counts, stores
+// notifications and pushers, and delivers pushes to HTTP push gateways
+// (the Push Gateway API that Sygnal implements).
+//
+// It lives under userapi because push rules and pushers are per-user
+// settings (userapi stores the rules and gives them compiled, once per
+// version, through CompiledPushRules); it is a package of its own because
+// it also reads the room side (events, current state) and runs a delivery
+// queue, which the account code does not need.
+//
+// Evaluation: the sync engine calls OnRoomEvent for every committed event,
+// in position order, before it wakes the room's members, so a /sync woken
+// by an event already sees the counts that include it. The event is parsed
+// once (its dotted fields, its lowered body) and each local joined member
+// but the sender (and the target of an invite) is evaluated against their
+// compiled rules: override, content, room, sender, underride, first match
+// wins; the legacy mention rules are skipped for events with m.mentions.
+// A gap in the positions (a lost bus notice) and, at start, the events after
+// the stored push_position are read from the database and evaluated.
+// Members, display names, the room name and power levels come from a
+// per-room cache loaded once from the current state and kept up to date from
+// the state events evaluated.
+//
+// Counts: every user's unread notifications are in memory (loaded at start),
+// per room, each with its position, thread and highlight, so receipts clear
+// exactly what they cover (unthreaded: every thread; "main": the main
+// timeline; a thread root: that thread) and /sync counts without a query.
+// A user's own message reads the notifications before it in its thread.
+// Past 10000 unread notifications in one room the oldest are kept as a
+// count only.
+//
+// Storage: a writer goroutine stores, in batches of one transaction (one
+// multi-row INSERT per event), the notifications, the read marks of
+// receipts and the position evaluated; evaluation never waits for it.
+// /notifications flushes it first. Receipts whose effect was lost in a crash
+// are applied again at start (this reads the sync engine's receipts table).
+//
+// Delivery: after a batch is stored, its pushes go to a JetStream work-queue
+// stream (DeliverTopic); a durable consumer sends them, at most eight at a
+// time, to each http pusher's gateway. Network errors, 5xx and 429 are
+// retried with exponential backoff (RetryBase doubling to RetryMax, at most
+// MaxAttempts), other 4xx drop the push, and pushkeys the gateway lists as
+// rejected delete their pusher. Sending a message never waits for a gateway.
+//
+// Tables owned: notifications, push_position, pushers.
+//
+// Read notifications older than 30 days are deleted every 6 hours (by the
+// writer); unread ones are kept, they are the counts.
+//
+// Goroutines: the writer; the JetStream consumer's and one per push being
+// sent (at most maxInFlight). Close stops them.
+//
+// Lock order: evalMu, then counts.mu or the writer's mu (leaves);
+// pusherLocks (per user), then pusherIndex.mu (a leaf). The lru caches'
+// locks are leaves.
+package push

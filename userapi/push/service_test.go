@@ -1,0 +1,597 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/haven-chat/haven/internal/bus"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/serverkey"
+	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/storage/storagetest"
+	"github.com/haven-chat/haven/userapi"
+)
+
+const (
+	alice = "@alice:test"
+	bob   = "@bob:test"
+	carol = "@carol:test"
+)
+
+type profiles struct{}
+
+func (profiles) Profile(_ context.Context, userID string) (string, string, error) {
+	name, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return strings.ToUpper(name[:1]) + name[1:], "", nil
+}
+
+type accounts struct{}
+
+func (accounts) AccountExists(context.Context, string) (bool, error) { return true, nil }
+
+// fakeRules compiles the defaults, or a ruleset set by the test.
+type fakeRules struct {
+	mu    sync.Mutex
+	sets  map[string]userapi.Ruleset
+	cache map[string]any
+}
+
+func (f *fakeRules) CompiledPushRules(_ context.Context, userID string, compile func(string, userapi.Ruleset) (any, error)) (any, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.cache[userID]; ok {
+		return c, nil
+	}
+	rs, ok := f.sets[userID]
+	if !ok {
+		var err error
+		if rs, err = userapi.DefaultPushRules(userID); err != nil {
+			return nil, err
+		}
+	}
+	c, err := compile(userID, rs)
+	if err == nil {
+		f.cache[userID] = c
+	}
+	return c, err
+}
+
+type env struct {
+	t     testing.TB
+	ctx   context.Context
+	db    *storage.DB
+	b     *bus.Bus
+	rs    *roomserver.Service
+	rules *fakeRules
+	ps    *Service
+	unsub func()
+	txn   int
+}
+
+func newEnv(t testing.TB, db *storage.DB) *env {
+	t.Helper()
+	ctx := context.Background()
+	b, err := bus.Start(ctx, bus.Options{StoreDir: t.TempDir(), Namespace: "pushtest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	key, err := serverkey.Load(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := roomserver.New(ctx, db, b, profiles{}, accounts{}, roomserver.Options{ServerName: "test", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, ctx: ctx, db: db, b: b, rs: rs, rules: &fakeRules{sets: map[string]userapi.Ruleset{}, cache: map[string]any{}}}
+	t.Cleanup(e.stop)
+	return e
+}
+
+// start starts the push service and feeds it the room events, as the sync engine does.
+func (e *env) start(opts Options) {
+	e.t.Helper()
+	opts.ServerName = "test"
+	ps, err := New(e.ctx, e.db, e.b, e.rs, e.rules, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.ps = ps
+	unsub, err := e.b.Subscribe(roomserver.Topic, func(d []byte) {
+		var n roomserver.Notice
+		if err := json.Unmarshal(d, &n); err == nil {
+			ps.OnRoomEvent(context.Background(), &n)
+		}
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.unsub = unsub
+}
+
+func (e *env) stop() {
+	if e.unsub != nil {
+		e.unsub()
+		e.unsub = nil
+	}
+	if e.ps != nil {
+		e.ps.Close()
+		e.ps = nil
+	}
+}
+
+// settle waits until every committed event is evaluated.
+func (e *env) settle() {
+	e.t.Helper()
+	waitFor(e.t, "evaluation", func() bool { return e.ps.Position() >= e.rs.Position() })
+}
+
+func (e *env) room(members ...string) string {
+	e.t.Helper()
+	res, err := e.rs.CreateRoom(e.ctx, alice, roomserver.CreateRoomRequest{Preset: "public_chat"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, m := range members {
+		if _, err := e.rs.Join(e.ctx, m, res.RoomID, ""); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return res.RoomID
+}
+
+func (e *env) send(room, sender, content string) (string, int64) {
+	e.t.Helper()
+	e.txn++
+	id, err := e.rs.Send(e.ctx, roomserver.Sender{UserID: sender, DeviceID: "DEV"}, roomserver.SendRequest{
+		RoomID: room, Type: "m.room.message", Content: json.RawMessage(content), TxnID: fmt.Sprint("t", e.txn)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ev, err := e.rs.GetEvent(e.ctx, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id, ev.Pos
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (e *env) wantUnread(user, room string, n, h int) {
+	e.t.Helper()
+	if gn, gh := e.ps.Unread(room, user); gn != n || gh != h {
+		e.t.Errorf("%s: notification_count %d highlight_count %d, want %d and %d", user, gn, gh, n, h)
+	}
+}
+
+func TestCountsAndNotifications(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		ctx := e.ctx
+		room := e.room(bob, carol)
+		plain, _ := e.send(room, bob, `{"msgtype":"m.text","body":"plain"}`)
+		e.send(room, bob, `{"msgtype":"m.notice","body":"notice"}`)
+		mention, mentionPos := e.send(room, bob, `{"msgtype":"m.text","body":"look","m.mentions":{"user_ids":["@alice:test"]}}`)
+		e.settle()
+		e.wantUnread(alice, room, 2, 1)
+		e.wantUnread(carol, room, 2, 0)
+		e.wantUnread(bob, room, 0, 0)
+
+		list, next, err := e.ps.Notifications(ctx, alice, "", 10, "")
+		if err != nil || len(list) != 2 || next != "" {
+			t.Fatalf("notifications: %v %+v %q", err, list, next)
+		}
+		if list[0].EventID != mention || list[1].EventID != plain || list[0].Read || list[0].RoomID != room || !json.Valid([]byte(list[0].Actions)) {
+			t.Errorf("notifications: %+v", list)
+		}
+		page, next, err := e.ps.Notifications(ctx, alice, "", 1, "")
+		if err != nil || len(page) != 1 || next == "" {
+			t.Fatalf("page 1: %v %+v %q", err, page, next)
+		}
+		page, next, err = e.ps.Notifications(ctx, alice, next, 1, "")
+		if err != nil || len(page) != 1 || page[0].EventID != plain || next != "" {
+			t.Fatalf("page 2: %v %+v %q", err, page, next)
+		}
+		if hl, _, _ := e.ps.Notifications(ctx, alice, "", 10, "highlight"); len(hl) != 1 || hl[0].EventID != mention {
+			t.Errorf("only=highlight: %+v", hl)
+		}
+		if _, _, err := e.ps.Notifications(ctx, alice, "nonsense", 10, ""); !merr.Is(err, "M_INVALID_PARAM") {
+			t.Errorf("bad from: %v", err)
+		}
+
+		// A receipt reads everything up to its event.
+		e.ps.OnReceipt(ctx, room, alice, "", mentionPos)
+		e.wantUnread(alice, room, 0, 0)
+		list, _, _ = e.ps.Notifications(ctx, alice, "", 10, "")
+		for _, n := range list {
+			if !n.Read {
+				t.Errorf("not read after the receipt: %+v", n)
+			}
+		}
+
+		// Threads count apart; a main-timeline receipt leaves them.
+		_, threadPos := e.send(room, bob, `{"msgtype":"m.text","body":"in thread","m.relates_to":{"rel_type":"m.thread","event_id":"`+plain+`"}}`)
+		e.settle()
+		byThread := func(user string) map[string]int {
+			out := map[string]int{}
+			e.ps.UnreadByThread(room, user, func(th string, n, _ int) { out[th] = n })
+			return out
+		}
+		if got := byThread(alice); got[""] != 0 || got[plain] != 1 {
+			t.Errorf("alice by thread: %v", got)
+		}
+		e.ps.OnReceipt(ctx, room, alice, "main", threadPos)
+		e.wantUnread(alice, room, 1, 0)
+		e.ps.OnReceipt(ctx, room, alice, plain, threadPos)
+		e.wantUnread(alice, room, 0, 0)
+
+		// Carol's own message reads her main timeline, not the thread.
+		e.send(room, carol, `{"msgtype":"m.text","body":"carol here"}`)
+		e.settle()
+		e.wantUnread(carol, room, 1, 0)
+		if got := byThread(carol); got[""] != 0 || got[plain] != 1 {
+			t.Errorf("carol by thread: %v", got)
+		}
+		e.wantUnread(alice, room, 1, 0)
+		e.wantUnread(bob, room, 1, 0)
+
+		// A restart reloads the counts and the read marks.
+		if err := e.ps.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.stop()
+		e.start(Options{})
+		e.wantUnread(carol, room, 1, 0)
+		e.wantUnread(alice, room, 1, 0)
+
+		// Events committed while nothing evaluated are caught up at start.
+		e.stop()
+		e.send(room, bob, `{"msgtype":"m.text","body":"while down"}`)
+		e.start(Options{})
+		e.wantUnread(alice, room, 2, 0)
+		e.wantUnread(carol, room, 2, 0)
+	})
+}
+
+func TestMutedRoomAndInvite(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		rs, _ := userapi.DefaultPushRules(carol)
+		e.start(Options{})
+		room := e.room(bob, carol)
+		rs.Room = []userapi.PushRule{{RuleID: room, Enabled: true, Actions: []json.RawMessage{}}}
+		e.rules.mu.Lock()
+		e.rules.sets[carol] = rs
+		delete(e.rules.cache, carol)
+		e.rules.mu.Unlock()
+		e.send(room, bob, `{"msgtype":"m.text","body":"hello everyone"}`)
+		if err := e.rs.Invite(e.ctx, alice, room, "@dave:test", "", false); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		e.wantUnread(carol, room, 0, 0)
+		e.wantUnread(alice, room, 1, 0)
+		e.wantUnread("@dave:test", room, 1, 0)
+	})
+}
+
+// gateway is a push gateway on loopback.
+type gateway struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	bodies   []map[string]any
+	requests int
+	fail     int      // answer 500 to this many requests
+	rejected []string // answer with these rejected pushkeys
+}
+
+func newGateway(t *testing.T) *gateway {
+	g := &gateway{}
+	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		raw, _ := io.ReadAll(r.Body)
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.requests++
+		if r.URL.Path != "/_matrix/push/v1/notify" {
+			w.WriteHeader(404)
+			return
+		}
+		if g.fail > 0 {
+			g.fail--
+			w.WriteHeader(500)
+			return
+		}
+		var body map[string]any
+		_ = json.Unmarshal(raw, &body)
+		g.bodies = append(g.bodies, body)
+		_ = json.NewEncoder(w).Encode(map[string]any{"rejected": g.rejected})
+	}))
+	t.Cleanup(g.srv.Close)
+	return g
+}
+
+func (g *gateway) received() []map[string]any {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]map[string]any(nil), g.bodies...)
+}
+
+func sp(s string) *string { return &s }
+
+func httpPusher(pushkey, url, format string) SetPusherRequest {
+	data := `{"url":"` + url + `","extra":"kept"`
+	if format != "" {
+		data += `,"format":"` + format + `"`
+	}
+	return SetPusherRequest{Pushkey: sp(pushkey), Kind: json.RawMessage(`"http"`), AppID: sp("com.example.app"),
+		AppDisplayName: sp("Example"), DeviceDisplayName: sp("Phone"), Lang: sp("en"), Data: json.RawMessage(data + "}")}
+}
+
+func TestPushDelivery(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{RetryBase: 200 * time.Millisecond, GatewayTimeout: time.Second})
+		g := newGateway(t)
+		url := g.srv.URL + "/_matrix/push/v1/notify"
+		room := e.room(bob)
+		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", httpPusher("pk1", url, "")); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := e.send(room, bob, `{"msgtype":"m.text","body":"hello alice"}`)
+		waitFor(t, "a push", func() bool { return len(g.received()) == 1 })
+		n, _ := g.received()[0]["notification"].(map[string]any)
+		if n["event_id"] != id || n["room_id"] != room || n["type"] != "m.room.message" || n["sender"] != bob || n["sender_display_name"] != "Bob" {
+			t.Errorf("notification: %v", n)
+		}
+		if c, _ := n["counts"].(map[string]any); c["unread"] != float64(1) {
+			t.Errorf("counts: %v", n["counts"])
+		}
+		if content, _ := n["content"].(map[string]any); content["body"] != "hello alice" {
+			t.Errorf("content: %v", n["content"])
+		}
+		devs, _ := n["devices"].([]any)
+		if len(devs) != 1 {
+			t.Fatalf("devices: %v", n["devices"])
+		}
+		dev := devs[0].(map[string]any)
+		data, _ := dev["data"].(map[string]any)
+		if dev["app_id"] != "com.example.app" || dev["pushkey"] != "pk1" || dev["pushkey_ts"] == nil || data["extra"] != "kept" || data["url"] != nil {
+			t.Errorf("device: %v", dev)
+		}
+		if tw, _ := dev["tweaks"].(map[string]any); tw["sound"] != "default" {
+			t.Errorf("tweaks of a one-to-one message: %v", dev["tweaks"])
+		}
+
+		// A gateway that fails gets the push again after a backoff.
+		g.mu.Lock()
+		g.fail = 2
+		g.mu.Unlock()
+		id2, _ := e.send(room, bob, `{"msgtype":"m.text","body":"second"}`)
+		waitFor(t, "the retried push", func() bool { return len(g.received()) == 2 })
+		if n, _ := g.received()[1]["notification"].(map[string]any); n["event_id"] != id2 {
+			t.Errorf("retried push: %v", n)
+		}
+
+		// event_id_only
+		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", httpPusher("pk1", url, "event_id_only")); err != nil {
+			t.Fatal(err)
+		}
+		id3, _ := e.send(room, bob, `{"msgtype":"m.text","body":"third"}`)
+		waitFor(t, "the event_id_only push", func() bool { return len(g.received()) == 3 })
+		n, _ = g.received()[2]["notification"].(map[string]any)
+		if n["event_id"] != id3 || n["type"] != nil || n["content"] != nil || n["sender"] != nil {
+			t.Errorf("event_id_only: %v", n)
+		}
+
+		// Pushes queued while the gateway is down survive a restart.
+		g.mu.Lock()
+		g.fail = 1 << 30
+		g.mu.Unlock()
+		before := len(g.received())
+		id4, _ := e.send(room, bob, `{"msgtype":"m.text","body":"while the gateway is down"}`)
+		waitFor(t, "a failed attempt", func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.fail < 1<<30 })
+		e.stop()
+		g.mu.Lock()
+		g.fail = 0
+		g.mu.Unlock()
+		e.start(Options{RetryBase: 20 * time.Millisecond, GatewayTimeout: time.Second})
+		waitFor(t, "the queued push after a restart", func() bool { return len(g.received()) > before })
+		if n, _ := g.received()[before]["notification"].(map[string]any); n["event_id"] != id4 {
+			t.Errorf("push after the restart: %v", n)
+		}
+
+		// A rejected pushkey deletes the pusher.
+		g.mu.Lock()
+		g.rejected = []string{"pk1"}
+		g.mu.Unlock()
+		e.send(room, bob, `{"msgtype":"m.text","body":"fourth"}`)
+		waitFor(t, "the pusher deleted", func() bool { return len(e.ps.Pushers(e.ctx, alice)) == 0 })
+		if err := e.ps.Flush(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.stop()
+		e.start(Options{})
+		if ps := e.ps.Pushers(e.ctx, alice); len(ps) != 0 {
+			t.Errorf("rejected pusher back after a restart: %+v", ps)
+		}
+	})
+}
+
+func TestSetPusherValidation(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		const good = "https://push.example.com/_matrix/push/v1/notify"
+		mod := func(f func(r *SetPusherRequest)) SetPusherRequest {
+			r := httpPusher("pk", good, "")
+			f(&r)
+			return r
+		}
+		tests := []struct {
+			name string
+			req  SetPusherRequest
+			code string
+		}{
+			{"no pushkey", mod(func(r *SetPusherRequest) { r.Pushkey = nil }), "M_MISSING_PARAM"},
+			{"no app_id", mod(func(r *SetPusherRequest) { r.AppID = nil }), "M_MISSING_PARAM"},
+			{"long app_id", mod(func(r *SetPusherRequest) { r.AppID = sp(strings.Repeat("a", 65)) }), "M_INVALID_PARAM"},
+			{"long pushkey", mod(func(r *SetPusherRequest) { r.Pushkey = sp(strings.Repeat("a", 513)) }), "M_INVALID_PARAM"},
+			{"no kind", mod(func(r *SetPusherRequest) { r.Kind = nil }), "M_MISSING_PARAM"},
+			{"unknown kind", mod(func(r *SetPusherRequest) { r.Kind = json.RawMessage(`"sms"`) }), "M_INVALID_PARAM"},
+			{"kind not a string", mod(func(r *SetPusherRequest) { r.Kind = json.RawMessage(`7`) }), "M_BAD_JSON"},
+			{"no lang", mod(func(r *SetPusherRequest) { r.Lang = nil }), "M_MISSING_PARAM"},
+			{"no app_display_name", mod(func(r *SetPusherRequest) { r.AppDisplayName = nil }), "M_MISSING_PARAM"},
+			{"no data", mod(func(r *SetPusherRequest) { r.Data = nil }), "M_MISSING_PARAM"},
+			{"data not an object", mod(func(r *SetPusherRequest) { r.Data = json.RawMessage(`[1]`) }), "M_BAD_JSON"},
+			{"no url", mod(func(r *SetPusherRequest) { r.Data = json.RawMessage(`{}`) }), "M_MISSING_PARAM"},
+			{"url path", mod(func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url":"https://push.example.com/notify"}`) }), "M_INVALID_PARAM"},
+			{"url scheme", mod(func(r *SetPusherRequest) {
+				r.Data = json.RawMessage(`{"url":"ftp://push.example.com/_matrix/push/v1/notify"}`)
+			}), "M_INVALID_PARAM"},
+			{"format not a string", mod(func(r *SetPusherRequest) { r.Data = json.RawMessage(`{"url":"` + good + `","format":1}`) }), "M_INVALID_PARAM"},
+			{"delete unknown", mod(func(r *SetPusherRequest) { r.Kind = json.RawMessage(`null`) }), ""},
+			{"email", mod(func(r *SetPusherRequest) {
+				r.Kind, r.Data, r.Pushkey = json.RawMessage(`"email"`), json.RawMessage(`{"brand":"x"}`), sp("alice@example.com")
+			}), ""},
+			{"http", mod(func(r *SetPusherRequest) {}), ""},
+		}
+		for _, tc := range tests {
+			err := e.ps.SetPusher(e.ctx, alice, "ADEV", tc.req)
+			if tc.code == "" && err != nil || tc.code != "" && !merr.Is(err, tc.code) {
+				t.Errorf("%s: %v, want %q", tc.name, err, tc.code)
+			}
+		}
+		if got := e.ps.Pushers(e.ctx, alice); len(got) != 2 {
+			t.Fatalf("pushers: %+v", got)
+		}
+		// Another user takes the same app_id and pushkey: alice's goes,
+		// unless append.
+		if err := e.ps.SetPusher(e.ctx, bob, "BDEV", httpPusher("pk", good, "")); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.ps.Pushers(e.ctx, alice); len(got) != 1 || got[0].Kind != "email" {
+			t.Errorf("alice's pushers after bob took the pushkey: %+v", got)
+		}
+		req := httpPusher("pk", good, "")
+		req.Append = true
+		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", req); err != nil {
+			t.Fatal(err)
+		}
+		if len(e.ps.Pushers(e.ctx, alice)) != 2 || len(e.ps.Pushers(e.ctx, bob)) != 1 {
+			t.Errorf("append: alice %+v bob %+v", e.ps.Pushers(e.ctx, alice), e.ps.Pushers(e.ctx, bob))
+		}
+		del := httpPusher("pk", good, "")
+		del.Kind = json.RawMessage(`null`)
+		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", del); err != nil {
+			t.Fatal(err)
+		}
+		if len(e.ps.Pushers(e.ctx, alice)) != 1 || len(e.ps.Pushers(e.ctx, bob)) != 1 {
+			t.Errorf("delete: alice %+v bob %+v", e.ps.Pushers(e.ctx, alice), e.ps.Pushers(e.ctx, bob))
+		}
+	})
+}
+
+// BenchmarkOnRoomEvent: one message into a ten-member room, evaluated for
+// the nine others and stored (SQLite), as the sync engine drives it.
+func BenchmarkOnRoomEvent(b *testing.B) {
+	db := storagetest.Open(b, storage.SQLite)
+	e := newEnv(b, db)
+	e.start(Options{})
+	defer e.stop()
+	members := []string{bob, carol}
+	for i := 0; i < 7; i++ {
+		members = append(members, fmt.Sprintf("@member%d:test", i))
+	}
+	room := e.room(members...)
+	e.settle()
+	e.stop()
+	ps, err := New(e.ctx, db, e.b, e.rs, e.rules, Options{ServerName: "test"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ps.Close()
+	base := e.rs.Position()
+	content := json.RawMessage(`{"type":"m.room.message","content":{"msgtype":"m.text","body":"a perfectly ordinary message about lunch"}}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		n := roomserver.Notice{Event: roomserver.Event{Pos: base + int64(i) + 1, EventID: fmt.Sprintf("$ev%d", i), RoomID: room,
+			Type: "m.room.message", Sender: bob, OriginTS: 1, JSON: content}}
+		ps.OnRoomEvent(e.ctx, &n)
+	}
+	if err := ps.Flush(e.ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func TestPruneReadNotifications(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		old := time.Now().Add(-keepRead - time.Hour).UnixMilli()
+		for i, row := range []struct {
+			read bool
+			ts   int64
+		}{{true, old}, {false, old}, {true, time.Now().UnixMilli()}} {
+			if _, err := db.Exec(e.ctx, `INSERT INTO notifications (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, is_read)
+VALUES ($1, $2, '!r:test', $3, '', FALSE, '["notify"]', $4, $5)`, alice, i+1, fmt.Sprint("$e", i), row.ts, row.read); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.ps.w.prune(e.ctx)
+		var n int
+		if err := db.QueryRow(e.ctx, `SELECT COUNT(*) FROM notifications WHERE user_id = $1`, alice).Scan(&n); err != nil || n != 2 {
+			t.Errorf("after pruning: %d rows (%v), want 2 (the unread one and the recent one)", n, err)
+		}
+	})
+}
+
+// TestGapInNotices: events whose bus notices went missing are read from the
+// database when the next notice shows the gap.
+func TestGapInNotices(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		room := e.room(bob)
+		e.settle()
+		e.unsub() // notices from now on are lost
+		e.unsub = nil
+		e.send(room, bob, `{"msgtype":"m.text","body":"lost 1"}`)
+		e.send(room, bob, `{"msgtype":"m.text","body":"lost 2"}`)
+		e.wantUnread(alice, room, 0, 0)
+		ps := e.ps
+		unsub, err := e.b.Subscribe(roomserver.Topic, func(d []byte) {
+			var n roomserver.Notice
+			if json.Unmarshal(d, &n) == nil {
+				ps.OnRoomEvent(context.Background(), &n)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.unsub = unsub
+		e.send(room, bob, `{"msgtype":"m.text","body":"seen"}`)
+		e.settle()
+		e.wantUnread(alice, room, 3, 0)
+	})
+}
