@@ -6,6 +6,10 @@
 //
 // The services are reached through small interfaces declared beside the
 // handlers that use them (roomService in rooms.go, syncService in sync.go).
+// Some areas take their service as an argument instead of a field of API:
+// SearchArea (search.go: /search, /user_directory/search) and
+// RelationsArea (relations.go: /relations, /threads), both served by the
+// sync engine.
 //
 // Every route's body is limited to max_request_bytes, except routes marked
 // OwnBody (the media uploads in media.go), which stream their body to the

@@ -6,8 +6,11 @@ import (
 	"github.com/haven-chat/haven/internal/httpx"
 )
 
-// SpecVersions are the Client-Server API versions Haven really implements.
-var SpecVersions = []string{"v1.1", "v1.2", "v1.3"}
+// SpecVersions are the Client-Server API versions Haven implements: up to
+// v1.11 (authenticated media, the last feature those versions added that
+// clients depend on). mautrix bridges want v1.4 or later; matrix-js-sdk
+// switches authenticated media on from v1.11.
+var SpecVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
 // UnstableFeatures are the unstable flags that are true on this server.
 var UnstableFeatures = map[string]bool{
@@ -15,6 +18,14 @@ var UnstableFeatures = map[string]bool{
 	"org.matrix.msc2285.stable": true,
 	// authenticated media (/_matrix/client/v1/media/...), stable since v1.11
 	"org.matrix.msc3916.stable": true,
+	// threads (m.thread relations and their aggregation), stable since v1.4
+	"org.matrix.msc3440.stable": true,
+	// GET /rooms/{roomId}/threads, stable since v1.4
+	"org.matrix.msc3856": true,
+	// dir=f on /relations, stable since v1.4
+	"org.matrix.msc3715": true,
+	// recurse on /relations, stable since v1.10
+	"org.matrix.msc3981": true,
 }
 
 func (a *API) versionRoutes() []Route {

@@ -250,3 +250,36 @@ func TestThreadsPagination(t *testing.T) {
 		})
 	}
 }
+
+// TestNewEventsNeedNoAggregationQuery: an event that just committed is known
+// to have no children, so the /sync that delivers it asks the database
+// nothing about relations; once a child arrives, the parent is read again.
+func TestNewEventsNeedNoAggregationQuery(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			w := newWorld(t, d)
+			ctx := context.Background()
+			room := w.room(t, "@alice:test", "@bob:test")
+			root := w.say(t, "@alice:test", room, "new")
+			w.settle()
+			if !syncapi.RelationsCached(w.sync, root) {
+				t.Fatal("a new event is not known to have no relations")
+			}
+			w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "reply", "m.relates_to": rel("m.thread", root)})
+			w.settle()
+			if syncapi.RelationsCached(w.sync, root) {
+				t.Fatal("the parent's aggregate survived a new child")
+			}
+			ev, err := w.sync.Event(ctx, "@alice:test", "D", room, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := decodeBundled(t, ev).Unsigned.Relations; r == nil || r.Thread == nil || r.Thread.Count != 1 {
+				t.Fatalf("aggregation: %s", ev)
+			}
+			if !syncapi.RelationsCached(w.sync, root) {
+				t.Fatal("the loaded aggregate was not cached")
+			}
+		})
+	}
+}

@@ -47,6 +47,13 @@ type ltOptions struct {
 	CPUProfile         string
 	HeapProfile        string
 	DBProcess          string
+
+	// Scenario modes (loadtest_scenario*.go); "messages" is the default.
+	Scenario   string
+	Workers    int
+	OTKs       int
+	MediaBytes int
+	Messages   int
 }
 
 var ltPrefixRE = regexp.MustCompile(`^[a-z0-9._=/-]{1,64}$`)
@@ -78,9 +85,16 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 	fs.StringVar(&o.DBProcess, "db-process", "", "command name of the database's processes on this machine (e.g. postgres): report their CPU too")
 	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "with --metrics: save the server's CPU profile of the measured window to this file")
 	fs.StringVar(&o.HeapProfile, "heap-profile", "", "with --metrics: save the server's heap profile (after a GC) at the end of the measured window to this file")
+	fs.StringVar(&o.Scenario, "scenario", "messages", "what to load: messages (room messages, or idle with --rate 0), todevice (--rate fan-outs/s of /sendToDevice from one sender to every user's device), claim (/keys/claim of every user's device at once), media (upload then download --media-bytes files), search (fill a room with --messages messages, then time /search)")
+	fs.IntVar(&o.Workers, "workers", 1, "claim, media, search: requests in flight at once in the measured window (closed loop)")
+	fs.IntVar(&o.OTKs, "otks", 50, "claim: one-time keys each device uploads per round (a round is that many claims; then every device uploads as many again)")
+	fs.IntVar(&o.MediaBytes, "media-bytes", 1<<20, "media: size of each uploaded file in bytes")
+	fs.IntVar(&o.Messages, "messages", 100000, "search: messages sent into the first room before the searches")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: haven loadtest --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S | --register-open] [--metrics URL] [--pid PID] [flags]")
-		fmt.Fprintln(stderr, "Run the server with HAVEN_RATE_LIMITS_ENABLED=false, or the sends meet 429s. Exit codes: 0 done, 1 error, 2 bad flags, 3 messages lost.")
+		fmt.Fprintln(stderr, "       haven loadtest --scenario todevice|claim|media|search ... (see docs/benchmarks.md, \"Issue 3 benchmarks\")")
+		fmt.Fprintln(stderr, "Run the server with HAVEN_RATE_LIMITS_ENABLED=false, or the sends meet 429s. Exit codes: 0 done, 1 error, 2 bad flags,")
+		fmt.Fprintln(stderr, "3 messages lost (todevice: fan-outs not delivered to every device; claim: a key handed out twice or wrong; media: a download differing from its upload).")
 		fs.PrintDefaults()
 	}
 	if code := parse(fs, args); code >= 0 {
@@ -102,9 +116,10 @@ func (o ltOptions) check() error {
 	if o.Users < 0 || o.Rooms < 0 || o.Rate < 0 || o.Duration < 0 || o.Warmup < 0 || o.Grace < 0 || o.InitialSyncRooms < 0 {
 		errs = append(errs, errors.New("--users, --rooms, --rate, --duration, --warmup, --grace and --initial-sync-rooms must not be negative"))
 	}
-	if o.Duration > 0 && (o.Users == 0 || o.Rooms == 0) {
+	if o.Duration > 0 && (o.Users == 0 || o.Rooms == 0) && (o.Scenario == "messages" || o.Scenario == "todevice" || o.Scenario == "search") {
 		errs = append(errs, errors.New("a load phase (--duration > 0) needs --users and --rooms above 0; use --duration 0 for --initial-sync-rooms alone"))
 	}
+	errs = append(errs, o.checkScenario()...)
 	if o.SharedSecret != "" && o.RegisterOpen {
 		errs = append(errs, errors.New("give either --shared-secret or --register-open, not both"))
 	}
@@ -153,6 +168,8 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 1
 	case rep.Load != nil && rep.Load.LostMessages > 0:
 		return 3
+	case rep.integrityFailures() > 0:
+		return 3
 	}
 	return 0
 }
@@ -165,6 +182,8 @@ type ltEnv struct {
 	setup *ltSetup
 	runID string
 	logf  func(string, ...any)
+
+	fanout *ltFanout // --scenario todevice: the sender and its targets
 }
 
 func newRunID() string {
@@ -199,11 +218,22 @@ func newReport(o ltOptions, start time.Time) *ltReport {
 	if o.SharedSecret != "" {
 		reg = "shared secret"
 	}
-	return &ltReport{RunID: newRunID(), Started: start, Config: ltConfigReport{
+	rep := &ltReport{RunID: newRunID(), Started: start, Config: ltConfigReport{
 		Homeserver: o.HS, Users: o.Users, Rooms: o.Rooms, Rate: o.Rate, Duration: o.Duration.String(), Warmup: o.Warmup.String(),
 		Grace: o.Grace.String(), Registration: reg, Prefix: o.Prefix, TimelineLimit: o.TimelineLimit,
 		SyncTimeoutMS: o.SyncTimeout.Milliseconds(), MaxInFlight: o.MaxInFlight, InitialSyncRooms: o.InitialSyncRooms,
 	}}
+	c := &rep.Config
+	c.Scenario = o.Scenario
+	switch o.Scenario {
+	case "claim":
+		c.Workers, c.OTKs = o.Workers, o.OTKs
+	case "media":
+		c.Workers, c.MediaBytes = o.Workers, o.MediaBytes
+	case "search":
+		c.Workers, c.Messages = o.Workers, o.Messages
+	}
+	return rep
 }
 
 func (e *ltEnv) run(ctx context.Context, rep *ltReport) error {
@@ -216,6 +246,12 @@ func (e *ltEnv) run(ctx context.Context, rep *ltReport) error {
 		e.noteErrors(rep, err)
 		return err
 	}
+	switch e.opts.Scenario {
+	case "claim":
+		return e.claimScenario(ctx, users, rep)
+	case "media":
+		return e.mediaScenario(ctx, users, rep)
+	}
 	plan, layout := planRooms(e.opts.Users, e.opts.Rooms)
 	rep.Setup.Layout = layout
 	e.logf("%d rooms: %s", len(plan), layout)
@@ -223,6 +259,15 @@ func (e *ltEnv) run(ctx context.Context, rep *ltReport) error {
 	if err != nil {
 		e.noteErrors(rep, err)
 		return err
+	}
+	if e.opts.Scenario == "search" {
+		return e.searchScenario(ctx, users, rooms, rep)
+	}
+	if e.opts.Scenario == "todevice" {
+		if e.fanout, err = e.toDeviceSetup(ctx, users, rooms); err != nil {
+			e.noteErrors(rep, err)
+			return err
+		}
 	}
 	if e.opts.Duration > 0 {
 		if err := e.loadPhase(ctx, users, rooms, rep); err != nil {
@@ -257,6 +302,12 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	syncCtx, stopSyncs := context.WithCancel(ctx)
 	defer stopSyncs()
 	sy := newSyncers(e.c, users, rooms, tr, e.runID, e.opts.SyncTimeout)
+	// dtr follows what is sent: room messages, or to-device fan-outs.
+	dtr := tr
+	if e.fanout != nil {
+		dtr = e.fanout.tr
+		sy.toDevice = dtr
+	}
 	before, _ := e.probe.sample(ctx, true)
 	watch := e.probe.watch(ctx, 500*time.Millisecond)
 	t0 := time.Now()
@@ -271,7 +322,8 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	rep.Setup.LongPollsOpen, rep.Setup.ServerSyncWaiters = e.waitLongPolls(ctx, sy, int64(len(users)))
 	e.logf("%d long-polls open", rep.Setup.LongPollsOpen)
 
-	snd := &ltSender{c: e.c, users: users, rooms: rooms, tr: tr, runID: e.runID, maxInFlight: int64(e.opts.MaxInFlight), sendTimeout: 30 * time.Second}
+	snd := &ltSender{c: e.c, users: users, rooms: rooms, tr: dtr, runID: e.runID, maxInFlight: int64(e.opts.MaxInFlight), sendTimeout: 30 * time.Second,
+		fanout: e.fanout}
 	if e.opts.Warmup > 0 {
 		e.logf("warm-up %s", e.opts.Warmup)
 		if e.opts.Rate > 0 {
@@ -287,17 +339,26 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	load := &ltLoadReport{Mode: "idle", TargetRate: e.opts.Rate}
 	if e.opts.Rate > 0 {
 		load.Mode = "messages"
-		e.logf("sending %s msg/s for %s", trimFloat(e.opts.Rate), e.opts.Duration)
+		if e.fanout != nil {
+			load.Mode = "todevice"
+		}
+		e.logf("sending %s %s/s for %s", trimFloat(e.opts.Rate), map[bool]string{false: "msg", true: "fan-out"}[e.fanout != nil], e.opts.Duration)
 		sendStart := time.Now()
 		st := snd.run(ctx, e.opts.Rate, e.opts.Duration, true)
 		load.SendSeconds = time.Since(sendStart).Seconds()
 		load.scheduleSeconds = e.opts.Duration.Seconds()
 		snd.waitSends()
 		settleStart := time.Now()
-		waitSettled(ctx, tr, e.opts.Grace)
+		waitSettled(ctx, dtr, e.opts.Grace)
 		load.SettleSeconds = time.Since(settleStart).Seconds()
 		fillSends(load, st)
-		fillDeliveries(load, tr.result())
+		res := dtr.result()
+		fillDeliveries(load, res)
+		if e.fanout != nil {
+			all := summarize(res.Completions)
+			load.AllDelivered = &all
+			load.Targets = len(e.fanout.targets)
+		}
 	} else {
 		e.logf("idle for %s", e.opts.Duration)
 		sleepCtx(ctx, e.opts.Duration)
@@ -309,17 +370,12 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	stopSyncs()
 	sy.wait()
 	rep.Load = load
-	rep.Server = e.serverReport(before, w, peaks, load, len(users))
-	if rep.Machine != nil && rep.Server != nil && rep.Server.CPUSeconds != nil {
-		others := rep.Machine.BusySeconds - *rep.Server.CPUSeconds - rep.LoadGen.WindowCPUSeconds
-		if m := rep.Machine; m.DBSeconds != nil {
-			others -= *m.DBSeconds
-			if rep.Load.Sent > 0 {
-				m.DBMsPerMessage = fp(1000 * *m.DBSeconds / float64(rep.Load.Sent))
-			}
-		}
-		rep.Machine.OthersSeconds = fp(others)
+	work := ltWork{Window: load.WindowSeconds, Ops: load.Sent, Unit: "message", Deliveries: load.DeliveriesSeen, Syncs: load.Syncs}
+	if e.fanout != nil {
+		work.Unit = "fan-out"
 	}
+	rep.Server = e.serverReport(before, w, peaks, work, len(users))
+	e.machineOthers(rep, work)
 	e.addNotes(rep)
 	return ctx.Err()
 }
@@ -337,6 +393,8 @@ type ltWindow struct {
 	haveCPU0, haveCPU1 bool
 }
 
+// beginWindow takes the readings at the start of the window; sy is nil in
+// the scenarios without long-polls.
 func (e *ltEnv) beginWindow(ctx context.Context, sy *ltSyncers) *ltWindow {
 	w := &ltWindow{}
 	w.s0, w.err0 = e.probe.sample(ctx, true)
@@ -345,11 +403,15 @@ func (e *ltEnv) beginWindow(ctx context.Context, sy *ltSyncers) *ltWindow {
 	if e.opts.DBProcess != "" {
 		w.db0, _ = processesCPU(e.opts.DBProcess)
 	}
-	w.syncs0, w.empty0 = sy.completed.Load(), sy.empty.Load()
+	if sy != nil {
+		w.syncs0, w.empty0 = sy.completed.Load(), sy.empty.Load()
+	}
 	w.start = time.Now()
 	return w
 }
 
+// endWindow takes the readings at the end of the window; sy and load are
+// nil in the scenarios without long-polls.
 func (e *ltEnv) endWindow(ctx context.Context, w *ltWindow, sy *ltSyncers, load *ltLoadReport, rep *ltReport) {
 	w.end = time.Now()
 	w.cpu1, w.haveCPU1 = selfCPU()
@@ -358,15 +420,18 @@ func (e *ltEnv) endWindow(ctx context.Context, w *ltWindow, sy *ltSyncers, load 
 		w.db1, w.dbProcs = processesCPU(e.opts.DBProcess)
 	}
 	w.s1, w.err1 = e.probe.sample(ctx, true)
-	load.WindowSeconds = w.end.Sub(w.start).Seconds()
-	load.Syncs = sy.completed.Load() - w.syncs0
-	load.SyncsEmpty = sy.empty.Load() - w.empty0
-	load.LimitedTimelines = sy.limited.Load()
-	load.SyncErrors = sy.errors()
-	load.LongPollsAtEnd = sy.open.Load()
+	window := w.end.Sub(w.start).Seconds()
+	if load != nil && sy != nil {
+		load.WindowSeconds = window
+		load.Syncs = sy.completed.Load() - w.syncs0
+		load.SyncsEmpty = sy.empty.Load() - w.empty0
+		load.LimitedTimelines = sy.limited.Load()
+		load.SyncErrors = sy.errors()
+		load.LongPollsAtEnd = sy.open.Load()
+	}
 	if w.haveCPU0 && w.haveCPU1 {
 		rep.LoadGen.WindowCPUSeconds = (w.cpu1 - w.cpu0).Seconds()
-		rep.LoadGen.WindowCPUPercent = 100 * rep.LoadGen.WindowCPUSeconds / load.WindowSeconds
+		rep.LoadGen.WindowCPUPercent = 100 * rep.LoadGen.WindowCPUSeconds / window
 	}
 	if w.m0.OK && w.m1.OK {
 		rep.Machine = &ltMachineReport{Cores: runtime.NumCPU(), BusySeconds: w.m1.Busy - w.m0.Busy, IOWaitSeconds: w.m1.IOWait - w.m0.IOWait}
@@ -437,8 +502,19 @@ func fillDeliveries(l *ltLoadReport, r ltDeliveryResult) {
 	l.DeliveryLatency = summarize(r.Latencies)
 }
 
-// serverReport turns the readings into per-message and per-sync figures.
-func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, load *ltLoadReport, users int) *ltServerReport {
+// ltWork is what the server did in the measured window: Ops operations of
+// one kind (Unit: "message" for room messages, else "fan-out", "claim", ...).
+type ltWork struct {
+	Window     float64
+	Ops        int
+	Unit       string
+	Deliveries int
+	Syncs      int64
+}
+
+// serverReport turns the readings into per-operation and per-sync figures;
+// room messages keep their own fields (cpu_ms_per_message, ...).
+func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, work ltWork, users int) *ltServerReport {
 	if !e.probe.enabled() {
 		return nil
 	}
@@ -452,12 +528,16 @@ func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, 
 		if c1, ok1 := w.s1.cpu(); ok1 {
 			cpu := c1 - c0
 			sv.CPUSeconds = fp(cpu)
-			sv.CPUPercent = fp(100 * cpu / load.WindowSeconds)
-			if load.Sent > 0 {
-				sv.CPUMsPerMessage = fp(1000 * cpu / float64(load.Sent))
+			sv.CPUPercent = fp(100 * cpu / work.Window)
+			if work.Ops > 0 {
+				if work.Unit == "message" {
+					sv.CPUMsPerMessage = fp(1000 * cpu / float64(work.Ops))
+				} else {
+					sv.Unit, sv.CPUMsPerOp = work.Unit, fp(1000*cpu/float64(work.Ops))
+				}
 			}
-			if load.DeliveriesSeen > 0 {
-				sv.CPUMsPerDelivery = fp(1000 * cpu / float64(load.DeliveriesSeen))
+			if work.Deliveries > 0 {
+				sv.CPUMsPerDelivery = fp(1000 * cpu / float64(work.Deliveries))
 			}
 		}
 	}
@@ -465,11 +545,15 @@ func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, 
 		if q1, ok1 := w.s1.metric(mQueries); ok1 {
 			q := q1 - q0
 			sv.DBQueries = fp(q)
-			if load.Sent > 0 {
-				sv.DBQueriesPerMessage = fp(q / float64(load.Sent))
+			if work.Ops > 0 {
+				if work.Unit == "message" {
+					sv.DBQueriesPerMessage = fp(q / float64(work.Ops))
+				} else {
+					sv.Unit, sv.DBQueriesPerOp = work.Unit, fp(q/float64(work.Ops))
+				}
 			}
-			if load.Syncs > 0 {
-				sv.DBQueriesPerSync = fp(q / float64(load.Syncs))
+			if work.Syncs > 0 {
+				sv.DBQueriesPerSync = fp(q / float64(work.Syncs))
 			}
 		}
 	}
@@ -506,6 +590,26 @@ func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, 
 		sv.HeapInuseMiB, sv.StackInuseMiB, sv.HeapUnreturnedMiB = fp(heap/mib), fp(stack/mib), fp((idle-released)/mib)
 	}
 	return sv
+}
+
+// machineOthers sets the CPU of the machine's other processes (and the
+// database's per operation) once the server's CPU is known.
+func (e *ltEnv) machineOthers(rep *ltReport, work ltWork) {
+	if rep.Machine == nil || rep.Server == nil || rep.Server.CPUSeconds == nil {
+		return
+	}
+	others := rep.Machine.BusySeconds - *rep.Server.CPUSeconds - rep.LoadGen.WindowCPUSeconds
+	if m := rep.Machine; m.DBSeconds != nil {
+		others -= *m.DBSeconds
+		if work.Ops > 0 {
+			if work.Unit == "message" {
+				m.DBMsPerMessage = fp(1000 * *m.DBSeconds / float64(work.Ops))
+			} else {
+				m.Unit, m.DBMsPerOp = work.Unit, fp(1000**m.DBSeconds/float64(work.Ops))
+			}
+		}
+	}
+	rep.Machine.OthersSeconds = fp(others)
 }
 
 // addNotes explains what the figures mean when something went wrong.

@@ -307,6 +307,9 @@ type ltSyncResponse struct {
 			} `json:"timeline"`
 		} `json:"join"`
 	} `json:"rooms"`
+	ToDevice struct {
+		Events []ltEvent `json:"events"`
+	} `json:"to_device"`
 }
 
 // ltEvent is a timeline event; only the load test's own fields are decoded.

@@ -71,6 +71,9 @@ type ltReport struct {
 	LoadGen     ltLoadGenReport      `json:"load_generator"`
 	Machine     *ltMachineReport     `json:"machine,omitempty"`
 	InitialSync *ltInitialSyncReport `json:"initial_sync,omitempty"`
+	Claim       *ltClaimReport       `json:"claim,omitempty"`
+	Media       *ltMediaReport       `json:"media,omitempty"`
+	Search      *ltSearchReport      `json:"search,omitempty"`
 	Notes       []string             `json:"notes,omitempty"`
 	Error       string               `json:"error,omitempty"`
 
@@ -78,6 +81,7 @@ type ltReport struct {
 }
 
 type ltConfigReport struct {
+	Scenario         string  `json:"scenario"`
 	Homeserver       string  `json:"homeserver"`
 	Users            int     `json:"users"`
 	Rooms            int     `json:"rooms"`
@@ -91,6 +95,10 @@ type ltConfigReport struct {
 	SyncTimeoutMS    int64   `json:"sync_timeout_ms"`
 	MaxInFlight      int     `json:"max_inflight_sends"`
 	InitialSyncRooms int     `json:"initial_sync_rooms,omitempty"`
+	Workers          int     `json:"workers,omitempty"`
+	OTKs             int     `json:"otks_per_round,omitempty"`
+	MediaBytes       int     `json:"media_bytes,omitempty"`
+	Messages         int     `json:"messages,omitempty"`
 }
 
 type ltSetupReport struct {
@@ -109,7 +117,7 @@ type ltSetupReport struct {
 }
 
 type ltLoadReport struct {
-	Mode              string         `json:"mode"` // "messages" or "idle"
+	Mode              string         `json:"mode"` // "messages", "idle" or "todevice"
 	WindowSeconds     float64        `json:"window_seconds"`
 	SendSeconds       float64        `json:"send_seconds,omitempty"`
 	SettleSeconds     float64        `json:"settle_seconds,omitempty"`
@@ -137,6 +145,10 @@ type ltLoadReport struct {
 	LimitedTimelines  int64          `json:"limited_timelines"`
 	SyncErrors        map[string]int `json:"sync_errors,omitempty"`
 	LongPollsAtEnd    int64          `json:"long_polls_open_at_end"`
+	// todevice: the devices of each fan-out, and the latency until the
+	// last of them had it (one sample per fan-out delivered to all).
+	Targets      int        `json:"targets,omitempty"`
+	AllDelivered *ltSummary `json:"all_delivered_latency,omitempty"`
 
 	scheduleSeconds float64 // the schedule's length (--duration)
 }
@@ -161,7 +173,11 @@ type ltServerReport struct {
 	HeapInuseMiB        *float64 `json:"go_heap_inuse_mib_after,omitempty"`
 	StackInuseMiB       *float64 `json:"go_stack_inuse_mib_after,omitempty"`
 	HeapUnreturnedMiB   *float64 `json:"go_heap_idle_unreleased_mib_after,omitempty"`
-	Problems            []string `json:"problems,omitempty"`
+	// Scenarios other than room messages: figures per operation (Unit).
+	Unit           string   `json:"per_unit,omitempty"`
+	CPUMsPerOp     *float64 `json:"cpu_ms_per_op,omitempty"`
+	DBQueriesPerOp *float64 `json:"db_queries_per_op,omitempty"`
+	Problems       []string `json:"problems,omitempty"`
 }
 
 type ltLoadGenReport struct {
@@ -182,6 +198,8 @@ type ltMachineReport struct {
 	DBProcesses    int      `json:"db_processes,omitempty"`
 	DBSeconds      *float64 `json:"db_cpu_seconds,omitempty"`
 	DBMsPerMessage *float64 `json:"db_cpu_ms_per_message,omitempty"`
+	Unit           string   `json:"per_unit,omitempty"`
+	DBMsPerOp      *float64 `json:"db_cpu_ms_per_op,omitempty"`
 }
 
 type ltInitialSyncReport struct {
@@ -217,12 +235,16 @@ func (r *ltReport) writeText(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	c := r.Config
 	p("Haven load test %s — %s, started %s", r.RunID, c.Homeserver, r.Started.Format(time.RFC3339))
-	p("  %d users, %d rooms, %s msg/s for %s (warm-up %s, grace %s), %s registration, prefix %q",
-		c.Users, c.Rooms, trimFloat(c.Rate), c.Duration, c.Warmup, c.Grace, c.Registration, c.Prefix)
+	if c.Scenario == "" || c.Scenario == "messages" {
+		p("  %d users, %d rooms, %s msg/s for %s (warm-up %s, grace %s), %s registration, prefix %q",
+			c.Users, c.Rooms, trimFloat(c.Rate), c.Duration, c.Warmup, c.Grace, c.Registration, c.Prefix)
+	} else {
+		p("  scenario %s: %s", c.Scenario, c.scenarioLine())
+	}
 	s := r.Setup
 	p("Setup")
 	p("  accounts    %d registered, %d logged in again, in %.2f s", s.Registered, s.LoggedIn, s.AccountsSeconds)
-	if c.Rooms > 0 && c.Users > 0 {
+	if c.Rooms > 0 && c.Users > 0 && s.Layout != "" {
 		p("  rooms       %d created, %d reused (found by alias), %d-%d members, in %.2f s", s.RoomsCreated, s.RoomsReused, s.RoomSizeMin, s.RoomSizeMax, s.RoomsSeconds)
 		p("  layout      %s", s.Layout)
 	}
@@ -236,6 +258,7 @@ func (r *ltReport) writeText(w io.Writer) {
 	if l := r.Load; l != nil {
 		r.writeLoad(p, l)
 	}
+	r.writeScenario(p)
 	if sv := r.Server; sv != nil {
 		writeServer(p, sv)
 	}
@@ -243,9 +266,9 @@ func (r *ltReport) writeText(w io.Writer) {
 	p("Load generator (shares the machine with the server)")
 	p("  CPU %.2f s in the window (%.0f%% of one core); %.2f s over the whole run of %.1f s",
 		g.WindowCPUSeconds, g.WindowCPUPercent, g.TotalCPUSeconds, g.TotalSeconds)
-	if m := r.Machine; m != nil && r.Load != nil && r.Load.WindowSeconds > 0 {
+	if m, win := r.Machine, r.windowSeconds(); m != nil && win > 0 {
 		line := fmt.Sprintf("Machine (%d cores) in the window: busy %.2f CPU-s (%.0f%% of all cores), iowait %.2f s",
-			m.Cores, m.BusySeconds, 100*m.BusySeconds/(float64(m.Cores)*r.Load.WindowSeconds), m.IOWaitSeconds)
+			m.Cores, m.BusySeconds, 100*m.BusySeconds/(float64(m.Cores)*win), m.IOWaitSeconds)
 		if m.OthersSeconds != nil {
 			line += fmt.Sprintf("; other processes %.2f CPU-s", *m.OthersSeconds)
 		}
@@ -254,6 +277,9 @@ func (r *ltReport) writeText(w io.Writer) {
 			line := fmt.Sprintf("  database (%d %q processes): %.2f CPU-s", m.DBProcesses, m.DBProcess, *m.DBSeconds)
 			if m.DBMsPerMessage != nil {
 				line += fmt.Sprintf(", %.3f ms per message", *m.DBMsPerMessage)
+			}
+			if m.DBMsPerOp != nil {
+				line += fmt.Sprintf(", %.3f ms per %s", *m.DBMsPerOp, m.Unit)
 			}
 			p("%s", line)
 		}
@@ -275,9 +301,12 @@ func (r *ltReport) writeText(w io.Writer) {
 }
 
 func (r *ltReport) writeLoad(p func(string, ...any), l *ltLoadReport) {
-	if l.Mode == "idle" {
+	switch l.Mode {
+	case "idle":
 		p("Idle window: %.1f s, no messages", l.WindowSeconds)
-	} else {
+	case "todevice":
+		writeToDevice(p, l)
+	default:
 		p("Messages: measured window %.1f s (sending %.1f s, then %.2f s until delivered or grace)", l.WindowSeconds, l.SendSeconds, l.SettleSeconds)
 		p("  scheduled %d at %s msg/s; sent OK %d (%.1f msg/s), failed %d, late %d, skipped (in-flight cap) %d",
 			l.Scheduled, trimFloat(l.TargetRate), l.Sent, l.AchievedRate, l.SendFailed, l.Late, l.Skipped)
@@ -306,6 +335,9 @@ func writeServer(p func(string, ...any), sv *ltServerReport) {
 		if sv.CPUMsPerMessage != nil {
 			line += fmt.Sprintf("; %.3f ms per message", *sv.CPUMsPerMessage)
 		}
+		if sv.CPUMsPerOp != nil {
+			line += fmt.Sprintf("; %.3f ms per %s", *sv.CPUMsPerOp, sv.Unit)
+		}
 		if sv.CPUMsPerDelivery != nil {
 			line += fmt.Sprintf(", %.3f ms per delivery", *sv.CPUMsPerDelivery)
 		}
@@ -315,6 +347,9 @@ func writeServer(p func(string, ...any), sv *ltServerReport) {
 		line := fmt.Sprintf("  DB queries %s", trimFloat(*sv.DBQueries))
 		if sv.DBQueriesPerMessage != nil {
 			line += fmt.Sprintf("; %.2f per message", *sv.DBQueriesPerMessage)
+		}
+		if sv.DBQueriesPerOp != nil {
+			line += fmt.Sprintf("; %.2f per %s", *sv.DBQueriesPerOp, sv.Unit)
 		}
 		if sv.DBQueriesPerSync != nil {
 			line += fmt.Sprintf("; %.3f per /sync answer", *sv.DBQueriesPerSync)

@@ -45,6 +45,7 @@ type ltSender struct {
 	runID       string
 	maxInFlight int64
 	sendTimeout time.Duration
+	fanout      *ltFanout // --scenario todevice: send to-device fan-outs instead of room messages
 
 	inflight atomic.Int64
 	seq      int64 // next sequence number; only run touches it
@@ -116,6 +117,10 @@ func (s *ltSender) run(ctx context.Context, rate float64, d time.Duration, measu
 func (s *ltSender) dispatch(ctx context.Context, st *ltSendStats, measured bool) {
 	seq := s.seq
 	s.seq++
+	if s.fanout != nil {
+		s.dispatchFanout(ctx, st, seq, measured)
+		return
+	}
 	u, room, ok := s.pick(seq)
 	if !ok {
 		return

@@ -17,6 +17,7 @@ type ltSyncers struct {
 	users    []*ltUser
 	roomByID map[string]int
 	tr       *ltTracker
+	toDevice *ltTracker // --scenario todevice: the fan-outs (one pseudo-room of the targets)
 	runID    string
 	timeout  time.Duration
 
@@ -123,9 +124,17 @@ func (s *ltSyncers) loop(ctx context.Context, i int) {
 }
 
 // handle hands the run's events in resp to the tracker and tells whether
-// resp had any timeline event.
+// resp had any timeline event (or, in the todevice scenario, to-device event).
 func (s *ltSyncers) handle(user int, resp *ltSyncResponse, at time.Time) bool {
 	hadEvents := false
+	if s.toDevice != nil {
+		for _, ev := range resp.ToDevice.Events {
+			hadEvents = true
+			if ev.Type == ltToDeviceType && ev.Content.Run == s.runID {
+				s.toDevice.deliver(ev.Content.Seq, 0, user, at)
+			}
+		}
+	}
 	for roomID, jr := range resp.Rooms.Join {
 		if jr.Timeline.Limited {
 			s.limited.Add(1)

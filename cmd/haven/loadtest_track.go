@@ -33,6 +33,7 @@ type ltTracker struct {
 	mu           sync.Mutex
 	msgs         map[int64]*ltMsg
 	delivery     []time.Duration // delivery latencies of measured messages
+	complete     []time.Duration // measured messages: start until the last member had it
 	sending      int             // PUTs not answered yet
 	outstanding  int             // deliveries awaited for messages whose PUT succeeded
 	duplicates   int
@@ -104,6 +105,9 @@ func (t *ltTracker) deliver(seq int64, room, receiver int, at time.Time) {
 	}
 	if m.measured {
 		t.delivery = append(t.delivery, at.Sub(m.start))
+		if m.remaining == 0 && m.state != ltFailed {
+			t.complete = append(t.complete, at.Sub(m.start))
+		}
 	}
 }
 
@@ -121,6 +125,7 @@ type ltDeliveryResult struct {
 	Duplicates, Unknown           int
 	AfterFailure                  int
 	Latencies                     []time.Duration
+	Completions                   []time.Duration // per message delivered to all: until the last delivery
 	LostExamples                  []int64
 }
 
@@ -130,7 +135,7 @@ func (t *ltTracker) result() ltDeliveryResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := ltDeliveryResult{Duplicates: t.duplicates, Unknown: t.unknown, AfterFailure: t.afterFailure,
-		Latencies: append([]time.Duration(nil), t.delivery...)}
+		Latencies: append([]time.Duration(nil), t.delivery...), Completions: append([]time.Duration(nil), t.complete...)}
 	for seq, m := range t.msgs {
 		if !m.measured || m.state != ltSent {
 			continue

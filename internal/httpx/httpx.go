@@ -80,10 +80,16 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 			logging.From(r.Context()).WithError(err).Error("internal error")
 			me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
 		}
-	} else if me.Status >= 500 {
+	} else if me.Status >= 500 && !expected5xx(me.Code) {
 		logging.From(r.Context()).WithError(err).Error("internal error")
 	}
 	writeMatrixError(w, r, me)
+}
+
+// expected5xx tells the 5xx answers that the spec gives for a normal
+// situation (not a fault of the server), which are not logged as errors.
+func expected5xx(code string) bool {
+	return code == "M_NOT_YET_UPLOADED"
 }
 
 // writeMatrixError sends a Matrix error as it is, without logging it.

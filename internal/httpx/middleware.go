@@ -164,7 +164,7 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 						observe(r, ri, status, d)
 					}
 					lvl := logrus.InfoLevel
-					if status >= 500 {
+					if status >= 500 && !expected5xx(ri.ErrCode) {
 						lvl = logrus.ErrorLevel
 					}
 					if !log.IsLevelEnabled(lvl) {

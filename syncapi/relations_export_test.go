@@ -1,0 +1,7 @@
+package syncapi
+
+// RelationsCached tells whether the aggregate of an event is cached (for tests).
+func RelationsCached(s *Service, eventID string) bool {
+	_, ok := s.rel.c.Peek(eventID)
+	return ok
+}
