@@ -38,8 +38,8 @@
 // before decoding. Output is JPEG when opaque, PNG with transparency; with
 // animated=true an animated GIF stays animated (every frame scaled), other
 // requests and GIFs with too many frames get the first frame. Animated WebP
-// cannot be decoded and is refused with 400 M_UNKNOWN unless the original
-// itself fits. At most ThumbnailWorkers thumbnails are made at once (a
+// cannot be decoded here: its thumbnail is the original, which clients
+// show and animate themselves. At most ThumbnailWorkers thumbnails are made at once (a
 // semaphore); uploads never wait for thumbnails. The thumbnail cache's
 // hits and misses are counted in haven_cache_lookups_total{cache="media_thumbnails"}.
 //

@@ -419,8 +419,15 @@ func TestServiceThumbnails(t *testing.T) {
 		_, err = s.Thumbnail(ctx, testServer, mediaIDOf(t, mxcBomb), ThumbnailRequest{Width: 32, Height: 32, Method: Crop}, 0)
 		wantErr(t, "too many pixels", err, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
 		mxcWebP, _ := s.UploadNew(ctx, "@alice:test", up(makeAnimatedWebPHeader(500, 500), "image/webp", ""))
-		_, err = s.Thumbnail(ctx, testServer, mediaIDOf(t, mxcWebP), ThumbnailRequest{Width: 32, Height: 32, Method: Crop}, 0)
-		wantErr(t, "animated webp", err, http.StatusBadRequest, "M_UNKNOWN")
+		// Animated WebP falls back to the original.
+		c, err := s.Thumbnail(ctx, testServer, mediaIDOf(t, mxcWebP), ThumbnailRequest{Width: 32, Height: 32, Method: Crop}, 0)
+		if err != nil {
+			t.Fatalf("animated webp: %v", err)
+		}
+		if c.ContentType != "image/webp" || c.Size != int64(len(makeAnimatedWebPHeader(500, 500))) {
+			t.Errorf("animated webp: got %s of %d bytes, want the original", c.ContentType, c.Size)
+		}
+		c.Close()
 		_, err = s.Thumbnail(ctx, testServer, id, ThumbnailRequest{Width: 0, Height: 32, Method: Crop}, 0)
 		wantErr(t, "zero width", err, http.StatusBadRequest, "M_INVALID_PARAM")
 		_, err = s.Thumbnail(ctx, testServer, id, ThumbnailRequest{Width: 32, Height: 32, Method: "zoom"}, 0)

@@ -77,6 +77,11 @@ func (s *Service) Thumbnail(ctx context.Context, serverName, mediaID string, req
 	}
 	results, err := s.makeThumbs(ctx, m, size, standard, req.Animated)
 	<-s.thumbSem
+	if errors.Is(err, errAnimatedWeb) {
+		// Animated WebP cannot be decoded here: the client gets the
+		// original, which it can show (and animate) itself.
+		return s.thumbContent(ctx, thumbRow{ContentType: "image/webp", ThumbSHA256: m.SHA256, Size: m.Size})
+	}
 	if err != nil {
 		return nil, thumbError(err)
 	}

@@ -268,16 +268,20 @@ GROUP BY relates_to, rel_type, room_id`, ids)
 				a.threadLatest = e
 			}
 		}
-		rows, err := s.db.Query(ctx, `SELECT relates_to, sender FROM events WHERE relates_to IN ($1) AND rel_type = 'm.thread' AND redacted_by IS NULL
-GROUP BY relates_to, sender`, threads)
+		rows, err := s.db.Query(ctx, `SELECT relates_to, room_id, sender FROM events WHERE relates_to IN ($1) AND rel_type = 'm.thread' AND redacted_by IS NULL
+GROUP BY relates_to, room_id, sender`, threads)
 		if err != nil {
 			return nil, fmt.Errorf("thread participants: %w", err)
 		}
 		for rows.Next() {
-			var parent, sender string
-			if err := rows.Scan(&parent, &sender); err != nil {
+			var parent, room, sender string
+			if err := rows.Scan(&parent, &room, &sender); err != nil {
 				rows.Close()
 				return nil, err
+			}
+			// Children in another room do not count (as in the counts above).
+			if p := byID[parent]; p == nil || p.roomID != room {
+				continue
 			}
 			a := get(parent)
 			if a.threadSenders == nil {
@@ -295,20 +299,20 @@ GROUP BY relates_to, sender`, threads)
 		// A valid edit comes from the original's sender, is not a state
 		// event, and the original is not itself an edit; the latest by
 		// origin_server_ts, then by event ID, wins.
-		rows, err := s.db.Query(ctx, `SELECT relates_to, event_id, sender, origin_ts FROM events
+		rows, err := s.db.Query(ctx, `SELECT relates_to, room_id, event_id, sender, origin_ts FROM events
 WHERE relates_to IN ($1) AND rel_type = 'm.replace' AND redacted_by IS NULL AND state_key IS NULL`, edits)
 		if err != nil {
 			return nil, fmt.Errorf("edits: %w", err)
 		}
 		for rows.Next() {
-			var parent string
+			var parent, room string
 			var e editRef
-			if err := rows.Scan(&parent, &e.EventID, &e.Sender, &e.TS); err != nil {
+			if err := rows.Scan(&parent, &room, &e.EventID, &e.Sender, &e.TS); err != nil {
 				rows.Close()
 				return nil, err
 			}
 			p := byID[parent]
-			if p == nil || p.sender != e.Sender || p.relType == relReplace || p.redacted != "" {
+			if p == nil || p.roomID != room || p.sender != e.Sender || p.relType == relReplace || p.redacted != "" {
 				continue
 			}
 			a := get(parent)
@@ -324,15 +328,18 @@ WHERE relates_to IN ($1) AND rel_type = 'm.replace' AND redacted_by IS NULL AND 
 		rows.Close()
 	}
 	if len(refs) > 0 {
-		rows, err := s.db.Query(ctx, `SELECT relates_to, event_id FROM events WHERE relates_to IN ($1) AND rel_type = 'm.reference' AND redacted_by IS NULL ORDER BY pos`, refs)
+		rows, err := s.db.Query(ctx, `SELECT relates_to, room_id, event_id FROM events WHERE relates_to IN ($1) AND rel_type = 'm.reference' AND redacted_by IS NULL ORDER BY pos`, refs)
 		if err != nil {
 			return nil, fmt.Errorf("references: %w", err)
 		}
 		for rows.Next() {
-			var parent, id string
-			if err := rows.Scan(&parent, &id); err != nil {
+			var parent, room, id string
+			if err := rows.Scan(&parent, &room, &id); err != nil {
 				rows.Close()
 				return nil, err
+			}
+			if p := byID[parent]; p == nil || p.roomID != room {
+				continue
 			}
 			get(parent).references = append(get(parent).references, id)
 		}

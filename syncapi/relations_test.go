@@ -283,3 +283,42 @@ func TestNewEventsNeedNoAggregationQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestAggregationsIgnoreOtherRooms: children sent in another room that
+// name an event by its ID are not aggregated into it: they neither make a
+// reader a thread participant nor show up as edits or references (whose
+// event IDs would leak from a room the reader may not be in).
+func TestAggregationsIgnoreOtherRooms(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			w := newWorld(t, d)
+			ctx := context.Background()
+			room := w.room(t, "@alice:test", "@bob:test", "@carol:test")
+			other := w.room(t, "@alice:test", "@carol:test")
+			root := w.say(t, "@alice:test", room, "root")
+			r1 := w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "reply", "m.relates_to": rel("m.thread", root)})
+			w.send(t, "@carol:test", other, "m.room.message", map[string]any{"body": "elsewhere", "m.relates_to": rel("m.thread", root)})
+			w.send(t, "@alice:test", other, "m.room.message", map[string]any{"body": "* moved", "m.new_content": map[string]any{"body": "moved"},
+				"m.relates_to": rel("m.replace", root)})
+			w.send(t, "@carol:test", other, "m.room.message", map[string]any{"body": "see", "m.relates_to": rel("m.reference", root)})
+			w.settle()
+			ev, err := w.sync.Event(ctx, "@carol:test", "D", room, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := decodeBundled(t, ev).Unsigned.Relations
+			if r == nil || r.Thread == nil || r.Thread.Count != 1 || r.Thread.LatestEvent.EventID != r1 {
+				t.Fatalf("thread aggregation: %s", ev)
+			}
+			if r.Thread.Participated {
+				t.Errorf("a reply in another room made carol a participant: %s", ev)
+			}
+			if r.Replace != nil {
+				t.Errorf("an edit from another room was aggregated: %s", ev)
+			}
+			if r.Reference != nil {
+				t.Errorf("a reference from another room was aggregated: %s", ev)
+			}
+		})
+	}
+}

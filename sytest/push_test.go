@@ -247,5 +247,17 @@ func TestPushersAndDelivery(t *testing.T) {
 		if ps, _ := s.do(t, "GET", v3+"/pushers", alice.AccessToken, nil).expect(t, 200).JSON["pushers"].([]any); len(ps) != 0 {
 			t.Errorf("pushers after delete: %v", ps)
 		}
+
+		// A pusher goes with the device that set it: after its logout, the
+		// user's other devices see no pusher.
+		phone := s.login(t, "alice")
+		s.do(t, "POST", v3+"/pushers/set", phone.AccessToken, pusher(map[string]any{"url": notify})).expect(t, 200)
+		if ps, _ := s.do(t, "GET", v3+"/pushers", alice.AccessToken, nil).expect(t, 200).JSON["pushers"].([]any); len(ps) != 1 {
+			t.Fatalf("pushers after the phone set one: %v", ps)
+		}
+		s.do(t, "POST", v3+"/logout", phone.AccessToken, map[string]any{}).expect(t, 200)
+		if ps, _ := s.do(t, "GET", v3+"/pushers", alice.AccessToken, nil).expect(t, 200).JSON["pushers"].([]any); len(ps) != 0 {
+			t.Errorf("pushers after the phone logged out: %v", ps)
+		}
 	})
 }

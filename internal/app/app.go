@@ -43,6 +43,8 @@ type App struct {
 	Users *userapi.Service
 	// Keys is the key service: E2EE keys, to-device messages, device lists.
 	Keys *keys.Service
+	// devices is told of added and deleted devices.
+	devices deviceObservers
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
@@ -108,7 +110,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
-		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: a.Keys}); err != nil {
+		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

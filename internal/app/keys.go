@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"sync/atomic"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi/keys"
+	"github.com/haven-chat/haven/userapi/push"
 )
 
 // openKeys starts the key service (end-to-end encryption, to-device
@@ -20,6 +23,7 @@ func (a *App) openKeys(ctx context.Context) error {
 	}
 	a.closers = append(a.closers, svc.Close)
 	a.Keys = svc
+	a.devices.keys = svc
 	return nil
 }
 
@@ -40,4 +44,24 @@ type keysAPI struct {
 
 func (k keysAPI) KeyChanges(ctx context.Context, userID, from, to string) ([]string, []string, error) {
 	return k.sync.KeyChanges(ctx, userID, from, to)
+}
+
+// deviceObservers is what the user API tells of added and deleted devices:
+// the key service (device lists, keys, to-device queues) and, once it runs,
+// the push service (pushers of deleted devices). The push service starts
+// after the user API, which it reads push rules from, hence the pointer.
+type deviceObservers struct {
+	keys *keys.Service
+	push atomic.Pointer[push.Service]
+}
+
+func (d *deviceObservers) DevicesChanged(ctx context.Context, userID string, added, deleted []string) {
+	if d.keys != nil {
+		d.keys.DevicesChanged(ctx, userID, added, deleted)
+	}
+	if p := d.push.Load(); p != nil && len(deleted) > 0 {
+		if err := p.DevicesDeleted(ctx, userID, deleted); err != nil {
+			logging.From(ctx).WithError(err).WithField("user_id", userID).Error("push: delete the pushers of deleted devices")
+		}
+	}
 }

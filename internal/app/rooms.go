@@ -36,6 +36,7 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	if err != nil {
 		return err
 	}
+	a.devices.push.Store(ps)
 	ss, err := syncapi.New(ctx, a.DB, a.Bus, rs, accountDataAdapter{users}, syncapi.Options{PresenceEnabled: a.Cfg.Presence.Enabled, Keys: a.keySource(), Push: ps})
 	if err != nil {
 		return err

@@ -41,6 +41,8 @@
 // retried with exponential backoff (RetryBase doubling to RetryMax, at most
 // MaxAttempts), other 4xx drop the push, and pushkeys the gateway lists as
 // rejected delete their pusher. Sending a message never waits for a gateway.
+// A pusher belongs to the device that set it: DevicesDeleted (told by the
+// user API on logout and device deletion) deletes it with the device.
 //
 // Tables owned: notifications, push_position, pushers.
 //

@@ -331,3 +331,26 @@ func (s *Service) hasHTTPPushers(user string) bool {
 	}
 	return false
 }
+
+// DevicesDeleted deletes the pushers that the user's deleted devices set:
+// a device that logged out gets no more pushes.
+func (s *Service) DevicesDeleted(ctx context.Context, userID string, deviceIDs []string) error {
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	unlock := s.pusherLocks.Lock(userID)
+	defer unlock()
+	gone := make(map[string]bool, len(deviceIDs))
+	for _, d := range deviceIDs {
+		gone[d] = true
+	}
+	for _, p := range s.pushers.of(userID) {
+		if p.deviceID == "" || !gone[p.deviceID] {
+			continue
+		}
+		if err := s.deletePusher(ctx, userID, p.AppID, p.Pushkey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
