@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/sirupsen/logrus"
@@ -185,8 +186,36 @@ func (a *API) wrap(rt Route) http.Handler {
 				return merr.LimitExceeded(wait.Milliseconds() + 1)
 			}
 		}
+		if err := checkPathParams(r); err != nil {
+			return err
+		}
 		return rt.H(w, r)
 	})
+}
+
+// checkPathParams refuses path parameters that no Matrix identifier, type
+// or transaction ID can hold: a NUL byte or invalid UTF-8 (after
+// percent-decoding). Handlers and the database never see them (PostgreSQL
+// fails on such text, which would be a 500).
+func checkPathParams(r *http.Request) error {
+	rc := chi.RouteContext(r.Context())
+	if rc == nil {
+		return nil
+	}
+	for i, raw := range rc.URLParams.Values {
+		v, err := url.PathUnescape(raw)
+		if err != nil {
+			v = raw
+		}
+		if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+			name := "path"
+			if i < len(rc.URLParams.Keys) {
+				name = rc.URLParams.Keys[i]
+			}
+			return merr.InvalidParam("Path parameter %s is not valid UTF-8 text", name)
+		}
+	}
+	return nil
 }
 
 // clientAddr is the address rate limits count against. Behind a reverse

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
@@ -56,7 +57,7 @@ func (a *API) getFilter(w http.ResponseWriter, r *http.Request) error {
 // so that only filters /sync can use are stored.
 func validateFilter(body []byte) error {
 	t := bytes.TrimSpace(body)
-	if !json.Valid(t) {
+	if !json.Valid(t) || !utf8.Valid(t) {
 		return merr.NotJSON("Filter is not valid JSON")
 	}
 	if t[0] != '{' {

@@ -84,8 +84,8 @@ func TestReportRoutes(t *testing.T) {
 		{"room", base + "%21r:test/report", "bob-token", `{"reason":"bad room"}`, 200, ""},
 		{"unknown room", base + "%21gone:test/report", "bob-token", `{"reason":"x"}`, 404, "M_NOT_FOUND"},
 		{"bad room ID", base + "nope/report", "bob-token", `{}`, 404, "M_NOT_FOUND"},
-		{"NUL in the room ID", base + "%21r%00:test/report", "bob-token", `{}`, 404, "M_NOT_FOUND"},
-		{"NUL in the event ID", base + "%21r:test/report/$a%00b", "alice-token", `{}`, 404, "M_NOT_FOUND"},
+		{"NUL in the room ID", base + "%21r%00:test/report", "bob-token", `{}`, 400, "M_INVALID_PARAM"},
+		{"NUL in the event ID", base + "%21r:test/report/$a%00b", "alice-token", `{}`, 400, "M_INVALID_PARAM"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var body any

@@ -20,10 +20,12 @@ const (
 	// DefaultHierarchyLimit and MaxHierarchyLimit bound the rooms of one page.
 	DefaultHierarchyLimit = 50
 	MaxHierarchyLimit     = 100
-	// maxHierarchyVisits bounds the rooms one request looks at, whatever
-	// the depth and the page.
-	maxHierarchyVisits = 2000
 )
+
+// maxHierarchyVisits bounds the rooms one request looks at (each costs a
+// few queries), whatever the depth, the page and the number of children a
+// space has. A variable for tests.
+var maxHierarchyVisits = 2000
 
 // HierarchyRequest is a parsed GET /rooms/{roomId}/hierarchy.
 type HierarchyRequest struct {
@@ -278,15 +280,24 @@ func (s *Service) accessible(ctx context.Context, sum *roomSummary, userID strin
 // rooms the user may not see and rooms this server does not know. Pages are
 // cut after Limit rooms; next_batch continues where the page ended.
 func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (*HierarchyResponse, error) {
+	resp, _, err := s.hierarchy(ctx, req)
+	return resp, err
+}
+
+// hierarchy is Hierarchy; it also returns how many rooms it looked at
+// (summarized), which maxHierarchyVisits bounds. Children are looked at
+// when the walk reaches them, not when their space is walked: a space with
+// many children costs no more than maxHierarchyVisits rooms.
+func (s *Service) hierarchy(ctx context.Context, req HierarchyRequest) (*HierarchyResponse, int, error) {
 	if !storableRoomID(req.RoomID) {
-		return nil, merr.InvalidParam("Invalid room ID %q", req.RoomID)
+		return nil, 0, merr.InvalidParam("Invalid room ID %q", req.RoomID)
 	}
 	limit := req.Limit
 	if limit == 0 {
 		limit = DefaultHierarchyLimit
 	}
 	if limit < 0 {
-		return nil, merr.InvalidParam("limit must be positive")
+		return nil, 0, merr.InvalidParam("limit must be positive")
 	}
 	limit = min(limit, MaxHierarchyLimit)
 	maxDepth := req.MaxDepth
@@ -297,22 +308,22 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 	if req.From != "" {
 		tok, ok := decodeHierarchyToken(req.From)
 		if !ok || tok.Root != req.RoomID {
-			return nil, merr.InvalidParam("Unknown pagination token")
+			return nil, 0, merr.InvalidParam("Unknown pagination token")
 		}
 		if tok.MaxDepth != maxDepth || tok.Suggested != req.SuggestedOnly {
-			return nil, merr.InvalidParam("max_depth and suggested_only cannot change between pages")
+			return nil, 0, merr.InvalidParam("max_depth and suggested_only cannot change between pages")
 		}
 		offset = tok.Offset
 	}
 
 	root, err := s.summarize(ctx, req.RoomID)
 	if err != nil {
-		return nil, err
+		return nil, 1, err
 	}
 	if root != nil {
 		ok, err := s.accessible(ctx, root, req.UserID)
 		if err != nil {
-			return nil, err
+			return nil, 1, err
 		}
 		if !ok {
 			root = nil
@@ -320,24 +331,46 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 	}
 	if root == nil {
 		// Unknown rooms answer like rooms one may not see, so that room IDs cannot be probed.
-		return nil, merr.Forbidden("You cannot see this room")
+		return nil, 1, merr.Forbidden("You cannot see this room")
 	}
 
+	// An item is a room to walk: the root with its summary, the others by
+	// ID, summarized (and checked) when the walk reaches them.
 	type item struct {
+		id    string
 		sum   *roomSummary
 		depth int
 	}
-	stack := []item{{root, 0}}
+	stack := []item{{id: root.RoomID, sum: root}}
 	visited := map[string]bool{}
+	summarized := 1
 	resp := &HierarchyResponse{Rooms: []HierarchyRoom{}}
 	seen := 0 // accessible rooms in depth-first order so far
 	for len(stack) > 0 && len(visited) < maxHierarchyVisits {
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if visited[it.sum.RoomID] {
+		if visited[it.id] {
 			continue
 		}
-		visited[it.sum.RoomID] = true
+		visited[it.id] = true
+		if it.sum == nil {
+			summarized++
+			sum, err := s.summarize(ctx, it.id)
+			if err != nil {
+				return nil, summarized, err
+			}
+			if sum == nil {
+				continue // not known here
+			}
+			ok, err := s.accessible(ctx, sum, req.UserID)
+			if err != nil {
+				return nil, summarized, err
+			}
+			if !ok {
+				continue
+			}
+			it.sum = sum
+		}
 		if seen == offset+limit {
 			// One more room exists past this page.
 			resp.NextBatch = hierarchyToken{Root: req.RoomID, MaxDepth: maxDepth, Suggested: req.SuggestedOnly, Offset: offset + limit}.encode()
@@ -365,25 +398,10 @@ func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 		}
 		// Push in reverse so that the first child is walked first.
 		for i := len(children) - 1; i >= 0; i-- {
-			id := children[i].roomID
-			if visited[id] {
-				continue
-			}
-			sum, err := s.summarize(ctx, id)
-			if err != nil {
-				return nil, err
-			}
-			if sum == nil {
-				continue
-			}
-			ok, err := s.accessible(ctx, sum, req.UserID)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				stack = append(stack, item{sum, it.depth + 1})
+			if id := children[i].roomID; !visited[id] {
+				stack = append(stack, item{id: id, depth: it.depth + 1})
 			}
 		}
 	}
-	return resp, nil
+	return resp, summarized, nil
 }

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -203,6 +204,44 @@ func TestHierarchy(t *testing.T) {
 		}
 		if got := roomIDs(get(bob, HierarchyRequest{})); !reflect.DeepEqual(got, []string{space, b, a, sub, c, r}) {
 			t.Fatalf("bob invited sees %v", got)
+		}
+	})
+}
+
+// TestHierarchyVisitBound: a space with more children than
+// maxHierarchyVisits costs at most that many room look-ups per request
+// (children are looked at when the walk reaches them, not all at once).
+func TestHierarchyVisitBound(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h := newHarness(t, db)
+		ctx := context.Background()
+		const alice = "@alice:test"
+		old := maxHierarchyVisits
+		maxHierarchyVisits = 10
+		t.Cleanup(func() { maxHierarchyVisits = old })
+		name := "Space"
+		res, err := h.s.CreateRoom(ctx, alice, CreateRoomRequest{Preset: "public_chat", Name: &name,
+			CreationContent: map[string]json.RawMessage{"type": json.RawMessage(`"m.space"`)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		space := res.RoomID
+		for i := 0; i < 30; i++ {
+			key := fmt.Sprintf("!unknown%02d:test", i)
+			if _, err := h.s.Send(ctx, Sender{alice, "D"}, SendRequest{RoomID: space, Type: "m.space.child", StateKey: &key,
+				Content: json.RawMessage(`{"via":["test"]}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, looked, err := h.s.hierarchy(ctx, HierarchyRequest{RoomID: space, UserID: alice, MaxDepth: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if looked > maxHierarchyVisits {
+			t.Errorf("looked at %d rooms, the bound is %d", looked, maxHierarchyVisits)
+		}
+		if got := roomIDs(resp); !reflect.DeepEqual(got, []string{space}) || len(resp.Rooms[0].ChildrenState) != 30 {
+			t.Fatalf("rooms %v, %d children", got, len(resp.Rooms[0].ChildrenState))
 		}
 	})
 }

@@ -323,6 +323,12 @@ func (s *Service) RoomsOf(ctx context.Context, userID string) (map[string]string
 
 // Membership returns the user's current membership in a room and its position.
 func (s *Service) Membership(ctx context.Context, roomID, userID string) (string, int64, error) {
+	if !storableText(roomID) {
+		return "", 0, merr.NotFound("Unknown room %s", roomID)
+	}
+	if !storableText(userID) {
+		return "", 0, nil
+	}
 	var m string
 	var pos int64
 	err := s.db.QueryRow(ctx, `SELECT membership, pos FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`, roomID, userID).Scan(&m, &pos)

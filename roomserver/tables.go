@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/haven-chat/haven/storage"
 )
@@ -67,6 +69,7 @@ ON CONFLICT (sender, device_id, room_id, txn_id) WHERE txn_id IS NOT NULL DO NOT
 
 // EventsByID loads events by ID, in no particular order. Missing IDs are skipped.
 func EventsByID(ctx context.Context, q storage.Querier, ids []string) ([]Event, error) {
+	ids = storableIDs(ids)
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -84,6 +87,29 @@ func EventsByID(ctx context.Context, q storage.Querier, ids []string) ([]Event, 
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// storableText tells whether s can be an ID in the database: an ID with a
+// NUL byte or invalid UTF-8 names nothing (and PostgreSQL refuses it in a
+// query with an error).
+func storableText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// storableIDs drops the IDs that cannot name anything (see storableText).
+func storableIDs(ids []string) []string {
+	for i, id := range ids {
+		if !storableText(id) {
+			out := append([]string(nil), ids[:i]...)
+			for _, id := range ids[i+1:] {
+				if storableText(id) {
+					out = append(out, id)
+				}
+			}
+			return out
+		}
+	}
+	return ids
 }
 
 type roomRow struct {

@@ -25,7 +25,9 @@
 // m.reference). The aggregate of a parent is shared by all readers and
 // cached (relCache, bounded), "no relations" included; the per-reader parts
 // (the latest thread event rendered for the device, and
-// current_user_participated) are computed when the event is served. A
+// current_user_participated) are computed when the event is served; a
+// reader not joined now gets the m.thread part only if they may see the
+// thread's latest reply (history visibility, as /messages). A
 // child's notice, or the redaction of a child, drops the parent's entry;
 // a loader stores what it read only if no child notice arrived meanwhile.
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,6 +180,9 @@ func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID
 	}
 	if len(threadID) > 255 {
 		return merr.InvalidParam("thread_id too long")
+	}
+	if strings.IndexByte(threadID, 0) >= 0 {
+		return merr.InvalidParam("thread_id must not contain NUL characters")
 	}
 	s.CatchUp(ctx)
 	if !s.isJoined(userID, roomID) {

@@ -419,16 +419,45 @@ func (s *Service) appendTimeline(ctx context.Context, dst []json.RawMessage, evs
 	if err != nil {
 		return nil, err
 	}
+	// The latest event of a thread is shown only to readers who may see
+	// it: a reader not joined now (who left, or peeks) may not see replies
+	// sent after they left. Their visibility is loaded only then.
+	var vis map[string]*visibility
 	for i, e := range evs {
 		a := aggs[e.eventID]
 		if a == nil {
 			continue
+		}
+		if l := a.threadLatest; l != nil && !s.n.joined(user, e.roomID) {
+			if vis == nil {
+				vis = map[string]*visibility{}
+			}
+			if vis[e.roomID] == nil {
+				if err := loadVisibilities(ctx, s.db, []string{e.roomID}, user, vis); err != nil {
+					return nil, err
+				}
+			}
+			if !vis[e.roomID].canSee(l.pos, l.sender, l.typ, l.stateKey) {
+				// Without the thread: its count and latest reply are news
+				// from after the reader's time in the room.
+				na := *a
+				na.threadCount, na.threadLatest, na.threadSenders = 0, nil, nil
+				a = &na
+			}
 		}
 		if b := a.bundle(e, user, device, now); b != nil {
 			dst[start+i] = withUnsigned(dst[start+i], "m.relations", b)
 		}
 	}
 	return dst, nil
+}
+
+// joined tells whether the user is joined to the room now.
+func (n *Notifier) joined(user, room string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.members[room][user]
+	return ok
 }
 
 // withUnsigned adds a field to the unsigned object of an event rendered by

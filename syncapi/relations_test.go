@@ -322,3 +322,38 @@ func TestAggregationsIgnoreOtherRooms(t *testing.T) {
 		})
 	}
 }
+
+// TestThreadSummaryAfterLeaving: a user who left a room does not get,
+// bundled into an event they may still see, the latest reply of its thread
+// when that reply came after they left.
+func TestThreadSummaryAfterLeaving(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			w := newWorld(t, d)
+			ctx := context.Background()
+			room := w.room(t, "@alice:test", "@bob:test", "@carol:test")
+			root := w.say(t, "@alice:test", room, "root")
+			w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "reply", "m.relates_to": rel("m.thread", root)})
+			if err := w.rooms.Leave(ctx, "@carol:test", room, ""); err != nil {
+				t.Fatal(err)
+			}
+			secret := w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "after carol left", "m.relates_to": rel("m.thread", root)})
+			w.settle()
+			// bob sees the new reply; carol still sees the root, but not the reply.
+			ev, err := w.sync.Event(ctx, "@bob:test", "D", room, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := decodeBundled(t, ev).Unsigned.Relations; r == nil || r.Thread == nil || r.Thread.LatestEvent.EventID != secret {
+				t.Fatalf("bob: %s", ev)
+			}
+			ev, err = w.sync.Event(ctx, "@carol:test", "D", room, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := decodeBundled(t, ev).Unsigned.Relations; r != nil && r.Thread != nil && r.Thread.LatestEvent.EventID == secret {
+				t.Fatalf("carol got a reply sent after she left: %s", ev)
+			}
+		})
+	}
+}

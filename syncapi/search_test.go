@@ -309,3 +309,40 @@ func TestUserDirectory(t *testing.T) {
 		})
 	}
 }
+
+// TestUserDirectoryNonASCII: display names are matched case-insensitively
+// beyond ASCII on both databases (SQLite's LOWER and LIKE fold ASCII only).
+func TestUserDirectoryNonASCII(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			w := newWorld(t, d)
+			ctx := context.Background()
+			for u, name := range map[string]string{"@alice:test": "Alice", "@bob:test": "Élodie Ørsted"} {
+				local := strings.TrimPrefix(strings.TrimSuffix(u, ":test"), "@")
+				if _, err := w.users.CreateAccount(ctx, local, "password-"+local, false, "test"); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.users.SetDisplayName(ctx, u, name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			res, err := w.rooms.CreateRoom(ctx, "@alice:test", roomserver.CreateRoomRequest{Preset: "private_chat", Invite: []string{"@bob:test"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.rooms.Join(ctx, "@bob:test", res.RoomID, ""); err != nil {
+				t.Fatal(err)
+			}
+			w.settle()
+			for _, term := range []string{"élodie", "ÉLODIE", "Élo", "ørsted", "ØRSTED", "élodie ørs"} {
+				r, err := w.sync.UserDirectory(ctx, "@alice:test", term, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(r.Results) != 1 || r.Results[0].UserID != "@bob:test" {
+					t.Errorf("%q: got %+v, want @bob:test", term, r.Results)
+				}
+			}
+		})
+	}
+}

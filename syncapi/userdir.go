@@ -54,7 +54,17 @@ func (s *Service) UserDirectory(ctx context.Context, userID, term string, limit 
 			joined = append(joined, rv.id)
 		}
 	}
-	first := likeEscape(words[0])
+	// The SQL narrows the candidates by one word's start. SQLite's LOWER and
+	// LIKE fold ASCII letters only, so only the ASCII start of a word can be
+	// compared there (the longest one of the words); directoryMatch then
+	// checks every word, case-insensitively in full, on both databases.
+	first := ""
+	for _, w := range words {
+		if p := asciiPrefix(w); len(p) > len(first) {
+			first = p
+		}
+	}
+	first = likeEscape(first)
 	rows, err := s.db.Query(ctx, `SELECT DISTINCT m.state_key, p.displayname, p.avatar_url FROM room_state m LEFT JOIN profiles p ON p.user_id = m.state_key
 WHERE m.type = 'm.room.member' AND m.membership = 'join'
 AND (m.room_id IN ($1) OR m.room_id IN (SELECT room_id FROM rooms WHERE published = $2)
@@ -67,7 +77,9 @@ LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan
 	}
 	defer rows.Close()
 	var found []UserDirectoryResult
+	scanned := 0
 	for rows.Next() {
+		scanned++
 		var r UserDirectoryResult
 		var name, avatar *string
 		if err := rows.Scan(&r.UserID, &name, &avatar); err != nil {
@@ -90,6 +102,9 @@ LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan
 	})
 	if len(found) > limit {
 		found, resp.Limited = found[:limit], true
+	}
+	if scanned == directoryScan {
+		resp.Limited = true // candidates were left unread
 	}
 	resp.Results = append(resp.Results, found...)
 	return resp, nil
@@ -132,6 +147,16 @@ func directoryKey(r UserDirectoryResult) string {
 		return strings.ToLower(*r.DisplayName)
 	}
 	return strings.ToLower(strings.TrimPrefix(r.UserID, "@"))
+}
+
+// asciiPrefix is the start of s up to its first non-ASCII character.
+func asciiPrefix(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return s[:i]
+		}
+	}
+	return s
 }
 
 // likeEscape escapes the LIKE wildcards of s (the escape character is \).

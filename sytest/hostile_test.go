@@ -3,6 +3,9 @@ package sytest
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +33,9 @@ type hostileRoute struct{ Method, Path string }
 
 // serverRoutes lists every route of the client API as the server wires it:
 // it builds the same App that `haven serve` builds (on a throwaway SQLite
-// directory, from the same HAVEN_* settings) and walks its router, so the
-// sweep covers a route as soon as it is added.
+// directory, with the default settings the sweep's servers also have, save
+// registration, hashing and rate limits, which add no routes) and walks its
+// router, so the sweep covers a route as soon as it is added.
 func serverRoutes(t *testing.T, env []string) []hostileRoute {
 	t.Helper()
 	dir := t.TempDir()
@@ -68,7 +73,8 @@ func serverRoutes(t *testing.T, env []string) []hostileRoute {
 
 // TestHostile sends every route of the server a battery of malformed,
 // oversized, unauthorised and hostile requests (path parameters, bodies,
-// query parameters; as a normal user, without a token and with a bogus one)
+// query parameters; as a normal user, without a token and with a bogus one;
+// the admin routes also as a server admin)
 // and asserts that each gets a Matrix answer: never a 5xx (except the spec's
 // 504 M_NOT_YET_UPLOADED), never a dropped connection, and every 4xx a JSON
 // object with an M_ errcode and an error string. Afterwards the server must
@@ -102,6 +108,7 @@ type hostileBaseline struct {
 	otherRoom, otherEvent       string // a room the user is not in, and an event in it
 	otherUser                   string
 	filterID, mediaID, pending  string
+	adminToken                  string // a server admin's, for the admin routes
 }
 
 func hostileSetup(t *testing.T, s *server) hostileBaseline {
@@ -109,7 +116,13 @@ func hostileSetup(t *testing.T, s *server) hostileBaseline {
 	alice := s.register(t, "hostile-alice")
 	bob := s.register(t, "hostile-bob")
 	s.register(t, "hostile-carol") // logs out on the logout routes
-	b := hostileBaseline{
+	// A server admin, through the shared-secret registration.
+	nonce := s.do(t, "GET", "/_synapse/admin/v1/register", "", nil).expect(t, 200).str("nonce")
+	mac := hmac.New(sha1.New, []byte("sytest-shared-secret-0123456789"))
+	mac.Write([]byte(nonce + "\x00hostile-admin\x00password-admin\x00admin"))
+	adm := s.do(t, "POST", "/_synapse/admin/v1/register", "", map[string]any{"nonce": nonce, "username": "hostile-admin",
+		"password": "password-admin", "admin": true, "mac": hex.EncodeToString(mac.Sum(nil))}).expect(t, 200)
+	b := hostileBaseline{adminToken: adm.str("access_token"),
 		server: alice.UserID.Homeserver(), user: alice.UserID.String(), device: alice.DeviceID.String(),
 		token: alice.AccessToken, otherUser: bob.UserID.String(),
 	}
@@ -238,6 +251,26 @@ func hostileBodies() map[string][]byte {
 		enc, _ := json.Marshal(m)
 		return enc
 	}
+	// IDs that pass a sigil check but hold a NUL byte, by field name.
+	nulIDs := make(map[string]any, len(fields))
+	for _, f := range fields {
+		switch {
+		case strings.Contains(f, "room"):
+			nulIDs[f] = "!a\x00b:localhost"
+		case strings.Contains(f, "user") || f == "invite":
+			nulIDs[f] = "@a\x00b:localhost"
+		case strings.Contains(f, "event") || strings.HasPrefix(f, "m.") || f == "thread_id":
+			nulIDs[f] = "$a\x00b"
+		default:
+			nulIDs[f] = "a\x00b"
+		}
+	}
+	nulIDs["invite"] = []string{"@a\x00b:localhost"}
+	nulIDs["room_ids"] = []string{"!a\x00b:localhost"}
+	nulIDs["device_keys"] = map[string]any{"@a\x00b:localhost": []string{"D\x00"}}
+	nulIDs["one_time_keys"] = map[string]any{"@a\x00b:localhost": map[string]string{"D\x00": "signed_curve25519"}}
+	nulIDs["messages"] = map[string]any{"@a\x00b:localhost": map[string]any{"D\x00": map[string]any{}}}
+	nulIDsBody, _ := json.Marshal(nulIDs)
 	deep := strings.Repeat("[", 10000) + strings.Repeat("]", 10000)
 	big := append([]byte(`{"body":"`), bytes.Repeat([]byte("a"), 2<<20)...)
 	big = append(big, `"}`...)
@@ -260,9 +293,15 @@ func hostileBodies() map[string][]byte {
 		"2MiB":         big,
 		"badUTF8":      bytes.ReplaceAll(object("x"), []byte(`"x"`), []byte("\"\xff\xfe bad \xc3\"")),
 		"nulString":    object("a\x00b"),
-		"nulKey":       []byte(`{"a\u0000b":{"c\u0000":"\u0000"},"body":"\u0000","msgtype":"m.text\u0000"}`),
-		"badUTF8Key":   []byte("{\"\xff\xfe\":1,\"body\":\"\xed\xa0\x80\",\"msgtype\":\"m.text\"}"),
-		"dupKeys":      []byte(`{"body":"a","body":{"x":1},"msgtype":"m.text","msgtype":7}`),
+		"nulIDs":       nulIDsBody,
+		"nulKeys": []byte(`{"one_time_keys":{"signed_curve25519:A\u0000":"k\u0000","curve25519:B":{"key":"\u0000"}},` +
+			`"fallback_keys":{"signed_curve25519:F\u0000":{"key":"\u0000","fallback":true}},` +
+			`"@hostile-alice:localhost":{"D\u0000":{"user_id":"@hostile-alice:localhost","device_id":"D\u0000","keys":{"ed25519:D\u0000":"\u0000"},"signatures":{"@hostile-alice:localhost":{"ed25519:\u0000":"\u0000"}}}},` +
+			`"rooms":{"!a\u0000:localhost":{"sessions":{"s\u0000":{}}}},"sessions":{"s\u0000":{}}}`),
+		"surrogates": bytes.ReplaceAll(object("x"), []byte(`"x"`), []byte(`"\ud800\udfff\udc00\ud83d"`)),
+		"nulKey":     []byte(`{"a\u0000b":{"c\u0000":"\u0000"},"body":"\u0000","msgtype":"m.text\u0000"}`),
+		"badUTF8Key": []byte("{\"\xff\xfe\":1,\"body\":\"\xed\xa0\x80\",\"msgtype\":\"m.text\"}"),
+		"dupKeys":    []byte(`{"body":"a","body":{"x":1},"msgtype":"m.text","msgtype":7}`),
 	}
 }
 
@@ -278,6 +317,8 @@ var hostileQueries = map[string]string{
 	"filterID":  "filter=999999&timeout=0&timeout_ms=0",
 	"repeated":  "limit=1&limit=2&from=a&from=b&dir=b&dir=f&timeout=0&timeout=0&timeout_ms=0&timeout_ms=1&filter=1&filter=2",
 	"badUTF8":   "from=%FF%FE&dir=%FF&limit=%00&server=%FF&access_token=%FF&timeout=0&timeout_ms=0",
+	"nul":       "from=a%00b&to=%00&since=%00&filter=%00&server=%00&dir=%00&limit=%00&user_id=%00&timeout=0&timeout_ms=0",
+	"nulFilter": "filter=" + url.QueryEscape(`{"room":{"rooms":["!a\u0000b:localhost"],"not_rooms":["\u0000"],"timeline":{"senders":["@\u0000"],"types":["\u0000"]}}}`) + "&timeout=0&timeout_ms=0",
 	"huge":      "from=" + strings.Repeat("x", 10<<10) + "&timeout=0&timeout_ms=0",
 	"badParams": "allow_remote=maybe&set_presence=nope&full_state=x&width=-1&height=99999999999&method=x&url=%00&ts=-1&only=x&include=x&recurse=x&max_depth=-1&suggested_only=x&timeout=0&timeout_ms=0",
 }
@@ -326,6 +367,8 @@ func (b hostileBaseline) requests(rt hostileRoute) []hostileReq {
 	add("noToken", base, baseBody, "")
 	add("bogusToken", base, baseBody, "syt_bogus_token_"+strings.Repeat("x", 20))
 	add("bogusTokenBadBody", base, []byte(`{not json`), "syt_bogus")
+	add("badUTF8Token", base, baseBody, "syt_\xff\xfe")
+	add("queryTokenNUL", base+"&access_token=a%00%FF", baseBody, "")
 	for i, name := range names {
 		for what, v := range b.hostileValues(name) {
 			add("param "+name+"="+what, build(i, v)+"?"+defaultQuery, baseBody, b.token)
@@ -339,6 +382,15 @@ func (b hostileBaseline) requests(rt hostileRoute) []hostileReq {
 	}
 	for what, q := range hostileQueries {
 		add("query "+what, build(-1, "")+"?"+q, baseBody, b.token)
+	}
+	if strings.HasPrefix(rt.Path, "/_synapse/admin/") {
+		// The same battery as a server admin, who gets past the auth check.
+		for _, r := range out[:len(out):len(out)] {
+			if r.token == b.token {
+				r.what, r.token = "admin "+r.what, b.adminToken
+				out = append(out, r)
+			}
+		}
 	}
 	return out
 }
@@ -367,6 +419,7 @@ func hostileSweep(t *testing.T, s *server, routes []hostileRoute) {
 		mu       sync.Mutex
 		failures []hostileFailure
 		slow     []string
+		okCount  atomic.Int64
 	)
 	fail := func(f hostileFailure) {
 		mu.Lock()
@@ -395,6 +448,9 @@ func hostileSweep(t *testing.T, s *server, routes []hostileRoute) {
 				if err != nil {
 					fail(hostileFailure{req: r, detail: "transport: " + err.Error()})
 					continue
+				}
+				if status < 300 {
+					okCount.Add(1)
 				}
 				if status >= 500 {
 					var body map[string]any
@@ -427,7 +483,7 @@ func hostileSweep(t *testing.T, s *server, routes []hostileRoute) {
 	}
 	close(work)
 	wg.Wait()
-	t.Logf("%d routes, %d requests in %v", len(routes), len(reqs), time.Since(start).Round(time.Millisecond))
+	t.Logf("%d routes, %d requests (%d answered 2xx) in %v", len(routes), len(reqs), okCount.Load(), time.Since(start).Round(time.Millisecond))
 	for _, sl := range slow {
 		t.Errorf("slow: %s", sl)
 	}
@@ -463,6 +519,10 @@ func hostileSweep(t *testing.T, s *server, routes []hostileRoute) {
 	// The server survived: it answers, a sync works, and nothing panicked.
 	s.do(t, "GET", "/health", "", nil).expect(t, 200)
 	s.do(t, "GET", v3+"/sync?timeout=0", b.token, nil).expect(t, 200)
+	s.do(t, "GET", "/_synapse/admin/v1/event_reports", b.adminToken, nil).expect(t, 200)
+	if ok := okCount.Load(); ok < int64(len(routes)) {
+		t.Errorf("only %d requests succeeded: the baselines do not reach the handlers", ok)
+	}
 	s.mu.Lock()
 	logs := s.logs.String()
 	s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
@@ -64,7 +65,7 @@ func (s *Service) AccountDataPosition() int64 { return s.adSeq.Visible() }
 // checkObject makes sure content is one JSON object.
 func checkObject(content []byte) error {
 	c := bytes.TrimSpace(content)
-	if !json.Valid(c) {
+	if !json.Valid(c) || !utf8.Valid(c) {
 		return merr.NotJSON("Content not JSON")
 	}
 	if len(c) == 0 || c[0] != '{' {

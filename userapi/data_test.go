@@ -179,6 +179,9 @@ func TestProfiles(t *testing.T) {
 		}
 		wantCode(t, s.SetDisplayName(ctx, a.UserID, strings.Repeat("x", MaxDisplayNameBytes+1)), "M_BAD_JSON")
 		wantCode(t, s.SetAvatarURL(ctx, a.UserID, "https://example.org/a.png"), "M_INVALID_PARAM")
+		// PostgreSQL cannot store a NUL byte: refused on both databases.
+		wantCode(t, s.SetDisplayName(ctx, a.UserID, "Al\x00ice"), "M_INVALID_PARAM")
+		wantCode(t, s.SetAvatarURL(ctx, a.UserID, "mxc://test.local/a\x00b"), "M_INVALID_PARAM")
 		wantCode(t, s.SetAvatarURL(ctx, a.UserID, "mxc://"+strings.Repeat("x", MaxAvatarURLBytes)), "M_BAD_JSON")
 		wantCode(t, s.SetDisplayName(ctx, "@ghost:test.local", "x"), "M_NOT_FOUND")
 		for _, id := range []string{"@ghost:test.local", "@alice:elsewhere.org", "alice"} {

@@ -92,6 +92,9 @@ func (s *Service) SetDisplayName(ctx context.Context, userID, name string) error
 	if len(name) > MaxDisplayNameBytes {
 		return merr.BadJSON("The display name is longer than %d bytes", MaxDisplayNameBytes)
 	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return merr.InvalidParam("The display name must not contain NUL characters")
+	}
 	return s.setProfileField(ctx, userID, "displayname", name)
 }
 
@@ -100,7 +103,7 @@ func (s *Service) SetAvatarURL(ctx context.Context, userID, url string) error {
 	if len(url) > MaxAvatarURLBytes {
 		return merr.BadJSON("The avatar URL is longer than %d bytes", MaxAvatarURLBytes)
 	}
-	if url != "" && (!strings.HasPrefix(url, "mxc://") || len(url) <= len("mxc://")) {
+	if url != "" && (!strings.HasPrefix(url, "mxc://") || len(url) <= len("mxc://") || strings.IndexByte(url, 0) >= 0) {
 		return merr.InvalidParam("The avatar URL must be an mxc:// URI")
 	}
 	return s.setProfileField(ctx, userID, "avatar_url", url)

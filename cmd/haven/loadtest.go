@@ -338,11 +338,12 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	profileDone := e.startCPUProfile(ctx, rep)
 	load := &ltLoadReport{Mode: "idle", TargetRate: e.opts.Rate}
 	if e.opts.Rate > 0 {
+		unit := "msg"
 		load.Mode = "messages"
 		if e.fanout != nil {
-			load.Mode = "todevice"
+			load.Mode, unit = "todevice", "fan-outs"
 		}
-		e.logf("sending %s %s/s for %s", trimFloat(e.opts.Rate), map[bool]string{false: "msg", true: "fan-out"}[e.fanout != nil], e.opts.Duration)
+		e.logf("sending %s %s/s for %s", trimFloat(e.opts.Rate), unit, e.opts.Duration)
 		sendStart := time.Now()
 		st := snd.run(ctx, e.opts.Rate, e.opts.Duration, true)
 		load.SendSeconds = time.Since(sendStart).Seconds()

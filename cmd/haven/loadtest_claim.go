@@ -281,7 +281,7 @@ func (e *ltEnv) claimScenario(ctx context.Context, users []*ltUser, rep *ltRepor
 		}
 	}
 	if cr.Duplicates+cr.WrongKeys+cr.MissingKeys > 0 {
-		rep.note("claimed keys: %d handed out twice, %d not the device's, %d devices left without a key", cr.Duplicates, cr.WrongKeys, cr.MissingKeys)
+		rep.note("claimed keys: %d handed out twice, %d not the device's; %d times a device got no key although every claim of a round should find one", cr.Duplicates, cr.WrongKeys, cr.MissingKeys)
 	}
 	if cr.Claims.Failed > 0 {
 		rep.note("%d claims failed: %s", cr.Claims.Failed, fmtCounts(cr.Claims.Errors))

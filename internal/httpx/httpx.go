@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
@@ -201,6 +202,12 @@ func Unmarshal(body []byte, v any) error {
 	}
 	if !json.Valid(trimmed) {
 		return merr.NotJSON("Content not JSON")
+	}
+	// JSON is UTF-8 (RFC 8259). encoding/json lets invalid bytes through in
+	// strings, and a body kept as it is (event content, account data) would
+	// reach the database with them: PostgreSQL refuses such text.
+	if !utf8.Valid(trimmed) {
+		return merr.NotJSON("Content is not valid UTF-8")
 	}
 	if trimmed[0] != '{' {
 		return merr.BadJSON("Request body must be a JSON object")

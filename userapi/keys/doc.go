@@ -4,7 +4,8 @@
 //
 // Tables owned: device_keys, one_time_keys, fallback_keys,
 // cross_signing_keys, key_signatures, device_list_changes, to_device,
-// to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001).
+// to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
+// key_stream_positions (0007).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
@@ -25,7 +26,11 @@
 // TopicToDevice. A device list change (device added or deleted, device
 // keys uploaded or changed, cross-signing keys, signatures) upserts
 // device_list_changes.pos in the transaction of the change and publishes a
-// DeviceListNotice on TopicDeviceLists. syncapi turns both into wake-ups and
+// DeviceListNotice on TopicDeviceLists. Both transactions also record the
+// highest position handed out in key_stream_positions, and New starts each
+// stream above it: delivered to-device rows are deleted, yet clients' sync
+// tokens still name their positions, so a restarted stream must never hand
+// them out again. syncapi turns both into wake-ups and
 // response sections; it deletes delivered to-device rows (AckToDevice) when
 // the device syncs with a token past them.
 //

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -53,10 +54,16 @@ func serverOf(userID string) string {
 
 // CheckUserID validates a user ID given in a key request.
 func CheckUserID(userID string) error {
-	if serverOf(userID) == "" || len(userID) > 255 {
+	if serverOf(userID) == "" || len(userID) > 255 || !storableText(userID) {
 		return merr.InvalidParam("%q is not a user ID", userID)
 	}
 	return nil
+}
+
+// storableText tells whether s can be an ID in the database: no ID holds a
+// NUL byte or invalid UTF-8 (PostgreSQL refuses such text with an error).
+func storableText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // sigRow is one stored signature.
@@ -269,8 +276,11 @@ func (s *Service) Claim(ctx context.Context, want map[string]map[string]string) 
 			continue
 		}
 		for d, alg := range devs {
-			if alg == "" || len(alg) > MaxKeyIDBytes || strings.Contains(alg, ":") {
+			if alg == "" || len(alg) > MaxKeyIDBytes || strings.Contains(alg, ":") || !storableText(alg) {
 				return nil, merr.InvalidParam("%q is not a key algorithm", alg)
+			}
+			if !storableText(d) {
+				return nil, merr.InvalidParam("%q is not a device ID", d)
 			}
 			targets = append(targets, target{u, d, alg})
 		}

@@ -106,11 +106,16 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 	if now == nil {
 		now = time.Now
 	}
+	// The streams continue above the positions stored and above those
+	// handed out before (key_stream_positions): delivered to-device rows
+	// are gone, but clients' sync tokens may still name their positions.
 	var lastTD, lastDL int64
-	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM to_device`).Scan(&lastTD); err != nil {
+	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM (SELECT MAX(pos) AS pos FROM to_device
+UNION ALL SELECT pos FROM key_stream_positions WHERE stream = $1) p`, streamToDevice).Scan(&lastTD); err != nil {
 		return nil, fmt.Errorf("select max to-device position: %w", err)
 	}
-	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM device_list_changes`).Scan(&lastDL); err != nil {
+	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM (SELECT MAX(pos) AS pos FROM device_list_changes
+UNION ALL SELECT pos FROM key_stream_positions WHERE stream = $1) p`, streamDeviceLists).Scan(&lastDL); err != nil {
 		return nil, fmt.Errorf("select max device list position: %w", err)
 	}
 	s := &Service{
@@ -190,6 +195,17 @@ func (s *Service) publish(ctx context.Context, topic string, v any) {
 const upsertDeviceListChange = `INSERT INTO device_list_changes (user_id, pos) VALUES ($1, $2)
 ON CONFLICT (user_id) DO UPDATE SET pos = CASE WHEN excluded.pos > device_list_changes.pos THEN excluded.pos ELSE device_list_changes.pos END`
 
+// The streams of key_stream_positions.
+const (
+	streamToDevice    = "to_device"
+	streamDeviceLists = "device_lists"
+)
+
+// upsertStreamPosition records a position handed out on a stream, in the
+// transaction that uses it.
+const upsertStreamPosition = `INSERT INTO key_stream_positions (stream, pos) VALUES ($1, $2)
+ON CONFLICT (stream) DO UPDATE SET pos = excluded.pos WHERE key_stream_positions.pos < excluded.pos`
+
 // changeDeviceList runs write in a transaction together with the record of
 // a change of userID's device list (when write reports changed), and
 // publishes the change after the commit.
@@ -198,8 +214,15 @@ func (s *Service) changeDeviceList(ctx context.Context, userID string, write fun
 	changed := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		c, err := write(tx)
-		if err != nil || !c {
+		if err != nil {
 			return err
+		}
+		// Recorded even when nothing changed: the position becomes visible.
+		if _, err := tx.Exec(ctx, upsertStreamPosition, streamDeviceLists, pos); err != nil {
+			return fmt.Errorf("record device list position: %w", err)
+		}
+		if !c {
+			return nil
 		}
 		if _, err := tx.Exec(ctx, upsertDeviceListChange, userID, pos); err != nil {
 			return fmt.Errorf("record device list change of %s: %w", userID, err)

@@ -117,6 +117,11 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 				return fmt.Errorf("delete old to-device transactions: %w", err)
 			}
 		}
+		if len(rows) > 0 {
+			if _, err := tx.Exec(ctx, upsertStreamPosition, streamToDevice, first+int64(len(rows))-1); err != nil {
+				return fmt.Errorf("record to-device position: %w", err)
+			}
+		}
 		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, ts) VALUES ($1, $2, $3, $4)
 ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnID, now.UnixMilli())
 		if err != nil {

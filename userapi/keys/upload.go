@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
@@ -107,7 +108,7 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (deviceKeysFi
 // checkKeyID validates an "algorithm:id" key ID.
 func checkKeyID(id, what string) (alg string, err error) {
 	alg, rest, ok := strings.Cut(id, ":")
-	if !ok || alg == "" || rest == "" || len(id) > MaxKeyIDBytes {
+	if !ok || alg == "" || rest == "" || len(id) > MaxKeyIDBytes || !storableText(id) {
 		return "", merr.InvalidParam("%s: key ID %q must be <algorithm>:<id>", what, id)
 	}
 	return alg, nil
@@ -122,7 +123,8 @@ func keyValue(raw json.RawMessage, id, what string) (string, error) {
 	}
 	if len(t) > 0 && t[0] == '"' {
 		var s string
-		if json.Unmarshal(t, &s) != nil || s == "" {
+		// The value is stored as sent: it must be valid UTF-8 text.
+		if json.Unmarshal(t, &s) != nil || s == "" || !utf8.Valid(t) {
 			return "", merr.BadJSON("%s %s is not a key", what, id)
 		}
 		return string(t), nil

@@ -15,8 +15,12 @@
 // but the sender (and the target of an invite) is evaluated against their
 // compiled rules: override, content, room, sender, underride, first match
 // wins; the legacy mention rules are skipped for events with m.mentions.
+// A pattern longer than 512 bytes or with more than 16 wildcards matches
+// nothing (glob.go): it would cost seconds per event, for every event.
 // A gap in the positions (a lost bus notice) and, at start, the events after
-// the stored push_position are read from the database and evaluated.
+// the stored push_position are read from the database and evaluated (when
+// that read fails, the notice is left too, and the next one tries again:
+// nothing is skipped).
 // Members, display names, the room name and power levels come from a
 // per-room cache loaded once from the current state and kept up to date from
 // the state events evaluated.

@@ -13,14 +13,35 @@ import (
 type pattern struct {
 	lower string // the pattern, lowered
 	glob  bool
+	// never: the pattern is too costly to evaluate (see maxPatternBytes)
+	// and matches nothing.
+	never bool
 	// words matches the pattern between word boundaries anywhere in a
 	// lowered text (content.body, display names).
 	words *regexp.Regexp
 }
 
+// Limits of the patterns evaluated against every event. Matching costs up
+// to the text's length times the pattern's (a glob's states, or a literal's
+// partial matches), and it runs for every recipient of every event; a
+// pattern longer than maxPatternBytes, or with more wildcards than
+// maxPatternWildcards once runs of '*' are merged, matches nothing.
+const (
+	maxPatternBytes     = 512
+	maxPatternWildcards = 16
+)
+
 func compilePattern(p string) pattern {
 	lp := strings.ToLower(p)
+	// A run of stars matches what one star matches.
+	for strings.Contains(lp, "**") {
+		lp = strings.ReplaceAll(lp, "**", "*")
+	}
 	pt := pattern{lower: lp, glob: strings.ContainsAny(lp, "*?")}
+	if len(lp) > maxPatternBytes || strings.Count(lp, "*")+strings.Count(lp, "?") > maxPatternWildcards {
+		pt.never = true
+		return pt
+	}
 	if pt.glob {
 		var b strings.Builder
 		b.WriteString(`(?:^|[^\pL\pN_])(?:`)
@@ -42,6 +63,9 @@ func compilePattern(p string) pattern {
 
 // matchWhole tells whether the whole of s matches (case-insensitively).
 func (p *pattern) matchWhole(s string) bool {
+	if p.never {
+		return false
+	}
 	if !p.glob {
 		return strings.EqualFold(s, p.lower)
 	}
@@ -52,6 +76,9 @@ func (p *pattern) matchWhole(s string) bool {
 // boundaries (the start or end of the text, or a character that is not a
 // letter, digit or underscore).
 func (p *pattern) matchWords(lowered string) bool {
+	if p.never {
+		return false
+	}
 	if p.glob {
 		return p.words.MatchString(lowered)
 	}

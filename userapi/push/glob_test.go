@@ -3,6 +3,7 @@ package push
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestGlobMatch(t *testing.T) {
@@ -126,5 +127,29 @@ func TestCountsOverflow(t *testing.T) {
 	c.read("@u:t", "!s", threadAll, 4)
 	if n, _ := c.total("@u:t", "!s"); n != 1 {
 		t.Fatalf("out of order: %d left", n)
+	}
+}
+
+// TestHostilePatternsAreCheap: a user's own push rule can hold a pattern of
+// tens of thousands of wildcards, evaluated against every event of their
+// rooms while the evaluation of all events waits. Such patterns must cost
+// little (they match nothing); runs of stars are merged.
+func TestHostilePatternsAreCheap(t *testing.T) {
+	body := strings.Repeat("a", 5000)
+	for _, p := range []string{strings.Repeat("*", 20000) + "z", strings.Repeat("?*", 5000) + "z", strings.Repeat("a*", 5000) + "z"} {
+		pt := compilePattern(p)
+		start := time.Now()
+		pt.matchWords(body)
+		pt.matchWhole(body)
+		if d := time.Since(start); d > 200*time.Millisecond {
+			t.Errorf("a pattern of %d bytes took %v to match", len(p), d)
+		}
+	}
+	pt := compilePattern("a" + strings.Repeat("*", 1000) + "b")
+	if !pt.matchWhole("AxyzB") || !pt.matchWords("x axyzb y") {
+		t.Error("a run of stars does not match as one star")
+	}
+	if pt := compilePattern(strings.Repeat("?", maxPatternWildcards+1)); pt.matchWhole(strings.Repeat("a", maxPatternWildcards+1)) {
+		t.Error("a pattern with too many wildcards matched")
 	}
 }

@@ -174,7 +174,10 @@ func (s *Service) OnRoomEvent(ctx context.Context, n *roomserver.Notice) {
 	}
 	if n.Pos > s.last+1 {
 		if err := s.catchUpLocked(ctx, n.Pos-1); err != nil {
+			// Evaluating this event would move past the gap for good: leave
+			// it (and the rest of the gap) to the next notice's catch-up.
 			logging.From(ctx).WithError(err).Error("push: catch up on missed events")
+			return
 		}
 	}
 	s.evaluateLocked(ctx, &n.Event)

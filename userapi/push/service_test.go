@@ -595,3 +595,35 @@ func TestGapInNotices(t *testing.T) {
 		e.wantUnread(alice, room, 3, 0)
 	})
 }
+
+// TestGapCatchUpFailure: when the events of a gap cannot be read (a
+// database error), the gap is not skipped: the next notice tries again,
+// and every event is counted once.
+func TestGapCatchUpFailure(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		room := e.room(bob)
+		e.settle()
+		e.unsub() // notices from now on are lost
+		e.unsub = nil
+		e.send(room, bob, `{"msgtype":"m.text","body":"lost 1"}`)
+		e.send(room, bob, `{"msgtype":"m.text","body":"lost 2"}`)
+		id3, _ := e.send(room, bob, `{"msgtype":"m.text","body":"three"}`)
+		id4, _ := e.send(room, bob, `{"msgtype":"m.text","body":"four"}`)
+		notice := func(id string) *roomserver.Notice {
+			ev, err := e.rs.GetEvent(e.ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return &roomserver.Notice{Event: ev}
+		}
+		// The gap's events cannot be read: the context is cancelled.
+		failing, cancel := context.WithCancel(e.ctx)
+		cancel()
+		e.ps.OnRoomEvent(failing, notice(id3))
+		e.ps.OnRoomEvent(e.ctx, notice(id4))
+		e.settle()
+		e.wantUnread(alice, room, 4, 0)
+	})
+}
