@@ -373,7 +373,11 @@ func (a *aggregate) bundle(parent *clientEvent, user, device string, now int64) 
 	if a.threadCount > 0 && a.threadLatest != nil {
 		sep()
 		b = append(b, `"m.thread":{"latest_event":`...)
-		b = a.threadLatest.appendJSON(b, now, device, nil)
+		dev := device
+		if a.threadLatest.sender != user {
+			dev = ""
+		}
+		b = a.threadLatest.appendJSON(b, now, dev, nil)
 		b = append(b, `,"count":`...)
 		b = strconv.AppendInt(b, int64(a.threadCount), 10)
 		b = append(b, `,"current_user_participated":`...)
@@ -411,7 +415,7 @@ func (a *aggregate) bundle(parent *clientEvent, user, device string, now int64) 
 // worked out for this reader.
 func (s *Service) appendTimeline(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
 	start := len(dst)
-	dst, err := s.appendEvents(ctx, dst, evs, now, device, federation)
+	dst, err := s.appendEvents(ctx, dst, evs, now, user, device, federation)
 	if err != nil || federation || len(evs) == 0 || len(dst)-start != len(evs) {
 		return dst, err
 	}

@@ -357,3 +357,56 @@ func TestThreadSummaryAfterLeaving(t *testing.T) {
 		})
 	}
 }
+
+// TestTransactionIDOnlyForItsSender: two users on devices of the same ID
+// (clients choose device IDs): the sender's device sees its transaction_id,
+// the other user's device does not, directly or as a thread's latest event.
+func TestTransactionIDOnlyForItsSender(t *testing.T) {
+	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
+		t.Run(d.String(), func(t *testing.T) {
+			w := newWorld(t, d)
+			ctx := context.Background()
+			room := w.room(t, "@alice:test", "@bob:test")
+			root := w.say(t, "@alice:test", room, "root")
+			reply := w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "reply", "m.relates_to": rel("m.thread", root)})
+			w.settle()
+			for _, c := range []struct {
+				user, event string
+				want        bool
+			}{
+				{"@bob:test", reply, true},
+				{"@alice:test", reply, false},
+				{"@alice:test", root, true},
+				{"@bob:test", root, false},
+			} {
+				ev, err := w.sync.Event(ctx, c.user, "D", room, c.event)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got struct {
+					Unsigned struct {
+						TxnID     string `json:"transaction_id"`
+						Relations struct {
+							Thread struct {
+								Latest struct {
+									Unsigned struct {
+										TxnID string `json:"transaction_id"`
+									} `json:"unsigned"`
+								} `json:"latest_event"`
+							} `json:"m.thread"`
+						} `json:"m.relations"`
+					} `json:"unsigned"`
+				}
+				if err := json.Unmarshal(ev, &got); err != nil {
+					t.Fatal(err)
+				}
+				if (got.Unsigned.TxnID != "") != c.want {
+					t.Errorf("%s reading %s: transaction_id %q, want one: %v", c.user, c.event, got.Unsigned.TxnID, c.want)
+				}
+				if c.event == root && c.user == "@alice:test" && got.Unsigned.Relations.Thread.Latest.Unsigned.TxnID != "" {
+					t.Errorf("alice sees bob's transaction_id in the thread's latest event: %s", ev)
+				}
+			}
+		})
+	}
+}

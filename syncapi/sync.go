@@ -454,8 +454,10 @@ func (s *Service) eventsByID(ctx context.Context, ids []string) (map[string]*cli
 	return out, nil
 }
 
-// appendEvents renders events for the device, with redacted_because where due.
-func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, device string, federation bool) ([]json.RawMessage, error) {
+// appendEvents renders events for the user's device, with redacted_because
+// where due; transaction_id only on the events this user sent from this
+// device (device IDs are chosen by clients and may repeat across users).
+func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
 	var redactions map[string]*clientEvent
 	for _, e := range evs {
 		if e.redacted != "" {
@@ -499,7 +501,11 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 		if r := redactions[e.redacted]; r != nil {
 			because = r.JSON(now, "")
 		}
-		dst = append(dst, e.appendJSON(nil, now, device, because))
+		dev := device
+		if e.sender != user {
+			dev = ""
+		}
+		dst = append(dst, e.appendJSON(nil, now, dev, because))
 	}
 	return dst, nil
 }
@@ -681,7 +687,8 @@ func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string,
 		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
-	jr.State.Events, err = s.appendEvents(ctx, jr.State.Events, list, now, device, o.FederationFormat)
+	// State events carry no transaction_id.
+	jr.State.Events, err = s.appendEvents(ctx, jr.State.Events, list, now, "", "", o.FederationFormat)
 	return err
 }
 
