@@ -12,8 +12,9 @@
 // DevicesChanged, which deletes the device's keys and signatures; Start
 // removes whatever a crash between the two left behind.
 //
-// One-time keys are claimed by DELETE ... RETURNING in one write
-// transaction, so a key is handed out at most once even when claims race
+// One-time keys are claimed by DELETE ... RETURNING in write transactions
+// of up to 100 devices each, so a key is handed out at most once even when
+// claims race
 // (on PostgreSQL, a statement that loses the race for a row tries the next
 // key). When a device has none left its fallback key is handed out and
 // marked used; it stays claimable until the device uploads another.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -301,31 +302,44 @@ func (s *Service) Claim(ctx context.Context, want map[string]map[string]string) 
 		otk       bool
 	}
 	var got []claimed
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		got = got[:0]
-		for _, t := range targets {
-			id, js, ok, err := claimOneTimeKey(ctx, tx, t.user, t.device, t.alg)
-			if err != nil {
-				return err
-			}
-			if ok {
-				got = append(got, claimed{t, id, js, true})
-				continue
-			}
-			err = tx.QueryRow(ctx, `UPDATE fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+	// Claims of different devices are independent: a few devices per write
+	// transaction, so that a request for thousands of devices does not hold
+	// the database writer for long. If a later batch fails, the keys of the
+	// earlier ones (already deleted) are still answered.
+	for start := 0; start < len(targets); start += claimBatch {
+		batch := targets[start:min(start+claimBatch, len(targets))]
+		var part []claimed
+		err := s.db.Write(ctx, func(tx *storage.Tx) error {
+			part = part[:0]
+			for _, t := range batch {
+				id, js, ok, err := claimOneTimeKey(ctx, tx, t.user, t.device, t.alg)
+				if err != nil {
+					return err
+				}
+				if ok {
+					part = append(part, claimed{t, id, js, true})
+					continue
+				}
+				err = tx.QueryRow(ctx, `UPDATE fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
 AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) RETURNING key_id, key_json`, t.user, t.device, t.alg).Scan(&id, &js)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
+				if errors.Is(err, sql.ErrNoRows) {
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("claim fallback key of %s %s: %w", t.user, t.device, err)
+				}
+				part = append(part, claimed{t, id, js, false})
 			}
-			if err != nil {
-				return fmt.Errorf("claim fallback key of %s %s: %w", t.user, t.device, err)
+			return nil
+		})
+		if err != nil {
+			if len(got) == 0 {
+				return nil, err
 			}
-			got = append(got, claimed{t, id, js, false})
+			logging.From(ctx).WithError(err).WithField("claimed", len(got)).Error("keys: claim stopped; answering the keys claimed so far")
+			break
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		got = append(got, part...)
 	}
 	for _, c := range got {
 		if resp.OneTimeKeys[c.user] == nil {
@@ -336,6 +350,9 @@ AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) R
 	}
 	return resp, nil
 }
+
+// claimBatch is how many devices' keys one write transaction claims.
+const claimBatch = 100
 
 // claimOneTimeKey deletes and returns one one-time key of the device. When
 // a concurrent claim (PostgreSQL) took the key this statement chose, it
