@@ -260,9 +260,12 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 	if e.StateKey != nil && e.Pos > ri.loadPos {
 		ri.apply(e)
 	}
-	if it != nil {
-		s.w.enqueue(it)
+	if it == nil {
+		// Nothing to store, but the evaluated position moves on, so that a
+		// restart does not evaluate this event again.
+		it = &work{pos: e.Pos}
 	}
+	s.w.enqueue(it)
 }
 
 // recipients are the local joined members but the sender, and the target
