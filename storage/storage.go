@@ -364,6 +364,9 @@ type Tx struct {
 	db *DB
 }
 
+// Dialect is the engine the transaction runs on.
+func (t *Tx) Dialect() Dialect { return t.db.dialect }
+
 func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = t.db.prep(query, args)
 	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {

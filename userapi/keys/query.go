@@ -358,11 +358,12 @@ const claimBatch = 100
 // a concurrent claim (PostgreSQL) took the key this statement chose, it
 // tries again with the keys left.
 func claimOneTimeKey(ctx context.Context, tx *storage.Tx, userID, deviceID, alg string) (id, js string, ok bool, err error) {
-	for attempt := 0; attempt < 5; attempt++ {
-		err = tx.QueryRow(ctx, `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
-(SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
-AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1)
-RETURNING key_id, key_json`, userID, deviceID, alg).Scan(&id, &js)
+	q := claimOTK
+	if tx.Dialect() == storage.Postgres {
+		q = claimOTKPostgres
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		err = tx.QueryRow(ctx, q, userID, deviceID, alg).Scan(&id, &js)
 		if err == nil {
 			return id, js, true, nil
 		}
@@ -380,3 +381,18 @@ RETURNING key_id, key_json`, userID, deviceID, alg).Scan(&id, &js)
 	}
 	return "", "", false, nil
 }
+
+// claimOTK deletes and returns a device's lowest one-time key. SQLite has
+// one writer, so nothing races it. On PostgreSQL, concurrent claims would
+// all pick the same lowest key and all but one would find it gone: there
+// the pick skips the keys that other claims hold locked (the engines'
+// one difference here, so the two texts sit side by side).
+const claimOTK = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
+(SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
+AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1)
+RETURNING key_id, key_json`
+
+const claimOTKPostgres = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
+(SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
+AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING key_id, key_json`
