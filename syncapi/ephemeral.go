@@ -387,7 +387,12 @@ func (s *Service) onPresence(data []byte) {
 // Presence returns a user's presence as the /presence endpoint shows it.
 func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[string]any, error) {
 	if viewer != userID && !s.n.SharesRoom(viewer, userID) {
-		return nil, merr.Forbidden("You do not share a room with %s", userID)
+		// A join that just committed may not have reached the in-memory
+		// membership yet: catch up before refusing.
+		s.CatchUp(ctx)
+		if !s.n.SharesRoom(viewer, userID) {
+			return nil, merr.Forbidden("You do not share a room with %s", userID)
+		}
 	}
 	e := s.presenceOf(userID)
 	out := map[string]any{"presence": "offline"}
