@@ -34,7 +34,7 @@
 // count only.
 //
 // Storage: a writer goroutine stores, in batches of one transaction (one
-// multi-row INSERT per event; a batch gathers for up to 25 ms, so that under
+// multi-row INSERT per event; a batch gathers for up to 100 ms, so that under
 // load many events share one commit), the notifications, the read marks of
 // receipts and the position evaluated; evaluation never waits for it.
 // /notifications flushes it first. Receipts whose effect was lost in a crash

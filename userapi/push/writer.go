@@ -54,7 +54,7 @@ type writer struct {
 const maxBatch = 256
 
 // batchDelay is how long the writer lets work gather before a transaction.
-const batchDelay = 25 * time.Millisecond
+const batchDelay = 100 * time.Millisecond
 
 // Read notifications older than keepRead are deleted every pruneEvery
 // (unread ones stay: they are the counts).
