@@ -103,29 +103,10 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 		q = `SELECT ` + roomserver.EventColumns + ` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`
 		args = []any{req.RoomID, from, upper, limit}
 	}
-	rows, err := s.db.Query(ctx, q, args...)
+	scanned, err := s.queryEvents(ctx, "messages of "+req.RoomID, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("messages of %s: %w", req.RoomID, err)
-	}
-	var scanned []*clientEvent
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ce, err := s.renderCached(&e)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		scanned = append(scanned, ce)
-	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
 		return nil, err
 	}
-	rows.Close()
 	var chunk []*clientEvent
 	hitWall := false
 	for _, e := range scanned {
@@ -243,26 +224,17 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 		ceiling = vis.membership[len(vis.membership)-1].pos
 	}
 	load := func(q string, args ...any) ([]*clientEvent, error) {
-		rows, err := s.db.Query(ctx, q, args...)
+		evs, err := s.queryEvents(ctx, "context of "+eventID, q, args...)
 		if err != nil {
-			return nil, fmt.Errorf("context of %s: %w", eventID, err)
+			return nil, err
 		}
-		defer rows.Close()
 		var out []*clientEvent
-		for rows.Next() {
-			e, err := roomserver.ScanEvent(rows)
-			if err != nil {
-				return nil, err
-			}
-			c, err := s.renderCached(&e)
-			if err != nil {
-				return nil, err
-			}
+		for _, c := range evs {
 			if vis.canSee(c.pos, c.sender, c.typ, c.stateKey) && o.timelineOK(c) {
 				out = append(out, c)
 			}
 		}
-		return out, rows.Err()
+		return out, nil
 	}
 	before, err := load(`SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos < $2 ORDER BY pos DESC LIMIT $3`, roomID, ce.pos, nBefore)
 	if err != nil {

@@ -576,29 +576,10 @@ AND ($3 = '' OR rel_type = $3) AND ($4 = '' OR type = $4)`
 		q += ` AND pos <= $5 AND pos > $6 ORDER BY pos DESC LIMIT $7`
 		args = []any{parents, req.RoomID, req.RelType, req.EventType, upper, max(to, 0), limit}
 	}
-	rows, err := s.db.Query(ctx, q, args...)
+	scanned, err := s.queryEvents(ctx, "relations of "+req.EventID, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("relations of %s: %w", req.EventID, err)
-	}
-	var scanned []*clientEvent
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ce, err := s.renderCached(&e)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		scanned = append(scanned, ce)
-	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
 		return nil, err
 	}
-	rows.Close()
 	var chunk []*clientEvent
 	for _, e := range scanned {
 		if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {

@@ -411,23 +411,14 @@ func (s *Service) eventsByPos(ctx context.Context, positions []int64) (map[int64
 	if len(positions) == 0 {
 		return out, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE pos IN ($1)`, positions)
+	evs, err := s.queryEvents(ctx, "events by position", `SELECT `+roomserver.EventColumns+` FROM events WHERE pos IN ($1)`, positions)
 	if err != nil {
-		return nil, fmt.Errorf("events by position: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		ce, err := s.renderCached(&e)
-		if err != nil {
-			return nil, err
-		}
+	for _, ce := range evs {
 		out[ce.pos] = ce
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // scanPrefixed scans a row whose first column is a number before the event columns.

@@ -382,25 +382,9 @@ func (s *Service) timelineWindow(ctx context.Context, roomID string, since, upto
 		}
 		return evs, false, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
+	out, err := s.queryEvents(ctx, "timeline of "+roomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
 		roomID, since, upto, limit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("timeline of %s: %w", roomID, err)
-	}
-	defer rows.Close()
-	var out []*clientEvent
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			return nil, false, err
-		}
-		ce, err := s.renderCached(&e)
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, ce)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, false, err
 	}
 	limited := len(out) > limit
@@ -423,6 +407,29 @@ func (s *Service) renderCached(e *roomserver.Event) (*clientEvent, error) {
 	}
 	s.rendered.Put(e.EventID, ce)
 	return ce, nil
+}
+
+// queryEvents runs a query selecting roomserver.EventColumns and renders
+// its rows through the cache, in row order. what names the query in errors.
+func (s *Service) queryEvents(ctx context.Context, what string, q string, args ...any) ([]*clientEvent, error) {
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []*clientEvent
+	for rows.Next() {
+		e, err := roomserver.ScanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		ce, err := s.renderCached(&e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ce)
+	}
+	return out, rows.Err()
 }
 
 // eventsByID renders events by ID through the cache.
