@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -111,11 +110,12 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	// buffers. With few, wait on this goroutine (less CPU per answer).
 	ri := httpx.Info(r.Context())
 	var parked *httpx.Parked
-	perr := errNotParked
-	if a.Handoff != nil && a.Sync.Waiting() > a.ParkAbove {
-		parked, perr = a.Handoff.Park(w, r, waiter.Cancel)
+	if a.Sync.Waiting() > a.ParkAbove {
+		// A request that cannot be parked (nil Handoff, HTTP/2, shutdown)
+		// waits in place.
+		parked, _ = a.Handoff.Park(w, r, waiter.Cancel)
 	}
-	if perr != nil {
+	if parked == nil {
 		resp, err := waiter.Wait(r.Context())
 		if err != nil {
 			return err
@@ -148,8 +148,6 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	})
 	return nil
 }
-
-var errNotParked = errors.New("not parked")
 
 func writeSync(w http.ResponseWriter, resp *syncapi.Response) error {
 	bp := syncBuffers.Get().(*[]byte)

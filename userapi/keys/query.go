@@ -386,13 +386,13 @@ func claimOneTimeKey(ctx context.Context, tx *storage.Tx, userID, deviceID, alg 
 // one writer, so nothing races it. On PostgreSQL, concurrent claims would
 // all pick the same lowest key and all but one would find it gone: there
 // the pick skips the keys that other claims hold locked (the engines'
-// one difference here, so the two texts sit side by side).
-const claimOTK = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
+// one difference here: one text, with the lock clause added for it).
+const (
+	claimOTKPick = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
 (SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
-AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1)
+AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1`
+	claimOTKReturn = `)
 RETURNING key_id, key_json`
-
-const claimOTKPostgres = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
-(SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
-AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING key_id, key_json`
+	claimOTK         = claimOTKPick + claimOTKReturn
+	claimOTKPostgres = claimOTKPick + ` FOR UPDATE SKIP LOCKED` + claimOTKReturn
+)
