@@ -14,6 +14,7 @@ import (
 	"github.com/haven-chat/haven/storage/storagetest"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi"
+	"github.com/haven-chat/haven/userapi/keys"
 )
 
 type accountData struct{ *userapi.Service }
@@ -35,8 +36,15 @@ type world struct {
 
 func newWorld(tb testing.TB, d storage.Dialect) *world {
 	tb.Helper()
+	w, _ := worldOn(tb, storagetest.Open(tb, d), false)
+	return w
+}
+
+// worldOn starts the services on db, with a new bus; withKeys adds the key
+// service (returned), told of devices by the user API and read by /sync.
+func worldOn(tb testing.TB, db *storage.DB, withKeys bool) (*world, *keys.Service) {
+	tb.Helper()
 	ctx := context.Background()
-	db := storagetest.Open(tb, d)
 	b, err := bus.Start(ctx, bus.Options{StoreDir: tb.TempDir(), Namespace: "bench"})
 	if err != nil {
 		tb.Fatal(err)
@@ -46,7 +54,20 @@ func newWorld(tb testing.TB, d storage.Dialect) *world {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	us, err := userapi.New(ctx, db, b, userapi.Options{ServerName: "test", PasswordHashCost: 4})
+	uo := userapi.Options{ServerName: "test", PasswordHashCost: 4}
+	var so syncapi.Options
+	var ks *keys.Service
+	if withKeys {
+		if ks, err = keys.New(ctx, db, b, keys.Options{ServerName: "test"}); err != nil {
+			tb.Fatal(err)
+		}
+		if err := ks.Start(ctx); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(ks.Close)
+		uo.DeviceLists, so.Keys = ks, ks
+	}
+	us, err := userapi.New(ctx, db, b, uo)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -54,12 +75,12 @@ func newWorld(tb testing.TB, d storage.Dialect) *world {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ss, err := syncapi.New(ctx, db, b, rs, accountData{us}, syncapi.Options{})
+	ss, err := syncapi.New(ctx, db, b, rs, accountData{us}, so)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(ss.Close)
-	return &world{rooms: rs, sync: ss, users: us}
+	return &world{rooms: rs, sync: ss, users: us}, ks
 }
 
 // settle waits until the sync engine has seen every committed event (they

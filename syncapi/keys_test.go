@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-chat/haven/internal/bus"
-	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/storage/storagetest"
@@ -28,39 +26,8 @@ func newKeysWorld(t *testing.T, d storage.Dialect) *keysWorld { return newKeysWo
 
 func newKeysWorldTB(t testing.TB, d storage.Dialect) *keysWorld {
 	t.Helper()
-	ctx := context.Background()
-	db := storagetest.Open(t, d)
-	b, err := bus.Start(ctx, bus.Options{StoreDir: t.TempDir(), Namespace: "keys"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	key, err := serverkey.Load(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := keys.New(ctx, db, b, keys.Options{ServerName: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ks.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ks.Close)
-	us, err := userapi.New(ctx, db, b, userapi.Options{ServerName: "test", PasswordHashCost: 4, DeviceLists: ks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := roomserver.New(ctx, db, b, us, nil, roomserver.Options{ServerName: "test", Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := syncapi.New(ctx, db, b, rs, accountData{us}, syncapi.Options{Keys: ks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ss.Close)
-	return &keysWorld{world: world{rooms: rs, sync: ss, users: us}, keys: ks}
+	w, ks := worldOn(t, storagetest.Open(t, d), true)
+	return &keysWorld{world: *w, keys: ks}
 }
 
 // settleKeys waits until the sync engine has seen every committed change.

@@ -10,13 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/haven-chat/haven/internal/bus"
-	"github.com/haven-chat/haven/internal/serverkey"
-	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/storage/storagetest"
 	"github.com/haven-chat/haven/syncapi"
-	"github.com/haven-chat/haven/userapi"
 )
 
 // searchVocabulary is a vocabulary of pseudo-words whose frequencies fall
@@ -116,29 +112,8 @@ func BenchmarkSearch100k(b *testing.B) {
 			ctx := context.Background()
 			db := storagetest.Open(b, d)
 			start := func() *world {
-				bs, err := bus.Start(ctx, bus.Options{StoreDir: b.TempDir(), Namespace: "bench"})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(bs.Close)
-				key, err := serverkey.Load(ctx, db)
-				if err != nil {
-					b.Fatal(err)
-				}
-				us, err := userapi.New(ctx, db, bs, userapi.Options{ServerName: "test", PasswordHashCost: 4})
-				if err != nil {
-					b.Fatal(err)
-				}
-				rs, err := roomserver.New(ctx, db, bs, us, nil, roomserver.Options{ServerName: "test", Key: key})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ss, err := syncapi.New(ctx, db, bs, rs, accountData{us}, syncapi.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(ss.Close)
-				return &world{rooms: rs, sync: ss, users: us}
+				w, _ := worldOn(b, db, false)
+				return w
 			}
 			w := start()
 			var rooms []string
