@@ -361,17 +361,7 @@ func loadVisibilities(ctx context.Context, q storage.Querier, rooms []string, us
 		if err := rows.Scan(&room, &pos, &js); err != nil {
 			return err
 		}
-		var e struct {
-			Content struct {
-				HistoryVisibility string `json:"history_visibility"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal([]byte(js), &e)
-		hv := e.Content.HistoryVisibility
-		if hv == "" {
-			hv = "shared"
-		}
-		vis[room].histVis = append(vis[room].histVis, change{pos: pos, value: hv})
+		vis[room].histVis = append(vis[room].histVis, change{pos: pos, value: historyVisibility(js)})
 	}
 	return rows.Err()
 }

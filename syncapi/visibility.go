@@ -53,17 +53,7 @@ func loadVisibility(ctx context.Context, q storage.Querier, roomID, userID strin
 		if err := rows.Scan(&pos, &js); err != nil {
 			return nil, err
 		}
-		var e struct {
-			Content struct {
-				HistoryVisibility string `json:"history_visibility"`
-			} `json:"content"`
-		}
-		_ = json.Unmarshal([]byte(js), &e)
-		hv := e.Content.HistoryVisibility
-		if hv == "" {
-			hv = "shared"
-		}
-		v.histVis = append(v.histVis, change{pos: pos, value: hv})
+		v.histVis = append(v.histVis, change{pos: pos, value: historyVisibility(js)})
 	}
 	return v, rows.Err()
 }
@@ -101,4 +91,19 @@ func (v *visibility) canSee(pos int64, sender, typ string, stateKey *string) boo
 		return m == "invite"
 	}
 	return false
+}
+
+// historyVisibility reads an m.room.history_visibility event's setting
+// ("shared" when it has none).
+func historyVisibility(eventJSON string) string {
+	var e struct {
+		Content struct {
+			HistoryVisibility string `json:"history_visibility"`
+		} `json:"content"`
+	}
+	_ = json.Unmarshal([]byte(eventJSON), &e)
+	if e.Content.HistoryVisibility == "" {
+		return "shared"
+	}
+	return e.Content.HistoryVisibility
 }
