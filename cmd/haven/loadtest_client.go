@@ -156,25 +156,11 @@ func (c *mxClient) raw(ctx context.Context, op, method, path, token string, body
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &mxError{Op: op, Msg: err.Error()}
+	buf, err := c.exchange(ctx, op, req, nil)
+	if buf == nil {
+		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &mxError{Op: op, Msg: "read answer: " + err.Error()}
-	}
-	if resp.StatusCode != http.StatusOK {
-		return data, decodeMXError(op, resp.StatusCode, data)
-	}
-	return data, nil
+	return buf.Bytes(), err
 }
 
 func decodeMXError(op string, status int, data []byte) *mxError {

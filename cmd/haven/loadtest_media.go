@@ -99,8 +99,9 @@ func (c *mxClient) downloadMedia(ctx context.Context, token, server, mediaID str
 	return err
 }
 
-// exchange sends req and reads a 200 answer into buf (a new one if nil);
-// any other status is an *mxError.
+// exchange sends req and reads the answer into buf (a new one if nil),
+// to its last byte; a status other than 200 is an *mxError, returned with
+// the answer's body.
 func (c *mxClient) exchange(ctx context.Context, op string, req *http.Request, buf *bytes.Buffer) (*bytes.Buffer, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -121,7 +122,7 @@ func (c *mxClient) exchange(ctx context.Context, op string, req *http.Request, b
 		return nil, &mxError{Op: op, Msg: "read answer: " + err.Error()}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, decodeMXError(op, resp.StatusCode, buf.Bytes())
+		return buf, decodeMXError(op, resp.StatusCode, buf.Bytes())
 	}
 	return buf, nil
 }
