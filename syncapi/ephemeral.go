@@ -222,7 +222,7 @@ func (s *Service) onReceipt(data []byte) {
 		return
 	}
 	if s.opts.Push != nil && rn.EventPos > 0 {
-		s.opts.Push.OnReceipt(context.Background(), rn.RoomID, rn.UserID, rn.ThreadID, rn.EventPos)
+		s.opts.Push.OnReceipt(context.Background(), rn.RoomID, rn.UserID, rn.ThreadID, rn.EventPos, rn.Pos)
 	}
 	s.n.OnReceipt(rn.RoomID, rn.UserID, rn.Type == "m.read.private", rn.Pos)
 }

@@ -12,7 +12,7 @@ import (
 // and it answers the notification counts from memory.
 type PushCounts interface {
 	OnRoomEvent(ctx context.Context, n *roomserver.Notice)
-	OnReceipt(ctx context.Context, roomID, userID, threadID string, eventPos int64)
+	OnReceipt(ctx context.Context, roomID, userID, threadID string, eventPos, receiptPos int64)
 	Unread(roomID, userID string) (notifications, highlights int)
 	UnreadByThread(roomID, userID string, fn func(threadID string, notifications, highlights int))
 }

@@ -1,10 +1,15 @@
 package push
 
-import "sync"
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+)
 
 // maxEntries bounds the unread notifications kept one by one per user and
-// room; older ones are folded into the overflow counters.
-const maxEntries = 10000
+// room; older ones are folded into per-thread counters. It also bounds what
+// a checkpoint writes for one user and room.
+const maxEntries = 128
 
 // entry is one unread notification.
 type entry struct {
@@ -13,29 +18,65 @@ type entry struct {
 	highlight bool
 }
 
-// roomUnread is a user's unread notifications in one room, by position.
-type roomUnread struct {
-	entries []entry // ascending pos
-	// Notifications folded out of entries (all older than entries[0]),
-	// counted in the main timeline.
-	overNotif, overHigh int
-	overPos             int64
+// folded counts the unread notifications of one thread ("" for the main
+// timeline) folded out of entries: all at or before pos.
+type folded struct {
+	thread string
+	n, h   int
+	pos    int64
 }
 
-func (ru *roomUnread) empty() bool { return len(ru.entries) == 0 && ru.overNotif == 0 }
+// roomUnread is a user's unread notifications in one room, by position.
+type roomUnread struct {
+	entries []entry  // ascending pos, all after every folded pos
+	folded  []folded // older notifications, by thread
+}
+
+func (ru *roomUnread) empty() bool { return len(ru.entries) == 0 && len(ru.folded) == 0 }
+
+// oldest is the position at or before which notifications were folded.
+func (ru *roomUnread) foldedUpTo() int64 {
+	var p int64
+	for _, f := range ru.folded {
+		p = max(p, f.pos)
+	}
+	return p
+}
+
+func (ru *roomUnread) fold(e entry) {
+	for i := range ru.folded {
+		if f := &ru.folded[i]; f.thread == e.thread {
+			f.n++
+			if e.highlight {
+				f.h++
+			}
+			f.pos = e.pos
+			return
+		}
+	}
+	f := folded{thread: e.thread, n: 1, pos: e.pos}
+	if e.highlight {
+		f.h = 1
+	}
+	ru.folded = append(ru.folded, f)
+}
+
+type userRoom struct{ user, room string }
 
 // counts holds every user's unread notifications in memory: /sync reads them
-// without a query.
+// without a query. It remembers which (user, room) changed since the last
+// checkpoint.
 type counts struct {
 	mu     sync.Mutex
 	byUser map[string]map[string]*roomUnread
+	dirty  map[userRoom]struct{}
 }
 
-func newCounts() *counts { return &counts{byUser: make(map[string]map[string]*roomUnread)} }
+func newCounts() *counts {
+	return &counts{byUser: make(map[string]map[string]*roomUnread), dirty: make(map[userRoom]struct{})}
+}
 
-func (c *counts) add(user, room string, e entry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *counts) roomOf(user, room string) *roomUnread {
 	rooms := c.byUser[user]
 	if rooms == nil {
 		rooms = make(map[string]*roomUnread)
@@ -46,7 +87,17 @@ func (c *counts) add(user, room string, e entry) {
 		ru = &roomUnread{}
 		rooms[room] = ru
 	}
-	// Entries arrive in position order, except when loading from the database.
+	return ru
+}
+
+func (c *counts) add(user, room string, e entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ru := c.roomOf(user, room)
+	if e.pos <= ru.foldedUpTo() {
+		return // counted already (an event evaluated again after a restart)
+	}
+	// Entries arrive in position order.
 	i := len(ru.entries)
 	for i > 0 && ru.entries[i-1].pos > e.pos {
 		i--
@@ -58,14 +109,11 @@ func (c *counts) add(user, room string, e entry) {
 	copy(ru.entries[i+1:], ru.entries[i:])
 	ru.entries[i] = e
 	if len(ru.entries) > maxEntries {
-		old := ru.entries[0]
-		ru.overNotif++
-		if old.highlight {
-			ru.overHigh++
-		}
-		ru.overPos = old.pos
+		ru.fold(ru.entries[0])
+		clear(ru.entries[:1])
 		ru.entries = ru.entries[1:]
 	}
+	c.dirty[userRoom{user, room}] = struct{}{}
 }
 
 // Thread selectors of a receipt.
@@ -74,9 +122,14 @@ const (
 	threadMain = "main" // the main timeline only
 )
 
+func covers(sel, thread string) bool {
+	return sel == threadAll || (sel == threadMain && thread == "") || sel == thread
+}
+
 // read marks the user's notifications in the room up to pos read: all of
 // them (threadAll), the main timeline's (threadMain) or one thread's. It
-// tells whether anything was unread.
+// tells whether anything was unread. Folded notifications are read when
+// the receipt covers the newest of them.
 func (c *counts) read(user, room, thread string, pos int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -85,15 +138,19 @@ func (c *counts) read(user, room, thread string, pos int64) bool {
 		return false
 	}
 	changed := false
-	if ru.overNotif > 0 && thread != "" && thread != threadMain {
-		// threaded receipts leave the folded (main timeline) ones
-	} else if ru.overNotif > 0 && pos >= ru.overPos {
-		ru.overNotif, ru.overHigh, ru.overPos = 0, 0, 0
-		changed = true
+	keptF := ru.folded[:0]
+	for _, f := range ru.folded {
+		if f.pos <= pos && covers(thread, f.thread) {
+			changed = true
+			continue
+		}
+		keptF = append(keptF, f)
 	}
+	clear(ru.folded[len(keptF):])
+	ru.folded = keptF
 	kept := ru.entries[:0]
 	for _, e := range ru.entries {
-		if e.pos <= pos && (thread == threadAll || (thread == threadMain && e.thread == "") || e.thread == thread) {
+		if e.pos <= pos && covers(thread, e.thread) {
 			changed = true
 			continue
 		}
@@ -107,7 +164,31 @@ func (c *counts) read(user, room, thread string, pos int64) bool {
 			delete(c.byUser, user)
 		}
 	}
+	if changed {
+		c.dirty[userRoom{user, room}] = struct{}{}
+	}
 	return changed
+}
+
+// isUnread tells whether the user's notification at pos in the room is unread.
+func (c *counts) isUnread(user, room string, pos int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ru := c.byUser[user][room]
+	if ru == nil {
+		return false
+	}
+	for _, e := range ru.entries {
+		if e.pos == pos {
+			return true
+		}
+	}
+	for _, f := range ru.folded {
+		if pos <= f.pos {
+			return true // folded: only the counts are known
+		}
+	}
+	return false
 }
 
 // hasUnread tells whether the user has unread notifications in the room.
@@ -126,7 +207,10 @@ func (c *counts) total(user, room string) (n, h int) {
 	if ru == nil {
 		return 0, 0
 	}
-	n, h = ru.overNotif, ru.overHigh
+	for _, f := range ru.folded {
+		n += f.n
+		h += f.h
+	}
 	for _, e := range ru.entries {
 		n++
 		if e.highlight {
@@ -140,32 +224,28 @@ func (c *counts) total(user, room string) (n, h int) {
 // each thread with unread notifications.
 func (c *counts) byThread(user, room string, fn func(thread string, n, h int)) {
 	c.mu.Lock()
-	ru := c.byUser[user][room]
-	var mainN, mainH int
-	var threads map[string][2]int
-	if ru != nil {
-		mainN, mainH = ru.overNotif, ru.overHigh
+	threads := map[string][2]int{"": {}}
+	if ru := c.byUser[user][room]; ru != nil {
+		for _, f := range ru.folded {
+			t := threads[f.thread]
+			threads[f.thread] = [2]int{t[0] + f.n, t[1] + f.h}
+		}
 		for _, e := range ru.entries {
 			hl := 0
 			if e.highlight {
 				hl = 1
-			}
-			if e.thread == "" {
-				mainN++
-				mainH += hl
-				continue
-			}
-			if threads == nil {
-				threads = make(map[string][2]int)
 			}
 			t := threads[e.thread]
 			threads[e.thread] = [2]int{t[0] + 1, t[1] + hl}
 		}
 	}
 	c.mu.Unlock()
-	fn("", mainN, mainH)
+	m := threads[""]
+	fn("", m[0], m[1])
 	for t, v := range threads {
-		fn(t, v[0], v[1])
+		if t != "" {
+			fn(t, v[0], v[1])
+		}
 	}
 }
 
@@ -175,4 +255,110 @@ func (c *counts) roomsWithUnread(user string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.byUser[user])
+}
+
+// unreadRecord is the stored form of a roomUnread: entries as
+// [pos, highlight 0/1, thread] and folded counters as [thread, n, h, pos].
+type unreadRecord struct {
+	E [][3]any `json:"e,omitempty"`
+	F [][4]any `json:"f,omitempty"`
+}
+
+// snapshot is the state of one user's unread notifications in one room;
+// data nil means none (the stored row is deleted).
+type snapshot struct {
+	user, room string
+	data       []byte
+}
+
+// takeDirty returns the records of the (user, room) pairs changed since the
+// last call, and forgets that they changed.
+func (c *counts) takeDirty() []snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]snapshot, 0, len(c.dirty))
+	for k := range c.dirty {
+		s := snapshot{user: k.user, room: k.room}
+		if ru := c.byUser[k.user][k.room]; ru != nil {
+			var rec unreadRecord
+			for _, e := range ru.entries {
+				hl := 0
+				if e.highlight {
+					hl = 1
+				}
+				rec.E = append(rec.E, [3]any{e.pos, hl, e.thread})
+			}
+			for _, f := range ru.folded {
+				rec.F = append(rec.F, [4]any{f.thread, f.n, f.h, f.pos})
+			}
+			s.data, _ = json.Marshal(rec) // numbers and strings only
+		}
+		out = append(out, s)
+	}
+	clear(c.dirty)
+	return out
+}
+
+// markDirty makes the next takeDirty include every pair loaded so far.
+func (c *counts) markAllDirty() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for u, rooms := range c.byUser {
+		for r := range rooms {
+			c.dirty[userRoom{u, r}] = struct{}{}
+		}
+	}
+}
+
+// load sets a user's unread notifications in a room from a stored record.
+// threads interns the thread IDs.
+func (c *counts) load(user, room string, data []byte, threads map[string]string) error {
+	var rec struct {
+		E [][3]json.RawMessage `json:"e"`
+		F [][4]json.RawMessage `json:"f"`
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return fmt.Errorf("unread of %s in %s: %w", user, room, err)
+	}
+	intern := func(t string) string {
+		if t == "" {
+			return ""
+		}
+		if c, ok := threads[t]; ok {
+			return c
+		}
+		threads[t] = t
+		return t
+	}
+	ru := &roomUnread{}
+	for _, e := range rec.E {
+		var en entry
+		var hl int
+		if json.Unmarshal(e[0], &en.pos) != nil || json.Unmarshal(e[1], &hl) != nil || json.Unmarshal(e[2], &en.thread) != nil {
+			return fmt.Errorf("unread of %s in %s: bad entry %s", user, room, e)
+		}
+		en.highlight = hl == 1
+		en.thread = intern(en.thread)
+		ru.entries = append(ru.entries, en)
+	}
+	for _, f := range rec.F {
+		var fo folded
+		if json.Unmarshal(f[0], &fo.thread) != nil || json.Unmarshal(f[1], &fo.n) != nil || json.Unmarshal(f[2], &fo.h) != nil || json.Unmarshal(f[3], &fo.pos) != nil {
+			return fmt.Errorf("unread of %s in %s: bad folded count %s", user, room, f)
+		}
+		fo.thread = intern(fo.thread)
+		ru.folded = append(ru.folded, fo)
+	}
+	if ru.empty() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rooms := c.byUser[user]
+	if rooms == nil {
+		rooms = make(map[string]*roomUnread)
+		c.byUser[user] = rooms
+	}
+	rooms[room] = ru
+	return nil
 }

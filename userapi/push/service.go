@@ -52,6 +52,10 @@ type Options struct {
 	HTTPClient *http.Client
 	// RoomCacheSize bounds the rooms whose members and power levels are kept (default 2000).
 	RoomCacheSize int
+	// CheckpointEvery is how often the changed unread counts are stored
+	// (default 2s). After a crash, the events since the last checkpoint
+	// are evaluated again (and their pushes sent again).
+	CheckpointEvery time.Duration
 }
 
 // Service evaluates push rules for every committed room event, keeps the
@@ -67,6 +71,11 @@ type Service struct {
 	// that memory and the write queue see changes in one order.
 	evalMu    sync.Mutex
 	last      int64 // last evaluated events position (evalMu)
+	rpos      int64 // last applied receipts position (evalMu)
+	cpPos     int64 // events position of the last checkpoint queued (evalMu)
+	cpStop    chan struct{}
+	cpDone    chan struct{}
+	closeOnce sync.Once
 	roomCache *lru.Cache[string, *roomInfo]
 
 	counts      *counts
@@ -95,6 +104,9 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 	if opts.RoomCacheSize <= 0 {
 		opts.RoomCacheSize = 2000
 	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = 2 * time.Second
+	}
 	s := &Service{
 		db: db, rooms: rs, rules: rules, opts: opts,
 		roomCache: lru.New[string, *roomInfo]("push_rooms", opts.RoomCacheSize),
@@ -107,7 +119,10 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 	if err := s.loadUnread(ctx); err != nil {
 		return nil, err
 	}
-	last, found, err := selectPosition(ctx, db)
+	if err := s.convertLegacy(ctx); err != nil {
+		return nil, err
+	}
+	last, found, err := selectPositionOf(ctx, db, posEvents)
 	if err != nil {
 		return nil, err
 	}
@@ -115,11 +130,15 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 		// A new installation (or one from before push): start from now
 		// rather than evaluating all of history.
 		last = rs.Position()
-		if _, err := db.Exec(ctx, upsertPosition, last); err != nil {
+		if _, err := db.Exec(ctx, upsertPositionOf, posEvents, last); err != nil {
 			return nil, fmt.Errorf("init push position: %w", err)
 		}
 	}
-	s.last = last
+	rpos, _, err := selectPositionOf(ctx, db, posReceipts)
+	if err != nil {
+		return nil, err
+	}
+	s.last, s.cpPos, s.rpos = last, last, rpos
 	s.w = newWriter(s)
 	if b != nil {
 		if s.d, err = newDeliverer(ctx, s, b); err != nil {
@@ -127,34 +146,66 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 			return nil, err
 		}
 	}
+	// The events and receipts after the last checkpoint: those of the
+	// counts that a crash lost (after a clean stop there are none).
 	s.evalMu.Lock()
 	err = s.catchUpLocked(ctx, rs.Position())
 	s.evalMu.Unlock()
+	if err == nil {
+		err = s.applyStoredReceipts(ctx)
+	}
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	// Receipts are checked against the stored notifications, those of the
-	// events just caught up included.
-	if err := s.w.flush(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if err := s.applyStoredReceipts(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
+	s.cpStop, s.cpDone = make(chan struct{}), make(chan struct{})
+	go s.checkpoints()
 	return s, nil
 }
 
-// Close stops delivery and writes what is queued.
+// checkpoints queues a checkpoint of the counts every CheckpointEvery.
+func (s *Service) checkpoints() {
+	defer close(s.cpDone)
+	t := time.NewTicker(s.opts.CheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.checkpoint()
+		case <-s.cpStop:
+			return
+		}
+	}
+}
+
+// checkpoint queues the counts changed since the last checkpoint, with
+// the positions they reflect, when anything changed.
+func (s *Service) checkpoint() {
+	s.evalMu.Lock()
+	defer s.evalMu.Unlock()
+	snaps := s.counts.takeDirty()
+	if len(snaps) == 0 && s.last == s.cpPos {
+		return
+	}
+	s.cpPos = s.last
+	s.w.enqueue(&work{cp: &checkpoint{pos: s.last, rpos: s.rpos, snaps: snaps}})
+}
+
+// Close writes what is queued and a last checkpoint, and stops delivery.
 func (s *Service) Close() {
-	if s.d != nil {
-		s.d.close()
-	}
-	if s.w != nil {
-		s.w.close()
-	}
+	s.closeOnce.Do(func() {
+		if s.cpStop != nil {
+			close(s.cpStop)
+			<-s.cpDone
+			s.checkpoint()
+		}
+		if s.w != nil {
+			s.w.close()
+		}
+		if s.d != nil {
+			s.d.close()
+		}
+	})
 }
 
 func (s *Service) isLocal(userID string) bool {
@@ -223,10 +274,7 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 		if e.RelType == "m.thread" && e.RelatesTo != "" {
 			thread = e.RelatesTo
 		}
-		if s.counts.read(e.Sender, e.RoomID, thread, e.Pos) {
-			it = &work{pos: e.Pos}
-			it.reads = append(it.reads, readMark{user: e.Sender, room: e.RoomID, thread: thread, pos: e.Pos})
-		}
+		s.counts.read(e.Sender, e.RoomID, thread, e.Pos)
 	}
 	recipients := s.recipients(ri, e)
 	if len(recipients) > 0 {
@@ -260,12 +308,9 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 	if e.StateKey != nil && e.Pos > ri.loadPos {
 		ri.apply(e)
 	}
-	if it == nil {
-		// Nothing to store, but the evaluated position moves on, so that a
-		// restart does not evaluate this event again.
-		it = &work{pos: e.Pos}
+	if it != nil {
+		s.w.enqueue(it)
 	}
-	s.w.enqueue(it)
 }
 
 // recipients are the local joined members but the sender, and the target
@@ -287,25 +332,25 @@ func (s *Service) recipients(ri *roomInfo, e *roomserver.Event) []string {
 
 // OnReceipt applies a read receipt of a local user (m.read or
 // m.read.private) for the event at eventPos: threadID "" reads every
-// thread, "main" the main timeline, else one thread. The sync engine calls
-// it before it wakes the user.
-func (s *Service) OnReceipt(ctx context.Context, roomID, userID, threadID string, eventPos int64) {
+// thread, "main" the main timeline, else one thread. receiptPos is the
+// receipt's position in the receipts stream. The sync engine calls it
+// before it wakes the user.
+func (s *Service) OnReceipt(ctx context.Context, roomID, userID, threadID string, eventPos, receiptPos int64) {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
-	if s.counts.read(userID, roomID, threadID, eventPos) {
-		s.w.enqueue(&work{reads: []readMark{{user: userID, room: roomID, thread: threadID, pos: eventPos}}})
-	}
+	s.counts.read(userID, roomID, threadID, eventPos)
+	s.rpos = max(s.rpos, receiptPos)
 }
 
-// applyStoredReceipts applies, at start, receipts whose effect on the
-// stored notifications was lost (a crash before the write).
+// applyStoredReceipts applies, at start, the receipts stored after the
+// last checkpoint's receipts position.
 func (s *Service) applyStoredReceipts(ctx context.Context) error {
-	marks, err := pendingReceipts(ctx, s.db)
+	marks, err := storedReceipts(ctx, s.db, s.rpos)
 	if err != nil {
 		return err
 	}
 	for _, m := range marks {
-		s.OnReceipt(ctx, m.room, m.user, m.thread, m.pos)
+		s.OnReceipt(ctx, m.room, m.user, m.thread, m.pos, m.rpos)
 	}
 	return nil
 }

@@ -220,7 +220,7 @@ func TestCountsAndNotifications(t *testing.T) {
 		}
 
 		// A receipt reads everything up to its event.
-		e.ps.OnReceipt(ctx, room, alice, "", mentionPos)
+		e.ps.OnReceipt(ctx, room, alice, "", mentionPos, 0)
 		e.wantUnread(alice, room, 0, 0)
 		list, _, _ = e.ps.Notifications(ctx, alice, "", 10, "")
 		for _, n := range list {
@@ -240,9 +240,9 @@ func TestCountsAndNotifications(t *testing.T) {
 		if got := byThread(alice); got[""] != 0 || got[plain] != 1 {
 			t.Errorf("alice by thread: %v", got)
 		}
-		e.ps.OnReceipt(ctx, room, alice, "main", threadPos)
+		e.ps.OnReceipt(ctx, room, alice, "main", threadPos, 0)
 		e.wantUnread(alice, room, 1, 0)
-		e.ps.OnReceipt(ctx, room, alice, plain, threadPos)
+		e.ps.OnReceipt(ctx, room, alice, plain, threadPos, 0)
 		e.wantUnread(alice, room, 0, 0)
 
 		// Carol's own message reads her main timeline, not the thread.
@@ -544,25 +544,103 @@ func BenchmarkOnRoomEvent(b *testing.B) {
 	}
 }
 
-func TestPruneReadNotifications(t *testing.T) {
+func TestPruneNotifications(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		e := newEnv(t, db)
 		e.start(Options{})
-		old := time.Now().Add(-keepRead - time.Hour).UnixMilli()
-		for i, row := range []struct {
-			read bool
-			ts   int64
-		}{{true, old}, {false, old}, {true, time.Now().UnixMilli()}} {
-			if _, err := db.Exec(e.ctx, `INSERT INTO notifications (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, is_read)
-VALUES ($1, $2, '!r:test', $3, '', FALSE, '["notify"]', $4, $5)`, alice, i+1, fmt.Sprint("$e", i), row.ts, row.read); err != nil {
+		old := time.Now().Add(-keepNotified - time.Hour).UnixMilli()
+		for i, ts := range []int64{old, time.Now().UnixMilli()} {
+			if _, err := db.Exec(e.ctx, `INSERT INTO push_notified (pos, room_id, event_id, ts, data)
+VALUES ($1, '!r:test', $2, $3, '{"a":[["notify"]],"h":[false],"u":{"@alice:test":0}}')`, i+1, fmt.Sprint("$e", i), ts); err != nil {
 				t.Fatal(err)
 			}
 		}
 		e.ps.w.prune(e.ctx)
 		var n int
-		if err := db.QueryRow(e.ctx, `SELECT COUNT(*) FROM notifications WHERE user_id = $1`, alice).Scan(&n); err != nil || n != 2 {
-			t.Errorf("after pruning: %d rows (%v), want 2 (the unread one and the recent one)", n, err)
+		if err := db.QueryRow(e.ctx, `SELECT COUNT(*) FROM push_notified`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("after pruning: %d rows (%v), want 1 (the recent one)", n, err)
 		}
+	})
+}
+
+// crash stops the service the way a crash would: no last checkpoint.
+func (e *env) crash() {
+	e.unsub()
+	e.unsub = nil
+	close(e.ps.cpStop)
+	<-e.ps.cpDone
+	e.ps.cpStop = nil
+	e.ps.Close()
+	e.ps = nil
+}
+
+// TestCrashBeforeCheckpoint: counts changed after the last checkpoint come
+// back after a crash (the events are evaluated again), and the stored
+// notifications are not doubled.
+func TestCrashBeforeCheckpoint(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{CheckpointEvery: time.Hour})
+		room := e.room(bob, carol)
+		e.send(room, bob, `{"msgtype":"m.text","body":"one"}`)
+		e.send(room, bob, `{"msgtype":"m.text","body":"two @alice:test","m.mentions":{"user_ids":["@alice:test"]}}`)
+		e.send(room, carol, `{"msgtype":"m.text","body":"carol reads"}`)
+		e.settle()
+		e.wantUnread(alice, room, 3, 1)
+		e.wantUnread(carol, room, 0, 0)
+		if err := e.ps.Flush(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.crash()
+		e.start(Options{CheckpointEvery: time.Hour})
+		e.wantUnread(alice, room, 3, 1)
+		e.wantUnread(carol, room, 0, 0)
+		e.wantUnread(bob, room, 1, 0)
+		list, next, err := e.ps.Notifications(e.ctx, alice, "", 10, "")
+		if err != nil || len(list) != 3 || next != "" {
+			t.Fatalf("notifications after the crash: %v %+v %q", err, list, next)
+		}
+		// A clean stop checkpoints: nothing is evaluated again.
+		e.stop()
+		var pos int64
+		if err := db.QueryRow(e.ctx, `SELECT pos FROM push_position WHERE id = 0`).Scan(&pos); err != nil || pos != e.rs.Position() {
+			t.Errorf("checkpoint position %d (%v), want %d", pos, err, e.rs.Position())
+		}
+		e.start(Options{CheckpointEvery: time.Hour})
+		e.wantUnread(alice, room, 3, 1)
+	})
+}
+
+// TestLegacyNotifications: rows of the old per-user notifications table are
+// moved at start.
+func TestLegacyNotifications(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		for _, r := range []struct {
+			user string
+			pos  int64
+			hl   bool
+			read bool
+		}{{alice, 10, false, true}, {alice, 11, true, false}, {bob, 11, false, false}, {alice, 12, false, false}} {
+			if _, err := db.Exec(e.ctx, `INSERT INTO notifications (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, is_read)
+VALUES ($1, $2, '!r:test', $3, '', $4, '["notify"]', $5, $6)`, r.user, r.pos, fmt.Sprint("$e", r.pos), r.hl, time.Now().UnixMilli(), r.read); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.start(Options{})
+		e.wantUnread(alice, "!r:test", 2, 1)
+		e.wantUnread(bob, "!r:test", 1, 0)
+		list, _, err := e.ps.Notifications(e.ctx, alice, "", 10, "")
+		if err != nil || len(list) != 3 || list[0].EventID != "$e12" || list[2].EventID != "$e10" || !list[2].Read || list[1].Read {
+			t.Fatalf("notifications: %v %+v", err, list)
+		}
+		var n int
+		if err := db.QueryRow(e.ctx, `SELECT COUNT(*) FROM notifications`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("old table: %d rows (%v)", n, err)
+		}
+		e.stop()
+		e.start(Options{})
+		e.wantUnread(alice, "!r:test", 2, 1)
 	})
 }
 

@@ -1,32 +1,19 @@
 package push
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 )
-
-const upsertPosition = `INSERT INTO push_position (id, pos) VALUES (0, $1)
-ON CONFLICT (id) DO UPDATE SET pos = excluded.pos WHERE push_position.pos < excluded.pos`
-
-func selectPosition(ctx context.Context, q storage.Querier) (int64, bool, error) {
-	var pos int64
-	err := q.QueryRow(ctx, `SELECT pos FROM push_position WHERE id = 0`).Scan(&pos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("select push position: %w", err)
-	}
-	return pos, true, nil
-}
 
 // eventsAfter reads up to limit stored events with after < pos <= upto.
 func eventsAfter(ctx context.Context, q storage.Querier, after, upto int64, limit int) ([]roomserver.Event, error) {
@@ -46,112 +33,217 @@ func eventsAfter(ctx context.Context, q storage.Querier, after, upto int64, limi
 	return out, rows.Err()
 }
 
-// insertStmts caches the multi-row INSERT texts by row count.
-var insertStmts sync.Map
+// Positions kept in push_position.
+const (
+	posEvents   = 0 // every event up to it evaluated, stored and pushed, and in push_unread
+	posReceipts = 1 // every receipt up to it applied to push_unread
+)
 
-func insertText(n int) string {
-	if v, ok := insertStmts.Load(n); ok {
-		return v.(string)
-	}
-	var b strings.Builder
-	b.WriteString(`INSERT INTO notifications (user_id, pos, room_id, event_id, thread_id, highlight, actions, ts) VALUES `)
-	for i := 0; i < n; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		p := i * 8
-		b.WriteString("(")
-		for j := 1; j <= 8; j++ {
-			if j > 1 {
-				b.WriteByte(',')
-			}
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(p + j))
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(` ON CONFLICT (user_id, pos) DO NOTHING`)
-	text := b.String()
-	insertStmts.Store(n, text)
-	return text
-}
+const upsertPositionOf = `INSERT INTO push_position (id, pos) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET pos = excluded.pos WHERE push_position.pos < excluded.pos`
 
-// insertNotifications stores an event's notifications in one statement.
-func insertNotifications(ctx context.Context, tx *storage.Tx, it *work) error {
-	for start := 0; start < len(it.rows); start += 100 {
-		rows := it.rows[start:min(len(it.rows), start+100)]
-		args := make([]any, 0, len(rows)*8)
-		for _, r := range rows {
-			args = append(args, r.user, it.pos, it.ev.RoomID, it.ev.ID, it.ev.ThreadID, r.act.Highlight, string(r.act.Raw), it.ev.TS)
-		}
-		if _, err := tx.Exec(ctx, insertText(len(rows)), args...); err != nil {
-			return fmt.Errorf("insert notifications of %s: %w", it.ev.ID, err)
-		}
-	}
-	return nil
-}
-
-func markRead(ctx context.Context, tx *storage.Tx, r readMark) error {
-	var err error
-	switch r.thread {
-	case threadAll:
-		_, err = tx.Exec(ctx, `UPDATE notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND NOT is_read`,
-			r.user, r.room, r.pos)
-	case threadMain:
-		_, err = tx.Exec(ctx, `UPDATE notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND NOT is_read AND thread_id = ''`,
-			r.user, r.room, r.pos)
-	default:
-		_, err = tx.Exec(ctx, `UPDATE notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND NOT is_read AND thread_id = $4`,
-			r.user, r.room, r.pos, r.thread)
+func selectPositionOf(ctx context.Context, q storage.Querier, id int) (int64, bool, error) {
+	var pos int64
+	err := q.QueryRow(ctx, `SELECT pos FROM push_position WHERE id = $1`, id).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("mark notifications of %s in %s read: %w", r.user, r.room, err)
+		return 0, false, fmt.Errorf("select push position %d: %w", id, err)
+	}
+	return pos, true, nil
+}
+
+// notifiedRecord is push_notified.data: the distinct actions (A) with
+// whether each highlights (H), and each notified user's index into them (U).
+type notifiedRecord struct {
+	A []json.RawMessage `json:"a"`
+	H []bool            `json:"h"`
+	U map[string]int    `json:"u"`
+}
+
+func encodeNotified(rows []notifRow) ([]byte, error) {
+	rec := notifiedRecord{U: make(map[string]int, len(rows))}
+	idx := make(map[*Actions]int, 2) // rules share their *Actions
+	for _, r := range rows {
+		i, ok := idx[r.act]
+		if !ok {
+			i = len(rec.A)
+			idx[r.act] = i
+			rec.A = append(rec.A, r.act.Raw)
+			rec.H = append(rec.H, r.act.Highlight)
+		}
+		rec.U[r.user] = i
+	}
+	return json.Marshal(rec)
+}
+
+// insertNotified stores the notifications of the batch's events, one row
+// per event, 100 rows per statement.
+func insertNotified(ctx context.Context, tx *storage.Tx, items []*work) error {
+	const per = 100
+	args := make([]any, 0, per*5)
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		var b strings.Builder
+		b.WriteString(`INSERT INTO push_notified (pos, room_id, event_id, ts, data) VALUES `)
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "($%d,$%d,$%d,$%d,$%d)", i*5+1, i*5+2, i*5+3, i*5+4, i*5+5)
+		}
+		b.WriteString(` ON CONFLICT (pos) DO NOTHING`)
+		_, err := tx.Exec(ctx, b.String(), args...)
+		args, n = args[:0], 0
+		if err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+		return nil
+	}
+	for _, it := range items {
+		if len(it.rows) == 0 {
+			continue
+		}
+		data, err := encodeNotified(it.rows)
+		if err != nil {
+			return err
+		}
+		args = append(args, it.pos, it.ev.RoomID, it.ev.ID, it.ev.TS, string(data))
+		if n++; n == per {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// writeCheckpoint stores the changed unread counts and the positions they
+// reflect.
+func writeCheckpoint(ctx context.Context, tx *storage.Tx, cp *checkpoint) error {
+	for _, s := range cp.snaps {
+		var err error
+		if s.data == nil {
+			_, err = tx.Exec(ctx, `DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2`, s.user, s.room)
+		} else {
+			_, err = tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, data) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, room_id) DO UPDATE SET data = excluded.data`, s.user, s.room, string(s.data))
+		}
+		if err != nil {
+			return fmt.Errorf("store unread of %s in %s: %w", s.user, s.room, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, upsertPositionOf, posEvents, cp.pos); err != nil {
+		return fmt.Errorf("store push position: %w", err)
+	}
+	if _, err := tx.Exec(ctx, upsertPositionOf, posReceipts, cp.rpos); err != nil {
+		return fmt.Errorf("store push receipts position: %w", err)
 	}
 	return nil
 }
 
-// loadUnread fills the in-memory counts from the stored unread notifications.
+// loadUnread fills the in-memory counts from the last checkpoint.
 func (s *Service) loadUnread(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, room_id, thread_id, pos, highlight FROM notifications WHERE NOT is_read ORDER BY pos`)
+	rows, err := s.db.Query(ctx, `SELECT user_id, room_id, data FROM push_unread`)
 	if err != nil {
 		return fmt.Errorf("load unread notifications: %w", err)
 	}
 	defer rows.Close()
 	threads := map[string]string{} // one copy of each thread ID
 	for rows.Next() {
-		var u, r, t string
-		var e entry
-		if err := rows.Scan(&u, &r, &t, &e.pos, &e.highlight); err != nil {
+		var u, r string
+		var data []byte
+		if err := rows.Scan(&u, &r, &data); err != nil {
 			return fmt.Errorf("load unread notifications: %w", err)
 		}
-		if t != "" {
-			if c, ok := threads[t]; ok {
-				t = c
-			} else {
-				threads[t] = t
-			}
+		if err := s.counts.load(u, r, data, threads); err != nil {
+			return err
 		}
-		e.thread = t
-		s.counts.add(u, r, e)
 	}
 	return rows.Err()
 }
 
-// pendingReceipts returns the latest read receipts that still cover unread
-// stored notifications (their update was lost in a crash). The receipts
-// table belongs to the sync engine; this reads it once at start.
-func pendingReceipts(ctx context.Context, q storage.Querier) ([]readMark, error) {
-	rows, err := q.Query(ctx, `SELECT r.user_id, r.room_id, r.thread_id, e.pos FROM receipts r JOIN events e ON e.event_id = r.event_id
-WHERE r.rtype IN ('m.read', 'm.read.private') AND EXISTS (SELECT 1 FROM notifications n
-WHERE n.user_id = r.user_id AND n.room_id = r.room_id AND NOT n.is_read AND n.pos <= e.pos)`)
+// convertLegacy moves the notifications stored one row per user (the
+// notifications table of migration 0004) into push_notified and the
+// unread counts, in one transaction, and empties the old table.
+func (s *Service) convertLegacy(ctx context.Context) error {
+	var n int64
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM notifications`).Scan(&n); err != nil {
+		return fmt.Errorf("count notifications: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT user_id, pos, room_id, event_id, thread_id, highlight, actions, ts, is_read FROM notifications ORDER BY pos`)
+		if err != nil {
+			return fmt.Errorf("read notifications: %w", err)
+		}
+		var items []*work
+		acts := map[string]*Actions{}
+		for rows.Next() {
+			var u, room, evID, thread, raw string
+			var pos, ts int64
+			var hl, read bool
+			if err := rows.Scan(&u, &pos, &room, &evID, &thread, &hl, &raw, &ts, &read); err != nil {
+				rows.Close()
+				return fmt.Errorf("read notifications: %w", err)
+			}
+			if len(items) == 0 || items[len(items)-1].pos != pos {
+				items = append(items, &work{pos: pos, ev: &Event{ID: evID, RoomID: room, TS: ts}})
+			}
+			key := fmt.Sprint(hl, raw)
+			a := acts[key]
+			if a == nil {
+				a = &Actions{Notify: true, Highlight: hl, Raw: json.RawMessage(raw)}
+				acts[key] = a
+			}
+			it := items[len(items)-1]
+			it.rows = append(it.rows, notifRow{user: u, act: a})
+			if !read {
+				s.counts.add(u, room, entry{pos: pos, thread: thread, highlight: hl})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read notifications: %w", err)
+		}
+		if err := insertNotified(ctx, tx, items); err != nil {
+			return err
+		}
+		for _, sn := range s.counts.takeDirty() {
+			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, data) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, room_id) DO UPDATE SET data = excluded.data`, sn.user, sn.room, string(sn.data)); err != nil {
+				return fmt.Errorf("store unread: %w", err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM notifications`); err != nil {
+			return fmt.Errorf("empty notifications: %w", err)
+		}
+		logging.From(ctx).WithField("events", len(items)).Info("push: notifications moved to one row per event")
+		return nil
+	})
+}
+
+// storedReceipts returns the read receipts stored after the receipts
+// position: those whose effect on the unread counts may be missing from
+// the last checkpoint. The receipts table belongs to the sync engine; this
+// reads it once at start.
+func storedReceipts(ctx context.Context, q storage.Querier, after int64) ([]readMark, error) {
+	rows, err := q.Query(ctx, `SELECT r.user_id, r.room_id, r.thread_id, e.pos, r.pos FROM receipts r JOIN events e ON e.event_id = r.event_id
+WHERE r.rtype IN ('m.read', 'm.read.private') AND r.pos > $1 ORDER BY r.pos`, after)
 	if err != nil {
-		return nil, fmt.Errorf("pending receipts: %w", err)
+		return nil, fmt.Errorf("stored receipts: %w", err)
 	}
 	defer rows.Close()
 	var out []readMark
 	for rows.Next() {
 		var m readMark
-		if err := rows.Scan(&m.user, &m.room, &m.thread, &m.pos); err != nil {
+		if err := rows.Scan(&m.user, &m.room, &m.thread, &m.pos, &m.rpos); err != nil {
 			return nil, err
 		}
 		out = append(out, m)
@@ -192,28 +284,66 @@ func (s *Service) Notifications(ctx context.Context, userID, from string, limit 
 	if err := s.Flush(ctx); err != nil {
 		return nil, "", err
 	}
-	q := `SELECT pos, room_id, event_id, actions, ts, is_read FROM notifications WHERE user_id = $1 AND pos < $2 ORDER BY pos DESC LIMIT $3`
-	if only == "highlight" {
-		q = `SELECT pos, room_id, event_id, actions, ts, is_read FROM notifications WHERE user_id = $1 AND pos < $2 AND highlight ORDER BY pos DESC LIMIT $3`
-	}
-	rows, err := s.db.Query(ctx, q, userID, before, limit+1)
-	if err != nil {
-		return nil, "", fmt.Errorf("notifications of %s: %w", userID, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var n Notification
-		if err := rows.Scan(&n.Pos, &n.RoomID, &n.EventID, &n.Actions, &n.TS, &n.Read); err != nil {
+	// The rows are per event: scan them newest first, keep the user's.
+	// A page stops after maxScan rows even if it is not full; its next
+	// token goes on from there.
+	needle, _ := json.Marshal(userID)
+	cursor, scanned := before, 0
+	for len(out) <= limit && scanned < maxScan {
+		rows, err := s.db.Query(ctx, `SELECT pos, room_id, event_id, ts, data FROM push_notified WHERE pos < $1 ORDER BY pos DESC LIMIT $2`, cursor, scanChunk)
+		if err != nil {
 			return nil, "", fmt.Errorf("notifications of %s: %w", userID, err)
 		}
-		out = append(out, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", err
+		got := 0
+		for rows.Next() && len(out) <= limit {
+			var n Notification
+			var data []byte
+			if err := rows.Scan(&n.Pos, &n.RoomID, &n.EventID, &n.TS, &data); err != nil {
+				rows.Close()
+				return nil, "", fmt.Errorf("notifications of %s: %w", userID, err)
+			}
+			got++
+			cursor = n.Pos
+			if !bytes.Contains(data, needle) {
+				continue
+			}
+			var rec notifiedRecord
+			if json.Unmarshal(data, &rec) != nil {
+				continue
+			}
+			i, ok := rec.U[userID]
+			if !ok || i < 0 || i >= len(rec.A) || i >= len(rec.H) || (only == "highlight" && !rec.H[i]) {
+				continue
+			}
+			n.Actions = string(rec.A[i])
+			n.Read = !s.counts.isUnread(userID, n.RoomID, n.Pos)
+			out = append(out, n)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, "", fmt.Errorf("notifications of %s: %w", userID, err)
+		}
+		scanned += got
+		if got < scanChunk {
+			// The oldest row was read.
+			if len(out) > limit {
+				out = out[:limit]
+				next = strconv.FormatInt(out[limit-1].Pos, 10)
+			}
+			return out, next, nil
+		}
 	}
 	if len(out) > limit {
 		out = out[:limit]
-		next = strconv.FormatInt(out[limit-1].Pos, 10)
+		return out, strconv.FormatInt(out[limit-1].Pos, 10), nil
 	}
-	return out, next, nil
+	// The scan stopped before the page filled: go on from where it stopped.
+	return out, strconv.FormatInt(cursor, 10), nil
 }
+
+// A /notifications page reads push_notified in chunks of scanChunk rows,
+// at most maxScan rows.
+const (
+	scanChunk = 500
+	maxScan   = 10000
+)

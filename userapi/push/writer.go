@@ -17,26 +17,36 @@ type notifRow struct {
 	act  *Actions
 }
 
-// readMark is a receipt to apply to stored notifications.
+// readMark is a stored receipt to apply to the counts at start.
 type readMark struct {
 	user, room, thread string
-	pos                int64
+	pos, rpos          int64
 }
 
-// work is what one evaluated event (or receipt) changes in the database.
+// work is what one notifying event changes in the database, or a
+// checkpoint of the counts.
 type work struct {
-	pos    int64 // the event's position; 0 for a receipt
+	pos    int64 // the event's position
 	ev     *Event
 	rows   []notifRow
-	reads  []readMark
 	pushes []pushJob
+	cp     *checkpoint
 	seq    int64
+}
+
+// checkpoint is the unread counts changed since the last one, as of the
+// events position pos and the receipts position rpos.
+type checkpoint struct {
+	pos, rpos int64
+	snaps     []snapshot
 }
 
 // writer stores notifications off the hot path: evaluation queues work
 // (never blocking), one goroutine writes it in batches, each batch one
-// transaction (each event's notifications in one statement), then queues
-// the batch's pushes.
+// transaction (100 events' notifications per statement), then queues the
+// batch's pushes. A checkpoint ends a batch and is written after the
+// batch's pushes are queued: the position it stores never passes an event
+// whose notifications or pushes are not stored yet.
 type writer struct {
 	s      *Service
 	mu     sync.Mutex
@@ -56,11 +66,11 @@ const maxBatch = 256
 // batchDelay is how long the writer lets work gather before a transaction.
 const batchDelay = 100 * time.Millisecond
 
-// Read notifications older than keepRead are deleted every pruneEvery
-// (unread ones stay: they are the counts).
+// Notifications older than keepNotified leave /notifications; they are
+// deleted every pruneEvery (the unread counts stay).
 const (
-	keepRead   = 30 * 24 * time.Hour
-	pruneEvery = 6 * time.Hour
+	keepNotified = 30 * 24 * time.Hour
+	pruneEvery   = 6 * time.Hour
 )
 
 func newWriter(s *Service) *writer {
@@ -108,6 +118,12 @@ func (w *writer) take() []*work {
 	if n == 0 {
 		return nil
 	}
+	for i, it := range w.queue[:n] {
+		if it.cp != nil {
+			n = i + 1
+			break
+		}
+	}
 	batch := make([]*work, n)
 	copy(batch, w.queue)
 	clear(w.queue[:n])
@@ -121,7 +137,6 @@ func (w *writer) take() []*work {
 func (w *writer) loop() {
 	defer close(w.exited)
 	ctx := context.Background()
-	log := logging.From(ctx)
 	prune := time.NewTicker(pruneEvery)
 	defer prune.Stop()
 	for {
@@ -153,24 +168,10 @@ func (w *writer) loop() {
 				return
 			}
 		}
-		for attempt := 0; ; attempt++ {
-			err := writeBatch(ctx, w.s.db, batch)
-			if err == nil {
-				break
-			}
-			delay := min(30*time.Second, 100*time.Millisecond<<min(attempt, 9))
-			log.WithError(err).WithFields(logrus.Fields{"items": len(batch), "retry_in": delay.String()}).Error("push: store notifications")
-			select {
-			case <-time.After(delay):
-			case <-w.stop:
-				return
-			}
+		last := batch[len(batch)-1]
+		if !w.retry(ctx, len(batch), func() error { return writeBatch(ctx, w.s.db, batch) }) {
+			return
 		}
-		w.mu.Lock()
-		w.done = batch[len(batch)-1].seq
-		close(w.doneCh)
-		w.doneCh = make(chan struct{})
-		w.mu.Unlock()
 		if d := w.s.d; d != nil {
 			for _, it := range batch {
 				for i := range it.pushes {
@@ -178,19 +179,47 @@ func (w *writer) loop() {
 				}
 			}
 		}
+		if last.cp != nil && !w.retry(ctx, len(last.cp.snaps), func() error {
+			return w.s.db.Write(ctx, func(tx *storage.Tx) error { return writeCheckpoint(ctx, tx, last.cp) })
+		}) {
+			return
+		}
+		w.mu.Lock()
+		w.done = last.seq
+		close(w.doneCh)
+		w.doneCh = make(chan struct{})
+		w.mu.Unlock()
 	}
 }
 
-// prune deletes old read notifications.
+// retry runs write until it succeeds, with a growing delay between tries;
+// false when the writer stopped first.
+func (w *writer) retry(ctx context.Context, items int, write func() error) bool {
+	for attempt := 0; ; attempt++ {
+		err := write()
+		if err == nil {
+			return true
+		}
+		delay := min(30*time.Second, 100*time.Millisecond<<min(attempt, 9))
+		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"items": items, "retry_in": delay.String()}).Error("push: store notifications")
+		select {
+		case <-time.After(delay):
+		case <-w.stop:
+			return false
+		}
+	}
+}
+
+// prune deletes old notifications (the counts of unread ones stay).
 func (w *writer) prune(ctx context.Context) {
-	before := time.Now().Add(-keepRead).UnixMilli()
-	res, err := w.s.db.Exec(ctx, `DELETE FROM notifications WHERE is_read AND ts < $1`, before)
+	before := time.Now().Add(-keepNotified).UnixMilli()
+	res, err := w.s.db.Exec(ctx, `DELETE FROM push_notified WHERE ts < $1`, before)
 	if err != nil {
-		logging.From(ctx).WithError(err).Error("push: prune read notifications")
+		logging.From(ctx).WithError(err).Error("push: prune notifications")
 		return
 	}
 	if n, _ := res.RowsAffected(); n > 0 {
-		logging.From(ctx).WithField("rows", n).Info("push: pruned read notifications")
+		logging.From(ctx).WithField("rows", n).Info("push: pruned notifications")
 	}
 }
 
@@ -206,26 +235,10 @@ func (w *writer) close() {
 }
 
 func writeBatch(ctx context.Context, db *storage.DB, batch []*work) error {
-	return db.Write(ctx, func(tx *storage.Tx) error {
-		var top int64
-		for _, it := range batch {
-			if len(it.rows) > 0 {
-				if err := insertNotifications(ctx, tx, it); err != nil {
-					return err
-				}
-			}
-			for _, r := range it.reads {
-				if err := markRead(ctx, tx, r); err != nil {
-					return err
-				}
-			}
-			top = max(top, it.pos)
+	for _, it := range batch {
+		if len(it.rows) > 0 {
+			return db.Write(ctx, func(tx *storage.Tx) error { return insertNotified(ctx, tx, batch) })
 		}
-		if top > 0 {
-			if _, err := tx.Exec(ctx, upsertPosition, top); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
