@@ -11,7 +11,7 @@ import (
 
 type fakePush struct{ main, thread [2]int }
 
-func (fakePush) OnRoomEvent(context.Context, *roomserver.Notice)          {}
+func (fakePush) OnRoomEvent(context.Context, *roomserver.Notice)                 {}
 func (fakePush) OnReceipt(context.Context, string, string, string, int64, int64) {}
 func (f fakePush) Unread(string, string) (int, int) {
 	return f.main[0] + f.thread[0], f.main[1] + f.thread[1]
