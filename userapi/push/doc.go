@@ -25,20 +25,28 @@
 // per-room cache loaded once from the current state and kept up to date from
 // the state events evaluated.
 //
-// Counts: every user's unread notifications are in memory (loaded at start),
-// per room, each with its position, thread and highlight, so receipts clear
-// exactly what they cover (unthreaded: every thread; "main": the main
-// timeline; a thread root: that thread) and /sync counts without a query.
-// A user's own message reads the notifications before it in its thread.
-// Past 10000 unread notifications in one room the oldest are kept as a
-// count only.
+// Counts: every user's unread notifications are in memory, per room, each
+// with its position, thread and highlight, so receipts clear exactly what
+// they cover (unthreaded: every thread; "main": the main timeline; a thread
+// root: that thread) and /sync counts without a query. A user's own message
+// reads the notifications before it in its thread. Past 128 unread
+// notifications in one room the oldest are folded into per-thread counters
+// (a receipt reads a thread's folded ones when it covers the newest of them).
 //
-// Storage: a writer goroutine stores, in batches of one transaction (one
-// multi-row INSERT per event; a batch gathers for up to 100 ms, so that under
-// load many events share one commit), the notifications, the read marks of
-// receipts and the position evaluated; evaluation never waits for it.
-// /notifications flushes it first. Receipts whose effect was lost in a crash
-// are applied again at start (this reads the sync engine's receipts table).
+// Storage: a writer goroutine stores one push_notified row per notifying
+// event (the notified users and their actions), in batches of one
+// transaction (a batch gathers for up to 100 ms, so that under load many
+// events share one commit); evaluation never waits for it. /notifications
+// flushes it first, then reads the rows newest first and keeps the user's.
+// Every CheckpointEvery (2 s) the counts of the (user, room) pairs that
+// changed are written to push_unread, with the events position and the
+// receipts position they reflect (push_position ids 0 and 1); a checkpoint
+// is written after the pushes of the events before it are queued. At start
+// the counts are loaded from push_unread, the events after the checkpoint
+// are evaluated again and the stored receipts after it applied again: after
+// a crash nothing is lost, and pushes of the last seconds may be sent twice.
+// Close writes a last checkpoint. (Migration 0004 stored one row per
+// notified member; its rows are moved at the first start after 0008.)
 //
 // Delivery: after a batch is stored, its pushes go to a JetStream work-queue
 // stream (DeliverTopic); a durable consumer sends them, at most eight at a
@@ -49,12 +57,13 @@
 // A pusher belongs to the device that set it: DevicesDeleted (told by the
 // user API on logout and device deletion) deletes it with the device.
 //
-// Tables owned: notifications, push_position, pushers.
+// Tables owned: push_notified, push_unread, push_position, pushers (and
+// the emptied notifications of 0004).
 //
-// Read notifications older than 30 days are deleted every 6 hours (by the
-// writer); unread ones are kept, they are the counts.
+// Notifications older than 30 days are deleted every 6 hours (by the
+// writer); the unread counts stay.
 //
-// Goroutines: the writer; the JetStream consumer's and one per push being
+// Goroutines: the writer; the checkpoint ticker; the JetStream consumer's and one per push being
 // sent (at most maxInFlight). Close stops them.
 //
 // Lock order: evalMu, then counts.mu or the writer's mu (leaves);
