@@ -174,7 +174,10 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 		return resp, nil
 	}
 	s.CatchUp(ctx)
-	rooms := s.searchRooms(req)
+	rooms, err := s.searchRooms(ctx, req)
+	if err != nil {
+		return nil, err
+	}
 	if len(rooms) == 0 {
 		return resp, nil
 	}
@@ -372,8 +375,9 @@ func parseTokenInt(s string) (int64, bool) {
 	return n, err == nil && n >= 0
 }
 
-// searchRooms lists the rooms the user is or was in, narrowed by the filter.
-func (s *Service) searchRooms(req SearchRequest) []string {
+// searchRooms lists the rooms the user is or was in (and did not forget),
+// narrowed by the filter.
+func (s *Service) searchRooms(ctx context.Context, req SearchRequest) ([]string, error) {
 	var allow map[string]bool
 	if req.Rooms != nil {
 		allow = make(map[string]bool, len(*req.Rooms))
@@ -390,9 +394,19 @@ func (s *Service) searchRooms(req SearchRequest) []string {
 		if allow != nil && !allow[rv.id] || deny[rv.id] {
 			continue
 		}
+		if rv.mem.m == "leave" || rv.mem.m == "ban" {
+			// A room the user forgot is no longer theirs to read.
+			forgotten, err := s.rooms.Forgotten(ctx, req.UserID, rv.id)
+			if err != nil {
+				return nil, err
+			}
+			if forgotten {
+				continue
+			}
+		}
 		out = append(out, rv.id)
 	}
-	return out
+	return out, nil
 }
 
 // eventsByPos loads and renders events by position.

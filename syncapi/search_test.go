@@ -238,6 +238,13 @@ func TestSearchVisibility(t *testing.T) {
 			if got := hitsFor(t, w, "@mallory:test", "zebra"); len(got) != 0 {
 				t.Fatalf("a stranger sees %+v", got)
 			}
+			// A forgotten room is not searched any more.
+			if err := w.rooms.Forget(ctx, "@bob:test", room); err != nil {
+				t.Fatal(err)
+			}
+			if got := hitsFor(t, w, "@bob:test", "zebra"); len(got) != 0 {
+				t.Fatalf("bob sees %+v in the room he forgot", got)
+			}
 		})
 	}
 }
