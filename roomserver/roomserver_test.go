@@ -52,6 +52,7 @@ func newHarness(t testing.TB, db *storage.DB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	h := &harness{s: s, db: db}
 	unsub, err := b.Subscribe(Topic, func(d []byte) {
 		var n Notice

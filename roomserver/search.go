@@ -46,21 +46,8 @@ func searchField(e *Event) (field, text string, ok bool) {
 	return field, text, true
 }
 
-// indexEvent adds an event's searchable text to the full-text index, in the
-// transaction that stores the event. The statement is the same on both
-// engines (see storage/migrations/0005_search.sql).
-func indexEvent(ctx context.Context, tx *storage.Tx, e *Event) error {
-	field, text, ok := searchField(e)
-	if !ok {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO event_search (rowid, room_id, field, body) VALUES ($1, $2, $3, $4)`, e.Pos, e.RoomID, field, text); err != nil {
-		return fmt.Errorf("index event %s: %w", e.EventID, err)
-	}
-	return nil
-}
-
-// unindexEvent removes a redacted event from the full-text index.
+// unindexEvent removes a redacted event from the full-text index (the
+// indexer skips events redacted before it reaches them).
 func unindexEvent(ctx context.Context, tx *storage.Tx, pos int64) error {
 	if _, err := tx.Exec(ctx, `DELETE FROM event_search WHERE rowid = $1`, pos); err != nil {
 		return fmt.Errorf("unindex event at %d: %w", pos, err)

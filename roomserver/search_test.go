@@ -66,6 +66,9 @@ func TestSearchIndexAndBackfill(t *testing.T) {
 		}
 		read := func() []string {
 			t.Helper()
+			if err := h.s.FlushSearchIndex(ctx); err != nil {
+				t.Fatal(err)
+			}
 			rows, err := db.Query(ctx, `SELECT rowid, room_id, field, body FROM event_search ORDER BY rowid`)
 			if err != nil {
 				t.Fatal(err)

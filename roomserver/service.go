@@ -64,6 +64,7 @@ type Service struct {
 	// snapsByKey holds snapshots in the form readers use.
 	snapsByKey *lru.Cache[int64, map[[2]string]string]
 	pduCache   *lru.Cache[string, gomatrixserverlib.PDU]
+	ix         *indexer
 }
 
 // room is the in-memory view of a room's current state, kept by the writer.
@@ -107,7 +108,17 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 5000),
 	}
 	s.snapSeq.Store(lastSnap)
+	s.ix = newIndexer(db, s.Position)
 	return s, nil
+}
+
+// Close stops the search indexer (what it has not indexed yet, the next
+// start does).
+func (s *Service) Close() { s.ix.close() }
+
+// FlushSearchIndex indexes every event committed so far for search.
+func (s *Service) FlushSearchIndex(ctx context.Context) error {
+	return s.ix.flush(ctx, s.Position())
 }
 
 // Position is the highest visible events-stream position.
@@ -515,6 +526,7 @@ func (s *Service) publish(pos int64, payload any) {
 	if err := s.bus.Publish(Topic, data); err != nil {
 		logging.From(context.Background()).WithError(err).WithField("event_id", n.EventID).Error("publish room event")
 	}
+	s.ix.kick()
 }
 
 // readerState is a state map in the form readers use.

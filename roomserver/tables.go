@@ -64,7 +64,7 @@ ON CONFLICT (sender, device_id, room_id, txn_id) WHERE txn_id IS NOT NULL DO NOT
 			return errTxnExists
 		}
 	}
-	return indexEvent(ctx, tx, e)
+	return nil
 }
 
 // EventsByID loads events by ID, in no particular order. Missing IDs are skipped.

@@ -75,6 +75,7 @@ func worldOn(tb testing.TB, db *storage.DB, withKeys bool) (*world, *keys.Servic
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(rs.Close)
 	ss, err := syncapi.New(ctx, db, b, rs, accountData{us}, so)
 	if err != nil {
 		tb.Fatal(err)
@@ -85,9 +86,14 @@ func worldOn(tb testing.TB, db *storage.DB, withKeys bool) (*world, *keys.Servic
 
 // settle waits until the sync engine has seen every committed event (they
 // arrive through the bus, within microseconds).
+// settle waits until the sync engine has seen every committed event and
+// the search index holds them (so that no background query follows).
 func (w *world) settle() {
 	for w.sync.Notifier().Current().Events < w.rooms.Position() {
 		runtime.Gosched()
+	}
+	if err := w.rooms.FlushSearchIndex(context.Background()); err != nil {
+		panic(err)
 	}
 }
 

@@ -174,6 +174,10 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 		return resp, nil
 	}
 	s.CatchUp(ctx)
+	// Find what was committed before the call.
+	if err := s.rooms.FlushSearchIndex(ctx); err != nil {
+		return nil, err
+	}
 	rooms, err := s.searchRooms(ctx, req)
 	if err != nil {
 		return nil, err

@@ -85,7 +85,11 @@ func fillMessages(tb testing.TB, db *storage.DB, rooms []string, sender string, 
 			if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, sender, depth, origin_ts, snapshot_id, json) VALUES `+strings.Join(evRows, ","), evArgs...); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `INSERT INTO event_search (rowid, room_id, field, body) VALUES `+strings.Join(ixRows, ","), ixArgs...)
+			if _, err := tx.Exec(ctx, `INSERT INTO event_search (rowid, room_id, field, body) VALUES `+strings.Join(ixRows, ","), ixArgs...); err != nil {
+				return err
+			}
+			// Indexed here: the search indexer goes on after them.
+			_, err := tx.Exec(ctx, `UPDATE search_position SET pos = $1 WHERE id = 0 AND pos < $1`, pos)
 			return err
 		})
 		if err != nil {

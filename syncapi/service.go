@@ -31,6 +31,7 @@ type rooms interface {
 	StateIDsAfter(ctx context.Context, ev roomserver.Event) (map[[2]string]string, error)
 	Membership(ctx context.Context, roomID, userID string) (string, int64, error)
 	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
+	FlushSearchIndex(ctx context.Context) error
 }
 
 // AccountDataItem is one account data entry; RoomID is "" for global data.

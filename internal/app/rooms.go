@@ -32,6 +32,7 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	if err != nil {
 		return err
 	}
+	a.closers = append(a.closers, rs.Close)
 	ps, err := a.wirePush(ctx, rs, users)
 	if err != nil {
 		return err

@@ -93,6 +93,7 @@ func newEnv(t testing.TB, db *storage.DB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(rs.Close)
 	e := &env{t: t, ctx: ctx, db: db, b: b, rs: rs, rules: &fakeRules{sets: map[string]userapi.Ruleset{}, cache: map[string]any{}}}
 	t.Cleanup(e.stop)
 	return e
