@@ -47,6 +47,10 @@ func (a *API) accountRoutes() []Route {
 	}
 }
 
+// uiaChallengeCode is the errcode the access log records for a plain UIA
+// challenge (the body itself has none).
+const uiaChallengeCode = "M_UNAUTHORIZED"
+
 // uia writes the plain 401 of user-interactive auth as the spec shows it:
 // flows, params, session and completed, without errcode and error (clients
 // show an errcode as a failed attempt). A failed attempt keeps its errcode.
@@ -55,7 +59,7 @@ func uia(h httpx.HandlerFunc) httpx.HandlerFunc {
 		err := h(w, r)
 		if err != nil && userapi.IsUIAChallenge(err) {
 			if ri := httpx.Info(r.Context()); ri != nil {
-				ri.ErrCode = "M_UNAUTHORIZED"
+				ri.ErrCode = uiaChallengeCode
 			}
 			return httpx.JSON(w, http.StatusUnauthorized, userapi.UIABody(err))
 		}

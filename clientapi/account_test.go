@@ -358,6 +358,41 @@ func TestLoginRateLimit(t *testing.T) {
 	})
 }
 
+// TestRegisterRateLimitCountsRegistrations: with the default limit, a
+// client's whole registration (two plain challenges, then the request that
+// creates the account) goes through; the limit still stops the next ones.
+func TestRegisterRateLimitCountsRegistrations(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := utServer(t, db, func(c *config.Config) {
+			c.RateLimits.Enabled = true
+			c.RateLimits.RegisterPerMinute = 5
+		})
+		const reg = "/_matrix/client/r0/register"
+		flow := func(user string) (status int) {
+			r := e.do("POST", reg, "", map[string]any{})
+			if r.status != 401 {
+				return r.status
+			}
+			r = e.do("POST", reg, "", map[string]any{"username": user, "password": "pw", "auth": map[string]any{"session": r.str("session")}})
+			if r.status != 401 {
+				return r.status
+			}
+			r = e.do("POST", reg, "", map[string]any{"username": user, "password": "pw", "auth": map[string]any{"type": "m.login.dummy", "session": r.str("session")}})
+			return r.status
+		}
+		if got := flow("first"); got != 200 {
+			t.Fatalf("first registration: %d", got)
+		}
+		limited := false
+		for i := 0; i < 3 && !limited; i++ {
+			limited = flow(fmt.Sprint("next", i)) == 429
+		}
+		if !limited {
+			t.Fatal("three more registrations at once were not limited")
+		}
+	})
+}
+
 func TestLoginAccountBackoff(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		e := utServer(t, db)

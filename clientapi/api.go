@@ -109,6 +109,25 @@ func PathParam(r *http.Request, name string) string {
 	return raw
 }
 
+// legacyPaths are the older forms of a v3 path that clients from before
+// spec v1.1 (older Element and matrix-js-sdk releases, many bots) call:
+// /_matrix/client/r0 and /_matrix/media/r0 for everything, and
+// /_matrix/client/unstable for key backup and cross-signing, which they
+// used before those were in a release. v3 kept those endpoints as they
+// were, so the same handlers answer all forms.
+func legacyPaths(path string) []string {
+	var out []string
+	for _, p := range [...]string{"/_matrix/client/", "/_matrix/media/"} {
+		if rest, ok := strings.CutPrefix(path, p+"v3/"); ok {
+			out = append(out, p+"r0/"+rest)
+			if p == "/_matrix/client/" && (strings.HasPrefix(rest, "room_keys/") || rest == "keys/device_signing/upload" || rest == "keys/signatures/upload") {
+				out = append(out, p+"unstable/"+rest)
+			}
+		}
+	}
+	return out
+}
+
 // Router builds the HTTP handler of the whole client API.
 func (a *API) Router() http.Handler {
 	mux := chi.NewRouter()
@@ -146,6 +165,9 @@ func (a *API) Router() http.Handler {
 				h = limitBody(h)
 			}
 			mux.Method(rt.Method, rt.Path, h)
+			for _, old := range legacyPaths(rt.Path) {
+				mux.Method(rt.Method, old, h)
+			}
 		}
 	}
 	return mux
@@ -184,6 +206,18 @@ func (a *API) wrap(rt Route) http.Handler {
 			}
 			if wait := a.Limiter.Allow(rt.Limit, key, time.Now()); wait > 0 {
 				return merr.LimitExceeded(wait.Milliseconds() + 1)
+			}
+			if rt.Limit == limitRegister {
+				// A registration through a client takes two plain UIA
+				// challenges (the flows, then the session for the username)
+				// before the request that creates the account: each
+				// challenge costs a third of a token, so the configured
+				// registrations per minute are registrations, not requests.
+				defer func() {
+					if ri := httpx.Info(r.Context()); ri != nil && ri.ErrCode == uiaChallengeCode {
+						a.Limiter.Refund(rt.Limit, key, 2.0/3)
+					}
+				}()
 			}
 		}
 		if err := checkPathParams(r); err != nil {

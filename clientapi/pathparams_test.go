@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -40,5 +41,21 @@ func TestPathParamsRefuseNULAndBadUTF8(t *testing.T) {
 	}
 	if n := calls.Load(); n != 4 {
 		t.Fatalf("handler ran %d times, want 4", n)
+	}
+}
+
+func TestLegacyPaths(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"/_matrix/client/v3/sync", "/_matrix/client/r0/sync"},
+		{"/_matrix/media/v3/upload", "/_matrix/media/r0/upload"},
+		{"/_matrix/client/v3/room_keys/version", "/_matrix/client/r0/room_keys/version /_matrix/client/unstable/room_keys/version"},
+		{"/_matrix/client/v3/keys/device_signing/upload", "/_matrix/client/r0/keys/device_signing/upload /_matrix/client/unstable/keys/device_signing/upload"},
+		{"/_matrix/client/v1/media/config", ""},
+		{"/_matrix/client/versions", ""},
+		{"/_synapse/admin/v1/register", ""},
+	} {
+		if got := strings.Join(legacyPaths(c.in), " "); got != c.want {
+			t.Errorf("legacyPaths(%q) = %q, want %q", c.in, got, c.want)
+		}
 	}
 }

@@ -47,6 +47,19 @@ func NewLimiter(c config.RateLimits) *Limiter {
 	}
 }
 
+// Refund gives back part of a token taken for (class, key).
+func (l *Limiter) Refund(class limitClass, key string, part float64) {
+	r, ok := l.rates[class]
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.buckets[bucketKey{class, key}]; b != nil {
+		b.tokens = math.Min(r.burst, b.tokens+part)
+	}
+}
+
 // Allow takes a token for (class, key) and returns 0, or how long to wait.
 func (l *Limiter) Allow(class limitClass, key string, now time.Time) time.Duration {
 	r, ok := l.rates[class]

@@ -10,7 +10,11 @@ import (
 // v1.11 (authenticated media, the last feature those versions added that
 // clients depend on). mautrix bridges want v1.4 or later; matrix-js-sdk
 // switches authenticated media on from v1.11.
-var SpecVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
+//
+// The r0 releases are listed too: their endpoints are served under
+// /_matrix/client/r0 (see legacyPaths), and clients from before v1.1 look
+// for them.
+var SpecVersions = []string{"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
 // UnstableFeatures are the unstable flags that are true on this server.
 var UnstableFeatures = map[string]bool{
