@@ -131,7 +131,7 @@ func (c Config) Check() Problems {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
 		}
 		if c.RateLimits.RegisterPerMinute < 1 {
-			add("rate_limits.register_per_minute", strconv.Itoa(c.RateLimits.RegisterPerMinute), "must be at least 1", "5 is the default")
+			add("rate_limits.register_per_minute", strconv.Itoa(c.RateLimits.RegisterPerMinute), "must be at least 1", "10 is the default")
 		}
 		if c.RateLimits.MessagesPerSecond <= 0 || c.RateLimits.MessageBurst < 1 {
 			add("rate_limits.messages_per_second", fmt.Sprint(c.RateLimits.MessagesPerSecond), "messages_per_second and message_burst must be positive", "10 per second with a burst of 50 is the default")

@@ -145,7 +145,7 @@ func Default() Config {
 		RateLimits: RateLimits{
 			Enabled:           true,
 			LoginPerMinute:    10,
-			RegisterPerMinute: 5,
+			RegisterPerMinute: 10,
 			MessagesPerSecond: 10,
 			MessageBurst:      50,
 		},

@@ -65,7 +65,7 @@ rate_limits:
   login_per_minute: 10
   # Registrations per client address per minute.
   # HAVEN_RATE_LIMITS_REGISTER_PER_MINUTE
-  register_per_minute: 5
+  register_per_minute: 10
   # Messages per user per second, with a burst.
   # HAVEN_RATE_LIMITS_MESSAGES_PER_SECOND
   messages_per_second: 10
