@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/internal/backoff"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/storage"
 )
@@ -91,22 +92,20 @@ func (x *indexer) loop() {
 		if x.at.Load() >= x.visible() {
 			continue // a flush did it
 		}
-		for attempt := 0; ; attempt++ {
+		for failures := 0; ; {
 			more, err := x.batch(ctx)
-			if err == nil && !more {
-				break
-			}
-			if err != nil {
-				delay := min(30*time.Second, 100*time.Millisecond<<min(attempt, 9))
-				logging.From(ctx).WithError(err).WithField("retry_in", delay.String()).Error("search index")
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-x.stop:
-					t.Stop()
-					return
+			if err == nil {
+				if !more {
+					break
 				}
+				failures = 0
+				continue
 			}
+			logging.From(ctx).WithError(err).WithField("retry_in", backoff.Delay(failures).String()).Error("search index")
+			if !backoff.Wait(failures, x.stop) {
+				return
+			}
+			failures++
 		}
 	}
 }

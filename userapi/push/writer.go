@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/internal/backoff"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/storage"
 )
@@ -200,11 +201,8 @@ func (w *writer) retry(ctx context.Context, items int, write func() error) bool 
 		if err == nil {
 			return true
 		}
-		delay := min(30*time.Second, 100*time.Millisecond<<min(attempt, 9))
-		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"items": items, "retry_in": delay.String()}).Error("push: store notifications")
-		select {
-		case <-time.After(delay):
-		case <-w.stop:
+		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"items": items, "retry_in": backoff.Delay(attempt).String()}).Error("push: store notifications")
+		if !backoff.Wait(attempt, w.stop) {
 			return false
 		}
 	}
