@@ -125,6 +125,9 @@ func TestSyncKeys(t *testing.T) {
 			}
 			// The next sync acknowledges; an idle wait afterwards runs no query.
 			r = w.syncOnce(t, bob, "B1", got.NextBatch, 0)
+			if err := w.keys.FlushAcks(ctx); err != nil {
+				t.Fatal(err)
+			}
 			if evs, _, _ := w.keys.ToDeviceMessages(ctx, bob, "B1", 0, up, 10); len(evs) != 0 {
 				t.Fatal("the acknowledged message is still stored")
 			}

@@ -344,6 +344,9 @@ func TestToDevice(t *testing.T) {
 		if err := s.AckToDevice(ctx, "@b:x", "B1", last); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.FlushAcks(ctx); err != nil {
+			t.Fatal(err)
+		}
 		if b1, _, _ = s.ToDeviceMessages(ctx, "@b:x", "B1", 0, upto, 100); len(b1) != 0 {
 			t.Fatalf("acknowledged messages still there: %s", b1)
 		}

@@ -87,6 +87,7 @@ type Service struct {
 	txnCleaned time.Time
 
 	unsub func()
+	acks  *ackQueue
 }
 
 type deviceKey struct{ user, device string }
@@ -124,6 +125,7 @@ UNION ALL SELECT pos FROM key_stream_positions WHERE stream = $1) p`, streamDevi
 		dlSeq:  stream.New(lastDL),
 		counts: lru.New[deviceKey, keyCounts]("key_counts", 50000),
 	}
+	s.acks = newAckQueue(s)
 	return s, nil
 }
 
@@ -155,6 +157,7 @@ func (s *Service) Close() {
 		s.unsub()
 		s.unsub = nil
 	}
+	s.acks.close()
 }
 
 func (s *Service) deleteOrphans(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -299,24 +300,109 @@ WHERE user_id = $1 AND device_id = $2 AND pos > $3 AND pos <= $4 ORDER BY pos LI
 	return out, last, nil
 }
 
-// AckToDevice deletes the device's messages at positions up to upto: the
-// device has synced with a token past them, so it has them.
+// AckToDevice records that the device has its messages at positions up to
+// upto (it synced with a token past them); they are deleted within
+// ackDelay, together with the other devices' acknowledgements, in one
+// transaction. The delete only collects garbage: reads start after the
+// device's since token, so acknowledged messages are never read again, and
+// a delete that fails or is lost in a crash leaves rows that the device's
+// next acknowledgement deletes.
 func (s *Service) AckToDevice(ctx context.Context, userID, deviceID string, upto int64) error {
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
+	s.acks.add(deviceKey{userID, deviceID}, upto)
+	return nil
+}
+
+// FlushAcks deletes the acknowledged messages now.
+func (s *Service) FlushAcks(ctx context.Context) error { return s.acks.flush(ctx) }
+
+// ackDelay is how long acknowledgements gather before their transaction.
+const ackDelay = 50 * time.Millisecond
+
+// ackQueue gathers acknowledgements: one transaction for the acks of a
+// fan-out to 100 devices instead of 100.
+type ackQueue struct {
+	s    *Service
+	mu   sync.Mutex
+	acks map[deviceKey]int64
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newAckQueue(s *Service) *ackQueue {
+	q := &ackQueue{s: s, acks: map[deviceKey]int64{}, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go q.loop()
+	return q
+}
+
+func (q *ackQueue) add(k deviceKey, upto int64) {
+	q.mu.Lock()
+	q.acks[k] = max(q.acks[k], upto)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *ackQueue) loop() {
+	defer close(q.done)
+	ctx := context.Background()
+	for {
+		select {
+		case <-q.wake:
+		case <-q.stop:
+			return
+		}
+		t := time.NewTimer(ackDelay)
+		select {
+		case <-t.C:
+		case <-q.stop:
+			t.Stop()
+			return
+		}
+		if err := q.flush(ctx); err != nil {
+			logging.From(ctx).WithError(err).Warn("cannot delete delivered to-device messages")
+		}
+	}
+}
+
+// flush deletes what the queued acknowledgements cover, in one transaction.
+func (q *ackQueue) flush(ctx context.Context) error {
+	q.mu.Lock()
+	acks := q.acks
+	q.acks = map[deviceKey]int64{}
+	q.mu.Unlock()
+	if len(acks) == 0 {
+		return nil
+	}
+	return q.s.db.Write(ctx, func(tx *storage.Tx) error {
 		if tx.Dialect() == storage.Postgres {
-			// The delete only collects garbage: messages at or below an
-			// acknowledged position are never read again (reads start
-			// after the device's since token). Its commit need not wait
-			// for the WAL flush; a crash at worst leaves rows that the
-			// device's next acknowledgement deletes.
+			// Garbage collection: the commit need not wait for the WAL flush.
 			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
 				return fmt.Errorf("ack to-device messages: %w", err)
 			}
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $3`, userID, deviceID, upto); err != nil {
-			return fmt.Errorf("delete delivered to-device messages of %s %s: %w", userID, deviceID, err)
+		for k, upto := range acks {
+			if _, err := tx.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND pos <= $3`, k.user, k.device, upto); err != nil {
+				return fmt.Errorf("delete delivered to-device messages of %s %s: %w", k.user, k.device, err)
+			}
 		}
 		return nil
+	})
+}
+
+// close deletes what is queued and stops.
+func (q *ackQueue) close() {
+	q.once.Do(func() {
+		close(q.stop)
+		<-q.done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := q.flush(ctx); err != nil {
+			logging.From(ctx).WithError(err).Warn("cannot delete delivered to-device messages")
+		}
 	})
 }
 
