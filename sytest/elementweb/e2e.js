@@ -1,8 +1,9 @@
 // A manual check with a real Element Web against Haven: two people register
 // through Element's own registration page, one creates an encrypted room
 // and invites the other, both write from the composer, each sees the
-// other's message decrypted, and an image sent from the composer shows on
-// the other side. It prints the Matrix requests that failed (HTTP >= 400),
+// other's message decrypted, an image sent from the composer shows on the
+// other side, the room list counts an unread message, and Element's search
+// finds a message. It prints the Matrix requests that failed (HTTP >= 400),
 // page errors, the toasts Element shows, and PASS or FAIL.
 //
 // Element Web is not on npm and is not part of this repository: point
@@ -138,6 +139,32 @@ async function toasts(page, who) {
     } catch (e) {
       problems.push('bob does not see the image');
     }
+  }
+  // Notification counts and search: a second, unencrypted room. Alice
+  // writes while bob looks at the first room; bob's room list shows the
+  // unread count, and Element's search finds the message on the server.
+  const plainId = await a.evaluate(async (bob) => (await window.mxMatrixClientPeg.get().createRoom({
+    name: 'Plain room', preset: 'private_chat', invite: [bob] })).room_id, bob);
+  await b.waitForFunction(id => { const r = window.mxMatrixClientPeg.get().getRoom(id); return r && r.getMyMembership() === 'invite'; }, { timeout: 30000 }, plainId);
+  await b.evaluate(id => window.mxMatrixClientPeg.get().joinRoom(id), plainId);
+  await a.evaluate(id => window.mxMatrixClientPeg.get().sendTextMessage(id, 'where is the unicorn report'), plainId);
+  try {
+    await b.waitForFunction(() => [...document.querySelectorAll('.mx_RoomTile')].some(t => t.textContent.includes('Plain room') && /\b1\b/.test((t.querySelector('.mx_NotificationBadge_count') || {}).textContent || '')), { timeout: 30000 });
+    console.log('bob\'s room list shows 1 unread in the plain room');
+  } catch (e) {
+    problems.push('bob\'s room list shows no unread count for the plain room');
+  }
+  await b.goto(base + '/#/room/' + plainId, { waitUntil: 'networkidle0' });
+  await sees(b, 'bob', 'where is the unicorn report');
+  try {
+    await b.click('.mx_RoomHeader_searchButton');
+    await b.waitForSelector('.mx_SearchBar input', { timeout: 10000 });
+    await b.type('.mx_SearchBar input', 'unicorn');
+    await b.keyboard.press('Enter');
+    await b.waitForFunction(() => [...document.querySelectorAll('.mx_RoomView_searchResultsPanel .mx_EventTile_body')].some(e => e.textContent.includes('unicorn')), { timeout: 30000 });
+    console.log('bob\'s search finds the message');
+  } catch (e) {
+    problems.push('bob\'s search does not find the message: ' + e.message);
   }
   await sleep(2000);
   const undecryptable = await b.evaluate(() => document.querySelectorAll('.mx_UnknownBody, .mx_DecryptionFailureBody').length);
