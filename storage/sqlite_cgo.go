@@ -23,6 +23,12 @@ func sqliteDSN(path, synchronous string, writer bool) string {
 	return dsn + "&_query_only=1"
 }
 
+// sqliteCheckpointDSN is the connection that checkpoints the WAL (this
+// driver keeps SQLite's automatic checkpoints on the writer as well).
+func sqliteCheckpointDSN(path, synchronous string) string {
+	return "file:" + path + "?_busy_timeout=10000&_synchronous=" + synchronous
+}
+
 var rewritten sync.Map
 
 // sqliteQuery turns $N placeholders into SQLite's numbered ?N, which this

@@ -23,9 +23,16 @@ func sqliteDSN(path, synchronous string, writer bool) string {
 	if writer {
 		// An 8 MiB page cache for the one writer (SQLite's default is
 		// 2 MiB): a group commit's pages stay in memory until it commits.
-		return dsn + "&_pragma=journal_mode(WAL)&_pragma=cache_size(-8192)&_txlock=immediate"
+		// No automatic checkpoints: the checkpointer connection does them
+		// (see DB.checkpoints).
+		return dsn + "&_pragma=journal_mode(WAL)&_pragma=cache_size(-8192)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
 	}
 	return dsn + "&_pragma=query_only(1)"
+}
+
+// sqliteCheckpointDSN is the connection that checkpoints the WAL.
+func sqliteCheckpointDSN(path, synchronous string) string {
+	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=synchronous(" + synchronous + ")"
 }
 
 // sqliteQuery is the SQL text the driver wants: modernc.org/sqlite binds $N

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"github.com/haven-chat/haven/internal/logging"
+
 	"context"
 	"database/sql"
 	"errors"
@@ -63,6 +65,11 @@ type DB struct {
 	closed   bool
 	// stmts and wstmts keep SQLite's statements prepared (read and write pools).
 	stmts, wstmts *stmtCache
+	// ckpt is SQLite's checkpointer (see checkpoints); nil on PostgreSQL.
+	ckpt     *sql.DB
+	ckptStop chan struct{}
+	ckptDone chan struct{}
+	written  atomic.Bool // a write since the last checkpoint
 	// Location is where the data lives, without any password, for messages.
 	Location string
 }
@@ -205,11 +212,47 @@ func Connect(ctx context.Context, t Target, opts Options) (*DB, error) {
 		reader.SetMaxOpenConns(n)
 		reader.SetMaxIdleConns(n)
 		reader.SetConnMaxIdleTime(0)
+		ckpt, err := sql.Open(sqliteDriverName, sqliteCheckpointDSN(t.Path, sync))
+		if err != nil {
+			writer.Close()
+			reader.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", t.Path, err)
+		}
+		ckpt.SetMaxOpenConns(1)
 		db := &DB{dialect: SQLite, writer: writer, reader: reader, Location: "sqlite:" + t.Path,
 			jobs: make(chan *writeJob, 1024), loopDone: make(chan struct{}),
-			stmts: newStmtCache(), wstmts: newStmtCache()}
+			stmts: newStmtCache(), wstmts: newStmtCache(),
+			ckpt: ckpt, ckptStop: make(chan struct{}), ckptDone: make(chan struct{})}
 		go db.writeLoop()
+		go db.checkpoints()
 		return db, nil
+	}
+}
+
+// checkpointEvery is how often SQLite's WAL is copied into the database file.
+const checkpointEvery = 250 * time.Millisecond
+
+// checkpoints copies the WAL into the database file in the background, on
+// a connection of its own (SQLite's PASSIVE checkpoint: it never waits for
+// readers or the writer). The writer's connection has automatic checkpoints
+// off, so a commit never also writes and fsyncs the database file. The
+// statements are not counted in Queries (they are not the application's).
+func (db *DB) checkpoints() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if !db.written.Swap(false) {
+				continue // an idle server does nothing
+			}
+			if _, err := db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+				logging.From(context.Background()).WithError(err).Warn("storage: checkpoint the SQLite WAL")
+			}
+		case <-db.ckptStop:
+			return
+		}
 	}
 }
 
@@ -230,6 +273,11 @@ func (db *DB) Close() {
 	db.closeMu.Unlock()
 	if db.jobs != nil {
 		<-db.loopDone
+	}
+	if db.ckpt != nil {
+		close(db.ckptStop)
+		<-db.ckptDone
+		db.ckpt.Close()
 	}
 	db.stmts.close()
 	db.wstmts.close()
@@ -267,6 +315,7 @@ func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 
 // Exec runs a statement on the write connection.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer db.written.Store(true)
 	query, args = db.prep(query, args)
 	if st := db.wstmts.get(ctx, db.writer, query, true); st != nil {
 		return st.ExecContext(ctx, args...)
@@ -442,9 +491,12 @@ func (db *DB) writeLoop() {
 			}
 		}
 		if len(group) == 1 {
-			job.done <- db.writeOne(job.ctx, job.fn)
+			err := db.writeOne(job.ctx, job.fn)
+			db.written.Store(true)
+			job.done <- err
 		} else {
 			db.writeGroup(group)
+			db.written.Store(true)
 		}
 		// Between transactions the write connection is free: prepare the
 		// statements the last ones used.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/storage/storagetest"
@@ -170,4 +173,46 @@ func TestConcurrentWritesFailAlone(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBackgroundCheckpoint: the writer leaves checkpoints to the background
+// checkpointer, which copies committed pages into the database file.
+func TestBackgroundCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	target := storagetest.Target(t, storage.SQLite)
+	db, err := storage.Open(ctx, target, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(ctx, `CREATE TABLE filler (x TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		st, err := os.Stat(target.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	time.Sleep(600 * time.Millisecond) // the table's page reaches the file
+	before := size()
+	err = db.Write(ctx, func(tx *storage.Tx) error {
+		for i := 0; i < 100; i++ {
+			if _, err := tx.Exec(ctx, `INSERT INTO filler (x) VALUES ($1)`, strings.Repeat("x", 4000)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for size() < before+100*4000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file %d bytes, %d before 100 rows of 4000 bytes: not checkpointed", size(), before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
