@@ -2,8 +2,9 @@
 // through Element's own registration page, one creates an encrypted room
 // and invites the other, both write from the composer, each sees the
 // other's message decrypted, an image sent from the composer shows on the
-// other side, the room list counts an unread message, and Element's search
-// finds a message. It prints the Matrix requests that failed (HTTP >= 400),
+// other side, the room list counts an unread message, Element's search finds
+// a message, and an image in an unencrypted room shows as the server's
+// thumbnail. It prints the Matrix requests that failed (HTTP >= 400),
 // page errors, the toasts Element shows, and PASS or FAIL.
 //
 // Element Web is not on npm and is not part of this repository: point
@@ -165,6 +166,24 @@ async function toasts(page, who) {
     console.log('bob\'s search finds the message');
   } catch (e) {
     problems.push('bob\'s search does not find the message: ' + e.message);
+  }
+  // An image in the unencrypted room: bob's Element shows the server's
+  // thumbnail of it.
+  await a.goto(base + '/#/room/' + plainId, { waitUntil: 'networkidle0' });
+  const input2 = await a.$('.mx_MessageComposer input[type=file]');
+  if (!input2) problems.push('no file input in the plain room composer');
+  else {
+    await input2.uploadFile(png());
+    await sleep(1000);
+    const ok2 = await a.$('.mx_UploadConfirmDialog .mx_Dialog_primary');
+    if (ok2) await ok2.click();
+    await b.click('.mx_SearchBar_cancel').catch(() => {});
+    try {
+      await b.waitForFunction(() => [...document.querySelectorAll('.mx_MImageBody img')].some(i => i.complete && i.naturalWidth > 0 && /thumbnail/.test(i.src)), { timeout: 30000 });
+      console.log('bob sees the server\'s thumbnail of the image');
+    } catch (e) {
+      problems.push('bob does not see a thumbnail of the image in the plain room');
+    }
   }
   await sleep(2000);
   const undecryptable = await b.evaluate(() => document.querySelectorAll('.mx_UnknownBody, .mx_DecryptionFailureBody').length);
