@@ -152,17 +152,21 @@ func contentOf(js json.RawMessage) json.RawMessage {
 	return outer.Content
 }
 
-// room returns the room's info, loading it from the current state if needed.
-// The caller holds evalMu.
-func (s *Service) room(ctx context.Context, roomID string) (*roomInfo, error) {
-	if ri, ok := s.roomCache.Get(roomID); ok {
+// room returns the info of the event's room, loading it if needed from the
+// state right after the event (not the current state: when evaluation runs
+// behind, the current state may hold later joins, which must not receive
+// this event's notifications, or already have the invitee joined, who must
+// get the invite's). The caller holds evalMu.
+func (s *Service) room(ctx context.Context, e *roomserver.Event) (*roomInfo, error) {
+	if ri, ok := s.roomCache.Get(e.RoomID); ok {
 		return ri, nil
 	}
-	evs, err := s.rooms.CurrentState(ctx, roomID)
+	evs, err := s.rooms.StateAfter(ctx, *e)
 	if err != nil {
 		return nil, err
 	}
 	ri := newRoomInfo()
+	ri.loadPos = e.Pos
 	// The create event first, so power levels override its defaults.
 	for i := range evs {
 		if evs[i].Type == "m.room.create" {
@@ -175,6 +179,6 @@ func (s *Service) room(ctx context.Context, roomID string) (*roomInfo, error) {
 		}
 		ri.loadPos = max(ri.loadPos, evs[i].Pos)
 	}
-	s.roomCache.Put(roomID, ri)
+	s.roomCache.Put(e.RoomID, ri)
 	return ri, nil
 }

@@ -22,7 +22,7 @@ import (
 // rooms is what push evaluation asks the roomserver.
 type rooms interface {
 	Position() int64
-	CurrentState(ctx context.Context, roomID string) ([]roomserver.Event, error)
+	StateAfter(ctx context.Context, ev roomserver.Event) ([]roomserver.Event, error)
 }
 
 // ruleSource gives a user's push rules, compiled once per version.
@@ -263,7 +263,7 @@ func countsAsOwnRead(e *roomserver.Event) bool {
 // the counts and queues the notifications to store and push. The caller
 // holds evalMu.
 func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
-	ri, err := s.room(ctx, e.RoomID)
+	ri, err := s.room(ctx, e)
 	if err != nil {
 		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"room_id": e.RoomID, "event_id": e.EventID}).Error("push: load room")
 		return

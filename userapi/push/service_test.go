@@ -706,3 +706,31 @@ func TestGapCatchUpFailure(t *testing.T) {
 		e.wantUnread(alice, room, 4, 0)
 	})
 }
+
+// TestStateAtTheEvent: when evaluation runs behind (here: events committed
+// while the service was stopped), a room's members are those at each
+// event, not the current ones: the invite notifies bob even though he has
+// joined since, and carol, who joined after the message, is not notified
+// of it.
+func TestStateAtTheEvent(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{})
+		e.stop()
+		res, err := e.rs.CreateRoom(e.ctx, alice, roomserver.CreateRoomRequest{Preset: "public_chat", Invite: []string{bob}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.rs.Join(e.ctx, bob, res.RoomID, ""); err != nil {
+			t.Fatal(err)
+		}
+		e.send(res.RoomID, alice, `{"msgtype":"m.text","body":"hello"}`)
+		if _, err := e.rs.Join(e.ctx, carol, res.RoomID, ""); err != nil {
+			t.Fatal(err)
+		}
+		e.start(Options{})
+		e.settle()
+		e.wantUnread(bob, res.RoomID, 2, 0) // the invite and the message
+		e.wantUnread(carol, res.RoomID, 0, 0)
+	})
+}
