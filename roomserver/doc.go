@@ -7,15 +7,19 @@
 //
 // Tables owned: rooms, events, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,
-// forgotten_rooms, event_search.
+// forgotten_rooms, event_search, search_position.
 //
-// Search index (search.go): the transaction that stores an event also adds
-// its message body, or the room name or topic it sets, to event_search
-// (rowid = the event's position; a PostgreSQL tsvector, an SQLite FTS5
-// table — see storage/migrations/0005_search.sql); the transaction that
-// redacts an event removes its row. syncapi reads it for /search.
+// Search index (search.go, searchindex.go): an indexer adds the message
+// bodies, room names and topics of committed events to event_search (rowid
+// = the event's position; a PostgreSQL tsvector, an SQLite FTS5 table — see
+// storage/migrations/0005_search.sql) in batches, every 200 ms after a
+// commit, moving search_position in the same transaction; the transaction
+// that redacts an event removes its row, and the indexer skips events
+// redacted before it reaches them. syncapi reads it for /search after
+// FlushSearchIndex.
 //
-// Goroutines: none of its own (bus deliveries run on NATS's goroutines).
+// Goroutines: the search indexer (stopped by Close); bus deliveries run on
+// NATS's goroutines.
 //
 // Room upgrades (upgrade.go) build the old room's tombstone and the new
 // room's events in two drafts and commit the new room (with its moved
