@@ -32,8 +32,9 @@
 // stream above it: delivered to-device rows are deleted, yet clients' sync
 // tokens still name their positions, so a restarted stream must never hand
 // them out again. syncapi turns both into wake-ups and
-// response sections; it deletes delivered to-device rows (AckToDevice) when
-// the device syncs with a token past them.
+// response sections; it acknowledges delivered to-device rows (AckToDevice)
+// when the device syncs with a token past them, and the acknowledgements
+// of 50 ms are deleted together in one transaction.
 //
 // Key counts (one-time keys per algorithm, unused fallback key algorithms)
 // go into every /sync response, so they are cached per device in memory
@@ -47,7 +48,8 @@
 // servers are reported in "failures" and to-device messages to them are
 // dropped.
 //
-// Goroutines: none of its own; the bus delivers TopicKeyCounts on NATS's.
+// Goroutines: the acknowledgement deleter (stopped by Close, which deletes
+// what is queued); the bus delivers TopicKeyCounts on NATS's.
 //
 // Lock order: the per-user keyed lock (userLocks), then the sequencers'
 // locks; the cache's mutex is a leaf. Nothing waits for anything but the
