@@ -14,7 +14,10 @@
 // On SQLite, writes that arrive while another is committing are grouped into
 // one transaction, each in its own savepoint (group commit: one fsync for
 // the group, and a failing write undoes only itself), and statements are
-// kept prepared. The SQLite driver is modernc.org/sqlite (pure Go, with
+// kept prepared. A connection of its own checkpoints the WAL into the
+// database file every 250 ms after writes (PASSIVE: it waits for no one), so
+// a commit never also does (the writer has automatic checkpoints off). The
+// SQLite driver is modernc.org/sqlite (pure Go, with
 // FTS5); a build with -tags "sqlite_cgo sqlite_fts5" uses
 // github.com/mattn/go-sqlite3 instead; docs/benchmarks.md compares them.
 //
@@ -23,6 +26,7 @@
 // positions are handed out by their single writer.
 //
 // Tables are owned by the packages named in the migration comments; this
-// package owns schema_migrations. Goroutines: the SQLite write loop. Lock
+// package owns schema_migrations. Goroutines: the SQLite write loop and
+// checkpointer. Lock
 // order: closeMu, then the statement caches' mutexes (leaves).
 package storage
