@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/sirupsen/logrus"
@@ -14,6 +13,7 @@ import (
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/userapi"
 )
 
@@ -241,7 +241,7 @@ func checkPathParams(r *http.Request) error {
 		if err != nil {
 			v = raw
 		}
-		if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+		if !storage.StorableText(v) {
 			name := "path"
 			if i < len(rc.URLParams.Keys) {
 				name = rc.URLParams.Keys[i]

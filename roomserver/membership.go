@@ -323,10 +323,10 @@ func (s *Service) RoomsOf(ctx context.Context, userID string) (map[string]string
 
 // Membership returns the user's current membership in a room and its position.
 func (s *Service) Membership(ctx context.Context, roomID, userID string) (string, int64, error) {
-	if !storableText(roomID) {
+	if !storage.StorableText(roomID) {
 		return "", 0, merr.NotFound("Unknown room %s", roomID)
 	}
-	if !storableText(userID) {
+	if !storage.StorableText(userID) {
 		return "", 0, nil
 	}
 	var m string

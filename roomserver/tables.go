@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/haven-chat/haven/storage"
 )
@@ -89,20 +87,14 @@ func EventsByID(ctx context.Context, q storage.Querier, ids []string) ([]Event, 
 	return out, rows.Err()
 }
 
-// storableText tells whether s can be an ID in the database: an ID with a
-// NUL byte or invalid UTF-8 names nothing (and PostgreSQL refuses it in a
-// query with an error).
-func storableText(s string) bool {
-	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
-}
-
-// storableIDs drops the IDs that cannot name anything (see storableText).
+// storableIDs drops the IDs that cannot name anything (see
+// storage.StorableText).
 func storableIDs(ids []string) []string {
 	for i, id := range ids {
-		if !storableText(id) {
+		if !storage.StorableText(id) {
 			out := append([]string(nil), ids[:i]...)
 			for _, id := range ids[i+1:] {
-				if storableText(id) {
+				if storage.StorableText(id) {
 					out = append(out, id)
 				}
 			}

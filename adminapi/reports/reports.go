@@ -4,9 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
@@ -42,7 +40,7 @@ func Check(reason string, score *int64) error {
 	if len(reason) > MaxReasonLength {
 		return merr.InvalidParam("reason is longer than %d bytes", MaxReasonLength)
 	}
-	if !utf8.ValidString(reason) || strings.ContainsRune(reason, 0) {
+	if !storage.StorableText(reason) {
 		return merr.InvalidParam("reason is not valid UTF-8 text")
 	}
 	if score != nil && (*score < -100 || *score > 0) {

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
 )
 
 // wantMatrixErr fails unless err is nil or a Matrix error (anything else
@@ -23,7 +24,7 @@ func wantMatrixErr(t *testing.T, what string, err error) {
 // wantStorable fails when accepted text could not be stored in PostgreSQL.
 func wantStorable(t *testing.T, what string, b []byte) {
 	t.Helper()
-	if !utf8.Valid(b) || !storableText(string(b)) {
+	if !utf8.Valid(b) || !storage.StorableText(string(b)) {
 		t.Fatalf("%s accepted text PostgreSQL cannot store: %q", what, b)
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
@@ -55,16 +54,10 @@ func serverOf(userID string) string {
 
 // CheckUserID validates a user ID given in a key request.
 func CheckUserID(userID string) error {
-	if serverOf(userID) == "" || len(userID) > 255 || !storableText(userID) {
+	if serverOf(userID) == "" || len(userID) > 255 || !storage.StorableText(userID) {
 		return merr.InvalidParam("%q is not a user ID", userID)
 	}
 	return nil
-}
-
-// storableText tells whether s can be an ID in the database: no ID holds a
-// NUL byte or invalid UTF-8 (PostgreSQL refuses such text with an error).
-func storableText(s string) bool {
-	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // sigRow is one stored signature.
@@ -277,10 +270,10 @@ func (s *Service) Claim(ctx context.Context, want map[string]map[string]string) 
 			continue
 		}
 		for d, alg := range devs {
-			if alg == "" || len(alg) > MaxKeyIDBytes || strings.Contains(alg, ":") || !storableText(alg) {
+			if alg == "" || len(alg) > MaxKeyIDBytes || strings.Contains(alg, ":") || !storage.StorableText(alg) {
 				return nil, merr.InvalidParam("%q is not a key algorithm", alg)
 			}
-			if !storableText(d) {
+			if !storage.StorableText(d) {
 				return nil, merr.InvalidParam("%q is not a device ID", d)
 			}
 			targets = append(targets, target{u, d, alg})

@@ -108,7 +108,7 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (deviceKeysFi
 // checkKeyID validates an "algorithm:id" key ID.
 func checkKeyID(id, what string) (alg string, err error) {
 	alg, rest, ok := strings.Cut(id, ":")
-	if !ok || alg == "" || rest == "" || len(id) > MaxKeyIDBytes || !storableText(id) {
+	if !ok || alg == "" || rest == "" || len(id) > MaxKeyIDBytes || !storage.StorableText(id) {
 		return "", merr.InvalidParam("%s: key ID %q must be <algorithm>:<id>", what, id)
 	}
 	return alg, nil
