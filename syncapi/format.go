@@ -108,10 +108,11 @@ func writeString(b *bytes.Buffer, s string) {
 	b.Write(q)
 }
 
-// appendJSON writes the event for a client: unsigned gets age, and the
-// transaction_id when the syncing device sent it; redactedBecause, if not
-// nil, is the redaction event in client form.
-func (c *clientEvent) appendJSON(dst []byte, nowMS int64, device string, redactedBecause []byte) []byte {
+// appendJSON writes the event for a reader (user and device; "" for none):
+// unsigned gets age, and the transaction_id when this user sent it from
+// this device (device IDs are chosen by clients and may repeat across
+// users); redactedBecause, if not nil, is the redaction event in client form.
+func (c *clientEvent) appendJSON(dst []byte, nowMS int64, user, device string, redactedBecause []byte) []byte {
 	dst = append(dst, c.head...)
 	dst = append(dst, `,"unsigned":{"age":`...)
 	age := nowMS - c.ts
@@ -123,7 +124,7 @@ func (c *clientEvent) appendJSON(dst []byte, nowMS int64, device string, redacte
 		dst = append(dst, ',')
 		dst = append(dst, c.unsigned...)
 	}
-	if c.txnID != "" && device != "" && device == c.device {
+	if c.txnID != "" && device != "" && device == c.device && user == c.sender {
 		dst = append(dst, `,"transaction_id":`...)
 		q, _ := json.Marshal(c.txnID)
 		dst = append(dst, q...)
@@ -136,7 +137,7 @@ func (c *clientEvent) appendJSON(dst []byte, nowMS int64, device string, redacte
 	return dst
 }
 
-// JSON renders the event on its own.
-func (c *clientEvent) JSON(nowMS int64, device string) json.RawMessage {
-	return c.appendJSON(make([]byte, 0, len(c.head)+len(c.unsigned)+64), nowMS, device, nil)
+// JSON renders the event on its own, for no particular reader.
+func (c *clientEvent) JSON(nowMS int64) json.RawMessage {
+	return c.appendJSON(make([]byte, 0, len(c.head)+len(c.unsigned)+64), nowMS, "", "", nil)
 }

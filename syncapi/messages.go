@@ -329,7 +329,7 @@ func (s *Service) RoomState(ctx context.Context, userID, roomID string) ([]json.
 	now := nowMS()
 	out := make([]json.RawMessage, 0, len(sorted))
 	for _, e := range sorted {
-		out = append(out, e.JSON(now, ""))
+		out = append(out, e.JSON(now))
 	}
 	return out, byKey, nil
 }
@@ -345,7 +345,7 @@ func (s *Service) StateEvent(ctx context.Context, userID, roomID, typ, key strin
 		return nil, merr.NotFound("Event not found")
 	}
 	if format == "event" {
-		return e.JSON(nowMS(), ""), nil
+		return e.JSON(nowMS()), nil
 	}
 	return json.RawMessage(e.content), nil
 }
@@ -397,7 +397,7 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 		if membership != "" && m != membership || notMembership != "" && m == notMembership {
 			continue
 		}
-		out = append(out, e.JSON(now, ""))
+		out = append(out, e.JSON(now))
 	}
 	return out, nil
 }

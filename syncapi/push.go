@@ -51,7 +51,7 @@ func (s *Service) ClientEvents(ctx context.Context, ids []string) (map[string]js
 	now := nowMS()
 	out := make(map[string]json.RawMessage, len(evs))
 	for id, ce := range evs {
-		out[id] = ce.JSON(now, "")
+		out[id] = ce.JSON(now)
 	}
 	return out, nil
 }

@@ -373,11 +373,7 @@ func (a *aggregate) bundle(parent *clientEvent, user, device string, now int64) 
 	if a.threadCount > 0 && a.threadLatest != nil {
 		sep()
 		b = append(b, `"m.thread":{"latest_event":`...)
-		dev := device
-		if a.threadLatest.sender != user {
-			dev = ""
-		}
-		b = a.threadLatest.appendJSON(b, now, dev, nil)
+		b = a.threadLatest.appendJSON(b, now, user, device, nil)
 		b = append(b, `,"count":`...)
 		b = strconv.AppendInt(b, int64(a.threadCount), 10)
 		b = append(b, `,"current_user_participated":`...)

@@ -76,7 +76,7 @@ func TestWithUnsigned(t *testing.T) {
 	}
 	rel := []byte(`{"m.thread":{"count":1}}`)
 	for _, because := range [][]byte{nil, []byte(`{"event_id":"$r"}`)} {
-		js := withUnsigned(ce.appendJSON(nil, 2000, "", because), "m.relations", rel)
+		js := withUnsigned(ce.appendJSON(nil, 2000, "", "", because), "m.relations", rel)
 		var out struct {
 			Content  map[string]any `json:"content"`
 			Unsigned map[string]any `json:"unsigned"`

@@ -462,8 +462,7 @@ func (s *Service) eventsByID(ctx context.Context, ids []string) (map[string]*cli
 }
 
 // appendEvents renders events for the user's device, with redacted_because
-// where due; transaction_id only on the events this user sent from this
-// device (device IDs are chosen by clients and may repeat across users).
+// where due.
 func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
 	var redactions map[string]*clientEvent
 	for _, e := range evs {
@@ -506,13 +505,9 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 	for _, e := range evs {
 		var because []byte
 		if r := redactions[e.redacted]; r != nil {
-			because = r.JSON(now, "")
+			because = r.JSON(now)
 		}
-		dev := device
-		if e.sender != user {
-			dev = ""
-		}
-		dst = append(dst, e.appendJSON(nil, now, dev, because))
+		dst = append(dst, e.appendJSON(nil, now, user, device, because))
 	}
 	return dst, nil
 }
