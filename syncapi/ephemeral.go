@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -181,7 +180,7 @@ func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID
 	if len(threadID) > 255 {
 		return merr.InvalidParam("thread_id too long")
 	}
-	if strings.IndexByte(threadID, 0) >= 0 {
+	if !storage.StorableText(threadID) {
 		return merr.InvalidParam("thread_id must not contain NUL characters")
 	}
 	s.CatchUp(ctx)
