@@ -76,19 +76,7 @@ func (x *indexer) close() {
 func (x *indexer) loop() {
 	defer close(x.done)
 	ctx := context.Background()
-	for {
-		select {
-		case <-x.wake:
-		case <-x.stop:
-			return
-		}
-		t := time.NewTimer(indexDelay)
-		select {
-		case <-t.C:
-		case <-x.stop:
-			t.Stop()
-			return
-		}
+	for backoff.Gather(x.wake, x.stop, indexDelay) {
 		if x.at.Load() >= x.visible() {
 			continue // a flush did it
 		}

@@ -1,5 +1,6 @@
-// Package backoff spaces the retries of background writers (the push
-// writer, the search indexer): 100 ms doubling to 30 s.
+// Package backoff spaces the work of background writers (the push writer,
+// the search indexer, the to-device acknowledgements): retries, 100 ms
+// doubling to 30 s, and the wait that lets work gather into one batch.
 package backoff
 
 import "time"
@@ -13,6 +14,24 @@ func Delay(attempt int) time.Duration {
 // closes.
 func Wait(attempt int, stop <-chan struct{}) bool {
 	t := time.NewTimer(Delay(attempt))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// Gather waits for a wake-up, then delay more so that the work following
+// it joins the same batch. It reports false as soon as stop closes.
+func Gather(wake, stop <-chan struct{}, delay time.Duration) bool {
+	select {
+	case <-wake:
+	case <-stop:
+		return false
+	}
+	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
 	case <-t.C:

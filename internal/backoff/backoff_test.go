@@ -23,3 +23,15 @@ func TestWaitStops(t *testing.T) {
 		t.Error("Wait went on after stop closed")
 	}
 }
+
+func TestGather(t *testing.T) {
+	wake, stop := make(chan struct{}, 1), make(chan struct{})
+	wake <- struct{}{}
+	if !Gather(wake, stop, time.Millisecond) {
+		t.Error("Gather after a wake-up reported a stop")
+	}
+	close(stop)
+	if Gather(wake, stop, time.Hour) {
+		t.Error("Gather went on after stop closed")
+	}
+}

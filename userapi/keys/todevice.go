@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/internal/backoff"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -349,19 +350,7 @@ func (q *ackQueue) add(k deviceKey, upto int64) {
 func (q *ackQueue) loop() {
 	defer close(q.done)
 	ctx := context.Background()
-	for {
-		select {
-		case <-q.wake:
-		case <-q.stop:
-			return
-		}
-		t := time.NewTimer(ackDelay)
-		select {
-		case <-t.C:
-		case <-q.stop:
-			t.Stop()
-			return
-		}
+	for backoff.Gather(q.wake, q.stop, ackDelay) {
 		if err := q.flush(ctx); err != nil {
 			logging.From(ctx).WithError(err).Warn("cannot delete delivered to-device messages")
 		}
