@@ -166,7 +166,7 @@ func (s *Service) room(ctx context.Context, e *roomserver.Event) (*roomInfo, err
 		return nil, err
 	}
 	ri := newRoomInfo()
-	ri.loadPos = e.Pos
+	ri.loadPos = e.Pos // the state after e holds no later event
 	// The create event first, so power levels override its defaults.
 	for i := range evs {
 		if evs[i].Type == "m.room.create" {
@@ -177,7 +177,6 @@ func (s *Service) room(ctx context.Context, e *roomserver.Event) (*roomInfo, err
 		if evs[i].Type != "m.room.create" {
 			ri.apply(&evs[i])
 		}
-		ri.loadPos = max(ri.loadPos, evs[i].Pos)
 	}
 	s.roomCache.Put(e.RoomID, ri)
 	return ri, nil
