@@ -61,6 +61,17 @@ WHERE s.room_id = $1 AND s.type = $2 AND s.state_key = $3`, roomID, typ, key)
 	return evs[0], nil
 }
 
+// EventsAfter reads up to limit stored events with after < pos <= upto, in
+// position order (for readers that follow the events stream from a
+// position of their own: push evaluation, the search indexer).
+func EventsAfter(ctx context.Context, q storage.Querier, after, upto int64, limit int) ([]Event, error) {
+	rows, err := q.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3`, after, upto, limit)
+	if err != nil {
+		return nil, fmt.Errorf("events after %d: %w", after, err)
+	}
+	return collectEvents(rows)
+}
+
 func collectEvents(rows *sql.Rows) ([]Event, error) {
 	defer rows.Close()
 	var out []Event

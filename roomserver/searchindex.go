@@ -133,32 +133,23 @@ func (x *indexer) batch(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	vis := x.visible()
-	rows, err := x.db.Query(ctx, `SELECT `+eventColumns+` FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3`, from, vis, indexBatch)
+	evs, err := EventsAfter(ctx, x.db, from, vis, indexBatch)
 	if err != nil {
 		return false, fmt.Errorf("read events to index: %w", err)
 	}
 	var args []any
-	upto, n := from, 0
-	for rows.Next() {
-		n++
-		e, err := ScanEvent(rows)
-		if err != nil {
-			rows.Close()
-			return false, err
-		}
+	upto := from
+	for i := range evs {
+		e := &evs[i]
 		upto = e.Pos
 		if e.RedactedBy != "" {
 			continue
 		}
-		if field, text, ok := searchField(&e); ok {
+		if field, text, ok := searchField(e); ok {
 			args = append(args, e.Pos, e.RoomID, field, text)
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("read events to index: %w", err)
-	}
-	if n < indexBatch {
+	if len(evs) < indexBatch {
 		// Every event up to vis was read (positions without an event
 		// are writes that failed).
 		upto = max(upto, vis)
@@ -199,7 +190,7 @@ func (x *indexer) batch(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	x.seen(upto)
-	return n == indexBatch, nil
+	return len(evs) == indexBatch, nil
 }
 
 // seen records a position the index was at.

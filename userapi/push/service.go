@@ -238,7 +238,7 @@ func (s *Service) OnRoomEvent(ctx context.Context, n *roomserver.Notice) {
 // catchUpLocked evaluates the stored events after s.last up to upto.
 func (s *Service) catchUpLocked(ctx context.Context, upto int64) error {
 	for s.last < upto {
-		evs, err := eventsAfter(ctx, s.db, s.last, upto, 500)
+		evs, err := roomserver.EventsAfter(ctx, s.db, s.last, upto, 500)
 		if err != nil {
 			return err
 		}

@@ -11,27 +11,8 @@ import (
 	"strings"
 
 	"github.com/haven-chat/haven/internal/logging"
-	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 )
-
-// eventsAfter reads up to limit stored events with after < pos <= upto.
-func eventsAfter(ctx context.Context, q storage.Querier, after, upto int64, limit int) ([]roomserver.Event, error) {
-	rows, err := q.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE pos > $1 AND pos <= $2 ORDER BY pos LIMIT $3`, after, upto, limit)
-	if err != nil {
-		return nil, fmt.Errorf("events after %d: %w", after, err)
-	}
-	defer rows.Close()
-	var out []roomserver.Event
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
 
 // Positions kept in push_position.
 const (
