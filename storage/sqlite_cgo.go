@@ -16,7 +16,7 @@ const SQLiteDriver = "github.com/mattn/go-sqlite3 (cgo)"
 const sqliteDriverName = "sqlite3"
 
 func sqliteDSN(path, synchronous string, writer bool) string {
-	dsn := "file:" + path + "?_busy_timeout=10000&_foreign_keys=1&_synchronous=" + synchronous
+	dsn := sqliteCheckpointDSN(path, synchronous) + "&_foreign_keys=1"
 	if writer {
 		return dsn + "&_journal_mode=WAL&_txlock=immediate"
 	}
@@ -24,7 +24,8 @@ func sqliteDSN(path, synchronous string, writer bool) string {
 }
 
 // sqliteCheckpointDSN is the connection that checkpoints the WAL (this
-// driver keeps SQLite's automatic checkpoints on the writer as well).
+// driver keeps SQLite's automatic checkpoints on the writer as well); the
+// others build on it.
 func sqliteCheckpointDSN(path, synchronous string) string {
 	return "file:" + path + "?_busy_timeout=10000&_synchronous=" + synchronous
 }

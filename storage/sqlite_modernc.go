@@ -19,7 +19,7 @@ const SQLiteDriver = "modernc.org/sqlite"
 const sqliteDriverName = "sqlite"
 
 func sqliteDSN(path, synchronous string, writer bool) string {
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(" + synchronous + ")"
+	dsn := sqliteCheckpointDSN(path, synchronous) + "&_pragma=foreign_keys(1)"
 	if writer {
 		// An 8 MiB page cache for the one writer (SQLite's default is
 		// 2 MiB): a group commit's pages stay in memory until it commits.
@@ -30,7 +30,8 @@ func sqliteDSN(path, synchronous string, writer bool) string {
 	return dsn + "&_pragma=query_only(1)"
 }
 
-// sqliteCheckpointDSN is the connection that checkpoints the WAL.
+// sqliteCheckpointDSN is the connection that checkpoints the WAL; the others
+// build on it.
 func sqliteCheckpointDSN(path, synchronous string) string {
 	return "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=synchronous(" + synchronous + ")"
 }

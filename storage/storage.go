@@ -1,8 +1,6 @@
 package storage
 
 import (
-	"github.com/haven-chat/haven/internal/logging"
-
 	"context"
 	"database/sql"
 	"errors"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+
+	"github.com/haven-chat/haven/internal/logging"
 )
 
 // Dialect names the database engine behind a DB.
@@ -491,13 +491,11 @@ func (db *DB) writeLoop() {
 			}
 		}
 		if len(group) == 1 {
-			err := db.writeOne(job.ctx, job.fn)
-			db.written.Store(true)
-			job.done <- err
+			job.done <- db.writeOne(job.ctx, job.fn)
 		} else {
 			db.writeGroup(group)
-			db.written.Store(true)
 		}
+		db.written.Store(true)
 		// Between transactions the write connection is free: prepare the
 		// statements the last ones used.
 		db.wstmts.prepareWanted(db.writer)
