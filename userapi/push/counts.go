@@ -3,6 +3,7 @@ package push
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -137,27 +138,10 @@ func (c *counts) read(user, room, thread string, pos int64) bool {
 	if ru == nil {
 		return false
 	}
-	changed := false
-	keptF := ru.folded[:0]
-	for _, f := range ru.folded {
-		if f.pos <= pos && covers(thread, f.thread) {
-			changed = true
-			continue
-		}
-		keptF = append(keptF, f)
-	}
-	clear(ru.folded[len(keptF):])
-	ru.folded = keptF
-	kept := ru.entries[:0]
-	for _, e := range ru.entries {
-		if e.pos <= pos && covers(thread, e.thread) {
-			changed = true
-			continue
-		}
-		kept = append(kept, e)
-	}
-	clear(ru.entries[len(kept):])
-	ru.entries = kept
+	before := len(ru.folded) + len(ru.entries)
+	ru.folded = slices.DeleteFunc(ru.folded, func(f folded) bool { return f.pos <= pos && covers(thread, f.thread) })
+	ru.entries = slices.DeleteFunc(ru.entries, func(e entry) bool { return e.pos <= pos && covers(thread, e.thread) })
+	changed := len(ru.folded)+len(ru.entries) < before
 	if ru.empty() {
 		delete(c.byUser[user], room)
 		if len(c.byUser[user]) == 0 {

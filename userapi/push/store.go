@@ -106,7 +106,22 @@ func insertNotified(ctx context.Context, tx *storage.Tx, items []*work) error {
 // writeCheckpoint stores the changed unread counts and the positions they
 // reflect.
 func writeCheckpoint(ctx context.Context, tx *storage.Tx, cp *checkpoint) error {
-	for _, s := range cp.snaps {
+	if err := storeUnread(ctx, tx, cp.snaps); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, upsertPositionOf, posEvents, cp.pos); err != nil {
+		return fmt.Errorf("store push position: %w", err)
+	}
+	if _, err := tx.Exec(ctx, upsertPositionOf, posReceipts, cp.rpos); err != nil {
+		return fmt.Errorf("store push receipts position: %w", err)
+	}
+	return nil
+}
+
+// storeUnread writes users' unread counts per room (deleting the rows of
+// those with none left).
+func storeUnread(ctx context.Context, tx *storage.Tx, snaps []snapshot) error {
+	for _, s := range snaps {
 		var err error
 		if s.data == nil {
 			_, err = tx.Exec(ctx, `DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2`, s.user, s.room)
@@ -117,12 +132,6 @@ ON CONFLICT (user_id, room_id) DO UPDATE SET data = excluded.data`, s.user, s.ro
 		if err != nil {
 			return fmt.Errorf("store unread of %s in %s: %w", s.user, s.room, err)
 		}
-	}
-	if _, err := tx.Exec(ctx, upsertPositionOf, posEvents, cp.pos); err != nil {
-		return fmt.Errorf("store push position: %w", err)
-	}
-	if _, err := tx.Exec(ctx, upsertPositionOf, posReceipts, cp.rpos); err != nil {
-		return fmt.Errorf("store push receipts position: %w", err)
 	}
 	return nil
 }
@@ -196,11 +205,8 @@ func (s *Service) convertLegacy(ctx context.Context) error {
 		if err := insertNotified(ctx, tx, items); err != nil {
 			return err
 		}
-		for _, sn := range s.counts.takeDirty() {
-			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, data) VALUES ($1, $2, $3)
-ON CONFLICT (user_id, room_id) DO UPDATE SET data = excluded.data`, sn.user, sn.room, string(sn.data)); err != nil {
-				return fmt.Errorf("store unread: %w", err)
-			}
+		if err := storeUnread(ctx, tx, s.counts.takeDirty()); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM notifications`); err != nil {
 			return fmt.Errorf("empty notifications: %w", err)
