@@ -204,3 +204,12 @@ func BenchmarkInitialSync(b *testing.B) {
 }
 
 func ptr(s string) *string { return &s }
+
+// eachWorld runs fn as two subtests, on SQLite and on PostgreSQL, each with
+// the services started on a new database.
+func eachWorld(t *testing.T, fn func(t *testing.T, w *world)) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		w, _ := worldOn(t, db, false)
+		fn(t, w)
+	})
+}
