@@ -12,16 +12,7 @@ func Delay(attempt int) time.Duration {
 
 // Wait waits Delay(attempt) and reports true, or false as soon as stop
 // closes.
-func Wait(attempt int, stop <-chan struct{}) bool {
-	t := time.NewTimer(Delay(attempt))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-		return false
-	}
-}
+func Wait(attempt int, stop <-chan struct{}) bool { return sleep(Delay(attempt), stop) }
 
 // Gather waits for a wake-up, then delay more so that the work following
 // it joins the same batch. It reports false as soon as stop closes.
@@ -31,7 +22,12 @@ func Gather(wake, stop <-chan struct{}, delay time.Duration) bool {
 	case <-stop:
 		return false
 	}
-	t := time.NewTimer(delay)
+	return sleep(delay, stop)
+}
+
+// sleep waits d and reports true, or false as soon as stop closes.
+func sleep(d time.Duration, stop <-chan struct{}) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -108,6 +108,13 @@ func (e *env) start(opts Options) {
 		e.t.Fatal(err)
 	}
 	e.ps = ps
+	e.subscribe()
+}
+
+// subscribe feeds the room events on the bus to the running service.
+func (e *env) subscribe() {
+	e.t.Helper()
+	ps := e.ps
 	unsub, err := e.b.Subscribe(roomserver.Topic, func(d []byte) {
 		var n roomserver.Notice
 		if err := json.Unmarshal(d, &n); err == nil {
@@ -658,17 +665,7 @@ func TestGapInNotices(t *testing.T) {
 		e.send(room, bob, `{"msgtype":"m.text","body":"lost 1"}`)
 		e.send(room, bob, `{"msgtype":"m.text","body":"lost 2"}`)
 		e.wantUnread(alice, room, 0, 0)
-		ps := e.ps
-		unsub, err := e.b.Subscribe(roomserver.Topic, func(d []byte) {
-			var n roomserver.Notice
-			if json.Unmarshal(d, &n) == nil {
-				ps.OnRoomEvent(context.Background(), &n)
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.unsub = unsub
+		e.subscribe()
 		e.send(room, bob, `{"msgtype":"m.text","body":"seen"}`)
 		e.settle()
 		e.wantUnread(alice, room, 3, 0)
