@@ -20,6 +20,7 @@ import (
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/memtrim"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/mediaapi"
@@ -202,9 +203,13 @@ func (a *App) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 2)
 	// Connections of parked /sync requests come back through the Handoff.
-	handoff := httpx.NewHandoff(a.listener)
+	handoff := httpx.NewHandoff(a.listener, srv.ReadHeaderTimeout, srv.IdleTimeout)
 	a.api.Handoff = handoff
+	metrics.RegisterWaitingConns(handoff.Waiting)
 	go func() { errc <- srv.Serve(handoff) }()
+	// After a burst (every client reconnecting after a restart), give the
+	// memory back once the server is quiet again.
+	go memtrim.New(memtrim.DefaultThreshold, a.Log).Run(base, memtrim.DefaultInterval)
 	var msrv *http.Server
 	if a.metricsListener != nil {
 		mux := http.NewServeMux()

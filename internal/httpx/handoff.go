@@ -15,27 +15,35 @@ import (
 //
 // A parked request holds no goroutine and none of the server's buffers, only
 // its connection: that is what lets thousands of clients wait in little
-// memory.
+// memory. The same holds for a connection with no request yet: a new one,
+// or one handed back whose client has not sent its next request. Where the
+// system allows (Linux), such connections wait in one epoll set and reach
+// the HTTP server (a goroutine, 8 KiB of buffers) only once bytes arrive.
+// When every client reconnects at once, after a restart, most connections
+// are in that state.
 type Handoff struct {
 	net.Listener
-	accepted chan acceptResult
-	back     chan net.Conn
-	closed   chan struct{}
-	once     sync.Once
+	ready  chan net.Conn
+	errs   chan error
+	closed chan struct{}
+	once   sync.Once
+	// newWait and idleWait bound how long a new connection and a handed
+	// back one may wait for their first bytes before they are closed.
+	newWait, idleWait time.Duration
+	idle              *idleSet // nil where connections cannot wait in a set
 
 	mu     sync.Mutex
 	parked map[net.Conn]func()
 }
 
-type acceptResult struct {
-	c   net.Conn
-	err error
-}
-
-// NewHandoff wraps a listener.
-func NewHandoff(l net.Listener) *Handoff {
-	h := &Handoff{Listener: l, accepted: make(chan acceptResult), back: make(chan net.Conn),
-		closed: make(chan struct{}), parked: make(map[net.Conn]func())}
+// NewHandoff wraps a listener. newWait is how long a new connection may stay
+// silent, idleWait how long a connection handed back after a parked answer
+// may wait for its next request (the server's ReadHeaderTimeout and
+// IdleTimeout).
+func NewHandoff(l net.Listener, newWait, idleWait time.Duration) *Handoff {
+	h := &Handoff{Listener: l, ready: make(chan net.Conn, 256), errs: make(chan error),
+		closed: make(chan struct{}), newWait: newWait, idleWait: idleWait, parked: make(map[net.Conn]func())}
+	h.idle = newIdleSet(h.deliver)
 	go h.acceptLoop()
 	return h
 }
@@ -43,39 +51,65 @@ func NewHandoff(l net.Listener) *Handoff {
 func (h *Handoff) acceptLoop() {
 	for {
 		c, err := h.Listener.Accept()
+		if err == nil {
+			h.hold(c, h.newWait)
+			continue
+		}
 		select {
-		case h.accepted <- acceptResult{c, err}:
+		case h.errs <- err:
 		case <-h.closed:
-			if c != nil {
-				c.Close()
-			}
 			return
 		}
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return
 		}
 	}
 }
 
-// Accept returns the next new or handed-back connection.
+// hold keeps a connection until its first bytes arrive, then delivers it
+// to the server; without a set it delivers at once.
+func (h *Handoff) hold(c net.Conn, wait time.Duration) {
+	if h.idle == nil || !h.idle.add(c, time.Now().Add(wait)) {
+		h.deliver(c)
+	}
+}
+
+// deliver gives a connection to the server's next Accept.
+func (h *Handoff) deliver(c net.Conn) {
+	select {
+	case h.ready <- c:
+	case <-h.closed:
+		c.Close()
+	}
+}
+
+// Accept returns the next connection that has bytes to read (or, without
+// a set, the next new or handed-back connection).
 func (h *Handoff) Accept() (net.Conn, error) {
 	select {
-	case r := <-h.accepted:
-		return r.c, r.err
-	case c := <-h.back:
+	case c := <-h.ready:
 		return c, nil
+	case err := <-h.errs:
+		return nil, err
 	case <-h.closed:
 		return nil, net.ErrClosed
 	}
 }
 
-// Close stops accepting and ends every parked request (cancel is called).
+// Waiting is how many connections wait in the set for their first bytes.
+func (h *Handoff) Waiting() int {
+	if h.idle == nil {
+		return 0
+	}
+	return h.idle.len()
+}
+
+// Close stops accepting, ends every parked request (cancel is called) and
+// closes the connections that wait for their first bytes.
 func (h *Handoff) Close() error {
 	var err error
 	h.once.Do(func() {
@@ -89,6 +123,19 @@ func (h *Handoff) Close() error {
 		h.mu.Unlock()
 		for _, cancel := range cancels {
 			cancel()
+		}
+		if h.idle != nil {
+			h.idle.close()
+		}
+		// Connections delivered but not yet accepted by the server.
+		for {
+			select {
+			case c := <-h.ready:
+				c.Close()
+				continue
+			default:
+			}
+			break
 		}
 	})
 	return err
@@ -177,10 +224,6 @@ func (p *Parked) Answer(status int, body []byte) error {
 		return err
 	}
 	_ = p.conn.SetWriteDeadline(time.Time{})
-	select {
-	case p.h.back <- p.conn:
-	case <-p.h.closed:
-		p.conn.Close()
-	}
+	p.h.hold(p.conn, p.h.idleWait)
 	return nil
 }

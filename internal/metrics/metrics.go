@@ -48,13 +48,22 @@ var (
 		}
 		return 0
 	})
+	idleConns = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "haven_http_connections_waiting",
+		Help: "Client connections waiting for their next request outside the HTTP server (no goroutine, no buffers).",
+	}, func() float64 {
+		if f, ok := idleCount.Load().(func() int); ok {
+			return float64(f())
+		}
+		return 0
+	})
 	panics = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "haven_handler_panics_total", Help: "Recovered handler panics; each one is a bug.",
 	}, func() float64 { return float64(httpx.PanicsTotal.Load()) })
 )
 
 func init() {
-	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools, dbQueries,
+	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools, dbQueries, idleConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -93,6 +102,12 @@ var queryCount atomic.Value
 
 // RegisterQueryCount sets where the count of SQL statements is read from.
 func RegisterQueryCount(f func() int64) { queryCount.Store(f) }
+
+var idleCount atomic.Value
+
+// RegisterWaitingConns sets where the count of connections waiting for
+// their next request is read from.
+func RegisterWaitingConns(f func() int) { idleCount.Store(f) }
 
 // RegisterPools sets where database pool figures are read from at scrape time.
 func RegisterPools(stats func() []PoolStat) { pools.stats.Store(stats) }
