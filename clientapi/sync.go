@@ -116,6 +116,8 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 		parked, _ = a.Handoff.Park(w, r, waiter.Cancel)
 	}
 	if parked == nil {
+		// Waiting is not work: let another connection have this one's slot.
+		httpx.ReleaseSlot(r.Context())
 		resp, err := waiter.Wait(r.Context())
 		if err != nil {
 			return err

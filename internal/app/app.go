@@ -205,6 +205,7 @@ func (a *App) Serve(ctx context.Context) error {
 	// Connections of parked /sync requests come back through the Handoff.
 	handoff := httpx.NewHandoff(a.listener, srv.ReadHeaderTimeout, srv.IdleTimeout)
 	a.api.Handoff = handoff
+	srv.ConnState, srv.ConnContext = handoff.ConnState, handoff.ConnContext
 	metrics.RegisterWaitingConns(handoff.Waiting)
 	go func() { errc <- srv.Serve(handoff) }()
 	// After a burst (every client reconnecting after a restart), give the

@@ -30,7 +30,8 @@ type Handoff struct {
 	// newWait and idleWait bound how long a new connection and a handed
 	// back one may wait for their first bytes before they are closed.
 	newWait, idleWait time.Duration
-	idle              *idleSet // nil where connections cannot wait in a set
+	idle              *idleSet   // nil where connections cannot wait in a set
+	adm               *admission // paces the connections leaving the set
 
 	mu     sync.Mutex
 	parked map[net.Conn]func()
@@ -40,10 +41,21 @@ type Handoff struct {
 // silent, idleWait how long a connection handed back after a parked answer
 // may wait for its next request (the server's ReadHeaderTimeout and
 // IdleTimeout).
+//
+// Give the server h.ConnState and h.ConnContext as its hooks: they pace
+// the connections leaving the set (see admission).
 func NewHandoff(l net.Listener, newWait, idleWait time.Duration) *Handoff {
+	return newHandoff(l, newWait, idleWait, admissionSlots(), admissionDelay)
+}
+
+func newHandoff(l net.Listener, newWait, idleWait time.Duration, slots int, maxDelay time.Duration) *Handoff {
 	h := &Handoff{Listener: l, ready: make(chan net.Conn, 256), errs: make(chan error),
 		closed: make(chan struct{}), newWait: newWait, idleWait: idleWait, parked: make(map[net.Conn]func())}
-	h.idle = newIdleSet(h.deliver)
+	adm := newAdmission(slots, maxDelay, h.deliver, h.closed)
+	if h.idle = newIdleSet(adm.enqueue); h.idle != nil {
+		h.adm = adm
+		go adm.run()
+	}
 	go h.acceptLoop()
 	return h
 }
@@ -100,12 +112,13 @@ func (h *Handoff) Accept() (net.Conn, error) {
 	}
 }
 
-// Waiting is how many connections wait in the set for their first bytes.
+// Waiting is how many connections wait outside the server: in the set for
+// their first bytes, or for a slot.
 func (h *Handoff) Waiting() int {
 	if h.idle == nil {
 		return 0
 	}
-	return h.idle.len()
+	return h.idle.len() + h.adm.queueLen()
 }
 
 // Close stops accepting, ends every parked request (cancel is called) and

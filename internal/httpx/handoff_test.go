@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,7 +20,7 @@ func serveHandoff(t *testing.T, newWait, idleWait time.Duration, h func(*Handoff
 		t.Fatal(err)
 	}
 	ho := NewHandoff(l, newWait, idleWait)
-	srv := &http.Server{Handler: h(ho), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h(ho), ReadHeaderTimeout: 10 * time.Second, ConnState: ho.ConnState, ConnContext: ho.ConnContext}
 	go srv.Serve(ho)
 	t.Cleanup(func() { ho.Close(); srv.Close() })
 	return ho
@@ -160,4 +161,110 @@ func TestCloseClosesWaitingConnections(t *testing.T) {
 	if _, err := net.Dial("tcp", h.Addr().String()); err == nil {
 		t.Fatal("the listener still accepts after Close")
 	}
+}
+
+// serveAdmission starts a server whose Handoff has the given slots and
+// longest wait, with its hooks installed as the app installs them.
+func serveAdmission(t *testing.T, slots int, maxDelay time.Duration, handler http.HandlerFunc) *Handoff {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandoff(l, time.Minute, time.Minute, slots, maxDelay)
+	needSet(t, h)
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnState: h.ConnState, ConnContext: h.ConnContext}
+	go srv.Serve(h)
+	t.Cleanup(func() { h.Close(); srv.Close() })
+	return h
+}
+
+// blocking is a handler that counts the requests inside it and holds them
+// until release is closed; with free set, a request gives back its slot
+// before it waits.
+type blocking struct {
+	mu             sync.Mutex
+	inside, most   int
+	release        chan struct{}
+	freeBeforeWait bool
+}
+
+func (b *blocking) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.freeBeforeWait {
+		ReleaseSlot(r.Context())
+	}
+	b.mu.Lock()
+	b.inside++
+	b.most = max(b.most, b.inside)
+	b.mu.Unlock()
+	<-b.release
+	b.mu.Lock()
+	b.inside--
+	b.mu.Unlock()
+	io.WriteString(w, "ok")
+}
+
+func (b *blocking) counts() (inside, most int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.inside, b.most
+}
+
+// sendAll sends one request on each of n new connections and returns a
+// channel that yields each answer's body.
+func sendAll(t *testing.T, h *Handoff, n int) <-chan string {
+	out := make(chan string, n)
+	for i := 0; i < n; i++ {
+		c := dial(t, h)
+		go func() {
+			if _, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				out <- err.Error()
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				out <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out <- string(b)
+		}()
+	}
+	return out
+}
+
+func TestAdmissionBoundsRequestsInFlight(t *testing.T) {
+	b := &blocking{release: make(chan struct{})}
+	h := serveAdmission(t, 4, time.Hour, b.ServeHTTP)
+	answers := sendAll(t, h, 20)
+	eventually(t, "four requests reach the handler", func() bool { in, _ := b.counts(); return in == 4 })
+	// The other sixteen are readable, but have no slot.
+	time.Sleep(100 * time.Millisecond)
+	if _, most := b.counts(); most != 4 {
+		t.Fatalf("%d requests were inside the handler at once with 4 slots", most)
+	}
+	close(b.release)
+	for i := 0; i < 20; i++ {
+		if got := <-answers; got != "ok" {
+			t.Fatalf("answer %d: %q", i, got)
+		}
+	}
+}
+
+func TestAdmissionGivesWayAfterTheLongestWait(t *testing.T) {
+	b := &blocking{release: make(chan struct{})}
+	defer close(b.release)
+	h := serveAdmission(t, 1, 20*time.Millisecond, b.ServeHTTP)
+	sendAll(t, h, 3)
+	// One slot, held for ever: the other two still reach the server.
+	eventually(t, "all three requests reach the handler", func() bool { in, _ := b.counts(); return in == 3 })
+}
+
+func TestWaitingRequestGivesBackItsSlot(t *testing.T) {
+	b := &blocking{release: make(chan struct{}), freeBeforeWait: true}
+	defer close(b.release)
+	h := serveAdmission(t, 1, time.Hour, b.ServeHTTP)
+	sendAll(t, h, 5)
+	eventually(t, "every waiting request reaches the handler", func() bool { in, _ := b.counts(); return in == 5 })
 }

@@ -1,0 +1,208 @@
+package httpx
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// admission paces the connections that leave the epoll set. When every
+// client reconnects at once, thousands of connections become readable
+// within a second; handed to the HTTP server together, each would hold a
+// goroutine, its stack and 8 KiB of buffers while the cores work through
+// them. Instead a connection gets a slot before it goes to the server, and
+// gives it back when its request is done (the connection goes idle, is
+// taken over or closes) or when the request starts waiting (a /sync with
+// nothing to say yet, see ReleaseSlot). The others stay in the set's queue,
+// where they cost nothing but their descriptor.
+//
+// Slots must never stall the server: when no slot has come back for
+// maxDelay (slow requests hold them all), connections go to the server
+// without one. Slow requests then delay new connections by maxDelay at
+// most, while during a burst, when slots come back every millisecond,
+// connections wait for them however long the queue.
+type admission struct {
+	slots    chan struct{}
+	maxDelay time.Duration
+	deliver  func(net.Conn)
+	closed   <-chan struct{}
+
+	mu    sync.Mutex
+	queue []queued
+	wake  chan struct{}
+	held  map[net.Conn]struct{}
+	// lastRelease is when a slot last came back (Unix nanoseconds).
+	lastRelease atomic.Int64
+}
+
+type queued struct {
+	c net.Conn
+}
+
+// admissionSlots is how many connections from the set may have a request
+// with the server at once.
+func admissionSlots() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
+
+// admissionDelay is the longest a connection waits for a slot.
+const admissionDelay = 500 * time.Millisecond
+
+// newAdmission returns an admission; its run goroutine is started by the
+// caller.
+func newAdmission(slots int, maxDelay time.Duration, deliver func(net.Conn), closed <-chan struct{}) *admission {
+	a := &admission{slots: make(chan struct{}, slots), maxDelay: maxDelay, deliver: deliver, closed: closed,
+		wake: make(chan struct{}, 1), held: make(map[net.Conn]struct{})}
+	a.lastRelease.Store(time.Now().UnixNano())
+	return a
+}
+
+// enqueue queues a connection whose first bytes arrived.
+func (a *admission) enqueue(c net.Conn) {
+	a.mu.Lock()
+	a.queue = append(a.queue, queued{c: c})
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *admission) queueLen() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.queue)
+}
+
+func (a *admission) pop() (queued, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.queue) == 0 {
+		return queued{}, false
+	}
+	q := a.queue[0]
+	a.queue[0] = queued{}
+	a.queue = a.queue[1:]
+	if len(a.queue) == 0 {
+		a.queue = nil // let the backing array go after a burst
+	}
+	return q, true
+}
+
+func (a *admission) run() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		q, ok := a.pop()
+		if !ok {
+			select {
+			case <-a.wake:
+				continue
+			case <-a.closed:
+				a.closeQueued()
+				return
+			}
+		}
+		if !a.place(q.c, timer) {
+			q.c.Close()
+			a.closeQueued()
+			return
+		}
+	}
+}
+
+// place delivers c with a slot, or without one once no slot has come back
+// for maxDelay. It reports false when the Handoff closed first.
+func (a *admission) place(c net.Conn, timer *time.Timer) bool {
+	for {
+		select {
+		case a.slots <- struct{}{}:
+			a.admit(c)
+			return true
+		default:
+		}
+		wait := time.Until(time.Unix(0, a.lastRelease.Load()).Add(a.maxDelay))
+		if wait <= 0 {
+			a.deliver(c) // the slots are stuck with slow requests
+			return true
+		}
+		timer.Reset(wait)
+		select {
+		case a.slots <- struct{}{}:
+			timer.Stop() // no stale tick can follow (Go 1.23 timers)
+			a.admit(c)
+			return true
+		case <-timer.C:
+		case <-a.closed:
+			return false
+		}
+	}
+}
+
+func (a *admission) admit(c net.Conn) {
+	a.mu.Lock()
+	a.held[c] = struct{}{}
+	a.mu.Unlock()
+	a.deliver(c)
+}
+
+// release gives back the slot c holds, if any.
+func (a *admission) release(c net.Conn) {
+	a.mu.Lock()
+	_, ok := a.held[c]
+	delete(a.held, c)
+	a.mu.Unlock()
+	if ok {
+		a.lastRelease.Store(time.Now().UnixNano())
+		<-a.slots
+	}
+}
+
+func (a *admission) closeQueued() {
+	a.mu.Lock()
+	q := a.queue
+	a.queue = nil
+	a.mu.Unlock()
+	for _, e := range q {
+		e.c.Close()
+	}
+}
+
+// ConnState is the server's ConnState hook: a connection's slot is given
+// back once its request is done.
+func (h *Handoff) ConnState(c net.Conn, s http.ConnState) {
+	if h.adm == nil {
+		return
+	}
+	switch s {
+	case http.StateIdle, http.StateHijacked, http.StateClosed:
+		h.adm.release(c)
+	}
+}
+
+type connKey struct{}
+
+// ConnContext is the server's ConnContext hook: it lets a handler find its
+// connection's slot (ReleaseSlot).
+func (h *Handoff) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if h.adm == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, connKey{}, slotHolder{h.adm, c})
+}
+
+type slotHolder struct {
+	a *admission
+	c net.Conn
+}
+
+// ReleaseSlot gives back the admission slot of the request's connection:
+// a handler calls it before it waits for a long time on its own goroutine
+// (a long-polling /sync), so that the slot serves other connections.
+func ReleaseSlot(ctx context.Context) {
+	if s, ok := ctx.Value(connKey{}).(slotHolder); ok {
+		s.a.release(s.c)
+	}
+}
