@@ -20,9 +20,9 @@ import (
 // nothing to say yet, see ReleaseSlot). The others stay in the set's queue,
 // where they cost nothing but their descriptor.
 //
-// Slots must never stall the server: when no slot has come back for
-// maxDelay (slow requests hold them all), connections go to the server
-// without one. Slow requests then delay new connections by maxDelay at
+// Slots must never stall the server: when they have all been taken and
+// none has come back for maxDelay (slow requests hold them), connections
+// go to the server without one. Slow requests then delay new connections by maxDelay at
 // most, while during a burst, when slots come back every millisecond,
 // connections wait for them however long the queue.
 type admission struct {
@@ -32,22 +32,20 @@ type admission struct {
 	closed   <-chan struct{}
 
 	mu    sync.Mutex
-	queue []queued
+	queue []net.Conn
 	wake  chan struct{}
 	held  map[net.Conn]struct{}
-	// lastRelease is when a slot last came back (Unix nanoseconds).
-	lastRelease atomic.Int64
-}
-
-type queued struct {
-	c net.Conn
+	// lastMove is when a slot was last taken or given back (Unix
+	// nanoseconds): slots that have not moved for maxDelay are stuck.
+	lastMove atomic.Int64
 }
 
 // admissionSlots is how many connections from the set may have a request
 // with the server at once.
 func admissionSlots() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
 
-// admissionDelay is the longest a connection waits for a slot.
+// admissionDelay is how long the slots may stay still (all taken, none
+// given back) before connections go to the server without one.
 const admissionDelay = 500 * time.Millisecond
 
 // newAdmission returns an admission; its run goroutine is started by the
@@ -55,14 +53,14 @@ const admissionDelay = 500 * time.Millisecond
 func newAdmission(slots int, maxDelay time.Duration, deliver func(net.Conn), closed <-chan struct{}) *admission {
 	a := &admission{slots: make(chan struct{}, slots), maxDelay: maxDelay, deliver: deliver, closed: closed,
 		wake: make(chan struct{}, 1), held: make(map[net.Conn]struct{})}
-	a.lastRelease.Store(time.Now().UnixNano())
+	a.lastMove.Store(time.Now().UnixNano())
 	return a
 }
 
 // enqueue queues a connection whose first bytes arrived.
 func (a *admission) enqueue(c net.Conn) {
 	a.mu.Lock()
-	a.queue = append(a.queue, queued{c: c})
+	a.queue = append(a.queue, c)
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -76,26 +74,26 @@ func (a *admission) queueLen() int {
 	return len(a.queue)
 }
 
-func (a *admission) pop() (queued, bool) {
+func (a *admission) pop() (net.Conn, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.queue) == 0 {
-		return queued{}, false
+		return nil, false
 	}
-	q := a.queue[0]
-	a.queue[0] = queued{}
+	c := a.queue[0]
+	a.queue[0] = nil
 	a.queue = a.queue[1:]
 	if len(a.queue) == 0 {
 		a.queue = nil // let the backing array go after a burst
 	}
-	return q, true
+	return c, true
 }
 
 func (a *admission) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		q, ok := a.pop()
+		c, ok := a.pop()
 		if !ok {
 			select {
 			case <-a.wake:
@@ -105,16 +103,16 @@ func (a *admission) run() {
 				return
 			}
 		}
-		if !a.place(q.c, timer) {
-			q.c.Close()
+		if !a.place(c, timer) {
+			c.Close()
 			a.closeQueued()
 			return
 		}
 	}
 }
 
-// place delivers c with a slot, or without one once no slot has come back
-// for maxDelay. It reports false when the Handoff closed first.
+// place delivers c with a slot, or without one once the slots have not
+// moved for maxDelay. It reports false when the Handoff closed first.
 func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 	for {
 		select {
@@ -123,7 +121,7 @@ func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 			return true
 		default:
 		}
-		wait := time.Until(time.Unix(0, a.lastRelease.Load()).Add(a.maxDelay))
+		wait := time.Until(time.Unix(0, a.lastMove.Load()).Add(a.maxDelay))
 		if wait <= 0 {
 			a.deliver(c) // the slots are stuck with slow requests
 			return true
@@ -142,6 +140,7 @@ func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 }
 
 func (a *admission) admit(c net.Conn) {
+	a.lastMove.Store(time.Now().UnixNano())
 	a.mu.Lock()
 	a.held[c] = struct{}{}
 	a.mu.Unlock()
@@ -155,7 +154,7 @@ func (a *admission) release(c net.Conn) {
 	delete(a.held, c)
 	a.mu.Unlock()
 	if ok {
-		a.lastRelease.Store(time.Now().UnixNano())
+		a.lastMove.Store(time.Now().UnixNano())
 		<-a.slots
 	}
 }
@@ -165,8 +164,8 @@ func (a *admission) closeQueued() {
 	q := a.queue
 	a.queue = nil
 	a.mu.Unlock()
-	for _, e := range q {
-		e.c.Close()
+	for _, c := range q {
+		c.Close()
 	}
 }
 
