@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -20,46 +19,48 @@ import (
 // nothing to say yet, see ReleaseSlot). The others stay in the set's queue,
 // where they cost nothing but their descriptor.
 //
-// Slots must never stall the server: when they have all been taken and
-// none has come back for maxDelay (slow requests hold them), connections
-// go to the server without one. Slow requests then delay new connections by maxDelay at
-// most, while during a burst, when slots come back every millisecond,
-// connections wait for them however long the queue.
+// Slots must never stall the server: when all are taken, a slot held for
+// maxDelay is retired (its request goes on, no longer counted). So at
+// least len(slots) connections are admitted per maxDelay whatever slow
+// requests or clients do, while during a burst, when slots come back every
+// millisecond, connections wait for them however long the queue.
 type admission struct {
 	slots    chan struct{}
 	maxDelay time.Duration
 	deliver  func(net.Conn)
 	closed   <-chan struct{}
 
-	mu    sync.Mutex
-	queue []net.Conn
-	wake  chan struct{}
-	held  map[net.Conn]struct{}
-	// lastMove is when a slot was last taken or given back (Unix
-	// nanoseconds): slots that have not moved for maxDelay are stuck.
-	lastMove atomic.Int64
+	mu      sync.Mutex
+	queue   []net.Conn
+	wake    chan struct{}
+	held    map[net.Conn]time.Time // when each slot was taken
+	stopped bool                   // run has returned: enqueue closes
 }
 
 // admissionSlots is how many connections from the set may have a request
 // with the server at once.
 func admissionSlots() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
 
-// admissionDelay is how long the slots may stay still (all taken, none
-// given back) before connections go to the server without one.
+// admissionDelay is how long a connection may hold a slot while others
+// wait for one.
 const admissionDelay = 500 * time.Millisecond
 
 // newAdmission returns an admission; its run goroutine is started by the
 // caller.
 func newAdmission(slots int, maxDelay time.Duration, deliver func(net.Conn), closed <-chan struct{}) *admission {
 	a := &admission{slots: make(chan struct{}, slots), maxDelay: maxDelay, deliver: deliver, closed: closed,
-		wake: make(chan struct{}, 1), held: make(map[net.Conn]struct{})}
-	a.lastMove.Store(time.Now().UnixNano())
+		wake: make(chan struct{}, 1), held: make(map[net.Conn]time.Time)}
 	return a
 }
 
 // enqueue queues a connection whose first bytes arrived.
 func (a *admission) enqueue(c net.Conn) {
 	a.mu.Lock()
+	if a.stopped {
+		a.mu.Unlock()
+		c.Close()
+		return
+	}
 	a.queue = append(a.queue, c)
 	a.mu.Unlock()
 	select {
@@ -111,8 +112,8 @@ func (a *admission) run() {
 	}
 }
 
-// place delivers c with a slot, or without one once the slots have not
-// moved for maxDelay. It reports false when the Handoff closed first.
+// place delivers c with a slot, retiring one held for maxDelay when all are
+// taken. It reports false when the Handoff closed first.
 func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 	for {
 		select {
@@ -121,10 +122,9 @@ func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 			return true
 		default:
 		}
-		wait := time.Until(time.Unix(0, a.lastMove.Load()).Add(a.maxDelay))
+		wait := a.retireStale()
 		if wait <= 0 {
-			a.deliver(c) // the slots are stuck with slow requests
-			return true
+			continue // a slot was freed
 		}
 		timer.Reset(wait)
 		select {
@@ -140,11 +140,37 @@ func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 }
 
 func (a *admission) admit(c net.Conn) {
-	a.lastMove.Store(time.Now().UnixNano())
 	a.mu.Lock()
-	a.held[c] = struct{}{}
+	a.held[c] = time.Now()
 	a.mu.Unlock()
 	a.deliver(c)
+}
+
+// retireStale frees the oldest slot if it has been held for maxDelay, and
+// returns 0; otherwise it returns how long until it will have been.
+func (a *admission) retireStale() time.Duration {
+	a.mu.Lock()
+	var oldest net.Conn
+	var since time.Time
+	for c, t := range a.held {
+		if oldest == nil || t.Before(since) {
+			oldest, since = c, t
+		}
+	}
+	if oldest == nil {
+		// Every slot was given back between the two looks.
+		a.mu.Unlock()
+		return 0
+	}
+	wait := time.Until(since.Add(a.maxDelay))
+	if wait > 0 {
+		a.mu.Unlock()
+		return wait
+	}
+	delete(a.held, oldest)
+	a.mu.Unlock()
+	<-a.slots
+	return 0
 }
 
 // release gives back the slot c holds, if any.
@@ -154,7 +180,6 @@ func (a *admission) release(c net.Conn) {
 	delete(a.held, c)
 	a.mu.Unlock()
 	if ok {
-		a.lastMove.Store(time.Now().UnixNano())
 		<-a.slots
 	}
 }
@@ -163,6 +188,7 @@ func (a *admission) closeQueued() {
 	a.mu.Lock()
 	q := a.queue
 	a.queue = nil
+	a.stopped = true
 	a.mu.Unlock()
 	for _, c := range q {
 		c.Close()

@@ -35,6 +35,9 @@ type Handoff struct {
 
 	mu     sync.Mutex
 	parked map[net.Conn]func()
+
+	dmu      sync.Mutex // orders deliveries against Close
+	isClosed bool
 }
 
 // NewHandoff wraps a listener. newWait is how long a new connection may stay
@@ -84,18 +87,41 @@ func (h *Handoff) acceptLoop() {
 
 // hold keeps a connection until its first bytes arrive, then delivers it
 // to the server; without a set it delivers at once.
+// A wait of 0 means no limit, as for net/http's timeouts.
 func (h *Handoff) hold(c net.Conn, wait time.Duration) {
-	if h.idle == nil || !h.idle.add(c, time.Now().Add(wait)) {
+	var deadline time.Time
+	if wait > 0 {
+		deadline = time.Now().Add(wait)
+	}
+	if h.idle == nil || !h.idle.add(c, deadline) {
 		h.deliver(c)
 	}
 }
 
-// deliver gives a connection to the server's next Accept.
+// deliver gives a connection to the server's next Accept, or closes it once
+// the Handoff is closed: under dmu, so that none is left in ready after
+// Close has drained it.
 func (h *Handoff) deliver(c net.Conn) {
-	select {
-	case h.ready <- c:
-	case <-h.closed:
-		c.Close()
+	for {
+		h.dmu.Lock()
+		if h.isClosed {
+			h.dmu.Unlock()
+			c.Close()
+			return
+		}
+		select {
+		case h.ready <- c:
+			h.dmu.Unlock()
+			return
+		default:
+		}
+		h.dmu.Unlock()
+		// ready is full: the server accepts more slowly than connections
+		// come.
+		select {
+		case <-h.closed:
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
 
@@ -141,6 +167,8 @@ func (h *Handoff) Close() error {
 			h.idle.close()
 		}
 		// Connections delivered but not yet accepted by the server.
+		h.dmu.Lock()
+		h.isClosed = true
 		for {
 			select {
 			case c := <-h.ready:
@@ -150,6 +178,7 @@ func (h *Handoff) Close() error {
 			}
 			break
 		}
+		h.dmu.Unlock()
 	})
 	return err
 }

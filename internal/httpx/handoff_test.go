@@ -158,7 +158,8 @@ func TestCloseClosesWaitingConnections(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("read after Close: %v, want EOF", err)
 	}
-	if _, err := net.Dial("tcp", h.Addr().String()); err == nil {
+	if c2, err := net.Dial("tcp", h.Addr().String()); err == nil {
+		c2.Close()
 		t.Fatal("the listener still accepts after Close")
 	}
 }
@@ -252,12 +253,13 @@ func TestAdmissionBoundsRequestsInFlight(t *testing.T) {
 	}
 }
 
-func TestAdmissionGivesWayAfterTheLongestWait(t *testing.T) {
+func TestAdmissionRetiresSlotsHeldTooLong(t *testing.T) {
 	b := &blocking{release: make(chan struct{})}
 	defer close(b.release)
 	h := serveAdmission(t, 1, 20*time.Millisecond, b.ServeHTTP)
 	sendAll(t, h, 3)
-	// One slot, held for ever: the other two still reach the server.
+	// One slot, held for ever by each request in turn: each is retired after
+	// 20 ms, and the other requests still reach the server.
 	eventually(t, "all three requests reach the handler", func() bool { in, _ := b.counts(); return in == 3 })
 }
 
@@ -267,4 +269,21 @@ func TestWaitingRequestGivesBackItsSlot(t *testing.T) {
 	h := serveAdmission(t, 1, time.Hour, b.ServeHTTP)
 	sendAll(t, h, 5)
 	eventually(t, "every waiting request reaches the handler", func() bool { in, _ := b.counts(); return in == 5 })
+}
+
+func TestDeliveryAfterCloseClosesTheConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandoff(l, time.Minute, time.Minute)
+	h.Close()
+	for i := 0; i < 20; i++ { // deliver chose at random between its cases before
+		ours, theirs := net.Pipe()
+		h.deliver(ours)
+		_ = theirs.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := theirs.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("delivery %d after Close: read %v, want EOF (the connection was left open)", i, err)
+		}
+	}
 }

@@ -22,7 +22,7 @@ type idleSet struct {
 
 type idleConn struct {
 	c        net.Conn
-	deadline time.Time
+	deadline time.Time // zero: none
 }
 
 // idleSweep is how often connections past their deadline are closed.
@@ -50,23 +50,25 @@ func (s *idleSet) add(c net.Conn, deadline time.Time) bool {
 	if err != nil {
 		return false
 	}
-	fd := -1
-	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
-		return false
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns == nil {
 		return false
 	}
-	// One-shot and level-triggered: bytes that arrived before this call
-	// are reported at once, and each connection is reported once.
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
-	if syscall.EpollCtl(s.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
-		return false
-	}
-	s.conns[fd] = idleConn{c: c, deadline: deadline}
-	return true
+	added := false
+	// Registered inside Control, where the descriptor cannot be closed
+	// and its number reused meanwhile.
+	err = rc.Control(func(f uintptr) {
+		fd := int(f)
+		// One-shot and level-triggered: bytes that arrived before this
+		// call are reported at once, and each connection is reported once.
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(fd)}
+		if syscall.EpollCtl(s.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) == nil {
+			s.conns[fd] = idleConn{c: c, deadline: deadline}
+			added = true
+		}
+	})
+	return err == nil && added
 }
 
 // take removes a connection from the set; the caller holds mu.
@@ -106,7 +108,7 @@ func (s *idleSet) run() {
 		if now := time.Now(); now.Sub(lastSweep) >= idleSweep {
 			lastSweep = now
 			for fd, ic := range s.conns {
-				if now.After(ic.deadline) {
+				if !ic.deadline.IsZero() && now.After(ic.deadline) {
 					s.take(fd)
 					expired = append(expired, ic.c)
 				}

@@ -77,6 +77,10 @@ type Trimmer struct {
 	last    uint64 // collections counted at the previous check
 	started bool
 	trimmed bool // already trimmed in this quiet spell
+	// floor is the heap right after the last trim: the next trim waits
+	// until the heap has grown by Threshold beyond it, so that a large
+	// live heap alone does not cost a collection every quiet spell.
+	floor uint64
 }
 
 // New returns a trimmer with the given threshold.
@@ -90,7 +94,8 @@ func New(threshold uint64, log logrus.FieldLogger) *Trimmer {
 }
 
 // Check trims when the process has been quiet since the previous check and
-// its heap holds more than Threshold. It reports whether it trimmed.
+// its heap holds more than Threshold, and Threshold more than after the
+// last trim. It reports whether it trimmed.
 func (t *Trimmer) Check() bool {
 	r := read(t.samples)
 	quiet := t.started && r.cycles == t.last
@@ -99,13 +104,13 @@ func (t *Trimmer) Check() bool {
 		t.last, t.trimmed = r.cycles, false
 		return false
 	}
-	if t.trimmed || r.heap < t.Threshold {
+	if t.trimmed || r.heap < max(t.Threshold, t.floor+t.Threshold) {
 		return false
 	}
 	t.Trim()
 	after := read(t.samples)
 	// The trim's own collection does not end the quiet spell.
-	t.last, t.trimmed = after.cycles, true
+	t.last, t.trimmed, t.floor = after.cycles, true, after.heap
 	if t.Log != nil && r.resident > after.resident {
 		t.Log.WithField("freed_mib", (r.resident-after.resident)>>20).
 			WithField("resident_mib", after.resident>>20).Debug("memory returned to the system after a quiet spell")

@@ -71,3 +71,27 @@ func TestTrim(t *testing.T) {
 		})
 	}
 }
+
+func TestNoTrimWithoutGrowth(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	runtime.GC()
+	drop := burst(128)
+	runtime.GC()
+	drop()
+	keep := burst(96) // a live heap above the threshold
+	defer keep()
+	tr := New(16<<20, nil)
+	calls := 0
+	tr.Trim = func() { calls++; debug.FreeOSMemory() }
+	tr.Check()
+	if !tr.Check() {
+		t.Fatal("the quiet burst was not trimmed")
+	}
+	// A new quiet spell, with nothing new on the heap: the live 96 MiB
+	// alone is no reason to collect again.
+	runtime.GC()
+	tr.Check()
+	if tr.Check() || calls != 1 {
+		t.Fatalf("trimmed %d times; the second quiet spell had nothing to give back", calls)
+	}
+}
