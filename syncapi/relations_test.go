@@ -46,6 +46,27 @@ func decodeBundled(t *testing.T, js json.RawMessage) bundled {
 	return b
 }
 
+// pagedIDs follows next_batch from the first page (at most ten pages) and
+// returns the IDs of the events in the chunks, in order.
+func pagedIDs(t *testing.T, page func(from string) (chunk []json.RawMessage, next string, err error)) []string {
+	t.Helper()
+	var ids []string
+	from := ""
+	for i := 0; i < 10; i++ {
+		chunk, next, err := page(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, js := range chunk {
+			ids = append(ids, decodeBundled(t, js).EventID)
+		}
+		if from = next; from == "" {
+			break
+		}
+	}
+	return ids
+}
+
 func rel(relType, parent string) map[string]any {
 	return map[string]any{"rel_type": relType, "event_id": parent}
 }
@@ -116,20 +137,13 @@ func TestRelationsAndAggregations(t *testing.T) {
 		}
 
 		// /relations: all children, newest first, in pages of two.
-		var all []string
-		from := ""
-		for i := 0; i < 10; i++ {
+		all := pagedIDs(t, func(from string) ([]json.RawMessage, string, error) {
 			resp, err := w.sync.Relations(ctx, syncapi.RelationsRequest{UserID: "@carol:test", RoomID: room, EventID: root, Limit: 2, From: from})
 			if err != nil {
-				t.Fatal(err)
+				return nil, "", err
 			}
-			for _, js := range resp.Chunk {
-				all = append(all, decodeBundled(t, js).EventID)
-			}
-			if from = resp.NextBatch; from == "" {
-				break
-			}
-		}
+			return resp.Chunk, resp.NextBatch, nil
+		})
 		if len(all) != 6 || all[len(all)-1] != r1 || all[len(all)-2] != react {
 			t.Fatalf("relations: %v", all)
 		}
@@ -218,20 +232,13 @@ func TestThreadsPagination(t *testing.T) {
 			w.send(t, "@bob:test", room, "m.room.message", map[string]any{"body": "reply", "m.relates_to": rel("m.thread", roots[i])})
 		}
 		w.settle()
-		var got []string
-		from := ""
-		for i := 0; i < 10; i++ {
+		got := pagedIDs(t, func(from string) ([]json.RawMessage, string, error) {
 			resp, err := w.sync.Threads(ctx, syncapi.ThreadsRequest{UserID: "@alice:test", RoomID: room, Limit: 2, From: from})
 			if err != nil {
-				t.Fatal(err)
+				return nil, "", err
 			}
-			for _, js := range resp.Chunk {
-				got = append(got, decodeBundled(t, js).EventID)
-			}
-			if from = resp.NextBatch; from == "" {
-				break
-			}
-		}
+			return resp.Chunk, resp.NextBatch, nil
+		})
 		want := []string{roots[2], roots[1], roots[4], roots[0], roots[3]}
 		if len(got) != len(want) {
 			t.Fatalf("got %v want %v", got, want)
