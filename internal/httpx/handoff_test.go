@@ -139,20 +139,24 @@ func TestSilentConnectionIsClosedAtItsDeadline(t *testing.T) {
 	}
 }
 
-func TestPeerHangingUpLeavesTheSet(t *testing.T) {
+// oneWaiting starts a server with one silent connection waiting in its set.
+func oneWaiting(t *testing.T) (*Handoff, net.Conn) {
+	t.Helper()
 	h := serveHandoff(t, time.Minute, time.Minute, plain)
 	needSet(t, h)
 	c := dial(t, h)
 	eventually(t, "the connection waits", func() bool { return h.Waiting() == 1 })
+	return h, c
+}
+
+func TestPeerHangingUpLeavesTheSet(t *testing.T) {
+	h, c := oneWaiting(t)
 	c.Close()
 	eventually(t, "the hung-up connection leaves the set", func() bool { return h.Waiting() == 0 })
 }
 
 func TestCloseClosesWaitingConnections(t *testing.T) {
-	h := serveHandoff(t, time.Minute, time.Minute, plain)
-	needSet(t, h)
-	c := dial(t, h)
-	eventually(t, "the connection waits", func() bool { return h.Waiting() == 1 })
+	h, c := oneWaiting(t)
 	h.Close()
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(err.Error(), "reset") {
