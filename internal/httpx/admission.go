@@ -21,19 +21,20 @@ import (
 //
 // Slots must never stall the server: when all are taken, a slot held for
 // maxDelay is retired (its request goes on, no longer counted). So at
-// least len(slots) connections are admitted per maxDelay whatever slow
+// least `slots` connections are admitted per maxDelay whatever slow
 // requests or clients do, while during a burst, when slots come back every
 // millisecond, connections wait for them however long the queue.
 type admission struct {
-	slots    chan struct{}
+	slots    int // how many connections may hold a slot
 	maxDelay time.Duration
 	deliver  func(net.Conn)
 	closed   <-chan struct{}
 
 	mu      sync.Mutex
 	queue   []net.Conn
-	wake    chan struct{}
-	held    map[net.Conn]time.Time // when each slot was taken
+	wake    chan struct{}          // a connection was queued
+	freed   chan struct{}          // a slot was given back
+	held    map[net.Conn]time.Time // the slots taken, and when
 	stopped bool                   // run has returned: enqueue closes
 }
 
@@ -48,8 +49,8 @@ const admissionDelay = 500 * time.Millisecond
 // newAdmission returns an admission; its run goroutine is started by the
 // caller.
 func newAdmission(slots int, maxDelay time.Duration, deliver func(net.Conn), closed <-chan struct{}) *admission {
-	a := &admission{slots: make(chan struct{}, slots), maxDelay: maxDelay, deliver: deliver, closed: closed,
-		wake: make(chan struct{}, 1), held: make(map[net.Conn]time.Time)}
+	a := &admission{slots: slots, maxDelay: maxDelay, deliver: deliver, closed: closed,
+		wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), held: make(map[net.Conn]time.Time)}
 	return a
 }
 
@@ -116,22 +117,15 @@ func (a *admission) run() {
 // taken. It reports false when the Handoff closed first.
 func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 	for {
-		select {
-		case a.slots <- struct{}{}:
-			a.admit(c)
-			return true
-		default:
-		}
-		wait := a.retireStale()
+		wait := a.take(c)
 		if wait <= 0 {
-			continue // a slot was freed
+			a.deliver(c)
+			return true
 		}
 		timer.Reset(wait)
 		select {
-		case a.slots <- struct{}{}:
+		case <-a.freed:
 			timer.Stop() // no stale tick can follow (Go 1.23 timers)
-			a.admit(c)
-			return true
 		case <-timer.C:
 		case <-a.closed:
 			return false
@@ -139,37 +133,28 @@ func (a *admission) place(c net.Conn, timer *time.Timer) bool {
 	}
 }
 
-func (a *admission) admit(c net.Conn) {
+// take gives c a slot, a free one or the oldest once it has been held for
+// maxDelay (retired: its request goes on, no longer counted), and returns 0;
+// otherwise it returns how long until the oldest will have been held that
+// long.
+func (a *admission) take(c net.Conn) time.Duration {
 	a.mu.Lock()
-	a.held[c] = time.Now()
-	a.mu.Unlock()
-	a.deliver(c)
-}
-
-// retireStale frees the oldest slot if it has been held for maxDelay, and
-// returns 0; otherwise it returns how long until it will have been.
-func (a *admission) retireStale() time.Duration {
-	a.mu.Lock()
-	var oldest net.Conn
-	var since time.Time
-	for c, t := range a.held {
-		if oldest == nil || t.Before(since) {
-			oldest, since = c, t
+	defer a.mu.Unlock()
+	now := time.Now()
+	if len(a.held) >= a.slots {
+		var oldest net.Conn
+		var since time.Time
+		for h, t := range a.held {
+			if oldest == nil || t.Before(since) {
+				oldest, since = h, t
+			}
 		}
+		if wait := since.Add(a.maxDelay).Sub(now); wait > 0 {
+			return wait
+		}
+		delete(a.held, oldest)
 	}
-	if oldest == nil {
-		// Every slot was given back between the two looks.
-		a.mu.Unlock()
-		return 0
-	}
-	wait := time.Until(since.Add(a.maxDelay))
-	if wait > 0 {
-		a.mu.Unlock()
-		return wait
-	}
-	delete(a.held, oldest)
-	a.mu.Unlock()
-	<-a.slots
+	a.held[c] = now
 	return 0
 }
 
@@ -180,7 +165,10 @@ func (a *admission) release(c net.Conn) {
 	delete(a.held, c)
 	a.mu.Unlock()
 	if ok {
-		<-a.slots
+		select {
+		case a.freed <- struct{}{}:
+		default:
+		}
 	}
 }
 
