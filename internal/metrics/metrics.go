@@ -42,21 +42,11 @@ var (
 	}, []string{"cache", "result"})
 	dbQueries = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "haven_db_queries_total", Help: "SQL statements run (an idle /sync runs none).",
-	}, func() float64 {
-		if f, ok := queryCount.Load().(func() int64); ok {
-			return float64(f())
-		}
-		return 0
-	})
+	}, queryCount.value)
 	idleConns = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "haven_http_connections_waiting",
 		Help: "Client connections waiting for their next request outside the HTTP server (no goroutine, no buffers).",
-	}, func() float64 {
-		if f, ok := idleCount.Load().(func() int); ok {
-			return float64(f())
-		}
-		return 0
-	})
+	}, waitingConns.value)
 	panics = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "haven_handler_panics_total", Help: "Recovered handler panics; each one is a bug.",
 	}, func() float64 { return float64(httpx.PanicsTotal.Load()) })
@@ -98,16 +88,29 @@ type PoolStat struct {
 	WaitDuration      time.Duration
 }
 
-var queryCount atomic.Value
+// source is a figure read at scrape time from a function that another
+// package registers once it runs; it reads 0 before.
+type source struct {
+	f atomic.Pointer[func() float64]
+}
+
+func (s *source) set(f func() float64) { s.f.Store(&f) }
+
+func (s *source) value() float64 {
+	if f := s.f.Load(); f != nil {
+		return (*f)()
+	}
+	return 0
+}
+
+var queryCount, waitingConns source
 
 // RegisterQueryCount sets where the count of SQL statements is read from.
-func RegisterQueryCount(f func() int64) { queryCount.Store(f) }
-
-var idleCount atomic.Value
+func RegisterQueryCount(f func() int64) { queryCount.set(func() float64 { return float64(f()) }) }
 
 // RegisterWaitingConns sets where the count of connections waiting for
 // their next request is read from.
-func RegisterWaitingConns(f func() int) { idleCount.Store(f) }
+func RegisterWaitingConns(f func() int) { waitingConns.set(func() float64 { return float64(f()) }) }
 
 // RegisterPools sets where database pool figures are read from at scrape time.
 func RegisterPools(stats func() []PoolStat) { pools.stats.Store(stats) }
