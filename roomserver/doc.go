@@ -3,7 +3,11 @@
 // lock), authorisation against the room's auth rules through
 // gomatrixserverlib, state resolution where branches of the DAG meet, and one
 // database transaction with all the event's rows. After the commit the event
-// is published on the bus ("room_events") in stream order.
+// is published on the bus ("room_events") in stream order; a position whose
+// write failed is published as a skip, and a send that repeats a
+// transaction ID answers with the first event before taking a position.
+// Follower (follow.go) is how readers follow the stream: every position once
+// and in order, holes in the notices read back from the events table.
 //
 // Tables owned: rooms, events, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,

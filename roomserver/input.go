@@ -288,7 +288,7 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 		return err
 	})
 	if err != nil {
-		s.seq.Done(ev.Pos, nil, nil)
+		s.seq.Skip(ev.Pos)
 		return Event{}, err
 	}
 	metrics.EventsPersisted.Inc()
@@ -300,7 +300,7 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 	r.mu.Lock()
 	r.state, r.snapshot, r.chainLen, r.extremities, r.depth = current, curSnap, 0, ext, depth
 	r.mu.Unlock()
-	s.seq.Done(ev.Pos, Notice{Event: ev}, s.publish)
+	s.seq.Done(ev.Pos, Notice{Event: ev})
 	return ev, nil
 }
 

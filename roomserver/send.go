@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
 )
 
 // Sender identifies who sends an event and from which device.
@@ -44,6 +45,20 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 	}
 	var eventID string
 	err := s.withRoom(ctx, req.RoomID, func(r *room) error {
+		if req.TxnID != "" {
+			// A retried transaction answers with its first event before
+			// taking a stream position: a position is taken only by a
+			// write expected to commit. (The room's lock orders this
+			// device's sends to the room, so the check cannot race.)
+			id, err := selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)
+			if err == nil {
+				eventID = id
+				return nil
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+		}
 		if req.StateKey != nil && req.Type != spec.MRoomMember {
 			// An identical state event changes nothing: answer with the current one.
 			if cur := r.state[stateKey{req.Type, *req.StateKey}]; cur != nil && cur.SenderID() == spec.SenderID(from.UserID) && jsonEqual(cur.Content(), req.Content) {
@@ -79,7 +94,7 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 		return nil
 	})
 	if errors.Is(err, errTxnExists) {
-		// The device sent this transaction before: answer with the first event.
+		// Another process stored the transaction meanwhile: answer with its event.
 		return selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)
 	}
 	return eventID, err

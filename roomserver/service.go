@@ -101,12 +101,12 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 	s := &Service{
 		db: db, bus: bus, profiles: profiles, accounts: accounts, opts: opts,
 		serverName: spec.ServerName(opts.ServerName),
-		seq:        stream.New(last),
 		rooms:      lru.New[string, *room]("room_state", opts.RoomCacheSize),
 		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 512),
 		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 5000),
 	}
+	s.seq = stream.New(last, s.publish)
 	s.snapSeq.Store(lastSnap)
 	s.ix = newIndexer(db, s.Position)
 	return s, nil
@@ -478,7 +478,7 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 	})
 	if err != nil {
 		for _, ev := range events {
-			s.seq.Done(ev.Pos, nil, nil)
+			s.seq.Skip(ev.Pos)
 		}
 		// Nothing of the draft reached the database; the cached room is untouched.
 		return nil, err
@@ -508,15 +508,19 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 			notice.Redacts, notice.RedactedJSON = n.Redacts, n.RedactedJSON
 			s.afterRedaction(r, n)
 		}
-		s.seq.Done(ev.Pos, notice, s.publish)
+		s.seq.Done(ev.Pos, notice)
 	}
 	return events, nil
 }
 
+// publish tells the bus of every visible position: a committed event's
+// notice, or the explicit skip of a position whose write failed, so that
+// readers see an unbroken sequence and never wait for a position that will
+// not come.
 func (s *Service) publish(pos int64, payload any) {
 	n, ok := payload.(Notice)
 	if !ok {
-		return
+		n = Notice{Event: Event{Pos: pos}, Skip: true}
 	}
 	data, err := json.Marshal(n)
 	if err != nil {

@@ -37,6 +37,10 @@ type Notice struct {
 	Redacts string `json:"redacts,omitempty"`
 	// RedactedJSON is the target's JSON after the redaction.
 	RedactedJSON json.RawMessage `json:"redacted_json,omitempty"`
+	// Skip marks a position at which nothing was written (the write that
+	// had it failed, or found its transaction ID taken): readers move past
+	// it. Only Pos is set.
+	Skip bool `json:"skip,omitempty"`
 }
 
 // Topic is the bus topic of committed room events.

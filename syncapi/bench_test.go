@@ -43,6 +43,17 @@ func newWorld(tb testing.TB, d storage.Dialect) *world {
 // worldOn starts the services on db, with a new bus; withKeys adds the key
 // service (returned), told of devices by the user API and read by /sync.
 func worldOn(tb testing.TB, db *storage.DB, withKeys bool) (*world, *keys.Service) {
+	return worldWith(tb, db, withKeys, nil)
+}
+
+// publisher is how the roomserver reaches the bus.
+type publisher interface {
+	Publish(topic string, data []byte) error
+}
+
+// worldWith is worldOn where roomBus, when set, stands between the
+// roomserver and the bus.
+func worldWith(tb testing.TB, db *storage.DB, withKeys bool, roomBus func(*bus.Bus) publisher) (*world, *keys.Service) {
 	tb.Helper()
 	ctx := context.Background()
 	b, err := bus.Start(ctx, bus.Options{StoreDir: tb.TempDir(), Namespace: "bench"})
@@ -71,7 +82,11 @@ func worldOn(tb testing.TB, db *storage.DB, withKeys bool) (*world, *keys.Servic
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rs, err := roomserver.New(ctx, db, b, us, nil, roomserver.Options{ServerName: "test", Key: key})
+	var rb publisher = b
+	if roomBus != nil {
+		rb = roomBus(b)
+	}
+	rs, err := roomserver.New(ctx, db, rb, us, nil, roomserver.Options{ServerName: "test", Key: key})
 	if err != nil {
 		tb.Fatal(err)
 	}

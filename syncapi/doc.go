@@ -35,7 +35,11 @@
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,
 // receipts, typing, presence, account_data, to_device,
-// device_lists). A /sync registers its listener,
+// device_lists). The events stream reaches it through a roomserver.Follower:
+// every position once, in order, what the bus lost read back from the
+// database. A position whose write failed arrives as a skip (events,
+// receipts, account data, presence) and only moves the stream on, so a
+// read-your-writes wait (CatchUp) never waits for it. A /sync registers its listener,
 // then asks the Notifier whether anything concerns the device after its
 // token, and only then waits: a waiting /sync holds no database connection
 // and runs no query. A commit in room R wakes only R's members.

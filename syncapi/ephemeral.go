@@ -168,6 +168,8 @@ type receiptNotice struct {
 	Pos      int64  `json:"pos"`
 	// EventPos is the events-stream position of the event read.
 	EventPos int64 `json:"event_pos"`
+	// Skip: nothing was stored at Pos (the write failed).
+	Skip bool `json:"skip,omitempty"`
 }
 
 // SetReceipt stores a read receipt (m.read or m.read.private) and tells the room.
@@ -200,24 +202,41 @@ func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID
 ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
 		roomID, rtype, userID, threadID, eventID, ts, pos)
 	if err != nil {
-		s.receiptSeq.Done(pos, nil, nil)
+		s.receiptSeq.Skip(pos)
 		return fmt.Errorf("store receipt: %w", err)
 	}
-	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos}, func(_ int64, p any) {
-		if p == nil {
-			return
-		}
-		data, _ := json.Marshal(p)
-		if err := s.bus.Publish(TopicReceipts, data); err != nil {
-			logging.From(ctx).WithError(err).Error("publish receipt")
-		}
-	})
+	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos})
 	return nil
+}
+
+// publishReceipt tells the bus of every receipts position, a failed one as
+// a skip.
+func (s *Service) publishReceipt(pos int64, payload any) {
+	rn, ok := payload.(receiptNotice)
+	if !ok {
+		rn = receiptNotice{Pos: pos, Skip: true}
+	}
+	s.publishNotice(TopicReceipts, rn)
+}
+
+// publishNotice sends a notice of one of the sync engine's streams.
+func (s *Service) publishNotice(topic string, v any) {
+	data, err := json.Marshal(v)
+	if err == nil {
+		err = s.bus.Publish(topic, data)
+	}
+	if err != nil {
+		logging.From(context.Background()).WithError(err).WithField("topic", topic).Error("publish notice")
+	}
 }
 
 func (s *Service) onReceipt(data []byte) {
 	var rn receiptNotice
 	if err := json.Unmarshal(data, &rn); err != nil {
+		return
+	}
+	if rn.Skip {
+		s.n.Skipped(Pos{Receipts: rn.Pos})
 		return
 	}
 	if s.opts.Push != nil && rn.EventPos > 0 {
@@ -349,7 +368,7 @@ func (s *Service) SetPresence(ctx context.Context, userID, presence string, stat
 ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts, pos = excluded.pos`,
 		userID, presence, msg, ts, pos)
 	if err != nil {
-		s.presenceSeq.Done(pos, nil, nil)
+		s.presenceSeq.Skip(pos)
 		return fmt.Errorf("store presence: %w", err)
 	}
 	entry := presenceEntry{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
@@ -357,21 +376,27 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 	stored := entry
 	p.m[userID] = &stored
 	p.mu.Unlock()
-	s.presenceSeq.Done(pos, entry, func(_ int64, pl any) {
-		if pl == nil {
-			return
-		}
-		data, _ := json.Marshal(pl)
-		if err := s.bus.Publish(TopicPresence, data); err != nil {
-			logging.From(ctx).WithError(err).Error("publish presence")
-		}
-	})
+	s.presenceSeq.Done(pos, entry)
 	return nil
+}
+
+// publishPresence tells the bus of every presence position, a failed one
+// as a skip (an entry with no user).
+func (s *Service) publishPresence(pos int64, payload any) {
+	e, ok := payload.(presenceEntry)
+	if !ok {
+		e = presenceEntry{Pos: pos}
+	}
+	s.publishNotice(TopicPresence, e)
 }
 
 func (s *Service) onPresence(data []byte) {
 	var e presenceEntry
 	if err := json.Unmarshal(data, &e); err != nil {
+		return
+	}
+	if e.UserID == "" {
+		s.n.Skipped(Pos{Presence: e.Pos})
 		return
 	}
 	s.presence.mu.Lock()
@@ -466,6 +491,10 @@ func (s *Service) onAccountData(data []byte) {
 		Pos    int64  `json:"pos"`
 	}
 	if err := json.Unmarshal(data, &n); err != nil {
+		return
+	}
+	if n.UserID == "" {
+		s.n.Skipped(Pos{AccountData: n.Pos})
 		return
 	}
 	s.n.OnAccountData(n.UserID, n.Pos)

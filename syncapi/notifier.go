@@ -461,6 +461,18 @@ func (n *Notifier) OnDeviceListChange(user string, pos int64) {
 	}
 }
 
+// Skipped moves the streams past positions at which nothing was written
+// (a failed write), so that nobody waits for them. Nobody is woken: nothing
+// new concerns anyone.
+func (n *Notifier) Skipped(p Pos) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if next := n.cur.Max(p); next != n.cur {
+		n.cur = next
+		n.advancedLocked()
+	}
+}
+
 // WakeAll wakes every listener (after a gap in the bus, for example).
 func (n *Notifier) WakeAll() {
 	n.mu.Lock()

@@ -79,9 +79,9 @@ type Service struct {
 	recent   *lru.Cache[string, *recentRoom]
 	// rel caches the relation aggregates of parent events (relations.go).
 	rel *relCache
-	// lastPos is the last events position received from the bus, to spot gaps.
-	lastPos int64
-	gapMu   sync.Mutex
+	// follow hands on every events position in order, reading what the
+	// bus lost from the database.
+	follow *roomserver.Follower
 
 	receiptSeq    *stream.Sequencer
 	presenceSeq   *stream.Sequencer
@@ -111,16 +111,16 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	}
 	s := &Service{
 		db: db, bus: b, rooms: rs, users: us, opts: opts,
-		rendered:    lru.New[string, *clientEvent]("client_events", 5000),
-		recent:      lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
-		rel:         newRelCache(20000),
-		receiptSeq:  stream.New(lastReceipt),
-		presenceSeq: stream.New(lastPresence),
-		typing:      newTypingState(),
-		buildSlots:  make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
-		presence:    newPresenceState(),
-		keyState:    newKeyState(),
+		rendered:   lru.New[string, *clientEvent]("client_events", 5000),
+		recent:     lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
+		rel:        newRelCache(20000),
+		typing:     newTypingState(),
+		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
+		presence:   newPresenceState(),
+		keyState:   newKeyState(),
 	}
+	s.receiptSeq = stream.New(lastReceipt, s.publishReceipt)
+	s.presenceSeq = stream.New(lastPresence, s.publishPresence)
 	// Subscribe before reading the positions so nothing committed in between is lost:
 	// notices for positions already loaded are simply applied again.
 	var pending []func()
@@ -175,7 +175,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		return nil, err
 	}
 	start.ToDevice, start.DeviceLists = td, dl
-	s.lastPos = start.Events
+	s.follow = roomserver.NewFollower(db, start.Events, s.applyRoomEvent)
 	s.n = NewNotifier(start)
 	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
 		s.Close()
@@ -203,6 +203,9 @@ func (s *Service) Close() {
 		u()
 	}
 	s.unsubs = nil
+	if s.follow != nil {
+		s.follow.Close()
+	}
 	if s.typing != nil {
 		s.typing.stop()
 	}
@@ -211,25 +214,28 @@ func (s *Service) Close() {
 // Notifier exposes the wake-up indexes (for metrics and tests).
 func (s *Service) Notifier() *Notifier { return s.n }
 
+// onRoomEvent takes a room_events notice from the bus; the follower hands
+// it on to applyRoomEvent after whatever the bus lost before it.
 func (s *Service) onRoomEvent(data []byte) {
 	var n roomserver.Notice
 	if err := json.Unmarshal(data, &n); err != nil {
 		logging.From(context.Background()).WithError(err).Error("bad room event notice")
 		return
 	}
-	s.gapMu.Lock()
-	if n.Pos <= s.lastPos {
-		s.gapMu.Unlock()
-		return // already applied (delivered during start-up)
+	s.follow.Deliver(context.Background(), &n)
+}
+
+// applyRoomEvent applies one position of the events stream, in order:
+// caches, push evaluation, then the notifier's indexes and wake-ups.
+func (s *Service) applyRoomEvent(ctx context.Context, np *roomserver.Notice) {
+	n := *np
+	if n.Skip {
+		if s.opts.Push != nil {
+			s.opts.Push.OnRoomEvent(ctx, &n)
+		}
+		s.n.Skipped(Pos{Events: n.Pos})
+		return
 	}
-	if n.Pos != s.lastPos+1 {
-		// A notice went missing: the recent-events caches may have holes.
-		s.recent.Purge()
-		s.rel.purge()
-		defer s.n.WakeAll()
-	}
-	s.lastPos = n.Pos
-	s.gapMu.Unlock()
 	s.relationsOnNotice(&n)
 
 	if ce, err := render(&n.Event); err == nil {
@@ -256,7 +262,7 @@ func (s *Service) onRoomEvent(data []byte) {
 		s.noteMembership(n.RoomID, n.Pos)
 	}
 	if s.opts.Push != nil {
-		s.opts.Push.OnRoomEvent(context.Background(), &n)
+		s.opts.Push.OnRoomEvent(ctx, &n)
 	}
 	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m, n.Sender, effect)
 }

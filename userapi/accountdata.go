@@ -151,27 +151,31 @@ func (s *Service) writeAccountData(ctx context.Context, userID, roomID, typ stri
 	pos := s.adSeq.Next()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error { return write(tx, pos) })
 	if err != nil {
-		// Leave a gap: the position becomes visible with nothing at it.
-		s.adSeq.Done(pos, nil, s.publishAccountData(ctx))
+		// Nothing is at the position: it is published as a skip.
+		s.adSeq.Skip(pos)
 		return err
 	}
-	s.adSeq.Done(pos, AccountDataNotice{UserID: userID, RoomID: roomID, Type: typ, Pos: pos}, s.publishAccountData(ctx))
+	s.adSeq.Done(pos, AccountDataNotice{UserID: userID, RoomID: roomID, Type: typ, Pos: pos})
 	return nil
 }
 
-func (s *Service) publishAccountData(ctx context.Context) func(pos int64, payload any) {
-	return func(pos int64, payload any) {
-		n, ok := payload.(AccountDataNotice)
-		if !ok || s.bus == nil {
-			return
-		}
-		data, err := json.Marshal(n)
-		if err != nil {
-			return
-		}
-		if err := s.bus.Publish(AccountDataTopic, data); err != nil {
-			logging.From(ctx).WithError(err).WithField("user_id", n.UserID).Warn("cannot publish account data position")
-		}
+// publishAccountData tells the bus of every account data position; a
+// failed write's is a notice with no user (a skip), so that readers waiting
+// for the position move on.
+func (s *Service) publishAccountData(pos int64, payload any) {
+	n, ok := payload.(AccountDataNotice)
+	if !ok {
+		n = AccountDataNotice{Pos: pos}
+	}
+	if s.bus == nil {
+		return
+	}
+	data, err := json.Marshal(n)
+	if err != nil {
+		return
+	}
+	if err := s.bus.Publish(AccountDataTopic, data); err != nil {
+		logging.From(context.Background()).WithError(err).WithField("user_id", n.UserID).Warn("cannot publish account data position")
 	}
 }
 

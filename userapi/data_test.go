@@ -3,6 +3,7 @@ package userapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -113,6 +114,31 @@ func TestAccountDataConcurrentOrder(t *testing.T) {
 			if err := db.QueryRow(ctx, `SELECT pos FROM account_data WHERE user_id = $1`, user).Scan(&stored); err != nil || stored != pos {
 				t.Fatalf("%s: stored pos %d, last published %d (%v)", user, stored, pos, err)
 			}
+		}
+	})
+}
+
+// TestAccountDataFailedWriteIsSkipped: a write that fails publishes its
+// position as a skip (a notice with no user), so readers waiting for the
+// position move on, and the next change follows it.
+func TestAccountDataFailedWriteIsSkipped(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		bus := newFakeBus()
+		s := newTestService(t, db, bus)
+		err := s.writeAccountData(ctx, "@a:test.local", "", "t", func(*storage.Tx, int64) error { return errors.New("connection lost") })
+		if err == nil {
+			t.Fatal("the failing write succeeded")
+		}
+		if err := s.SetAccountData(ctx, "@a:test.local", "", "t", json.RawMessage(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		ns := bus.notices(t)
+		if len(ns) != 2 || ns[0].Pos != 1 || ns[0].UserID != "" || ns[1].Pos != 2 || ns[1].UserID != "@a:test.local" {
+			t.Fatalf("notices %+v; want the skip of 1, then the change at 2", ns)
+		}
+		if s.AccountDataPosition() != 2 {
+			t.Fatalf("position %d", s.AccountDataPosition())
 		}
 	})
 }

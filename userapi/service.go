@@ -127,13 +127,13 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 		attempts:    newBackoff(now),
 		seenWritten: make(map[string]int64),
 		seenPending: make(map[deviceKey]seenUpdate),
-		adSeq:       stream.New(last),
 		profiles:    lru.New[string, profileEntry]("profiles", 50000),
 		pushRules:   lru.New[string, *pushState]("push_rules", 2000),
 		filters:     lru.New[string, []byte]("filters", 20000),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	s.adSeq = stream.New(last, s.publishAccountData)
 	return s, nil
 }
 

@@ -121,10 +121,10 @@ UNION ALL SELECT pos FROM key_stream_positions WHERE stream = $1) p`, streamDevi
 	}
 	s := &Service{
 		db: db, bus: bus, opts: opts, now: now,
-		tdSeq:  stream.New(lastTD),
-		dlSeq:  stream.New(lastDL),
 		counts: lru.New[deviceKey, keyCounts]("key_counts", 50000),
 	}
+	s.tdSeq = stream.New(lastTD, s.publishNotice(TopicToDevice))
+	s.dlSeq = stream.New(lastDL, s.publishNotice(TopicDeviceLists))
 	s.acks = newAckQueue(s)
 	return s, nil
 }
@@ -180,6 +180,19 @@ func (s *Service) DeviceListPosition() int64 { return s.dlSeq.Visible() }
 
 // publish sends a notice; a failure is logged (the database has the data;
 // sync engines catch up at their next start).
+// publishNotice is the sequencers' publish function for the to-device and
+// device list streams. A position with no notice (a failed write, a device
+// list write that changed nothing, a to-device message but the last of its
+// send) is not published: these streams' readers keep the latest position
+// per device or user and never wait for a particular one.
+func (s *Service) publishNotice(topic string) stream.Publish {
+	return func(_ int64, p any) {
+		if p != nil {
+			s.publish(context.Background(), topic, p)
+		}
+	}
+}
+
 func (s *Service) publish(ctx context.Context, topic string, v any) {
 	if s.bus == nil {
 		return
@@ -237,11 +250,7 @@ func (s *Service) changeDeviceList(ctx context.Context, userID string, write fun
 	if err == nil && changed {
 		payload = DeviceListNotice{UserID: userID, Pos: pos}
 	}
-	s.dlSeq.Done(pos, payload, func(_ int64, p any) {
-		if n, ok := p.(DeviceListNotice); ok {
-			s.publish(ctx, TopicDeviceLists, n)
-		}
-	})
+	s.dlSeq.Done(pos, payload)
 	return err
 }
 

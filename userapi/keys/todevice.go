@@ -143,17 +143,12 @@ ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnI
 			}
 		}
 	}
-	publish := func(_ int64, p any) {
-		if n, ok := p.(ToDeviceNotice); ok && len(n.Targets) > 0 {
-			s.publish(ctx, TopicToDevice, n)
-		}
-	}
 	for i := range rows {
 		var payload any
-		if i == len(rows)-1 {
+		if i == len(rows)-1 && len(notice.Targets) > 0 {
 			payload = notice
 		}
-		s.tdSeq.Done(first+int64(i), payload, publish)
+		s.tdSeq.Done(first+int64(i), payload)
 	}
 	if err != nil {
 		return err

@@ -17,10 +17,12 @@
 // wins; the legacy mention rules are skipped for events with m.mentions.
 // A pattern longer than 512 bytes or with more than 16 wildcards matches
 // nothing (glob.go): it would cost seconds per event, for every event.
-// A gap in the positions (a lost bus notice) and, at start, the events after
-// the stored push_position are read from the database and evaluated (when
-// that read fails, the notice is left too, and the next one tries again:
-// nothing is skipped).
+// The sync engine hands it every position of the events stream in order (a
+// failed write's as a skip; what the bus lost it reads back from the
+// database first, roomserver.Follower). At start, the events after the
+// stored push_position are read from the database and evaluated, and so is
+// any hole the notices still show (when that read fails, the notice is left
+// too, and the next one tries again: nothing is skipped).
 // Members, display names, the room name and power levels come from a
 // per-room cache loaded once from the current state and kept up to date from
 // the state events evaluated.

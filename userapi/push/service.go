@@ -214,9 +214,10 @@ func (s *Service) isLocal(userID string) bool {
 }
 
 // OnRoomEvent evaluates a committed event for the room's members; the sync
-// engine calls it, in position order, before it wakes them, so the counts
-// they read include the event. Events it has not seen (a gap in the bus)
-// are read from the database first.
+// engine calls it for every position of the events stream (a skipped one
+// with n.Skip), in order, before it wakes them, so the counts they read
+// include the event. Events it has not seen (those after its checkpoint at
+// start) are read from the database first.
 func (s *Service) OnRoomEvent(ctx context.Context, n *roomserver.Notice) {
 	s.evalMu.Lock()
 	defer s.evalMu.Unlock()
@@ -231,7 +232,9 @@ func (s *Service) OnRoomEvent(ctx context.Context, n *roomserver.Notice) {
 			return
 		}
 	}
-	s.evaluateLocked(ctx, &n.Event)
+	if !n.Skip {
+		s.evaluateLocked(ctx, &n.Event)
+	}
 	s.last = n.Pos
 }
 
