@@ -67,6 +67,7 @@ func compileFilter(f *filter.Filter) *syncapi.Opts {
 	o := syncapi.DefaultOpts()
 	o.TimelineLimit = m.Room.Timeline.Limit(filter.DefaultTimelineLimit, filter.MaxTimelineLimit)
 	o.LazyMembers = m.Room.State.LazyLoadMembers() || m.Room.Timeline.LazyLoadMembers()
+	o.RedundantMembers = m.Room.State.IncludeRedundantMembers() || m.Room.Timeline.IncludeRedundantMembers()
 	o.IncludeLeave = m.Room.IncludeLeave()
 	o.FederationFormat = m.FederationFormat()
 	o.ThreadCounts = m.Room.Timeline.UnreadThreadNotifications()

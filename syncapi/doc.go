@@ -31,6 +31,16 @@
 // child's notice, or the redaction of a child, drops the parent's entry;
 // a loader stores what it read only if no child notice arrived meanwhile.
 //
+// Timelines and state (sync.go selectTimeline, roomstate.go): a room's
+// timeline is the newest events its filter accepts and history visibility
+// shows (events of the room's current state always show), looking past
+// the rejected ones up to scanBudget events. The state block is the state
+// at the timeline's start, corrected by the window's state events the
+// timeline leaves out, less what the client had at its token; with
+// lazy-loaded members, only the senders' member events the device was not
+// sent yet (lazySent, bounded, per device and room) and the membership
+// changes in the gap.
+//
 // Waking: the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,

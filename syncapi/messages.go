@@ -286,7 +286,7 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 		ids = append(ids, id)
 	}
 	jr := &joinedRoom{}
-	if err := s.appendState(ctx, jr, ids, o, now, deviceID); err != nil {
+	if _, err := s.appendState(ctx, jr, ids, o, now, deviceID); err != nil {
 		return nil, err
 	}
 	resp.State = append(resp.State, jr.State.Events...)

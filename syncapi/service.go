@@ -92,6 +92,9 @@ type Service struct {
 	buildSlots chan struct{}
 	unsubs     []func()
 	keyState   *keyState
+	// lazySent remembers the member events each device was sent, for
+	// lazy-loading (roomstate.go).
+	lazySent *lazySent
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.
@@ -118,6 +121,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		presence:   newPresenceState(),
 		keyState:   newKeyState(),
+		lazySent:   newLazySent(50000),
 	}
 	s.receiptSeq = stream.New(lastReceipt, s.publishReceipt)
 	s.presenceSeq = stream.New(lastPresence, s.publishPresence)

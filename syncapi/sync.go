@@ -39,6 +39,10 @@ type Opts struct {
 	PresenceMatch    func(sender string) bool
 	// ThreadCounts: the filter asks for unread_thread_notifications.
 	ThreadCounts bool
+	// RedundantMembers: with LazyMembers, send the timeline senders' member
+	// events in every response, even when the client has them
+	// (include_redundant_members).
+	RedundantMembers bool
 }
 
 // DefaultOpts is the behaviour with no filter.
@@ -373,28 +377,98 @@ func (s *Service) receiptsFor(ctx context.Context, userID string, view userView,
 	return out, nil
 }
 
-// timelineWindow returns up to limit events with since < pos <= upto, and
-// whether more were left out.
-func (s *Service) timelineWindow(ctx context.Context, roomID string, since, upto int64, limit int) ([]*clientEvent, bool, error) {
-	if evs, ok := s.recentWindow(roomID, since, upto, limit); ok {
-		if len(evs) > limit {
-			return evs[len(evs)-limit:], true, nil
+// timelineSel is the timeline chosen for one room of a response.
+type timelineSel struct {
+	// events are the returned events, oldest first.
+	events  []*clientEvent
+	limited bool
+	// last is the room's newest event in the window, returned or not (nil
+	// when the window is empty).
+	last *clientEvent
+	// droppedState: a state event of the window is not in the timeline
+	// (filtered out, or hidden by history visibility).
+	droppedState bool
+	// prevBatch is the position /messages continues backwards from.
+	prevBatch int64
+}
+
+// scanBudget bounds the events one room's timeline looks through when a
+// filter or history visibility leaves events out.
+const scanBudget = 500
+
+// selectTimeline picks a room's timeline from the events with since < pos
+// <= upto: the newest limit events that keep accepts, looking further back
+// past the ones it rejects (at most scanBudget events in all). limited
+// tells whether more accepted events may lie before the returned ones.
+func (s *Service) selectTimeline(ctx context.Context, roomID string, since, upto int64, limit int, keep func(*clientEvent) (bool, error)) (timelineSel, error) {
+	sel := timelineSel{prevBatch: upto}
+	var picked []*clientEvent // newest first
+	cursor, scanned, oldest := upto, 0, int64(0)
+	batch := limit + 1
+scan:
+	for {
+		evs, err := s.eventsDesc(ctx, roomID, since, cursor, batch, cursor == upto)
+		if err != nil {
+			return sel, err
 		}
-		return evs, false, nil
+		for _, e := range evs {
+			if sel.last == nil {
+				sel.last = e
+			}
+			ok, err := keep(e)
+			if err != nil {
+				return sel, err
+			}
+			if ok {
+				if len(picked) == limit {
+					sel.limited = true
+					break scan
+				}
+				picked = append(picked, e)
+			} else if e.stateKey != nil {
+				sel.droppedState = true
+			}
+			oldest = e.pos
+			scanned++
+		}
+		if len(evs) < batch {
+			break // back at since
+		}
+		if scanned >= scanBudget {
+			sel.limited = true
+			break
+		}
+		cursor = oldest - 1
+		batch = min(max(2*batch, 50), scanBudget)
 	}
-	out, err := s.queryEvents(ctx, "timeline of "+roomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
-		roomID, since, upto, limit+1)
-	if err != nil {
-		return nil, false, err
+	sel.events = make([]*clientEvent, len(picked))
+	for i, e := range picked {
+		sel.events[len(picked)-1-i] = e
 	}
-	limited := len(out) > limit
-	if limited {
-		out = out[:limit]
+	switch {
+	case len(picked) > 0:
+		sel.prevBatch = sel.events[0].pos - 1
+	case sel.limited:
+		sel.prevBatch = oldest - 1
 	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	return sel, nil
+}
+
+// eventsDesc returns up to n of the room's events with since < pos <=
+// upto, newest first; recent says the window ends at the room's newest
+// events, which the recent-events cache may hold.
+func (s *Service) eventsDesc(ctx context.Context, roomID string, since, upto int64, n int, recent bool) ([]*clientEvent, error) {
+	if recent {
+		if evs, ok := s.recentWindow(roomID, since, upto, n-1); ok {
+			out := make([]*clientEvent, len(evs))
+			for i, e := range evs {
+				out[len(evs)-1-i] = e
+			}
+			return out, nil
+		}
 	}
-	return out, limited, nil
+	return s.queryEvents(ctx, "timeline of "+roomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
+		roomID, since, upto, n)
 }
 
 func (s *Service) renderCached(e *roomserver.Event) (*clientEvent, error) {
@@ -528,86 +602,28 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 	if req.FullState && since != nil && mem.pos <= sinceEv {
 		windowStart = sinceEv
 	}
-	limit := o.TimelineLimit
-	evs, limited, err := s.timelineWindow(ctx, roomID, windowStart, upto.Events, limit)
+	keep := s.timelineKeep(ctx, req, roomID, mem, upto.Events)
+	sel, err := s.selectTimeline(ctx, roomID, windowStart, upto.Events, o.TimelineLimit, keep)
 	if err != nil {
 		return nil, err
 	}
-	// Events from before the user's join are subject to history visibility.
-	if len(evs) > 0 && evs[0].pos < mem.pos {
-		vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
-		if err != nil {
-			return nil, err
-		}
-		kept := evs[:0:0]
-		for _, e := range evs {
-			if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
-				kept = append(kept, e)
-			} else {
-				limited = false // nothing visible lies further back either
-			}
-		}
-		evs = kept
-	}
-	var tl []*clientEvent
-	if o.TimelineRoom == nil || o.TimelineRoom(roomID) {
-		for _, e := range evs {
-			if o.timelineOK(e) {
-				tl = append(tl, e)
-			}
-		}
-	}
+	tl := sel.events
 	if jr.Timeline.Events, err = s.appendTimeline(ctx, jr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
-	jr.Timeline.Limited = limited
-	if len(evs) > 0 {
-		jr.Timeline.PrevBatch = pageToken(evs[0].pos - 1)
-	} else {
-		jr.Timeline.PrevBatch = pageToken(upto.Events)
-	}
+	jr.Timeline.Limited = sel.limited
+	jr.Timeline.PrevBatch = pageToken(sel.prevBatch)
 
-	// State: everything at the start of the timeline for a new room (or full
-	// state); otherwise what changed between since and the timeline's start.
-	if newly || limited {
-		var before map[[2]string]string
-		if len(evs) > 0 {
-			before, err = s.rooms.StateIDsAtSnapshot(ctx, evs[0].snapshot)
-		} else {
-			before, err = s.stateAtPos(ctx, roomID, upto.Events)
-		}
-		if err != nil {
-			return nil, err
-		}
-		var prior map[[2]string]string
-		if !newly {
-			if prior, err = s.stateAtPos(ctx, roomID, sinceEv); err != nil {
-				return nil, err
-			}
-		}
-		senders := map[string]bool{req.UserID: true}
-		for _, e := range tl {
-			senders[e.sender] = true
-		}
-		var ids []string
-		for k, id := range before {
-			if prior != nil && prior[k] == id {
-				continue
-			}
-			if o.LazyMembers && k[0] == "m.room.member" && !senders[k[1]] {
-				continue
-			}
-			ids = append(ids, id)
-		}
-		if err := s.appendState(ctx, jr, ids, o, now, req.DeviceID); err != nil {
-			return nil, err
-		}
-	} else if o.LazyMembers && len(tl) > 0 {
-		// Members of the timeline's senders, so clients can show names.
-		if err := s.lazyMembers(ctx, jr, tl, o, now, req.DeviceID); err != nil {
-			return nil, err
-		}
+	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: newly, uptoEv: upto.Events, sel: &sel}
+	ids, err := s.stateIDs(ctx, in)
+	if err != nil {
+		return nil, err
 	}
+	state, err := s.appendState(ctx, jr, ids, o, now, req.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	s.recordLazy(in, state)
 
 	// Ephemeral: typing and receipts.
 	if (newly || rv.typing > since.Typing) && o.ephemeralOK("m.typing") {
@@ -622,7 +638,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
 	}
-	if s.opts.Push != nil && (newly || len(evs) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
+	if s.opts.Push != nil && (newly || sel.last != nil || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
 		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
 	} else if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)
@@ -677,10 +693,13 @@ func (s *Service) stateAtPos(ctx context.Context, roomID string, pos int64) (map
 	return s.rooms.StateIDsAfter(ctx, *ev)
 }
 
-func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string, o *Opts, now int64, device string) error {
+func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string, o *Opts, now int64, device string) ([]*clientEvent, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	evs, err := s.eventsByID(ctx, ids)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	list := make([]*clientEvent, 0, len(evs))
 	for _, e := range evs {
@@ -691,7 +710,7 @@ func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string,
 	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
 	// State events carry no transaction_id.
 	jr.State.Events, err = s.appendEvents(ctx, jr.State.Events, list, now, "", "", o.FederationFormat)
-	return err
+	return list, err
 }
 
 func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientEvent, o *Opts, now int64, device string) error {
@@ -720,7 +739,8 @@ func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientE
 			ids = append(ids, id)
 		}
 	}
-	return s.appendState(ctx, jr, ids, o, now, device)
+	_, err = s.appendState(ctx, jr, ids, o, now, device)
+	return err
 }
 
 func (s *Service) summary(roomID, userID string) map[string]any {
@@ -807,46 +827,87 @@ func (s *Service) invitedRoom(ctx context.Context, userID, roomID string) (*invi
 func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
 	o := req.Opts
 	lr := &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}
-	evs, limited, err := s.timelineWindow(ctx, roomID, sinceEv, mem.pos, o.TimelineLimit)
-	if err != nil {
-		return nil, err
-	}
 	vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	var tl []*clientEvent
-	for _, e := range evs {
-		if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) && o.timelineOK(e) {
-			tl = append(tl, e)
-		}
-	}
-	if lr.Timeline.Events, err = s.appendTimeline(ctx, lr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
+	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, vis)
+	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.TimelineLimit, keep)
+	if err != nil {
 		return nil, err
 	}
-	lr.Timeline.Limited = limited
-	if len(evs) > 0 {
-		lr.Timeline.PrevBatch = pageToken(evs[0].pos - 1)
+	if lr.Timeline.Events, err = s.appendTimeline(ctx, lr.Timeline.Events, sel.events, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
+		return nil, err
 	}
-	if initial && len(tl) > 0 {
-		before, err := s.rooms.StateIDsAtSnapshot(ctx, tl[0].snapshot)
-		if err != nil {
-			return nil, err
-		}
-		ids := make([]string, 0, len(before))
-		for k, id := range before {
-			if o.LazyMembers && k[0] == "m.room.member" && k[1] != req.UserID {
-				continue
-			}
-			ids = append(ids, id)
-		}
-		jr := &joinedRoom{}
-		if err := s.appendState(ctx, jr, ids, o, now, req.DeviceID); err != nil {
-			return nil, err
-		}
-		lr.State.Events = append(lr.State.Events, jr.State.Events...)
+	lr.Timeline.Limited = sel.limited
+	lr.Timeline.PrevBatch = pageToken(sel.prevBatch)
+	// The state up to the leave: what changed since the token for a room
+	// the client knew as joined; all of it for a room it joined and left
+	// within the window (or on an initial sync).
+	joinedAtSince := !initial && vis.membershipAfter(sinceEv) == "join"
+	if !initial && !joinedAtSince && !vis.joinedWithin(sinceEv, mem.pos) {
+		return lr, nil // an invite or knock that ended: the client never had the room's state
 	}
+	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: !joinedAtSince, uptoEv: mem.pos, sel: &sel}
+	ids, err := s.stateIDs(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	jr := &joinedRoom{State: eventList{Events: []json.RawMessage{}}}
+	state, err := s.appendState(ctx, jr, ids, o, now, req.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	s.recordLazy(in, state)
+	lr.State.Events = append(lr.State.Events, jr.State.Events...)
 	return lr, nil
+}
+
+// timelineKeep decides which of a room's events go into the user's
+// timeline: those the filter accepts and, of those from before the user's
+// current membership, those history visibility lets them see. Events of
+// the room's state at upto are always shown, hidden or not: a client must
+// see how the room came to be as it is (who joined while the user was
+// away).
+func (s *Service) timelineKeep(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64) func(*clientEvent) (bool, error) {
+	return s.timelineKeepWith(ctx, req, roomID, mem, upto, nil)
+}
+
+// timelineKeepWith is timelineKeep with the user's visibility in the room
+// already loaded (or nil: loaded when first needed).
+func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64, vis *visibility) func(*clientEvent) (bool, error) {
+	o := req.Opts
+	roomOK := o.TimelineRoom == nil || o.TimelineRoom(roomID)
+	var current map[[2]string]string
+	return func(e *clientEvent) (bool, error) {
+		if !roomOK || !o.timelineOK(e) {
+			return false, nil
+		}
+		if e.pos >= mem.pos {
+			return true, nil
+		}
+		if vis == nil {
+			v, err := loadVisibility(ctx, s.db, roomID, req.UserID)
+			if err != nil {
+				return false, err
+			}
+			vis = v
+		}
+		if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
+			return true, nil
+		}
+		if e.stateKey == nil {
+			return false, nil
+		}
+		if current == nil {
+			c, err := s.stateAtPos(ctx, roomID, upto)
+			if err != nil {
+				return false, err
+			}
+			current = c
+		}
+		return current[[2]string{e.typ, *e.stateKey}] == e.eventID, nil
+	}
 }
 
 // presenceSection adds the presence of the user and of everyone sharing a

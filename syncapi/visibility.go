@@ -70,6 +70,16 @@ func at(cs []change, pos int64, def string) string {
 // membershipAfter is the membership right after pos (inclusive).
 func (v *visibility) membershipAfter(pos int64) string { return at(v.membership, pos+1, "leave") }
 
+// joinedWithin tells whether the user joined at a position in (after, upto].
+func (v *visibility) joinedWithin(after, upto int64) bool {
+	for _, c := range v.membership {
+		if c.pos > after && c.pos <= upto && c.value == "join" {
+			return true
+		}
+	}
+	return false
+}
+
 // canSee applies the history_visibility rules to one event.
 func (v *visibility) canSee(pos int64, sender, typ string, stateKey *string) bool {
 	// A user always sees their own membership events.
