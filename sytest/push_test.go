@@ -216,7 +216,7 @@ func TestPushersAndDelivery(t *testing.T) {
 			t.Errorf("pusher: %v", p0)
 		}
 
-		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Ringing", RoomAliasName: "ringing"})
 		join(t, bob, room.String())
 		msg := sendText(t, bob, room, "ring ring")
 		eventually(t, "the push at the gateway", func() bool {
@@ -240,6 +240,11 @@ func TestPushersAndDelivery(t *testing.T) {
 			}
 			if c, _ := n["counts"].(map[string]any); c["unread"] != float64(1) {
 				t.Errorf("push counts: %v", n["counts"])
+			}
+			content, _ := n["content"].(map[string]any)
+			if n["room_name"] != "Ringing" || n["room_alias"] != "#ringing:localhost" || n["sender_display_name"] != "bob" ||
+				n["prio"] != "high" || content["body"] != "ring ring" {
+				t.Errorf("push fields: %v", n)
 			}
 		}
 
