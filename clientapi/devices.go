@@ -65,10 +65,13 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+	deviceID := PathParam(r, "deviceId")
+	// The device is part of the operation: a session begun for one device
+	// cannot delete another.
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_device " + deviceID, UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}
-	if err := a.Users.DeleteDevices(ctx, dev.UserID, []string{PathParam(r, "deviceId")}); err != nil {
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, []string{deviceID}); err != nil {
 		return err
 	}
 	return httpx.OK(w)
@@ -82,15 +85,23 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		return err
 	}
-	if req.Devices == nil {
-		return merr.MissingParam("Missing devices")
-	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+	// The session keeps the list of the first request that gives one.
+	p := struct {
+		Devices []string `json:"devices,omitempty"`
+	}{req.Devices}
+	check := func() error {
+		if p.Devices == nil {
+			return merr.MissingParam("Missing devices")
+		}
+		return nil
+	}
+	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth, Params: &p, Check: check})
+	if err != nil {
 		return err
 	}
-	if err := a.Users.DeleteDevices(ctx, dev.UserID, req.Devices); err != nil {
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, p.Devices); err != nil {
 		return err
 	}
 	return httpx.OK(w)

@@ -154,3 +154,98 @@ func TestAccountsPasswordAndDeactivate(t *testing.T) {
 		})
 	})
 }
+
+// register runs the flow of upstream sytest's 11register: a first request
+// with the parameters, then one with only the dummy stage and the session.
+func (s *server) registerInTwoSteps(t *testing.T, params map[string]any, second map[string]any) apiResp {
+	t.Helper()
+	r := s.do(t, "POST", v3+"/register", "", params).expect(t, 401)
+	if second == nil {
+		second = map[string]any{}
+	}
+	second["auth"] = map[string]any{"type": "m.login.dummy", "session": r.str("session")}
+	return s.do(t, "POST", v3+"/register", "", second)
+}
+
+// TestAccountsRegistrationSession: a registration uses the parameters of its
+// session's first request (a later request cannot change them), including
+// a non-ASCII password and inhibit_login.
+func TestAccountsRegistrationSession(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		const pw = "pässwörd✓ 密码"
+		r := s.registerInTwoSteps(t, map[string]any{"username": "alice", "password": pw, "device_id": "XYZZY",
+			"initial_device_display_name": "display_name"}, nil).expect(t, 200)
+		if r.str("user_id") != "@alice:localhost" || r.str("device_id") != "XYZZY" || r.str("access_token") == "" {
+			t.Fatalf("registration: %s", r)
+		}
+		if d := s.do(t, "GET", v3+"/devices/XYZZY", r.str("access_token"), nil).expect(t, 200); d.str("display_name") != "display_name" {
+			t.Errorf("device: %s", d)
+		}
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", pw)).expect(t, 200)
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "passwörd✓ 密码")).expectErr(t, 403, "M_FORBIDDEN")
+
+		// inhibit_login: no token, no device.
+		r = s.registerInTwoSteps(t, map[string]any{"username": "bob", "password": "pw-bob", "inhibit_login": true}, nil).expect(t, 200)
+		if r.str("user_id") != "@bob:localhost" || r.JSON["access_token"] != nil || r.JSON["device_id"] != nil {
+			t.Errorf("inhibited registration: %s", r)
+		}
+		bob := s.do(t, "POST", v3+"/login", "", passwordLogin("bob", "pw-bob")).expect(t, 200)
+		if devs, _ := s.do(t, "GET", v3+"/devices", bob.str("access_token"), nil).expect(t, 200).JSON["devices"].([]any); len(devs) != 1 {
+			t.Errorf("bob's devices after an inhibited registration and one login: %v", devs)
+		}
+
+		// The second request of the session cannot change the parameters.
+		r = s.registerInTwoSteps(t, map[string]any{"username": "carol", "password": "pw-carol"},
+			map[string]any{"username": "mallory", "password": "pw-mallory", "inhibit_login": true}).expect(t, 200)
+		if r.str("user_id") != "@carol:localhost" || r.str("access_token") == "" {
+			t.Errorf("registration with changed parameters: %s", r)
+		}
+		s.do(t, "POST", v3+"/login", "", passwordLogin("carol", "pw-carol")).expect(t, 200)
+		s.do(t, "GET", v3+"/register/available?username=mallory", "", nil).expect(t, 200)
+	})
+}
+
+// TestAccountsUIABodies: a password change keeps the new password of its
+// first request; a failed attempt answers 401 with errcode and the whole
+// UIA body; a device deletion needs the owner's password and its session
+// is bound to the device.
+func TestAccountsUIABodies(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		s.register(t, "bob")
+		phone := s.login(t, "alice")
+		tablet := s.login(t, "alice")
+		auth := func(user, pw, session string) map[string]any {
+			return map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": user}, "password": pw, "session": session}
+		}
+
+		// Password change: the second request carries only the auth.
+		r := s.do(t, "POST", v3+"/account/password", alice.AccessToken, map[string]any{"new_password": "nouveau ✓", "logout_devices": false}).expect(t, 401)
+		s.do(t, "POST", v3+"/account/password", alice.AccessToken, map[string]any{"auth": auth("alice", "password-alice", r.str("session"))}).expect(t, 200)
+		s.do(t, "POST", v3+"/login", "", passwordLogin("alice", "nouveau ✓")).expect(t, 200)
+		s.do(t, "GET", v3+"/account/whoami", phone.AccessToken, nil).expect(t, 200)
+
+		// Deleting a device: a challenge first; Bob's password is refused;
+		// the session of one device cannot delete another.
+		path := v3 + "/devices/" + p(phone.DeviceID)
+		r = s.do(t, "DELETE", path, alice.AccessToken, nil).expect(t, 401)
+		session := r.str("session")
+		if session == "" || r.JSON["flows"] == nil || r.JSON["errcode"] != nil {
+			t.Fatalf("challenge: %s", r)
+		}
+		s.do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": auth("bob", "password-bob", session)}).expectErr(t, 401, "M_FORBIDDEN")
+		s.do(t, "DELETE", v3+"/devices/"+p(tablet.DeviceID), alice.AccessToken, map[string]any{"auth": auth("alice", "nouveau ✓", session)}).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "GET", v3+"/account/whoami", tablet.AccessToken, nil).expect(t, 200)
+		s.do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": auth("alice", "nouveau ✓", session)}).expect(t, 200)
+		s.do(t, "GET", v3+"/account/whoami", phone.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+
+		// Deactivation with a wrong password: 401, errcode and the UIA body.
+		r = s.do(t, "POST", v3+"/account/deactivate", alice.AccessToken, map[string]any{"auth": auth("alice", "wrong", "")}).expectErr(t, 401, "M_FORBIDDEN")
+		completed, ok := r.JSON["completed"].([]any)
+		flows, _ := r.JSON["flows"].([]any)
+		if _, hasParams := r.JSON["params"].(map[string]any); !ok || len(completed) != 0 || len(flows) != 1 || r.str("session") == "" || !hasParams {
+			t.Errorf("failed deactivation: %s", r)
+		}
+		s.do(t, "GET", v3+"/account/whoami", alice.AccessToken, nil).expect(t, 200)
+	})
+}

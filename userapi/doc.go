@@ -16,6 +16,10 @@
 // in this process at once and in other processes through the bus topic
 // InvalidateTopic.
 //
+// A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
+// completed and the parameters of its first request that gave some
+// (passwords as their hashes): the spec has the whole session use them.
+//
 // Passwords are hashed with bcrypt over base64(SHA-256(password)) (see
 // password.go), so passwords longer than bcrypt's 72-byte input limit keep
 // all their strength.
