@@ -24,10 +24,10 @@ const (
 )
 
 // UserAreas are the routes of the user API: accounts, login, devices,
-// profiles, account data, filters, push rules and capabilities.
+// profiles, account data, filters, push rules, capabilities and OpenID.
 func (a *API) UserAreas() []func() []Route {
 	return []func() []Route{a.accountRoutes, a.deviceRoutes, a.profileRoutes, a.accountDataRoutes,
-		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes}
+		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes, a.openIDRoutes}
 }
 
 func (a *API) accountRoutes() []Route {

@@ -2,6 +2,7 @@ package sytest
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -247,5 +248,36 @@ func TestAccountsUIABodies(t *testing.T) {
 			t.Errorf("failed deactivation: %s", r)
 		}
 		s.do(t, "GET", v3+"/account/whoami", alice.AccessToken, nil).expect(t, 200)
+	})
+}
+
+// TestAccountsOpenID: a user gets an OpenID token for themselves only, and a
+// third party learns the user's ID from it on the federation API's
+// userinfo endpoint, which answers though federation is off.
+func TestAccountsOpenID(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+		path := v3 + "/user/" + p(alice.UserID) + "/openid/request_token"
+		r := s.do(t, "POST", path, alice.AccessToken, map[string]any{}).expect(t, 200)
+		token := r.str("access_token")
+		if token == "" || r.str("token_type") != "Bearer" || r.str("matrix_server_name") != "localhost" || r.JSON["expires_in"] != float64(3600) {
+			t.Fatalf("openid token: %s", r)
+		}
+		s.do(t, "POST", path, bob.AccessToken, map[string]any{}).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "POST", path, "", map[string]any{}).expectErr(t, 401, "M_MISSING_TOKEN")
+
+		const userinfo = "/_matrix/federation/v1/openid/userinfo?access_token="
+		if r = s.do(t, "GET", userinfo+url.QueryEscape(token), "", nil).expect(t, 200); string(r.Raw) != `{"sub":"@alice:localhost"}` {
+			t.Errorf("userinfo: %s", r)
+		}
+		s.do(t, "GET", userinfo+"hvo_not-a-token", "", nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		s.do(t, "GET", userinfo+url.QueryEscape(alice.AccessToken), "", nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		s.do(t, "GET", "/_matrix/federation/v1/openid/userinfo", "", nil).expectErr(t, 401, "M_MISSING_TOKEN")
+
+		// Deactivation ends it.
+		s.do(t, "POST", v3+"/account/deactivate", alice.AccessToken, map[string]any{"auth": map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password-alice"}}).expect(t, 200)
+		s.do(t, "GET", userinfo+url.QueryEscape(token), "", nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
 	})
 }

@@ -3,7 +3,7 @@
 // profiles, account data (a sync stream), filters and push rules.
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
-// push_rules, uia_sessions, registration_nonces; it also deletes a removed
+// push_rules, uia_sessions, registration_nonces, openid_tokens; it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
