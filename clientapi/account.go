@@ -24,10 +24,11 @@ const (
 )
 
 // UserAreas are the routes of the user API: accounts, login, devices,
-// profiles, account data, filters, push rules, capabilities and OpenID.
+// profiles, account data, filters, push rules, capabilities, OpenID and
+// third-party identifiers.
 func (a *API) UserAreas() []func() []Route {
 	return []func() []Route{a.accountRoutes, a.deviceRoutes, a.profileRoutes, a.accountDataRoutes,
-		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes, a.openIDRoutes}
+		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes, a.openIDRoutes, a.threePIDRoutes}
 }
 
 func (a *API) accountRoutes() []Route {

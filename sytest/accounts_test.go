@@ -281,3 +281,30 @@ func TestAccountsOpenID(t *testing.T) {
 		s.do(t, "GET", userinfo+url.QueryEscape(token), "", nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
 	})
 }
+
+// TestAccountsThreePIDs: accounts have no third-party identifiers, and the
+// endpoints that would change them say why instead of 404.
+func TestAccountsThreePIDs(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		tok := s.register(t, "alice").AccessToken
+		if r := s.do(t, "GET", v3+"/account/3pid", tok, nil).expect(t, 200); string(r.Raw) != `{"threepids":[]}` {
+			t.Errorf("3pids: %s", r)
+		}
+		s.do(t, "GET", v3+"/account/3pid", "", nil).expectErr(t, 401, "M_MISSING_TOKEN")
+		creds := map[string]any{"client_secret": "secret", "sid": "1", "id_server": "id.example.org", "id_access_token": "x"}
+		for _, path := range []string{"/account/3pid/add", "/account/3pid", "/account/3pid/delete"} {
+			body := map[string]any{"three_pid_creds": creds, "medium": "email", "address": "alice@example.org"}
+			s.do(t, "POST", v3+path, tok, body).expectErr(t, 400, "M_FORBIDDEN")
+		}
+		s.do(t, "POST", v3+"/account/3pid/bind", tok, creds).expectErr(t, 400, "M_SERVER_NOT_TRUSTED")
+		r := s.do(t, "POST", v3+"/account/3pid/unbind", tok, map[string]any{"medium": "email", "address": "alice@example.org"}).expect(t, 200)
+		if r.str("id_server_unbind_result") != "no-support" {
+			t.Errorf("unbind: %s", r)
+		}
+		for _, path := range []string{"/account/3pid/email/requestToken", "/account/3pid/msisdn/requestToken", "/register/email/requestToken",
+			"/account/password/email/requestToken"} {
+			s.do(t, "POST", v3+path, "", map[string]any{"client_secret": "secret", "email": "alice@example.org", "send_attempt": 1}).
+				expectErr(t, 400, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
+		}
+	})
+}
