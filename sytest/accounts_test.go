@@ -2,6 +2,7 @@ package sytest
 
 import (
 	"context"
+	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
@@ -306,5 +307,46 @@ func TestAccountsThreePIDs(t *testing.T) {
 			s.do(t, "POST", v3+path, "", map[string]any{"client_secret": "secret", "email": "alice@example.org", "send_attempt": 1}).
 				expectErr(t, 400, "M_THREEPID_MEDIUM_NOT_SUPPORTED")
 		}
+	})
+}
+
+// TestAccountsWhois: a user can look themselves up, a server admin anyone;
+// each device is a session with its last connection.
+func TestAccountsWhois(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		phone := s.login(t, "alice")
+		bob := s.register(t, "bob")
+		admin := s.registerAdmin(t, "admin")
+		path := v3 + "/admin/whois/" + p(alice.UserID)
+		for _, tok := range []string{alice.AccessToken, admin.AccessToken} {
+			r := s.do(t, "GET", path, tok, nil).expect(t, 200)
+			var body struct {
+				UserID  string `json:"user_id"`
+				Devices map[string]struct {
+					Sessions []struct {
+						Connections []struct {
+							IP       string `json:"ip"`
+							LastSeen int64  `json:"last_seen"`
+						} `json:"connections"`
+					} `json:"sessions"`
+				} `json:"devices"`
+			}
+			if err := json.Unmarshal(r.Raw, &body); err != nil || body.UserID != alice.UserID.String() || len(body.Devices) != 2 {
+				t.Fatalf("whois: %s", r)
+			}
+			for _, d := range []id.DeviceID{alice.DeviceID, phone.DeviceID} {
+				dev := body.Devices[d.String()]
+				if len(dev.Sessions) != 1 || len(dev.Sessions[0].Connections) != 1 || dev.Sessions[0].Connections[0].IP != "127.0.0.1" ||
+					dev.Sessions[0].Connections[0].LastSeen == 0 {
+					t.Errorf("whois of device %s: %s", d, r)
+				}
+			}
+		}
+		s.do(t, "GET", path, bob.AccessToken, nil).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "GET", path, "", nil).expectErr(t, 401, "M_MISSING_TOKEN")
+		s.do(t, "GET", "/_matrix/client/r0/admin/whois/"+p(alice.UserID), admin.AccessToken, nil).expect(t, 200)
+		s.do(t, "GET", v3+"/admin/whois/"+p("@nobody:localhost"), admin.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
+		s.do(t, "GET", v3+"/admin/whois/"+p("@someone:elsewhere.example"), admin.AccessToken, nil).expectErr(t, 400, "M_INVALID_PARAM")
 	})
 }
