@@ -24,10 +24,11 @@ const (
 )
 
 // UserAreas are the routes of the user API: accounts, login, devices,
-// profiles, account data, filters, push rules and capabilities.
+// profiles, account data, filters, push rules, capabilities, OpenID and
+// third-party identifiers.
 func (a *API) UserAreas() []func() []Route {
 	return []func() []Route{a.accountRoutes, a.deviceRoutes, a.profileRoutes, a.accountDataRoutes,
-		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes}
+		a.filterRoutes, a.pushRuleRoutes, a.capabilityRoutes, a.openIDRoutes, a.threePIDRoutes}
 }
 
 func (a *API) accountRoutes() []Route {
@@ -187,6 +188,18 @@ func checkKindParam(r *http.Request) error {
 	}
 }
 
+// registerParams are the parameters of a registration that its UIA session
+// keeps from the first request that gives them: the password as its hash,
+// made by the check from the request's password in clear.
+type registerParams struct {
+	Username          string `json:"username,omitempty"`
+	Password          string `json:"-"`
+	PasswordHash      string `json:"password_hash,omitempty"`
+	DeviceID          string `json:"device_id,omitempty"`
+	DeviceDisplayName string `json:"initial_device_display_name,omitempty"`
+	InhibitLogin      bool   `json:"inhibit_login,omitempty"`
+}
+
 func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if err := checkKindParam(r); err != nil {
 		return err
@@ -199,38 +212,45 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	ctx := r.Context()
-	localpart := ""
-	if req.Username != "" {
-		lp, err := a.Users.CheckUsernameAvailable(ctx, req.Username)
-		if err != nil {
-			return err
+	p := registerParams{Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,
+		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin}
+	check := func() error {
+		if p.Username != "" {
+			lp, err := a.Users.CheckUsernameAvailable(ctx, p.Username)
+			if err != nil {
+				return err
+			}
+			p.Username = lp
 		}
-		localpart = lp
-	}
-	if hasAuth(req.Auth) {
-		// Check the rest before the auth session is used up.
-		if req.Password == "" {
-			return merr.MissingParam("Missing password")
-		}
-		if err := userapi.ValidNewPassword(req.Password); err != nil {
-			return err
-		}
-		if len(req.DeviceID) > userapi.MaxDeviceIDBytes {
+		if len(p.DeviceID) > userapi.MaxDeviceIDBytes {
 			return merr.InvalidParam("device_id is longer than %d bytes", userapi.MaxDeviceIDBytes)
 		}
+		if p.PasswordHash == "" && p.Password != "" {
+			hash, err := a.Users.HashNewPassword(p.Password)
+			if err != nil {
+				return err
+			}
+			p.PasswordHash = hash
+		}
+		// The password is needed by the time the client authenticates.
+		if p.PasswordHash == "" && hasAuth(req.Auth) {
+			return merr.MissingParam("Missing password")
+		}
+		return nil
 	}
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "register", Flows: a.Users.RegistrationFlows(), Auth: req.Auth}); err != nil {
+	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "register", Flows: a.Users.RegistrationFlows(), Auth: req.Auth, Params: &p, Check: check})
+	if err != nil {
 		return err
 	}
 	sess, err := a.Users.Register(ctx, userapi.RegisterRequest{
-		Localpart: localpart, Password: req.Password, DeviceID: req.DeviceID,
-		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin,
+		Localpart: p.Username, PasswordHash: p.PasswordHash, DeviceID: p.DeviceID,
+		DeviceDisplayName: p.DeviceDisplayName, InhibitLogin: p.InhibitLogin,
 		ClientAddr: clientAddr(r), Via: "client",
 	})
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, !req.InhibitLogin))
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, !p.InhibitLogin))
 }
 
 func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) error {
@@ -270,24 +290,39 @@ type passwordRequest struct {
 	LogoutDevices *bool           `json:"logout_devices"`
 }
 
+// passwordParams are the parameters of a password change that its UIA
+// session keeps (the new password as its hash).
+type passwordParams struct {
+	NewPassword     string `json:"-"`
+	NewPasswordHash string `json:"new_password_hash,omitempty"`
+	LogoutDevices   *bool  `json:"logout_devices,omitempty"`
+}
+
 func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
 	var req passwordRequest
 	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		return err
 	}
-	if req.NewPassword == "" {
-		return merr.MissingParam("Missing new_password")
-	}
-	if err := userapi.ValidNewPassword(req.NewPassword); err != nil {
-		return err
-	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+	p := passwordParams{NewPassword: req.NewPassword, LogoutDevices: req.LogoutDevices}
+	check := func() error {
+		if p.NewPasswordHash != "" {
+			return nil
+		}
+		if p.NewPassword == "" {
+			return merr.MissingParam("Missing new_password")
+		}
+		hash, err := a.Users.HashNewPassword(p.NewPassword)
+		p.NewPasswordHash = hash
 		return err
 	}
-	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := a.Users.ChangePassword(ctx, dev.UserID, dev.DeviceID, req.NewPassword, logout); err != nil {
+	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth, Params: &p, Check: check})
+	if err != nil {
+		return err
+	}
+	logout := p.LogoutDevices == nil || *p.LogoutDevices
+	if err := a.Users.ChangePassword(ctx, dev.UserID, dev.DeviceID, p.NewPasswordHash, logout); err != nil {
 		return err
 	}
 	return httpx.OK(w)

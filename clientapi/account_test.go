@@ -151,14 +151,15 @@ func TestRegisterEndpoint(t *testing.T) {
 		const reg = "/_matrix/client/v3/register"
 
 		// UIA round trip: the challenge has no errcode, then the dummy stage.
-		r := e.do("POST", reg, "", map[string]any{"username": "alice", "password": "pw", "initial_device_display_name": "Laptop"})
+		r := e.do("POST", reg, "", map[string]any{"username": "Alice", "password": "pw", "initial_device_display_name": "Laptop", "device_id": "LAPTOP"})
 		e.want(r, 401, "")
 		session := r.str("session")
 		if session == "" || !strings.Contains(r.raw, `"flows":[{"stages":["m.login.dummy"]}]`) || !strings.Contains(r.raw, `"params":{}`) {
 			t.Fatalf("challenge %s", r.raw)
 		}
-		r = e.do("POST", reg, "", map[string]any{"username": "Alice", "password": "pw", "initial_device_display_name": "Laptop",
-			"device_id": "LAPTOP", "auth": map[string]string{"type": "m.login.dummy", "session": session}})
+		// The session keeps the first request's parameters: the second's differ in vain.
+		r = e.do("POST", reg, "", map[string]any{"username": "bob", "password": "other", "initial_device_display_name": "Phone",
+			"device_id": "PHONE", "auth": map[string]string{"type": "m.login.dummy", "session": session}})
 		e.want(r, 200, "")
 		if r.str("user_id") != "@alice:test.local" || r.str("device_id") != "LAPTOP" || r.str("access_token") == "" || r.str("home_server") != "test.local" {
 			t.Fatalf("register response %s", r.raw)

@@ -16,6 +16,7 @@ func (a *API) deviceRoutes() []Route {
 		{Method: "PUT", Path: v3 + "/devices/{deviceId}", H: a.putDevice, Auth: authUser},
 		{Method: "DELETE", Path: v3 + "/devices/{deviceId}", H: uia(a.deleteDevice), Auth: authUser},
 		{Method: "POST", Path: v3 + "/delete_devices", H: uia(a.deleteDevices), Auth: authUser},
+		{Method: "GET", Path: v3 + "/admin/whois/{userId}", H: a.whois, Auth: authUser},
 	}
 }
 
@@ -65,10 +66,13 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+	deviceID := PathParam(r, "deviceId")
+	// The device is part of the operation: a session begun for one device
+	// cannot delete another.
+	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_device " + deviceID, UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}
-	if err := a.Users.DeleteDevices(ctx, dev.UserID, []string{PathParam(r, "deviceId")}); err != nil {
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, []string{deviceID}); err != nil {
 		return err
 	}
 	return httpx.OK(w)
@@ -82,16 +86,69 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		return err
 	}
-	if req.Devices == nil {
-		return merr.MissingParam("Missing devices")
-	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
-	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+	// The session keeps the list of the first request that gives one.
+	p := struct {
+		Devices []string `json:"devices,omitempty"`
+	}{req.Devices}
+	check := func() error {
+		if p.Devices == nil {
+			return merr.MissingParam("Missing devices")
+		}
+		return nil
+	}
+	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "delete_devices", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth, Params: &p, Check: check})
+	if err != nil {
 		return err
 	}
-	if err := a.Users.DeleteDevices(ctx, dev.UserID, req.Devices); err != nil {
+	if err := a.Users.DeleteDevices(ctx, dev.UserID, p.Devices); err != nil {
 		return err
 	}
 	return httpx.OK(w)
+}
+
+// whoisConnection is one connection of GET /admin/whois: what Haven keeps
+// of a device's last use (its address and time; no user agent).
+type whoisConnection struct {
+	IP       string `json:"ip,omitempty"`
+	LastSeen int64  `json:"last_seen,omitempty"`
+}
+
+type whoisSession struct {
+	Connections []whoisConnection `json:"connections"`
+}
+
+type whoisDevice struct {
+	Sessions []whoisSession `json:"sessions"`
+}
+
+// whois answers for server admins about any local user, and for users
+// about themselves: one session per device, with its last connection.
+func (a *API) whois(w http.ResponseWriter, r *http.Request) error {
+	dev, target := DeviceFrom(r), PathParam(r, "userId")
+	if target != dev.UserID && !dev.IsAdmin {
+		return merr.Forbidden("You can only look up yourself unless you are a server admin")
+	}
+	ctx := r.Context()
+	if !a.Users.IsLocal(target) {
+		return merr.InvalidParam("Only users of this server can be looked up")
+	}
+	exists, err := a.Users.AccountExists(ctx, target)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return merr.NotFound("Unknown user %s", target)
+	}
+	devs, err := a.Users.Devices(ctx, target)
+	if err != nil {
+		return err
+	}
+	out := make(map[string]whoisDevice, len(devs))
+	for _, d := range devs {
+		conn := whoisConnection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS}
+		out[d.DeviceID] = whoisDevice{Sessions: []whoisSession{{Connections: []whoisConnection{conn}}}}
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"user_id": target, "devices": out})
 }

@@ -235,6 +235,38 @@ func TestPushRuleEndpoints(t *testing.T) {
 		e.want(e.do("GET", base+"bogus/six", alice, nil), 400, "M_INVALID_PARAM")
 		e.want(e.do("GET", "/_matrix/client/v3/pushrules/", "", nil), 401, "M_MISSING_TOKEN")
 
+		// A kind's list, and malformed paths: 400, never the router's 404 or 405.
+		if r = e.do("GET", base+"content/", alice, nil); r.status != 200 || !strings.HasPrefix(r.raw, `[{"rule_id":"three"`) {
+			t.Fatalf("content rules %.200s", r.raw)
+		}
+		const root = "/_matrix/client/v3/pushrules"
+		for _, c := range []struct{ method, path, errcode string }{
+			{"GET", root, "M_UNRECOGNIZED"},
+			{"GET", root + "/global", "M_UNRECOGNIZED"},
+			{"GET", root + "/global/room", "M_UNRECOGNIZED"},
+			{"GET", root + "//room/x", "M_UNRECOGNIZED"},
+			{"GET", root + "/device/", "M_UNRECOGNIZED"},
+			{"GET", root + "/global/bogus/", "M_INVALID_PARAM"},
+			{"GET", root + "/global//x", "M_UNRECOGNIZED"},
+			{"GET", root + "/global/override/.m.rule.master/pattern", "M_UNRECOGNIZED"},
+			{"GET", root + "/global/override/.m.rule.master/enabled/x", "M_UNRECOGNIZED"},
+			{"GET", root + "/global/override//enabled", "M_UNRECOGNIZED"},
+			{"PUT", root + "/", "M_UNRECOGNIZED"},
+			{"PUT", root, "M_UNRECOGNIZED"},
+			{"PUT", root + "/device/room/x", "M_UNRECOGNIZED"},
+			{"PUT", root + "/global/", "M_UNRECOGNIZED"},
+			{"PUT", root + "/global/room", "M_UNRECOGNIZED"},
+			{"PUT", root + "/global/room/", "M_UNRECOGNIZED"},
+			{"PUT", root + "/global/override/.m.rule.master/not_an_attr", "M_UNRECOGNIZED"},
+			{"DELETE", root + "/global/room/", "M_UNRECOGNIZED"},
+			{"DELETE", root + "/global/content/one/enabled", "M_UNRECOGNIZED"},
+			{"DELETE", root + "/other/content/one", "M_UNRECOGNIZED"},
+		} {
+			if r = e.do(c.method, c.path, alice, map[string]any{"actions": []string{"notify"}, "enabled": true}); r.status != 400 || r.str("errcode") != c.errcode {
+				t.Errorf("%s %s: %d %s, want 400 %s", c.method, c.path, r.status, r.raw, c.errcode)
+			}
+		}
+
 		// Changes are on the account data stream.
 		items, err := e.users.AccountDataSince(t.Context(), "@alice:test.local", 0, e.users.AccountDataPosition())
 		if err != nil || len(items) != 1 || items[0].Type != "m.push_rules" || items[0].Pos != e.users.AccountDataPosition() {

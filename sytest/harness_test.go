@@ -3,6 +3,9 @@ package sytest
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -186,6 +189,23 @@ func (s *server) register(t *testing.T, name string) *mautrix.Client {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
+	return cli
+}
+
+// registerAdmin creates a server admin through the shared-secret
+// registration (password "password-" + name) and returns a logged-in client.
+func (s *server) registerAdmin(t *testing.T, name string) *mautrix.Client {
+	t.Helper()
+	nonce := s.do(t, "GET", "/_synapse/admin/v1/register", "", nil).expect(t, 200).str("nonce")
+	mac := hmac.New(sha1.New, []byte("sytest-shared-secret-0123456789"))
+	mac.Write([]byte(nonce + "\x00" + name + "\x00password-" + name + "\x00admin"))
+	r := s.do(t, "POST", "/_synapse/admin/v1/register", "", map[string]any{"nonce": nonce, "username": name,
+		"password": "password-" + name, "admin": true, "mac": hex.EncodeToString(mac.Sum(nil))}).expect(t, 200)
+	cli, err := mautrix.NewClient(s.URL, id.UserID(r.str("user_id")), r.str("access_token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.DeviceID = id.DeviceID(r.str("device_id"))
 	return cli
 }
 

@@ -3,9 +3,6 @@ package sytest
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -116,13 +113,7 @@ func hostileSetup(t *testing.T, s *server) hostileBaseline {
 	alice := s.register(t, "hostile-alice")
 	bob := s.register(t, "hostile-bob")
 	s.register(t, "hostile-carol") // logs out on the logout routes
-	// A server admin, through the shared-secret registration.
-	nonce := s.do(t, "GET", "/_synapse/admin/v1/register", "", nil).expect(t, 200).str("nonce")
-	mac := hmac.New(sha1.New, []byte("sytest-shared-secret-0123456789"))
-	mac.Write([]byte(nonce + "\x00hostile-admin\x00password-admin\x00admin"))
-	adm := s.do(t, "POST", "/_synapse/admin/v1/register", "", map[string]any{"nonce": nonce, "username": "hostile-admin",
-		"password": "password-admin", "admin": true, "mac": hex.EncodeToString(mac.Sum(nil))}).expect(t, 200)
-	b := hostileBaseline{adminToken: adm.str("access_token"),
+	b := hostileBaseline{adminToken: s.registerAdmin(t, "hostile-admin").AccessToken,
 		server: alice.UserID.Homeserver(), user: alice.UserID.String(), device: alice.DeviceID.String(),
 		token: alice.AccessToken, otherUser: bob.UserID.String(),
 	}
@@ -189,6 +180,10 @@ func (b hostileBaseline) value(rt hostileRoute, name string) string {
 		return "hostile-session"
 	case "fileName":
 		return "a.txt"
+	case "*":
+		if strings.Contains(rt.Path, "/pushrules/") {
+			return "global/override/hostile.rule"
+		}
 	}
 	return "hostile"
 }
@@ -333,13 +328,19 @@ type hostileReq struct {
 	logout bool // needs a fresh device's token
 }
 
-var paramRE = regexp.MustCompile(`\{([^}:]+)(:[^}]*)?\}`)
+// paramRE matches a pattern's parameters: {name} and a trailing * (the
+// rest of the path, which the push rule routes parse themselves).
+var paramRE = regexp.MustCompile(`\{([^}:]+)(:[^}]*)?\}|\*$`)
 
 func (b hostileBaseline) requests(rt hostileRoute) []hostileReq {
 	const defaultQuery = "timeout=0&timeout_ms=0"
 	names := []string{}
 	for _, m := range paramRE.FindAllStringSubmatch(rt.Path, -1) {
-		names = append(names, m[1])
+		name := m[1]
+		if name == "" {
+			name = "*"
+		}
+		names = append(names, name)
 	}
 	// build fills the pattern, replacing parameter i by repl (i < 0: none).
 	build := func(i int, repl string) string {

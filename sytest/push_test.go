@@ -3,6 +3,7 @@ package sytest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -215,7 +216,7 @@ func TestPushersAndDelivery(t *testing.T) {
 			t.Errorf("pusher: %v", p0)
 		}
 
-		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Ringing", RoomAliasName: "ringing"})
 		join(t, bob, room.String())
 		msg := sendText(t, bob, room, "ring ring")
 		eventually(t, "the push at the gateway", func() bool {
@@ -240,6 +241,11 @@ func TestPushersAndDelivery(t *testing.T) {
 			if c, _ := n["counts"].(map[string]any); c["unread"] != float64(1) {
 				t.Errorf("push counts: %v", n["counts"])
 			}
+			content, _ := n["content"].(map[string]any)
+			if n["room_name"] != "Ringing" || n["room_alias"] != "#ringing:localhost" || n["sender_display_name"] != "bob" ||
+				n["prio"] != "high" || content["body"] != "ring ring" {
+				t.Errorf("push fields: %v", n)
+			}
 		}
 
 		// kind null deletes.
@@ -258,6 +264,78 @@ func TestPushersAndDelivery(t *testing.T) {
 		s.do(t, "POST", v3+"/logout", phone.AccessToken, map[string]any{}).expect(t, 200)
 		if ps, _ := s.do(t, "GET", v3+"/pushers", alice.AccessToken, nil).expect(t, 200).JSON["pushers"].([]any); len(ps) != 0 {
 			t.Errorf("pushers after the phone logged out: %v", ps)
+		}
+	})
+}
+
+// TestPushRulePaths: the rules of a kind, the malformed paths of upstream
+// sytest's 61push (400, never the router's 404 or 405; the legacy r0
+// prefix too), and before/after placing a rule among the user's rules of
+// its kind.
+func TestPushRulePaths(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		tok := alice.AccessToken
+		const r0 = "/_matrix/client/r0/pushrules"
+		rule := map[string]any{"actions": []string{"notify"}}
+
+		global := s.do(t, "GET", r0+"/global/", tok, nil).expect(t, 200)
+		if _, ok := global.JSON["underride"].([]any); !ok {
+			t.Fatalf("global ruleset: %s", global)
+		}
+		kind := s.do(t, "GET", r0+"/global/underride/", tok, nil).expect(t, 200)
+		var list []map[string]any
+		if err := json.Unmarshal(kind.Raw, &list); err != nil || len(list) == 0 || list[0]["rule_id"] != ".m.rule.call" {
+			t.Fatalf("underride rules: %s", kind)
+		}
+		s.do(t, "GET", r0+"/global/override/not_a_rule_id", tok, nil).expectErr(t, 404, "M_NOT_FOUND")
+
+		for _, c := range []struct{ method, path string }{
+			{"PUT", "/"}, {"PUT", "/not_a_scope/room/spam"}, {"PUT", "/global"}, {"PUT", "/global/room"}, {"PUT", "/global/room/"},
+			{"PUT", "/global/not_a_template/foo"}, {"PUT", "/global/override/.m.rule.master/not_an_attr"},
+			{"GET", ""}, {"GET", "/global"}, {"GET", "/global/room"}, {"GET", "/not_a_scope/"}, {"GET", "/global/not_a_template/"},
+			{"GET", "/global/override/.m.rule.master/not_an_attr"}, {"GET", "//room/"}, {"DELETE", "/device/room/x"},
+		} {
+			r := s.do(t, c.method, r0+c.path, tok, map[string]any{"actions": []string{"notify"}, "enabled": true})
+			r.wantOneOf(t, c.method+" "+c.path, 400, "M_UNRECOGNIZED", 400, "M_INVALID_PARAM")
+		}
+
+		order := func() []string {
+			var rs []struct {
+				RuleID string `json:"rule_id"`
+			}
+			if err := json.Unmarshal(s.do(t, "GET", v3+"/pushrules/global/room/", tok, nil).expect(t, 200).Raw, &rs); err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range rs {
+				ids = append(ids, r.RuleID)
+			}
+			return ids
+		}
+		put := func(id, query string) apiResp {
+			return s.do(t, "PUT", v3+"/pushrules/global/room/"+p(id)+query, tok, rule)
+		}
+		put("!a:x", "").expect(t, 200)
+		put("!b:x", "").expect(t, 200)
+		put("!c:x", "?after="+url.QueryEscape("!a:x")).expect(t, 200)
+		put("!d:x", "?before="+url.QueryEscape("!b:x")).expect(t, 200)
+		// An existing rule moves when given a place, and keeps it otherwise.
+		put("!a:x", "?before="+url.QueryEscape("!d:x")).expect(t, 200)
+		put("!c:x", "").expect(t, 200)
+		if got := fmt.Sprint(order()); got != "[!a:x !d:x !b:x !c:x]" {
+			t.Errorf("room rules in order %s, want [!a:x !d:x !b:x !c:x]", got)
+		}
+		// Relative to a rule that does not exist, to a server-default rule,
+		// or to a rule of another kind: 400, and nothing is added.
+		put("!e:x", "?before="+url.QueryEscape("!nothing:x")).expectErr(t, 400, "M_UNKNOWN")
+		s.do(t, "PUT", v3+"/pushrules/global/override/mine?after=.m.rule.master", tok,
+			map[string]any{"actions": []string{"notify"}, "conditions": []any{}}).expect(t, 400)
+		s.do(t, "PUT", v3+"/pushrules/global/sender/"+p("@bob:x")+"?after="+url.QueryEscape("!a:x"), tok, rule).expect(t, 400)
+		s.do(t, "GET", v3+"/pushrules/global/room/"+p("!e:x"), tok, nil).expectErr(t, 404, "M_NOT_FOUND")
+		s.do(t, "GET", v3+"/pushrules/global/override/mine", tok, nil).expectErr(t, 404, "M_NOT_FOUND")
+		if got := fmt.Sprint(order()); got != "[!a:x !d:x !b:x !c:x]" {
+			t.Errorf("room rules after refused changes %s", got)
 		}
 	})
 }

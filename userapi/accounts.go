@@ -103,8 +103,10 @@ func (s *Service) CheckUsernameAvailable(ctx context.Context, username string) (
 type RegisterRequest struct {
 	// Localpart of the new user ID (already lower-cased); empty picks a random one.
 	Localpart string
-	Password  string
-	Admin     bool
+	// Password, or PasswordHash: its hash as HashNewPassword made it.
+	Password     string
+	PasswordHash string
+	Admin        bool
 	// DisplayName defaults to the localpart.
 	DisplayName string
 	// DeviceID and DeviceDisplayName describe the first device.
@@ -120,9 +122,6 @@ type RegisterRequest struct {
 
 // Register creates an account and, unless InhibitLogin, its first device.
 func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, error) {
-	if err := ValidNewPassword(req.Password); err != nil {
-		return Session{}, err
-	}
 	random := req.Localpart == ""
 	if !random {
 		if err := ValidLocalpart(req.Localpart, s.opts.ServerName); err != nil {
@@ -135,8 +134,13 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 	if len(req.DisplayName) > MaxDisplayNameBytes {
 		return Session{}, merr.BadJSON("The display name is longer than %d bytes", MaxDisplayNameBytes)
 	}
-	hash, err := HashPassword(req.Password, s.opts.PasswordHashCost)
-	if err != nil {
+	hash := req.PasswordHash
+	if hash == "" {
+		var err error
+		if hash, err = s.HashNewPassword(req.Password); err != nil {
+			return Session{}, err
+		}
+	} else if err := validHash(hash); err != nil {
 		return Session{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -444,18 +448,15 @@ func (s *Service) LogoutAll(ctx context.Context, userID string) error {
 	return nil
 }
 
-// ChangePassword sets a new password. With logoutDevices every other device
-// of the user is deleted; the current one (keep) stays.
-func (s *Service) ChangePassword(ctx context.Context, userID, keepDeviceID, newPassword string, logoutDevices bool) error {
-	if err := ValidNewPassword(newPassword); err != nil {
-		return err
-	}
-	hash, err := HashPassword(newPassword, s.opts.PasswordHashCost)
-	if err != nil {
+// ChangePassword sets a new password, given as its hash (HashNewPassword).
+// With logoutDevices every other device of the user is deleted; the
+// current one (keep) stays.
+func (s *Service) ChangePassword(ctx context.Context, userID, keepDeviceID, hash string, logoutDevices bool) error {
+	if err := validHash(hash); err != nil {
 		return err
 	}
 	var gone []removed
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE accounts SET password_hash = $2 WHERE user_id = $1 AND deactivated = FALSE`, userID, hash)
 		if err != nil {
 			return fmt.Errorf("update password of %s: %w", userID, err)
@@ -497,6 +498,9 @@ func (s *Service) Deactivate(ctx context.Context, userID string) error {
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("delete auth sessions of %s: %w", userID, err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM openid_tokens WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("delete openid tokens of %s: %w", userID, err)
 		}
 		return nil
 	})

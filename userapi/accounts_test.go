@@ -245,12 +245,19 @@ func TestChangePassword(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		change := func(pw string, logout bool) error {
+			hash, err := s.HashNewPassword(pw)
+			if err != nil {
+				return err
+			}
+			return s.ChangePassword(ctx, a.UserID, a.DeviceID, hash, logout)
+		}
 		// Without logging out.
-		wantCode(t, s.ChangePassword(ctx, a.UserID, a.DeviceID, "new1", false), "")
+		wantCode(t, change("new1", false), "")
 		if _, err := s.Authenticate(ctx, b.AccessToken); err != nil {
 			t.Fatal("logout_devices false logged out")
 		}
-		wantCode(t, s.ChangePassword(ctx, a.UserID, a.DeviceID, "new2", true), "")
+		wantCode(t, change("new2", true), "")
 		if _, err := s.Authenticate(ctx, a.AccessToken); err != nil {
 			t.Fatalf("current device logged out: %v", err)
 		}
@@ -262,7 +269,11 @@ func TestChangePassword(t *testing.T) {
 		wantCode(t, err, "M_FORBIDDEN")
 		_, err = s.Login(ctx, LoginRequest{User: "alice", Password: "new2"})
 		wantCode(t, err, "")
-		wantCode(t, s.ChangePassword(ctx, a.UserID, a.DeviceID, "", true), "M_WEAK_PASSWORD")
+		wantCode(t, change("", true), "M_WEAK_PASSWORD")
+		// Only a hash this server made is stored: a password in clear is refused.
+		if err := s.ChangePassword(ctx, a.UserID, a.DeviceID, "new3", true); err == nil {
+			t.Error("a password in clear was stored as its hash")
+		}
 	})
 }
 

@@ -3,7 +3,7 @@
 // profiles, account data (a sync stream), filters and push rules.
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
-// push_rules, uia_sessions, registration_nonces; it also deletes a removed
+// push_rules, uia_sessions, registration_nonces, openid_tokens; it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -15,6 +15,10 @@
 // invalidated on logout, device deletion, password change and deactivation,
 // in this process at once and in other processes through the bus topic
 // InvalidateTopic.
+//
+// A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
+// completed and the parameters of its first request that gave some
+// (passwords as their hashes): the spec has the whole session use them.
 //
 // Passwords are hashed with bcrypt over base64(SHA-256(password)) (see
 // password.go), so passwords longer than bcrypt's 72-byte input limit keep

@@ -72,6 +72,24 @@ func ValidNewPassword(password string) error {
 	return nil
 }
 
+// HashNewPassword checks a password being set (ValidNewPassword) and
+// hashes it at the configured cost, for Register, ChangePassword and the
+// parameters a UIA session keeps.
+func (s *Service) HashNewPassword(password string) (string, error) {
+	if err := ValidNewPassword(password); err != nil {
+		return "", err
+	}
+	return HashPassword(password, s.opts.PasswordHashCost)
+}
+
+// validHash refuses a password hash that HashPassword did not make.
+func validHash(hash string) error {
+	if !strings.HasPrefix(hash, hashPrefix) {
+		return fmt.Errorf("not a password hash of this server")
+	}
+	return nil
+}
+
 // dummyHash is compared against when the account does not exist, so that a
 // failed login takes as long for an unknown user as for a wrong password.
 type dummyHash struct {

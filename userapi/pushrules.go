@@ -302,16 +302,24 @@ func findRule(list []PushRule, ruleID string) int {
 	return -1
 }
 
-// GetPushRule returns one rule, or M_NOT_FOUND.
-func (s *Service) GetPushRule(ctx context.Context, userID, kind, ruleID string) (PushRule, error) {
+// PushRulesOfKind returns the user's rules of one kind, in priority order.
+func (s *Service) PushRulesOfKind(ctx context.Context, userID, kind string) ([]PushRule, error) {
 	if err := checkKind(kind); err != nil {
-		return PushRule{}, err
+		return nil, err
 	}
 	rs, err := s.PushRuleset(ctx, userID)
 	if err != nil {
+		return nil, err
+	}
+	return *rs.Kind(kind), nil
+}
+
+// GetPushRule returns one rule, or M_NOT_FOUND.
+func (s *Service) GetPushRule(ctx context.Context, userID, kind, ruleID string) (PushRule, error) {
+	list, err := s.PushRulesOfKind(ctx, userID, kind)
+	if err != nil {
 		return PushRule{}, err
 	}
-	list := *rs.Kind(kind)
 	if i := findRule(list, ruleID); i >= 0 {
 		return list[i], nil
 	}

@@ -18,16 +18,24 @@ import (
 	"github.com/haven-chat/haven/storage"
 )
 
-// tokenPrefix marks Haven access tokens, so a leaked one is recognisable.
-const tokenPrefix = "hvt_"
+// Token prefixes mark Haven's tokens, so that a leaked one is recognisable:
+// access tokens and OpenID tokens.
+const (
+	tokenPrefix       = "hvt_"
+	openIDTokenPrefix = "hvo_"
+)
 
-// newAccessToken returns a fresh access token (32 bytes of crypto/rand) and its hash.
-func newAccessToken() (token, hash string, err error) {
+// newAccessToken returns a fresh access token and its hash.
+func newAccessToken() (token, hash string, err error) { return newToken(tokenPrefix) }
+
+// newToken returns a fresh token (the prefix and 32 bytes of crypto/rand)
+// and its hash.
+func newToken(prefix string) (token, hash string, err error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", "", fmt.Errorf("random token: %w", err)
 	}
-	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	token = prefix + base64.RawURLEncoding.EncodeToString(b[:])
 	return token, HashToken(token), nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -40,12 +41,26 @@ type UIARequest struct {
 	Flows [][]string
 	// Auth is the request's "auth" object, nil when absent.
 	Auth json.RawMessage
+	// Params, when set, points to the operation's parameters: a struct
+	// that encodes to JSON with omitempty on every field, so that none
+	// given encodes as {}. The spec has the server use the parameters of a
+	// session's first request for the whole session: the first request
+	// that gives some fixes them (they are stored with the session, so a
+	// secret in them must be hashed by Check, from a field that is not
+	// encoded), and on every later request of the session CheckUIA sets
+	// Params to them, whatever that request sent.
+	Params any
+	// Check, when set, validates the effective Params. It runs before a
+	// stage is tried and before new parameters are stored, so that a bad
+	// request neither uses up the session nor fixes bad parameters.
+	Check func() error
 }
 
 // uiaData is what a session stores.
 type uiaData struct {
-	Op        string   `json:"op"`
-	Completed []string `json:"completed"`
+	Op        string          `json:"op"`
+	Completed []string        `json:"completed"`
+	Params    json.RawMessage `json:"params,omitempty"`
 }
 
 // authDict is the "auth" object of a request.
@@ -108,7 +123,9 @@ type uiaFlow struct {
 	Stages []string `json:"stages"`
 }
 
-// challenge builds the 401 of a UIA step. fail, if set, is the failed
+// challenge builds the 401 of a UIA step. completed is nil for the first
+// challenge (the spec's first 401 has no completed list) and the stages
+// done so far, maybe none, afterwards. fail, if set, is the failed
 // attempt's error, whose errcode and message join the body.
 func challenge(sessionID string, flows [][]string, completed []string, fail *merr.Error) error {
 	var e *merr.Error
@@ -122,7 +139,7 @@ func challenge(sessionID string, flows [][]string, completed []string, fail *mer
 		fl[i] = uiaFlow{Stages: f}
 	}
 	e = e.With("flows", fl).With("params", map[string]any{}).With("session", sessionID)
-	if len(completed) > 0 {
+	if completed != nil {
 		e = e.With("completed", completed)
 	}
 	return e
@@ -131,37 +148,56 @@ func challenge(sessionID string, flows [][]string, completed []string, fail *mer
 // CheckUIA runs one step of user-interactive authentication. It returns nil
 // once a flow is complete (the session is then used up), or a 401 error
 // carrying the UIA body: the first challenge, the progress so far, or a
-// failed attempt with its errcode.
+// failed attempt with its errcode. See UIARequest.Params for the
+// parameters a session keeps.
 func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	auth := bytes.TrimSpace(req.Auth)
-	if len(auth) == 0 || bytes.Equal(auth, []byte("null")) {
-		id, err := s.newUIASession(ctx, req)
-		if err != nil {
-			return err
-		}
-		return challenge(id, req.Flows, nil, nil)
-	}
+	hasAuth := len(auth) > 0 && !bytes.Equal(auth, []byte("null"))
 	var ad authDict
-	if err := json.Unmarshal(auth, &ad); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return merr.BadJSON("Field auth.%s has the wrong type", te.Field)
+	if hasAuth {
+		if err := json.Unmarshal(auth, &ad); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return merr.BadJSON("Field auth.%s has the wrong type", te.Field)
+			}
+			return merr.BadJSON("auth must be a JSON object")
 		}
-		return merr.BadJSON("auth must be a JSON object")
 	}
-	var data uiaData
 	sessionID := ad.Session
-	if sessionID == "" {
-		id, err := s.newUIASession(ctx, req)
-		if err != nil {
-			return err
-		}
-		sessionID, data = id, uiaData{Op: req.Op}
-	} else {
+	data := uiaData{Op: req.Op, Completed: []string{}}
+	if sessionID != "" {
 		var err error
 		if data, err = s.loadUIASession(ctx, sessionID, req); err != nil {
 			return err
 		}
+		if data.Params != nil && req.Params != nil {
+			reflect.ValueOf(req.Params).Elem().SetZero()
+			if err := json.Unmarshal(data.Params, req.Params); err != nil {
+				return fmt.Errorf("decode parameters of auth session: %w", err)
+			}
+		}
+	}
+	if req.Check != nil {
+		if err := req.Check(); err != nil {
+			return err
+		}
+	}
+	fixed, err := fixParams(&data, req.Params)
+	if err != nil {
+		return err
+	}
+	switch {
+	case sessionID == "":
+		if sessionID, err = s.newUIASession(ctx, req.UserID, data); err != nil {
+			return err
+		}
+	case fixed:
+		if err := s.saveUIASession(ctx, sessionID, data); err != nil {
+			return err
+		}
+	}
+	if !hasAuth {
+		return challenge(sessionID, req.Flows, nil, nil)
 	}
 	if ad.Type != "" {
 		if !offered(req.Flows, ad.Type) {
@@ -190,6 +226,23 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 		return err
 	}
 	return challenge(sessionID, req.Flows, data.Completed, nil)
+}
+
+// fixParams keeps the request's parameters in a session that has none yet,
+// unless the request gives none either; it tells whether it did.
+func fixParams(data *uiaData, params any) (bool, error) {
+	if data.Params != nil || params == nil {
+		return false, nil
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return false, fmt.Errorf("encode parameters of auth session: %w", err)
+	}
+	if string(raw) == "{}" {
+		return false, nil
+	}
+	data.Params = raw
+	return true, nil
 }
 
 func offered(flows [][]string, stage string) bool {
@@ -266,16 +319,16 @@ func newSessionID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (s *Service) newUIASession(ctx context.Context, req UIARequest) (string, error) {
+func (s *Service) newUIASession(ctx context.Context, userID string, d uiaData) (string, error) {
 	id := newSessionID()
-	data, _ := json.Marshal(uiaData{Op: req.Op, Completed: []string{}})
+	data, _ := json.Marshal(d) // strings and JSON already encoded
 	now := s.now()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE created_ts < $1`, now.Add(-UIASessionLifetime).UnixMilli()); err != nil {
 			return fmt.Errorf("delete expired auth sessions: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO uia_sessions (session_id, user_id, data, created_ts) VALUES ($1, $2, $3, $4)`,
-			id, req.UserID, string(data), now.UnixMilli()); err != nil {
+			id, userID, string(data), now.UnixMilli()); err != nil {
 			return fmt.Errorf("insert auth session: %w", err)
 		}
 		return nil

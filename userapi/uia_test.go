@@ -57,6 +57,9 @@ func TestUIA(t *testing.T) {
 		if me == nil || me.Status != 401 || me.Code != "M_FORBIDDEN" || sid2 != sid || IsUIAChallenge(me) {
 			t.Fatalf("wrong password step %v %q", me, sid2)
 		}
+		if c, ok := me.Extra["completed"].([]string); !ok || len(c) != 0 || me.Extra["flows"] == nil || me.Extra["params"] == nil {
+			t.Fatalf("a failed attempt's body has no completed list, flows and params: %v", me.Extra)
+		}
 		// Bob's password does not authorise Alice.
 		_, me = uiaStep(t, s, withAuth(fmt.Sprintf(`{"type":"m.login.password","session":%q,"identifier":{"type":"m.id.user","user":"bob"},"password":"bobpw"}`, sid)))
 		if me == nil || me.Code != "M_FORBIDDEN" {
@@ -152,6 +155,61 @@ func TestUIARegistrationToken(t *testing.T) {
 		reg.Auth = json.RawMessage(`{"type":"m.login.registration_token","token":"good"}`)
 		if _, me := uiaStep(t, s, reg); me != nil {
 			t.Fatalf("good token: %v", me)
+		}
+	})
+}
+
+// opParams are the parameters of a test operation.
+type opParams struct {
+	Name  string `json:"name,omitempty"`
+	Count int    `json:"count,omitempty"`
+}
+
+// TestUIAParams: the first request of a session that gives parameters fixes
+// them; later requests get them whatever they send; a request refused by
+// the check neither fixes its parameters nor uses up the session.
+func TestUIAParams(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		s := newTestService(t, db, nil)
+		step := func(sid string, in opParams, auth string) (opParams, string, *merr.Error) {
+			t.Helper()
+			p := in
+			req := UIARequest{Op: "register", Flows: s.RegistrationFlows(), Params: &p, Check: func() error {
+				if p.Name == "bad" {
+					return merr.InvalidParam("bad name")
+				}
+				return nil
+			}}
+			if auth != "" {
+				req.Auth = json.RawMessage(fmt.Sprintf(`{"type":%q,"session":%q}`, auth, sid))
+			}
+			got, me := uiaStep(t, s, req)
+			return p, got, me
+		}
+		// A first request without parameters does not fix them.
+		_, sid, me := step("", opParams{}, "")
+		if sid == "" || me.Extra["completed"] != nil {
+			t.Fatalf("first challenge: %v", me)
+		}
+		// Refused by the check: nothing kept, the session still open.
+		if _, _, me = step(sid, opParams{Name: "bad"}, "m.login.nothing"); me == nil || me.Code != "M_INVALID_PARAM" {
+			t.Fatalf("check: %v", me)
+		}
+		if _, _, me = step(sid, opParams{Name: "first", Count: 1}, "m.login.nothing"); me == nil || me.Code != "M_UNRECOGNIZED" {
+			t.Fatalf("unoffered stage: %v", me)
+		}
+		// Fixed now: another request cannot change them, one without gets them.
+		if p, _, _ := step(sid, opParams{Name: "second"}, "m.login.nothing"); p != (opParams{Name: "first", Count: 1}) {
+			t.Errorf("changed parameters: %+v", p)
+		}
+		p, _, me := step(sid, opParams{}, StageDummy)
+		if me != nil || p != (opParams{Name: "first", Count: 1}) {
+			t.Fatalf("completed with %+v: %v", p, me)
+		}
+		// A session whose first request gives parameters keeps those.
+		_, sid, _ = step("", opParams{Name: "third"}, "")
+		if p, _, me := step(sid, opParams{Name: "fourth", Count: 4}, StageDummy); me != nil || p != (opParams{Name: "third"}) {
+			t.Fatalf("completed with %+v: %v", p, me)
 		}
 	})
 }

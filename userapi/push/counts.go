@@ -17,6 +17,21 @@ type entry struct {
 	pos       int64
 	thread    string
 	highlight bool
+	call      bool // a call invite: a missed call while unread
+}
+
+// flags is how an entry's highlight and call are stored: bit 0 the
+// highlight, bit 1 the call (records from before calls were counted have
+// 0 or 1).
+func (e entry) flags() int {
+	f := 0
+	if e.highlight {
+		f |= 1
+	}
+	if e.call {
+		f |= 2
+	}
+	return f
 }
 
 // folded counts the unread notifications of one thread ("" for the main
@@ -31,6 +46,20 @@ type folded struct {
 type roomUnread struct {
 	entries []entry  // ascending pos, all after every folded pos
 	folded  []folded // older notifications, by thread
+	// calls counts the entries that are call invites. Folding forgets
+	// that a notification was a call: a call 128 notifications back in a
+	// room is no longer counted as missed.
+	calls int
+}
+
+// countCalls sets calls from the entries.
+func (ru *roomUnread) countCalls() {
+	ru.calls = 0
+	for _, e := range ru.entries {
+		if e.call {
+			ru.calls++
+		}
+	}
 }
 
 func (ru *roomUnread) empty() bool { return len(ru.entries) == 0 && len(ru.folded) == 0 }
@@ -109,7 +138,13 @@ func (c *counts) add(user, room string, e entry) {
 	ru.entries = append(ru.entries, entry{})
 	copy(ru.entries[i+1:], ru.entries[i:])
 	ru.entries[i] = e
+	if e.call {
+		ru.calls++
+	}
 	if len(ru.entries) > maxEntries {
+		if ru.entries[0].call {
+			ru.calls--
+		}
 		ru.fold(ru.entries[0])
 		clear(ru.entries[:1])
 		ru.entries = ru.entries[1:]
@@ -142,6 +177,9 @@ func (c *counts) read(user, room, thread string, pos int64) bool {
 	ru.folded = slices.DeleteFunc(ru.folded, func(f folded) bool { return f.pos <= pos && covers(thread, f.thread) })
 	ru.entries = slices.DeleteFunc(ru.entries, func(e entry) bool { return e.pos <= pos && covers(thread, e.thread) })
 	changed := len(ru.folded)+len(ru.entries) < before
+	if ru.calls > 0 {
+		ru.countCalls()
+	}
 	if ru.empty() {
 		delete(c.byUser[user], room)
 		if len(c.byUser[user]) == 0 {
@@ -233,16 +271,20 @@ func (c *counts) byThread(user, room string, fn func(thread string, n, h int)) {
 	}
 }
 
-// roomsWithUnread counts the user's rooms with unread notifications (the
-// badge number sent to push gateways).
-func (c *counts) roomsWithUnread(user string) int {
+// badge returns the counts sent to push gateways: the user's rooms with
+// unread notifications, and their unread call invites (missed calls).
+func (c *counts) badge(user string) (rooms, missedCalls int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.byUser[user])
+	for _, ru := range c.byUser[user] {
+		missedCalls += ru.calls
+	}
+	return len(c.byUser[user]), missedCalls
 }
 
 // unreadRecord is the stored form of a roomUnread: entries as
-// [pos, highlight 0/1, thread] and folded counters as [thread, n, h, pos].
+// [pos, flags (see entry.flags), thread] and folded counters as
+// [thread, n, h, pos].
 type unreadRecord struct {
 	E [][3]any `json:"e,omitempty"`
 	F [][4]any `json:"f,omitempty"`
@@ -266,11 +308,7 @@ func (c *counts) takeDirty() []snapshot {
 		if ru := c.byUser[k.user][k.room]; ru != nil {
 			var rec unreadRecord
 			for _, e := range ru.entries {
-				hl := 0
-				if e.highlight {
-					hl = 1
-				}
-				rec.E = append(rec.E, [3]any{e.pos, hl, e.thread})
+				rec.E = append(rec.E, [3]any{e.pos, e.flags(), e.thread})
 			}
 			for _, f := range ru.folded {
 				rec.F = append(rec.F, [4]any{f.thread, f.n, f.h, f.pos})
@@ -317,11 +355,11 @@ func (c *counts) load(user, room string, data []byte, threads map[string]string)
 	ru := &roomUnread{}
 	for _, e := range rec.E {
 		var en entry
-		var hl int
-		if json.Unmarshal(e[0], &en.pos) != nil || json.Unmarshal(e[1], &hl) != nil || json.Unmarshal(e[2], &en.thread) != nil {
+		var flags int
+		if json.Unmarshal(e[0], &en.pos) != nil || json.Unmarshal(e[1], &flags) != nil || json.Unmarshal(e[2], &en.thread) != nil {
 			return fmt.Errorf("unread of %s in %s: bad entry %s", user, room, e)
 		}
-		en.highlight = hl == 1
+		en.highlight, en.call = flags&1 != 0, flags&2 != 0
 		en.thread = intern(en.thread)
 		ru.entries = append(ru.entries, en)
 	}
@@ -333,6 +371,7 @@ func (c *counts) load(user, room string, data []byte, threads map[string]string)
 		fo.thread = intern(fo.thread)
 		ru.folded = append(ru.folded, fo)
 	}
+	ru.countCalls()
 	if ru.empty() {
 		return nil
 	}

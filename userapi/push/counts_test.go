@@ -72,3 +72,50 @@ func TestCountsFoldAndReload(t *testing.T) {
 		t.Error("bad record loaded")
 	}
 }
+
+// TestCountsMissedCalls: unread call invites are the missed calls of the
+// badge, across rooms; a receipt reads them, a checkpoint keeps them, a
+// record from before calls were counted loads with none, and a call folded
+// out of the entries is no longer counted.
+func TestCountsMissedCalls(t *testing.T) {
+	c := newCounts()
+	c.add("@a:t", "!r1:t", entry{pos: 1, call: true, highlight: true})
+	c.add("@a:t", "!r1:t", entry{pos: 2})
+	c.add("@a:t", "!r2:t", entry{pos: 3, call: true})
+	c.add("@a:t", "!r2:t", entry{pos: 3, call: true}) // again: not counted twice
+	if rooms, calls := c.badge("@a:t"); rooms != 2 || calls != 2 {
+		t.Fatalf("badge %d rooms %d calls, want 2 and 2", rooms, calls)
+	}
+	snaps := c.takeDirty()
+	r := newCounts()
+	for _, s := range snaps {
+		if err := r.load(s.user, s.room, s.data, map[string]string{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, calls := r.badge("@a:t"); calls != 2 {
+		t.Errorf("reloaded: %d calls", calls)
+	}
+	if _, h := r.total("@a:t", "!r1:t"); h != 1 {
+		t.Errorf("reloaded highlight count %d", h)
+	}
+	r.read("@a:t", "!r1:t", threadAll, 1)
+	if rooms, calls := r.badge("@a:t"); rooms != 2 || calls != 1 {
+		t.Errorf("after a receipt: %d rooms %d calls", rooms, calls)
+	}
+	if err := r.load("@a:t", "!old:t", []byte(`{"e":[[5,1,""]]}`), map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, h := r.total("@a:t", "!old:t"); h != 1 {
+		t.Errorf("old record: highlight count %d", h)
+	}
+	if _, calls := r.badge("@a:t"); calls != 1 {
+		t.Errorf("old record counted %d calls", calls)
+	}
+	for i := int64(10); i < 10+maxEntries; i++ {
+		r.add("@a:t", "!r2:t", entry{pos: i})
+	}
+	if _, calls := r.badge("@a:t"); calls != 0 {
+		t.Errorf("a folded call still counted: %d", calls)
+	}
+}

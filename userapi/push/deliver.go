@@ -33,7 +33,9 @@ func init() { metrics.Registry.MustRegister(pushAttempts) }
 const DeliverTopic = "push.deliver"
 
 // gwNotification is the notification of the Push Gateway API
-// (POST /_matrix/push/v1/notify), without its devices.
+// (POST /_matrix/push/v1/notify). Every field the spec lists is filled in
+// when known; user_is_target (and membership, which Synapse adds) only for
+// member events. The devices are added when it is sent.
 type gwNotification struct {
 	EventID           string          `json:"event_id,omitempty"`
 	RoomID            string          `json:"room_id,omitempty"`
@@ -41,16 +43,21 @@ type gwNotification struct {
 	Sender            string          `json:"sender,omitempty"`
 	SenderDisplayName string          `json:"sender_display_name,omitempty"`
 	RoomName          string          `json:"room_name,omitempty"`
+	RoomAlias         string          `json:"room_alias,omitempty"`
 	Membership        string          `json:"membership,omitempty"`
-	UserIsTarget      bool            `json:"user_is_target,omitempty"`
+	UserIsTarget      *bool           `json:"user_is_target,omitempty"`
 	Prio              string          `json:"prio,omitempty"`
 	Content           json.RawMessage `json:"content,omitempty"`
 	Counts            gwCounts        `json:"counts"`
 	Devices           []gwDevice      `json:"devices"`
 }
 
+// gwCounts are the badge counts; the spec asks to omit those that are zero.
 type gwCounts struct {
-	Unread int `json:"unread"`
+	// Unread is the number of rooms with unread notifications.
+	Unread int `json:"unread,omitempty"`
+	// MissedCalls is the number of unread call invites (m.call.invite).
+	MissedCalls int `json:"missed_calls,omitempty"`
 }
 
 type gwDevice struct {
@@ -77,13 +84,14 @@ func (s *Service) pushesFor(list []pushJob, user string, pe *Event, act *Actions
 		return list
 	}
 	n := gwNotification{EventID: pe.ID, RoomID: pe.RoomID, Type: pe.Type, Sender: pe.Sender,
-		SenderDisplayName: ri.members[pe.Sender].name, RoomName: ri.name, Content: pe.Content, Prio: "low"}
+		SenderDisplayName: ri.members[pe.Sender].name, RoomName: ri.name, RoomAlias: ri.alias, Content: pe.Content, Prio: "low"}
 	if pe.Type == "m.room.member" && pe.StateKey != nil {
 		var c struct {
 			Membership string `json:"membership"`
 		}
 		_ = json.Unmarshal(pe.Content, &c)
-		n.Membership, n.UserIsTarget = c.Membership, *pe.StateKey == user
+		target := *pe.StateKey == user
+		n.Membership, n.UserIsTarget = c.Membership, &target
 	}
 	tweaks := map[string]any{}
 	if act.Highlight {
@@ -95,7 +103,7 @@ func (s *Service) pushesFor(list []pushJob, user string, pe *Event, act *Actions
 	if act.Highlight || act.Sound != "" || pe.Type == "m.room.encrypted" {
 		n.Prio = "high"
 	}
-	n.Counts.Unread = s.counts.roomsWithUnread(user)
+	n.Counts.Unread, n.Counts.MissedCalls = s.counts.badge(user)
 	for _, p := range s.pushers.of(user) {
 		if p.Kind == "http" {
 			list = append(list, pushJob{UserID: user, AppID: p.AppID, Pushkey: p.Pushkey, Notification: n, Tweaks: tweaks})
@@ -261,6 +269,8 @@ func (d *deliverer) post(ctx context.Context, p *Pusher, job *pushJob) (int, []s
 		}
 	}
 	if p.format == "event_id_only" {
+		// The spec's reduced form: the event and room IDs and the counts
+		// (and the priority, which tells the gateway how to wake the device).
 		n = gwNotification{EventID: n.EventID, RoomID: n.RoomID, Counts: n.Counts, Prio: n.Prio}
 	}
 	n.Devices = []gwDevice{dev}

@@ -34,6 +34,8 @@
 // reads the notifications before it in its thread. Past 128 unread
 // notifications in one room the oldest are folded into per-thread counters
 // (a receipt reads a thread's folded ones when it covers the newest of them).
+// An entry also tells whether it is a call invite (m.call.invite): the
+// unread ones are the missed calls of the badge sent to push gateways.
 //
 // Storage: a writer goroutine stores one push_notified row per notifying
 // event (the notified users and their actions), in batches of one
@@ -52,10 +54,13 @@
 //
 // Delivery: after a batch is stored, its pushes go to a JetStream work-queue
 // stream (DeliverTopic); a durable consumer sends them, at most eight at a
-// time, to each http pusher's gateway. Network errors, 5xx and 429 are
-// retried with exponential backoff (RetryBase doubling to RetryMax, at most
-// MaxAttempts), other 4xx drop the push, and pushkeys the gateway lists as
-// rejected delete their pusher. Sending a message never waits for a gateway.
+// time, to each http pusher's gateway, with the Push Gateway API's fields
+// (the room's name and canonical alias come from the per-room cache; the
+// counts are the rooms with unread notifications and the missed calls), or
+// only the IDs, counts and priority for event_id_only pushers. Network
+// errors, 5xx and 429 are retried with exponential backoff (RetryBase
+// doubling to RetryMax, at most MaxAttempts), other 4xx drop the push, and
+// pushkeys the gateway lists as rejected delete their pusher. Sending a message never waits for a gateway.
 // A pusher belongs to the device that set it: DevicesDeleted (told by the
 // user API on logout and device deletion) deletes it with the device.
 //

@@ -25,6 +25,7 @@ type roomInfo struct {
 	loadPos  int64
 	members  map[string]member
 	name     string
+	alias    string          // the canonical alias
 	creators map[string]bool // privileged creators (room versions that have them)
 	hasPL    bool
 	usersDef int64
@@ -83,11 +84,11 @@ func (ri *roomInfo) apply(e *roomserver.Event) {
 		ri.members[*e.StateKey] = member{name: c.DisplayName, lower: strings.ToLower(c.DisplayName)}
 	case "m.room.name":
 		if *e.StateKey == "" {
-			var c struct {
-				Name string `json:"name"`
-			}
-			_ = json.Unmarshal(contentOf(e.JSON), &c)
-			ri.name = c.Name
+			ri.name = contentString(e.JSON, "name")
+		}
+	case "m.room.canonical_alias":
+		if *e.StateKey == "" {
+			ri.alias = contentString(e.JSON, "alias")
 		}
 	case "m.room.create":
 		if *e.StateKey != "" {
@@ -150,6 +151,17 @@ func contentOf(js json.RawMessage) json.RawMessage {
 		return json.RawMessage("{}")
 	}
 	return outer.Content
+}
+
+// contentString is a string field of an event's content ("" when it is
+// missing or not a string).
+func contentString(js json.RawMessage, key string) string {
+	var c map[string]json.RawMessage
+	var v string
+	if json.Unmarshal(contentOf(js), &c) == nil {
+		_ = json.Unmarshal(c[key], &v)
+	}
+	return v
 }
 
 // room returns the info of the event's room, loading it if needed from the

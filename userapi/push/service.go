@@ -297,7 +297,7 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 			if act == nil || !act.Notify {
 				continue
 			}
-			s.counts.add(u, e.RoomID, entry{pos: e.Pos, thread: pe.ThreadID, highlight: act.Highlight})
+			s.counts.add(u, e.RoomID, entry{pos: e.Pos, thread: pe.ThreadID, highlight: act.Highlight, call: e.Type == "m.call.invite"})
 			if it == nil {
 				it = &work{pos: e.Pos}
 			}

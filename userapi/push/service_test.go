@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -355,12 +356,18 @@ func httpPusher(pushkey, url, format string) SetPusherRequest {
 		AppDisplayName: sp("Example"), DeviceDisplayName: sp("Phone"), Lang: sp("en"), Data: json.RawMessage(data + "}")}
 }
 
+// startDelivery starts the service with quick retries and a gateway on
+// loopback; it returns the gateway and its notify URL.
+func (e *env) startDelivery(t *testing.T) (*gateway, string) {
+	e.start(Options{RetryBase: 200 * time.Millisecond, GatewayTimeout: time.Second})
+	g := newGateway(t)
+	return g, g.srv.URL + "/_matrix/push/v1/notify"
+}
+
 func TestPushDelivery(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		e := newEnv(t, db)
-		e.start(Options{RetryBase: 200 * time.Millisecond, GatewayTimeout: time.Second})
-		g := newGateway(t)
-		url := g.srv.URL + "/_matrix/push/v1/notify"
+		g, url := e.startDelivery(t)
 		room := e.room(bob)
 		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", httpPusher("pk1", url, "")); err != nil {
 			t.Fatal(err)
@@ -729,5 +736,98 @@ func TestStateAtTheEvent(t *testing.T) {
 		e.settle()
 		e.wantUnread(bob, res.RoomID, 2, 0) // the invite and the message
 		e.wantUnread(carol, res.RoomID, 0, 0)
+	})
+}
+
+// TestPushNotificationFields: a push carries every field of the Push
+// Gateway API's notification that applies (the room's name and canonical
+// alias, the target of a member event, the counts with the missed calls),
+// and event_id_only pushers get the reduced form.
+func TestPushNotificationFields(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		g, url := e.startDelivery(t)
+		name := "Planning"
+		res, err := e.rs.CreateRoom(e.ctx, alice, roomserver.CreateRoomRequest{Preset: "public_chat", Name: &name, RoomAliasName: "planning"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := res.RoomID
+		if _, err := e.rs.Join(e.ctx, bob, room, ""); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []SetPusherRequest{httpPusher("full", url, ""), httpPusher("ids", url, "event_id_only")} {
+			if err := e.ps.SetPusher(e.ctx, bob, "BDEV", p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.ps.SetPusher(e.ctx, carol, "CDEV", httpPusher("carol", url, "")); err != nil {
+			t.Fatal(err)
+		}
+		pushes := func(eventID string, want int) map[string]map[string]any {
+			t.Helper()
+			byKey := map[string]map[string]any{}
+			waitFor(t, "the pushes of "+eventID, func() bool {
+				for _, b := range g.received() {
+					n, _ := b["notification"].(map[string]any)
+					devs, _ := n["devices"].([]any)
+					if n["event_id"] == eventID && len(devs) == 1 {
+						byKey[devs[0].(map[string]any)["pushkey"].(string)] = n
+					}
+				}
+				return len(byKey) == want
+			})
+			return byKey
+		}
+
+		e.txn++
+		call, err := e.rs.Send(e.ctx, roomserver.Sender{UserID: alice, DeviceID: "DEV"}, roomserver.SendRequest{RoomID: room, Type: "m.call.invite",
+			Content: json.RawMessage(`{"call_id":"c1","lifetime":60000,"version":"1","offer":{"type":"offer","sdp":"v=0"}}`), TxnID: fmt.Sprint("t", e.txn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := pushes(call, 2)
+		full, _ := json.Marshal(got["full"])
+		content, _ := json.Marshal(got["full"]["content"])
+		want := fmt.Sprintf(`{"content":%s,"counts":{"missed_calls":1,"unread":1},"devices":[{"app_id":"com.example.app","data":{"extra":"kept"},"pushkey":"full","pushkey_ts":%d,"tweaks":{"sound":"ring"}}],"event_id":%q,"prio":"high","room_alias":"#planning:test","room_id":%q,"room_name":"Planning","sender":%q,"sender_display_name":"Alice","type":"m.call.invite"}`,
+			content, int64(got["full"]["devices"].([]any)[0].(map[string]any)["pushkey_ts"].(float64)), call, room, alice)
+		if string(full) != want {
+			t.Errorf("full push\n got %s\nwant %s", full, want)
+		}
+		if string(content) != `{"call_id":"c1","lifetime":60000,"offer":{"sdp":"v=0","type":"offer"},"version":"1"}` {
+			t.Errorf("content %s", content)
+		}
+		ids := got["ids"]
+		var keys []string
+		for k := range ids {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		if fmt.Sprint(keys) != "[counts devices event_id prio room_id]" || ids["room_id"] != room {
+			t.Errorf("event_id_only push: %v", ids)
+		}
+
+		// An invite: the invitee is the target of the member event.
+		if err := e.rs.Invite(e.ctx, alice, room, carol, "", false); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		ev, err := e.rs.CurrentStateEvent(e.ctx, room, "m.room.member", carol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inv := pushes(ev.EventID, 1)["carol"]
+		if inv["type"] != "m.room.member" || inv["membership"] != "invite" || inv["user_is_target"] != true || inv["room_alias"] != "#planning:test" {
+			t.Errorf("invite push: %v", inv)
+		}
+
+		// Once Bob has read the room, his call is no longer missed; zero counts are left out.
+		_, pos := e.send(room, alice, `{"msgtype":"m.text","body":"are you there?"}`)
+		e.settle()
+		e.ps.OnReceipt(e.ctx, room, bob, "", pos, 1)
+		msg, _ := e.send(room, alice, `{"msgtype":"m.text","body":"later then"}`)
+		if c, _ := pushes(msg, 2)["full"]["counts"].(map[string]any); fmt.Sprint(c) != "map[unread:1]" {
+			t.Errorf("counts after the receipt: %v", c)
+		}
 	})
 }
