@@ -205,11 +205,18 @@ func validEventType(s string) error {
 }
 
 func (a *API) send(w http.ResponseWriter, r *http.Request) error {
-	typ, txn := PathParam(r, "eventType"), PathParam(r, "txnId")
-	if err := validEventType(typ); err != nil {
+	txn := PathParam(r, "txnId")
+	if err := validTxnID(txn); err != nil {
 		return err
 	}
-	if err := validTxnID(txn); err != nil {
+	return a.sendEvent(w, r, txn)
+}
+
+// sendEvent sends the message event of the request; txn is empty for the
+// legacy POST /send, where every request is a new event.
+func (a *API) sendEvent(w http.ResponseWriter, r *http.Request, txn string) error {
+	typ := PathParam(r, "eventType")
+	if err := validEventType(typ); err != nil {
 		return err
 	}
 	content, err := eventContent(r)

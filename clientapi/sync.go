@@ -17,6 +17,7 @@ import (
 
 // syncService is what the sync-side handlers need.
 type syncService interface {
+	legacySync
 	Sync(ctx context.Context, req syncapi.SyncRequest) (*syncapi.Response, error)
 	StartSync(ctx context.Context, req syncapi.SyncRequest) (*syncapi.Response, *syncapi.Waiter, error)
 	Messages(ctx context.Context, req syncapi.MessagesRequest) (*syncapi.MessagesResponse, error)

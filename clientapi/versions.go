@@ -30,6 +30,18 @@ var UnstableFeatures = map[string]bool{
 	"org.matrix.msc3715": true,
 	// recurse on /relations, stable since v1.10
 	"org.matrix.msc3981": true,
+	// cross-signing (keys/device_signing/upload, keys/signatures/upload):
+	// without it Element with Rust crypto says the server cannot cross-sign
+	"org.matrix.e2e_cross_signing": true,
+	// GET /rooms/{roomId}/aliases
+	"org.matrix.msc2432": true,
+	// the room_types filter of POST /publicRooms: without it Element never
+	// shows public spaces in the room directory
+	"org.matrix.msc3827.stable": true,
+	// threaded read receipts (thread_id on /receipt)
+	"org.matrix.msc3771": true,
+	// unread_thread_notifications in /sync (filter flag of the same name)
+	"org.matrix.msc3773": true,
 }
 
 func (a *API) versionRoutes() []Route {
@@ -74,7 +86,7 @@ func (a *API) BaseAreas() []func() []Route {
 
 // RoomAreas are the routes of rooms, sync and their ephemeral data.
 func (a *API) RoomAreas() []func() []Route {
-	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes}
+	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes, a.legacyRoutes}
 }
 
 func emptyObject(w http.ResponseWriter, r *http.Request) error { return httpx.OK(w) }

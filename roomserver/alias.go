@@ -2,21 +2,22 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/internal/ids"
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
 
+// checkAlias refuses what is not a room alias (M_INVALID_PARAM, the
+// spec's answer for an invalid alias).
 func (s *Service) checkAlias(alias string) error {
-	if !strings.HasPrefix(alias, "#") || !strings.Contains(alias, ":") || len(alias) > 255 {
-		return merr.InvalidParam("Invalid room alias %q", alias)
-	}
-	local := alias[1:strings.LastIndex(alias, ":")]
-	if !validAliasLocalpart(local) {
+	if !ids.ValidRoomAlias(alias) {
 		return merr.InvalidParam("Invalid room alias %q", alias)
 	}
 	return nil
@@ -43,7 +44,7 @@ func (s *Service) SetAlias(ctx context.Context, userID, alias, roomID string) er
 	if err := s.checkAlias(alias); err != nil {
 		return err
 	}
-	if !strings.HasSuffix(alias, ":"+s.opts.ServerName) {
+	if ids.ServerOf(alias, '#') != s.opts.ServerName {
 		return merr.InvalidParam("Aliases must end in :%s", s.opts.ServerName)
 	}
 	m, _, err := s.Membership(ctx, roomID, userID)
@@ -91,7 +92,114 @@ func (s *Service) DeleteAlias(ctx context.Context, userID string, isAdmin bool, 
 	if _, err := s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias); err != nil {
 		return fmt.Errorf("delete alias %s: %w", alias, err)
 	}
+	s.dropCanonicalAlias(ctx, userID, roomID, alias)
 	return nil
+}
+
+// canonicalAliases reads the aliases of m.room.canonical_alias content:
+// alias (a string, null or absent) and alt_aliases (a list of strings).
+func canonicalAliases(content []byte) (alias string, alt []string, err error) {
+	var c struct {
+		Alias      json.RawMessage `json:"alias"`
+		AltAliases json.RawMessage `json:"alt_aliases"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return "", nil, merr.BadJSON("Invalid m.room.canonical_alias content")
+	}
+	if len(c.Alias) > 0 && string(c.Alias) != "null" && json.Unmarshal(c.Alias, &alias) != nil {
+		return "", nil, merr.InvalidParam("alias must be a room alias")
+	}
+	if len(c.AltAliases) > 0 && string(c.AltAliases) != "null" && json.Unmarshal(c.AltAliases, &alt) != nil {
+		return "", nil, merr.InvalidParam("alt_aliases must be a list of room aliases")
+	}
+	return alias, alt, nil
+}
+
+// checkCanonicalAlias checks the aliases that an m.room.canonical_alias
+// event adds to the room's current one: each must be an alias
+// (M_INVALID_PARAM) that points to the room (M_BAD_ALIAS). The aliases the
+// current event has pass as they are, so that a client can drop one while
+// another of them has been deleted meanwhile.
+func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content []byte) error {
+	alias, alt, err := canonicalAliases(content)
+	if err != nil {
+		return err
+	}
+	had := map[string]bool{}
+	_ = s.withRoom(ctx, roomID, func(r *room) error {
+		if ev := r.state[stateKey{spec.MRoomCanonicalAlias, ""}]; ev != nil {
+			a, alt, _ := canonicalAliases(ev.Content())
+			had[a] = true
+			for _, x := range alt {
+				had[x] = true
+			}
+		}
+		return nil
+	})
+	if alias != "" {
+		alt = append(alt, alias)
+	}
+	for _, a := range alt {
+		if had[a] {
+			continue
+		}
+		if !ids.ValidRoomAlias(a) {
+			return merr.InvalidParam("%q is not a room alias", a)
+		}
+		id, err := s.ResolveAlias(ctx, a)
+		if merr.Is(err, "M_NOT_FOUND") || err == nil && id != roomID {
+			return merr.Custom(400, "M_BAD_ALIAS", "Alias %s does not point to this room", a)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropCanonicalAlias takes a deleted alias out of the room's
+// m.room.canonical_alias event (alias and alt_aliases), sent by the user
+// who deleted it, as Synapse does. If that user may not send the event,
+// the event stays as it is: the alias is deleted all the same.
+func (s *Service) dropCanonicalAlias(ctx context.Context, userID, roomID, alias string) {
+	var raw []byte
+	_ = s.withRoom(ctx, roomID, func(r *room) error {
+		if ev := r.state[stateKey{spec.MRoomCanonicalAlias, ""}]; ev != nil {
+			raw = ev.Content()
+		}
+		return nil
+	})
+	var content map[string]json.RawMessage
+	cur, alt, err := canonicalAliases(raw)
+	if raw == nil || err != nil || json.Unmarshal(raw, &content) != nil {
+		return
+	}
+	changed := false
+	if cur == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	kept := make([]string, 0, len(alt))
+	for _, a := range alt {
+		if a != alias {
+			kept = append(kept, a)
+		}
+	}
+	if len(kept) < len(alt) {
+		changed = true
+		if len(kept) == 0 {
+			delete(content, "alt_aliases")
+		} else {
+			content["alt_aliases"] = json.RawMessage(mustJSON(kept))
+		}
+	}
+	if !changed {
+		return
+	}
+	empty := ""
+	if _, err := s.Send(ctx, Sender{UserID: userID}, SendRequest{RoomID: roomID, Type: spec.MRoomCanonicalAlias, StateKey: &empty, Content: json.RawMessage(mustJSON(content))}); err != nil {
+		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"room_id": roomID, "user_id": userID}).Info("deleted alias left in the canonical alias event")
+	}
 }
 
 // AliasesOf lists a room's local aliases.

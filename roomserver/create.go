@@ -5,13 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -64,26 +63,9 @@ func mustJSON(v any) spec.RawJSON {
 	return b
 }
 
-// ValidUserID reports whether s is a syntactically valid user ID.
-func ValidUserID(s string) bool {
-	if len(s) > 255 {
-		return false
-	}
-	_, err := spec.NewUserID(s, false)
-	return err == nil
-}
-
-func validAliasLocalpart(s string) bool {
-	if s == "" || len(s) > 200 {
-		return false
-	}
-	for _, r := range s {
-		if r == ':' || r == '#' || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
-}
+// ValidUserID reports whether s is a syntactically valid user ID (its
+// server name may have a port).
+func ValidUserID(s string) bool { return ids.ValidUserID(s) }
 
 // CreateRoom creates a room with all its initial events in one transaction.
 func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomRequest) (CreateRoomResult, error) {
@@ -111,7 +93,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	}
 	alias := ""
 	if req.RoomAliasName != "" {
-		if !validAliasLocalpart(req.RoomAliasName) {
+		if !ids.ValidAliasLocalpart(req.RoomAliasName) {
 			return CreateRoomResult{}, merr.InvalidParam("room_alias_name may not contain ':', '#' or whitespace")
 		}
 		alias = "#" + req.RoomAliasName + ":" + s.opts.ServerName
@@ -338,7 +320,7 @@ func defaultPowerLevels(creator, preset string, invites []string, v gomatrixserv
 
 func (s *Service) checkInvitees(ctx context.Context, users []string) error {
 	for _, u := range users {
-		if !strings.HasSuffix(u, ":"+s.opts.ServerName) {
+		if ids.ServerOf(u, '@') != s.opts.ServerName {
 			return merr.Forbidden("Cannot invite %s: federation with other servers is not enabled", u)
 		}
 		if s.accounts == nil {

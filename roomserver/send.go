@@ -142,23 +142,7 @@ func (s *Service) checkRedaction(ctx context.Context, r *room, sender, targetID 
 func (s *Service) checkStateContent(ctx context.Context, req SendRequest) error {
 	switch req.Type {
 	case spec.MRoomCanonicalAlias:
-		var c struct {
-			Alias      *string  `json:"alias"`
-			AltAliases []string `json:"alt_aliases"`
-		}
-		if err := json.Unmarshal(req.Content, &c); err != nil {
-			return merr.BadJSON("Invalid m.room.canonical_alias content")
-		}
-		aliases := c.AltAliases
-		if c.Alias != nil && *c.Alias != "" {
-			aliases = append(aliases, *c.Alias)
-		}
-		for _, a := range aliases {
-			id, err := s.ResolveAlias(ctx, a)
-			if err != nil || id != req.RoomID {
-				return merr.Custom(400, "M_BAD_ALIAS", "Alias %s does not point to this room", a)
-			}
-		}
+		return s.checkCanonicalAlias(ctx, req.RoomID, req.Content)
 	case spec.MRoomMember:
 		return merr.Forbidden("Use the membership endpoints (/join, /invite, /leave, /kick, /ban) to change membership")
 	}

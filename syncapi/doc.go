@@ -41,6 +41,12 @@
 // sent yet (lazySent, bounded, per device and room) and the membership
 // changes in the gap.
 //
+// Legacy endpoints (legacy.go): GET /events is a /sync from its token
+// (the same listener, sample and wait) flattened into one list, without
+// to-device messages, device lists or key counts; GET /initialSync and
+// GET /rooms/{roomId}/initialSync are the /messages and /state builders
+// per room; GET /events/{eventId} is /event once the event's room is known.
+//
 // Waking: the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,

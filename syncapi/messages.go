@@ -63,6 +63,12 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	if err != nil {
 		return nil, err
 	}
+	return s.messages(ctx, req, o, vis)
+}
+
+// messages pages through a room's history with the user's visibility loaded.
+func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vis *visibility) (*MessagesResponse, error) {
+	var err error
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
@@ -300,7 +306,13 @@ func (s *Service) RoomState(ctx context.Context, userID, roomID string) ([]json.
 	if err != nil {
 		return nil, nil, err
 	}
+	return s.roomState(ctx, roomID, vis)
+}
+
+// roomState is RoomState with the user's visibility loaded.
+func (s *Service) roomState(ctx context.Context, roomID string, vis *visibility) ([]json.RawMessage, map[[2]string]*ClientEvent, error) {
 	var ids map[[2]string]string
+	var err error
 	if vis.current == "join" || len(vis.membership) == 0 {
 		ids, err = s.stateAtPos(ctx, roomID, s.n.Current().Events)
 	} else {

@@ -32,6 +32,7 @@ type rooms interface {
 	Membership(ctx context.Context, roomID, userID string) (string, int64, error)
 	Forgotten(ctx context.Context, userID, roomID string) (bool, error)
 	FlushSearchIndex(ctx context.Context) error
+	Published(ctx context.Context, roomID string) (bool, error)
 }
 
 // AccountDataItem is one account data entry; RoomID is "" for global data.

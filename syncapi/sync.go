@@ -21,6 +21,9 @@ type SyncRequest struct {
 	SetPresence string
 	// Opts is the compiled filter.
 	Opts *Opts
+	// eventStream: the legacy GET /events (legacy.go), which carries no
+	// to-device messages, device lists or key counts.
+	eventStream bool
 }
 
 // Opts is a filter compiled for building responses.
@@ -184,7 +187,9 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		p.Typing = typing
 		since = &p
 		// A token past to-device messages acknowledges them (keys.go).
-		s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+		if !req.eventStream {
+			s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+		}
 	}
 	if s.opts.PresenceEnabled {
 		switch req.SetPresence {
@@ -243,20 +248,12 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		if !full {
 			after = since.AccountData
 		}
-		items, err := s.users.AccountDataSince(ctx, req.UserID, after, upto.AccountData)
+		global, rooms, err := s.accountData(ctx, req.UserID, after, upto.AccountData, o)
 		if err != nil {
 			return nil, err
 		}
-		for _, it := range items {
-			ev := accountDataEvent(it.Type, it.Content)
-			if it.RoomID == "" {
-				if o.accountDataOK(it.Type) {
-					resp.AccountData.Events = append(resp.AccountData.Events, ev)
-				}
-			} else if o.roomDataOK(it.Type) {
-				roomData[it.RoomID] = append(roomData[it.RoomID], ev)
-			}
-		}
+		resp.AccountData.Events = append(resp.AccountData.Events, global...)
+		roomData = rooms
 	}
 
 	receipts, err := s.receiptsFor(ctx, req.UserID, view, since, full, upto)
@@ -323,10 +320,34 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 	// To-device messages, device lists and key counts (keys.go).
+	if req.eventStream {
+		return resp, nil
+	}
 	if err := s.keysSection(ctx, req, since, upto, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
+}
+
+// accountData loads the user's account data changed in (after, upto] as
+// events: the global entries, and those of each room, as the filter keeps them.
+func (s *Service) accountData(ctx context.Context, userID string, after, upto int64, o *Opts) ([]json.RawMessage, map[string][]json.RawMessage, error) {
+	items, err := s.users.AccountDataSince(ctx, userID, after, upto)
+	if err != nil {
+		return nil, nil, err
+	}
+	global, rooms := []json.RawMessage{}, map[string][]json.RawMessage{}
+	for _, it := range items {
+		ev := accountDataEvent(it.Type, it.Content)
+		if it.RoomID == "" {
+			if o.accountDataOK(it.Type) {
+				global = append(global, ev)
+			}
+		} else if o.roomDataOK(it.Type) {
+			rooms[it.RoomID] = append(rooms[it.RoomID], ev)
+		}
+	}
+	return global, rooms, nil
 }
 
 // accountDataEvent wraps content (a JSON object the user API checked) as an

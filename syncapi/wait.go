@@ -58,6 +58,9 @@ func (w *Waiter) emptyAnswer(ctx context.Context, build bool) (*Response, error)
 	}
 	resp := newResponse()
 	resp.NextBatch = w.cur.String()
+	if w.req.eventStream {
+		return resp, nil
+	}
 	if err := w.s.keyCounts(ctx, w.req, resp); err != nil {
 		return nil, err
 	}

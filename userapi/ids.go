@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"strings"
 
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/merr"
 )
 
@@ -52,13 +53,10 @@ func (s *Service) IsLocal(userID string) bool {
 }
 
 // SplitUserID splits @localpart:server. The server name may contain a port,
-// so the split is at the first colon.
+// so the split is at the first colon; it must be a valid server name.
 func SplitUserID(userID string) (localpart, server string, ok bool) {
-	if len(userID) < 4 || userID[0] != '@' || len(userID) > MaxUserIDBytes {
-		return "", "", false
-	}
-	lp, srv, found := strings.Cut(userID[1:], ":")
-	if !found || lp == "" || srv == "" {
+	lp, srv, ok := ids.Split(userID, '@')
+	if !ok || lp == "" {
 		return "", "", false
 	}
 	return lp, srv, true

@@ -98,13 +98,16 @@ func (s *Service) SetDisplayName(ctx context.Context, userID, name string) error
 	return s.setProfileField(ctx, userID, "displayname", name)
 }
 
-// SetAvatarURL sets (or, with "", clears) the user's avatar; it must be an mxc:// URI.
+// SetAvatarURL sets (or, with "", clears) the user's avatar. Like Synapse,
+// it takes any URL, not only mxc:// ones (clients show only those; bridges
+// and old clients set others): only its length and a NUL byte, which the
+// database cannot store, are refused.
 func (s *Service) SetAvatarURL(ctx context.Context, userID, url string) error {
 	if len(url) > MaxAvatarURLBytes {
 		return merr.BadJSON("The avatar URL is longer than %d bytes", MaxAvatarURLBytes)
 	}
-	if url != "" && (!strings.HasPrefix(url, "mxc://") || len(url) <= len("mxc://") || strings.IndexByte(url, 0) >= 0) {
-		return merr.InvalidParam("The avatar URL must be an mxc:// URI")
+	if strings.IndexByte(url, 0) >= 0 {
+		return merr.InvalidParam("The avatar URL must not contain a NUL byte")
 	}
 	return s.setProfileField(ctx, userID, "avatar_url", url)
 }

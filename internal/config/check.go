@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,48 +15,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/matrix-org/gomatrixserverlib"
-)
 
-var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
+	"github.com/haven-chat/haven/internal/ids"
+)
 
 // ValidServerName reports whether s is a Matrix server name: a DNS name,
 // an IPv4 address or a bracketed IPv6 address, with an optional port.
-func ValidServerName(s string) bool {
-	if s == "" || len(s) > 230 {
-		return false
-	}
-	host, port := s, ""
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]")
-		if end < 0 {
-			return false
-		}
-		host, port = s[1:end], strings.TrimPrefix(s[end+1:], ":")
-		if s[end+1:] != "" && !strings.HasPrefix(s[end+1:], ":") {
-			return false
-		}
-		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil {
-			return false
-		}
-	} else {
-		if i := strings.LastIndex(s, ":"); i >= 0 {
-			host, port = s[:i], s[i+1:]
-			if port == "" {
-				return false
-			}
-		}
-		if !hostnameRE.MatchString(host) {
-			return false
-		}
-	}
-	if port != "" {
-		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
-			return false
-		}
-	}
-	return true
-}
+func ValidServerName(s string) bool { return ids.ValidServerName(s) }
 
 // Check returns every problem that can be found without touching the network
 // or the disk.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -41,16 +42,7 @@ type ClaimResponse struct {
 var remoteFailure = json.RawMessage(`{"status":503,"message":"This server does not ask other servers for keys"}`)
 
 // serverOf returns the server name part of a user ID, or "" when it is not one.
-func serverOf(userID string) string {
-	if len(userID) < 4 || userID[0] != '@' {
-		return ""
-	}
-	_, server, ok := strings.Cut(userID, ":")
-	if !ok || server == "" {
-		return ""
-	}
-	return server
-}
+func serverOf(userID string) string { return ids.ServerOf(userID, '@') }
 
 // CheckUserID validates a user ID given in a key request.
 func CheckUserID(userID string) error {
