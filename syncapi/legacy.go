@@ -258,7 +258,11 @@ func (s *Service) roomSnapshot(ctx context.Context, userID, deviceID, roomID str
 
 // inviteSnapshot is an invite's entry of GET /initialSync: the invite event and who sent it.
 func (s *Service) inviteSnapshot(ctx context.Context, userID, roomID string) (*RoomSnapshot, error) {
-	ir, err := s.invitedRoom(ctx, userID, roomID)
+	ignored, err := s.users.IgnoredUsers(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	ir, err := s.invitedRoom(ctx, userID, roomID, ignored)
 	if err != nil || ir == nil {
 		return nil, err
 	}

@@ -95,36 +95,62 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
 		ceiling = vis.membership[len(vis.membership)-1].pos
 	}
-	var q string
-	var args []any
-	if req.Backwards {
-		upper := min(from, ceiling)
-		q = `SELECT ` + roomserver.EventColumns + ` FROM events WHERE room_id = $1 AND pos <= $2 AND pos > $3 ORDER BY pos DESC LIMIT $4`
-		args = []any{req.RoomID, upper, max(to, 0), limit}
-	} else {
-		upper := ceiling
-		if to >= 0 {
-			upper = min(upper, to)
-		}
-		q = `SELECT ` + roomserver.EventColumns + ` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`
-		args = []any{req.RoomID, from, upper, limit}
-	}
-	scanned, err := s.queryEvents(ctx, "messages of "+req.RoomID, q, args...)
+	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	var chunk []*clientEvent
-	hitWall := false
-	for _, e := range scanned {
-		if !vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
-			if req.Backwards {
-				hitWall = true // nothing further back is visible either
-				break
-			}
-			continue
+	// Page through the window in batches until the page is full: events
+	// the user may not see (history visibility, ignored users) or the filter
+	// rejects are passed over, up to scanBudget of them.
+	lower, upper := max(to, 0), min(from, ceiling)
+	if !req.Backwards {
+		lower, upper = from, ceiling
+		if to >= 0 {
+			upper = min(upper, to)
 		}
-		if o.timelineOK(e) {
-			chunk = append(chunk, e)
+	}
+	var chunk []*clientEvent
+	var last int64 // the last event position looked at
+	more := false  // events may follow the last one looked at
+	for scanned, batch := 0, limit; ; batch = min(max(2*batch, 50), scanBudget) {
+		var evs []*clientEvent
+		if req.Backwards {
+			evs, err = s.queryEvents(ctx, "messages of "+req.RoomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos <= $2 AND pos > $3 ORDER BY pos DESC LIMIT $4`,
+				req.RoomID, upper, lower, batch)
+		} else {
+			evs, err = s.queryEvents(ctx, "messages of "+req.RoomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`,
+				req.RoomID, lower, upper, batch)
+		}
+		if err != nil {
+			return nil, err
+		}
+		full := false
+		for i, e := range evs {
+			last = e.pos
+			scanned++
+			if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) && o.timelineOK(e) && !ignoredSender(ignored, e) {
+				chunk = append(chunk, e)
+				if len(chunk) == limit {
+					full = true
+					more = i < len(evs)-1 || len(evs) == batch
+					break
+				}
+			}
+		}
+		if full {
+			break
+		}
+		if len(evs) < batch {
+			break // the window is exhausted
+		}
+		if scanned >= scanBudget {
+			more = true
+			break
+		}
+		if req.Backwards {
+			upper = last - 1
+		} else {
+			lower = last
 		}
 	}
 	now := nowMS()
@@ -135,8 +161,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	if resp.Chunk, err = s.appendTimeline(ctx, resp.Chunk, chunk, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
 		return nil, err
 	}
-	if len(scanned) == limit && !hitWall {
-		last := scanned[len(scanned)-1].pos
+	if more {
 		if req.Backwards {
 			resp.End = pageToken(last - 1)
 		} else {
@@ -224,6 +249,10 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	if err != nil {
 		return nil, err
 	}
+	ignored, err := s.users.IgnoredUsers(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
 	nBefore, nAfter := limit/2, limit-limit/2
 	ceiling := s.n.Current().Events
 	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
@@ -236,7 +265,7 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 		}
 		var out []*clientEvent
 		for _, c := range evs {
-			if vis.canSee(c.pos, c.sender, c.typ, c.stateKey) && o.timelineOK(c) {
+			if vis.canSee(c.pos, c.sender, c.typ, c.stateKey) && o.timelineOK(c) && !ignoredSender(ignored, c) {
 				out = append(out, c)
 			}
 		}

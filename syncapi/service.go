@@ -47,6 +47,8 @@ type users interface {
 	GetFilter(ctx context.Context, userID, filterID string) ([]byte, error)
 	AccountDataSince(ctx context.Context, userID string, after, upto int64) ([]AccountDataItem, error)
 	AccountDataPosition() int64
+	// IgnoredUsers is the user's ignore list (m.ignored_user_list).
+	IgnoredUsers(ctx context.Context, userID string) (map[string]struct{}, error)
 }
 
 // Options tune the sync engine.

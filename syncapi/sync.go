@@ -24,6 +24,9 @@ type SyncRequest struct {
 	// eventStream: the legacy GET /events (legacy.go), which carries no
 	// to-device messages, device lists or key counts.
 	eventStream bool
+	// ignored are the users the user ignores (m.ignored_user_list),
+	// loaded when a response is built.
+	ignored map[string]struct{}
 }
 
 // Opts is a filter compiled for building responses.
@@ -225,6 +228,11 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		return nil, ctx.Err()
 	}
 	defer func() { <-s.buildSlots }()
+	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	req.ignored = ignored
 	resp := newResponse()
 	upto := view.upto
 	if since != nil {
@@ -289,7 +297,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			if !initial && mem.pos <= sinceEv {
 				continue
 			}
-			ir, err := s.invitedRoom(ctx, req.UserID, roomID)
+			ir, err := s.invitedRoom(ctx, req.UserID, roomID, req.ignored)
 			if err != nil {
 				return nil, err
 			}
@@ -818,7 +826,9 @@ AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND red
 	return unreadCounts{NotificationCount: n}, nil
 }
 
-func (s *Service) invitedRoom(ctx context.Context, userID, roomID string) (*invitedRoom, error) {
+// invitedRoom is the invite section of a room; an invite from a user the
+// invitee ignores is left out (nil).
+func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignored map[string]struct{}) (*invitedRoom, error) {
 	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE event_id = (SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2)`, roomID, userID)
 	if err != nil {
 		return nil, fmt.Errorf("invite of %s: %w", roomID, err)
@@ -830,6 +840,9 @@ func (s *Service) invitedRoom(ctx context.Context, userID, roomID string) (*invi
 	ev, err := roomserver.ScanEvent(rows)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := ignored[ev.Sender]; ok {
+		return nil, nil
 	}
 	var f struct {
 		Content  json.RawMessage `json:"content"`
@@ -884,8 +897,18 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 	return lr, nil
 }
 
+// ignoredSender: the event is a message (not state) from an ignored user,
+// which a client is not sent.
+func ignoredSender(ignored map[string]struct{}, e *clientEvent) bool {
+	if e.stateKey != nil || len(ignored) == 0 {
+		return false
+	}
+	_, ok := ignored[e.sender]
+	return ok
+}
+
 // timelineKeep decides which of a room's events go into the user's
-// timeline: those the filter accepts and, of those from before the user's
+// timeline: those the filter accepts (not from ignored users) and, of those from before the user's
 // current membership, those history visibility lets them see. Events of
 // the room's state at upto are always shown, hidden or not: a client must
 // see how the room came to be as it is (who joined while the user was
@@ -901,7 +924,7 @@ func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID 
 	roomOK := o.TimelineRoom == nil || o.TimelineRoom(roomID)
 	var current map[[2]string]string
 	return func(e *clientEvent) (bool, error) {
-		if !roomOK || !o.timelineOK(e) {
+		if !roomOK || !o.timelineOK(e) || ignoredSender(req.ignored, e) {
 			return false, nil
 		}
 		if e.pos >= mem.pos {

@@ -304,3 +304,52 @@ func TestSyncCurrentStateInPrivateHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestMessagesPagesPastHiddenHistory: paging back through /messages passes
+// over the events history visibility hides (from while the user was away)
+// and reaches the ones before, which they saw as a member; end is given
+// whenever more may follow, and is left out at the room's start.
+func TestMessagesPagesPastHiddenHistory(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		bob, alice := s.register(t, "bob"), s.register(t, "alice")
+		room := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if _, err := bob.SendStateEvent(ctx, room, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "joined"}); err != nil {
+			t.Fatal(err)
+		}
+		join(t, alice, room.String())
+		for _, b := range []string{"seen 1", "seen 2", "seen 3"} {
+			sendText(t, bob, room, b)
+		}
+		if _, err := alice.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 30; i++ {
+			sendText(t, bob, room, fmt.Sprintf("hidden %d", i))
+		}
+		join(t, alice, room.String())
+		sendText(t, bob, room, "back")
+		var got []string
+		from, pages := "", 0
+		for {
+			page, err := alice.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, ev := range page.Chunk {
+				if b, ok := ev.Content.Raw["body"].(string); ok {
+					got = append(got, b)
+				}
+			}
+			if page.End == "" || pages > 40 {
+				break
+			}
+			from = page.End
+		}
+		joined := strings.Join(got, ",")
+		if joined != "back,seen 3,seen 2,seen 1" {
+			t.Fatalf("paged back through %d pages: %s; want back,seen 3,seen 2,seen 1", pages, joined)
+		}
+	})
+}

@@ -86,14 +86,14 @@ func TestVersionsFlaggedFeaturesWork(t *testing.T) {
 			"org.matrix.msc3440.stable": func(t *testing.T) {
 				r := s.do(t, "GET", rooms+"/event/"+p(root), alice.AccessToken, nil).expect(t, 200)
 				rel, _ := r.JSON["unsigned"].(map[string]any)["m.relations"].(map[string]any)
-				if th, _ := rel["m.thread"].(map[string]any); num(th["count"]) != 1 {
+				if th, _ := rel["m.thread"].(map[string]any); num(th["count"]) < 1 {
 					t.Errorf("m.thread aggregation: %s", r)
 				}
 			},
 			"org.matrix.msc3715": func(t *testing.T) {
 				r := s.do(t, "GET", relations+"?dir=f", alice.AccessToken, nil).expect(t, 200)
-				if c, _ := r.JSON["chunk"].([]any); len(c) != 1 {
-					t.Errorf("relations dir=f: %s", r)
+				if c, _ := r.JSON["chunk"].([]any); len(c) < 1 || c[0].(map[string]any)["event_id"] != reply.String() {
+					t.Errorf("relations dir=f (the first reply first): %s", r)
 				}
 			},
 			"org.matrix.msc3771": func(t *testing.T) {
@@ -135,7 +135,13 @@ func TestVersionsFlaggedFeaturesWork(t *testing.T) {
 		}
 		r := s.do(t, "GET", "/_matrix/client/versions", "", nil).expect(t, 200)
 		unstable, _ := r.JSON["unstable_features"].(map[string]any)
+		// The probes share the room: run them in one order every time.
+		flags := make([]string, 0, len(unstable))
 		for flag := range unstable {
+			flags = append(flags, flag)
+		}
+		sort.Strings(flags)
+		for _, flag := range flags {
 			probe := probes[flag]
 			if probe == nil {
 				t.Errorf("%s is advertised but nothing here proves its feature", flag)

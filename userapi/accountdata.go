@@ -155,6 +155,9 @@ func (s *Service) writeAccountData(ctx context.Context, userID, roomID, typ stri
 		s.adSeq.Skip(pos)
 		return err
 	}
+	if roomID == "" && typ == TypeIgnoredUsers {
+		s.ignored.Remove(userID)
+	}
 	s.adSeq.Done(pos, AccountDataNotice{UserID: userID, RoomID: roomID, Type: typ, Pos: pos})
 	return nil
 }

@@ -82,7 +82,9 @@ type Service struct {
 	adSeq     *stream.Sequencer
 	profiles  *lru.Cache[string, profileEntry]
 	pushRules *lru.Cache[string, *pushState]
-	filters   *lru.Cache[string, []byte]
+	// ignored caches each user's ignore list (ignored.go).
+	ignored *lru.Cache[string, map[string]struct{}]
+	filters *lru.Cache[string, []byte]
 
 	stopOnce sync.Once
 	started  atomic.Bool
@@ -129,6 +131,7 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 		seenPending: make(map[deviceKey]seenUpdate),
 		profiles:    lru.New[string, profileEntry]("profiles", 50000),
 		pushRules:   lru.New[string, *pushState]("push_rules", 2000),
+		ignored:     lru.New[string, map[string]struct{}]("ignored_users", 50000),
 		filters:     lru.New[string, []byte]("filters", 20000),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),

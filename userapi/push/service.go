@@ -25,9 +25,11 @@ type rooms interface {
 	StateAfter(ctx context.Context, ev roomserver.Event) ([]roomserver.Event, error)
 }
 
-// ruleSource gives a user's push rules, compiled once per version.
+// ruleSource gives a user's push rules, compiled once per version, and the
+// users they ignore (whose messages and invites never notify them).
 type ruleSource interface {
 	CompiledPushRules(ctx context.Context, userID string, compile func(userID string, rs userapi.Ruleset) (any, error)) (any, error)
+	IgnoredUsers(ctx context.Context, userID string) (map[string]struct{}, error)
 }
 
 // Bus is the part of the bus push delivery needs: a NATS connection for
@@ -284,6 +286,9 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 		pe := ParseEvent(e)
 		rc := RoomContext{MemberCount: len(ri.members), SenderLevel: ri.level(e.Sender), NotifyLevels: ri.notify}
 		for _, u := range recipients {
+			if s.ignores(ctx, u, e) {
+				continue
+			}
 			compiled, err := s.rules.CompiledPushRules(ctx, u, Compile)
 			if err != nil {
 				logging.From(ctx).WithError(err).WithField("user_id", u).Error("push: load push rules")
@@ -318,6 +323,21 @@ func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
 
 // recipients are the local joined members but the sender, and the target
 // of an invite.
+// ignores tells whether u ignores the event's sender: a message from them,
+// or their invite of u, does not notify u.
+func (s *Service) ignores(ctx context.Context, u string, e *roomserver.Event) bool {
+	if e.StateKey != nil && !(e.Membership == "invite" && *e.StateKey == u) {
+		return false
+	}
+	ignored, err := s.rules.IgnoredUsers(ctx, u)
+	if err != nil {
+		logging.From(ctx).WithError(err).WithField("user_id", u).Error("push: load ignored users")
+		return false
+	}
+	_, ok := ignored[e.Sender]
+	return ok
+}
+
 func (s *Service) recipients(ri *roomInfo, e *roomserver.Event) []string {
 	out := make([]string, 0, len(ri.members))
 	for u := range ri.members {

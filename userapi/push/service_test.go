@@ -39,11 +39,19 @@ type accounts struct{}
 
 func (accounts) AccountExists(context.Context, string) (bool, error) { return true, nil }
 
-// fakeRules compiles the defaults, or a ruleset set by the test.
+// fakeRules compiles the defaults, or a ruleset set by the test; ignored
+// holds the ignore lists the test sets.
 type fakeRules struct {
-	mu    sync.Mutex
-	sets  map[string]userapi.Ruleset
-	cache map[string]any
+	mu      sync.Mutex
+	sets    map[string]userapi.Ruleset
+	cache   map[string]any
+	ignored map[string]map[string]struct{}
+}
+
+func (f *fakeRules) IgnoredUsers(_ context.Context, userID string) (map[string]struct{}, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ignored[userID], nil
 }
 
 func (f *fakeRules) CompiledPushRules(_ context.Context, userID string, compile func(string, userapi.Ruleset) (any, error)) (any, error) {
