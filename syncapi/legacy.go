@@ -185,9 +185,7 @@ func (s *Service) InitialSync(ctx context.Context, userID, deviceID string, limi
 	}
 	if s.opts.PresenceEnabled {
 		pr := newResponse()
-		if err := s.presenceSection(ctx, userID, nil, upto, pr); err != nil {
-			return nil, err
-		}
+		s.presenceSection(userID, nil, upto, nil, pr)
 		resp.Presence = pr.Presence.Events
 	}
 	return resp, nil

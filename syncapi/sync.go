@@ -264,6 +264,8 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		roomData = rooms
 	}
 
+	// joinedNow are the rooms this response brings newly joined.
+	var joinedNow []string
 	receipts, err := s.receiptsFor(ctx, req.UserID, view, since, full, upto)
 	if err != nil {
 		return nil, err
@@ -287,6 +289,9 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, receipts)
 			if err != nil {
 				return nil, err
+			}
+			if newly && !initial {
+				joinedNow = append(joinedNow, roomID)
 			}
 			jr.AccountData.Events = append(jr.AccountData.Events, roomData[roomID]...)
 			if !newly && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.Ephemeral.Events) == 0 && len(jr.AccountData.Events) == 0 {
@@ -322,10 +327,8 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 
-	if s.opts.PresenceEnabled && (initial || upto.Presence > since.Presence) {
-		if err := s.presenceSection(ctx, req.UserID, since, upto, resp); err != nil {
-			return nil, err
-		}
+	if s.opts.PresenceEnabled && (initial || upto.Presence > since.Presence || len(joinedNow) > 0) {
+		s.presenceSection(req.UserID, since, upto, joinedNow, resp)
 	}
 	// To-device messages, device lists and key counts (keys.go).
 	if req.eventStream {
@@ -678,6 +681,14 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 	}
 	if newly || hasMembershipChange(tl) {
 		jr.Summary = s.summary(roomID, req.UserID)
+		// Heroes name a room that has no name of its own.
+		named, err := s.roomNamed(ctx, roomID, sel.last, upto.Events)
+		if err != nil {
+			return nil, err
+		}
+		if named {
+			delete(jr.Summary, "m.heroes")
+		}
 	} else {
 		jr.Summary = map[string]any{}
 	}
@@ -770,6 +781,38 @@ func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientE
 	}
 	_, err = s.appendState(ctx, jr, ids, o, now, device)
 	return err
+}
+
+// roomNamed tells whether the room has a name or a canonical alias (not
+// empty) in its state after last (at pos when last is nil).
+func (s *Service) roomNamed(ctx context.Context, roomID string, last *clientEvent, pos int64) (bool, error) {
+	state, err := s.stateAfterEvent(ctx, roomID, last, pos)
+	if err != nil {
+		return false, err
+	}
+	var ids []string
+	for _, k := range [][2]string{{"m.room.name", ""}, {"m.room.canonical_alias", ""}} {
+		if id, ok := state[k]; ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return false, nil
+	}
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs {
+		var c struct {
+			Name  string `json:"name"`
+			Alias string `json:"alias"`
+		}
+		if json.Unmarshal(e.content, &c) == nil && (c.Name != "" || c.Alias != "") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *Service) summary(roomID, userID string) map[string]any {
@@ -956,21 +999,28 @@ func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID 
 
 // presenceSection adds the presence of the user and of everyone sharing a
 // room with them that changed in the window (all of it in an initial sync),
-// from memory.
-func (s *Service) presenceSection(ctx context.Context, userID string, since *Pos, upto Pos, resp *Response) error {
+// and that of every member of the rooms joinedNow (rooms newly joined in
+// this response, whose members the client did not know before), from
+// memory.
+func (s *Service) presenceSection(userID string, since *Pos, upto Pos, joinedNow []string, resp *Response) {
 	after := int64(0)
 	if since != nil {
 		after = since.Presence
+	}
+	whole := map[string]bool{}
+	for _, r := range joinedNow {
+		for _, u := range s.n.Members(r) {
+			whole[u] = true
+		}
 	}
 	who := s.n.CoMembers(userID)
 	sort.Strings(who)
 	for _, u := range who {
 		e := s.presenceOf(u)
-		if e == nil || e.Pos <= after || e.Pos > upto.Presence {
+		if e == nil || e.Pos > upto.Presence || (e.Pos <= after && !whole[u]) {
 			continue
 		}
 		ev := presenceEvent(u, e, nowMS())
 		resp.Presence.Events = append(resp.Presence.Events, ev)
 	}
-	return nil
 }
