@@ -61,6 +61,8 @@ type API struct {
 	Auth  authenticator
 	Rooms roomService
 	Sync  syncService
+	// Peeks starts and ends peeks into world-readable rooms (the sync engine).
+	Peeks peeker
 	// Filters and AccountData come from the user API.
 	Filters     filterSource
 	AccountData accountDataWriter

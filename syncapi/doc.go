@@ -3,7 +3,7 @@
 // and read markers.
 //
 // It reads the roomserver's events and state tables (it never writes them)
-// and owns the tables receipts and presence.
+// and owns the tables receipts, presence and peeks.
 //
 // Search (search.go, search_sql.go): /search reads the full-text index
 // event_search that the roomserver fills as events commit, over the rooms
@@ -46,6 +46,13 @@
 // to-device messages, device lists or key counts; GET /initialSync and
 // GET /rooms/{roomId}/initialSync are the /messages and /state builders
 // per room; GET /events/{eventId} is /event once the event's room is known.
+//
+// Peeking (peek.go, MSC2753): a device follows a world-readable room under
+// rooms.peek without joining it. Peeks are rows of the table peeks and
+// positions of their own stream (the eighth field of a sync token), kept
+// in the Notifier, which wakes a room's peekers as it wakes its members.
+// A membership change of the user in the room after the peek started
+// ends it.
 //
 // Waking: the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners

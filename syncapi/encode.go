@@ -47,7 +47,20 @@ func (r *Response) AppendJSON(b []byte) []byte {
 		b = appendList(b, lr.AccountData.Events)
 		b = append(b, '}')
 	}
-	b = append(b, `},"knock":{}},"account_data":`...)
+	b = append(b, `},"knock":{}`...)
+	if len(r.Rooms.Peek) > 0 {
+		b = append(b, `,"peek":{`...)
+		for i, id := range sortedKeys(r.Rooms.Peek) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+			b = append(b, ':')
+			b = r.Rooms.Peek[id].appendJSON(b)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, `},"account_data":`...)
 	b = appendList(b, r.AccountData.Events)
 	b = append(b, `,"presence":`...)
 	b = appendList(b, r.Presence.Events)

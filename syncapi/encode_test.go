@@ -8,7 +8,7 @@ import (
 
 func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	r := newResponse()
-	r.NextBatch = "s1_2_3_4_5_6_7"
+	r.NextBatch = "s1_2_3_4_5_6_7_8"
 	ev := json.RawMessage(`{"content":{"body":"hi \u2028 <b>"},"type":"m.room.message"}`)
 	r.Rooms.Join["!a:x"] = &joinedRoom{
 		Summary:             map[string]any{"m.heroes": []string{"@b:x"}, "m.joined_member_count": 2},
@@ -23,6 +23,8 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	r.Rooms.Invite["!c:x"] = &invitedRoom{InviteState: eventList{Events: []json.RawMessage{ev}}}
 	r.Rooms.Leave["!d:x"] = &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{ev}}, AccountData: eventList{Events: []json.RawMessage{}}}
 	r.AccountData.Events = append(r.AccountData.Events, ev)
+	r.Rooms.Peek = map[string]*joinedRoom{"!p:x": {Summary: map[string]any{}, State: eventList{Events: []json.RawMessage{ev}},
+		Timeline: timeline{Events: []json.RawMessage{ev}}, Ephemeral: eventList{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}}
 	r.DeviceLists.Changed = []string{"@e:x"}
 	r.OTKCounts["signed_curve25519"] = 5
 

@@ -41,6 +41,11 @@ type Notifier struct {
 	listeners    map[string][]*Listener
 	// unread[{room, user}] is the user's unread count in the room, where known.
 	unread map[roomUser]int
+	// peeks[{user, device}][room] is a device's peek into a room;
+	// peekers[room][user] counts the user's devices peeking into it
+	// (peek.go).
+	peeks   map[devKey]map[string]peek
+	peekers map[string]map[string]int
 	// advanced is closed (and replaced) whenever a position moves.
 	advanced chan struct{}
 	// work hands wake-ups of parked /syncs to idle wake workers.
@@ -50,6 +55,10 @@ type Notifier struct {
 }
 
 type roomUser struct{ room, user string }
+
+// peek is one device's peek into a room: the events position it started
+// at and its position in the peeks stream.
+type peek struct{ start, pos int64 }
 
 type devKey struct{ user, device string }
 
@@ -150,6 +159,8 @@ func newNotifier(pos Pos) *Notifier {
 		roomTyping:   make(map[string]int64),
 		listeners:    make(map[string][]*Listener),
 		unread:       make(map[roomUser]int),
+		peeks:        make(map[devKey]map[string]peek),
+		peekers:      make(map[string]map[string]int),
 		advanced:     make(chan struct{}),
 	}
 }
@@ -190,6 +201,8 @@ type roomView struct {
 	mem membership
 	// latest event, receipt and typing positions of the room
 	events, receipts, typing int64
+	// peekPos is a peeked room's position in the peeks stream.
+	peekPos int64
 }
 
 // userView is what a sync build needs from the indexes, copied at one instant.
@@ -351,6 +364,76 @@ func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip,
 		n.userPos(memberTarget).Events = pos
 		n.wakeLocked(memberTarget)
 	}
+	for u := range n.peekers[room] {
+		n.userPos(u).Events = pos
+		n.wakeLocked(u)
+	}
+}
+
+// OnPeek applies a peek started (start > 0: the events position it
+// started at) or ended (start 0) at position pos of the peeks stream, and
+// wakes the user.
+func (n *Notifier) OnPeek(user, device, room string, start, pos int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	k := devKey{user, device}
+	rooms := n.peeks[k]
+	_, had := rooms[room]
+	switch {
+	case start > 0 && !had:
+		if rooms == nil {
+			rooms = make(map[string]peek)
+			n.peeks[k] = rooms
+		}
+		rooms[room] = peek{start: start, pos: pos}
+		ps := n.peekers[room]
+		if ps == nil {
+			ps = make(map[string]int)
+			n.peekers[room] = ps
+		}
+		ps[user]++
+	case start == 0 && had:
+		delete(rooms, room)
+		if len(rooms) == 0 {
+			delete(n.peeks, k)
+		}
+		if ps := n.peekers[room]; ps != nil {
+			if ps[user]--; ps[user] <= 0 {
+				delete(ps, user)
+			}
+			if len(ps) == 0 {
+				delete(n.peekers, room)
+			}
+		}
+	}
+	if pos > n.cur.Peeks {
+		n.cur.Peeks = pos
+		n.advancedLocked()
+	}
+	n.userPos(user).Peeks = pos
+	n.wakeLocked(user)
+}
+
+// Peeking tells whether a device peeks into a room.
+func (n *Notifier) Peeking(user, device, room string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.peeks[devKey{user, device}][room]
+	return ok
+}
+
+// Peeks returns the rooms a device peeks into, with the positions the
+// peeks started at and the rooms' latest positions.
+func (n *Notifier) Peeks(user, device string) []roomView {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rooms := n.peeks[devKey{user, device}]
+	out := make([]roomView, 0, len(rooms))
+	for r, p := range rooms {
+		out = append(out, roomView{id: r, mem: membership{m: "peek", pos: p.start}, peekPos: p.pos, events: n.roomEvents[r], receipts: n.roomReceipts[r], typing: n.roomTyping[r]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
 }
 
 // OnReceipt applies a committed receipt. private receipts only concern their user.
@@ -525,7 +608,12 @@ func (n *Notifier) advancedLocked() {
 func (n *Notifier) caughtUp(want Pos) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.cur.Events >= want.Events && n.cur.Receipts >= want.Receipts && n.cur.AccountData >= want.AccountData
+	return reached(n.cur, want)
+}
+
+// reached: the streams a read waits for (CatchUp) are at want.
+func reached(cur, want Pos) bool {
+	return cur.Events >= want.Events && cur.Receipts >= want.Receipts && cur.AccountData >= want.AccountData && cur.Peeks >= want.Peeks
 }
 
 // WaitFor returns once every stream has reached the given positions, or when
@@ -535,7 +623,7 @@ func (n *Notifier) WaitFor(ctx context.Context, want Pos) error {
 		n.mu.Lock()
 		cur, ch := n.cur, n.advanced
 		n.mu.Unlock()
-		if cur.Events >= want.Events && cur.Receipts >= want.Receipts && cur.AccountData >= want.AccountData {
+		if reached(cur, want) {
 			return nil
 		}
 		select {

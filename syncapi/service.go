@@ -88,6 +88,7 @@ type Service struct {
 
 	receiptSeq    *stream.Sequencer
 	presenceSeq   *stream.Sequencer
+	peekSeq       *stream.Sequencer
 	typing        *typingState
 	presence      *presenceState
 	presenceLocks keyed.Mutex
@@ -159,6 +160,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		TopicAccountData: s.onAccountData,
 		TopicToDevice:    s.onToDevice,
 		TopicDeviceLists: s.onDeviceList,
+		TopicPeeks:       s.onPeek,
 	} {
 		if err := subscribe(topic, fn); err != nil {
 			s.Close()
@@ -192,6 +194,12 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		s.Close()
 		return nil, err
 	}
+	lastPeek, err := s.loadPeeks(ctx)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.peekSeq = stream.New(lastPeek, s.publishPeek)
 	pmu.Lock()
 	ready = true
 	queued := pending
@@ -302,7 +310,7 @@ func nowMS() int64 { return now().UnixMilli() }
 // write returns what was written. It is what the bus latency costs a read:
 // usually nothing, at most microseconds.
 func (s *Service) CatchUp(ctx context.Context) {
-	want := Pos{Events: s.rooms.Position(), Receipts: s.receiptSeq.Visible(), AccountData: s.users.AccountDataPosition()}
+	want := Pos{Events: s.rooms.Position(), Receipts: s.receiptSeq.Visible(), AccountData: s.users.AccountDataPosition(), Peeks: s.peekSeq.Visible()}
 	if s.n.caughtUp(want) {
 		return
 	}

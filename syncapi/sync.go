@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -113,6 +114,8 @@ type roomsResponse struct {
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
 	Knock  map[string]any          `json:"knock"`
+	// Peek holds the rooms the device peeks into (MSC2753, peek.go).
+	Peek map[string]*joinedRoom `json:"peek,omitempty"`
 }
 
 type deviceLists struct {
@@ -148,7 +151,7 @@ func newResponse() *Response {
 }
 
 func (r *Response) empty() bool {
-	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.AccountData.Events) == 0 &&
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Peek) == 0 && len(r.AccountData.Events) == 0 &&
 		len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
@@ -327,6 +330,10 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 		}
 	}
 
+	if err := s.peekedRooms(ctx, req, view, since, upto, now, resp); err != nil {
+		return nil, err
+	}
+
 	if s.opts.PresenceEnabled && (initial || upto.Presence > since.Presence || len(joinedNow) > 0) {
 		s.presenceSection(req.UserID, since, upto, joinedNow, resp)
 	}
@@ -359,6 +366,55 @@ func (s *Service) accountData(ctx context.Context, userID string, after, upto in
 		}
 	}
 	return global, rooms, nil
+}
+
+// peekedRooms adds the rooms the device peeks into: whole when the peek is
+// new to the client, else what happened since the token. A room the user
+// has joined (or was invited to) since is in those sections instead.
+func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view userView, since *Pos, upto Pos, now int64, resp *Response) error {
+	peeks := s.n.Peeks(req.UserID, req.DeviceID)
+	if len(peeks) == 0 {
+		return nil
+	}
+	// The user's membership (any, at a position) in each of their rooms.
+	mems := make(map[string]membership, len(view.rooms))
+	for _, rv := range view.rooms {
+		mems[rv.id] = rv.mem
+	}
+	var sinceEv int64
+	if since != nil {
+		sinceEv = since.Events
+	}
+	for _, rv := range peeks {
+		m, ok := mems[rv.id]
+		if ok && (m.m == "join" || m.m == "invite" || m.pos >= rv.mem.pos) {
+			// In the room's own section; a membership change after the
+			// peek started (joining, then leaving) ended the peek.
+			continue
+		}
+		if !req.Opts.roomOK(rv.id) || rv.peekPos > upto.Peeks {
+			continue
+		}
+		newly := since == nil || req.FullState || rv.peekPos > since.Peeks
+		if !newly && rv.events <= sinceEv && rv.typing <= since.Typing {
+			continue
+		}
+		// Every event goes through history visibility: a peeker sees
+		// only while the room is world-readable.
+		rv.mem.pos = math.MaxInt64
+		jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, nil)
+		if err != nil {
+			return err
+		}
+		if !newly && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.Ephemeral.Events) == 0 {
+			continue
+		}
+		if resp.Rooms.Peek == nil {
+			resp.Rooms.Peek = map[string]*joinedRoom{}
+		}
+		resp.Rooms.Peek[rv.id] = jr
+	}
+	return nil
 }
 
 // accountDataEvent wraps content (a JSON object the user API checked) as an
@@ -670,7 +726,9 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
 	}
-	if s.opts.Push != nil && (newly || sel.last != nil || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
+	if mem.m == "peek" {
+		// A peeker has no unread counts.
+	} else if s.opts.Push != nil && (newly || sel.last != nil || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
 		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
 	} else if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)

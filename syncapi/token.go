@@ -17,6 +17,9 @@ type Pos struct {
 	ToDevice    int64
 	DeviceLists int64
 	Presence    int64
+	// Peeks is the stream of peeks started and ended (peek.go); tokens
+	// from before it existed have 0.
+	Peeks int64
 }
 
 // String is the sync token: "s" and the positions joined by "_".
@@ -24,7 +27,7 @@ func (p Pos) String() string {
 	var b strings.Builder
 	b.Grow(64)
 	b.WriteByte('s')
-	for i, f := range []int64{p.Events, p.Receipts, p.AccountData, p.Typing, p.ToDevice, p.DeviceLists, p.Presence} {
+	for i, f := range []int64{p.Events, p.Receipts, p.AccountData, p.Typing, p.ToDevice, p.DeviceLists, p.Presence, p.Peeks} {
 		if i > 0 {
 			b.WriteByte('_')
 		}
@@ -40,7 +43,7 @@ func ParsePos(s string) (Pos, error) {
 		return p, merr.InvalidParam("Invalid sync token")
 	}
 	parts := strings.Split(s[1:], "_")
-	vals := []*int64{&p.Events, &p.Receipts, &p.AccountData, &p.Typing, &p.ToDevice, &p.DeviceLists, &p.Presence}
+	vals := []*int64{&p.Events, &p.Receipts, &p.AccountData, &p.Typing, &p.ToDevice, &p.DeviceLists, &p.Presence, &p.Peeks}
 	if len(parts) > len(vals) {
 		return p, merr.InvalidParam("Invalid sync token")
 	}
@@ -57,19 +60,19 @@ func ParsePos(s string) (Pos, error) {
 // After tells whether any stream of p is ahead of o.
 func (p Pos) After(o Pos) bool {
 	return p.Events > o.Events || p.Receipts > o.Receipts || p.AccountData > o.AccountData || p.Typing > o.Typing ||
-		p.ToDevice > o.ToDevice || p.DeviceLists > o.DeviceLists || p.Presence > o.Presence
+		p.ToDevice > o.ToDevice || p.DeviceLists > o.DeviceLists || p.Presence > o.Presence || p.Peeks > o.Peeks
 }
 
 // Max is the stream-wise maximum.
 func (p Pos) Max(o Pos) Pos {
 	return Pos{max(p.Events, o.Events), max(p.Receipts, o.Receipts), max(p.AccountData, o.AccountData), max(p.Typing, o.Typing),
-		max(p.ToDevice, o.ToDevice), max(p.DeviceLists, o.DeviceLists), max(p.Presence, o.Presence)}
+		max(p.ToDevice, o.ToDevice), max(p.DeviceLists, o.DeviceLists), max(p.Presence, o.Presence), max(p.Peeks, o.Peeks)}
 }
 
 // Min is the stream-wise minimum.
 func (p Pos) Min(o Pos) Pos {
 	return Pos{min(p.Events, o.Events), min(p.Receipts, o.Receipts), min(p.AccountData, o.AccountData), min(p.Typing, o.Typing),
-		min(p.ToDevice, o.ToDevice), min(p.DeviceLists, o.DeviceLists), min(p.Presence, o.Presence)}
+		min(p.ToDevice, o.ToDevice), min(p.DeviceLists, o.DeviceLists), min(p.Presence, o.Presence), min(p.Peeks, o.Peeks)}
 }
 
 // A pagination token of /messages is "t" and an events-stream position:

@@ -45,7 +45,7 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	api.Areas = append(api.Areas, api.PushArea(ps, ss))
 	a.closers = append(a.closers, ss.Close)
 	a.Rooms, a.Sync = rs, ss
-	api.Rooms, api.Sync, api.Directory = rs, ss, rs
+	api.Rooms, api.Sync, api.Directory, api.Peeks = rs, ss, rs, ss
 	api.Filters, api.AccountData, api.Tags = users, users, users
 	api.Areas = append(api.Areas, api.RoomAreas()...)
 	return nil
