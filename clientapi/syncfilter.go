@@ -75,6 +75,7 @@ func compileFilter(f *filter.Filter) *syncapi.Opts {
 	o.TimelineRoom = m.Room.Timeline.AllowsRoom
 	if tl := &m.Room.Timeline; !tl.MatchesAll() {
 		o.TimelineMatch = tl.Match
+		o.TimelineNone = tl.MatchesNone()
 	}
 	if st := &m.Room.State; !st.MatchesAll() {
 		o.StateMatch = func(typ, sender string) bool { return st.Match(typ, sender, false) }

@@ -46,6 +46,8 @@ type Opts struct {
 	PresenceMatch    func(sender string) bool
 	// ThreadCounts: the filter asks for unread_thread_notifications.
 	ThreadCounts bool
+	// TimelineNone: the filter lets no event into timelines.
+	TimelineNone bool
 	// RedundantMembers: with LazyMembers, send the timeline senders' member
 	// events in every response, even when the client has them
 	// (include_redundant_members).
@@ -58,6 +60,15 @@ func DefaultOpts() *Opts {
 }
 
 func (o *Opts) roomOK(id string) bool { return o.RoomAllowed == nil || o.RoomAllowed(id) }
+
+// timelineLimit is the room's timeline limit: 0 when the filter lets
+// nothing into it, so that nothing is looked for.
+func (o *Opts) timelineLimit(roomID string) int {
+	if o.TimelineNone || (o.TimelineRoom != nil && !o.TimelineRoom(roomID)) {
+		return 0
+	}
+	return o.TimelineLimit
+}
 func (o *Opts) timelineOK(c *clientEvent) bool {
 	return o.TimelineMatch == nil || o.TimelineMatch(c.typ, c.sender, c.hasURL)
 }
@@ -490,6 +501,17 @@ const scanBudget = 500
 // tells whether more accepted events may lie before the returned ones.
 func (s *Service) selectTimeline(ctx context.Context, roomID string, since, upto int64, limit int, keep func(*clientEvent) (bool, error)) (timelineSel, error) {
 	sel := timelineSel{prevBatch: upto}
+	if limit == 0 {
+		// An empty timeline by the filter: the newest event tells where
+		// the state block ends, and every state event of the window is
+		// left out of the timeline.
+		evs, err := s.eventsDesc(ctx, roomID, since, upto, 1, true)
+		if err != nil || len(evs) == 0 {
+			return sel, err
+		}
+		sel.last, sel.droppedState = evs[0], true
+		return sel, nil
+	}
 	var picked []*clientEvent // newest first
 	cursor, scanned, oldest := upto, 0, int64(0)
 	batch := limit + 1
@@ -691,7 +713,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 		windowStart = sinceEv
 	}
 	keep := s.timelineKeep(ctx, req, roomID, mem, upto.Events)
-	sel, err := s.selectTimeline(ctx, roomID, windowStart, upto.Events, o.TimelineLimit, keep)
+	sel, err := s.selectTimeline(ctx, roomID, windowStart, upto.Events, o.timelineLimit(roomID), keep)
 	if err != nil {
 		return nil, err
 	}
@@ -967,7 +989,7 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 		return nil, err
 	}
 	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, vis)
-	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.TimelineLimit, keep)
+	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.timelineLimit(roomID), keep)
 	if err != nil {
 		return nil, err
 	}

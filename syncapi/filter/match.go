@@ -225,6 +225,12 @@ func (m *EventMatcher) MatchSender(sender string) bool {
 // caller can skip filtering altogether.
 func (m *EventMatcher) MatchesAll() bool { return m == nil || m.all }
 
+// MatchesNone reports whether the matcher lets no event through (an empty
+// types or senders list), so a caller need not look at any.
+func (m *EventMatcher) MatchesNone() bool {
+	return m != nil && ((m.types.set && m.types.allow.empty()) || (m.senders.set && m.senders.allow.empty()))
+}
+
 // Limit returns the filter's limit, or def when none was set, clamped to
 // 1..max (see EffectiveLimit).
 func (m *EventMatcher) Limit(def, max int) int {
@@ -293,6 +299,9 @@ func (m *RoomEventMatcher) AllowsRoom(roomID string) bool {
 
 // MatchesAll reports whether Match is true for every event (rooms aside).
 func (m *RoomEventMatcher) MatchesAll() bool { return m == nil || m.all }
+
+// MatchesNone reports whether Match is false for every event.
+func (m *RoomEventMatcher) MatchesNone() bool { return m != nil && m.ev.MatchesNone() }
 
 // UsesURL reports whether Match looks at hasURL, so a caller can skip
 // computing it.

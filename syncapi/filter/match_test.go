@@ -320,3 +320,30 @@ func BenchmarkRoomEventMatch(b *testing.B) {
 		}
 	}
 }
+
+func TestMatchesNone(t *testing.T) {
+	none, some := []string{}, []string{"m.room.message"}
+	for _, c := range []struct {
+		name string
+		f    RoomEventFilter
+		want bool
+	}{
+		{"no lists", RoomEventFilter{}, false},
+		{"empty types", RoomEventFilter{EventFilter: EventFilter{Types: &none}}, true},
+		{"empty senders", RoomEventFilter{EventFilter: EventFilter{Senders: &none}}, true},
+		{"a type", RoomEventFilter{EventFilter: EventFilter{Types: &some}}, false},
+		{"only not_types", RoomEventFilter{EventFilter: EventFilter{NotTypes: some}}, false},
+	} {
+		m := c.f.Compile()
+		if got := m.MatchesNone(); got != c.want {
+			t.Errorf("%s: MatchesNone %v, want %v", c.name, got, c.want)
+		}
+		if c.want && m.Match("m.room.message", "@a:x", false) {
+			t.Errorf("%s: MatchesNone but an event matches", c.name)
+		}
+	}
+	var nilM *RoomEventMatcher
+	if nilM.MatchesNone() {
+		t.Error("a nil matcher matches none")
+	}
+}
