@@ -28,8 +28,12 @@ type Follower struct {
 	stop  chan struct{}
 	once  sync.Once
 
-	mu   sync.Mutex
-	last int64
+	// deliver serialises Deliver: notices may come from more than one
+	// goroutine (the bus's, and a start-up queue), and each position must
+	// be handed on once.
+	deliver sync.Mutex
+	mu      sync.Mutex
+	last    int64
 }
 
 // NewFollower follows the stream after position last, handing each
@@ -50,8 +54,10 @@ func (f *Follower) Close() { f.once.Do(func() { close(f.stop) }) }
 
 // Deliver takes a notice from the bus. Notices at or below the last
 // position are old (delivered again); one past a hole first has the hole
-// read from the database. The caller delivers one notice at a time.
+// read from the database. Deliveries are handled one at a time.
 func (f *Follower) Deliver(ctx context.Context, n *Notice) {
+	f.deliver.Lock()
+	defer f.deliver.Unlock()
 	f.mu.Lock()
 	last := f.last
 	f.mu.Unlock()

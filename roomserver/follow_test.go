@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -136,4 +138,57 @@ func TestFollowerReadsHolesFromTheDatabase(t *testing.T) {
 			t.Fatalf("replayed redaction %s redacts %q with %s", red.EventID, red.Redacts, red.RedactedJSON)
 		}
 	})
+}
+
+// TestFollowerConcurrentDeliveries: notices delivered from two goroutines
+// at once (the bus's and a start-up queue's) are handed on once each, in
+// position order.
+func TestFollowerConcurrentDeliveries(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h := newHarness(t, db)
+		ctx := context.Background()
+		res, err := h.s.CreateRoom(ctx, "@alice:test", CreateRoomRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			sendText(t, h, res.RoomID, "m", fmt.Sprint(i))
+		}
+		live := h.waitNotices(t, int(h.s.Position()))
+		var mu sync.Mutex
+		var got []int64
+		f := NewFollower(db, 0, func(_ context.Context, n *Notice) {
+			mu.Lock()
+			got = append(got, n.Pos)
+			mu.Unlock()
+		})
+		defer f.Close()
+		var wg sync.WaitGroup
+		for _, order := range [][]Notice{live, reversed(live)} {
+			wg.Add(1)
+			go func(ns []Notice) {
+				defer wg.Done()
+				for i := range ns {
+					f.Deliver(ctx, &ns[i])
+				}
+			}(order)
+		}
+		wg.Wait()
+		if len(got) != len(live) {
+			t.Fatalf("handed on %d positions, want %d: %v", len(got), len(live), got)
+		}
+		for i, p := range got {
+			if p != int64(i+1) {
+				t.Fatalf("position %d handed on at %d: %v", p, i, got)
+			}
+		}
+	})
+}
+
+func reversed(ns []Notice) []Notice {
+	out := make([]Notice, len(ns))
+	for i, n := range ns {
+		out[len(ns)-1-i] = n
+	}
+	return out
 }
