@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -31,8 +32,8 @@ func init() { metrics.Registry.MustRegister(txnAttempts) }
 // sender sends one service its queued transactions, one at a time and in
 // queue order: the JetStream consumer lets one message out at a time
 // (MaxAckPending 1) and a failed transaction is retried in place, with
-// growing waits, until the service takes it. While it waits, the message
-// is kept ours (InProgress); at a stop it is handed back (Nak) and comes
+// growing waits, until the service takes it. Meanwhile the message is
+// kept ours (InProgress); at a stop it is handed back (Nak) and comes
 // first at the next start. After a crash it comes back when its AckWait
 // ends.
 type sender struct {
@@ -43,7 +44,9 @@ type sender struct {
 	wake    chan struct{}
 }
 
-const senderAckWait = 30 * time.Second
+// senderAckWait is how long a message taken by a sender that died stays
+// away from the others; a live sender renews it every third of it.
+const senderAckWait = 10 * time.Second
 
 // queueKey is a subject token for a service ID: its letters and digits and
 // a hash that keeps IDs that differ elsewhere apart.
@@ -99,39 +102,36 @@ func (d *sender) run() {
 		case <-ctx.Done():
 		}
 	}()
-	for attempt := 0; ; attempt++ {
-		it, err := d.cons.Messages(jetstream.PullMaxMessages(1))
+	for ctx.Err() == nil {
+		// One message per pull, so that none waits in a buffer of ours
+		// (it would stay taken until its AckWait ends, holding up the
+		// queue); the pull ends with the context at a stop.
+		fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+		batch, err := d.cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
-			logging.From(ctx).WithError(err).Error("appservice: read the transaction queue")
-			if !d.sleep(time.Second, nil) {
+			fcancel()
+			if ctx.Err() != nil {
+				return
+			}
+			logging.From(ctx).WithError(err).Warn("appservice: read the transaction queue")
+			if !d.sleep(time.Second) {
 				return
 			}
 			continue
 		}
-		stopIt := make(chan struct{})
-		go func() {
-			select {
-			case <-ctx.Done():
-			case <-stopIt:
-			}
-			it.Stop()
-		}()
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				close(stopIt)
-				if ctx.Err() != nil {
-					return
-				}
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					logging.From(ctx).WithError(err).Warn("appservice: read the transaction queue")
-				}
-				break
+		for msg := range batch.Messages() {
+			if ctx.Err() != nil {
+				_ = msg.Nak()
+				continue
 			}
 			d.deliver(ctx, msg)
 		}
-		if !d.sleep(time.Second, nil) {
-			return
+		fcancel()
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			logging.From(ctx).WithError(err).Warn("appservice: read the transaction queue")
+			if !d.sleep(time.Second) {
+				return
+			}
 		}
 	}
 }
@@ -155,6 +155,21 @@ func (d *sender) deliver(ctx context.Context, msg jetstream.Msg) {
 		body["de.sorunome.msc2409.to_device"] = q.ToDevice
 	}
 	log := logging.From(ctx).WithFields(logrus.Fields{"txn_id": q.TxnID, "events": len(q.Events)})
+	// The message stays ours while it is being sent and retried.
+	kept := make(chan struct{})
+	defer close(kept)
+	go func() {
+		t := time.NewTicker(senderAckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = msg.InProgress()
+			case <-kept:
+				return
+			}
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		status, raw, err := request(ctx, d.s.opts.HTTPClient, d.s.opts.TxnTimeout, d.r, http.MethodPut,
 			"/_matrix/app/v1/transactions/"+url.PathEscape(q.TxnID), body)
@@ -189,7 +204,7 @@ func (d *sender) deliver(ctx context.Context, msg jetstream.Msg) {
 			}
 			e.Warn("appservice: transaction failed; will retry")
 		}
-		if !d.sleep(delay, msg) {
+		if !d.sleep(delay) {
 			_ = msg.Nak()
 			return
 		}
@@ -205,26 +220,18 @@ func (d *sender) delay(attempt int) time.Duration {
 	return min(delay, d.s.opts.RetryMax)
 }
 
-// sleep waits, keeping msg ours meanwhile; a poke ends it early. It
-// reports false when the service stops.
-func (d *sender) sleep(delay time.Duration, msg jetstream.Msg) bool {
+// sleep waits; a poke ends it early. It reports false when the service
+// stops.
+func (d *sender) sleep(delay time.Duration) bool {
 	t := time.NewTimer(delay)
 	defer t.Stop()
-	keep := time.NewTicker(senderAckWait / 3)
-	defer keep.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-d.wake:
-			return true
-		case <-keep.C:
-			if msg != nil {
-				_ = msg.InProgress()
-			}
-		case <-d.s.stop:
-			return false
-		}
+	select {
+	case <-t.C:
+		return true
+	case <-d.wake:
+		return true
+	case <-d.s.stop:
+		return false
 	}
 }
 
