@@ -154,6 +154,11 @@ func (d *sender) deliver(ctx context.Context, msg jetstream.Msg) {
 		body["to_device"] = q.ToDevice
 		body["de.sorunome.msc2409.to_device"] = q.ToDevice
 	}
+	if len(q.DeviceLists) > 0 {
+		dl := map[string][]string{"changed": q.DeviceLists, "left": {}}
+		body["device_lists"] = dl
+		body["org.matrix.msc3202.device_lists"] = dl
+	}
 	log := logging.From(ctx).WithFields(logrus.Fields{"txn_id": q.TxnID, "events": len(q.Events)})
 	// The message stays ours while it is being sent and retried.
 	kept := make(chan struct{})

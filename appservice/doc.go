@@ -34,7 +34,9 @@
 // services that ask (receive_ephemeral, de.sorunome.msc2409.push_ephemeral)
 // it also takes typing, receipts (not private ones) and presence from the
 // bus; for those and org.matrix.msc3202 ones, their users' to-device
-// messages, which are deleted from the devices' queues once queued. What
+// messages, which are deleted from the devices' queues once queued; for
+// org.matrix.msc3202 ones, device_lists.changed of the users who share a
+// room with theirs (device_lists.left is not sent). What
 // arrives together becomes one transaction per service (at most 100 events
 // and 768 KiB), put in the service's JetStream work queue (a stream per
 // service; an events transaction has a message ID from its positions, so

@@ -3,6 +3,7 @@ package appservice
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -152,43 +153,66 @@ func (f *feed) onPresence(ctx context.Context, data []byte) {
 		content["status_msg"] = n.StatusMsg
 	}
 	ev, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": n.UserID, "content": content})
-	var joined []string // the user's rooms, read once when needed
+	f.sharing(ctx, n.UserID, func(r *Registration) bool { return r.Ephemeral }, func(p *pending) {
+		p.ephemeral = append(p.ephemeral, ev)
+	})
+}
+
+// sharing calls fn with the pending items of each service (that want
+// says) which controls the user or has a user joined to one of the user's
+// rooms; the user's rooms are read once, when needed.
+func (f *feed) sharing(ctx context.Context, userID string, want func(r *Registration) bool, fn func(p *pending)) {
+	var joined []string
 	read := false
 	for _, r := range f.targets {
-		if !r.Ephemeral {
+		if !want(r) {
 			continue
 		}
-		shares := r.ControlsUser(n.UserID)
-		if !shares {
-			if !read {
-				read = true
-				rooms, err := f.s.d.Rooms.RoomsOf(ctx, n.UserID)
-				if err != nil {
-					logging.From(ctx).WithError(err).WithField("user_id", n.UserID).Warn("appservice: rooms of a user for presence")
-				}
-				for id, m := range rooms {
-					if m == "join" {
-						joined = append(joined, id)
-					}
+		shares := r.ControlsUser(userID)
+		if !shares && !read {
+			read = true
+			rooms, err := f.s.d.Rooms.RoomsOf(ctx, userID)
+			if err != nil {
+				logging.From(ctx).WithError(err).WithField("user_id", userID).Warn("appservice: rooms of a user")
+			}
+			for id, m := range rooms {
+				if m == "join" {
+					joined = append(joined, id)
 				}
 			}
-			for _, room := range joined {
-				for u := range f.members[room] {
-					if r.ControlsUser(u) {
-						shares = true
-						break
-					}
-				}
-				if shares {
+		}
+		for _, room := range joined {
+			if shares {
+				break
+			}
+			for u := range f.members[room] {
+				if r.ControlsUser(u) {
+					shares = true
 					break
 				}
 			}
 		}
 		if shares {
-			p := f.pendingOf(r.ID)
-			p.ephemeral = append(p.ephemeral, ev)
+			fn(f.pendingOf(r.ID))
 		}
 	}
+}
+
+// onDeviceList tells MSC3202 services that a user who shares a room with
+// theirs (or is theirs) changed devices or keys: device_lists.changed.
+// (Users who stopped sharing a room, device_lists.left, are not told.)
+func (f *feed) onDeviceList(ctx context.Context, data []byte) {
+	var n struct {
+		UserID string `json:"user_id"`
+	}
+	if json.Unmarshal(data, &n) != nil || n.UserID == "" {
+		return
+	}
+	f.sharing(ctx, n.UserID, func(r *Registration) bool { return r.MSC3202 }, func(p *pending) {
+		if !slices.Contains(p.deviceLists, n.UserID) {
+			p.deviceLists = append(p.deviceLists, n.UserID)
+		}
+	})
 }
 
 // onToDevice gives the services their users' to-device messages

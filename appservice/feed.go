@@ -40,6 +40,8 @@ type queuedTxn struct {
 	Events    []json.RawMessage `json:"events"`
 	Ephemeral []json.RawMessage `json:"ephemeral,omitempty"`
 	ToDevice  []json.RawMessage `json:"to_device,omitempty"`
+	// DeviceLists are the users whose devices changed (MSC3202).
+	DeviceLists []string `json:"device_lists,omitempty"`
 }
 
 // pending is what a service is to get in the next transaction.
@@ -50,6 +52,8 @@ type pending struct {
 	typingAt  map[string]int // room → index of its m.typing in ephemeral
 	toDevice  []json.RawMessage
 	acks      []toDeviceAck
+	// deviceLists are the users whose devices changed (MSC3202).
+	deviceLists []string
 }
 
 type toDeviceAck struct {
@@ -58,7 +62,7 @@ type toDeviceAck struct {
 }
 
 func (p *pending) empty() bool {
-	return len(p.events) == 0 && len(p.ephemeral) == 0 && len(p.toDevice) == 0
+	return len(p.events) == 0 && len(p.ephemeral) == 0 && len(p.toDevice) == 0 && len(p.deviceLists) == 0
 }
 
 type feedItem struct {
@@ -89,7 +93,7 @@ type feed struct {
 	epoch     string
 	seq       int64
 
-	wantEphemeral, wantToDevice bool
+	wantEphemeral, wantToDevice, wantDeviceLists bool
 }
 
 func newFeed(s *Service) *feed {
@@ -103,6 +107,7 @@ func newFeed(s *Service) *feed {
 		f.targets = append(f.targets, r)
 		f.wantEphemeral = f.wantEphemeral || r.Ephemeral
 		f.wantToDevice = f.wantToDevice || r.Ephemeral || r.MSC3202
+		f.wantDeviceLists = f.wantDeviceLists || r.MSC3202
 	}
 	return f
 }
@@ -134,6 +139,9 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	if f.wantToDevice && s.d.Keys != nil {
 		topics = append(topics, keys.TopicToDevice)
+	}
+	if f.wantDeviceLists {
+		topics = append(topics, keys.TopicDeviceLists)
 	}
 	// Subscribe before reading the positions: what commits meanwhile is
 	// queued and, if already read, skipped by the follower.
@@ -285,6 +293,8 @@ func (f *feed) take(ctx context.Context, it feedItem) {
 		f.onPresence(ctx, it.data)
 	case keys.TopicToDevice:
 		f.onToDevice(ctx, it.data)
+	case keys.TopicDeviceLists:
+		f.onDeviceList(ctx, it.data)
 	}
 }
 
@@ -477,7 +487,7 @@ func (f *feed) queue(ctx context.Context, r *Registration, p *pending) bool {
 		}
 		if first {
 			// The ephemeral items ride with the first part.
-			txn.Ephemeral, txn.ToDevice = p.ephemeral, p.toDevice
+			txn.Ephemeral, txn.ToDevice, txn.DeviceLists = p.ephemeral, p.toDevice, p.deviceLists
 		}
 		msgID := ""
 		if n > 0 {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,9 @@ func (fakeRooms) AliasesOf(ctx context.Context, roomID string) ([]string, error)
 	return []string{}, nil
 }
 func (fakeRooms) RoomsOf(ctx context.Context, userID string) (map[string]string, error) {
+	if userID == "@alice:example.org" {
+		return map[string]string{"!bridged:example.org": "join", "!left:example.org": "leave"}, nil
+	}
 	return nil, nil
 }
 
@@ -226,5 +230,49 @@ func TestFeedInterest(t *testing.T) {
 	f.noteMember("!bridged:example.org", "@_irc_bob:example.org", false)
 	if len(f.members) != 0 {
 		t.Fatal("a leave empties the index")
+	}
+}
+
+func TestFeedEphemeralRouting(t *testing.T) {
+	ctx := context.Background()
+	body := strings.Replace(goodReg, "receive_ephemeral: true", "receive_ephemeral: true\norg.matrix.msc3202: true", 1)
+	regs, probs := Load([]string{writeReg(t, t.TempDir(), "irc.yaml", body)}, "example.org")
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	s := &Service{reg: NewRegistry(regs), d: Deps{Rooms: fakeRooms{}}}
+	f := newFeed(s)
+	f.noteMember("!bridged:example.org", "@_irc_bob:example.org", true)
+
+	f.onPresence(ctx, []byte(`{"user_id":"@alice:example.org","presence":"online","last_active":1}`))
+	f.onPresence(ctx, []byte(`{"user_id":"@stranger:example.org","presence":"online"}`))
+	f.onDeviceList(ctx, []byte(`{"user_id":"@alice:example.org","pos":3}`))
+	f.onDeviceList(ctx, []byte(`{"user_id":"@alice:example.org","pos":4}`))
+	f.onTyping(ctx, []byte(`{"room_id":"!bridged:example.org","user_id":"@alice:example.org","typing":true,"expires_ms":`+strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)+`}`))
+	f.onTyping(ctx, []byte(`{"room_id":"!bridged:example.org","user_id":"@alice:example.org","typing":false}`))
+	f.onReceipt(ctx, []byte(`{"room_id":"!bridged:example.org","user_id":"@alice:example.org","type":"m.read.private","event_id":"$x"}`))
+	f.onReceipt(ctx, []byte(`{"room_id":"!other:example.org","user_id":"@alice:example.org","type":"m.read","event_id":"$x"}`))
+	p := f.pend["irc"]
+	if p == nil {
+		t.Fatal("nothing pending")
+	}
+	var kinds []string
+	for _, e := range p.ephemeral {
+		var ev struct {
+			Type    string          `json:"type"`
+			Sender  string          `json:"sender"`
+			Content json.RawMessage `json:"content"`
+		}
+		_ = json.Unmarshal(e, &ev)
+		kinds = append(kinds, ev.Type+" "+ev.Sender+string(ev.Content))
+	}
+	// One presence (alice shares a room with a ghost; the stranger does
+	// not), one m.typing (the newest replaces the first: nobody types), no
+	// private receipt, no receipt of a room without ghosts.
+	if len(kinds) != 2 || !strings.HasPrefix(kinds[0], "m.presence @alice:example.org") || kinds[1] != `m.typing {"user_ids":[]}` {
+		t.Fatalf("ephemeral: %q", kinds)
+	}
+	if strings.Join(p.deviceLists, ",") != "@alice:example.org" {
+		t.Fatalf("device lists: %v", p.deviceLists)
 	}
 }
