@@ -34,11 +34,11 @@ func (a *API) UserAreas() []func() []Route {
 func (a *API) accountRoutes() []Route {
 	return []Route{
 		{Method: "GET", Path: v3 + "/login", H: a.loginFlows, Auth: authNone},
-		{Method: "POST", Path: v3 + "/login", H: a.login, Auth: authNone, Limit: limitLogin},
+		{Method: "POST", Path: v3 + "/login", H: a.login, Auth: authAppService, Limit: limitLogin},
 		{Method: "POST", Path: v3 + "/logout", H: a.logout, Auth: authUser},
 		{Method: "POST", Path: v3 + "/logout/all", H: a.logoutAll, Auth: authUser},
 		{Method: "GET", Path: v3 + "/account/whoami", H: a.whoami, Auth: authUser},
-		{Method: "POST", Path: v3 + "/register", H: uia(a.register), Auth: authNone, Limit: limitRegister},
+		{Method: "POST", Path: v3 + "/register", H: uia(a.register), Auth: authAppService, Limit: limitRegister},
 		{Method: "GET", Path: v3 + "/register/available", H: a.registerAvailable, Auth: authNone, Limit: limitLogin},
 		{Method: "GET", Path: "/_matrix/client/v1/register/m.login.registration_token/validity", H: a.registrationTokenValidity, Auth: authNone, Limit: limitRegister},
 		{Method: "POST", Path: v3 + "/account/password", H: uia(a.changePassword), Auth: authUser},
@@ -95,7 +95,11 @@ func (a *API) sessionBody(sess userapi.Session, withToken bool) map[string]any {
 // Login.
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) error {
-	return httpx.JSON(w, http.StatusOK, map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}})
+	flows := []map[string]string{{"type": "m.login.password"}}
+	if a.AppServices != nil {
+		flows = append(flows, map[string]string{"type": loginTypeAppService})
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -120,6 +124,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	case "":
 		return merr.MissingParam("Missing login type")
 	case userapi.StagePassword:
+	case loginTypeAppService:
+		return a.loginAppService(w, r, req)
 	default:
 		return merr.Unknown("Unknown login type %s", req.Type)
 	}
@@ -162,19 +168,25 @@ func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) whoami(w http.ResponseWriter, r *http.Request) error {
 	d := DeviceFrom(r)
-	return httpx.JSON(w, http.StatusOK, map[string]any{"user_id": d.UserID, "device_id": d.DeviceID, "is_guest": false})
+	body := map[string]any{"user_id": d.UserID, "is_guest": false}
+	if d.DeviceID != "" { // an application service acting without a device has none
+		body["device_id"] = d.DeviceID
+	}
+	return httpx.JSON(w, http.StatusOK, body)
 }
 
 // Registration.
 
 type registerRequest struct {
-	Auth                     json.RawMessage `json:"auth"`
-	Username                 string          `json:"username"`
-	Password                 string          `json:"password"`
-	DeviceID                 string          `json:"device_id"`
-	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
-	InhibitLogin             bool            `json:"inhibit_login"`
-	RefreshToken             bool            `json:"refresh_token"`
+	Auth json.RawMessage `json:"auth"`
+	// Type is m.login.application_service for a service's registration.
+	Type                     string `json:"type"`
+	Username                 string `json:"username"`
+	Password                 string `json:"password"`
+	DeviceID                 string `json:"device_id"`
+	InitialDeviceDisplayName string `json:"initial_device_display_name"`
+	InhibitLogin             bool   `json:"inhibit_login"`
+	RefreshToken             bool   `json:"refresh_token"`
 }
 
 func checkKindParam(r *http.Request) error {
@@ -204,12 +216,18 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if err := checkKindParam(r); err != nil {
 		return err
 	}
-	if !a.Cfg.Registration.Open {
+	// Application services register their users whether registration is
+	// open or not.
+	asToken := DeviceFrom(r).AppService != ""
+	if !a.Cfg.Registration.Open && !asToken {
 		return merr.Forbidden("Registration is disabled")
 	}
 	var req registerRequest
 	if err := httpx.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		return err
+	}
+	if asToken || req.Type == loginTypeAppService {
+		return a.registerAppService(w, r, req)
 	}
 	ctx := r.Context()
 	p := registerParams{Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,

@@ -25,6 +25,10 @@ const (
 	authOptional                  // a valid token is used if sent; none is fine
 	authUser                      // a valid token is required
 	authAdmin                     // a valid token of a server admin is required
+	// authAppService: an application service's token, if sent, makes the
+	// request the service's (as itself; /register and /login); any other
+	// token is ignored.
+	authAppService
 )
 
 // Rate-limit classes of a route.
@@ -75,6 +79,9 @@ type API struct {
 	Leaver     roomLeaver
 	Propagator profilePropagator
 	Limiter    *Limiter
+	// AppServices, when set, resolves application services' tokens
+	// (appservice.Service): the service, or a user it acts as.
+	AppServices appServices
 	// Areas add their routes; see routes().
 	Areas []func() []Route
 	// Observe is told about each request (metrics).
@@ -183,25 +190,27 @@ func (a *API) wrap(rt Route) http.Handler {
 		if rt.Auth != authNone {
 			token := httpx.BearerToken(r)
 			if token == "" {
-				if rt.Auth != authOptional {
+				if rt.Auth != authOptional && rt.Auth != authAppService {
 					return merr.MissingToken("Missing access token")
 				}
 			} else {
 				// The client address becomes the device's last-seen address.
-				dev, err := a.Auth.Authenticate(userapi.WithClientAddr(r.Context(), clientAddr(r)), token)
+				dev, ok, err := a.authenticate(r, token, rt.Auth)
 				if err != nil {
 					return err
 				}
-				if rt.Auth == authAdmin && !dev.IsAdmin {
-					return merr.Forbidden("You are not a server admin")
+				if ok {
+					if rt.Auth == authAdmin && !dev.IsAdmin {
+						return merr.Forbidden("You are not a server admin")
+					}
+					if ri := httpx.Info(r.Context()); ri != nil {
+						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
+					}
+					r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, dev))
 				}
-				if ri := httpx.Info(r.Context()); ri != nil {
-					ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
-				}
-				r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, dev))
 			}
 		}
-		if a.Limiter != nil && rt.Limit != limitNone {
+		if a.Limiter != nil && rt.Limit != limitNone && a.rateLimited(r) {
 			key := clientAddr(r)
 			if rt.Limit == limitMessage {
 				key = DeviceFrom(r).UserID

@@ -11,6 +11,16 @@
 // RelationsArea (relations.go: /relations, /threads), both served by the
 // sync engine.
 //
+// Application services (appservice.go): the auth middleware resolves an
+// application service's as_token through API.AppServices before the user
+// API's tokens — the service's sender, or the user_id (and device_id) it
+// asserts — and marks the request's Device with the service's ID.
+// /register and /login (auth level authAppService) take a service's token
+// as the service itself, for m.login.application_service; the ping, the
+// third-party lookups and the services' directory listing are
+// AppServiceArea. The rate limits skip a service's sender and services
+// registered with rate_limited: false.
+//
 // Every route's body is limited to max_request_bytes, except routes marked
 // OwnBody (the media uploads in media.go), which stream their body to the
 // media service and stop it at media.max_upload_bytes themselves.

@@ -171,7 +171,14 @@ func (a *API) unban(w http.ResponseWriter, r *http.Request) error {
 
 func sender(r *http.Request) roomserver.Sender {
 	d := DeviceFrom(r)
-	return roomserver.Sender{UserID: d.UserID, DeviceID: d.DeviceID}
+	dev := d.DeviceID
+	if dev == "" && d.AppService != "" {
+		// An application service acting without a device: its transaction
+		// IDs are scoped to the service, so that a retried send is still
+		// recognised.
+		dev = "appservice:" + d.AppService
+	}
+	return roomserver.Sender{UserID: d.UserID, DeviceID: dev}
 }
 
 // eventContent reads an event content body: a JSON object of at most 64 KiB.

@@ -23,8 +23,26 @@ func (s *Service) checkAlias(alias string) error {
 	return nil
 }
 
-// ResolveAlias returns the room an alias points to.
+// ResolveAlias returns the room an alias points to. An unknown alias in an
+// application service's namespace is asked of the service first.
 func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error) {
+	id, err := s.resolveLocal(ctx, alias)
+	if merr.Is(err, "M_NOT_FOUND") && s.opts.Aliases != nil && s.opts.Aliases.QueryAlias(ctx, alias) {
+		id, err = s.resolveLocal(ctx, alias)
+	}
+	return id, err
+}
+
+// mayCreateAlias refuses an alias held by an application service.
+func (s *Service) mayCreateAlias(userID, alias string) error {
+	if s.opts.Aliases == nil {
+		return nil
+	}
+	return s.opts.Aliases.MayCreateAlias(userID, alias)
+}
+
+// resolveLocal returns the room an alias points to in room_aliases.
+func (s *Service) resolveLocal(ctx context.Context, alias string) (string, error) {
 	if err := s.checkAlias(alias); err != nil {
 		return "", err
 	}
@@ -46,6 +64,9 @@ func (s *Service) SetAlias(ctx context.Context, userID, alias, roomID string) er
 	}
 	if ids.ServerOf(alias, '#') != s.opts.ServerName {
 		return merr.InvalidParam("Aliases must end in :%s", s.opts.ServerName)
+	}
+	if err := s.mayCreateAlias(userID, alias); err != nil {
+		return err
 	}
 	m, _, err := s.Membership(ctx, roomID, userID)
 	if err != nil {

@@ -100,7 +100,10 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 		if len(alias) > 255 {
 			return CreateRoomResult{}, merr.InvalidParam("room_alias_name is too long")
 		}
-		if _, err := s.ResolveAlias(ctx, alias); err == nil {
+		if err := s.mayCreateAlias(sender, alias); err != nil {
+			return CreateRoomResult{}, err
+		}
+		if _, err := s.resolveLocal(ctx, alias); err == nil {
 			return CreateRoomResult{}, merr.RoomInUse("Room alias %s already taken", alias)
 		}
 	}

@@ -25,6 +25,12 @@
 // Goroutines: the search indexer (stopped by Close); bus deliveries run on
 // NATS's goroutines.
 //
+// Aliases (alias.go): with Options.Aliases, an alias in an application
+// service's exclusive namespace can be created (PUT /directory/room,
+// createRoom's room_alias_name) only by that service's users (M_EXCLUSIVE),
+// and an unknown alias in a service's namespace is asked of the service
+// before ResolveAlias answers M_NOT_FOUND.
+//
 // Room upgrades (upgrade.go) build the old room's tombstone and the new
 // room's events in two drafts and commit the new room (with its moved
 // aliases) before the old room's tombstone. The space hierarchy

@@ -38,8 +38,22 @@ type AccountChecker interface {
 	AccountExists(ctx context.Context, userID string) (bool, error)
 }
 
+// AliasNamespaces are the application services' alias namespaces
+// (appservice.Service).
+type AliasNamespaces interface {
+	// MayCreateAlias refuses (M_EXCLUSIVE) an alias that an application
+	// service holds exclusively, unless userID is that service's.
+	MayCreateAlias(userID, alias string) error
+	// QueryAlias asks the services with the alias in a namespace whether it
+	// exists; true when one of them says so (and has created it).
+	QueryAlias(ctx context.Context, alias string) bool
+}
+
 // Options configure a Service.
 type Options struct {
+	// Aliases, when set, reserves the application services' exclusive
+	// alias namespaces and asks them about unknown aliases of theirs.
+	Aliases        AliasNamespaces
 	ServerName     string
 	Key            serverkey.Key
 	DefaultVersion string

@@ -89,6 +89,9 @@ func (s *Service) CheckUsernameAvailable(ctx context.Context, username string) (
 	if err := ValidLocalpart(lp, s.opts.ServerName); err != nil {
 		return "", err
 	}
+	if err := s.checkExclusive(s.UserID(lp), ""); err != nil {
+		return "", err
+	}
 	_, err := selectAccount(ctx, s.db, s.UserID(lp))
 	if errors.Is(err, storage.ErrNotFound) {
 		return lp, nil
@@ -97,6 +100,18 @@ func (s *Service) CheckUsernameAvailable(ctx context.Context, username string) (
 		return "", err
 	}
 	return "", merr.UserInUse("The user ID %s is already taken", s.UserID(lp))
+}
+
+// checkExclusive refuses a user ID that an application service other than
+// appService holds in an exclusive namespace (M_EXCLUSIVE).
+func (s *Service) checkExclusive(userID, appService string) error {
+	if s.opts.AppServices == nil {
+		return nil
+	}
+	if owner := s.opts.AppServices.ExclusiveUserOwner(userID); owner != "" && owner != appService {
+		return merr.Exclusive("The user ID %s is reserved by an application service", userID)
+	}
+	return nil
 }
 
 // RegisterRequest describes a new account.
@@ -116,8 +131,12 @@ type RegisterRequest struct {
 	InhibitLogin bool
 	ClientAddr   string
 	// Via names the way the account is made, for the audit log:
-	// "client", "shared_secret", "cli" or "admin".
+	// "client", "shared_secret", "cli", "admin" or "appservice".
 	Via string
+	// AppService is the ID of the application service registering a user of
+	// its namespace: the account gets no password (it logs in through the
+	// service), and the service's own exclusive namespace is open to it.
+	AppService string
 }
 
 // Register creates an account and, unless InhibitLogin, its first device.
@@ -135,18 +154,29 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 		return Session{}, merr.BadJSON("The display name is longer than %d bytes", MaxDisplayNameBytes)
 	}
 	hash := req.PasswordHash
-	if hash == "" {
+	switch {
+	case req.AppService != "":
+		hash = "" // no password matches it
+	case hash == "":
 		var err error
 		if hash, err = s.HashNewPassword(req.Password); err != nil {
 			return Session{}, err
 		}
-	} else if err := validHash(hash); err != nil {
-		return Session{}, err
+	default:
+		if err := validHash(hash); err != nil {
+			return Session{}, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		lp := req.Localpart
 		if random {
 			lp = randomLocalpart()
+		}
+		if err := s.checkExclusive(s.UserID(lp), req.AppService); err != nil {
+			if random && attempt < 5 {
+				continue
+			}
+			return Session{}, err
 		}
 		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, req)
 		if errors.Is(err, errInUse) {
@@ -309,11 +339,16 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password string) (
 	return a, nil
 }
 
-// LoginRequest is an m.login.password login.
+// LoginRequest is an m.login.password login, or an application service's
+// login as a user of its namespace.
 type LoginRequest struct {
 	// User is a localpart or a full user ID, in any case.
-	User              string
-	Password          string
+	User     string
+	Password string
+	// AppService is the ID of the application service logging in as User
+	// (m.login.application_service): no password is checked, the caller
+	// has checked that the service controls the user.
+	AppService        string
 	DeviceID          string
 	DeviceDisplayName string
 	ClientAddr        string
@@ -329,7 +364,15 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 		audit(ctx, "login_failed", logrus.Fields{"user": truncateRunes(req.User, 100), "client_addr": req.ClientAddr, "reason": "not a local user"})
 		return Session{}, errBadLogin()
 	}
-	a, err := s.verifyPassword(ctx, userID, req.Password)
+	var a account
+	var err error
+	if req.AppService != "" {
+		if a, err = selectAccount(ctx, s.db, userID); errors.Is(err, storage.ErrNotFound) {
+			return Session{}, errBadLogin()
+		}
+	} else {
+		a, err = s.verifyPassword(ctx, userID, req.Password)
+	}
 	if err != nil {
 		if me, ok := merr.As(err); ok {
 			audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": me.Code})
@@ -357,7 +400,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
 	}
 	s.cacheToken(dev)
-	audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr})
+	audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "appservice": req.AppService})
 	return sess, nil
 }
 

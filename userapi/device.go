@@ -8,4 +8,8 @@ type Device struct {
 	IsAdmin     bool
 	// SessionID identifies the token in caches; it is the hash of the access token.
 	SessionID string
+	// AppService is the ID of the application service whose as_token made
+	// the request (acting as its sender or as a user of its namespaces),
+	// or empty. DeviceID is then empty unless the service named a device.
+	AppService string
 }

@@ -16,6 +16,13 @@
 // in this process at once and in other processes through the bus topic
 // InvalidateTopic.
 //
+// Application services (Options.AppServices, the appservice package): a
+// user ID in a service's exclusive namespace can be registered only by that
+// service (M_EXCLUSIVE for everyone else, also on /register/available); the
+// service's accounts have no password and it logs in as them without one;
+// a profile lookup of an unknown user asks the services first. A request
+// made with a service's token carries its ID in Device.AppService.
+//
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.

@@ -62,6 +62,10 @@ func (s *Service) GetProfile(ctx context.Context, userID string) (Profile, error
 		return Profile{}, merr.NotFound("Profile not found")
 	}
 	p, err := s.loadProfile(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) && s.opts.AppServices != nil && s.opts.AppServices.QueryUser(ctx, userID) {
+		// An application service made the user when asked about it.
+		p, err = s.loadProfile(ctx, userID)
+	}
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && p.deactivated) {
 		return Profile{}, merr.NotFound("Profile not found")
 	}

@@ -37,9 +37,25 @@ type DeviceListener interface {
 	DevicesChanged(ctx context.Context, userID string, added, deleted []string)
 }
 
+// AppServices are the application services as accounts see them
+// (appservice.Service): who holds a user ID exclusively, and whether a
+// service, asked about an unknown user of its namespaces, made it.
+type AppServices interface {
+	// ExclusiveUserOwner returns the ID of the service that holds the user
+	// ID exclusively, or "".
+	ExclusiveUserOwner(userID string) string
+	// QueryUser asks the services with the user in a namespace whether it
+	// exists; true when one of them says so (and has created it).
+	QueryUser(ctx context.Context, userID string) bool
+}
+
 // Options configure the user service.
 type Options struct {
 	ServerName string
+	// AppServices, when set, reserves the exclusive namespaces of the
+	// application services and asks them about unknown users on profile
+	// lookups.
+	AppServices AppServices
 	// DeviceLists, when set, is told of every device added or deleted.
 	DeviceLists DeviceListener
 	// PasswordHashCost is the bcrypt cost (config password_hash_cost).

@@ -784,3 +784,44 @@ func TestCreateUserThenLogIn(t *testing.T) {
 		t.Errorf("the access log does not name the user:\n%s", logs)
 	}
 }
+
+// A bad application service registration is a configuration problem:
+// check-config lists it (with the unreadable file beside it) and serve
+// refuses to start.
+func TestCheckConfigAppServices(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(bad, []byte("id: bridge\nurl: http://127.0.0.1:1\nas_token: a\nnamespaces:\n  users: [{exclusive: true, regex: \"@_b_(\"}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "haven.yaml")
+	body := fmt.Sprintf("listen: %s\ndata_dir: %s\napp_services: [%s, %s]\n", e2eFreeAddr(t), filepath.Join(dir, "data"), bad, filepath.Join(dir, "missing.yaml"))
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, code := e2eRun(t, dir, e2eEnv(), "check-config", "--config", path)
+	if code == 0 {
+		t.Fatalf("check-config exited 0:\n%s", stdout)
+	}
+	for _, w := range []string{
+		"app_services: " + bad + " — has no hs_token",
+		"app_services: " + bad + " — has no sender_localpart",
+		"is not a valid regular expression",
+		"app_services: " + filepath.Join(dir, "missing.yaml") + " — the registration file cannot be read: no such file or directory",
+	} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("check-config output lacks %q:\n%s", w, stdout)
+		}
+	}
+	if n := len(e2eProblemBlocks(t, stdout)); n != 4 {
+		t.Errorf("want 4 problems, got %d:\n%s", n, stdout)
+	}
+	p := e2eStart(t, dir, e2eEnv(), "serve", "--config", path)
+	if code := p.wait(t, time.Minute); code == 0 {
+		t.Fatalf("serve started with a bad registration file")
+	}
+	if !strings.Contains(p.stderr.String(), "has no hs_token") {
+		t.Errorf("serve does not say why:\n%s", p.stderr)
+	}
+}

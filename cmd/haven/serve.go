@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/internal/app"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
@@ -31,6 +32,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cfg, ok := loadConfig(*cfgPath, stderr)
 	if !ok {
+		return 1
+	}
+	// The application services' registration files refuse a start too.
+	if _, probs := appservice.Load(cfg.AppServices.Items(), cfg.ServerName); len(probs) > 0 {
+		fmt.Fprint(stderr, probs.Error())
 		return 1
 	}
 	if probs := cfg.CheckLive(ctx, true); len(probs) > 0 {
@@ -79,6 +85,8 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		return code
 	}
 	cfg, probs := config.Load(*cfgPath, os.Environ())
+	_, asProbs := appservice.Load(cfg.AppServices.Items(), cfg.ServerName)
+	probs = append(probs, asProbs...)
 	probs = append(probs, cfg.CheckLive(ctx, true)...)
 	if len(probs) > 0 {
 		fmt.Fprint(stdout, probs.Error())

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/adminapi/reports"
+	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/clientapi"
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
@@ -51,6 +52,7 @@ type App struct {
 	Sync  *syncapi.Service
 
 	api             *clientapi.API
+	asQueries       *appservice.Queries
 	listener        net.Listener
 	metricsListener net.Listener
 	closers         []func()
@@ -110,8 +112,12 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if err = a.openKeys(ctx); err != nil {
 		return nil, err
 	}
+	if err = a.openAppServiceQueries(); err != nil {
+		return nil, err
+	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
-		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices}); err != nil {
+		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
+		AppServices: a.userNamespaces()}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -138,6 +144,9 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
+	if err = a.wireAppServices(ctx, api); err != nil {
+		return nil, err
+	}
 	if err = a.wireMedia(ctx, api); err != nil {
 		return nil, err
 	}

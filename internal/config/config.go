@@ -40,6 +40,9 @@ type Config struct {
 	Presence           Presence     `yaml:"presence"`
 	TURN               TURN         `yaml:"turn"`
 	Media              Media        `yaml:"media"`
+	// AppServices are the registration files of the application services
+	// (bridges and bots); appservice.Load reads and checks them.
+	AppServices List `yaml:"app_services"`
 }
 
 type Registration struct {

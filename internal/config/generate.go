@@ -143,4 +143,9 @@ media:
   # /thumbnail endpoints (older clients and bridges use them).
   # HAVEN_MEDIA_LEGACY_UNAUTHENTICATED
   legacy_unauthenticated: true
+
+# Registration files of application services (bridges and bots), e.g.
+# ["/etc/haven/irc-registration.yaml"]. In the environment: comma-separated.
+# HAVEN_APP_SERVICES
+app_services: []
 `
