@@ -187,16 +187,16 @@ type registerRequest struct {
 	InitialDeviceDisplayName string `json:"initial_device_display_name"`
 	InhibitLogin             bool   `json:"inhibit_login"`
 	RefreshToken             bool   `json:"refresh_token"`
+	// GuestAccessToken upgrades the guest it belongs to (guests.go).
+	GuestAccessToken string `json:"guest_access_token"`
 }
 
 func checkKindParam(r *http.Request) error {
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
 		return nil
-	case "guest":
-		return merr.GuestAccessForbidden("Guest access is not enabled on this server")
 	default:
-		return merr.InvalidParam("Unknown account kind %q: use user", kind)
+		return merr.InvalidParam("Unknown account kind %q: use user or guest", kind)
 	}
 }
 
@@ -213,6 +213,9 @@ type registerParams struct {
 }
 
 func (a *API) register(w http.ResponseWriter, r *http.Request) error {
+	if r.URL.Query().Get("kind") == "guest" {
+		return a.registerGuest(w, r)
+	}
 	if err := checkKindParam(r); err != nil {
 		return err
 	}
@@ -232,6 +235,15 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p := registerParams{Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,
 		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin}
+	var guest userapi.Device
+	if req.GuestAccessToken != "" {
+		g, err := a.guestToUpgrade(r, req.GuestAccessToken, req.Username)
+		if err != nil {
+			return err
+		}
+		guest = g
+		p.Username = "" // the guest's own, which it holds already
+	}
 	check := func() error {
 		if p.Username != "" {
 			lp, err := a.Users.CheckUsernameAvailable(ctx, p.Username)
@@ -260,11 +272,16 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	sess, err := a.Users.Register(ctx, userapi.RegisterRequest{
-		Localpart: p.Username, PasswordHash: p.PasswordHash, DeviceID: p.DeviceID,
-		DeviceDisplayName: p.DeviceDisplayName, InhibitLogin: p.InhibitLogin,
-		ClientAddr: clientAddr(r), Via: "client",
-	})
+	var sess userapi.Session
+	if guest.IsGuest {
+		sess, err = a.Users.UpgradeGuest(ctx, guest, p.PasswordHash, p.DeviceID, p.DeviceDisplayName, clientAddr(r), p.InhibitLogin)
+	} else {
+		sess, err = a.Users.Register(ctx, userapi.RegisterRequest{
+			Localpart: p.Username, PasswordHash: p.PasswordHash, DeviceID: p.DeviceID,
+			DeviceDisplayName: p.DeviceDisplayName, InhibitLogin: p.InhibitLogin,
+			ClientAddr: clientAddr(r), Via: "client",
+		})
+	}
 	if err != nil {
 		return err
 	}

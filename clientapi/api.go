@@ -203,6 +203,9 @@ func (a *API) wrap(rt Route) http.Handler {
 					if rt.Auth == authAdmin && !dev.IsAdmin {
 						return merr.Forbidden("You are not a server admin")
 					}
+					if dev.IsGuest && !guestAllowed(rt, r) {
+						return merr.GuestAccessForbidden("Guests may not use this endpoint")
+					}
 					if ri := httpx.Info(r.Context()); ri != nil {
 						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
 					}

@@ -146,7 +146,14 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 	} else if !validRoomID(roomIDOrAlias) {
 		return "", merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
 	}
-	err := s.withRoom(ctx, roomID, func(r *room) error {
+	guest, err := s.isGuest(ctx, userID)
+	if err != nil {
+		return "", err
+	}
+	err = s.withRoom(ctx, roomID, func(r *room) error {
+		if guest && !guestsMayJoin(r) {
+			return merr.GuestAccessForbidden("This room does not allow guests to join")
+		}
 		if membershipOf(r, userID) == spec.Join {
 			cur := r.state[stateKey{spec.MRoomMember, userID}]
 			var c memberContent
@@ -173,6 +180,59 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 		return "", err
 	}
 	return roomID, nil
+}
+
+// isGuest tells whether a user is a guest account of this server.
+func (s *Service) isGuest(ctx context.Context, userID string) (bool, error) {
+	if s.accounts == nil || !strings.HasSuffix(userID, ":"+s.opts.ServerName) {
+		return false, nil
+	}
+	return s.accounts.IsGuest(ctx, userID)
+}
+
+// guestsMayJoin: the room's m.room.guest_access is can_join.
+func guestsMayJoin(r *room) bool {
+	ev := r.state[stateKey{spec.MRoomGuestAccess, ""}]
+	if ev == nil {
+		return false
+	}
+	var c struct {
+		GuestAccess string `json:"guest_access"`
+	}
+	return json.Unmarshal(ev.Content(), &c) == nil && c.GuestAccess == "can_join"
+}
+
+// dropGuests makes the room's guests leave it once it no longer allows
+// guests (its m.room.guest_access changed): the spec asks servers to.
+func (s *Service) dropGuests(ctx context.Context, roomID string) error {
+	var guests []string
+	err := s.withRoom(ctx, roomID, func(r *room) error {
+		if guestsMayJoin(r) {
+			return nil
+		}
+		for k := range r.state {
+			if k.typ != spec.MRoomMember || membershipOf(r, k.key) != spec.Join {
+				continue
+			}
+			guest, err := s.isGuest(ctx, k.key)
+			if err != nil {
+				return err
+			}
+			if guest {
+				guests = append(guests, k.key)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, g := range guests {
+		if err := s.Leave(ctx, g, roomID, "Guest access was revoked"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Leave makes the user leave (or reject an invite). Leaving a room one has

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,10 @@ func (profiles) Profile(_ context.Context, userID string) (string, string, error
 }
 
 type accounts struct{}
+
+func (accounts) IsGuest(_ context.Context, userID string) (bool, error) {
+	return strings.HasPrefix(userID, "@guest"), nil
+}
 
 func (accounts) AccountExists(_ context.Context, userID string) (bool, error) {
 	return userID != "@ghost:test", nil

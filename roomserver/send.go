@@ -8,6 +8,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -93,6 +94,11 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 		eventID = evs[0].EventID
 		return nil
 	})
+	if err == nil && req.Type == spec.MRoomGuestAccess && req.StateKey != nil && *req.StateKey == "" {
+		if err := s.dropGuests(ctx, req.RoomID); err != nil {
+			logging.From(ctx).WithError(err).WithField("room_id", req.RoomID).Error("make guests leave a room that no longer allows them")
+		}
+	}
 	if errors.Is(err, errTxnExists) {
 		// Another process stored the transaction meanwhile: answer with its event.
 		return selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)

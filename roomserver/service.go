@@ -36,6 +36,9 @@ type ProfileSource interface {
 // AccountChecker tells whether a local account exists (for invites).
 type AccountChecker interface {
 	AccountExists(ctx context.Context, userID string) (bool, error)
+	// IsGuest tells whether a local user is a guest, who may join only
+	// rooms that allow guests.
+	IsGuest(ctx context.Context, userID string) (bool, error)
 }
 
 // AliasNamespaces are the application services' alias namespaces

@@ -137,6 +137,9 @@ type RegisterRequest struct {
 	// its namespace: the account gets no password (it logs in through the
 	// service), and the service's own exclusive namespace is open to it.
 	AppService string
+	// Guest makes a guest account: a numeric localpart, no password, no
+	// display name (guests.go).
+	Guest bool
 }
 
 // Register creates an account and, unless InhibitLogin, its first device.
@@ -155,7 +158,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 	}
 	hash := req.PasswordHash
 	switch {
-	case req.AppService != "":
+	case req.AppService != "" || req.Guest:
 		hash = "" // no password matches it
 	case hash == "":
 		var err error
@@ -169,7 +172,10 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 	}
 	for attempt := 0; ; attempt++ {
 		lp := req.Localpart
-		if random {
+		switch {
+		case random && req.Guest:
+			lp = randomGuestLocalpart()
+		case random:
 			lp = randomLocalpart()
 		}
 		if err := s.checkExclusive(s.UserID(lp), req.AppService); err != nil {
@@ -202,15 +208,18 @@ func (s *Service) CreateAccount(ctx context.Context, localpart, password string,
 var errInUse = errors.New("user ID in use")
 
 func (s *Service) createAccount(ctx context.Context, userID, localpart, hash string, req RegisterRequest) (Session, error) {
-	displayName := req.DisplayName
-	if displayName == "" {
+	var displayName any = req.DisplayName
+	switch {
+	case req.Guest:
+		displayName = nil // a guest names themselves, or stays unnamed
+	case req.DisplayName == "":
 		displayName = localpart
 	}
 	sess := Session{UserID: userID}
 	var issued Device
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		res, err := tx.Exec(ctx, `INSERT INTO accounts (user_id, password_hash, is_admin, deactivated, created_ts)
-VALUES ($1, $2, $3, FALSE, $4) ON CONFLICT (user_id) DO NOTHING`, userID, hash, req.Admin, s.now().UnixMilli())
+		res, err := tx.Exec(ctx, `INSERT INTO accounts (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
+VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (user_id) DO NOTHING`, userID, hash, req.Admin, req.Guest, s.now().UnixMilli())
 		if err != nil {
 			return fmt.Errorf("insert account %s: %w", userID, err)
 		}
@@ -226,6 +235,7 @@ ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_u
 		}
 		var err2 error
 		sess, issued, _, err2 = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, req.Admin)
+		issued.IsGuest = req.Guest
 		return err2
 	})
 	if err != nil {

@@ -6,6 +6,8 @@ type Device struct {
 	DeviceID    string
 	DisplayName string
 	IsAdmin     bool
+	// IsGuest: a guest account's device (guests.go).
+	IsGuest bool
 	// SessionID identifies the token in caches; it is the hash of the access token.
 	SessionID string
 	// AppService is the ID of the application service whose as_token made

@@ -23,6 +23,13 @@
 // a profile lookup of an unknown user asks the services first. A request
 // made with a service's token carries its ID in Device.AppService.
 //
+// Guests (guests.go, registration.guests): accounts.is_guest marks an
+// account made with /register?kind=guest (numeric localpart, no password,
+// no display name); its devices carry Device.IsGuest, which the client
+// API uses to allow only the spec's guest endpoints. UpgradeGuest turns one
+// into a full account. The ignore list (ignored.go) of each user is cached
+// for the sync engine and push evaluation.
+//
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.

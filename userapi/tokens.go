@@ -58,7 +58,7 @@ func clientAddrFrom(ctx context.Context) string {
 	return s
 }
 
-const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.deactivated
+const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.is_guest, a.deactivated
 FROM devices d JOIN accounts a ON a.user_id = d.user_id WHERE d.token_hash = $1`
 
 // Authenticate resolves an access token to its device. It is served from
@@ -79,7 +79,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Device, error
 	gen := s.tokGen.Load()
 	var d Device
 	var deactivated bool
-	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &deactivated)
+	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &d.IsGuest, &deactivated)
 	if errors.Is(err, sql.ErrNoRows) {
 		// A token cannot be known before it is made, so remembering that a
 		// hash is unknown never hides a token issued later.

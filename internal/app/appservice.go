@@ -57,6 +57,10 @@ type askingAccounts struct {
 	q     *appservice.Queries
 }
 
+func (c askingAccounts) IsGuest(ctx context.Context, userID string) (bool, error) {
+	return c.users.IsGuest(ctx, userID)
+}
+
 func (c askingAccounts) AccountExists(ctx context.Context, userID string) (bool, error) {
 	ok, err := c.users.AccountExists(ctx, userID)
 	if err != nil || ok || !c.q.QueryUser(ctx, userID) {

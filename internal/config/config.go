@@ -48,6 +48,8 @@ type Config struct {
 type Registration struct {
 	Open         bool   `yaml:"open"`
 	SharedSecret string `yaml:"shared_secret"`
+	// Guests allows guest accounts (POST /register?kind=guest).
+	Guests bool `yaml:"guests"`
 }
 
 type NATS struct {

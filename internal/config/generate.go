@@ -50,6 +50,10 @@ registration:
   # and test suites use. At least 16 characters; empty turns it off.
   # HAVEN_REGISTRATION_SHARED_SECRET
   shared_secret: ""
+  # Guest accounts (POST /register?kind=guest): no password, only the
+  # endpoints the spec opens to guests, only rooms that allow guests.
+  # HAVEN_REGISTRATION_GUESTS
+  guests: false
 
 nats:
   # Empty: embedded NATS JetStream in data_dir, with no network listener.

@@ -38,6 +38,7 @@ func (profiles) Profile(_ context.Context, userID string) (string, string, error
 type accounts struct{}
 
 func (accounts) AccountExists(context.Context, string) (bool, error) { return true, nil }
+func (accounts) IsGuest(context.Context, string) (bool, error)       { return false, nil }
 
 // fakeRules compiles the defaults, or a ruleset set by the test; ignored
 // holds the ignore lists the test sets.
