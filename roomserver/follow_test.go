@@ -15,6 +15,17 @@ import (
 	"github.com/haven-chat/haven/storage/storagetest"
 )
 
+// roomWithHarness starts a roomserver on db and creates a room in it.
+func roomWithHarness(t *testing.T, db *storage.DB) (*harness, string) {
+	t.Helper()
+	h := newHarness(t, db)
+	res, err := h.s.CreateRoom(context.Background(), "@alice:test", CreateRoomRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, res.RoomID
+}
+
 func sendText(t *testing.T, h *harness, roomID, body, txn string) string {
 	t.Helper()
 	id, err := h.s.Send(context.Background(), Sender{"@alice:test", "D"}, SendRequest{RoomID: roomID, Type: "m.room.message",
@@ -49,25 +60,20 @@ func failWrite(t *testing.T, h *harness, roomID string) {
 // consecutive and the next event's is not held back.
 func TestEveryPositionIsPublished(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
-		h := newHarness(t, db)
-		ctx := context.Background()
-		res, err := h.s.CreateRoom(ctx, "@alice:test", CreateRoomRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		first := sendText(t, h, res.RoomID, "one", "t1")
+		h, roomID := roomWithHarness(t, db)
+		first := sendText(t, h, roomID, "one", "t1")
 		before := h.s.Position()
-		if again := sendText(t, h, res.RoomID, "one", "t1"); again != first {
+		if again := sendText(t, h, roomID, "one", "t1"); again != first {
 			t.Fatalf("retry answered %s, want %s", again, first)
 		}
 		if h.s.Position() != before {
 			t.Fatalf("a retried transaction took a position: %d, was %d", h.s.Position(), before)
 		}
-		failWrite(t, h, res.RoomID)
+		failWrite(t, h, roomID)
 		if h.s.Position() != before+1 {
 			t.Fatalf("the failed write's position is not visible: %d, want %d", h.s.Position(), before+1)
 		}
-		last := sendText(t, h, res.RoomID, "two", "t2")
+		last := sendText(t, h, roomID, "two", "t2")
 		ns := h.waitNotices(t, int(before)+2)
 		for i := 1; i < len(ns); i++ {
 			if ns[i].Pos != ns[i-1].Pos+1 {
@@ -90,22 +96,18 @@ func TestEveryPositionIsPublished(t *testing.T) {
 // JSON), a failed write's position as a skip.
 func TestFollowerReadsHolesFromTheDatabase(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
-		h := newHarness(t, db)
+		h, roomID := roomWithHarness(t, db)
 		ctx := context.Background()
-		res, err := h.s.CreateRoom(ctx, "@alice:test", CreateRoomRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		start := h.s.Position()
-		target := sendText(t, h, res.RoomID, "secret", "a")
-		failWrite(t, h, res.RoomID)
-		redaction, err := h.s.Redact(ctx, Sender{"@alice:test", "D"}, res.RoomID, target, "oops", "r")
+		target := sendText(t, h, roomID, "secret", "a")
+		failWrite(t, h, roomID)
+		redaction, err := h.s.Redact(ctx, Sender{"@alice:test", "D"}, roomID, target, "oops", "r")
 		if err != nil {
 			t.Fatal(err)
 		}
-		failWrite(t, h, res.RoomID)
-		failWrite(t, h, res.RoomID)
-		sendText(t, h, res.RoomID, "after", "b")
+		failWrite(t, h, roomID)
+		failWrite(t, h, roomID)
+		sendText(t, h, roomID, "after", "b")
 		live := h.waitNotices(t, int(h.s.Position()))
 
 		var got []Notice
@@ -145,14 +147,10 @@ func TestFollowerReadsHolesFromTheDatabase(t *testing.T) {
 // position order.
 func TestFollowerConcurrentDeliveries(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
-		h := newHarness(t, db)
+		h, roomID := roomWithHarness(t, db)
 		ctx := context.Background()
-		res, err := h.s.CreateRoom(ctx, "@alice:test", CreateRoomRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		for i := 0; i < 20; i++ {
-			sendText(t, h, res.RoomID, "m", fmt.Sprint(i))
+			sendText(t, h, roomID, "m", fmt.Sprint(i))
 		}
 		live := h.waitNotices(t, int(h.s.Position()))
 		var mu sync.Mutex

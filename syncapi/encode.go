@@ -13,16 +13,9 @@ import (
 func (r *Response) AppendJSON(b []byte) []byte {
 	b = append(b, `{"next_batch":`...)
 	b = appendString(b, r.NextBatch)
-	b = append(b, `,"rooms":{"join":{`...)
-	for i, id := range sortedKeys(r.Rooms.Join) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, id)
-		b = append(b, ':')
-		b = r.Rooms.Join[id].appendJSON(b)
-	}
-	b = append(b, `},"invite":{`...)
+	b = append(b, `,"rooms":{"join":`...)
+	b = appendRooms(b, r.Rooms.Join)
+	b = append(b, `,"invite":{`...)
 	for i, id := range sortedKeys(r.Rooms.Invite) {
 		if i > 0 {
 			b = append(b, ',')
@@ -49,16 +42,8 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `},"knock":{}`...)
 	if len(r.Rooms.Peek) > 0 {
-		b = append(b, `,"peek":{`...)
-		for i, id := range sortedKeys(r.Rooms.Peek) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, id)
-			b = append(b, ':')
-			b = r.Rooms.Peek[id].appendJSON(b)
-		}
-		b = append(b, '}')
+		b = append(b, `,"peek":`...)
+		b = appendRooms(b, r.Rooms.Peek)
 	}
 	b = append(b, `},"account_data":`...)
 	b = appendList(b, r.AccountData.Events)
@@ -74,6 +59,20 @@ func (r *Response) AppendJSON(b []byte) []byte {
 	b = appendAny(b, r.OTKCounts)
 	b = append(b, `,"device_unused_fallback_key_types":`...)
 	b = appendStrings(b, r.FallbackKeyTypes)
+	return append(b, '}')
+}
+
+// appendRooms writes a room ID → room object (join and peek sections).
+func appendRooms(b []byte, rooms map[string]*joinedRoom) []byte {
+	b = append(b, '{')
+	for i, id := range sortedKeys(rooms) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, id)
+		b = append(b, ':')
+		b = rooms[id].appendJSON(b)
+	}
 	return append(b, '}')
 }
 
