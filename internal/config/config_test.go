@@ -206,3 +206,29 @@ func TestPostgresThatHangsUpIsReportedReadably(t *testing.T) {
 		t.Fatalf("message garbled: %s", probs[0].Why)
 	}
 }
+
+// A short registration secret is accepted with a warning (test harnesses
+// use short ones); a long one gives no warning.
+func TestShortSharedSecretWarns(t *testing.T) {
+	for _, tc := range []struct {
+		secret string
+		warn   bool
+	}{{"", false}, {"xyzzy", true}, {"0123456789abcde", true}, {"0123456789abcdef", false}} {
+		cfg, probs := Load("", []string{"HAVEN_REGISTRATION_SHARED_SECRET=" + tc.secret})
+		if len(probs) != 0 {
+			t.Errorf("secret %q: problems %v", tc.secret, probs)
+		}
+		warned := false
+		for _, w := range cfg.Warnings() {
+			if strings.Contains(w, "registration.shared_secret") {
+				warned = true
+				if tc.secret != "" && strings.Contains(w, tc.secret) {
+					t.Errorf("the warning shows the secret: %s", w)
+				}
+			}
+		}
+		if warned != tc.warn {
+			t.Errorf("secret %q: warned %v, want %v", tc.secret, warned, tc.warn)
+		}
+	}
+}

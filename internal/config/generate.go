@@ -47,7 +47,8 @@ registration:
   # HAVEN_REGISTRATION_OPEN
   open: false
   # Enables /_synapse/admin/v1/register (nonce + HMAC), which admin tools
-  # and test suites use. At least 16 characters; empty turns it off.
+  # and test suites use. Use 16 or more random characters (a shorter one
+  # works, with a warning at start); empty turns it off.
   # HAVEN_REGISTRATION_SHARED_SECRET
   shared_secret: ""
 
