@@ -440,6 +440,12 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 					return fmt.Errorf("update state of %s: %w", r.id, err)
 				}
 			}
+			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == spec.Join || ev.Membership == spec.Invite || ev.Membership == spec.Knock) {
+				// Coming back un-forgets the room: a later leave shows it again.
+				if _, err := tx.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, *ev.StateKey, r.id); err != nil {
+					return fmt.Errorf("unforget %s: %w", r.id, err)
+				}
+			}
 			if ev.Type == spec.MRoomRedaction {
 				n, err := s.applyRedaction(ctx, tx, r, d.events[i].pdu)
 				if err != nil {

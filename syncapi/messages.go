@@ -14,9 +14,13 @@ import (
 type MessagesRequest struct {
 	UserID, DeviceID, RoomID string
 	From, To                 string
-	Backwards                bool
-	Limit                    int
-	Opts                     *Opts
+	// Dir is the dir parameter as given: "b" or "f"; Messages refuses
+	// anything else once it knows the user may read the room (a room one
+	// may not read answers 403 whatever the parameters) and sets Backwards.
+	Dir       string
+	Backwards bool
+	Limit     int
+	Opts      *Opts
 }
 
 // MessagesResponse is the answer of /messages.
@@ -48,7 +52,23 @@ func (s *Service) access(ctx context.Context, roomID, userID string) (*visibilit
 		// room IDs cannot be probed.
 		return nil, merr.Forbidden("You are not in this room")
 	}
+	if vis.current != "join" && vis.current != "invite" && vis.current != "knock" {
+		// A room the user left and then forgot is no longer theirs to
+		// read, as if they had never been in it.
+		forgotten, err := s.rooms.Forgotten(ctx, userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgotten && !worldReadable(vis) {
+			return nil, merr.Forbidden("You have forgotten this room")
+		}
+	}
 	return vis, nil
+}
+
+// worldReadable tells whether the room's history is world readable now.
+func worldReadable(vis *visibility) bool {
+	return len(vis.histVis) > 0 && vis.histVis[len(vis.histVis)-1].value == "world_readable"
 }
 
 func validRoom(id string) bool { return len(id) > 1 && len(id) <= 255 && id[0] == '!' }
@@ -62,6 +82,14 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	vis, err := s.access(ctx, req.RoomID, req.UserID)
 	if err != nil {
 		return nil, err
+	}
+	switch req.Dir {
+	case "b":
+		req.Backwards = true
+	case "f":
+		req.Backwards = false
+	default:
+		return nil, merr.InvalidParam("dir must be b or f")
 	}
 	return s.messages(ctx, req, o, vis)
 }
