@@ -14,7 +14,9 @@
 // with bm25; every word of the term must occur, as a word or a prefix.
 // order_by rank ranks the newest 500 hits (rankWindow): ranking costs
 // time per hit, and a word found in most messages has tens of thousands;
-// order_by recent (what Element asks for) pages through all of them.
+// order_by recent (what Element asks for) pages through all of them. A
+// full page always carries next_batch (the page after the last hit is empty
+// and has none), as Synapse's does.
 // /user_directory/search (userdir.go) is one query over room_state and
 // userapi's profiles table.
 //

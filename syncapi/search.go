@@ -250,7 +250,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 		if err := loadVisibilities(ctx, s.db, need, req.UserID, vis); err != nil {
 			return nil, err
 		}
-		for i, pos := range positions {
+		for _, pos := range positions {
 			if order == "recent" {
 				below = pos
 			} else {
@@ -266,9 +266,10 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 			}
 			hits = append(hits, hit{ev: ce, rank: ranks[pos]})
 			if len(hits) == limit {
-				if i < len(positions)-1 || len(positions) == batch {
-					next = "more"
-				}
+				// A full page always has a next_batch, as Synapse's does
+				// (and Complement's back-pagination test asks): the page
+				// after the last hit is empty and has none.
+				next = "more"
 				break
 			}
 		}
