@@ -390,8 +390,19 @@ func (s *Service) StateEvent(ctx context.Context, userID, roomID, typ, key strin
 	return json.RawMessage(e.content), nil
 }
 
-// Members answers /rooms/{roomId}/members.
+// memberships are the values of a member event's membership.
+var memberships = map[string]bool{"join": true, "invite": true, "knock": true, "leave": true, "ban": true}
+
+// Members answers /rooms/{roomId}/members: the member events as of at (a
+// /sync or /messages token; now when empty), for a user who left as of
+// their leaving at the latest. membership and not_membership filter; given
+// both, an event passes if either lets it through (the spec's "or").
 func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error) {
+	for _, v := range []string{membership, notMembership} {
+		if v != "" && !memberships[v] {
+			return nil, merr.InvalidParam("Unknown membership %q: use join, invite, knock, leave or ban", v)
+		}
+	}
 	vis, err := s.access(ctx, roomID, userID)
 	if err != nil {
 		return nil, err
@@ -433,13 +444,27 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 			Membership string `json:"membership"`
 		}
 		_ = json.Unmarshal(e.content, &c)
-		m := c.Membership
-		if membership != "" && m != membership || notMembership != "" && m == notMembership {
+		if !memberFilter(c.Membership, membership, notMembership) {
 			continue
 		}
 		out = append(out, e.JSON(now))
 	}
 	return out, nil
+}
+
+// memberFilter applies /members' membership and not_membership to one
+// membership m: with both, m passes if it is membership or is not
+// not_membership.
+func memberFilter(m, membership, notMembership string) bool {
+	switch {
+	case membership != "" && notMembership != "":
+		return m == membership || m != notMembership
+	case membership != "":
+		return m == membership
+	case notMembership != "":
+		return m != notMembership
+	}
+	return true
 }
 
 // JoinedMember is one entry of /joined_members.

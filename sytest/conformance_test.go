@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"sort"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -137,5 +139,79 @@ func TestSearchNextBatch(t *testing.T) {
 				t.Errorf("%s: %d distinct results over the pages", order, len(seen))
 			}
 		}
+	})
+}
+
+// TestMembersAtAndFilters: /members?at= takes a /sync prev_batch or
+// next_batch token (and a /messages token) and answers the members as of
+// that point; membership and not_membership filter, together as the spec's
+// "or"; other values are 400 M_INVALID_PARAM.
+func TestMembersAtAndFilters(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+		carol := s.register(t, "carol")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		sendText(t, alice, room, "Hello world!")
+		// The prev_batch of a sync's timeline (of one event: the message)
+		// and a sync's next_batch.
+		one := must1(alice.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1}}}))(t)
+		resp, _ := syncUntilFilter(t, alice, "", one.FilterID, "the room", func(r *mautrix.RespSync) bool { return r.Rooms.Join[room] != nil })
+		prev := resp.Rooms.Join[room].Timeline.PrevBatch
+		_, next := syncNow(t, alice, "")
+		join(t, bob, room.String())
+		sendText(t, bob, room, "Hello back")
+		members := func(q string) apiResp {
+			return s.do(t, "GET", v3+"/rooms/"+p(room)+"/members"+q, alice.AccessToken, nil)
+		}
+		keys := func(r apiResp) map[string]string {
+			out := map[string]string{}
+			for _, ev := range r.JSON["chunk"].([]any) {
+				e := ev.(map[string]any)
+				out[e["state_key"].(string)] = e["content"].(map[string]any)["membership"].(string)
+			}
+			return out
+		}
+		for _, tok := range []string{prev, next} {
+			if got := keys(members("?at="+url.QueryEscape(tok)).expect(t, 200)); len(got) != 1 || got[alice.UserID.String()] != "join" {
+				t.Errorf("members at %s: %v", tok, got)
+			}
+		}
+		if got := keys(members("").expect(t, 200)); len(got) != 2 {
+			t.Errorf("members now: %v", got)
+		}
+		// A /messages token: the end of a backwards page from now.
+		msgs := must1(alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 1))(t)
+		if got := keys(members("?at="+url.QueryEscape(msgs.Start)).expect(t, 200)); len(got) != 2 {
+			t.Errorf("members at the /messages start token: %v", got)
+		}
+
+		invite(t, alice, room, carol.UserID)
+		if _, err := bob.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		for q, want := range map[string]string{
+			"?membership=join":                         "@alice:localhost=join",
+			"?not_membership=leave":                    "@alice:localhost=join,@carol:localhost=invite",
+			"?membership=leave":                        "@bob:localhost=leave",
+			"?membership=invite&not_membership=invite": "@alice:localhost=join,@bob:localhost=leave,@carol:localhost=invite",
+			"?membership=leave&not_membership=join":    "@bob:localhost=leave,@carol:localhost=invite",
+			"?membership=join&not_membership=join":     "@alice:localhost=join,@bob:localhost=leave,@carol:localhost=invite",
+			"?membership=ban":                          "",
+		} {
+			got := keys(members(q).expect(t, 200))
+			var list []string
+			for u, m := range got {
+				list = append(list, u+"="+m)
+			}
+			sort.Strings(list)
+			if strings.Join(list, ",") != want {
+				t.Errorf("members%s: %v, want %s", q, list, want)
+			}
+		}
+		members("?membership=joined").expectErr(t, 400, "M_INVALID_PARAM")
+		members("?not_membership=x").expectErr(t, 400, "M_INVALID_PARAM")
+		members("?at=nonsense").expectErr(t, 400, "M_INVALID_PARAM")
 	})
 }
