@@ -243,7 +243,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 		}
 	}
 	if req.Topic != nil && *req.Topic != "" {
-		if err := addState(spec.MRoomTopic, "", mustJSON(map[string]string{"topic": *req.Topic})); err != nil {
+		if err := addState(spec.MRoomTopic, "", mustJSON(newTopicContent(*req.Topic))); err != nil {
 			return CreateRoomResult{}, err
 		}
 	}

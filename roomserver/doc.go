@@ -25,6 +25,11 @@
 // Goroutines: the search indexer (stopped by Close); bus deliveries run on
 // NATS's goroutines.
 //
+// Topics (topic.go): createRoom's topic is written as topic and as m.topic
+// with one text/plain representation (spec v1.15); the directory, room
+// summaries and the search index read a topic's plain text with
+// PlainTopic (m.topic's first text/plain representation, else topic).
+//
 // Room upgrades (upgrade.go) build the old room's tombstone and the new
 // room's events in two drafts and commit the new room (with its moved
 // aliases) before the old room's tombstone. The space hierarchy

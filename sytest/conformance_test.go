@@ -215,3 +215,45 @@ func TestMembersAtAndFilters(t *testing.T) {
 		members("?at=nonsense").expectErr(t, 400, "M_INVALID_PARAM")
 	})
 }
+
+// TestRichTopic: createRoom's topic becomes topic and m.topic (one
+// text/plain representation); a topic event with m.topic shows its
+// text/plain representation in the public room directory, the space
+// hierarchy and search.
+func TestRichTopic(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Topic: "All about happy hour"})
+		st := s.do(t, "GET", v3+"/rooms/"+p(room)+"/state/m.room.topic/", alice.AccessToken, nil).expect(t, 200)
+		mt, _ := st.JSON["m.topic"].(map[string]any)
+		text, _ := mt["m.text"].([]any)
+		if st.str("topic") != "All about happy hour" || len(text) != 1 || text[0].(map[string]any)["body"] != "All about happy hour" {
+			t.Fatalf("createRoom topic: %s", st)
+		}
+		if m, ok := text[0].(map[string]any)["mimetype"]; ok && m != "text/plain" {
+			t.Errorf("createRoom topic mimetype: %v", m)
+		}
+		// A rich topic whose plain text differs from the legacy field.
+		s.do(t, "PUT", v3+"/rooms/"+p(room)+"/state/m.room.topic/", alice.AccessToken, map[string]any{
+			"topic": "legacy words",
+			"m.topic": map[string]any{"m.text": []any{
+				map[string]any{"mimetype": "text/html", "body": "<b>Quarterly</b> planning"},
+				map[string]any{"body": "Quarterly planning"},
+			}}}).expect(t, 200)
+		pub := s.do(t, "GET", v3+"/publicRooms", "", nil).expect(t, 200)
+		chunk, _ := pub.JSON["chunk"].([]any)
+		if len(chunk) != 1 || chunk[0].(map[string]any)["topic"] != "Quarterly planning" {
+			t.Errorf("directory topic: %s", pub)
+		}
+		h := s.do(t, "GET", "/_matrix/client/v1/rooms/"+p(room)+"/hierarchy", alice.AccessToken, nil).expect(t, 200)
+		rooms, _ := h.JSON["rooms"].([]any)
+		if len(rooms) != 1 || rooms[0].(map[string]any)["topic"] != "Quarterly planning" {
+			t.Errorf("hierarchy topic: %s", h)
+		}
+		eventually(t, "the topic found by search", func() bool {
+			r, err := alice.Search(ctx, &mautrix.ReqSearch{SearchTerm: "quarterly", Keys: []string{"content.topic"}})
+			return err == nil && r != nil && len(r.Results) == 1
+		})
+	})
+}
