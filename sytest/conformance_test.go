@@ -257,3 +257,51 @@ func TestRichTopic(t *testing.T) {
 		})
 	})
 }
+
+// TestKeysUploadOrderAndReupload: one-time keys are claimed in upload
+// order (Complement's TestKeyClaimOrdering); identical device keys
+// re-uploaded are fine, other ones replace them and bob sees the change
+// in /keys/query; device keys without algorithms, keys or signatures are
+// 400 M_BAD_JSON (sytest's "Rejects invalid device keys").
+func TestKeysUploadOrderAndReupload(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice, bob := s.register(t, "alice"), s.register(t, "bob")
+		key := newTestKey(t)
+		otk := func(n string) json.RawMessage {
+			return key.sign(t, alice.UserID.String(), "ed25519:"+alice.DeviceID.String(), map[string]any{"key": "otk-" + n})
+		}
+		up := func(body map[string]any) apiResp {
+			return s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, body)
+		}
+		up(map[string]any{"device_keys": deviceKeysOf(t, alice, key), "one_time_keys": map[string]any{"signed_curve25519:1": otk("1")}}).expect(t, 200)
+		up(map[string]any{"one_time_keys": map[string]any{"signed_curve25519:0": otk("0")}}).expect(t, 200)
+		claim := func() string {
+			r := s.do(t, "POST", v3+"/keys/claim", bob.AccessToken, map[string]any{"one_time_keys": map[string]any{
+				alice.UserID.String(): map[string]string{alice.DeviceID.String(): "signed_curve25519"}}}).expect(t, 200)
+			for id := range r.JSON["one_time_keys"].(map[string]any)[alice.UserID.String()].(map[string]any)[alice.DeviceID.String()].(map[string]any) {
+				return id
+			}
+			return ""
+		}
+		if a, b := claim(), claim(); a != "signed_curve25519:1" || b != "signed_curve25519:0" {
+			t.Errorf("claim order: %s then %s", a, b)
+		}
+
+		edOf := func() string {
+			r := s.do(t, "POST", v3+"/keys/query", bob.AccessToken, map[string]any{"device_keys": map[string]any{alice.UserID.String(): []string{}}}).expect(t, 200)
+			dk := r.JSON["device_keys"].(map[string]any)[alice.UserID.String()].(map[string]any)[alice.DeviceID.String()].(map[string]any)
+			return dk["keys"].(map[string]any)["ed25519:"+alice.DeviceID.String()].(string)
+		}
+		up(map[string]any{"device_keys": deviceKeysOf(t, alice, key)}).expect(t, 200)
+		if ed := edOf(); ed != key.pub {
+			t.Errorf("after an identical re-upload: %s", ed)
+		}
+		other := newTestKey(t)
+		up(map[string]any{"device_keys": deviceKeysOf(t, alice, other)}).expect(t, 200)
+		if ed := edOf(); ed != other.pub {
+			t.Errorf("after new identity keys: %s, want %s", ed, other.pub)
+		}
+		up(map[string]any{"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID}}).expectErr(t, 400, "M_BAD_JSON")
+		up(map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": bob.DeviceID}}).expect(t, 400)
+	})
+}
