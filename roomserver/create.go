@@ -161,7 +161,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	defer unlock()
 
 	// 2. the creator joins
-	if err := s.addMember(ctx, d, sender, sender, spec.Join, "", req.IsDirect, nil); err != nil {
+	if _, err := s.addMember(ctx, d, sender, sender, spec.Join, nil, nil); err != nil {
 		return CreateRoomResult{}, err
 	}
 	// 3. power levels
@@ -249,7 +249,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	}
 	// 9. invites
 	for _, u := range invites {
-		if err := s.addMember(ctx, d, sender, u, spec.Invite, "", req.IsDirect, nil); err != nil {
+		if _, err := s.addMember(ctx, d, sender, u, spec.Invite, reasonFields("", req.IsDirect), nil); err != nil {
 			return CreateRoomResult{}, err
 		}
 	}

@@ -38,6 +38,12 @@ type AccountChecker interface {
 	AccountExists(ctx context.Context, userID string) (bool, error)
 }
 
+// DirectRooms keeps users' m.direct account data (userapi): after a room
+// upgrade, the new room is direct for whoever had the old one as direct.
+type DirectRooms interface {
+	AddDirectRoom(ctx context.Context, userID, oldRoom, newRoom string) error
+}
+
 // Options configure a Service.
 type Options struct {
 	ServerName     string
@@ -45,6 +51,8 @@ type Options struct {
 	DefaultVersion string
 	// RoomCacheSize bounds the rooms whose current state is kept in memory.
 	RoomCacheSize int
+	// Direct, when set, is told of room upgrades (upgrade.go).
+	Direct DirectRooms
 }
 
 // Service is the roomserver.

@@ -305,3 +305,157 @@ func TestKeysUploadOrderAndReupload(t *testing.T) {
 		up(map[string]any{"device_keys": map[string]any{"user_id": bob.UserID, "device_id": bob.DeviceID}}).expect(t, 400)
 	})
 }
+
+// TestMembershipThroughStateAPI: PUT /state/m.room.member/{userId} is an
+// ordinary state event under the auth rules: a per-room displayname, a
+// join, an invite (with invite_state and is_direct), a kick, a ban and an
+// unban; what the auth rules refuse is 403; bad content is 400.
+func TestMembershipThroughStateAPI(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lobby"})
+		put := func(cli *mautrix.Client, target id.UserID, content map[string]any) apiResp {
+			return s.do(t, "PUT", v3+"/rooms/"+p(room)+"/state/m.room.member/"+p(target), cli.AccessToken, content)
+		}
+		member := func(u id.UserID) map[string]any { return s.stateOf(t, alice, room, "m.room.member", u.String()) }
+
+		// A per-room displayname; the global profile stays.
+		if put(alice, alice.UserID, map[string]any{"membership": "join", "displayname": "Overridden"}).expect(t, 200).str("event_id") == "" {
+			t.Fatal("no event_id")
+		}
+		if m := member(alice.UserID); m["displayname"] != "Overridden" || m["membership"] != "join" {
+			t.Errorf("alice's member event: %v", m)
+		}
+		if dn, err := alice.GetDisplayName(ctx, alice.UserID); err != nil || dn.DisplayName != "alice" {
+			t.Errorf("global displayname: %v %v", dn, err)
+		}
+		// Joining through the state API, with a per-room name and a key of one's own.
+		put(bob, bob.UserID, map[string]any{"membership": "join", "displayname": "Bobby", "org.example.team": "ops"}).expect(t, 200)
+		if m := member(bob.UserID); m["displayname"] != "Bobby" || m["org.example.team"] != "ops" || m["membership"] != "join" {
+			t.Errorf("bob's join: %v", m)
+		}
+		// The same content again sends nothing new.
+		a := put(bob, bob.UserID, map[string]any{"membership": "join", "displayname": "Bobby", "org.example.team": "ops"}).expect(t, 200).str("event_id")
+		b := put(bob, bob.UserID, map[string]any{"membership": "join", "displayname": "Bobby", "org.example.team": "ops"}).expect(t, 200).str("event_id")
+		if a != b {
+			t.Errorf("identical joins gave two events: %s %s", a, b)
+		}
+		// bob may not change alice's membership or ban her.
+		put(bob, alice.UserID, map[string]any{"membership": "join", "displayname": "pwned"}).expectErr(t, 403, "M_FORBIDDEN")
+		put(bob, alice.UserID, map[string]any{"membership": "ban"}).expectErr(t, 403, "M_FORBIDDEN")
+		put(bob, carol.UserID, map[string]any{"membership": "join"}).expectErr(t, 403, "M_FORBIDDEN")
+
+		// An invite carries invite_state and is_direct to the invitee.
+		_, since := syncNow(t, carol, "")
+		put(alice, carol.UserID, map[string]any{"membership": "invite", "is_direct": true, "reason": "come"}).expect(t, 200)
+		resp, _ := syncUntil(t, carol, since, "the invite", func(r *mautrix.RespSync) bool { return r.Rooms.Invite[room] != nil })
+		var inv map[string]any
+		hasName := false
+		for _, ev := range resp.Rooms.Invite[room].State.Events {
+			if ev.Type.Type == "m.room.member" && ev.GetStateKey() == carol.UserID.String() {
+				inv = ev.Content.Raw
+			}
+			if ev.Type.Type == "m.room.name" {
+				hasName = true
+			}
+		}
+		if inv == nil || inv["is_direct"] != true || inv["reason"] != "come" || !hasName {
+			t.Errorf("invite_state: member %v, name %v", inv, hasName)
+		}
+		// Kick, ban and unban.
+		put(alice, bob.UserID, map[string]any{"membership": "leave", "reason": "bye"}).expect(t, 200)
+		if m := member(bob.UserID); m["membership"] != "leave" || m["reason"] != "bye" {
+			t.Errorf("kick: %v", m)
+		}
+		put(alice, bob.UserID, map[string]any{"membership": "ban", "reason": "spam"}).expect(t, 200)
+		if _, err := bob.JoinRoomByID(ctx, room); err == nil {
+			t.Error("a banned user joined")
+		}
+		put(alice, bob.UserID, map[string]any{"membership": "leave"}).expect(t, 200)
+		if m := member(bob.UserID); m["membership"] != "leave" {
+			t.Errorf("unban: %v", m)
+		}
+		join(t, bob, room.String())
+		// carol rejects her invite through the state API.
+		put(carol, carol.UserID, map[string]any{"membership": "leave"}).expect(t, 200)
+
+		// Bad content.
+		put(alice, alice.UserID, map[string]any{"displayname": "x"}).expectErr(t, 400, "M_BAD_JSON")
+		put(alice, alice.UserID, map[string]any{"membership": "joined"}).expectErr(t, 400, "M_BAD_JSON")
+		put(alice, alice.UserID, map[string]any{"membership": "join", "displayname": 5}).expectErr(t, 400, "M_BAD_JSON")
+		s.do(t, "PUT", v3+"/rooms/"+p(room)+"/state/m.room.member/notauser", alice.AccessToken, map[string]any{"membership": "join"}).expectErr(t, 400, "M_INVALID_PARAM")
+	})
+}
+
+// TestJoinWithContent: the body of /join (by room ID or alias) goes into
+// the join event, reason and keys of the client's own (sytest's "POST
+// /join/:room_id can join a room with custom content").
+func TestJoinWithContent(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "custom"})
+		s.do(t, "POST", v3+"/join/"+p(room), bob.AccessToken, map[string]any{"foo": "bar", "reason": "hello"}).expect(t, 200)
+		s.do(t, "POST", v3+"/join/"+p("#custom:localhost"), carol.AccessToken, map[string]any{"foo": "baz"}).expect(t, 200)
+		if m := s.stateOf(t, alice, room, "m.room.member", bob.UserID.String()); m["foo"] != "bar" || m["reason"] != "hello" || m["membership"] != "join" || m["displayname"] != "bob" {
+			t.Errorf("bob's join: %v", m)
+		}
+		if m := s.stateOf(t, alice, room, "m.room.member", carol.UserID.String()); m["foo"] != "baz" || m["membership"] != "join" {
+			t.Errorf("carol's join: %v", m)
+		}
+		s.do(t, "POST", v3+"/rooms/"+p(room)+"/join", carol.AccessToken, map[string]any{"reason": 5}).expectErr(t, 400, "M_BAD_JSON")
+	})
+}
+
+// TestUpgradeKeepsDirectAndBans: upgrading a direct room adds the new room
+// beside the old one in its members' m.direct, re-invites a pending invitee
+// with is_direct, and carries the bans over.
+func TestUpgradeKeepsDirectAndBans(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice, bob, carol, mallory := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol"), s.register(t, "mallory")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID, carol.UserID}})
+		join(t, bob, room.String())
+		if _, err := alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: mallory.UserID, Reason: "spam"}); err != nil {
+			t.Fatal(err)
+		}
+		setDirect := func(cli *mautrix.Client, other id.UserID) {
+			s.do(t, "PUT", v3+"/user/"+p(cli.UserID)+"/account_data/m.direct", cli.AccessToken,
+				map[string]any{other.String(): []string{"!elsewhere:localhost", room.String()}, "@x:localhost": []string{"!y:localhost"}}).expect(t, 200)
+		}
+		setDirect(alice, bob.UserID)
+		setDirect(bob, alice.UserID)
+		_, since := syncNow(t, carol, "")
+		r := s.do(t, "POST", v3+"/rooms/"+p(room)+"/upgrade", alice.AccessToken, map[string]any{"new_version": "11"}).expect(t, 200)
+		newRoom := id.RoomID(r.str("replacement_room"))
+
+		for _, c := range []struct {
+			cli   *mautrix.Client
+			other id.UserID
+		}{{alice, bob.UserID}, {bob, alice.UserID}} {
+			d := s.do(t, "GET", v3+"/user/"+p(c.cli.UserID)+"/account_data/m.direct", c.cli.AccessToken, nil).expect(t, 200)
+			rooms, _ := d.JSON[c.other.String()].([]any)
+			if len(rooms) != 3 || rooms[1] != room.String() || rooms[2] != newRoom.String() {
+				t.Errorf("%s's m.direct: %s", c.cli.UserID, d)
+			}
+			if other, _ := d.JSON["@x:localhost"].([]any); len(other) != 1 {
+				t.Errorf("%s's other m.direct entries changed: %s", c.cli.UserID, d)
+			}
+		}
+		// carol had not answered: she is invited to the new room, as a direct chat.
+		resp, _ := syncUntil(t, carol, since, "the invite to the new room", func(r *mautrix.RespSync) bool { return r.Rooms.Invite[newRoom] != nil })
+		direct := false
+		for _, ev := range resp.Rooms.Invite[newRoom].State.Events {
+			if ev.Type.Type == "m.room.member" && ev.GetStateKey() == carol.UserID.String() && ev.Content.Raw["is_direct"] == true {
+				direct = true
+			}
+		}
+		if !direct {
+			t.Errorf("carol's invite to the new room is not direct")
+		}
+		if m := s.stateOf(t, alice, newRoom, "m.room.member", mallory.UserID.String()); m["membership"] != "ban" || m["reason"] != "spam" {
+			t.Errorf("mallory in the new room: %v", m)
+		}
+		join(t, carol, newRoom.String())
+	})
+}
