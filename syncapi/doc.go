@@ -33,6 +33,14 @@
 // child's notice, or the redaction of a child, drops the parent's entry;
 // a loader stores what it read only if no child notice arrived meanwhile.
 //
+// Membership at each event (readermembership.go): every event served in a
+// timeline (the endpoints above) carries unsigned.membership, the reader's
+// membership right after it (spec v1.11). The Notifier's current
+// membership and its position answer for every event at or after the
+// reader's latest membership change (on /sync, a joined room's timeline
+// after the join, with no query); rooms whose events reach further back
+// read the reader's membership history, one query for all of them.
+//
 // Timelines and state (sync.go selectTimeline, roomstate.go): a room's
 // timeline is the newest events its filter accepts and history visibility
 // shows (events of the room's current state always show), looking past

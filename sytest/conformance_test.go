@@ -459,3 +459,115 @@ func TestUpgradeKeepsDirectAndBans(t *testing.T) {
 		join(t, carol, newRoom.String())
 	})
 }
+
+// TestUnsignedMembership: every event served in a timeline carries
+// unsigned.membership, the reader's membership right after it (spec
+// v1.11) — in /sync, /messages, /context, /event, /search and /relations.
+func TestUnsignedMembership(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice, bob := s.register(t, "alice"), s.register(t, "bob")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		m1 := sendText(t, alice, room, "before bob")
+		join(t, bob, room.String())
+		m2 := sendText(t, alice, room, "with bob")
+		reaction := s.do(t, "PUT", v3+"/rooms/"+p(room)+"/send/m.reaction/"+txn(), alice.AccessToken, map[string]any{
+			"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": m2, "key": "👍"}}).expect(t, 200).str("event_id")
+		membershipIn := func(raw []byte) map[string]string {
+			var evs []struct {
+				EventID  string `json:"event_id"`
+				Unsigned struct {
+					Membership *string `json:"membership"`
+				} `json:"unsigned"`
+			}
+			if err := json.Unmarshal(raw, &evs); err != nil {
+				t.Fatalf("decode %s: %v", raw, err)
+			}
+			out := map[string]string{}
+			for _, e := range evs {
+				if e.Unsigned.Membership == nil {
+					t.Errorf("event %s without unsigned.membership", e.EventID)
+					continue
+				}
+				out[e.EventID] = *e.Unsigned.Membership
+			}
+			return out
+		}
+		field := func(r apiResp, path ...string) []byte {
+			var v any = r.JSON
+			for _, k := range path {
+				v = v.(map[string]any)[k]
+			}
+			b, _ := json.Marshal(v)
+			return b
+		}
+
+		// bob's initial sync: alice's first message came before he joined.
+		_, sy := s.rawSync(t, bob, nil)
+		b, _ := json.Marshal(sy["rooms"].(map[string]any)["join"].(map[string]any)[room.String()].(map[string]any)["timeline"].(map[string]any)["events"])
+		got := membershipIn(b)
+		if got[m1.String()] != "leave" || got[m2.String()] != "join" {
+			t.Errorf("bob's /sync: %v", got)
+		}
+		// alice had no membership before her own join: the create event is "leave".
+		leaves := 0
+		for _, m := range membershipIn(field(s.do(t, "GET", v3+"/rooms/"+p(room)+"/messages?dir=b&limit=50", alice.AccessToken, nil).expect(t, 200), "chunk")) {
+			if m != "join" {
+				leaves++
+			}
+		}
+		if leaves != 1 {
+			t.Errorf("alice's /messages: %d events not \"join\"", leaves)
+		}
+		// bob leaves; what he reads afterwards still says what he was then.
+		if _, err := bob.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		// He sees his time in the room: his join, m2, the reaction ("join"), his leave ("leave").
+		msgs := membershipIn(field(s.do(t, "GET", v3+"/rooms/"+p(room)+"/messages?dir=b&limit=50", bob.AccessToken, nil).expect(t, 200), "chunk"))
+		joins, leaves := 0, 0
+		for _, m := range msgs {
+			switch m {
+			case "join":
+				joins++
+			case "leave":
+				leaves++
+			}
+		}
+		if msgs[m2.String()] != "join" || msgs[reaction] != "join" || joins != 3 || leaves != 1 {
+			t.Errorf("bob's /messages after leaving: %v", msgs)
+		}
+		ev := s.do(t, "GET", v3+"/rooms/"+p(room)+"/event/"+p(m2), bob.AccessToken, nil).expect(t, 200)
+		if u, _ := ev.JSON["unsigned"].(map[string]any); u["membership"] != "join" {
+			t.Errorf("/event: %s", ev)
+		}
+		c := s.do(t, "GET", v3+"/rooms/"+p(room)+"/context/"+p(m2)+"?limit=4", bob.AccessToken, nil).expect(t, 200)
+		if u, _ := c.JSON["event"].(map[string]any)["unsigned"].(map[string]any); u["membership"] != "join" {
+			t.Errorf("/context event: %s", c)
+		}
+		if before := membershipIn(field(c, "events_before")); len(before) == 0 {
+			t.Errorf("/context events_before: %s", c)
+		}
+		rel := membershipIn(field(s.do(t, "GET", "/_matrix/client/v1/rooms/"+p(room)+"/relations/"+p(m2), alice.AccessToken, nil).expect(t, 200), "chunk"))
+		if rel[reaction] != "join" {
+			t.Errorf("/relations: %v", rel)
+		}
+		// alice finds both messages, bob (who left, with shared history) the one of his time.
+		for _, c := range []struct {
+			cli  *mautrix.Client
+			want int
+		}{{alice, 2}, {bob, 1}} {
+			r := s.do(t, "POST", v3+"/search", c.cli.AccessToken, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "bob"}}}).expect(t, 200)
+			res, _ := r.JSON["search_categories"].(map[string]any)["room_events"].(map[string]any)["results"].([]any)
+			if len(res) != c.want {
+				t.Errorf("%s's /search: %s", c.cli.UserID, r)
+			}
+			for _, x := range res {
+				ev := x.(map[string]any)["result"].(map[string]any)
+				if m := ev["unsigned"].(map[string]any)["membership"]; m != "join" {
+					t.Errorf("%s's /search: %v has %v", c.cli.UserID, ev["event_id"], m)
+				}
+			}
+		}
+	})
+}
