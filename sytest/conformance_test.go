@@ -571,3 +571,41 @@ func TestUnsignedMembership(t *testing.T) {
 		}
 	})
 }
+
+// TestMessagesLazyMembers: /messages with lazy_load_members answers, in
+// state, the member events of the chunk's senders as of the chunk (with
+// include_redundant_members too); without it, no state.
+func TestMessagesLazyMembers(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		join(t, bob, room.String())
+		join(t, carol, room.String())
+		sendText(t, bob, room, "one")
+		sendText(t, carol, room, "two")
+		sendText(t, bob, room, "three")
+		stateKeys := func(filter string) []string {
+			r := s.do(t, "GET", v3+"/rooms/"+p(room)+"/messages?dir=b&limit=2&filter="+url.QueryEscape(filter), alice.AccessToken, nil).expect(t, 200)
+			var out []string
+			st, _ := r.JSON["state"].([]any)
+			for _, e := range st {
+				ev := e.(map[string]any)
+				if ev["type"] != "m.room.member" {
+					t.Errorf("non-member state: %v", ev)
+				}
+				out = append(out, ev["state_key"].(string)+"="+ev["content"].(map[string]any)["membership"].(string))
+			}
+			sort.Strings(out)
+			return out
+		}
+		want := bob.UserID.String() + "=join," + carol.UserID.String() + "=join"
+		for _, f := range []string{`{"lazy_load_members":true}`, `{"lazy_load_members":true,"include_redundant_members":true}`} {
+			if got := strings.Join(stateKeys(f), ","); got != want {
+				t.Errorf("state with %s: %s, want %s", f, got, want)
+			}
+		}
+		if got := stateKeys(`{}`); len(got) != 0 {
+			t.Errorf("state without lazy loading: %v", got)
+		}
+	})
+}
