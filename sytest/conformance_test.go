@@ -609,3 +609,57 @@ func TestMessagesLazyMembers(t *testing.T) {
 		}
 	})
 }
+
+// TestRefreshTokensWire: "refresh_token": true at /register and /login
+// gives refresh_token and expires_in_ms; the access token then expires
+// (401 M_UNKNOWN_TOKEN, soft_logout true) and POST /refresh rotates both
+// tokens; the refresh token used works again until the new tokens are
+// used. Clients that do not ask keep tokens that do not expire.
+func TestRefreshTokensWire(t *testing.T) {
+	eachDBEnv(t, []string{"HAVEN_ACCESS_TOKEN_LIFETIME=2s"}, func(t *testing.T, s *server) {
+		reg := s.do(t, "POST", v3+"/register", "", map[string]any{"username": "alice", "password": "password-alice",
+			"auth": map[string]any{"type": "m.login.dummy"}, "refresh_token": true}).expect(t, 200)
+		if reg.str("refresh_token") == "" || reg.JSON["expires_in_ms"] != float64(2000) {
+			t.Fatalf("register: %s", reg)
+		}
+		plain := s.do(t, "POST", v3+"/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password-alice"}).expect(t, 200)
+		if _, ok := plain.JSON["refresh_token"]; ok {
+			t.Errorf("login without refresh_token: %s", plain)
+		}
+		if _, ok := plain.JSON["expires_in_ms"]; ok {
+			t.Errorf("login without refresh_token: %s", plain)
+		}
+		login := s.do(t, "POST", v3+"/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password-alice", "refresh_token": true}).expect(t, 200)
+		if login.str("refresh_token") == "" || login.JSON["expires_in_ms"] != float64(2000) {
+			t.Fatalf("login: %s", login)
+		}
+		whoami := func(tok string) apiResp { return s.do(t, "GET", v3+"/account/whoami", tok, nil) }
+		whoami(login.str("access_token")).expect(t, 200)
+		eventually(t, "the access token to expire", func() bool { return whoami(login.str("access_token")).Status == 401 })
+		if r := whoami(login.str("access_token")).expectErr(t, 401, "M_UNKNOWN_TOKEN"); r.JSON["soft_logout"] != true {
+			t.Errorf("expired token: %s", r)
+		}
+		whoami(plain.str("access_token")).expect(t, 200)
+
+		refresh := func(tok string) apiResp {
+			return s.do(t, "POST", v3+"/refresh", "", map[string]any{"refresh_token": tok})
+		}
+		r1 := refresh(login.str("refresh_token")).expect(t, 200)
+		if r1.str("access_token") == "" || r1.str("refresh_token") == "" || r1.JSON["expires_in_ms"] != float64(2000) {
+			t.Fatalf("refresh: %s", r1)
+		}
+		// Lost answer: the same refresh token again.
+		r2 := refresh(login.str("refresh_token")).expect(t, 200)
+		if w := whoami(r2.str("access_token")).expect(t, 200); w.str("device_id") != login.str("device_id") {
+			t.Errorf("refreshed token's device: %s", w)
+		}
+		// The new access token was used: the old refresh token is revoked.
+		refresh(login.str("refresh_token")).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		refresh(r1.str("refresh_token")).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		refresh(r2.str("refresh_token")).expect(t, 200)
+		refresh("hvr_nonsense").expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		s.do(t, "POST", v3+"/refresh", "", map[string]any{}).expectErr(t, 400, "M_MISSING_PARAM")
+	})
+}

@@ -8,4 +8,10 @@ type Device struct {
 	IsAdmin     bool
 	// SessionID identifies the token in caches; it is the hash of the access token.
 	SessionID string
+	// ExpiresTS is when the access token expires (Unix ms); 0 for never
+	// (a session that did not ask for a refresh token).
+	ExpiresTS int64
+	// oldRefresh: the device's previous refresh token is still valid, until
+	// this access token is first used.
+	oldRefresh bool
 }

@@ -58,13 +58,33 @@ func clientAddrFrom(ctx context.Context) string {
 	return s
 }
 
-const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.deactivated
+const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.deactivated,
+COALESCE(d.token_expires_ts, 0), d.old_refresh_hash IS NOT NULL
 FROM devices d JOIN accounts a ON a.user_id = d.user_id WHERE d.token_hash = $1`
 
 // Authenticate resolves an access token to its device. It is served from
 // memory once a token has been seen, so that an idle /sync costs no database
-// query. An unknown token is 401 M_UNKNOWN_TOKEN with soft_logout false.
+// query. An unknown token is 401 M_UNKNOWN_TOKEN with soft_logout false; an
+// expired one (of a session with a refresh token) is M_UNKNOWN_TOKEN with
+// soft_logout true: the client refreshes it. The first use of a token made
+// by a refresh revokes the refresh token before (refresh.go).
 func (s *Service) Authenticate(ctx context.Context, token string) (Device, error) {
+	d, err := s.authenticate(ctx, token)
+	if err != nil {
+		return d, err
+	}
+	if d.ExpiresTS != 0 && s.now().UnixMilli() >= d.ExpiresTS {
+		return Device{}, merr.UnknownToken(true, "Access token has expired")
+	}
+	if d.oldRefresh {
+		if d, err = s.firstUse(ctx, d); err != nil {
+			return Device{}, err
+		}
+	}
+	return d, nil
+}
+
+func (s *Service) authenticate(ctx context.Context, token string) (Device, error) {
 	if token == "" {
 		return Device{}, merr.MissingToken("Missing access token")
 	}
@@ -79,7 +99,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Device, error
 	gen := s.tokGen.Load()
 	var d Device
 	var deactivated bool
-	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &deactivated)
+	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &deactivated, &d.ExpiresTS, &d.oldRefresh)
 	if errors.Is(err, sql.ErrNoRows) {
 		// A token cannot be known before it is made, so remembering that a
 		// hash is unknown never hides a token issued later.

@@ -111,7 +111,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
-		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices}); err != nil {
+		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
+		AccessTokenLifetime: cfg.TokenLifetime()}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

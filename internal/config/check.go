@@ -64,6 +64,10 @@ func (c Config) Check() Problems {
 	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
 		add("password_hash_cost", strconv.Itoa(c.PasswordHashCost), "must be a bcrypt cost between 4 and 31", "use 12 (the default); lower it only for load tests")
 	}
+	if d, err := time.ParseDuration(c.AccessTokenLifetime); err != nil || d < time.Second || d > 7*24*time.Hour {
+		add("access_token_lifetime", c.AccessTokenLifetime, "must be a duration between 1s and 168h",
+			"write a Go duration such as 5m (the default) or 1h; it applies only to clients that ask for refresh tokens")
+	}
 	if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)); err != nil || !gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)) {
 		add("default_room_version", c.DefaultRoomVersion, "is not a supported stable room version", "use one of 1 to 12; 11 is the default")
 	}
@@ -167,6 +171,9 @@ func (c Config) Warnings() []string {
 	}
 	if !c.RateLimits.Enabled {
 		w = append(w, "rate_limits.enabled is false: login and registration are not protected against brute force")
+	}
+	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d >= time.Second && d < time.Minute {
+		w = append(w, fmt.Sprintf("access_token_lifetime is %s: clients with refresh tokens refresh their access token that often (use 5m)", d))
 	}
 	if c.Registration.Open {
 		w = append(w, "registration.open is true: anyone who can reach this server can create an account")

@@ -232,3 +232,29 @@ func TestShortSharedSecretWarns(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessTokenLifetime(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		bad   bool
+		warn  bool
+	}{{"5m", false, false}, {"2s", false, true}, {"0s", true, false}, {"forever", true, false}, {"200h", true, false}} {
+		cfg, probs := Load("", []string{"HAVEN_ACCESS_TOKEN_LIFETIME=" + c.value})
+		bad := false
+		for _, p := range probs {
+			if p.Key == "access_token_lifetime" {
+				bad = true
+			}
+		}
+		warned := false
+		for _, w := range cfg.Warnings() {
+			warned = warned || strings.Contains(w, "access_token_lifetime")
+		}
+		if bad != c.bad || warned != c.warn {
+			t.Errorf("%s: problem %v warning %v, want %v %v", c.value, bad, warned, c.bad, c.warn)
+		}
+	}
+	if d := Default().TokenLifetime(); d.String() != "5m0s" {
+		t.Errorf("default lifetime %s", d)
+	}
+}

@@ -78,6 +78,12 @@ rate_limits:
 # HAVEN_PASSWORD_HASH_COST
 password_hash_cost: 12
 
+# Lifetime of an access token when the client asked for a refresh token at
+# login or registration (it refreshes before then, with POST /refresh).
+# Clients that do not ask keep access tokens that never expire. 1s to 168h.
+# HAVEN_ACCESS_TOKEN_LIFETIME
+access_token_lifetime: 5m
+
 # Room version of new rooms (1 to 12).
 # HAVEN_DEFAULT_ROOM_VERSION
 default_room_version: "11"
