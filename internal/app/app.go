@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -154,6 +155,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 		ServerName: a.Cfg.ServerName, Dir: filepath.Join(a.Cfg.DataDir, "media"),
 		MaxUploadBytes: m.MaxUploadBytes, QuotaBytesPerUser: m.QuotaBytesPerUser, MaxThumbnailPixels: m.MaxThumbnailPixels,
 		MaxPendingUploads: m.MaxPendingUploads, ThumbnailWorkers: m.ThumbnailWorkers,
+		Preview: mediaapi.PreviewOptions{Enabled: m.URLPreviews, Denied: prefixes(m.URLPreviewDeniedRanges), Allowed: prefixes(m.URLPreviewAllowedRanges)},
 	})
 	if err != nil {
 		return err
@@ -162,6 +164,17 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 	a.closers = append(a.closers, svc.Close)
 	api.Areas = append(api.Areas, api.MediaArea(svc))
 	return nil
+}
+
+// prefixes parses a list of CIDR ranges (config.Check has refused bad ones).
+func prefixes(l config.List) []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range l.Items() {
+		if p, err := netip.ParsePrefix(r); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Listen opens the listeners (the client API and, if configured, metrics).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,6 +131,13 @@ func (m Media) check() Problems {
 	}
 	if m.MaxPendingUploads < 1 || m.MaxPendingUploads > 10000 {
 		add("media.max_pending_uploads", strconv.Itoa(m.MaxPendingUploads), "must be between 1 and 10000", "20 is the default")
+	}
+	for key, l := range map[string]List{"media.url_preview_denied_ranges": m.URLPreviewDeniedRanges, "media.url_preview_allowed_ranges": m.URLPreviewAllowedRanges} {
+		for _, r := range l.Items() {
+			if _, err := netip.ParsePrefix(r); err != nil {
+				add(key, r, "is not an address range", "write ranges in CIDR notation, for example 10.1.2.0/24 or fd00:1234::/32 (a single address: 10.1.2.3/32)")
+			}
+		}
 	}
 	return ps
 }

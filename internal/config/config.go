@@ -96,6 +96,16 @@ type Media struct {
 	// LegacyUnauthenticated serves the deprecated unauthenticated
 	// /_matrix/media/v3/download and /thumbnail endpoints.
 	LegacyUnauthenticated bool `yaml:"legacy_unauthenticated"`
+	// URLPreviews serves /preview_url: the server fetches the pages users
+	// preview. Off, the endpoint answers 404 M_UNRECOGNIZED.
+	URLPreviews bool `yaml:"url_previews"`
+	// URLPreviewDeniedRanges are address ranges (CIDR) previews may not
+	// fetch from, besides the built-in private, loopback, link-local and
+	// other special ranges.
+	URLPreviewDeniedRanges List `yaml:"url_preview_denied_ranges"`
+	// URLPreviewAllowedRanges are exceptions to the denied ranges (an
+	// intranet wiki, say).
+	URLPreviewAllowedRanges List `yaml:"url_preview_allowed_ranges"`
 }
 
 // TURN is the TURN server handed to VoIP clients by /voip/turnServer.

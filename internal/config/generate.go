@@ -150,4 +150,15 @@ media:
   # /thumbnail endpoints (older clients and bridges use them).
   # HAVEN_MEDIA_LEGACY_UNAUTHENTICATED
   legacy_unauthenticated: true
+  # URL previews (/preview_url): the server fetches the pages users paste,
+  # so turn it on knowingly. Off, the endpoint answers 404.
+  # HAVEN_MEDIA_URL_PREVIEWS
+  url_previews: false
+  # Address ranges previews never fetch from, besides the built-in private,
+  # loopback, link-local and other special ranges; CIDR, e.g. [10.1.0.0/16].
+  # HAVEN_MEDIA_URL_PREVIEW_DENIED_RANGES
+  url_preview_denied_ranges: []
+  # Exceptions to the denied ranges, e.g. [10.1.2.3/32] for an intranet wiki.
+  # HAVEN_MEDIA_URL_PREVIEW_ALLOWED_RANGES
+  url_preview_allowed_ranges: []
 `
