@@ -414,6 +414,12 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 			return nil, err
 		}
 		pos = min(pos, p)
+		// The members at a point of history the user may not see (before
+		// they joined a room whose history is for members) are refused, as
+		// on Synapse.
+		if !vis.canSee(pos, "", "", nil) {
+			return nil, merr.Forbidden("You may not see the room at this point")
+		}
 	}
 	if vis.current != "join" && len(vis.membership) > 0 {
 		pos = min(pos, vis.membership[len(vis.membership)-1].pos)

@@ -210,6 +210,15 @@ func TestMembersAtAndFilters(t *testing.T) {
 				t.Errorf("members%s: %v, want %s", q, list, want)
 			}
 		}
+		// History for members only: dave, who joins now, may not see the
+		// members as of an earlier token.
+		s.do(t, "PUT", v3+"/rooms/"+p(room)+"/state/m.room.history_visibility/", alice.AccessToken, map[string]any{"history_visibility": "joined"}).expect(t, 200)
+		sendText(t, alice, room, "before dave")
+		_, early := syncNow(t, alice, "")
+		dave := s.register(t, "dave")
+		join(t, dave, room.String())
+		s.do(t, "GET", v3+"/rooms/"+p(room)+"/members?at="+url.QueryEscape(early), dave.AccessToken, nil).expectErr(t, 403, "M_FORBIDDEN")
+		s.do(t, "GET", v3+"/rooms/"+p(room)+"/members?at="+url.QueryEscape(early), alice.AccessToken, nil).expect(t, 200)
 		members("?membership=joined").expectErr(t, 400, "M_INVALID_PARAM")
 		members("?not_membership=x").expectErr(t, 400, "M_INVALID_PARAM")
 		members("?at=nonsense").expectErr(t, 400, "M_INVALID_PARAM")
