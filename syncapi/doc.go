@@ -38,8 +38,8 @@
 // membership right after it (spec v1.11). The Notifier's current
 // membership and its position answer for every event at or after the
 // reader's latest membership change (on /sync, a joined room's timeline
-// after the join, with no query); rooms whose events reach further back
-// read the reader's membership history, one query for all of them.
+// after the join, with no query); events reaching further back read the
+// reader's membership history, one query per list of events served.
 //
 // Timelines and state (sync.go selectTimeline, roomstate.go): a room's
 // timeline is the newest events its filter accepts and history visibility

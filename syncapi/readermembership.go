@@ -14,9 +14,10 @@ import (
 // The Notifier knows each user's current membership in every room and the
 // position of their latest membership event: every event at or after it
 // gets the current membership without a query — on /sync, a joined room's
-// timeline after the join. Only a room whose served events reach back
-// before that change reads the user's membership history, in one query for
-// all such rooms of the response.
+// timeline after the join. Only events that reach back before that change
+// read the user's membership history: one query per list of events served
+// (a room's timeline in /sync, a /messages page, all rooms of a /search
+// page), never one per event.
 
 // membershipOf is the user's current membership in the room and the
 // position it took effect at; ok is false when the user never had one.
