@@ -47,6 +47,9 @@ type Route struct {
 	// OwnBody marks a route that limits its request body itself (media
 	// uploads): max_request_bytes does not apply to it.
 	OwnBody bool
+	// ExpiredOK marks a route an expired access token may still use
+	// (logging out).
+	ExpiredOK bool
 }
 
 // authenticator resolves access tokens.
@@ -186,7 +189,11 @@ func (a *API) wrap(rt Route) http.Handler {
 				}
 			} else {
 				// The client address becomes the device's last-seen address.
-				dev, err := a.Auth.Authenticate(userapi.WithClientAddr(r.Context(), clientAddr(r)), token)
+				actx := userapi.WithClientAddr(r.Context(), clientAddr(r))
+				if rt.ExpiredOK {
+					actx = userapi.AllowExpired(actx)
+				}
+				dev, err := a.Auth.Authenticate(actx, token)
 				if err != nil {
 					return err
 				}

@@ -669,6 +669,11 @@ func TestRefreshTokensWire(t *testing.T) {
 		refresh(r1.str("refresh_token")).expectErr(t, 401, "M_UNKNOWN_TOKEN")
 		refresh(r2.str("refresh_token")).expect(t, 200)
 		refresh("hvr_nonsense").expectErr(t, 401, "M_UNKNOWN_TOKEN")
+		// An expired token may still log out; its refresh token ends with it.
+		r3 := refresh(r2.str("refresh_token")).expect(t, 200)
+		eventually(t, "the refreshed token to expire", func() bool { return whoami(r3.str("access_token")).Status == 401 })
+		s.do(t, "POST", v3+"/logout", r3.str("access_token"), map[string]any{}).expect(t, 200)
+		refresh(r3.str("refresh_token")).expectErr(t, 401, "M_UNKNOWN_TOKEN")
 		s.do(t, "POST", v3+"/refresh", "", map[string]any{}).expectErr(t, 400, "M_MISSING_PARAM")
 	})
 }

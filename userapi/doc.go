@@ -22,7 +22,8 @@
 // token that expires after Options.AccessTokenLifetime
 // (devices.token_expires_ts; NULL for sessions that did not ask, whose
 // tokens never expire). An expired access token is 401 M_UNKNOWN_TOKEN
-// with soft_logout true. Refresh replaces both tokens of the device; the
+// with soft_logout true, except for logging out (AllowExpired, as on
+// Synapse). Refresh replaces both tokens of the device; the
 // refresh token used stays valid (devices.old_refresh_hash) until the new
 // access token or refresh token is first used, so a client that lost the
 // answer can refresh again. A new login on the device, logout and device

@@ -51,6 +51,10 @@ func TestRefreshTokens(t *testing.T) {
 		if _, err := s.Authenticate(ctx, plain.AccessToken); err != nil {
 			t.Fatalf("a token without refresh expired: %v", err)
 		}
+		// Logging out still works with an expired token.
+		if d, err := s.Authenticate(AllowExpired(ctx), s1.AccessToken); err != nil || d.DeviceID != "PHONE" {
+			t.Fatalf("expired token where allowed: %+v %v", d, err)
+		}
 
 		// Refresh: new tokens for the same device; the old access token is gone.
 		s2, err := s.Refresh(ctx, s1.RefreshToken)

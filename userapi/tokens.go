@@ -45,6 +45,19 @@ func HashToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+type expiredOKKey struct{}
+
+// AllowExpired marks a request that an expired access token may still make
+// (logging out, as on Synapse): Authenticate then takes an expired token.
+func AllowExpired(ctx context.Context) context.Context {
+	return context.WithValue(ctx, expiredOKKey{}, true)
+}
+
+func expiredAllowed(ctx context.Context) bool {
+	ok, _ := ctx.Value(expiredOKKey{}).(bool)
+	return ok
+}
+
 type clientAddrKey struct{}
 
 // WithClientAddr records the client's address in a request context, so
@@ -73,7 +86,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Device, error
 	if err != nil {
 		return d, err
 	}
-	if d.ExpiresTS != 0 && s.now().UnixMilli() >= d.ExpiresTS {
+	if d.ExpiresTS != 0 && s.now().UnixMilli() >= d.ExpiresTS && !expiredAllowed(ctx) {
 		return Device{}, merr.UnknownToken(true, "Access token has expired")
 	}
 	if d.oldRefresh {
