@@ -35,8 +35,9 @@ func (a *API) accountRoutes() []Route {
 	return []Route{
 		{Method: "GET", Path: v3 + "/login", H: a.loginFlows, Auth: authNone},
 		{Method: "POST", Path: v3 + "/login", H: a.login, Auth: authAppService, Limit: limitLogin},
-		{Method: "POST", Path: v3 + "/logout", H: a.logout, Auth: authUser},
-		{Method: "POST", Path: v3 + "/logout/all", H: a.logoutAll, Auth: authUser},
+		{Method: "POST", Path: v3 + "/refresh", H: a.refresh, Auth: authNone, Limit: limitLogin},
+		{Method: "POST", Path: v3 + "/logout", H: a.logout, Auth: authUser, ExpiredOK: true},
+		{Method: "POST", Path: v3 + "/logout/all", H: a.logoutAll, Auth: authUser, ExpiredOK: true},
 		{Method: "GET", Path: v3 + "/account/whoami", H: a.whoami, Auth: authUser},
 		{Method: "POST", Path: v3 + "/register", H: uia(a.register), Auth: authAppService, Limit: limitRegister},
 		{Method: "GET", Path: v3 + "/register/available", H: a.registerAvailable, Auth: authNone, Limit: limitLogin},
@@ -85,6 +86,10 @@ func (a *API) sessionBody(sess userapi.Session, withToken bool) map[string]any {
 	if withToken {
 		body["access_token"] = sess.AccessToken
 		body["device_id"] = sess.DeviceID
+		if sess.RefreshToken != "" {
+			body["refresh_token"] = sess.RefreshToken
+			body["expires_in_ms"] = sess.ExpiresInMS
+		}
 		if a.Cfg.PublicBaseURL != "" {
 			body["well_known"] = map[string]any{"m.homeserver": map[string]string{"base_url": a.Cfg.PublicBaseURL}}
 		}
@@ -144,12 +149,28 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	sess, err := a.Users.Login(r.Context(), userapi.LoginRequest{
 		User: user, Password: req.Password, DeviceID: req.DeviceID,
-		DeviceDisplayName: req.InitialDeviceDisplayName, ClientAddr: clientAddr(r),
+		DeviceDisplayName: req.InitialDeviceDisplayName, ClientAddr: clientAddr(r), Refresh: req.RefreshToken,
 	})
 	if err != nil {
 		return err
 	}
 	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, true))
+}
+
+// refresh exchanges a refresh token for new tokens (spec v1.3); it needs
+// no access token.
+func (a *API) refresh(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := httpx.DecodeJSON(r, &req, maxSmallBody); err != nil {
+		return err
+	}
+	sess, err := a.Users.Refresh(withAddr(r), req.RefreshToken)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"access_token": sess.AccessToken, "refresh_token": sess.RefreshToken, "expires_in_ms": sess.ExpiresInMS})
 }
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) error {
@@ -210,6 +231,7 @@ type registerParams struct {
 	DeviceID          string `json:"device_id,omitempty"`
 	DeviceDisplayName string `json:"initial_device_display_name,omitempty"`
 	InhibitLogin      bool   `json:"inhibit_login,omitempty"`
+	RefreshToken      bool   `json:"refresh_token,omitempty"`
 }
 
 func (a *API) register(w http.ResponseWriter, r *http.Request) error {
@@ -234,7 +256,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	p := registerParams{Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,
-		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin}
+		DeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin, RefreshToken: req.RefreshToken}
 	var guest userapi.Device
 	if req.GuestAccessToken != "" {
 		g, err := a.guestToUpgrade(r, req.GuestAccessToken, req.Username)
@@ -279,6 +301,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 		sess, err = a.Users.Register(ctx, userapi.RegisterRequest{
 			Localpart: p.Username, PasswordHash: p.PasswordHash, DeviceID: p.DeviceID,
 			DeviceDisplayName: p.DeviceDisplayName, InhibitLogin: p.InhibitLogin,
+			Refresh:    p.RefreshToken || req.RefreshToken,
 			ClientAddr: clientAddr(r), Via: "client",
 		})
 	}

@@ -51,6 +51,9 @@ type Route struct {
 	// OwnBody marks a route that limits its request body itself (media
 	// uploads): max_request_bytes does not apply to it.
 	OwnBody bool
+	// ExpiredOK marks a route an expired access token may still use
+	// (logging out).
+	ExpiredOK bool
 }
 
 // authenticator resolves access tokens.
@@ -195,7 +198,7 @@ func (a *API) wrap(rt Route) http.Handler {
 				}
 			} else {
 				// The client address becomes the device's last-seen address.
-				dev, ok, err := a.authenticate(r, token, rt.Auth)
+				dev, ok, err := a.authenticate(r, token, rt)
 				if err != nil {
 					return err
 				}

@@ -42,8 +42,12 @@ const loginTypeAppService = "m.login.application_service"
 // or a device's. On authAppService routes only a service's token counts,
 // as the service itself: the users it registers or logs in as may not
 // exist yet.
-func (a *API) authenticate(r *http.Request, token string, level authLevel) (userapi.Device, bool, error) {
+func (a *API) authenticate(r *http.Request, token string, rt Route) (userapi.Device, bool, error) {
+	level := rt.Auth
 	ctx := userapi.WithClientAddr(r.Context(), clientAddr(r))
+	if rt.ExpiredOK {
+		ctx = userapi.AllowExpired(ctx)
+	}
 	if a.AppServices != nil {
 		userID, deviceID := "", ""
 		if level != authAppService {

@@ -25,5 +25,9 @@
 // OwnBody (the media uploads in media.go), which stream their body to the
 // media service and stop it at media.max_upload_bytes themselves.
 //
+// An expired access token (a session with a refresh token) is refused
+// except on routes marked ExpiredOK (logout). /preview_url answers 404
+// M_UNRECOGNIZED while media.url_previews is off.
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

@@ -20,6 +20,7 @@ type mediaService interface {
 	Download(ctx context.Context, serverName, mediaID, fileName string, wait time.Duration) (*mediaapi.Content, error)
 	Thumbnail(ctx context.Context, serverName, mediaID string, req mediaapi.ThumbnailRequest, wait time.Duration) (*mediaapi.Content, error)
 	MaxUploadBytes() int64
+	Preview(ctx context.Context, userID, rawURL string) (map[string]any, error)
 }
 
 // uploadReadTimeout is how long an upload body may take to arrive (the
@@ -118,9 +119,15 @@ func (h *mediaHandlers) config(w http.ResponseWriter, r *http.Request) error {
 	return httpx.JSON(w, http.StatusOK, map[string]int64{"m.upload.size": h.svc.MaxUploadBytes()})
 }
 
-// preview answers /preview_url: URL previews are off on this server.
+// preview answers /preview_url (404 M_UNRECOGNIZED when media.url_previews
+// is off). ts, the point in time asked for, is not used: the newest preview
+// is answered, which the spec allows.
 func (h *mediaHandlers) preview(w http.ResponseWriter, r *http.Request) error {
-	return merr.Forbidden("URL previews are disabled on this server")
+	og, err := h.svc.Preview(r.Context(), DeviceFrom(r).UserID, r.URL.Query().Get("url"))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, og)
 }
 
 // timeoutMS reads timeout_ms (default 20 s, as the spec says).

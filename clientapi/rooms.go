@@ -15,7 +15,7 @@ import (
 type roomService interface {
 	CreateRoom(ctx context.Context, sender string, req roomserver.CreateRoomRequest) (roomserver.CreateRoomResult, error)
 	Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) error
-	Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error)
+	JoinWith(ctx context.Context, userID, roomIDOrAlias string, content map[string]json.RawMessage) (string, error)
 	Leave(ctx context.Context, userID, roomID, reason string) error
 	Kick(ctx context.Context, sender, roomID, target, reason string) error
 	Ban(ctx context.Context, sender, roomID, target, reason string) error
@@ -109,16 +109,20 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 	return httpx.OK(w)
 }
 
+// joinRoom joins; the body's keys (reason, keys of the client's own) go
+// into the join event, as on Synapse (third_party_signed is not kept: there
+// are no third-party invites).
 func (a *API) joinRoom(w http.ResponseWriter, r *http.Request) error {
-	var b reasonBody
+	var b map[string]json.RawMessage
 	if err := httpx.DecodeJSON(r, &b, 16<<10); err != nil {
 		return err
 	}
+	delete(b, "third_party_signed")
 	target := PathParam(r, "roomId")
 	if target == "" {
 		target = PathParam(r, "roomIdOrAlias")
 	}
-	id, err := a.Rooms.Join(r.Context(), DeviceFrom(r).UserID, target, b.Reason)
+	id, err := a.Rooms.JoinWith(r.Context(), DeviceFrom(r).UserID, target, b)
 	if err != nil {
 		return err
 	}

@@ -172,17 +172,15 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	dir := q.Get("dir")
-	if dir != "b" && dir != "f" {
-		return merr.InvalidParam("dir must be b or f")
-	}
 	opts, err := roomEventOpts(r)
 	if err != nil {
 		return err
 	}
 	d := DeviceFrom(r)
+	// dir (required, b or f) is checked by the sync engine once it knows
+	// the user may read the room.
 	resp, err := a.Sync.Messages(r.Context(), syncapi.MessagesRequest{UserID: d.UserID, DeviceID: d.DeviceID, RoomID: PathParam(r, "roomId"),
-		From: q.Get("from"), To: q.Get("to"), Backwards: dir == "b", Limit: limit, Opts: opts})
+		From: q.Get("from"), To: q.Get("to"), Dir: q.Get("dir"), Limit: limit, Opts: opts})
 	if err != nil {
 		return err
 	}

@@ -44,7 +44,20 @@
 // hits and misses are counted in haven_cache_lookups_total{cache="media_thumbnails"}.
 //
 // Remote media (another server name) answers 404 M_NOT_FOUND: there is no
-// federation yet. URL previews are off (clientapi answers 403).
+// federation yet.
+//
+// URL previews (preview.go, media.url_previews, off by default: then 404
+// M_UNRECOGNIZED as on a server without them): the page is fetched with a
+// timeout, a size cap and at most five redirects by a client whose dialer
+// checks the address of every connection as it is made (after name
+// resolution, also for redirects: DNS rebinding gains nothing) against the
+// built-in special ranges (private, loopback, link-local, multicast, ...)
+// and the configured ones, and that uses no proxy. og: tags of the head,
+// with <title> and the description meta as fallbacks, are answered;
+// og:image is fetched the same way and stored as server-owned media (no
+// user, no quota), answered as its mxc:// URI with size, type and
+// dimensions. Answers are kept in memory (bounded, an hour); at most four
+// previews fetch at once.
 //
 // Tables: media, media_thumbnails (storage/migrations/0003_media.sql).
 // Goroutines: one sweeper (Start/Close) that deletes lapsed pending IDs

@@ -35,6 +35,8 @@ type Options struct {
 	ThumbnailWorkers int
 	// PendingExpiry is how long an ID from /create stays usable (24 hours).
 	PendingExpiry time.Duration
+	// Preview configures URL previews (preview.go).
+	Preview PreviewOptions
 	// Now is the clock (tests set it).
 	Now func() time.Time
 }
@@ -74,6 +76,8 @@ type Service struct {
 	waitMu  sync.Mutex
 	waiters map[string]*waiter // pending media ID -> closed on upload
 
+	preview *preview
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -95,6 +99,7 @@ func New(ctx context.Context, db *storage.DB, opts Options) (*Service, error) {
 		files:    fs,
 		thumbSem: make(chan struct{}, opts.ThumbnailWorkers),
 		waiters:  map[string]*waiter{},
+		preview:  newPreview(opts.Preview, opts.MaxUploadBytes),
 	}, nil
 }
 
@@ -261,7 +266,13 @@ func (s *Service) UploadNew(ctx context.Context, userID string, up Upload) (stri
 // row exists only once the file is durable. When the row cannot be written
 // a file this call created is removed again, unless something uses it.
 func (s *Service) finish(ctx context.Context, st *staged, m Media, write func(tx *storage.Tx) error) error {
-	if s.opts.QuotaBytesPerUser > 0 {
+	// Media the server stores for itself (URL preview images) has no user
+	// and counts against no quota.
+	quota := s.opts.QuotaBytesPerUser
+	if m.UserID == "" {
+		quota = 0
+	}
+	if quota > 0 {
 		unlock := s.userLock.Lock(m.UserID)
 		defer unlock()
 	}
@@ -272,7 +283,7 @@ func (s *Service) finish(ctx context.Context, st *staged, m Media, write func(tx
 		return err
 	}
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		if q := s.opts.QuotaBytesPerUser; q > 0 {
+		if q := quota; q > 0 {
 			used, err := userUsage(ctx, tx, m.UserID)
 			if err != nil {
 				return err

@@ -164,7 +164,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	defer unlock()
 
 	// 2. the creator joins
-	if err := s.addMember(ctx, d, sender, sender, spec.Join, "", req.IsDirect, nil); err != nil {
+	if _, err := s.addMember(ctx, d, sender, sender, spec.Join, nil, nil); err != nil {
 		return CreateRoomResult{}, err
 	}
 	// 3. power levels
@@ -246,13 +246,13 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 		}
 	}
 	if req.Topic != nil && *req.Topic != "" {
-		if err := addState(spec.MRoomTopic, "", mustJSON(map[string]string{"topic": *req.Topic})); err != nil {
+		if err := addState(spec.MRoomTopic, "", mustJSON(newTopicContent(*req.Topic))); err != nil {
 			return CreateRoomResult{}, err
 		}
 	}
 	// 9. invites
 	for _, u := range invites {
-		if err := s.addMember(ctx, d, sender, u, spec.Invite, "", req.IsDirect, nil); err != nil {
+		if _, err := s.addMember(ctx, d, sender, u, spec.Invite, reasonFields("", req.IsDirect), nil); err != nil {
 			return CreateRoomResult{}, err
 		}
 	}

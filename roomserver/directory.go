@@ -59,16 +59,18 @@ WHERE s.room_id IN ($1) AND s.state_key = '' AND s.type IN ($2)`, ids,
 			return nil, err
 		}
 		var ev struct {
-			Content map[string]any `json:"content"`
+			Content json.RawMessage `json:"content"`
 		}
 		_ = json.Unmarshal([]byte(js), &ev)
-		str := func(k string) string { v, _ := ev.Content[k].(string); return v }
+		var c map[string]any
+		_ = json.Unmarshal(ev.Content, &c)
+		str := func(k string) string { v, _ := c[k].(string); return v }
 		pr := byID[id]
 		switch typ {
 		case "m.room.name":
 			pr.Name = str("name")
 		case "m.room.topic":
-			pr.Topic = str("topic")
+			pr.Topic = PlainTopic(ev.Content)
 		case "m.room.canonical_alias":
 			pr.CanonicalAlias = str("alias")
 		case "m.room.avatar":

@@ -31,9 +31,24 @@
 // and an unknown alias in a service's namespace is asked of the service
 // before ResolveAlias answers M_NOT_FOUND.
 //
+// Membership (membership.go): the membership endpoints and an
+// m.room.member event sent through the state API take one path (member):
+// the event's content keeps what the client gave (reason, is_direct on
+// invites, a per-room displayname or avatar_url, keys of its own; the
+// body of /join too), joins and invites get the profile where it gives
+// none, invites carry the invitee's stripped state, the auth rules decide,
+// and an event repeating the current one is not sent again.
+//
+// Topics (topic.go): createRoom's topic is written as topic and as m.topic
+// with one text/plain representation (spec v1.15); the directory, room
+// summaries and the search index read a topic's plain text with
+// PlainTopic (m.topic's first text/plain representation, else topic).
+//
 // Room upgrades (upgrade.go) build the old room's tombstone and the new
 // room's events in two drafts and commit the new room (with its moved
-// aliases) before the old room's tombstone. The space hierarchy
+// aliases, bans and pending invites) before the old room's tombstone;
+// then Options.Direct adds the new room beside the old one in the local
+// members' m.direct. The space hierarchy
 // (hierarchy.go) reads current state only and takes no lock.
 //
 // Lock order: the per-room lock (keyed), then Service.mu (room cache), then

@@ -202,7 +202,7 @@ WHERE s.room_id = $1 AND ((s.state_key = '' AND s.type IN ($2)) OR s.type = $3)`
 		case spec.MRoomName:
 			sum.Name = str("name")
 		case spec.MRoomTopic:
-			sum.Topic = str("topic")
+			sum.Topic = PlainTopic(ev.Content)
 		case spec.MRoomCanonicalAlias:
 			sum.CanonicalAlias = str("alias")
 		case spec.MRoomAvatar:

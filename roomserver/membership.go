@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -13,12 +14,62 @@ import (
 	"github.com/haven-chat/haven/storage"
 )
 
+// memberContent is the part of a membership event's content the server
+// reads.
 type memberContent struct {
 	Membership  string `json:"membership"`
 	DisplayName string `json:"displayname,omitempty"`
 	AvatarURL   string `json:"avatar_url,omitempty"`
 	IsDirect    bool   `json:"is_direct,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+}
+
+// memberFields are the content of a membership event besides membership:
+// what the client gave (reason, is_direct, a per-room displayname and
+// avatar_url, keys of its own).
+type memberFields map[string]json.RawMessage
+
+// reasonFields are the fields of the membership endpoints: a reason, and
+// is_direct for invites.
+func reasonFields(reason string, isDirect bool) memberFields {
+	f := memberFields{}
+	if reason != "" {
+		f["reason"] = json.RawMessage(mustJSON(reason))
+	}
+	if isDirect {
+		f["is_direct"] = json.RawMessage("true")
+	}
+	return f
+}
+
+// Limits of the profile in a membership event (Synapse's).
+const (
+	maxMemberDisplayName = 256
+	maxMemberAvatarURL   = 1000
+)
+
+// checkMemberFields validates client-given fields of a membership event.
+func checkMemberFields(f memberFields) error {
+	for k, max := range map[string]int{"displayname": maxMemberDisplayName, "avatar_url": maxMemberAvatarURL, "reason": 2048} {
+		raw, ok := f[k]
+		if !ok || string(raw) == "null" {
+			continue
+		}
+		var v string
+		if json.Unmarshal(raw, &v) != nil {
+			return merr.BadJSON("%s must be a string", k)
+		}
+		if len(v) > max {
+			return merr.BadJSON("%s is longer than %d bytes", k, max)
+		}
+	}
+	if raw, ok := f["is_direct"]; ok {
+		var v bool
+		if json.Unmarshal(raw, &v) != nil {
+			return merr.BadJSON("is_direct must be true or false")
+		}
+	}
+	return nil
 }
 
 // strippedStateTypes are shown to invitees before they join.
@@ -48,17 +99,54 @@ func strippedState(state map[stateKey]gomatrixserverlib.PDU, sender string) []St
 	return out
 }
 
-// addMember adds a membership event for target to the draft. Joins and
-// invites carry the target's profile.
-func (s *Service) addMember(ctx context.Context, d *draft, sender, target, membership, reason string, isDirect bool, meta *eventMeta) error {
-	c := memberContent{Membership: membership, Reason: reason, IsDirect: isDirect && membership == spec.Invite}
-	if (membership == spec.Join || membership == spec.Invite) && s.profiles != nil {
-		dn, av, err := s.profiles.Profile(ctx, target)
-		if err != nil {
-			return err
-		}
-		c.DisplayName, c.AvatarURL = dn, av
+// memberContentJSON is the content of a membership event: the fields,
+// membership, and for joins and invites the target's profile where the
+// fields give none (a per-room displayname or avatar_url stays). is_direct
+// is only kept on invites.
+func (s *Service) memberContentJSON(ctx context.Context, target, membership string, fields memberFields) (spec.RawJSON, error) {
+	c := make(map[string]json.RawMessage, len(fields)+3)
+	for k, v := range fields {
+		c[k] = v
 	}
+	c["membership"] = json.RawMessage(mustJSON(membership))
+	if membership != spec.Invite {
+		delete(c, "is_direct")
+	}
+	// Fields only the server may set.
+	delete(c, "join_authorised_via_users_server")
+	delete(c, "third_party_invite")
+	if (membership == spec.Join || membership == spec.Invite) && s.profiles != nil {
+		_, hasName := c["displayname"]
+		_, hasAvatar := c["avatar_url"]
+		if !hasName || !hasAvatar {
+			dn, av, err := s.profiles.Profile(ctx, target)
+			if err != nil {
+				return nil, err
+			}
+			if !hasName && dn != "" {
+				c["displayname"] = json.RawMessage(mustJSON(dn))
+			}
+			if !hasAvatar && av != "" {
+				c["avatar_url"] = json.RawMessage(mustJSON(av))
+			}
+		}
+	}
+	return mustJSON(c), nil
+}
+
+// addMember adds a membership event for target to the draft. Joins and
+// invites carry the target's profile unless the fields give one.
+func (s *Service) addMember(ctx context.Context, d *draft, sender, target, membership string, fields memberFields, meta *eventMeta) (gomatrixserverlib.PDU, error) {
+	content, err := s.memberContentJSON(ctx, target, membership, fields)
+	if err != nil {
+		return nil, err
+	}
+	return s.addMemberContent(d, sender, target, membership, content, meta)
+}
+
+// addMemberContent adds a membership event with its content to the draft;
+// an invite carries the room's stripped state for the invitee.
+func (s *Service) addMemberContent(d *draft, sender, target, membership string, content spec.RawJSON, meta *eventMeta) (gomatrixserverlib.PDU, error) {
 	m := eventMeta{}
 	if meta != nil {
 		m = *meta
@@ -67,8 +155,55 @@ func (s *Service) addMember(ctx context.Context, d *draft, sender, target, membe
 		m.unsigned = map[string]any{"invite_room_state": strippedState(d.state, sender)}
 	}
 	k := target
-	_, err := s.add(d, &gomatrixserverlib.ProtoEvent{SenderID: sender, Type: spec.MRoomMember, StateKey: &k, Content: mustJSON(c)}, m)
-	return err
+	return s.add(d, &gomatrixserverlib.ProtoEvent{SenderID: sender, Type: spec.MRoomMember, StateKey: &k, Content: content}, m)
+}
+
+// errUnchanged is what a membership check returns when nothing is to be
+// sent: the current membership event stands.
+var errUnchanged = errors.New("membership unchanged")
+
+// member sends one membership event for target and returns its ID. check,
+// when set, sees the room first (holding its lock) and may refuse, or
+// return errUnchanged. An event that would repeat the current one (same
+// sender and content) is not sent again: its ID is returned.
+func (s *Service) member(ctx context.Context, roomID, sender, target, membership string, fields memberFields, check func(r *room) error) (string, error) {
+	if err := checkMemberFields(fields); err != nil {
+		return "", err
+	}
+	var id string
+	err := s.withRoom(ctx, roomID, func(r *room) error {
+		cur := r.state[stateKey{spec.MRoomMember, target}]
+		if check != nil {
+			if err := check(r); err != nil {
+				if errors.Is(err, errUnchanged) {
+					if cur != nil {
+						id = cur.EventID()
+					}
+					return nil
+				}
+				return err
+			}
+		}
+		content, err := s.memberContentJSON(ctx, target, membership, fields)
+		if err != nil {
+			return err
+		}
+		if cur != nil && string(cur.SenderID()) == sender && jsonEqual(cur.Content(), content) {
+			id = cur.EventID()
+			return nil
+		}
+		d := newDraft(r)
+		pdu, err := s.addMemberContent(d, sender, target, membership, content, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := s.commit(ctx, d, nil, nil); err != nil {
+			return err
+		}
+		id = pdu.EventID()
+		return nil
+	})
+	return id, err
 }
 
 // withRoom runs fn holding the room's lock with its in-memory state.
@@ -98,44 +233,40 @@ func membershipOf(r *room, userID string) string {
 	return m
 }
 
-// sendMember sends one membership event.
-func (s *Service) sendMember(ctx context.Context, roomID, sender, target, membership, reason string, isDirect bool) error {
-	return s.withRoom(ctx, roomID, func(r *room) error {
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, sender, target, membership, reason, isDirect, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
-	})
-}
-
 // Invite invites target into the room.
 func (s *Service) Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) error {
+	_, err := s.invite(ctx, sender, roomID, target, reasonFields(reason, isDirect))
+	return err
+}
+
+func (s *Service) invite(ctx context.Context, sender, roomID, target string, fields memberFields) (string, error) {
 	if !ValidUserID(target) {
-		return merr.InvalidParam("Invalid user ID %q", target)
+		return "", merr.InvalidParam("Invalid user ID %q", target)
 	}
 	if err := s.checkInvitees(ctx, []string{target}); err != nil {
-		return err
+		return "", err
 	}
-	return s.withRoom(ctx, roomID, func(r *room) error {
+	return s.member(ctx, roomID, sender, target, spec.Invite, fields, func(r *room) error {
 		switch membershipOf(r, target) {
 		case spec.Join:
 			return merr.Forbidden("%s is already in the room", target)
 		case spec.Ban:
 			return merr.Forbidden("%s is banned from the room", target)
 		}
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, sender, target, spec.Invite, reason, isDirect, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
+		return nil
 	})
 }
 
 // Join joins the user to a room given by ID or alias and returns the room ID.
 func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error) {
+	return s.JoinWith(ctx, userID, roomIDOrAlias, reasonFields(reason, false))
+}
+
+// JoinWith is Join with the content of the join event: the body of /join
+// (a reason, keys of the client's own, a per-room displayname or
+// avatar_url) stays in the event; the profile fills what it does not give.
+// A user already joined with that content sends nothing.
+func (s *Service) JoinWith(ctx context.Context, userID, roomIDOrAlias string, content map[string]json.RawMessage) (string, error) {
 	roomID := roomIDOrAlias
 	if strings.HasPrefix(roomIDOrAlias, "#") {
 		id, err := s.ResolveAlias(ctx, roomIDOrAlias)
@@ -146,37 +277,10 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 	} else if !validRoomID(roomIDOrAlias) {
 		return "", merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
 	}
-	guest, err := s.isGuest(ctx, userID)
-	if err != nil {
+	if err := s.checkGuestJoin(ctx, userID, roomID); err != nil {
 		return "", err
 	}
-	err = s.withRoom(ctx, roomID, func(r *room) error {
-		if guest && !guestsMayJoin(r) {
-			return merr.GuestAccessForbidden("This room does not allow guests to join")
-		}
-		if membershipOf(r, userID) == spec.Join {
-			cur := r.state[stateKey{spec.MRoomMember, userID}]
-			var c memberContent
-			_ = json.Unmarshal(cur.Content(), &c)
-			if s.profiles == nil {
-				return nil
-			}
-			dn, av, err := s.profiles.Profile(ctx, userID)
-			if err != nil {
-				return err
-			}
-			if dn == c.DisplayName && av == c.AvatarURL {
-				return nil // already joined with this profile: nothing to send
-			}
-		}
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, userID, userID, spec.Join, reason, false, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
-	})
-	if err != nil {
+	if _, err := s.member(ctx, roomID, userID, userID, spec.Join, memberFields(content), nil); err != nil {
 		return "", err
 	}
 	return roomID, nil
@@ -200,6 +304,21 @@ func guestsMayJoin(r *room) bool {
 		GuestAccess string `json:"guest_access"`
 	}
 	return json.Unmarshal(ev.Content(), &c) == nil && c.GuestAccess == "can_join"
+}
+
+// checkGuestJoin refuses a guest's join of a room that does not allow
+// guests.
+func (s *Service) checkGuestJoin(ctx context.Context, userID, roomID string) error {
+	guest, err := s.isGuest(ctx, userID)
+	if err != nil || !guest {
+		return err
+	}
+	return s.withRoom(ctx, roomID, func(r *room) error {
+		if !guestsMayJoin(r) {
+			return merr.GuestAccessForbidden("This room does not allow guests to join")
+		}
+		return nil
+	})
 }
 
 // dropGuests makes the room's guests leave it once it no longer allows
@@ -238,66 +357,124 @@ func (s *Service) dropGuests(ctx context.Context, roomID string) error {
 // Leave makes the user leave (or reject an invite). Leaving a room one has
 // already left is not an error.
 func (s *Service) Leave(ctx context.Context, userID, roomID, reason string) error {
-	return s.withRoom(ctx, roomID, func(r *room) error {
+	_, err := s.leave(ctx, userID, roomID, reasonFields(reason, false))
+	return err
+}
+
+func (s *Service) leave(ctx context.Context, userID, roomID string, fields memberFields) (string, error) {
+	return s.member(ctx, roomID, userID, userID, spec.Leave, fields, func(r *room) error {
 		switch membershipOf(r, userID) {
 		case spec.Leave, spec.Ban:
-			return nil
+			return errUnchanged
 		case "":
 			return merr.Forbidden("You are not a member of this room")
 		}
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, userID, userID, spec.Leave, reason, false, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
+		return nil
 	})
 }
 
 // Kick removes target from the room.
 func (s *Service) Kick(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.kick(ctx, sender, roomID, target, reasonFields(reason, false))
+	return err
+}
+
+func (s *Service) kick(ctx context.Context, sender, roomID, target string, fields memberFields) (string, error) {
 	if !ValidUserID(target) {
-		return merr.InvalidParam("Invalid user ID %q", target)
+		return "", merr.InvalidParam("Invalid user ID %q", target)
 	}
-	return s.withRoom(ctx, roomID, func(r *room) error {
+	return s.member(ctx, roomID, sender, target, spec.Leave, fields, func(r *room) error {
 		switch membershipOf(r, target) {
-		case spec.Join, spec.Invite, "knock":
-		default:
-			return merr.Forbidden("%s is not in the room", target)
+		case spec.Join, spec.Invite, spec.Knock:
+			return nil
 		}
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, sender, target, spec.Leave, reason, false, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
+		return merr.Forbidden("%s is not in the room", target)
 	})
 }
 
 // Ban bans target from the room.
 func (s *Service) Ban(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.ban(ctx, sender, roomID, target, reasonFields(reason, false))
+	return err
+}
+
+func (s *Service) ban(ctx context.Context, sender, roomID, target string, fields memberFields) (string, error) {
 	if !ValidUserID(target) {
-		return merr.InvalidParam("Invalid user ID %q", target)
+		return "", merr.InvalidParam("Invalid user ID %q", target)
 	}
-	return s.sendMember(ctx, roomID, sender, target, spec.Ban, reason, false)
+	return s.member(ctx, roomID, sender, target, spec.Ban, fields, nil)
 }
 
 // Unban lifts a ban.
 func (s *Service) Unban(ctx context.Context, sender, roomID, target, reason string) error {
+	_, err := s.unban(ctx, sender, roomID, target, reasonFields(reason, false))
+	return err
+}
+
+func (s *Service) unban(ctx context.Context, sender, roomID, target string, fields memberFields) (string, error) {
 	if !ValidUserID(target) {
-		return merr.InvalidParam("Invalid user ID %q", target)
+		return "", merr.InvalidParam("Invalid user ID %q", target)
 	}
-	return s.withRoom(ctx, roomID, func(r *room) error {
+	return s.member(ctx, roomID, sender, target, spec.Leave, fields, func(r *room) error {
 		if membershipOf(r, target) != spec.Ban {
 			return merr.Forbidden("%s is not banned", target)
 		}
-		d := newDraft(r)
-		if err := s.addMember(ctx, d, sender, target, spec.Leave, reason, false, nil); err != nil {
-			return err
-		}
-		_, err := s.commit(ctx, d, nil, nil)
-		return err
+		return nil
 	})
+}
+
+// memberState sends an m.room.member state event from the state API
+// (PUT /rooms/{roomId}/state/m.room.member/{userId}): an ordinary state
+// event under the auth rules, through the same paths as the membership
+// endpoints — a join, an invite (with the room's stripped state for the
+// invitee), a leave (a kick of someone else, the lifting of a ban), a ban,
+// a knock. The content is kept (per-room displayname and avatar_url, a
+// reason, keys of the client's own); joins and invites get the profile
+// where it gives none. A user changes their per-room profile by sending
+// their join again with another displayname or avatar_url.
+func (s *Service) memberState(ctx context.Context, sender, roomID, target string, content json.RawMessage) (string, error) {
+	var fields memberFields
+	if err := json.Unmarshal(content, &fields); err != nil {
+		return "", merr.BadJSON("Event content must be a JSON object")
+	}
+	var membership string
+	if raw, ok := fields["membership"]; !ok || json.Unmarshal(raw, &membership) != nil {
+		return "", merr.BadJSON("content.membership must be a string")
+	}
+	delete(fields, "membership")
+	if !ValidUserID(target) {
+		return "", merr.InvalidParam("The state key of m.room.member must be a user ID, not %q", target)
+	}
+	switch membership {
+	case spec.Join:
+		if target != sender {
+			return "", merr.Forbidden("You can only join a room yourself")
+		}
+		return s.member(ctx, roomID, sender, target, spec.Join, fields, nil)
+	case spec.Invite:
+		return s.invite(ctx, sender, roomID, target, fields)
+	case spec.Leave:
+		if target == sender {
+			return s.leave(ctx, sender, roomID, fields)
+		}
+		// A kick, or the lifting of a ban: the auth rules ask for the
+		// power of one or the other.
+		return s.member(ctx, roomID, sender, target, spec.Leave, fields, func(r *room) error {
+			switch membershipOf(r, target) {
+			case spec.Join, spec.Invite, spec.Knock, spec.Ban:
+				return nil
+			}
+			return merr.Forbidden("%s is not in the room", target)
+		})
+	case spec.Ban:
+		return s.ban(ctx, sender, roomID, target, fields)
+	case spec.Knock:
+		if target != sender {
+			return "", merr.Forbidden("You can only knock yourself")
+		}
+		return s.member(ctx, roomID, sender, target, spec.Knock, fields, nil)
+	}
+	return "", merr.BadJSON("Unknown membership %q: use join, invite, leave, ban or knock", membership)
 }
 
 // Forget hides a room the user has left from their sync.

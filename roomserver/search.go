@@ -26,17 +26,26 @@ func searchField(e *Event) (field, text string, ok bool) {
 		return "", "", false
 	}
 	var ev struct {
-		Content map[string]json.RawMessage `json:"content"`
+		Content json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(e.JSON, &ev) != nil {
 		return "", "", false
 	}
-	raw, found := ev.Content[key]
-	if !found || len(raw) == 0 || raw[0] != '"' {
-		return "", "", false
-	}
-	if json.Unmarshal(raw, &text) != nil {
-		return "", "", false
+	if key == "topic" {
+		// The plain text, from m.topic when it has some (spec v1.15).
+		text = PlainTopic(ev.Content)
+	} else {
+		var c map[string]json.RawMessage
+		if json.Unmarshal(ev.Content, &c) != nil {
+			return "", "", false
+		}
+		raw, found := c[key]
+		if !found || len(raw) == 0 || raw[0] != '"' {
+			return "", "", false
+		}
+		if json.Unmarshal(raw, &text) != nil {
+			return "", "", false
+		}
 	}
 	// PostgreSQL text cannot hold NUL.
 	text = strings.ReplaceAll(text, "\x00", "")

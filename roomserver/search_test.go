@@ -29,6 +29,7 @@ func TestSearchField(t *testing.T) {
 		{"encrypted", Event{Type: "m.room.encrypted", JSON: json.RawMessage(`{"content":{"ciphertext":"x"}}`)}, "", "", false},
 		{"name", Event{Type: "m.room.name", StateKey: &empty, JSON: json.RawMessage(`{"content":{"name":"Ops"}}`)}, "content.name", "Ops", true},
 		{"topic", Event{Type: "m.room.topic", StateKey: &empty, JSON: json.RawMessage(`{"content":{"topic":"Deploys"}}`)}, "content.topic", "Deploys", true},
+		{"rich topic", Event{Type: "m.room.topic", StateKey: &empty, JSON: json.RawMessage(`{"content":{"topic":"old","m.topic":{"m.text":[{"mimetype":"text/html","body":"<b>Deploys</b>"},{"body":"Deploys"}]}}}`)}, "content.topic", "Deploys", true},
 		{"topic with a state key", Event{Type: "m.room.topic", StateKey: &other, JSON: json.RawMessage(`{"content":{"topic":"x"}}`)}, "", "", false},
 		{"message as state", Event{Type: "m.room.message", StateKey: &empty, JSON: json.RawMessage(`{"content":{"body":"x"}}`)}, "", "", false},
 		{"bad JSON", Event{Type: "m.room.message", JSON: json.RawMessage(`{`)}, "", "", false},

@@ -39,6 +39,9 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 	if len(req.Content) == 0 || req.Content[0] != '{' {
 		return "", merr.BadJSON("Event content must be a JSON object")
 	}
+	if req.StateKey != nil && req.Type == spec.MRoomMember {
+		return s.memberState(ctx, from.UserID, req.RoomID, *req.StateKey, req.Content)
+	}
 	if req.StateKey != nil {
 		if err := s.checkStateContent(ctx, req); err != nil {
 			return "", err
@@ -60,7 +63,7 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 				return err
 			}
 		}
-		if req.StateKey != nil && req.Type != spec.MRoomMember {
+		if req.StateKey != nil {
 			// An identical state event changes nothing: answer with the current one.
 			if cur := r.state[stateKey{req.Type, *req.StateKey}]; cur != nil && cur.SenderID() == spec.SenderID(from.UserID) && jsonEqual(cur.Content(), req.Content) {
 				eventID = cur.EventID()
@@ -149,8 +152,6 @@ func (s *Service) checkStateContent(ctx context.Context, req SendRequest) error 
 	switch req.Type {
 	case spec.MRoomCanonicalAlias:
 		return s.checkCanonicalAlias(ctx, req.RoomID, req.Content)
-	case spec.MRoomMember:
-		return merr.Forbidden("Use the membership endpoints (/join, /invite, /leave, /kick, /ban) to change membership")
 	}
 	return nil
 }

@@ -52,6 +52,12 @@ type AliasNamespaces interface {
 	QueryAlias(ctx context.Context, alias string) bool
 }
 
+// DirectRooms keeps users' m.direct account data (userapi): after a room
+// upgrade, the new room is direct for whoever had the old one as direct.
+type DirectRooms interface {
+	AddDirectRoom(ctx context.Context, userID, oldRoom, newRoom string) error
+}
+
 // Options configure a Service.
 type Options struct {
 	// Aliases, when set, reserves the application services' exclusive
@@ -62,6 +68,8 @@ type Options struct {
 	DefaultVersion string
 	// RoomCacheSize bounds the rooms whose current state is kept in memory.
 	RoomCacheSize int
+	// Direct, when set, is told of room upgrades (upgrade.go).
+	Direct DirectRooms
 }
 
 // Service is the roomserver.
@@ -455,6 +463,12 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
 					r.id, ev.Type, *ev.StateKey, ev.EventID, ev.Pos, nullable(ev.Membership)); err != nil {
 					return fmt.Errorf("update state of %s: %w", r.id, err)
+				}
+			}
+			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == spec.Join || ev.Membership == spec.Invite || ev.Membership == spec.Knock) {
+				// Coming back un-forgets the room: a later leave shows it again.
+				if _, err := tx.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, *ev.StateKey, r.id); err != nil {
+					return fmt.Errorf("unforget %s: %w", r.id, err)
 				}
 			}
 			if ev.Type == spec.MRoomRedaction {

@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -36,9 +37,11 @@ var transferredKeyed = []string{spec.MSpaceChild, spec.MSpaceParent}
 
 // UpgradeRoom replaces a room by a new room of another version: the new
 // room's create event names the old room as predecessor, the old room's
-// transferable state, power levels and bans are copied, its local aliases
-// move, and the old room gets an m.room.tombstone pointing to the new one
-// and power levels that keep ordinary members from speaking or inviting.
+// transferable state, power levels, bans and pending invites (with their
+// is_direct) are copied, its local aliases move, and the old room gets an
+// m.room.tombstone pointing to the new one and power levels that keep
+// ordinary members from speaking or inviting. Members whose m.direct lists
+// the old room get the new one beside it (Options.Direct).
 // It returns the new room's ID.
 func (s *Service) UpgradeRoom(ctx context.Context, sender, roomID string, req UpgradeRequest) (string, error) {
 	if req.NewVersion == "" {
@@ -150,7 +153,7 @@ func (s *Service) upgradeLocked(ctx context.Context, sender string, old *room, n
 	unlock := s.locks.Lock(nr.id)
 	defer unlock()
 
-	if err := s.addMember(ctx, nd, sender, sender, spec.Join, "", false, nil); err != nil {
+	if _, err := s.addMember(ctx, nd, sender, sender, spec.Join, nil, nil); err != nil {
 		return "", err
 	}
 	oldPL := oldPowerLevels(old)
@@ -197,7 +200,22 @@ func (s *Service) upgradeLocked(ctx context.Context, sender string, old *room, n
 		if m, _ := old.state[k].Membership(); m == spec.Ban {
 			var c memberContent
 			_ = json.Unmarshal(old.state[k].Content(), &c)
-			if err := s.addMember(ctx, nd, sender, k.key, spec.Ban, c.Reason, false, nil); err != nil {
+			if _, err := s.addMember(ctx, nd, sender, k.key, spec.Ban, reasonFields(c.Reason, false), nil); err != nil {
+				return "", err
+			}
+		}
+	}
+	// Pending invites follow the room too (an invitee of a direct room who
+	// has not answered yet would otherwise be left behind), with their
+	// is_direct.
+	for _, k := range sortedStateKeys(old.state) {
+		if k.typ != spec.MRoomMember || k.key == sender || ids.ServerOf(k.key, '@') != s.opts.ServerName {
+			continue
+		}
+		if m, _ := old.state[k].Membership(); m == spec.Invite {
+			var c memberContent
+			_ = json.Unmarshal(old.state[k].Content(), &c)
+			if _, err := s.addMember(ctx, nd, sender, k.key, spec.Invite, reasonFields("", c.IsDirect), nil); err != nil {
 				return "", err
 			}
 		}
@@ -243,7 +261,28 @@ func (s *Service) upgradeLocked(ctx context.Context, sender string, old *room, n
 		logging.From(ctx).WithError(err).WithFields(map[string]any{"room_id": old.id, "replacement_room": nr.id}).Error("room upgrade: new room created, tombstone not stored")
 		return "", err
 	}
+	s.moveDirect(ctx, old, nr.id)
 	return nr.id, nil
+}
+
+// moveDirect makes the new room direct for the old room's local members
+// (joined or invited) whose m.direct lists the old room, as Synapse does.
+// A failure is logged: the upgrade itself is done.
+func (s *Service) moveDirect(ctx context.Context, old *room, newID string) {
+	if s.opts.Direct == nil {
+		return
+	}
+	for _, k := range sortedStateKeys(old.state) {
+		if k.typ != spec.MRoomMember || ids.ServerOf(k.key, '@') != s.opts.ServerName {
+			continue
+		}
+		if m, _ := old.state[k].Membership(); m != spec.Join && m != spec.Invite {
+			continue
+		}
+		if err := s.opts.Direct.AddDirectRoom(ctx, k.key, old.id, newID); err != nil {
+			logging.From(ctx).WithError(err).WithFields(map[string]any{"user_id": k.key, "room_id": old.id, "replacement_room": newID}).Warn("room upgrade: m.direct not updated")
+		}
+	}
 }
 
 // oldPowerLevels parses the old room's power levels as they are written

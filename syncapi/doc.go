@@ -14,7 +14,9 @@
 // with bm25; every word of the term must occur, as a word or a prefix.
 // order_by rank ranks the newest 500 hits (rankWindow): ranking costs
 // time per hit, and a word found in most messages has tens of thousands;
-// order_by recent (what Element asks for) pages through all of them.
+// order_by recent (what Element asks for) pages through all of them. A
+// full page always carries next_batch (the page after the last hit is empty
+// and has none), as Synapse's does.
 // /user_directory/search (userdir.go) is one query over room_state and
 // userapi's profiles table.
 //
@@ -30,6 +32,14 @@
 // thread's latest reply (history visibility, as /messages). A
 // child's notice, or the redaction of a child, drops the parent's entry;
 // a loader stores what it read only if no child notice arrived meanwhile.
+//
+// Membership at each event (readermembership.go): every event served in a
+// timeline (the endpoints above) carries unsigned.membership, the reader's
+// membership right after it (spec v1.11). The Notifier's current
+// membership and its position answer for every event at or after the
+// reader's latest membership change (on /sync, a joined room's timeline
+// after the join, with no query); events reaching further back read the
+// reader's membership history, one query per list of events served.
 //
 // Timelines and state (sync.go selectTimeline, roomstate.go): a room's
 // timeline is the newest events its filter accepts and history visibility

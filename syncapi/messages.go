@@ -14,9 +14,13 @@ import (
 type MessagesRequest struct {
 	UserID, DeviceID, RoomID string
 	From, To                 string
-	Backwards                bool
-	Limit                    int
-	Opts                     *Opts
+	// Dir is the dir parameter as given: "b" or "f"; Messages refuses
+	// anything else once it knows the user may read the room (a room one
+	// may not read answers 403 whatever the parameters) and sets Backwards.
+	Dir       string
+	Backwards bool
+	Limit     int
+	Opts      *Opts
 }
 
 // MessagesResponse is the answer of /messages.
@@ -48,7 +52,23 @@ func (s *Service) access(ctx context.Context, roomID, userID string) (*visibilit
 		// room IDs cannot be probed.
 		return nil, merr.Forbidden("You are not in this room")
 	}
+	if vis.current != "join" && vis.current != "invite" && vis.current != "knock" {
+		// A room the user left and then forgot is no longer theirs to
+		// read, as if they had never been in it.
+		forgotten, err := s.rooms.Forgotten(ctx, userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgotten && !worldReadable(vis) {
+			return nil, merr.Forbidden("You have forgotten this room")
+		}
+	}
 	return vis, nil
+}
+
+// worldReadable tells whether the room's history is world readable now.
+func worldReadable(vis *visibility) bool {
+	return len(vis.histVis) > 0 && vis.histVis[len(vis.histVis)-1].value == "world_readable"
 }
 
 func validRoom(id string) bool { return len(id) > 1 && len(id) <= 255 && id[0] == '!' }
@@ -62,6 +82,14 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	vis, err := s.access(ctx, req.RoomID, req.UserID)
 	if err != nil {
 		return nil, err
+	}
+	switch req.Dir {
+	case "b":
+		req.Backwards = true
+	case "f":
+		req.Backwards = false
+	default:
+		return nil, merr.InvalidParam("dir must be b or f")
 	}
 	return s.messages(ctx, req, o, vis)
 }
@@ -391,8 +419,19 @@ func (s *Service) StateEvent(ctx context.Context, userID, roomID, typ, key strin
 	return json.RawMessage(e.content), nil
 }
 
-// Members answers /rooms/{roomId}/members.
+// memberships are the values of a member event's membership.
+var memberships = map[string]bool{"join": true, "invite": true, "knock": true, "leave": true, "ban": true}
+
+// Members answers /rooms/{roomId}/members: the member events as of at (a
+// /sync or /messages token; now when empty), for a user who left as of
+// their leaving at the latest. membership and not_membership filter; given
+// both, an event passes if either lets it through (the spec's "or").
 func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, notMembership string) ([]json.RawMessage, error) {
+	for _, v := range []string{membership, notMembership} {
+		if v != "" && !memberships[v] {
+			return nil, merr.InvalidParam("Unknown membership %q: use join, invite, knock, leave or ban", v)
+		}
+	}
 	vis, err := s.access(ctx, roomID, userID)
 	if err != nil {
 		return nil, err
@@ -404,6 +443,12 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 			return nil, err
 		}
 		pos = min(pos, p)
+		// The members at a point of history the user may not see (before
+		// they joined a room whose history is for members) are refused, as
+		// on Synapse.
+		if !vis.canSee(pos, "", "", nil) {
+			return nil, merr.Forbidden("You may not see the room at this point")
+		}
 	}
 	if vis.current != "join" && len(vis.membership) > 0 {
 		pos = min(pos, vis.membership[len(vis.membership)-1].pos)
@@ -434,13 +479,27 @@ func (s *Service) Members(ctx context.Context, userID, roomID, at, membership, n
 			Membership string `json:"membership"`
 		}
 		_ = json.Unmarshal(e.content, &c)
-		m := c.Membership
-		if membership != "" && m != membership || notMembership != "" && m == notMembership {
+		if !memberFilter(c.Membership, membership, notMembership) {
 			continue
 		}
 		out = append(out, e.JSON(now))
 	}
 	return out, nil
+}
+
+// memberFilter applies /members' membership and not_membership to one
+// membership m: with both, m passes if it is membership or is not
+// not_membership.
+func memberFilter(m, membership, notMembership string) bool {
+	switch {
+	case membership != "" && notMembership != "":
+		return m == membership || m != notMembership
+	case membership != "":
+		return m == membership
+	case notMembership != "":
+		return m != notMembership
+	}
+	return true
 }
 
 // JoinedMember is one entry of /joined_members.

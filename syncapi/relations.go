@@ -406,14 +406,24 @@ func (a *aggregate) bundle(parent *clientEvent, user, device string, now int64) 
 }
 
 // appendTimeline is appendEvents for room events a client reads (in /sync,
-// /messages, /context, /event, /search, /relations, /threads): each parent
-// of related events carries its aggregations in unsigned."m.relations",
-// worked out for this reader.
+// /messages, /context, /event, /search, /relations, /threads): each carries
+// the reader's membership at it in unsigned.membership (readermembership.go),
+// and each parent of related events its aggregations in
+// unsigned."m.relations", worked out for this reader.
 func (s *Service) appendTimeline(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
 	start := len(dst)
 	dst, err := s.appendEvents(ctx, dst, evs, now, user, device, federation)
 	if err != nil || federation || len(evs) == 0 || len(dst)-start != len(evs) {
 		return dst, err
+	}
+	if user != "" {
+		ms, err := s.readerMemberships(ctx, user, evs)
+		if err != nil {
+			return nil, err
+		}
+		for i, m := range ms {
+			dst[start+i] = appendMembership(dst[start+i], m)
+		}
 	}
 	aggs, err := s.aggregates(ctx, evs)
 	if err != nil {

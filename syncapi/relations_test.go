@@ -122,7 +122,7 @@ func TestRelationsAndAggregations(t *testing.T) {
 			t.Fatalf("an event without relations got %s (%v)", ev, err)
 		}
 		// /messages carries the same aggregation.
-		msgs, err := w.sync.Messages(ctx, syncapi.MessagesRequest{UserID: "@carol:test", RoomID: room, Backwards: true, Limit: 50})
+		msgs, err := w.sync.Messages(ctx, syncapi.MessagesRequest{UserID: "@carol:test", RoomID: room, Dir: "b", Limit: 50})
 		if err != nil {
 			t.Fatal(err)
 		}

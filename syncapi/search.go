@@ -250,7 +250,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 		if err := loadVisibilities(ctx, s.db, need, req.UserID, vis); err != nil {
 			return nil, err
 		}
-		for i, pos := range positions {
+		for _, pos := range positions {
 			if order == "recent" {
 				below = pos
 			} else {
@@ -266,9 +266,10 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 			}
 			hits = append(hits, hit{ev: ce, rank: ranks[pos]})
 			if len(hits) == limit {
-				if i < len(positions)-1 || len(positions) == batch {
-					next = "more"
-				}
+				// A full page always has a next_batch, as Synapse's does
+				// (and Complement's back-pagination test asks): the page
+				// after the last hit is empty and has none.
+				next = "more"
 				break
 			}
 		}
@@ -328,36 +329,47 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) (*SearchRespons
 	return resp, nil
 }
 
+// loadMemberships reads the user's membership history (ascending) in
+// each of the rooms, in one query.
+func loadMemberships(ctx context.Context, q storage.Querier, rooms []string, userID string) (map[string][]change, error) {
+	out := make(map[string][]change, len(rooms))
+	rows, err := q.Query(ctx, `SELECT room_id, pos, COALESCE(membership, '') FROM events WHERE room_id IN ($1) AND type = 'm.room.member' AND state_key = $2 ORDER BY pos`, rooms, userID)
+	if err != nil {
+		return nil, fmt.Errorf("membership history: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room string
+		var c change
+		if err := rows.Scan(&room, &c.pos, &c.value); err != nil {
+			return nil, err
+		}
+		out[room] = append(out[room], c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("membership history: %w", err)
+	}
+	return out, nil
+}
+
 // loadVisibilities is loadVisibility for several rooms at once (two
 // queries for all of them), adding them to vis.
 func loadVisibilities(ctx context.Context, q storage.Querier, rooms []string, userID string, vis map[string]*visibility) error {
 	if len(rooms) == 0 {
 		return nil
 	}
-	for _, r := range rooms {
-		vis[r] = &visibility{user: userID}
-	}
-	rows, err := q.Query(ctx, `SELECT room_id, pos, COALESCE(membership, '') FROM events WHERE room_id IN ($1) AND type = 'm.room.member' AND state_key = $2 ORDER BY pos`, rooms, userID)
+	hist, err := loadMemberships(ctx, q, rooms, userID)
 	if err != nil {
-		return fmt.Errorf("membership history: %w", err)
+		return err
 	}
-	for rows.Next() {
-		var room string
-		var c change
-		if err := rows.Scan(&room, &c.pos, &c.value); err != nil {
-			rows.Close()
-			return err
+	for _, r := range rooms {
+		v := &visibility{user: userID, membership: hist[r]}
+		if n := len(v.membership); n > 0 {
+			v.current = v.membership[n-1].value
 		}
-		v := vis[room]
-		v.membership = append(v.membership, c)
-		v.current = c.value
+		vis[r] = v
 	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
-		return fmt.Errorf("membership history: %w", err)
-	}
-	rows.Close()
-	rows, err = q.Query(ctx, `SELECT room_id, pos, json FROM events WHERE room_id IN ($1) AND type = 'm.room.history_visibility' AND state_key = '' ORDER BY pos`, rooms)
+	rows, err := q.Query(ctx, `SELECT room_id, pos, json FROM events WHERE room_id IN ($1) AND type = 'm.room.history_visibility' AND state_key = '' ORDER BY pos`, rooms)
 	if err != nil {
 		return fmt.Errorf("history visibility: %w", err)
 	}

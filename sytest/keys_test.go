@@ -201,7 +201,8 @@ func TestKeysAndToDevice(t *testing.T) {
 
 		// Malformed and unauthorised requests.
 		s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, map[string]any{"device_keys": deviceKeysOf(t, bob, bobKey)}).expectErr(t, 400, "M_INVALID_PARAM")
-		s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, map[string]any{"device_keys": deviceKeysOf(t, alice, newTestKey(t))}).expectErr(t, 400, "M_INVALID_PARAM")
+		// New identity keys for an existing device replace the old ones (as on Synapse).
+		s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, map[string]any{"device_keys": deviceKeysOf(t, alice, newTestKey(t))}).expect(t, 200)
 		s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, `{"one_time_keys": 5}`).expectErr(t, 400, "M_BAD_JSON")
 		s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, `{nope`).expectErr(t, 400, "M_NOT_JSON")
 		s.do(t, "POST", v3+"/keys/query", alice.AccessToken, map[string]any{}).expectErr(t, 400, "M_MISSING_PARAM")

@@ -214,7 +214,9 @@ func TestMedia(t *testing.T) {
 		s.do(t, "GET", "/_matrix/client/v1/media/download/localhost/doesNotExist", alice.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
 		s.do(t, "GET", "/_matrix/client/v1/media/download/matrix.org/"+uri.FileID, alice.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
 		s.do(t, "GET", "/_matrix/client/v1/media/download/localhost/bad.id", alice.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
-		s.do(t, "GET", "/_matrix/client/v1/media/preview_url?url=https://example.com", alice.AccessToken, nil).expectErr(t, 403, "M_FORBIDDEN")
+		// URL previews are off by default: the endpoints answer as on a server without them.
+		s.do(t, "GET", "/_matrix/client/v1/media/preview_url?url=https://example.com", alice.AccessToken, nil).expectErr(t, 404, "M_UNRECOGNIZED")
+		s.do(t, "GET", "/_matrix/media/v3/preview_url?url=https://example.com", alice.AccessToken, nil).expectErr(t, 404, "M_UNRECOGNIZED")
 
 		// Over the upload limit, which is above max_request_bytes (1 MiB):
 		// 1.5 MiB goes through, 3 MiB does not, with or without a length.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/haven-chat/haven/internal/logging"
@@ -107,7 +108,8 @@ func (s *Service) SetAccountData(ctx context.Context, userID, roomID, typ string
 
 // UpdateAccountData changes one entry by a function of its current content
 // (nil when there is none), under the user's lock, so concurrent updates of
-// the same entry (room tags) do not lose each other.
+// the same entry (room tags) do not lose each other. When update returns
+// nil content, nothing is written.
 func (s *Service) UpdateAccountData(ctx context.Context, userID, roomID, typ string, update func(old json.RawMessage) (json.RawMessage, error)) error {
 	if err := validAccountDataType(typ); err != nil {
 		return err
@@ -119,7 +121,7 @@ func (s *Service) UpdateAccountData(ctx context.Context, userID, roomID, typ str
 		return err
 	}
 	content, err := update(old)
-	if err != nil {
+	if err != nil || content == nil {
 		return err
 	}
 	if err := checkObject(content); err != nil {
@@ -245,4 +247,33 @@ WHERE user_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos`, userID, after, upto
 		}
 	}
 	return out, nil
+}
+
+// AddDirectRoom records, after a room upgrade, that newRoom is a direct
+// room wherever the user's m.direct lists oldRoom (as Synapse does; the old
+// room stays listed). Nothing is written when m.direct does not list
+// oldRoom or already lists newRoom beside it.
+func (s *Service) AddDirectRoom(ctx context.Context, userID, oldRoom, newRoom string) error {
+	return s.UpdateAccountData(ctx, userID, "", "m.direct", func(old json.RawMessage) (json.RawMessage, error) {
+		var direct map[string]json.RawMessage
+		if old == nil || json.Unmarshal(old, &direct) != nil {
+			return nil, nil
+		}
+		changed := false
+		for user, raw := range direct {
+			var rooms []string
+			if json.Unmarshal(raw, &rooms) != nil || !slices.Contains(rooms, oldRoom) || slices.Contains(rooms, newRoom) {
+				continue
+			}
+			enc, err := json.Marshal(append(rooms, newRoom))
+			if err != nil {
+				return nil, err
+			}
+			direct[user], changed = enc, true
+		}
+		if !changed {
+			return nil, nil
+		}
+		return json.Marshal(direct)
+	})
 }

@@ -20,6 +20,10 @@ type Session struct {
 	UserID      string
 	DeviceID    string
 	AccessToken string
+	// RefreshToken and ExpiresInMS are set when the client asked for a
+	// refresh token: the access token then expires after ExpiresInMS.
+	RefreshToken string
+	ExpiresInMS  int64
 }
 
 // MaxDeviceIDBytes bounds client-chosen device IDs.
@@ -129,7 +133,9 @@ type RegisterRequest struct {
 	DeviceDisplayName string
 	// InhibitLogin creates no device and no token.
 	InhibitLogin bool
-	ClientAddr   string
+	// Refresh asks for a refresh token and an access token that expires.
+	Refresh    bool
+	ClientAddr string
 	// Via names the way the account is made, for the audit log:
 	// "client", "shared_secret", "cli", "admin" or "appservice".
 	Via string
@@ -234,7 +240,7 @@ ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_u
 			return nil
 		}
 		var err2 error
-		sess, issued, _, err2 = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, req.Admin)
+		sess, issued, _, err2 = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, req.Admin, req.Refresh)
 		issued.IsGuest = req.Guest
 		return err2
 	})
@@ -276,16 +282,22 @@ func nullable(s string) any {
 }
 
 // issueDevice gives userID a device with a new access token inside tx. An
-// existing device ID keeps its display name and gets a new token; the old
-// token's hash is returned for revocation after the commit.
-func (s *Service) issueDevice(ctx context.Context, tx *storage.Tx, userID, deviceID, displayName, ip string, admin bool) (Session, Device, string, error) {
+// existing device ID keeps its display name and gets a new token (its old
+// access and refresh tokens stop working); the old token's hash is returned
+// for revocation after the commit. With refresh, the access token expires
+// after the configured lifetime and a refresh token comes with it.
+func (s *Service) issueDevice(ctx context.Context, tx *storage.Tx, userID, deviceID, displayName, ip string, admin, refresh bool) (Session, Device, string, error) {
 	token, hash, err := newAccessToken()
+	if err != nil {
+		return Session{}, Device{}, "", err
+	}
+	tk, err := s.newTokenPair(token, hash, refresh)
 	if err != nil {
 		return Session{}, Device{}, "", err
 	}
 	displayName = truncateRunes(displayName, MaxDeviceNameRunes)
 	now := s.now().UnixMilli()
-	dev := Device{UserID: userID, DeviceID: deviceID, DisplayName: displayName, IsAdmin: admin, SessionID: hash}
+	dev := Device{UserID: userID, DeviceID: deviceID, DisplayName: displayName, IsAdmin: admin, SessionID: hash, ExpiresTS: tk.expiresTS}
 	oldHash := ""
 	if deviceID != "" {
 		var oldName sql.NullString
@@ -293,14 +305,15 @@ func (s *Service) issueDevice(ctx context.Context, tx *storage.Tx, userID, devic
 		switch {
 		case err == nil:
 			if _, err := tx.Exec(ctx, `UPDATE devices SET token_hash = $3, last_seen_ts = $4,
-last_seen_ip = CASE WHEN $5 = '' THEN last_seen_ip ELSE $5 END WHERE user_id = $1 AND device_id = $2`,
-				userID, deviceID, hash, now, ip); err != nil {
+last_seen_ip = CASE WHEN $5 = '' THEN last_seen_ip ELSE $5 END, token_expires_ts = $6, refresh_hash = $7, old_refresh_hash = NULL
+WHERE user_id = $1 AND device_id = $2`,
+				userID, deviceID, hash, now, ip, tk.expires(), tk.refreshHashArg()); err != nil {
 				return Session{}, Device{}, "", fmt.Errorf("replace token of device %s %s: %w", userID, deviceID, err)
 			}
 			dev.DisplayName = oldName.String
 		case errors.Is(err, sql.ErrNoRows):
-			if _, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip)
-VALUES ($1, $2, $3, $4, $5, $5, $6)`, userID, deviceID, nullable(displayName), hash, now, ip); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip, token_expires_ts, refresh_hash)
+VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)`, userID, deviceID, nullable(displayName), hash, now, ip, tk.expires(), tk.refreshHashArg()); err != nil {
 				return Session{}, Device{}, "", fmt.Errorf("insert device %s %s: %w", userID, deviceID, err)
 			}
 		default:
@@ -309,8 +322,8 @@ VALUES ($1, $2, $3, $4, $5, $5, $6)`, userID, deviceID, nullable(displayName), h
 	} else {
 		for attempt := 0; ; attempt++ {
 			dev.DeviceID = randomDeviceID()
-			res, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip)
-VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, device_id) DO NOTHING`, userID, dev.DeviceID, nullable(displayName), hash, now, ip)
+			res, err := tx.Exec(ctx, `INSERT INTO devices (user_id, device_id, display_name, token_hash, created_ts, last_seen_ts, last_seen_ip, token_expires_ts, refresh_hash)
+VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO NOTHING`, userID, dev.DeviceID, nullable(displayName), hash, now, ip, tk.expires(), tk.refreshHashArg())
 			if err != nil {
 				return Session{}, Device{}, "", fmt.Errorf("insert device %s %s: %w", userID, dev.DeviceID, err)
 			}
@@ -322,7 +335,7 @@ VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (user_id, device_id) DO NOTHING`
 			}
 		}
 	}
-	return Session{UserID: userID, DeviceID: dev.DeviceID, AccessToken: token}, dev, oldHash, nil
+	return tk.session(userID, dev.DeviceID), dev, oldHash, nil
 }
 
 // verifyPassword checks userID's password under the account's failure
@@ -362,6 +375,8 @@ type LoginRequest struct {
 	DeviceID          string
 	DeviceDisplayName string
 	ClientAddr        string
+	// Refresh asks for a refresh token and an access token that expires.
+	Refresh bool
 }
 
 // Login checks a password and issues a device and access token.
@@ -398,7 +413,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 	var oldHash string
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
 		var err error
-		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin)
+		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin, req.Refresh)
 		return err
 	})
 	if err != nil {

@@ -14,4 +14,10 @@ type Device struct {
 	// the request (acting as its sender or as a user of its namespaces),
 	// or empty. DeviceID is then empty unless the service named a device.
 	AppService string
+	// ExpiresTS is when the access token expires (Unix ms); 0 for never
+	// (a session that did not ask for a refresh token).
+	ExpiresTS int64
+	// oldRefresh: the device's previous refresh token is still valid, until
+	// this access token is first used.
+	oldRefresh bool
 }

@@ -30,6 +30,22 @@
 // into a full account. The ignore list (ignored.go) of each user is cached
 // for the sync engine and push evaluation.
 //
+// Refresh tokens (refresh.go, spec v1.3, migration 0014): a login or
+// registration with "refresh_token": true gets a refresh token
+// (devices.refresh_hash, a SHA-256 like the access token's) and an access
+// token that expires after Options.AccessTokenLifetime
+// (devices.token_expires_ts; NULL for sessions that did not ask, whose
+// tokens never expire). An expired access token is 401 M_UNKNOWN_TOKEN
+// with soft_logout true, except for logging out (AllowExpired, as on
+// Synapse). Refresh replaces both tokens of the device; the
+// refresh token used stays valid (devices.old_refresh_hash) until the new
+// access token or refresh token is first used, so a client that lost the
+// answer can refresh again. A new login on the device, logout and device
+// deletion end them.
+//
+// After a room upgrade, AddDirectRoom puts the new room beside the old one
+// in the user's m.direct (called by the roomserver).
+//
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.

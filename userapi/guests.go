@@ -62,7 +62,7 @@ func (s *Service) UpgradeGuest(ctx context.Context, guest Device, hash, deviceID
 			return nil
 		}
 		var err2 error
-		sess, issued, _, err2 = s.issueDevice(ctx, tx, guest.UserID, deviceID, deviceName, clientAddr, false)
+		sess, issued, _, err2 = s.issueDevice(ctx, tx, guest.UserID, deviceID, deviceName, clientAddr, false, false)
 		return err2
 	})
 	if err != nil {

@@ -66,6 +66,10 @@ type Options struct {
 	RegistrationTokens RegistrationTokens
 	// TokenCacheSize bounds the access tokens kept in memory.
 	TokenCacheSize int
+	// AccessTokenLifetime is how long an access token lives when its
+	// session has a refresh token (config access_token_lifetime; default
+	// 5 minutes). Sessions without one keep tokens that never expire.
+	AccessTokenLifetime time.Duration
 	// SeenInterval is how stale devices.last_seen_ts may get (default 5 minutes).
 	SeenInterval time.Duration
 	// SeenFlushInterval is how often the last-seen writer runs (default 30 s).

@@ -45,6 +45,19 @@ func HashToken(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+type expiredOKKey struct{}
+
+// AllowExpired marks a request that an expired access token may still make
+// (logging out, as on Synapse): Authenticate then takes an expired token.
+func AllowExpired(ctx context.Context) context.Context {
+	return context.WithValue(ctx, expiredOKKey{}, true)
+}
+
+func expiredAllowed(ctx context.Context) bool {
+	ok, _ := ctx.Value(expiredOKKey{}).(bool)
+	return ok
+}
+
 type clientAddrKey struct{}
 
 // WithClientAddr records the client's address in a request context, so
@@ -58,13 +71,33 @@ func clientAddrFrom(ctx context.Context) string {
 	return s
 }
 
-const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.is_guest, a.deactivated
+const selectDeviceByToken = `SELECT d.user_id, d.device_id, COALESCE(d.display_name, ''), a.is_admin, a.is_guest, a.deactivated,
+COALESCE(d.token_expires_ts, 0), d.old_refresh_hash IS NOT NULL
 FROM devices d JOIN accounts a ON a.user_id = d.user_id WHERE d.token_hash = $1`
 
 // Authenticate resolves an access token to its device. It is served from
 // memory once a token has been seen, so that an idle /sync costs no database
-// query. An unknown token is 401 M_UNKNOWN_TOKEN with soft_logout false.
+// query. An unknown token is 401 M_UNKNOWN_TOKEN with soft_logout false; an
+// expired one (of a session with a refresh token) is M_UNKNOWN_TOKEN with
+// soft_logout true: the client refreshes it. The first use of a token made
+// by a refresh revokes the refresh token before (refresh.go).
 func (s *Service) Authenticate(ctx context.Context, token string) (Device, error) {
+	d, err := s.authenticate(ctx, token)
+	if err != nil {
+		return d, err
+	}
+	if d.ExpiresTS != 0 && s.now().UnixMilli() >= d.ExpiresTS && !expiredAllowed(ctx) {
+		return Device{}, merr.UnknownToken(true, "Access token has expired")
+	}
+	if d.oldRefresh {
+		if d, err = s.firstUse(ctx, d); err != nil {
+			return Device{}, err
+		}
+	}
+	return d, nil
+}
+
+func (s *Service) authenticate(ctx context.Context, token string) (Device, error) {
 	if token == "" {
 		return Device{}, merr.MissingToken("Missing access token")
 	}
@@ -79,7 +112,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Device, error
 	gen := s.tokGen.Load()
 	var d Device
 	var deactivated bool
-	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &d.IsGuest, &deactivated)
+	err := s.db.QueryRow(ctx, selectDeviceByToken, h).Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.IsAdmin, &d.IsGuest, &deactivated, &d.ExpiresTS, &d.oldRefresh)
 	if errors.Is(err, sql.ErrNoRows) {
 		// A token cannot be known before it is made, so remembering that a
 		// hash is unknown never hides a token issued later.

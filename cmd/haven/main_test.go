@@ -512,6 +512,8 @@ metrics:
   listen: %s
 logging:
   format: json
+registration:
+  shared_secret: short
 `, e2eFreeAddr(t), filepath.Join(dir, "data"), storagetest.NewSchema(t), e2eFreeAddr(t))
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -522,6 +524,10 @@ logging:
 	}
 	if !strings.HasPrefix(stdout, "Configuration OK: server name chat.example.com") || !strings.Contains(stdout, "NATS nats://127.0.0.1:4222") {
 		t.Fatalf("output:\n%s", stdout)
+	}
+	// A short shared secret (test harnesses use them) is a warning, not a problem.
+	if !strings.Contains(stdout, "warning: registration.shared_secret is 5 characters long") {
+		t.Fatalf("no warning about the short shared secret:\n%s", stdout)
 	}
 }
 

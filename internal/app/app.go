@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -117,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
-		AppServices: a.userNamespaces()}); err != nil {
+		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime()}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -162,6 +163,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 		ServerName: a.Cfg.ServerName, Dir: filepath.Join(a.Cfg.DataDir, "media"),
 		MaxUploadBytes: m.MaxUploadBytes, QuotaBytesPerUser: m.QuotaBytesPerUser, MaxThumbnailPixels: m.MaxThumbnailPixels,
 		MaxPendingUploads: m.MaxPendingUploads, ThumbnailWorkers: m.ThumbnailWorkers,
+		Preview: mediaapi.PreviewOptions{Enabled: m.URLPreviews, Denied: prefixes(m.URLPreviewDeniedRanges), Allowed: prefixes(m.URLPreviewAllowedRanges)},
 	})
 	if err != nil {
 		return err
@@ -170,6 +172,17 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 	a.closers = append(a.closers, svc.Close)
 	api.Areas = append(api.Areas, api.MediaArea(svc))
 	return nil
+}
+
+// prefixes parses a list of CIDR ranges (config.Check has refused bad ones).
+func prefixes(l config.List) []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range l.Items() {
+		if p, err := netip.ParsePrefix(r); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Listen opens the listeners (the client API and, if configured, metrics).

@@ -27,7 +27,7 @@ func (a accountDataAdapter) AccountDataSince(ctx context.Context, userID string,
 // wireRooms starts the roomserver and the sync engine and adds their routes.
 func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.Service) error {
 	rs, err := roomserver.New(ctx, a.DB, a.Bus, users, a.accountChecker(users), roomserver.Options{
-		ServerName: a.Cfg.ServerName, Key: a.Key, DefaultVersion: a.Cfg.DefaultRoomVersion, Aliases: a.aliasNamespaces(),
+		ServerName: a.Cfg.ServerName, Key: a.Key, DefaultVersion: a.Cfg.DefaultRoomVersion, Aliases: a.aliasNamespaces(), Direct: users,
 	})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -56,9 +57,6 @@ func (c Config) Check() Problems {
 	if s := strings.ToUpper(c.SQLiteSynchronous); s != "FULL" && s != "NORMAL" {
 		add("sqlite_synchronous", c.SQLiteSynchronous, "must be FULL or NORMAL", "FULL survives power loss; NORMAL survives process crashes and is faster")
 	}
-	if c.Registration.SharedSecret != "" && len(c.Registration.SharedSecret) < 16 {
-		add("registration.shared_secret", "xxxxx", "is shorter than 16 characters, so it can be guessed", "use a long random value, e.g. the output of `openssl rand -hex 32`")
-	}
 	if c.NATS.URL != "" {
 		if u, err := url.Parse(c.NATS.URL); err != nil || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 			add("nats.url", RedactNATS(c.NATS.URL), "is not a NATS URL", "write nats://host:4222, or leave it empty for the embedded NATS")
@@ -66,6 +64,10 @@ func (c Config) Check() Problems {
 	}
 	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
 		add("password_hash_cost", strconv.Itoa(c.PasswordHashCost), "must be a bcrypt cost between 4 and 31", "use 12 (the default); lower it only for load tests")
+	}
+	if d, err := time.ParseDuration(c.AccessTokenLifetime); err != nil || d < time.Second || d > 7*24*time.Hour {
+		add("access_token_lifetime", c.AccessTokenLifetime, "must be a duration between 1s and 168h",
+			"write a Go duration such as 5m (the default) or 1h; it applies only to clients that ask for refresh tokens")
 	}
 	if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)); err != nil || !gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(c.DefaultRoomVersion)) {
 		add("default_room_version", c.DefaultRoomVersion, "is not a supported stable room version", "use one of 1 to 12; 11 is the default")
@@ -130,6 +132,13 @@ func (m Media) check() Problems {
 	if m.MaxPendingUploads < 1 || m.MaxPendingUploads > 10000 {
 		add("media.max_pending_uploads", strconv.Itoa(m.MaxPendingUploads), "must be between 1 and 10000", "20 is the default")
 	}
+	for key, l := range map[string]List{"media.url_preview_denied_ranges": m.URLPreviewDeniedRanges, "media.url_preview_allowed_ranges": m.URLPreviewAllowedRanges} {
+		for _, r := range l.Items() {
+			if _, err := netip.ParsePrefix(r); err != nil {
+				add(key, r, "is not an address range", "write ranges in CIDR notation, for example 10.1.2.0/24 or fd00:1234::/32 (a single address: 10.1.2.3/32)")
+			}
+		}
+	}
 	return ps
 }
 
@@ -171,8 +180,15 @@ func (c Config) Warnings() []string {
 	if !c.RateLimits.Enabled {
 		w = append(w, "rate_limits.enabled is false: login and registration are not protected against brute force")
 	}
+	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d >= time.Second && d < time.Minute {
+		w = append(w, fmt.Sprintf("access_token_lifetime is %s: clients with refresh tokens refresh their access token that often (use 5m)", d))
+	}
 	if c.Registration.Open {
 		w = append(w, "registration.open is true: anyone who can reach this server can create an account")
+	}
+	if n := len(c.Registration.SharedSecret); n > 0 && n < 16 {
+		// Test harnesses use short secrets; production should not.
+		w = append(w, fmt.Sprintf("registration.shared_secret is %d characters long: a short secret can be guessed, and whoever knows it can create admin accounts (use `openssl rand -hex 32`)", n))
 	}
 	return w
 }

@@ -28,18 +28,22 @@ type Config struct {
 	Database      string `yaml:"database"`
 	DatabasePool  int    `yaml:"database_pool"`
 	// SQLiteSynchronous trades durability for speed on SQLite: FULL or NORMAL.
-	SQLiteSynchronous  string       `yaml:"sqlite_synchronous"`
-	Registration       Registration `yaml:"registration"`
-	NATS               NATS         `yaml:"nats"`
-	RateLimits         RateLimits   `yaml:"rate_limits"`
-	PasswordHashCost   int          `yaml:"password_hash_cost"`
-	DefaultRoomVersion string       `yaml:"default_room_version"`
-	MaxRequestBytes    int64        `yaml:"max_request_bytes"`
-	Logging            Logging      `yaml:"logging"`
-	Metrics            Metrics      `yaml:"metrics"`
-	Presence           Presence     `yaml:"presence"`
-	TURN               TURN         `yaml:"turn"`
-	Media              Media        `yaml:"media"`
+	SQLiteSynchronous string       `yaml:"sqlite_synchronous"`
+	Registration      Registration `yaml:"registration"`
+	NATS              NATS         `yaml:"nats"`
+	RateLimits        RateLimits   `yaml:"rate_limits"`
+	PasswordHashCost  int          `yaml:"password_hash_cost"`
+	// AccessTokenLifetime is how long an access token lives when the
+	// client asked for a refresh token at login or registration, as a Go
+	// duration; other clients keep tokens that never expire.
+	AccessTokenLifetime string   `yaml:"access_token_lifetime"`
+	DefaultRoomVersion  string   `yaml:"default_room_version"`
+	MaxRequestBytes     int64    `yaml:"max_request_bytes"`
+	Logging             Logging  `yaml:"logging"`
+	Metrics             Metrics  `yaml:"metrics"`
+	Presence            Presence `yaml:"presence"`
+	TURN                TURN     `yaml:"turn"`
+	Media               Media    `yaml:"media"`
 	// AppServices are the registration files of the application services
 	// (bridges and bots); appservice.Load reads and checks them.
 	AppServices List `yaml:"app_services"`
@@ -97,6 +101,16 @@ type Media struct {
 	// LegacyUnauthenticated serves the deprecated unauthenticated
 	// /_matrix/media/v3/download and /thumbnail endpoints.
 	LegacyUnauthenticated bool `yaml:"legacy_unauthenticated"`
+	// URLPreviews serves /preview_url: the server fetches the pages users
+	// preview. Off, the endpoint answers 404 M_UNRECOGNIZED.
+	URLPreviews bool `yaml:"url_previews"`
+	// URLPreviewDeniedRanges are address ranges (CIDR) previews may not
+	// fetch from, besides the built-in private, loopback, link-local and
+	// other special ranges.
+	URLPreviewDeniedRanges List `yaml:"url_preview_denied_ranges"`
+	// URLPreviewAllowedRanges are exceptions to the denied ranges (an
+	// intranet wiki, say).
+	URLPreviewAllowedRanges List `yaml:"url_preview_allowed_ranges"`
 }
 
 // TURN is the TURN server handed to VoIP clients by /voip/turnServer.
@@ -109,6 +123,16 @@ type TURN struct {
 	// UserLifetime is how long handed-out credentials stay valid, as a Go
 	// duration such as 1h or 30m.
 	UserLifetime string `yaml:"user_lifetime"`
+}
+
+// TokenLifetime is AccessTokenLifetime parsed; an unparseable value
+// (which Check reports) counts as five minutes.
+func (c Config) TokenLifetime() time.Duration {
+	d, err := time.ParseDuration(c.AccessTokenLifetime)
+	if err != nil || d <= 0 {
+		return 5 * time.Minute
+	}
+	return d
 }
 
 // Lifetime is UserLifetime parsed; an unparseable value (which Check
@@ -154,12 +178,13 @@ func Default() Config {
 			MessagesPerSecond: 10,
 			MessageBurst:      50,
 		},
-		PasswordHashCost:   12,
-		DefaultRoomVersion: "11",
-		MaxRequestBytes:    1 << 20,
-		Logging:            Logging{Format: "text", Level: "info"},
-		Presence:           Presence{Enabled: true},
-		TURN:               TURN{UserLifetime: "1h"},
+		PasswordHashCost:    12,
+		AccessTokenLifetime: "5m",
+		DefaultRoomVersion:  "11",
+		MaxRequestBytes:     1 << 20,
+		Logging:             Logging{Format: "text", Level: "info"},
+		Presence:            Presence{Enabled: true},
+		TURN:                TURN{UserLifetime: "1h"},
 		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,
 			MaxPendingUploads: 20, LegacyUnauthenticated: true},
 	}

@@ -206,3 +206,55 @@ func TestPostgresThatHangsUpIsReportedReadably(t *testing.T) {
 		t.Fatalf("message garbled: %s", probs[0].Why)
 	}
 }
+
+// A short registration secret is accepted with a warning (test harnesses
+// use short ones); a long one gives no warning.
+func TestShortSharedSecretWarns(t *testing.T) {
+	for _, tc := range []struct {
+		secret string
+		warn   bool
+	}{{"", false}, {"xyzzy", true}, {"0123456789abcde", true}, {"0123456789abcdef", false}} {
+		cfg, probs := Load("", []string{"HAVEN_REGISTRATION_SHARED_SECRET=" + tc.secret})
+		if len(probs) != 0 {
+			t.Errorf("secret %q: problems %v", tc.secret, probs)
+		}
+		warned := false
+		for _, w := range cfg.Warnings() {
+			if strings.Contains(w, "registration.shared_secret") {
+				warned = true
+				if tc.secret != "" && strings.Contains(w, tc.secret) {
+					t.Errorf("the warning shows the secret: %s", w)
+				}
+			}
+		}
+		if warned != tc.warn {
+			t.Errorf("secret %q: warned %v, want %v", tc.secret, warned, tc.warn)
+		}
+	}
+}
+
+func TestAccessTokenLifetime(t *testing.T) {
+	for _, c := range []struct {
+		value string
+		bad   bool
+		warn  bool
+	}{{"5m", false, false}, {"2s", false, true}, {"0s", true, false}, {"forever", true, false}, {"200h", true, false}} {
+		cfg, probs := Load("", []string{"HAVEN_ACCESS_TOKEN_LIFETIME=" + c.value})
+		bad := false
+		for _, p := range probs {
+			if p.Key == "access_token_lifetime" {
+				bad = true
+			}
+		}
+		warned := false
+		for _, w := range cfg.Warnings() {
+			warned = warned || strings.Contains(w, "access_token_lifetime")
+		}
+		if bad != c.bad || warned != c.warn {
+			t.Errorf("%s: problem %v warning %v, want %v %v", c.value, bad, warned, c.bad, c.warn)
+		}
+	}
+	if d := Default().TokenLifetime(); d.String() != "5m0s" {
+		t.Errorf("default lifetime %s", d)
+	}
+}

@@ -47,7 +47,8 @@ registration:
   # HAVEN_REGISTRATION_OPEN
   open: false
   # Enables /_synapse/admin/v1/register (nonce + HMAC), which admin tools
-  # and test suites use. At least 16 characters; empty turns it off.
+  # and test suites use. Use 16 or more random characters (a shorter one
+  # works, with a warning at start); empty turns it off.
   # HAVEN_REGISTRATION_SHARED_SECRET
   shared_secret: ""
   # Guest accounts (POST /register?kind=guest): no password, only the
@@ -80,6 +81,12 @@ rate_limits:
 # to create many accounts quickly for load tests.
 # HAVEN_PASSWORD_HASH_COST
 password_hash_cost: 12
+
+# Lifetime of an access token when the client asked for a refresh token at
+# login or registration (it refreshes before then, with POST /refresh).
+# Clients that do not ask keep access tokens that never expire. 1s to 168h.
+# HAVEN_ACCESS_TOKEN_LIFETIME
+access_token_lifetime: 5m
 
 # Room version of new rooms (1 to 12).
 # HAVEN_DEFAULT_ROOM_VERSION
@@ -147,6 +154,17 @@ media:
   # /thumbnail endpoints (older clients and bridges use them).
   # HAVEN_MEDIA_LEGACY_UNAUTHENTICATED
   legacy_unauthenticated: true
+  # URL previews (/preview_url): the server fetches the pages users paste,
+  # so turn it on knowingly. Off, the endpoint answers 404.
+  # HAVEN_MEDIA_URL_PREVIEWS
+  url_previews: false
+  # Address ranges previews never fetch from, besides the built-in private,
+  # loopback, link-local and other special ranges; CIDR, e.g. [10.1.0.0/16].
+  # HAVEN_MEDIA_URL_PREVIEW_DENIED_RANGES
+  url_preview_denied_ranges: []
+  # Exceptions to the denied ranges, e.g. [10.1.2.3/32] for an intranet wiki.
+  # HAVEN_MEDIA_URL_PREVIEW_ALLOWED_RANGES
+  url_preview_allowed_ranges: []
 
 # Registration files of application services (bridges and bots), e.g.
 # ["/etc/haven/irc-registration.yaml"]. In the environment: comma-separated.

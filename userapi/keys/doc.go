@@ -5,14 +5,21 @@
 // Tables owned: device_keys, one_time_keys, fallback_keys,
 // cross_signing_keys, key_signatures, device_list_changes, to_device,
 // to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
-// key_stream_positions (0007).
+// key_stream_positions (0007); one_time_keys.upload_seq (0013).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
 // DevicesChanged, which deletes the device's keys and signatures; Start
 // removes whatever a crash between the two left behind.
 //
-// One-time keys are claimed by DELETE ... RETURNING in write transactions
+// Device keys: re-uploading the stored ones changes nothing; other ones for
+// the same device (new identity keys) replace them, are logged and are a
+// device list change, as on Synapse.
+//
+// One-time keys are handed out oldest upload first (one_time_keys.upload_seq,
+// migration 0013: each upload's keys get one more than the device's
+// highest stored; within an upload, by key ID). They are claimed by
+// DELETE ... RETURNING in write transactions
 // of up to 100 devices each, so a key is handed out at most once even when
 // claims race
 // (on PostgreSQL, a statement that loses the race for a row tries the next

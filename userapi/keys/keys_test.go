@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -221,9 +222,9 @@ func TestUploadRefusals(t *testing.T) {
 		}{
 			{"other user", UploadRequest{DeviceKeys: deviceKeysJSON("@b:x", "DEV1", "edA", "cuA")}, "M_INVALID_PARAM"},
 			{"other device", UploadRequest{DeviceKeys: deviceKeysJSON("@a:x", "DEV2", "edA", "cuA")}, "M_INVALID_PARAM"},
-			{"changed identity key", UploadRequest{DeviceKeys: deviceKeysJSON("@a:x", "DEV1", "edOther", "cuA")}, "M_INVALID_PARAM"},
 			{"not an object", UploadRequest{DeviceKeys: json.RawMessage(`[1]`)}, "M_BAD_JSON"},
-			{"no keys", UploadRequest{DeviceKeys: json.RawMessage(`{"user_id":"@a:x","device_id":"DEV1","algorithms":["a"],"signatures":{}}`)}, "M_MISSING_PARAM"},
+			{"no keys", UploadRequest{DeviceKeys: json.RawMessage(`{"user_id":"@a:x","device_id":"DEV1","algorithms":["a"],"signatures":{}}`)}, "M_BAD_JSON"},
+			{"only IDs", UploadRequest{DeviceKeys: json.RawMessage(`{"user_id":"@a:x","device_id":"DEV1"}`)}, "M_BAD_JSON"},
 			{"wrong field type", UploadRequest{DeviceKeys: json.RawMessage(`{"user_id":5}`)}, "M_BAD_JSON"},
 			{"reused one-time key ID", UploadRequest{OneTimeKeys: map[string]json.RawMessage{"signed_curve25519:k000": json.RawMessage(`{"key":"other"}`)}}, "M_INVALID_PARAM"},
 			{"bad key ID", UploadRequest{OneTimeKeys: map[string]json.RawMessage{"nocolon": json.RawMessage(`"k"`)}}, "M_INVALID_PARAM"},
@@ -577,6 +578,104 @@ func TestStreamPositionsSurviveRestart(t *testing.T) {
 		}
 		if got := s2.DeviceListPosition(); got < dl {
 			t.Errorf("device list position went back from %d to %d across a restart", dl, got)
+		}
+	})
+}
+
+// TestClaimOldestUploadFirst: one-time keys are claimed in the order they
+// were uploaded (keys of one upload by key ID), whatever their IDs, also
+// when an earlier upload's keys are not all claimed before a later upload.
+func TestClaimOldestUploadFirst(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _ := newTestService(t, db)
+		addDevice(t, db, "@a:x", "DEV1", "")
+		upload := func(ids ...string) {
+			t.Helper()
+			keys := map[string]json.RawMessage{}
+			for _, id := range ids {
+				keys["signed_curve25519:"+id] = json.RawMessage(`{"key":"` + id + `"}`)
+			}
+			if _, err := s.Upload(ctx, "@a:x", "DEV1", UploadRequest{OneTimeKeys: keys}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		claim := func() string {
+			t.Helper()
+			r, err := s.Claim(ctx, map[string]map[string]string{"@a:x": {"DEV1": "signed_curve25519"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id := range r.OneTimeKeys["@a:x"]["DEV1"] {
+				return strings.TrimPrefix(id, "signed_curve25519:")
+			}
+			return ""
+		}
+		upload("z9", "z1")
+		upload("a0")
+		if got := claim(); got != "z1" {
+			t.Fatalf("first claim: %s", got)
+		}
+		upload("a5", "m")
+		// z9 is still the oldest; then a0; then the last upload by ID.
+		var order []string
+		for i := 0; i < 5; i++ {
+			order = append(order, claim())
+		}
+		if strings.Join(order, ",") != "z9,a0,a5,m," {
+			t.Fatalf("claim order: %v", order)
+		}
+		// Once all are gone, numbering starts over and still orders uploads.
+		upload("q")
+		upload("b")
+		if a, b := claim(), claim(); a != "q" || b != "b" {
+			t.Fatalf("after emptying: %s %s", a, b)
+		}
+	})
+}
+
+// TestDeviceKeysReupload: the same device keys again change nothing (no
+// device list change); other identity keys for the same device replace the
+// stored ones and are a device list change, as on Synapse.
+func TestDeviceKeysReupload(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _ := newTestService(t, db)
+		addDevice(t, db, "@a:x", "DEV1", "")
+		if _, err := s.Upload(ctx, "@a:x", "DEV1", UploadRequest{DeviceKeys: deviceKeysJSON("@a:x", "DEV1", "edA", "cuA")}); err != nil {
+			t.Fatal(err)
+		}
+		changedAt := func() int64 {
+			t.Helper()
+			var at int64
+			if err := s.AllDeviceListChanges(ctx, func(u string, p int64) {
+				if u == "@a:x" {
+					at = p
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return at
+		}
+		pos := changedAt()
+		if _, err := s.Upload(ctx, "@a:x", "DEV1", UploadRequest{DeviceKeys: deviceKeysJSON("@a:x", "DEV1", "edA", "cuA")}); err != nil {
+			t.Fatal(err)
+		}
+		if p := changedAt(); p != pos {
+			t.Fatalf("identical re-upload is a device list change: %d → %d", pos, p)
+		}
+		if _, err := s.Upload(ctx, "@a:x", "DEV1", UploadRequest{DeviceKeys: deviceKeysJSON("@a:x", "DEV1", "edB", "cuB")}); err != nil {
+			t.Fatalf("changed identity keys: %v", err)
+		}
+		if p := changedAt(); p <= pos {
+			t.Fatalf("changed keys are no device list change: %d → %d", pos, p)
+		}
+		q, err := s.Query(ctx, "@a:x", map[string][]string{"@a:x": nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dk := string(q.DeviceKeys["@a:x"]["DEV1"]); !strings.Contains(dk, `"ed25519:DEV1":"edB"`) {
+			t.Fatalf("stored keys: %s", dk)
 		}
 	})
 }

@@ -367,15 +367,16 @@ func claimOneTimeKey(ctx context.Context, tx *storage.Tx, userID, deviceID, alg 
 	return "", "", false, nil
 }
 
-// claimOTK deletes and returns a device's lowest one-time key. SQLite has
+// claimOTK deletes and returns a device's oldest one-time key (the first
+// uploaded; within an upload, the lowest key ID). SQLite has
 // one writer, so nothing races it. On PostgreSQL, concurrent claims would
-// all pick the same lowest key and all but one would find it gone: there
+// all pick the same oldest key and all but one would find it gone: there
 // the pick skips the keys that other claims hold locked (the engines'
 // one difference here: one text, with the lock clause added for it).
 const (
 	claimOTKPick = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id =
 (SELECT o.key_id FROM one_time_keys o WHERE o.user_id = $1 AND o.device_id = $2 AND o.algorithm = $3
-AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.key_id LIMIT 1`
+AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id = $2) ORDER BY o.upload_seq, o.key_id LIMIT 1`
 	claimOTKReturn = `)
 RETURNING key_id, key_json`
 	claimOTK         = claimOTKPick + claimOTKReturn

@@ -84,11 +84,13 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (deviceKeysFi
 	if f.DeviceID != deviceID {
 		return f, nil, merr.InvalidParam("device_keys.device_id must be %s, the device of the access token", deviceID)
 	}
+	// A device keys object without one of its required fields is malformed
+	// JSON (M_BAD_JSON, as sytest's "Rejects invalid device keys" asks).
 	if len(f.Algorithms) == 0 {
-		return f, nil, merr.MissingParam("device_keys.algorithms is missing")
+		return f, nil, merr.BadJSON("device_keys.algorithms is missing")
 	}
 	if len(f.Keys) == 0 {
-		return f, nil, merr.MissingParam("device_keys.keys is missing")
+		return f, nil, merr.BadJSON("device_keys.keys is missing")
 	}
 	for id, k := range f.Keys {
 		alg, dev, ok := strings.Cut(id, ":")
@@ -97,10 +99,10 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) (deviceKeysFi
 		}
 	}
 	if _, ok := f.Keys["ed25519:"+deviceID]; !ok {
-		return f, nil, merr.MissingParam("device_keys.keys has no ed25519 key")
+		return f, nil, merr.BadJSON("device_keys.keys has no ed25519 key")
 	}
 	if _, ok := obj["signatures"]; !ok {
-		return f, nil, merr.MissingParam("device_keys.signatures is missing")
+		return f, nil, merr.BadJSON("device_keys.signatures is missing")
 	}
 	return f, stored, nil
 }
@@ -141,9 +143,12 @@ type otkRow struct {
 }
 
 // Upload stores the device's keys and returns its one-time key counts.
-// Identity keys, once uploaded, cannot change; a one-time key ID cannot be
-// reused for another key; a new fallback key replaces the old one of its
-// algorithm.
+// Re-uploading the stored device keys changes nothing; other device keys
+// replace them (as Synapse does: a client that lost its keys uploads new
+// ones for the same device, and other users' clients see the change on the
+// device list stream and decide whether to trust it); a one-time key ID
+// cannot be reused for another key; a new fallback key replaces the old one
+// of its algorithm.
 func (s *Service) Upload(ctx context.Context, userID, deviceID string, req UploadRequest) (map[string]int, error) {
 	var dkFields deviceKeysFields
 	var dkStored []byte
@@ -228,8 +233,8 @@ used = CASE WHEN fallback_keys.key_id = excluded.key_id AND fallback_keys.key_js
 	return counts.otk, nil
 }
 
-// putDeviceKeys stores device keys, refusing changed identity keys. It
-// reports whether anything changed.
+// putDeviceKeys stores device keys and reports whether anything changed. A
+// change of a device's identity keys is taken, and logged.
 func putDeviceKeys(ctx context.Context, tx *storage.Tx, userID, deviceID string, f deviceKeysFields, stored []byte, now int64) (bool, error) {
 	var old string
 	err := tx.QueryRow(ctx, `SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&old)
@@ -243,8 +248,8 @@ func putDeviceKeys(ctx context.Context, tx *storage.Tx, userID, deviceID string,
 			for id, k := range of.Keys {
 				if nk, ok := f.Keys[id]; !ok || nk != k {
 					logging.From(ctx).WithFields(logrus.Fields{"user_id": userID, "device_id": deviceID, "key_id": id}).
-						Warn("refused a change of a device's identity keys")
-					return false, merr.InvalidParam("The identity key %s of device %s is already uploaded and cannot change; log in as a new device", id, deviceID)
+						Warn("a device replaced its identity keys")
+					break
 				}
 			}
 		}
@@ -290,6 +295,12 @@ func putOneTimeKeys(ctx context.Context, tx *storage.Tx, userID, deviceID string
 			return fmt.Errorf("select one-time keys of %s %s: %w", userID, deviceID, err)
 		}
 	}
+	// This upload's keys come after every key the device still has.
+	var seq int64
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(upload_seq), 0) + 1 FROM one_time_keys WHERE user_id = $1 AND device_id = $2`,
+		userID, deviceID).Scan(&seq); err != nil {
+		return fmt.Errorf("select upload order of %s %s: %w", userID, deviceID, err)
+	}
 	for _, k := range otks {
 		if old, ok := existing[k.id]; ok {
 			if old != k.value {
@@ -297,8 +308,8 @@ func putOneTimeKeys(ctx context.Context, tx *storage.Tx, userID, deviceID string
 			}
 			continue
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES ($1, $2, $3, $4, $5)`,
-			userID, deviceID, k.alg, k.id, k.value); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, upload_seq) VALUES ($1, $2, $3, $4, $5, $6)`,
+			userID, deviceID, k.alg, k.id, k.value, seq); err != nil {
 			return fmt.Errorf("insert one-time key of %s %s: %w", userID, deviceID, err)
 		}
 	}

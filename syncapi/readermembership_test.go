@@ -1,0 +1,38 @@
+package syncapi
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestReaderMembershipsFromMemory: events at or after the reader's latest
+// membership change get the current membership from the Notifier, with no
+// query (the service has no database here); a reader who never had a
+// membership gets "leave"; the rendered event gets the field in unsigned.
+func TestReaderMembershipsFromMemory(t *testing.T) {
+	n := newNotifier(Pos{})
+	n.LoadMembership("!a:x", "@bob:x", "join", 10)
+	n.LoadMembership("!b:x", "@bob:x", "leave", 20)
+	s := &Service{n: n}
+	evs := []*clientEvent{
+		{roomID: "!a:x", pos: 10}, {roomID: "!a:x", pos: 11},
+		{roomID: "!b:x", pos: 20},
+		{roomID: "!c:x", pos: 5},
+	}
+	got, err := s.readerMemberships(context.Background(), "@bob:x", evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "join,join,leave,leave" {
+		t.Fatalf("memberships: %v", got)
+	}
+	for _, c := range []struct{ in, want string }{
+		{`{"content":{},"unsigned":{"age":1}}`, `{"content":{},"unsigned":{"age":1,"membership":"join"}}`},
+		{`not an event`, `not an event`},
+	} {
+		if out := string(appendMembership([]byte(c.in), "join")); out != c.want {
+			t.Errorf("appendMembership(%s) = %s", c.in, out)
+		}
+	}
+}
