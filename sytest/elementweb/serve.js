@@ -1,11 +1,14 @@
 // Serves a built Element Web (EW_ROOT) on 127.0.0.1:PORT (default 8080) and
 // passes /_matrix/* on the same origin to Haven (HS_PORT, default 8008).
+// Element's config.json (and the config.HOST.json it asks for first) is the
+// one beside this file (EW_CONFIG names another), not the webapp's own.
 // See e2e.js.
 const http = require('http');
 const fs = require('fs');
 const path = require('path');
 
 const root = path.resolve(process.env.EW_ROOT || '.');
+const config = path.resolve(process.env.EW_CONFIG || path.join(__dirname, 'config.json'));
 const hs = { host: '127.0.0.1', port: +(process.env.HS_PORT || 8008) };
 const types = {
   '.html': 'text/html', '.js': 'application/javascript', '.css': 'text/css', '.json': 'application/json',
@@ -22,12 +25,13 @@ http.createServer((req, res) => {
     req.pipe(up);
     return;
   }
-  let f = path.join(root, decodeURIComponent(req.url.split('?')[0]));
-  if (!f.startsWith(root)) { res.writeHead(403); res.end(); return; }
+  const p = decodeURIComponent(req.url.split('?')[0]);
+  let f = /^\/config(\.[^/]+)?\.json$/.test(p) ? config : path.join(root, p);
+  if (f !== config && !f.startsWith(root)) { res.writeHead(403); res.end(); return; }
   if (fs.existsSync(f) && fs.statSync(f).isDirectory()) f = path.join(f, 'index.html');
   fs.readFile(f, (err, data) => {
     if (err) { res.writeHead(404); res.end('not found'); return; }
     res.writeHead(200, { 'content-type': types[path.extname(f)] || 'application/octet-stream' });
     res.end(data);
   });
-}).listen(+(process.env.PORT || 8080), '127.0.0.1', () => console.log('serving', root));
+}).listen(+(process.env.PORT || 8080), '127.0.0.1', () => console.log('serving', root, 'with', config));

@@ -133,6 +133,11 @@ func parseSigningKeys(req SigningKeys, userID string, stored map[string]string) 
 	return out, nil
 }
 
+// anyKey tells whether the upload carries at least one key.
+func anyKey(req SigningKeys) bool {
+	return !isNull(req.Master) || !isNull(req.SelfSigning) || !isNull(req.UserSigning)
+}
+
 // ErrAuthNeeded is returned by UploadSigningKeys when the upload needs
 // user-interactive authentication and the caller has not done it.
 var ErrAuthNeeded = errors.New("keys: user-interactive authentication needed")
@@ -149,10 +154,15 @@ func (s *Service) SigningKeysNeedAuth(ctx context.Context, userID string, req Si
 
 // needsAuth: not while the user has no master key (the first upload, spec
 // v1.11, MSC3967), nor when every key given is the one already stored (a
-// retried upload); replacing a key does.
+// retried upload); replacing a key does, and so does an upload without any
+// key once the user has a master key: clients send one to learn the flows a
+// replacement takes (Element's Secure Backup set-up expects the 401).
 func needsAuth(mine map[string]string, req SigningKeys) bool {
 	if _, ok := mine[KeyMaster]; !ok {
 		return false
+	}
+	if !anyKey(req) {
+		return true
 	}
 	for _, f := range []struct {
 		raw json.RawMessage
@@ -189,6 +199,14 @@ func (s *Service) UploadSigningKeys(ctx context.Context, userID string, req Sign
 	stored, err := crossSigningKeysOf(ctx, s.db, []string{userID})
 	if err != nil {
 		return err
+	}
+	// Every key is optional: an upload without any changes nothing, but
+	// asks for auth as a replacement would (see needsAuth).
+	if !anyKey(req) {
+		if !authed && needsAuth(stored[userID], req) {
+			return ErrAuthNeeded
+		}
+		return nil
 	}
 	keys, err := parseSigningKeys(req, userID, stored[userID])
 	if err != nil {

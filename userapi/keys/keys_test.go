@@ -435,12 +435,31 @@ func TestCrossSigning(t *testing.T) {
 		if err := s.UploadSigningKeys(ctx, a, SigningKeys{SelfSigning: req.SelfSigning}, false); errcode(err) != "M_MISSING_PARAM" {
 			t.Fatalf("self-signing key without a master key: %v", err)
 		}
+		// An upload without keys changes nothing; while there is no master
+		// key it needs no auth, once there is it asks for it (clients send
+		// one to learn the flows).
 		pos := s.DeviceListPosition()
+		if err := s.UploadSigningKeys(ctx, a, SigningKeys{}, false); err != nil || s.DeviceListPosition() != pos {
+			t.Fatalf("empty upload before the first: %v", err)
+		}
 		if err := s.UploadSigningKeys(ctx, a, req, false); err != nil {
 			t.Fatal(err)
 		}
 		if s.DeviceListPosition() <= pos {
 			t.Fatal("cross-signing upload did not change the device list")
+		}
+		if err := s.UploadSigningKeys(ctx, a, SigningKeys{}, false); !errors.Is(err, ErrAuthNeeded) {
+			t.Fatalf("empty upload with a master key: %v", err)
+		}
+		if need, _ := s.SigningKeysNeedAuth(ctx, a, SigningKeys{}); !need {
+			t.Fatal("an empty upload with a master key needs no auth")
+		}
+		pos = s.DeviceListPosition()
+		if err := s.UploadSigningKeys(ctx, a, SigningKeys{}, true); err != nil || s.DeviceListPosition() != pos {
+			t.Fatalf("empty upload after auth: %v", err)
+		}
+		if q, _ := s.Query(ctx, a, map[string][]string{a: {}}); q.MasterKeys[a] == nil || q.SelfSigningKeys[a] == nil {
+			t.Fatal("an empty upload removed keys")
 		}
 		if need, _ := s.SigningKeysNeedAuth(ctx, a, req); need {
 			t.Fatal("re-uploading the same keys needs auth")
