@@ -10,7 +10,6 @@ import (
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
-	"github.com/haven-chat/haven/storage"
 )
 
 // Sender identifies who sends an event and from which device.
@@ -49,20 +48,6 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 	}
 	var eventID string
 	err := s.withRoom(ctx, req.RoomID, func(r *room) error {
-		if req.TxnID != "" {
-			// A retried transaction answers with its first event before
-			// taking a stream position: a position is taken only by a
-			// write expected to commit. (The room's lock orders this
-			// device's sends to the room, so the check cannot race.)
-			id, err := selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)
-			if err == nil {
-				eventID = id
-				return nil
-			}
-			if !errors.Is(err, storage.ErrNotFound) {
-				return err
-			}
-		}
 		if req.StateKey != nil {
 			// An identical state event changes nothing: answer with the current one.
 			if cur := r.state[stateKey{req.Type, *req.StateKey}]; cur != nil && cur.SenderID() == spec.SenderID(from.UserID) && jsonEqual(cur.Content(), req.Content) {
@@ -102,6 +87,11 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 			logging.From(ctx).WithError(err).WithField("room_id", req.RoomID).Error("make guests leave a room that no longer allows them")
 		}
 	}
+	var taken *txnTaken
+	if errors.As(err, &taken) {
+		// The device sent this transaction before: answer with its event.
+		return taken.eventID, nil
+	}
 	if errors.Is(err, errTxnExists) {
 		// Another process stored the transaction meanwhile: answer with its event.
 		return selectTxn(ctx, s.db, from.UserID, from.DeviceID, req.RoomID, req.TxnID)
@@ -111,6 +101,12 @@ func (s *Service) Send(ctx context.Context, from Sender, req SendRequest) (strin
 
 // errTxnExists aborts a commit whose transaction ID was used already.
 var errTxnExists = errors.New("transaction ID already used")
+
+// txnTaken aborts a commit, before it takes a position, whose transaction
+// ID the sender's device used before for eventID.
+type txnTaken struct{ eventID string }
+
+func (t *txnTaken) Error() string { return "transaction ID used before for " + t.eventID }
 
 func jsonEqual(a, b []byte) bool {
 	var x, y any

@@ -431,13 +431,31 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 		}
 		events[i] = ev
 	}
-	first := s.seq.NextN(len(events))
-	for i := range events {
-		events[i].Pos = first + int64(i)
-	}
 	redactions := make([]*Notice, len(events))
 	last := d.events[len(d.events)-1].pdu
+	taken := false // positions were taken: a failure must skip them
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		// A transaction ID used before answers with its event before a
+		// position is taken (on the write connection, whose pages are
+		// warm; the read pool would re-read them after every write).
+		for i := range events {
+			if ev := &events[i]; ev.TxnID != "" {
+				id, err := selectTxn(ctx, tx, ev.Sender, ev.DeviceID, ev.RoomID, ev.TxnID)
+				if err == nil {
+					return &txnTaken{eventID: id}
+				}
+				if !errors.Is(err, storage.ErrNotFound) {
+					return err
+				}
+			}
+		}
+		// Positions are taken inside the transaction: on SQLite, where
+		// writes go one after another, they follow the commit order.
+		first := s.seq.NextN(len(events))
+		taken = true
+		for i := range events {
+			events[i].Pos = first + int64(i)
+		}
 		if newRoom != nil {
 			if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1,$2,$3,$4)`,
 				r.id, newRoom.version, events[0].Sender, events[0].OriginTS); err != nil {
@@ -508,8 +526,10 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 		return nil
 	})
 	if err != nil {
-		for _, ev := range events {
-			s.seq.Skip(ev.Pos)
+		if taken {
+			for _, ev := range events {
+				s.seq.Skip(ev.Pos)
+			}
 		}
 		// Nothing of the draft reached the database; the cached room is untouched.
 		return nil, err

@@ -36,19 +36,36 @@ type sentMembers struct {
 }
 
 // lazySent is bounded: a device and room it has forgotten is sent its
-// members again, which the spec allows.
+// members again, which the spec allows. Every woken /sync asks it, so it is
+// split in shards by user (their locks are not shared by all the wake
+// workers) and a lookup does not reorder: the entries age from when they
+// were last written.
 type lazySent struct {
-	c *lru.Cache[lazyKey, *sentMembers]
+	shards [lazyShards]*lru.Cache[lazyKey, *sentMembers]
 }
 
+const lazyShards = 32
+
 func newLazySent(size int) *lazySent {
-	return &lazySent{c: lru.New[lazyKey, *sentMembers]("lazy_members_sent", size)}
+	l := &lazySent{}
+	for i := range l.shards {
+		l.shards[i] = lru.New[lazyKey, *sentMembers]("lazy_members_sent", max(1, size/lazyShards))
+	}
+	return l
+}
+
+func (l *lazySent) shard(k lazyKey) *lru.Cache[lazyKey, *sentMembers] {
+	h := uint32(2166136261)
+	for i := 0; i < len(k.user); i++ {
+		h = (h ^ uint32(k.user[i])) * 16777619
+	}
+	return l.shards[h%lazyShards]
 }
 
 // had tells whether the device had user's member event in the room as of
 // a response it synced from (since): sent in a response no newer than it.
 func (l *lazySent) had(k lazyKey, user string, since int64) bool {
-	sm, ok := l.c.Get(k)
+	sm, ok := l.shard(k).Peek(k)
 	if !ok {
 		return false
 	}
@@ -64,10 +81,11 @@ func (l *lazySent) record(k lazyKey, users []string, upto int64, reset bool) {
 	if len(users) == 0 && !reset {
 		return
 	}
-	sm, ok := l.c.Get(k)
+	c := l.shard(k)
+	sm, ok := c.Peek(k)
 	if !ok || reset {
 		sm = &sentMembers{at: make(map[string]int64, len(users))}
-		l.c.Put(k, sm)
+		c.Put(k, sm)
 	}
 	sm.mu.Lock()
 	for _, u := range users {
@@ -183,11 +201,14 @@ func (s *Service) stateIDs(ctx context.Context, in stateInput) (ids []string, er
 			if _, ok := chosen[k]; ok || !needMember(u) {
 				continue
 			}
-			if id := end[k]; id != "" {
-				chosen[k] = id
-			} else if id := start[k]; id != "" {
-				chosen[k] = id
+			id := end[k]
+			if id == "" {
+				id = start[k]
 			}
+			if id == "" || (in.fresh && inTL[id]) {
+				continue // none, or the timeline of a room new to the client carries it
+			}
+			chosen[k] = id
 		}
 	}
 	ids = make([]string, 0, len(chosen))
