@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
@@ -189,4 +190,39 @@ func reversed(ns []Notice) []Notice {
 		out[len(ns)-1-i] = n
 	}
 	return out
+}
+
+// TestRetriedTransactionsWithoutQueries: once a device has sent, its
+// retries are recognised without asking the database; after a restart,
+// and for a retry older than the window, the answer is still the first
+// event.
+func TestRetriedTransactionsWithoutQueries(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h, roomID := roomWithHarness(t, db)
+		first := sendText(t, h, roomID, "one", "t1")
+		sendText(t, h, roomID, "two", "t2")
+		before, pos := storage.Queries.Load(), h.s.Position()
+		if again := sendText(t, h, roomID, "one", "t1"); again != first {
+			t.Fatalf("retry answered %s, want %s", again, first)
+		}
+		if n := storage.Queries.Load() - before; n != 0 || h.s.Position() != pos {
+			t.Fatalf("a retry ran %d queries and moved the position %d → %d", n, pos, h.s.Position())
+		}
+		// A new process loads the device's recent transaction IDs once.
+		h2 := newHarness(t, db)
+		if again := sendText(t, h2, roomID, "one", "t1"); again != first {
+			t.Fatalf("retry after a restart answered %s, want %s", again, first)
+		}
+		// A retry from beyond the window is caught when the event is
+		// inserted; the answer is the same.
+		defer func(f func() time.Time) { nowTime = f }(nowTime)
+		nowTime = func() time.Time { return time.Now().Add(2 * txnWindow) }
+		h3 := newHarness(t, db)
+		if again := sendText(t, h3, roomID, "one", "t1"); again != first {
+			t.Fatalf("retry after the window answered %s, want %s", again, first)
+		}
+		if next := sendText(t, h3, roomID, "three", "t3"); next == first {
+			t.Fatal("a new transaction answered the old event")
+		}
+	})
 }

@@ -90,6 +90,8 @@ type Service struct {
 	snapsByKey *lru.Cache[int64, map[[2]string]string]
 	pduCache   *lru.Cache[string, gomatrixserverlib.PDU]
 	ix         *indexer
+	// txns knows the recent transaction IDs of sending devices (txns.go).
+	txns *txnIndex
 }
 
 // room is the in-memory view of a room's current state, kept by the writer.
@@ -130,6 +132,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		snaps:      lru.New[int64, map[stateKey]string]("state_snapshots", 512),
 		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 5000),
+		txns:       newTxnIndex(20000),
 	}
 	s.seq = stream.New(last, s.publish)
 	s.snapSeq.Store(lastSnap)
@@ -436,16 +439,15 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	taken := false // positions were taken: a failure must skip them
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		// A transaction ID used before answers with its event before a
-		// position is taken (on the write connection, whose pages are
-		// warm; the read pool would re-read them after every write).
+		// position is taken (txns.go).
 		for i := range events {
 			if ev := &events[i]; ev.TxnID != "" {
-				id, err := selectTxn(ctx, tx, ev.Sender, ev.DeviceID, ev.RoomID, ev.TxnID)
-				if err == nil {
-					return &txnTaken{eventID: id}
-				}
-				if !errors.Is(err, storage.ErrNotFound) {
+				id, err := s.txns.lookup(ctx, tx, ev.Sender, ev.DeviceID, ev.RoomID, ev.TxnID)
+				if err != nil {
 					return err
+				}
+				if id != "" {
+					return &txnTaken{eventID: id}
 				}
 			}
 		}
@@ -535,6 +537,7 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 		return nil, err
 	}
 	metrics.EventsPersisted.Add(float64(len(events)))
+	s.txns.committed(events)
 	if len(snaps) > 0 {
 		// Readers ask for the room's newest snapshot first: have it ready.
 		s.snapsByKey.Put(snapshot, readerState(cur))
