@@ -155,6 +155,23 @@ func (s *Service) stateIDs(ctx context.Context, in stateInput) (ids []string, er
 		return ids, nil
 	}
 
+	if in.fresh && !sel.droppedState && len(sel.events) > 0 {
+		// Every state change after the timeline's start is in the
+		// timeline: the state at its start is the answer (the common
+		// case of an initial sync).
+		start, err := s.rooms.StateIDsAtSnapshot(ctx, sel.events[0].snapshot)
+		if err != nil {
+			return nil, err
+		}
+		ids = make([]string, 0, len(start))
+		for k, id := range start {
+			if o.LazyMembers && k[0] == "m.room.member" && !senders[k[1]] {
+				continue
+			}
+			ids = append(ids, id)
+		}
+		return ids, nil
+	}
 	end, err := s.stateAfterEvent(ctx, in.roomID, sel.last, in.uptoEv)
 	if err != nil {
 		return nil, err

@@ -691,7 +691,10 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 		if r := redactions[e.redacted]; r != nil {
 			because = r.JSON(now)
 		}
-		dst = append(dst, e.appendJSON(nil, now, user, device, because))
+		// One allocation: room for the age, a transaction ID and the
+		// reader's membership (appendTimeline) besides what is stored.
+		buf := make([]byte, 0, len(e.head)+len(e.unsigned)+len(because)+len(e.txnID)+96)
+		dst = append(dst, e.appendJSON(buf, now, user, device, because))
 	}
 	return dst, nil
 }
