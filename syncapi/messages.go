@@ -186,7 +186,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	if resp.Start == "" {
 		resp.Start = pageToken(from)
 	}
-	if resp.Chunk, err = s.appendTimeline(ctx, resp.Chunk, chunk, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
+	if resp.Chunk, err = s.appendTimelineKnown(ctx, resp.Chunk, chunk, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(req.RoomID)); err != nil {
 		return nil, err
 	}
 	if more {
@@ -309,15 +309,16 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	}
 	now := nowMS()
 	resp := &ContextResponse{EventsBefore: []json.RawMessage{}, EventsAfter: []json.RawMessage{}, State: []json.RawMessage{}}
-	one, err := s.appendTimeline(ctx, nil, []*clientEvent{ce}, now, userID, deviceID, o.FederationFormat)
+	known := vis.history(roomID)
+	one, err := s.appendTimelineKnown(ctx, nil, []*clientEvent{ce}, now, userID, deviceID, o.FederationFormat, known)
 	if err != nil {
 		return nil, err
 	}
 	resp.Event = one[0]
-	if resp.EventsBefore, err = s.appendTimeline(ctx, resp.EventsBefore, before, now, userID, deviceID, o.FederationFormat); err != nil {
+	if resp.EventsBefore, err = s.appendTimelineKnown(ctx, resp.EventsBefore, before, now, userID, deviceID, o.FederationFormat, known); err != nil {
 		return nil, err
 	}
-	if resp.EventsAfter, err = s.appendTimeline(ctx, resp.EventsAfter, after, now, userID, deviceID, o.FederationFormat); err != nil {
+	if resp.EventsAfter, err = s.appendTimelineKnown(ctx, resp.EventsAfter, after, now, userID, deviceID, o.FederationFormat, known); err != nil {
 		return nil, err
 	}
 	startPos := ce.pos - 1

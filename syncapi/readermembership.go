@@ -30,7 +30,8 @@ func (n *Notifier) membershipOf(user, room string) (membership, bool) {
 
 // readerMemberships returns, for each event, the user's membership right
 // after it.
-func (s *Service) readerMemberships(ctx context.Context, user string, evs []*clientEvent) ([]string, error) {
+// known holds membership histories the caller has loaded already (by room).
+func (s *Service) readerMemberships(ctx context.Context, user string, evs []*clientEvent, known map[string][]change) ([]string, error) {
 	out := make([]string, len(evs))
 	type roomInfo struct {
 		cur   membership
@@ -47,6 +48,10 @@ func (s *Service) readerMemberships(ctx context.Context, user string, evs []*cli
 			rooms[e.roomID] = ri
 		}
 		if ri.known && e.pos < ri.cur.pos && ri.hist == nil {
+			if h, ok := known[e.roomID]; ok {
+				ri.hist = h
+				continue
+			}
 			ri.hist = []change{}
 			need = append(need, e.roomID)
 		}

@@ -20,12 +20,19 @@ func TestReaderMembershipsFromMemory(t *testing.T) {
 		{roomID: "!b:x", pos: 20},
 		{roomID: "!c:x", pos: 5},
 	}
-	got, err := s.readerMemberships(context.Background(), "@bob:x", evs)
+	got, err := s.readerMemberships(context.Background(), "@bob:x", evs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Join(got, ",") != "join,join,leave,leave" {
 		t.Fatalf("memberships: %v", got)
+	}
+	// Before the current membership, a history the caller loaded is used
+	// (this Service has no database: a query would fail).
+	known := map[string][]change{"!a:x": {{pos: 3, value: "invite"}, {pos: 10, value: "join"}}}
+	got, err = s.readerMemberships(context.Background(), "@bob:x", []*clientEvent{{roomID: "!a:x", pos: 2}, {roomID: "!a:x", pos: 4}}, known)
+	if err != nil || strings.Join(got, ",") != "leave,invite" {
+		t.Fatalf("memberships from a known history: %v %v", got, err)
 	}
 	for _, c := range []struct{ in, want string }{
 		{`{"content":{},"unsigned":{"age":1}}`, `{"content":{},"unsigned":{"age":1,"membership":"join"}}`},

@@ -411,13 +411,19 @@ func (a *aggregate) bundle(parent *clientEvent, user, device string, now int64) 
 // and each parent of related events its aggregations in
 // unsigned."m.relations", worked out for this reader.
 func (s *Service) appendTimeline(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
+	return s.appendTimelineKnown(ctx, dst, evs, now, user, device, federation, nil)
+}
+
+// appendTimelineKnown is appendTimeline with the reader's membership
+// histories the caller has loaded already (by room; see readerMemberships).
+func (s *Service) appendTimelineKnown(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool, known map[string][]change) ([]json.RawMessage, error) {
 	start := len(dst)
 	dst, err := s.appendEvents(ctx, dst, evs, now, user, device, federation)
 	if err != nil || federation || len(evs) == 0 || len(dst)-start != len(evs) {
 		return dst, err
 	}
 	if user != "" {
-		ms, err := s.readerMemberships(ctx, user, evs)
+		ms, err := s.readerMemberships(ctx, user, evs, known)
 		if err != nil {
 			return nil, err
 		}

@@ -715,13 +715,14 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 	if req.FullState && since != nil && mem.pos <= sinceEv {
 		windowStart = sinceEv
 	}
-	keep := s.timelineKeep(ctx, req, roomID, mem, upto.Events)
+	var vis *visibility // loaded by keep when the window reaches before the membership
+	keep := s.timelineKeepWith(ctx, req, roomID, mem, upto.Events, &vis)
 	sel, err := s.selectTimeline(ctx, roomID, windowStart, upto.Events, o.timelineLimit(roomID), keep)
 	if err != nil {
 		return nil, err
 	}
 	tl := sel.events
-	if jr.Timeline.Events, err = s.appendTimeline(ctx, jr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
+	if jr.Timeline.Events, err = s.appendTimelineKnown(ctx, jr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(roomID)); err != nil {
 		return nil, err
 	}
 	jr.Timeline.Limited = sel.limited
@@ -991,12 +992,12 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 	if err != nil {
 		return nil, err
 	}
-	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, vis)
+	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, &vis)
 	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.timelineLimit(roomID), keep)
 	if err != nil {
 		return nil, err
 	}
-	if lr.Timeline.Events, err = s.appendTimeline(ctx, lr.Timeline.Events, sel.events, now, req.UserID, req.DeviceID, o.FederationFormat); err != nil {
+	if lr.Timeline.Events, err = s.appendTimelineKnown(ctx, lr.Timeline.Events, sel.events, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(roomID)); err != nil {
 		return nil, err
 	}
 	lr.Timeline.Limited = sel.limited
@@ -1033,19 +1034,16 @@ func ignoredSender(ignored map[string]struct{}, e *clientEvent) bool {
 	return ok
 }
 
-// timelineKeep decides which of a room's events go into the user's
+// timelineKeepWith decides which of a room's events go into the user's
 // timeline: those the filter accepts (not from ignored users) and, of those from before the user's
 // current membership, those history visibility lets them see. Events of
 // the room's state at upto are always shown, hidden or not: a client must
 // see how the room came to be as it is (who joined while the user was
 // away).
-func (s *Service) timelineKeep(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64) func(*clientEvent) (bool, error) {
-	return s.timelineKeepWith(ctx, req, roomID, mem, upto, nil)
-}
-
-// timelineKeepWith is timelineKeep with the user's visibility in the room
-// already loaded (or nil: loaded when first needed).
-func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64, vis *visibility) func(*clientEvent) (bool, error) {
+//
+// vis is the user's visibility in the room: loaded (into *vis) when first
+// needed, unless the caller loaded it already.
+func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64, visp **visibility) func(*clientEvent) (bool, error) {
 	o := req.Opts
 	roomOK := o.TimelineRoom == nil || o.TimelineRoom(roomID)
 	var current map[[2]string]string
@@ -1056,14 +1054,14 @@ func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID 
 		if e.pos >= mem.pos {
 			return true, nil
 		}
-		if vis == nil {
+		if *visp == nil {
 			v, err := loadVisibility(ctx, s.db, roomID, req.UserID)
 			if err != nil {
 				return false, err
 			}
-			vis = v
+			*visp = v
 		}
-		if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) {
+		if (*visp).canSee(e.pos, e.sender, e.typ, e.stateKey) {
 			return true, nil
 		}
 		if e.stateKey == nil {

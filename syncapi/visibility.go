@@ -70,6 +70,15 @@ func at(cs []change, pos int64, def string) string {
 // membershipAfter is the membership right after pos (inclusive).
 func (v *visibility) membershipAfter(pos int64) string { return at(v.membership, pos+1, "leave") }
 
+// history is the user's membership history in the room, for
+// readerMemberships; nil when not loaded.
+func (v *visibility) history(roomID string) map[string][]change {
+	if v == nil {
+		return nil
+	}
+	return map[string][]change{roomID: v.membership}
+}
+
 // joinedWithin tells whether the user joined at a position in (after, upto].
 func (v *visibility) joinedWithin(after, upto int64) bool {
 	for _, c := range v.membership {
