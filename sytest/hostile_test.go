@@ -20,9 +20,9 @@ import (
 	"github.com/go-chi/chi/v5"
 	"maunium.net/go/mautrix"
 
-	"github.com/haven-chat/haven/internal/app"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
+	haven "github.com/haven-chat/haven/server"
 )
 
 // hostileRoute is one method and chi pattern of the running server.
@@ -42,7 +42,7 @@ func serverRoutes(t *testing.T, env []string) []hostileRoute {
 		t.Fatalf("config: %v", probs)
 	}
 	log, _ := logging.New("text", "error", io.Discard)
-	a, err := app.New(context.Background(), cfg, log)
+	a, err := haven.New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

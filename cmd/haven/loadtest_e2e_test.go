@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/haven-chat/haven/loadtest"
 )
 
 // TestLoadtestAgainstTheRealServer starts the built server binary and runs
@@ -30,7 +32,7 @@ func TestLoadtestAgainstTheRealServer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("haven loadtest: exit code %d\nstderr:\n%s\nserver stderr:\n%s", code, stderr.String(), p.stderr)
 	}
-	var rep ltReport
+	var rep loadtest.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON report: %v\n%s", err, stdout.String())
 	}
@@ -76,7 +78,7 @@ func TestLoadtestAgainstTheRealServer(t *testing.T) {
 	if code := run(t.Context(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("second run: exit code %d\n%s", code, stderr.String())
 	}
-	rep = ltReport{}
+	rep = loadtest.Report{}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/haven-chat/haven/loadtest"
 )
 
 // TestLoadtestScenariosAgainstTheRealServer runs each issue 3 scenario of
@@ -22,13 +24,13 @@ func TestLoadtestScenariosAgainstTheRealServer(t *testing.T) {
 	p := e2eServe(t, dir, addr, env)
 	common := []string{"loadtest", "--hs", "http://" + addr, "--shared-secret", secret, "--metrics", "http://" + metricsAddr,
 		"--pid", strconv.Itoa(p.cmd.Process.Pid), "--json", "--duration", "1s"}
-	run1 := func(t *testing.T, args ...string) *ltReport {
+	run1 := func(t *testing.T, args ...string) *loadtest.Report {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
 		if code := run(t.Context(), append(append([]string(nil), common...), args...), &stdout, &stderr); code != 0 {
 			t.Fatalf("haven loadtest %v: exit code %d\nstderr:\n%s\nserver stderr:\n%s", args, code, stderr.String(), p.stderr)
 		}
-		var rep ltReport
+		var rep loadtest.Report
 		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 			t.Fatalf("JSON report: %v\n%s", err, stdout.String())
 		}

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/haven-chat/haven/loadtest"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -31,6 +33,7 @@ func commands() []command {
 		{"generate-config", "print a fully commented configuration file", runGenerateConfig},
 		{"create-user", "create an account: --user NAME --password PW [--admin]", runCreateUser},
 		{"migrate", "apply pending database migrations and exit", runMigrate},
+		{"loadtest", loadtest.Usage, loadtest.Run},
 		{"version", "print the version", func(context.Context, []string, io.Writer, io.Writer) int { fmt.Println("haven", Version); return 0 }},
 	}
 }
@@ -47,7 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	for _, c := range append(commands(), extraCommands...) {
+	for _, c := range commands() {
 		if c.name == name {
 			return c.run(ctx, args, stdout, stderr)
 		}
@@ -61,12 +64,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// extraCommands are added by other files of this command (loadtest).
-var extraCommands []command
-
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: haven [command] [--config FILE] [flags]")
-	for _, c := range append(commands(), extraCommands...) {
+	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.usage)
 	}
 }

@@ -8,10 +8,10 @@ import (
 	"strings"
 
 	"github.com/haven-chat/haven/appservice"
-	"github.com/haven-chat/haven/internal/app"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/server"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/userapi"
 )
@@ -52,7 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
-	a, err := app.New(ctx, cfg, log)
+	a, err := server.New(ctx, cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "haven: cannot start:", err)
 		return 1
@@ -170,8 +170,8 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	localpart := strings.ToLower(*user)
 	if strings.HasPrefix(localpart, "@") {
-		lp, server, ok := userapi.SplitUserID(localpart)
-		if !ok || server != strings.ToLower(cfg.ServerName) {
+		lp, host, ok := userapi.SplitUserID(localpart)
+		if !ok || host != strings.ToLower(cfg.ServerName) {
 			fmt.Fprintf(stderr, "haven create-user: %s is not a user ID of this server (%s); give just the name, such as alice\n", *user, cfg.ServerName)
 			return 1
 		}
@@ -180,7 +180,7 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if log, err := logging.New(cfg.Logging.Format, cfg.Logging.Level, stderr); err == nil {
 		ctx = logging.With(ctx, log.WithField("command", "create-user"))
 	}
-	db, err := app.OpenDB(ctx, cfg)
+	db, err := server.OpenDB(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "haven create-user:", err)
 		return 1
@@ -204,4 +204,4 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-var _ = app.OpenDB
+var _ = server.OpenDB

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The sending side of a load test: an open-loop scheduler that puts
 // m.room.message events at a fixed total rate, spread over all users.

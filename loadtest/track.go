@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // Delivery tracking: every message from the start of its PUT to its arrival
 // in the /sync of each other member of its room.

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The media scenario: --workers workers upload --media-bytes files through
 // POST /_matrix/media/v3/upload for the first half of --duration, then
@@ -193,7 +193,7 @@ func (m *ltMediaRun) phase(ctx context.Context, d time.Duration, download bool, 
 	})
 }
 
-func (e *ltEnv) mediaScenario(ctx context.Context, users []*ltUser, rep *ltReport) error {
+func (e *ltEnv) mediaScenario(ctx context.Context, users []*ltUser, rep *Report) error {
 	m := &ltMediaRun{e: e, users: users, base: make([]byte, e.opts.MediaBytes)}
 	if _, err := rand.Read(m.base); err != nil {
 		return fmt.Errorf("random file: %w", err)

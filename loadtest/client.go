@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The load generator's Matrix client: plain HTTP+JSON over one tuned
 // Transport, with the few Client-Server API calls the load test needs.

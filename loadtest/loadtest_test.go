@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 import (
 	"bytes"
@@ -244,7 +244,7 @@ func TestForEachStopsAtTheFirstError(t *testing.T) {
 	}
 }
 
-func sampleReport() *ltReport {
+func sampleReport() *Report {
 	rep := newReport(ltOptions{HS: "http://127.0.0.1:8008", Users: 500, Rooms: 50, Rate: 100, Duration: time.Minute,
 		Grace: 10 * time.Second, SharedSecret: "s", Prefix: "lt", TimelineLimit: 20, SyncTimeout: 30 * time.Second}, time.Unix(0, 0))
 	rep.Setup = ltSetupReport{Layout: "each user joins exactly one room", Registered: 500, RoomsCreated: 50, RoomSizeMin: 10, RoomSizeMax: 10,

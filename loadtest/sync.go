@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The /sync side of a load test: one initial sync per user, then one
 // long-poll per user held open until the run ends.

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // Setup of a load test: accounts (registered or logged in again), rooms
 // (created or found by alias) and their members.

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // Server-side figures of a load test: the server's /metrics (CPU seconds,
 // DB queries, resident memory, /sync waiters) and, for a server on this

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The load test's report: percentiles, the report's fields (also its JSON
 // form) and the human-readable text.
@@ -59,9 +59,9 @@ func summarize(samples []time.Duration) ltSummary {
 	}
 }
 
-// ltReport is everything a run measured. Figures that were not measured
+// Report is everything a run measured. Figures that were not measured
 // are left out of the JSON.
-type ltReport struct {
+type Report struct {
 	RunID       string               `json:"run_id"`
 	Started     time.Time            `json:"started"`
 	Config      ltConfigReport       `json:"config"`
@@ -219,7 +219,7 @@ type ltInitialSyncReport struct {
 func fp(v float64) *float64 { return &v }
 
 // note adds a note once.
-func (r *ltReport) note(format string, args ...any) {
+func (r *Report) note(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
 	if r.noteSeen == nil {
 		r.noteSeen = map[string]bool{}
@@ -231,7 +231,7 @@ func (r *ltReport) note(format string, args ...any) {
 }
 
 // writeText prints the report for a person.
-func (r *ltReport) writeText(w io.Writer) {
+func (r *Report) writeText(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	c := r.Config
 	p("Haven load test %s — %s, started %s", r.RunID, c.Homeserver, r.Started.Format(time.RFC3339))
@@ -300,7 +300,7 @@ func (r *ltReport) writeText(w io.Writer) {
 	}
 }
 
-func (r *ltReport) writeLoad(p func(string, ...any), l *ltLoadReport) {
+func (r *Report) writeLoad(p func(string, ...any), l *ltLoadReport) {
 	switch l.Mode {
 	case "idle":
 		p("Idle window: %.1f s, no messages", l.WindowSeconds)

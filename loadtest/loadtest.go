@@ -1,8 +1,10 @@
-package main
-
-// haven loadtest: drives a running server with many users, rooms, /sync
-// long-polls and messages, and reports latencies, losses and what the
-// server spent (CPU, DB queries, memory). See docs/benchmarks.md.
+// Package loadtest is `haven loadtest`: it drives a running server with
+// many users, rooms, /sync long-polls and messages (or one of the
+// to-device, claim, media and search scenarios), and reports latencies,
+// losses and what the server spent (CPU, DB queries, memory). See
+// docs/benchmarks.md. It talks to the server over HTTP only, as a client
+// would, and reads its metrics and /proc; it shares no code with it.
+package loadtest
 
 import (
 	"context"
@@ -19,11 +21,8 @@ import (
 	"time"
 )
 
-func init() {
-	extraCommands = append(extraCommands, command{"loadtest",
-		"load a running server: --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S] [--metrics URL] [--pid PID] (see --help)",
-		runLoadtest})
-}
+// Usage is the one-line description of the command.
+const Usage = "load a running server: --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S] [--metrics URL] [--pid PID] (see --help)"
 
 // ltOptions are the flags of haven loadtest.
 type ltOptions struct {
@@ -97,8 +96,15 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 		fmt.Fprintln(stderr, "3 messages lost (todevice: fan-outs not delivered to every device; claim: a key handed out twice or wrong; media: a download differing from its upload).")
 		fs.PrintDefaults()
 	}
-	if code := parse(fs, args); code >= 0 {
-		return o, code
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, 0
+		}
+		return o, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "haven loadtest: unexpected argument %q\n", fs.Arg(0))
+		return o, 2
 	}
 	if err := o.check(); err != nil {
 		fmt.Fprintln(stderr, "haven loadtest:", err)
@@ -138,7 +144,8 @@ func (o ltOptions) check() error {
 	return errors.Join(errs...)
 }
 
-func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Run runs `haven loadtest` with its arguments and returns the exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts, code := parseLoadtestFlags(args, stderr)
 	if code >= 0 {
 		return code
@@ -194,7 +201,7 @@ func newRunID() string {
 
 // loadtest runs the whole test. The report is returned even on error, with
 // what was measured until then.
-func loadtest(ctx context.Context, opts ltOptions, logf func(string, ...any)) (*ltReport, error) {
+func loadtest(ctx context.Context, opts ltOptions, logf func(string, ...any)) (*Report, error) {
 	start := time.Now()
 	cpu0, _ := selfCPU()
 	rep := newReport(opts, start)
@@ -213,12 +220,12 @@ func loadtest(ctx context.Context, opts ltOptions, logf func(string, ...any)) (*
 	return rep, nil
 }
 
-func newReport(o ltOptions, start time.Time) *ltReport {
+func newReport(o ltOptions, start time.Time) *Report {
 	reg := "open (m.login.dummy)"
 	if o.SharedSecret != "" {
 		reg = "shared secret"
 	}
-	rep := &ltReport{RunID: newRunID(), Started: start, Config: ltConfigReport{
+	rep := &Report{RunID: newRunID(), Started: start, Config: ltConfigReport{
 		Homeserver: o.HS, Users: o.Users, Rooms: o.Rooms, Rate: o.Rate, Duration: o.Duration.String(), Warmup: o.Warmup.String(),
 		Grace: o.Grace.String(), Registration: reg, Prefix: o.Prefix, TimelineLimit: o.TimelineLimit,
 		SyncTimeoutMS: o.SyncTimeout.Milliseconds(), MaxInFlight: o.MaxInFlight, InitialSyncRooms: o.InitialSyncRooms,
@@ -236,7 +243,7 @@ func newReport(o ltOptions, start time.Time) *ltReport {
 	return rep
 }
 
-func (e *ltEnv) run(ctx context.Context, rep *ltReport) error {
+func (e *ltEnv) run(ctx context.Context, rep *Report) error {
 	if _, err := e.c.do(ctx, "versions", "GET", "/_matrix/client/versions", "", nil, nil); err != nil {
 		return fmt.Errorf("server not reachable at %s: %w", e.opts.HS, err)
 	}
@@ -286,7 +293,7 @@ func (e *ltEnv) run(ctx context.Context, rep *ltReport) error {
 }
 
 // noteErrors adds the advice an error calls for.
-func (e *ltEnv) noteErrors(rep *ltReport, err error) {
+func (e *ltEnv) noteErrors(rep *Report, err error) {
 	if hasErrCode(err, "M_LIMIT_EXCEEDED") {
 		rep.note("the server rate-limited the load test (429 M_LIMIT_EXCEEDED): run it with HAVEN_RATE_LIMITS_ENABLED=false")
 	}
@@ -297,7 +304,7 @@ func (e *ltEnv) noteErrors(rep *ltReport, err error) {
 
 // loadPhase holds the long-polls open, sends (or idles) through warm-up and
 // the measured window, and fills rep.Load and rep.Server.
-func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom, rep *ltReport) error {
+func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom, rep *Report) error {
 	tr := newTracker(rooms)
 	syncCtx, stopSyncs := context.WithCancel(ctx)
 	defer stopSyncs()
@@ -413,7 +420,7 @@ func (e *ltEnv) beginWindow(ctx context.Context, sy *ltSyncers) *ltWindow {
 
 // endWindow takes the readings at the end of the window; sy and load are
 // nil in the scenarios without long-polls.
-func (e *ltEnv) endWindow(ctx context.Context, w *ltWindow, sy *ltSyncers, load *ltLoadReport, rep *ltReport) {
+func (e *ltEnv) endWindow(ctx context.Context, w *ltWindow, sy *ltSyncers, load *ltLoadReport, rep *Report) {
 	w.end = time.Now()
 	w.cpu1, w.haveCPU1 = selfCPU()
 	w.m1 = readMachineCPU()
@@ -595,7 +602,7 @@ func (e *ltEnv) serverReport(before ltServerSample, w *ltWindow, peaks ltPeaks, 
 
 // machineOthers sets the CPU of the machine's other processes (and the
 // database's per operation) once the server's CPU is known.
-func (e *ltEnv) machineOthers(rep *ltReport, work ltWork) {
+func (e *ltEnv) machineOthers(rep *Report, work ltWork) {
 	if rep.Machine == nil || rep.Server == nil || rep.Server.CPUSeconds == nil {
 		return
 	}
@@ -614,7 +621,7 @@ func (e *ltEnv) machineOthers(rep *ltReport, work ltWork) {
 }
 
 // addNotes explains what the figures mean when something went wrong.
-func (e *ltEnv) addNotes(rep *ltReport) {
+func (e *ltEnv) addNotes(rep *Report) {
 	l := rep.Load
 	for k := range l.SendErrors {
 		if k == "429 M_LIMIT_EXCEEDED" {
@@ -648,7 +655,7 @@ func (e *ltEnv) addNotes(rep *ltReport) {
 
 // startCPUProfile starts a server CPU profile as long as the measured window
 // (when --cpu-profile is given); the returned func waits for it.
-func (e *ltEnv) startCPUProfile(ctx context.Context, rep *ltReport) (wait func()) {
+func (e *ltEnv) startCPUProfile(ctx context.Context, rep *Report) (wait func()) {
 	if e.opts.CPUProfile == "" {
 		return func() {}
 	}
@@ -668,7 +675,7 @@ func (e *ltEnv) startCPUProfile(ctx context.Context, rep *ltReport) (wait func()
 }
 
 // saveHeapProfile saves the server's heap profile (when --heap-profile is given).
-func (e *ltEnv) saveHeapProfile(ctx context.Context, rep *ltReport) {
+func (e *ltEnv) saveHeapProfile(ctx context.Context, rep *Report) {
 	if e.opts.HeapProfile == "" {
 		return
 	}

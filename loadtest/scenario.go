@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // What the scenarios other than room messages share: their flags' checks,
 // the closed-loop workers of claim, media and search, the measured window
@@ -77,7 +77,7 @@ func (c ltConfigReport) scenarioLine() string {
 // integrityFailures counts what a scenario must never see: a key handed
 // out twice or not the device's, a device left without a key, a download
 // differing from its upload.
-func (r *ltReport) integrityFailures() int {
+func (r *Report) integrityFailures() int {
 	n := 0
 	if c := r.Claim; c != nil {
 		n += c.Duplicates + c.WrongKeys + c.MissingKeys
@@ -89,7 +89,7 @@ func (r *ltReport) integrityFailures() int {
 }
 
 // windowSeconds is the length of the measured window, whatever the scenario.
-func (r *ltReport) windowSeconds() float64 {
+func (r *Report) windowSeconds() float64 {
 	switch {
 	case r.Load != nil:
 		return r.Load.WindowSeconds
@@ -163,7 +163,7 @@ func closedLoop(ctx context.Context, workers int, d time.Duration, fn func(ctx c
 // measured runs fn as the measured window of a scenario without long-polls,
 // with the server's and the machine's readings around it. fn returns what
 // the server did, for the per-operation figures.
-func (e *ltEnv) measured(ctx context.Context, rep *ltReport, fn func(ctx context.Context) ltWork) (window float64) {
+func (e *ltEnv) measured(ctx context.Context, rep *Report, fn func(ctx context.Context) ltWork) (window float64) {
 	before, _ := e.probe.sample(ctx, true)
 	watch := e.probe.watch(ctx, 500*time.Millisecond)
 	w := e.beginWindow(ctx, nil)
@@ -191,7 +191,7 @@ func (e *ltEnv) serverCPU(ctx context.Context) (float64, bool) {
 }
 
 // writeScenario prints the sections of the claim, media and search scenarios.
-func (r *ltReport) writeScenario(p func(string, ...any)) {
+func (r *Report) writeScenario(p func(string, ...any)) {
 	if c := r.Claim; c != nil {
 		writeClaim(p, c)
 	}

@@ -1,7 +1,7 @@
-// Package app wires a Haven server together from its configuration: the
+// Package server wires a Haven server together from its configuration: the
 // database, the bus, the services and the HTTP listeners. cmd/haven and the
 // end-to-end tests use it; it holds no logic of its own.
-package app
+package server
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The initial /sync measurement: one more user joins K rooms (the load
 // test's rooms first, then rooms of its own with a few messages each), and

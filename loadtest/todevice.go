@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The todevice scenario: one more account (PREFIX-sender) joins the load
 // rooms and, at --rate fan-outs per second, PUTs /sendToDevice with one

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The claim scenario: every load user's device uploads its device keys and
 // --otks signed_curve25519 one-time keys; one more account (PREFIX-claimer)
@@ -234,7 +234,7 @@ func (cl *ltClaimer) phase(ctx context.Context, d time.Duration, measured bool) 
 	return ctx.Err()
 }
 
-func (e *ltEnv) claimScenario(ctx context.Context, users []*ltUser, rep *ltReport) error {
+func (e *ltEnv) claimScenario(ctx context.Context, users []*ltUser, rep *Report) error {
 	claimer, err := e.setup.newUser(ctx, len(users), e.opts.Prefix+"-claimer", loadFilter(e.opts.TimelineLimit))
 	if err != nil {
 		e.noteErrors(rep, err)

@@ -1,4 +1,4 @@
-package main
+package loadtest
 
 // The search scenario: the members of the first load room send --messages
 // messages into it (PUT /send on --concurrency workers), then the room's
@@ -153,7 +153,7 @@ func (e *ltEnv) fill(ctx context.Context, users []*ltUser, room *ltRoom, sr *ltS
 	return err
 }
 
-func (e *ltEnv) searchScenario(ctx context.Context, users []*ltUser, rooms []*ltRoom, rep *ltReport) error {
+func (e *ltEnv) searchScenario(ctx context.Context, users []*ltUser, rooms []*ltRoom, rep *Report) error {
 	room := rooms[0]
 	searcher := users[room.Members[0]]
 	sr := &ltSearchReport{Room: room.ID, Searcher: searcher.UserID, Workers: e.opts.Workers}
