@@ -1,8 +1,12 @@
 // Package roomserver is the only writer of room data. Every event, local or
-// (later) from federation, passes Input: one per-room serializer (a keyed
-// lock), authorisation against the room's auth rules through
-// gomatrixserverlib, state resolution where branches of the DAG meet, and one
-// database transaction with all the event's rows. After the commit the event
+// from another server (InputEvent), takes one write path: a per-room
+// serializer (a keyed lock), authorisation against the room's auth rules
+// through gomatrixserverlib, state resolution where branches of the DAG
+// meet, and one database transaction with all the event's rows (commit: a
+// draft of events on top of a state — the room's current one, or the state
+// before an input event — with redactions applied, unsigned prev_content
+// and replaces_state set, and every state stored as a difference from a
+// parent snapshot, at most 32 deep). After the commit the event
 // is published on the bus ("room_events") in stream order; a position whose
 // write failed is published as a skip, and a send that repeats a
 // transaction ID answers with the first event before taking a position.

@@ -6,11 +6,8 @@ import (
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/haven-chat/haven/internal/merr"
-	"github.com/haven-chat/haven/internal/metrics"
-	"github.com/haven-chat/haven/storage"
 )
 
 // InputEvent adds an already signed event whose prev_events may be any
@@ -43,40 +40,34 @@ func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Ev
 		if err := gomatrixserverlib.Allowed(pdu, stateProvider(before), userIDForSender); err != nil {
 			return merr.Forbidden("%s", authMessage(err))
 		}
-		after := before
-		if sk := pdu.StateKey(); sk != nil {
-			after = cloneState(before)
-			after[stateKey{pdu.Type(), *sk}] = pdu
-		}
+		// The same write as a local event's, from the state before it.
+		d := newDraft(r)
+		d.base, d.state = before, before
+		d.push(pdu, eventMeta{})
 		ext := []string{pdu.EventID()}
 		for _, e := range r.extremities {
 			if !slices.Contains(prevs, e) {
 				ext = append(ext, e)
 			}
 		}
-		current := after
+		d.extremities, d.depth = ext, max(r.depth, pdu.Depth())
 		if len(ext) > 1 {
 			others, err := s.stateAfterAll(ctx, r, ext[1:])
 			if err != nil {
 				return err
 			}
-			if current, err = s.resolve(ctx, r, []map[stateKey]gomatrixserverlib.PDU{after, others}); err != nil {
+			if d.current, err = s.resolve(ctx, r, []map[stateKey]gomatrixserverlib.PDU{d.state, others}); err != nil {
 				return err
 			}
 		}
-		ev, err := s.commitInput(ctx, r, pdu, before, current, ext)
-		out = ev
-		return err
+		evs, err := s.commit(ctx, d, nil, nil)
+		if err != nil {
+			return err
+		}
+		out = evs[0]
+		return nil
 	})
 	return out, err
-}
-
-func cloneState(m map[stateKey]gomatrixserverlib.PDU) map[stateKey]gomatrixserverlib.PDU {
-	out := make(map[stateKey]gomatrixserverlib.PDU, len(m)+1)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // stateAfterAll is the state after a set of events of the room, resolved
@@ -219,89 +210,6 @@ func (s *Service) authChain(ctx context.Context, r *room, from []gomatrixserverl
 		}
 	}
 	return out, nil
-}
-
-// commitInput stores an event that may branch or merge the DAG: the event
-// with a full snapshot of the state before it, the new current state (as a
-// difference against the old one) and the new forward extremities.
-func (s *Service) commitInput(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, before, current map[stateKey]gomatrixserverlib.PDU, ext []string) (Event, error) {
-	ev := eventFromPDU(pdu)
-	beforeSnap := r.snapshot
-	writeBefore := !sameState(before, r.state)
-	if writeBefore {
-		beforeSnap = s.snapSeq.Add(1)
-	}
-	curSnap := s.snapSeq.Add(1)
-	depth := max(r.depth, pdu.Depth())
-	ev.Pos = s.seq.Next()
-	ev.Snapshot = beforeSnap
-	ids := func(m map[stateKey]gomatrixserverlib.PDU) map[stateKey]string {
-		out := make(map[stateKey]string, len(m))
-		for k, p := range m {
-			out[k] = p.EventID()
-		}
-		return out
-	}
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		if writeBefore {
-			if err := insertSnapshot(ctx, tx, beforeSnap, r.id, 0, 0, ids(before)); err != nil {
-				return err
-			}
-		}
-		if err := insertEvent(ctx, tx, &ev); err != nil {
-			return err
-		}
-		if err := insertSnapshot(ctx, tx, curSnap, r.id, 0, 0, ids(current)); err != nil {
-			return err
-		}
-		for k, p := range current {
-			if old := r.state[k]; old != nil && old.EventID() == p.EventID() {
-				continue
-			}
-			var membership any
-			if p.Type() == spec.MRoomMember {
-				m, _ := p.Membership()
-				membership = m
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1,$2,$3,$4,$5,$6)
-ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
-				r.id, k.typ, k.key, p.EventID(), ev.Pos, membership); err != nil {
-				return fmt.Errorf("update state of %s: %w", r.id, err)
-			}
-		}
-		for k := range r.state {
-			if current[k] == nil {
-				if _, err := tx.Exec(ctx, `DELETE FROM room_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, r.id, k.typ, k.key); err != nil {
-					return fmt.Errorf("drop state of %s: %w", r.id, err)
-				}
-			}
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
-			return fmt.Errorf("clear extremities of %s: %w", r.id, err)
-		}
-		for _, id := range ext {
-			if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, id); err != nil {
-				return fmt.Errorf("set extremity of %s: %w", r.id, err)
-			}
-		}
-		_, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, curSnap, depth, r.id)
-		return err
-	})
-	if err != nil {
-		s.seq.Skip(ev.Pos)
-		return Event{}, err
-	}
-	metrics.EventsPersisted.Inc()
-	s.snapsByKey.Put(curSnap, readerState(current))
-	if writeBefore {
-		s.snapsByKey.Put(beforeSnap, readerState(before))
-	}
-	s.pduCache.Put(pdu.EventID(), pdu)
-	r.mu.Lock()
-	r.state, r.snapshot, r.chainLen, r.extremities, r.depth = current, curSnap, 0, ext, depth
-	r.mu.Unlock()
-	s.seq.Done(ev.Pos, Notice{Event: ev})
-	return ev, nil
 }
 
 // Extremities returns the room's forward extremities (for tests and federation).

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -110,6 +111,71 @@ func TestBranchesMeet(t *testing.T) {
 					t.Fatalf("re-input: %v %v", ev.EventID, err)
 				}
 			})
+		}
+	})
+}
+
+// TestInputTakesTheLocalWritePath: an event input from elsewhere is written
+// as a local one is — its unsigned data says what state it replaced, a
+// redaction takes effect, and its state is stored as a difference (a few
+// snapshot entries), not whole.
+func TestInputTakesTheLocalWritePath(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h, roomID := roomWithHarness(t, db)
+		ctx := context.Background()
+		empty := ""
+		if _, err := h.s.Send(ctx, Sender{"@alice:test", "D"}, SendRequest{RoomID: roomID, Type: "m.room.topic", StateKey: &empty, Content: json.RawMessage(`{"topic":"old"}`)}); err != nil {
+			t.Fatal(err)
+		}
+		entries := func() (n int) {
+			if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM state_snapshot_entries`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		ext, _ := h.s.Extremities(ctx, roomID)
+		topic := buildOn(t, h, roomID, "@alice:test", ext[0], "m.room.topic", &empty, `{"topic":"new"}`)
+		before := entries()
+		if _, err := h.s.InputEvent(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+		if n := entries() - before; n > 2 {
+			t.Errorf("an input state event stored %d snapshot entries; want a difference (1)", n)
+		}
+		stored, err := h.s.GetEvent(ctx, topic.EventID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u struct {
+			Unsigned struct {
+				PrevContent   map[string]any `json:"prev_content"`
+				ReplacesState string         `json:"replaces_state"`
+			} `json:"unsigned"`
+		}
+		_ = json.Unmarshal(stored.JSON, &u)
+		if u.Unsigned.PrevContent["topic"] != "old" || u.Unsigned.ReplacesState == "" {
+			t.Errorf("input state event's unsigned: %+v", u.Unsigned)
+		}
+		// A message, then its redaction, both input.
+		msg := buildOn(t, h, roomID, "@alice:test", topic.EventID(), "m.room.message", nil, `{"body":"secret"}`)
+		if _, err := h.s.InputEvent(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		before = entries()
+		// (The room is of the default version, 11: redacts is in the content.)
+		red := buildOn(t, h, roomID, "@alice:test", msg.EventID(), "m.room.redaction", nil, `{"redacts":"`+msg.EventID()+`"}`)
+		if _, err := h.s.InputEvent(ctx, red); err != nil {
+			t.Fatal(err)
+		}
+		if n := entries() - before; n != 0 {
+			t.Errorf("input messages stored %d snapshot entries", n)
+		}
+		got, err := h.s.GetEvent(ctx, msg.EventID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RedactedBy != red.EventID() || strings.Contains(string(got.JSON), "secret") {
+			t.Errorf("the input redaction did not take effect: %s", got.JSON)
 		}
 	})
 }

@@ -303,6 +303,15 @@ type draft struct {
 	extremities []string
 	depth       int64
 	events      []pending
+	// base is the state before the first event when it is not the room's
+	// current state: an event from another server, or one on a branch of
+	// the DAG (InputEvent). nil: the room's current state.
+	base map[stateKey]gomatrixserverlib.PDU
+	// current is the room's state after the write when it is not the
+	// state after the last event: the resolution of the forward
+	// extremities' states where branches meet. nil: the state after the
+	// last event.
+	current map[stateKey]gomatrixserverlib.PDU
 }
 
 type pending struct {
@@ -344,6 +353,13 @@ func (s *Service) add(d *draft, proto *gomatrixserverlib.ProtoEvent, meta eventM
 	if err := gomatrixserverlib.Allowed(pdu, stateProvider(d.state), userIDForSender); err != nil {
 		return nil, merr.Forbidden("%s", authMessage(err))
 	}
+	d.push(pdu, meta)
+	return pdu, nil
+}
+
+// push appends an authorised event to the draft: it becomes the only
+// forward extremity and, if it is state, part of the draft's state.
+func (d *draft) push(pdu gomatrixserverlib.PDU, meta eventMeta) {
 	if sk := pdu.StateKey(); sk != nil {
 		if !d.copied {
 			st := make(map[stateKey]gomatrixserverlib.PDU, len(d.state)+1)
@@ -352,14 +368,11 @@ func (s *Service) add(d *draft, proto *gomatrixserverlib.ProtoEvent, meta eventM
 			}
 			d.state, d.copied = st, true
 		}
-	}
-	d.events = append(d.events, pending{pdu: pdu, meta: meta})
-	if sk := pdu.StateKey(); sk != nil {
 		d.state[stateKey{pdu.Type(), *sk}] = pdu
 	}
+	d.events = append(d.events, pending{pdu: pdu, meta: meta})
 	d.extremities = []string{pdu.EventID()}
 	d.depth = pdu.Depth()
-	return pdu, nil
 }
 
 func authMessage(err error) string {
@@ -378,11 +391,29 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	// State before each event, as the room evolves through the batch.
 	cur := r.state
 	snapshot, chainLen := r.snapshot, r.chainLen
-	type snapWrite struct {
-		id, parent, chainLen int64
-		entries              map[stateKey]string
-	}
 	var snaps []snapWrite
+	// One snapshot stands for a whole state: a difference from its parent
+	// (at most 32 deep, then whole again).
+	// delta, when known, is target's difference from cur (one event's key).
+	stateSnapshot := func(target map[stateKey]gomatrixserverlib.PDU, delta map[stateKey]string) {
+		if delta == nil {
+			delta = stateDelta(cur, target)
+		}
+		sw := snapWrite{id: s.snapSeq.Add(1), entries: delta}
+		if sw.entries == nil || chainLen >= 32 || snapshot == 0 {
+			sw.entries = make(map[stateKey]string, len(target))
+			for k, p := range target {
+				sw.entries[k] = p.EventID()
+			}
+		} else {
+			sw.parent, sw.chainLen = snapshot, chainLen+1
+		}
+		snaps = append(snaps, sw)
+		cur, snapshot, chainLen = target, sw.id, sw.chainLen
+	}
+	if d.base != nil && !sameState(d.base, cur) {
+		stateSnapshot(d.base, nil)
+	}
 	events := make([]Event, len(d.events))
 	for i, pe := range d.events {
 		pdu := pe.pdu
@@ -417,25 +448,36 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				next[k] = v
 			}
 			next[stateKey{pdu.Type(), *sk}] = pdu
-			cur = next
-			id := s.snapSeq.Add(1)
-			sw := snapWrite{id: id}
-			if chainLen >= 32 || snapshot == 0 {
-				sw.entries = make(map[stateKey]string, len(cur))
-				for k, p := range cur {
-					sw.entries[k] = p.EventID()
-				}
-			} else {
-				sw.parent, sw.chainLen = snapshot, chainLen+1
-				sw.entries = map[stateKey]string{{pdu.Type(), *sk}: pdu.EventID()}
-			}
-			snaps = append(snaps, sw)
-			snapshot, chainLen = sw.id, sw.chainLen
+			stateSnapshot(next, map[stateKey]string{{pdu.Type(), *sk}: pdu.EventID()})
 		}
 		events[i] = ev
 	}
+	if d.current != nil && !sameState(d.current, cur) {
+		stateSnapshot(d.current, nil)
+	}
+	// The room's current state changes where it differs from before the
+	// write: in the linear case only at the batch's state events.
+	changed := map[stateKey]bool{}
+	if d.base == nil && d.current == nil {
+		for _, pe := range d.events {
+			if sk := pe.pdu.StateKey(); sk != nil {
+				changed[stateKey{pe.pdu.Type(), *sk}] = true
+			}
+		}
+	} else {
+		for k, p := range cur {
+			if old := r.state[k]; old == nil || old.EventID() != p.EventID() {
+				changed[k] = true
+			}
+		}
+	}
+	var removed []stateKey
+	for k := range r.state {
+		if cur[k] == nil {
+			removed = append(removed, k)
+		}
+	}
 	redactions := make([]*Notice, len(events))
-	last := d.events[len(d.events)-1].pdu
 	taken := false // positions were taken: a failure must skip them
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		// A transaction ID used before answers with its event before a
@@ -467,23 +509,18 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				return fmt.Errorf("insert room %s: %w", r.id, err)
 			}
 		}
-		si := 0
+		for _, sw := range snaps {
+			if err := insertSnapshot(ctx, tx, sw.id, r.id, sw.parent, sw.chainLen, sw.entries); err != nil {
+				return err
+			}
+		}
+		if err := updateRoomState(ctx, tx, r.id, cur, changed, removed, events); err != nil {
+			return err
+		}
 		for i := range events {
 			ev := &events[i]
 			if err := insertEvent(ctx, tx, ev); err != nil {
 				return err
-			}
-			if ev.StateKey != nil {
-				sw := snaps[si]
-				si++
-				if err := insertSnapshot(ctx, tx, sw.id, r.id, sw.parent, sw.chainLen, sw.entries); err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1,$2,$3,$4,$5,$6)
-ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
-					r.id, ev.Type, *ev.StateKey, ev.EventID, ev.Pos, nullable(ev.Membership)); err != nil {
-					return fmt.Errorf("update state of %s: %w", r.id, err)
-				}
 			}
 			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == spec.Join || ev.Membership == spec.Invite || ev.Membership == spec.Knock) {
 				// Coming back un-forgets the room: a later leave shows it again.
@@ -504,24 +541,26 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 				return err
 			}
 		}
-		// The new event is the room's only forward extremity. In the common
-		// linear case that is one UPDATE of the one row there is.
-		if newRoom == nil && len(r.extremities) == 1 {
-			if _, err := tx.Exec(ctx, `UPDATE room_extremities SET event_id = $1 WHERE room_id = $2`, last.EventID(), r.id); err != nil {
+		// In the common linear case the new event is the room's only
+		// forward extremity: one UPDATE of the one row there is.
+		if newRoom == nil && len(r.extremities) == 1 && len(d.extremities) == 1 {
+			if _, err := tx.Exec(ctx, `UPDATE room_extremities SET event_id = $1 WHERE room_id = $2`, d.extremities[0], r.id); err != nil {
 				return fmt.Errorf("set extremity of %s: %w", r.id, err)
 			}
 		} else {
 			if _, err := tx.Exec(ctx, `DELETE FROM room_extremities WHERE room_id = $1`, r.id); err != nil {
 				return fmt.Errorf("clear extremities of %s: %w", r.id, err)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, last.EventID()); err != nil {
-				return fmt.Errorf("set extremity of %s: %w", r.id, err)
+			for _, id := range d.extremities {
+				if _, err := tx.Exec(ctx, `INSERT INTO room_extremities (room_id, event_id) VALUES ($1, $2)`, r.id, id); err != nil {
+					return fmt.Errorf("set extremity of %s: %w", r.id, err)
+				}
 			}
 		}
 		// The room row follows the state; its depth is read back from the
 		// extremities when the room is loaded.
 		if snapshot != r.snapshot {
-			if _, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, snapshot, last.Depth(), r.id); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE rooms SET snapshot_id = $1, depth = $2 WHERE room_id = $3`, snapshot, d.depth, r.id); err != nil {
 				return fmt.Errorf("update room %s: %w", r.id, err)
 			}
 		}
@@ -545,8 +584,8 @@ ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_i
 	r.mu.Lock()
 	r.state = cur
 	r.snapshot, r.chainLen = snapshot, chainLen
-	r.extremities = []string{last.EventID()}
-	r.depth = last.Depth()
+	r.extremities = d.extremities
+	r.depth = d.depth
 	r.mu.Unlock()
 	for _, pe := range d.events {
 		if pe.pdu.StateKey() != nil {
@@ -585,6 +624,69 @@ func (s *Service) publish(pos int64, payload any) {
 		logging.From(context.Background()).WithError(err).WithField("event_id", n.EventID).Error("publish room event")
 	}
 	s.ix.kick()
+}
+
+// snapWrite is a state snapshot to store: whole (parent 0) or the entries
+// that differ from its parent's.
+type snapWrite struct {
+	id, parent, chainLen int64
+	entries              map[stateKey]string
+}
+
+// stateDelta is what to store for target as a difference from from: the
+// entries whose event differs; nil when target lacks a key of from (a
+// snapshot only adds and replaces, so it must then be whole).
+func stateDelta(from, target map[stateKey]gomatrixserverlib.PDU) map[stateKey]string {
+	for k := range from {
+		if target[k] == nil {
+			return nil
+		}
+	}
+	out := map[stateKey]string{}
+	for k, p := range target {
+		if q := from[k]; q == nil || q.EventID() != p.EventID() {
+			out[k] = p.EventID()
+		}
+	}
+	return out
+}
+
+// updateRoomState writes the room's current state where it changed: each
+// key at the position of the batch's event that set it (else the batch's
+// last), and drops removed keys.
+func updateRoomState(ctx context.Context, tx *storage.Tx, roomID string, cur map[stateKey]gomatrixserverlib.PDU, changed map[stateKey]bool, removed []stateKey, events []Event) error {
+	posOf := make(map[string]int64, len(events))
+	for _, ev := range events {
+		posOf[ev.EventID] = ev.Pos
+	}
+	last := events[len(events)-1].Pos
+	for k := range changed {
+		p := cur[k]
+		if p == nil {
+			continue
+		}
+		pos, ok := posOf[p.EventID()]
+		if !ok {
+			pos = last
+		}
+		var membership any
+		if p.Type() == spec.MRoomMember {
+			if m, err := p.Membership(); err == nil {
+				membership = m
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO room_state (room_id, type, state_key, event_id, pos, membership) VALUES ($1,$2,$3,$4,$5,$6)
+ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, pos = excluded.pos, membership = excluded.membership`,
+			roomID, k.typ, k.key, p.EventID(), pos, membership); err != nil {
+			return fmt.Errorf("update state of %s: %w", roomID, err)
+		}
+	}
+	for _, k := range removed {
+		if _, err := tx.Exec(ctx, `DELETE FROM room_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, roomID, k.typ, k.key); err != nil {
+			return fmt.Errorf("drop state of %s: %w", roomID, err)
+		}
+	}
+	return nil
 }
 
 // readerState is a state map in the form readers use.
