@@ -13,7 +13,16 @@
 // Follower (follow.go) is how readers follow the stream: every position once
 // and in order, holes in the notices read back from the events table.
 //
-// Tables owned: rooms, events, room_extremities, room_state,
+// Input (input.go) applies the checks on receipt of a PDU: the auth rules
+// against the event's own auth events, then against the state before it
+// (a failure rejects the event, kept in event_outliers as rejected so it is
+// refused again without work), then against the room's current state (a
+// failure soft-fails it: kept with the state before it, built on by later
+// events, never a forward extremity, never given a position). Outliers
+// (StoreOutliers: auth chains, invite stubs) are known by their ID alone
+// until they arrive as timeline events (outliers.go).
+//
+// Tables owned: rooms, events, event_outliers, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,
 // forgotten_rooms, event_search, search_position.
 //

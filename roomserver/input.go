@@ -29,21 +29,52 @@ func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Ev
 			out = known[0]
 			return nil
 		}
+		seen, err := selectOutliers(ctx, s.db, []string{pdu.EventID()})
+		if err != nil {
+			return err
+		}
+		switch o := seen[pdu.EventID()]; o.status {
+		case statusRejected:
+			return merr.Forbidden("This event was rejected before: %s", o.reason)
+		case statusSoftFailed:
+			return &SoftFailed{Reason: o.reason}
+		}
 		prevs := pdu.PrevEventIDs()
 		if len(prevs) == 0 {
 			return merr.BadJSON("Event has no prev_events")
+		}
+		// The checks on receipt of a PDU: the auth rules against the
+		// event's own auth events, then against the state before it; an
+		// event failing either is rejected (and kept as such).
+		if err := s.checkOwnAuth(ctx, r, pdu); err != nil {
+			if rerr := s.reject(ctx, pdu, err.Error()); rerr != nil {
+				return rerr
+			}
+			return merr.Forbidden("%s", err.Error())
 		}
 		before, err := s.stateAfterAll(ctx, r, prevs)
 		if err != nil {
 			return err
 		}
 		if err := gomatrixserverlib.Allowed(pdu, stateProvider(before), userIDForSender); err != nil {
+			if rerr := s.reject(ctx, pdu, authMessage(err)); rerr != nil {
+				return rerr
+			}
 			return merr.Forbidden("%s", authMessage(err))
+		}
+		// Then against the room's current state: an event that passes at
+		// its place in the DAG but not now (a sender banned since) is
+		// soft-failed — kept, built on, never shown nor an extremity.
+		if err := gomatrixserverlib.Allowed(pdu, stateProvider(r.state), userIDForSender); err != nil {
+			return s.softFail(ctx, r, pdu, before, authMessage(err))
 		}
 		// The same write as a local event's, from the state before it.
 		d := newDraft(r)
 		d.base, d.state = before, before
 		d.push(pdu, eventMeta{})
+		if seen[pdu.EventID()].status == statusOutlier {
+			d.promoted = []string{pdu.EventID()}
+		}
 		ext := []string{pdu.EventID()}
 		for _, e := range r.extremities {
 			if !slices.Contains(prevs, e) {
@@ -79,6 +110,18 @@ func (s *Service) stateAfterAll(ctx context.Context, r *room, ids []string) (map
 	evs, err := EventsByID(ctx, s.db, ids)
 	if err != nil {
 		return nil, err
+	}
+	if len(evs) != len(ids) {
+		// A soft-failed event may be built on: its state is stored too.
+		more, err := outlierEvents(ctx, s.db, r.version, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range more {
+			if e.Snapshot != 0 {
+				evs = append(evs, e)
+			}
+		}
 	}
 	if len(evs) != len(ids) {
 		return nil, merr.Custom(400, "M_MISSING_PREV_EVENTS", "Some prev_events are unknown to this server")

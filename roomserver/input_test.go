@@ -3,6 +3,9 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,12 +28,12 @@ func buildOn(t *testing.T, h *harness, roomID, sender, prev, typ string, stateKe
 		if err != nil {
 			return err
 		}
-		prevEv, err := h.s.GetEvent(ctx, prev)
-		if err != nil {
-			return err
+		prevs, err := h.s.loadPDUs(ctx, r.version, []string{prev})
+		if err != nil || prevs[prev] == nil {
+			return fmt.Errorf("prev event %s: %v", prev, err)
 		}
 		proto := &gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: typ, StateKey: stateKey,
-			Content: spec.RawJSON(content), PrevEvents: []string{prev}, Depth: prevEv.Depth + 1}
+			Content: spec.RawJSON(content), PrevEvents: []string{prev}, Depth: prevs[prev].Depth() + 1}
 		b := r.version.NewEventBuilderFromProtoEvent(proto)
 		if err := b.AddAuthEvents(stateProvider(st)); err != nil {
 			return err
@@ -176,6 +179,95 @@ func TestInputTakesTheLocalWritePath(t *testing.T) {
 		}
 		if got.RedactedBy != red.EventID() || strings.Contains(string(got.JSON), "secret") {
 			t.Errorf("the input redaction did not take effect: %s", got.JSON)
+		}
+	})
+}
+
+// TestRejectedSoftFailedAndOutliers: an event failing the auth rules is
+// rejected and kept as such (refused again without work, never served);
+// one that passes at its place in the DAG but not against the current
+// state (its sender was banned since) is soft-failed — no position, not an
+// extremity, never served, yet later events may build on it; an outlier is
+// known by its ID alone until it arrives as a timeline event.
+func TestRejectedSoftFailedAndOutliers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		h, roomID := roomWithHarness(t, db)
+		ctx := context.Background()
+		if err := h.s.Invite(ctx, "@alice:test", roomID, "@bob:test", "", false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.s.Join(ctx, "@bob:test", roomID, ""); err != nil {
+			t.Fatal(err)
+		}
+		served := func(id string) bool {
+			evs, err := EventsByID(ctx, db, []string{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(evs) > 0
+		}
+		ext, _ := h.s.Extremities(ctx, roomID)
+		joined := ext[0]
+
+		// Rejected: mallory never joined.
+		bad := buildOn(t, h, roomID, "@mallory:test", joined, "m.room.message", nil, `{"body":"spam"}`)
+		if _, err := h.s.InputEvent(ctx, bad); !merr.Is(err, "M_FORBIDDEN") {
+			t.Fatalf("unauthorised event: %v", err)
+		}
+		if _, err := h.s.InputEvent(ctx, bad); !merr.Is(err, "M_FORBIDDEN") || !strings.Contains(err.Error(), "rejected before") {
+			t.Fatalf("the rejected event again: %v", err)
+		}
+		if served(bad.EventID()) {
+			t.Fatal("a rejected event is served")
+		}
+
+		// Soft-failed: bob writes on top of his join, but is banned meanwhile.
+		if err := h.s.Ban(ctx, "@alice:test", roomID, "@bob:test", "bye"); err != nil {
+			t.Fatal(err)
+		}
+		pos := h.s.Position()
+		late := buildOn(t, h, roomID, "@bob:test", joined, "m.room.message", nil, `{"body":"from before the ban"}`)
+		_, err := h.s.InputEvent(ctx, late)
+		var sf *SoftFailed
+		if !errors.As(err, &sf) {
+			t.Fatalf("a banned user's event from before the ban: %v, want soft-failed", err)
+		}
+		if served(late.EventID()) || h.s.Position() != pos {
+			t.Fatal("a soft-failed event got a position or is served")
+		}
+		if ext, _ := h.s.Extremities(ctx, roomID); slices.Contains(ext, late.EventID()) {
+			t.Fatal("a soft-failed event is a forward extremity")
+		}
+		if _, err := h.s.InputEvent(ctx, late); !errors.As(err, &sf) {
+			t.Fatalf("the soft-failed event again: %v", err)
+		}
+		// alice builds on it: accepted, with the state that holds there.
+		after := buildOn(t, h, roomID, "@alice:test", late.EventID(), "m.room.message", nil, `{"body":"on top"}`)
+		if _, err := h.s.InputEvent(ctx, after); err != nil {
+			t.Fatalf("an event built on a soft-failed one: %v", err)
+		}
+		if !served(after.EventID()) {
+			t.Fatal("the event built on the soft-failed one is not in the timeline")
+		}
+
+		// An outlier: known, not served, until it comes as a timeline event.
+		topic := ""
+		out := buildOn(t, h, roomID, "@alice:test", after.EventID(), "m.room.topic", &topic, `{"topic":"outlier first"}`)
+		if err := h.s.StoreOutliers(ctx, roomID, []gomatrixserverlib.PDU{out}); err != nil {
+			t.Fatal(err)
+		}
+		if served(out.EventID()) {
+			t.Fatal("an outlier is served")
+		}
+		if _, err := h.s.InputEvent(ctx, out); err != nil {
+			t.Fatalf("the outlier as a timeline event: %v", err)
+		}
+		if !served(out.EventID()) {
+			t.Fatal("the outlier did not join the timeline")
+		}
+		var n int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM event_outliers WHERE event_id = $1`, out.EventID()).Scan(&n); err != nil || n != 0 {
+			t.Fatalf("the promoted outlier is still an outlier (%d, %v)", n, err)
 		}
 	})
 }

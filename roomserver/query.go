@@ -95,9 +95,12 @@ func prefixed(p string) string {
 // StateIDsAfter returns the state of the room right after an event, as
 // (type, state_key) → event ID.
 func (s *Service) StateIDsAfter(ctx context.Context, ev Event) (map[[2]string]string, error) {
-	var snap int64
-	if err := s.db.QueryRow(ctx, `SELECT snapshot_id FROM events WHERE event_id = $1`, ev.EventID).Scan(&snap); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", ev.EventID, err)
+	snap := ev.Snapshot
+	if snap == 0 {
+		// Not read with the event (or the state before a create event).
+		if err := s.db.QueryRow(ctx, `SELECT snapshot_id FROM events WHERE event_id = $1`, ev.EventID).Scan(&snap); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %w", ev.EventID, err)
+		}
 	}
 	st, err := s.loadSnapshot(ctx, snap)
 	if err != nil {

@@ -239,6 +239,15 @@ func (s *Service) loadPDUs(ctx context.Context, verImpl gomatrixserverlib.IRoomV
 		if err != nil {
 			return nil, err
 		}
+		if len(evs) < n {
+			// The auth rules and state may use events outside the
+			// timeline too (never rejected ones).
+			more, err := outlierEvents(ctx, s.db, verImpl, missing[:n])
+			if err != nil {
+				return nil, err
+			}
+			evs = append(evs, more...)
+		}
 		missing = missing[n:]
 		for _, e := range evs {
 			p, err := verImpl.NewEventFromTrustedJSONWithEventID(e.EventID, e.JSON, e.RedactedBy != "")
@@ -307,6 +316,9 @@ type draft struct {
 	// current state: an event from another server, or one on a branch of
 	// the DAG (InputEvent). nil: the room's current state.
 	base map[stateKey]gomatrixserverlib.PDU
+	// promoted are events of the draft stored as outliers until now: the
+	// write moves them into the timeline.
+	promoted []string
 	// current is the room's state after the write when it is not the
 	// state after the last event: the resolution of the forward
 	// extremities' states where branches meet. nil: the state after the
@@ -396,18 +408,7 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	// (at most 32 deep, then whole again).
 	// delta, when known, is target's difference from cur (one event's key).
 	stateSnapshot := func(target map[stateKey]gomatrixserverlib.PDU, delta map[stateKey]string) {
-		if delta == nil {
-			delta = stateDelta(cur, target)
-		}
-		sw := snapWrite{id: s.snapSeq.Add(1), entries: delta}
-		if sw.entries == nil || chainLen >= 32 || snapshot == 0 {
-			sw.entries = make(map[stateKey]string, len(target))
-			for k, p := range target {
-				sw.entries[k] = p.EventID()
-			}
-		} else {
-			sw.parent, sw.chainLen = snapshot, chainLen+1
-		}
+		sw := s.newSnapshot(cur, snapshot, chainLen, target, delta)
 		snaps = append(snaps, sw)
 		cur, snapshot, chainLen = target, sw.id, sw.chainLen
 	}
@@ -536,6 +537,11 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				redactions[i] = n
 			}
 		}
+		for _, id := range d.promoted {
+			if _, err := tx.Exec(ctx, `DELETE FROM event_outliers WHERE event_id = $1`, id); err != nil {
+				return fmt.Errorf("promote outlier %s: %w", id, err)
+			}
+		}
 		if extra != nil {
 			if err := extra(ctx, tx); err != nil {
 				return err
@@ -631,6 +637,25 @@ func (s *Service) publish(pos int64, payload any) {
 type snapWrite struct {
 	id, parent, chainLen int64
 	entries              map[stateKey]string
+}
+
+// newSnapshot is the snapshot to store for target: the difference from
+// the state from (snapshot parent, chainLen deep) — delta when the caller
+// knows it — or, when that cannot be or the chain is 32 deep, target whole.
+func (s *Service) newSnapshot(from map[stateKey]gomatrixserverlib.PDU, parent, chainLen int64, target map[stateKey]gomatrixserverlib.PDU, delta map[stateKey]string) snapWrite {
+	if delta == nil {
+		delta = stateDelta(from, target)
+	}
+	sw := snapWrite{id: s.snapSeq.Add(1), entries: delta}
+	if sw.entries == nil || chainLen >= 32 || parent == 0 {
+		sw.entries = make(map[stateKey]string, len(target))
+		for k, p := range target {
+			sw.entries[k] = p.EventID()
+		}
+	} else {
+		sw.parent, sw.chainLen = parent, chainLen+1
+	}
+	return sw
 }
 
 // stateDelta is what to store for target as a difference from from: the
