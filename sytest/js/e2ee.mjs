@@ -178,11 +178,14 @@ export async function e2eeStory(h) {
   await step("alice's room keys reach the server-side backup", async () => {
     const crypto = alice.getCrypto();
     let count = 0;
+    // Two sessions: alice's own (her secret) and bob's, which reached her
+    // with his answer. Her client uploads them one after the other: wait
+    // for both, or the second login may restore only the first.
     await eventually("the backup to hold alice's room keys", async () => {
       await crypto.checkKeyBackupAndEnable();
       const info = await alice.http.authedRequest("GET", "/room_keys/version");
       count = info.count ?? 0;
-      return count >= 1;
+      return count >= 2;
     });
     out(`        the backup holds ${count} room key(s), etag ${JSON.stringify((await alice.http.authedRequest("GET", "/room_keys/version")).etag)}`);
   });
