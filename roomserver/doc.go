@@ -22,6 +22,14 @@
 // (StoreOutliers: auth chains, invite stubs) are known by their ID alone
 // until they arrive as timeline events (outliers.go).
 //
+// Gaps (missing.go): InputEventFrom fills unknown prev_events from the
+// server the event came from through Options.Fetcher (an interface the
+// roomserver owns and the federation client implements): first the events
+// in between (/get_missing_events, at most 20, parents first, each through
+// the same checks), then, for what is still unknown, the state at it
+// (/state_ids, /event for what is unknown here; at most 1,000 events),
+// kept as outliers with that state so that the event can be built on it.
+//
 // Tables owned: rooms, events, event_outliers, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,
 // forgotten_rooms, event_search, search_position.

@@ -174,18 +174,24 @@ type SoftFailed struct{ Reason string }
 
 func (e *SoftFailed) Error() string { return "soft-failed: " + e.Reason }
 
-// softFail keeps a soft-failed event with the state before it, stored as a
-// snapshot so that events built on it find their state.
+// softFail keeps a soft-failed event with the state before it, so that
+// events built on it find their state.
 func (s *Service) softFail(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, before map[stateKey]gomatrixserverlib.PDU, reason string) error {
-	sw := s.newSnapshot(r.state, r.snapshot, r.chainLen, before, nil)
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := insertSnapshot(ctx, tx, sw.id, r.id, sw.parent, sw.chainLen, sw.entries); err != nil {
-			return err
-		}
-		return storeOutlier(ctx, tx, pdu, statusSoftFailed, reason, sw.id)
-	})
-	if err != nil {
+	if err := s.storeWithState(ctx, r, pdu, before, statusSoftFailed, reason); err != nil {
 		return err
 	}
 	return &SoftFailed{Reason: reason}
+}
+
+// storeWithState keeps an event outside the timeline together with the
+// state before it, stored as a snapshot (a difference from the room's
+// current one where it can be).
+func (s *Service) storeWithState(ctx context.Context, r *room, pdu gomatrixserverlib.PDU, before map[stateKey]gomatrixserverlib.PDU, status, reason string) error {
+	sw := s.newSnapshot(r.state, r.snapshot, r.chainLen, before, nil)
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		if err := insertSnapshot(ctx, tx, sw.id, r.id, sw.parent, sw.chainLen, sw.entries); err != nil {
+			return err
+		}
+		return storeOutlier(ctx, tx, pdu, status, reason, sw.id)
+	})
 }

@@ -70,6 +70,9 @@ type Options struct {
 	RoomCacheSize int
 	// Direct, when set, is told of room upgrades (upgrade.go).
 	Direct DirectRooms
+	// Fetcher, when set, fills gaps in a room's DAG from the server an
+	// event came from (missing.go); the federation client implements it.
+	Fetcher EventFetcher
 }
 
 // Service is the roomserver.
