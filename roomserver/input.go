@@ -47,20 +47,14 @@ func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Ev
 		// event's own auth events, then against the state before it; an
 		// event failing either is rejected (and kept as such).
 		if err := s.checkOwnAuth(ctx, r, pdu); err != nil {
-			if rerr := s.reject(ctx, pdu, err.Error()); rerr != nil {
-				return rerr
-			}
-			return merr.Forbidden("%s", err.Error())
+			return s.reject(ctx, pdu, err.Error())
 		}
 		before, err := s.stateAfterAll(ctx, r, prevs)
 		if err != nil {
 			return err
 		}
 		if err := gomatrixserverlib.Allowed(pdu, stateProvider(before), userIDForSender); err != nil {
-			if rerr := s.reject(ctx, pdu, authMessage(err)); rerr != nil {
-				return rerr
-			}
-			return merr.Forbidden("%s", authMessage(err))
+			return s.reject(ctx, pdu, authMessage(err))
 		}
 		// Then against the room's current state: an event that passes at
 		// its place in the DAG but not now (a sender banned since) is

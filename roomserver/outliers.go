@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
 
@@ -68,11 +69,15 @@ WHERE event_outliers.status = 'outlier'`,
 }
 
 // reject stores an event that failed the auth rules, so that it is refused
-// again without work.
+// again without work, and answers the refusal (403 M_FORBIDDEN).
 func (s *Service) reject(ctx context.Context, pdu gomatrixserverlib.PDU, reason string) error {
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		return storeOutlier(ctx, tx, pdu, statusRejected, reason, 0)
 	})
+	if err != nil {
+		return err
+	}
+	return merr.Forbidden("%s", reason)
 }
 
 // StoreOutliers keeps events known by their ID alone (the auth chain of a
@@ -85,10 +90,11 @@ func (s *Service) StoreOutliers(ctx context.Context, roomID string, pdus []gomat
 			if pdu.RoomID().String() != roomID {
 				return fmt.Errorf("outlier %s is in another room", pdu.EventID())
 			}
-			if known, err := s.knownPDU(ctx, pdu.EventID()); err != nil || known {
-				if err != nil {
-					return err
-				}
+			known, err := s.knownPDU(ctx, pdu.EventID())
+			if err != nil {
+				return err
+			}
+			if known {
 				continue
 			}
 			status, reason := statusOutlier, ""

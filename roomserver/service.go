@@ -460,8 +460,11 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 		stateSnapshot(d.current, nil)
 	}
 	// The room's current state changes where it differs from before the
-	// write: in the linear case only at the batch's state events.
+	// write: in the linear case only at the batch's state events (and
+	// nothing is removed), so the whole state is compared only where the
+	// write starts elsewhere or ends in a resolved state.
 	changed := map[stateKey]bool{}
+	var removed []stateKey
 	if d.base == nil && d.current == nil {
 		for _, pe := range d.events {
 			if sk := pe.pdu.StateKey(); sk != nil {
@@ -474,11 +477,10 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				changed[k] = true
 			}
 		}
-	}
-	var removed []stateKey
-	for k := range r.state {
-		if cur[k] == nil {
-			removed = append(removed, k)
+		for k := range r.state {
+			if cur[k] == nil {
+				removed = append(removed, k)
+			}
 		}
 	}
 	redactions := make([]*Notice, len(events))
