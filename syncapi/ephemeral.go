@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/stream"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 )
@@ -209,14 +210,15 @@ ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = exclud
 	return nil
 }
 
-// publishReceipt tells the bus of every receipts position, a failed one as
-// a skip.
-func (s *Service) publishReceipt(pos int64, payload any) {
-	rn, ok := payload.(receiptNotice)
-	if !ok {
-		rn = receiptNotice{Pos: pos, Skip: true}
+// publishTo is the publish function of one of the sync engine's streams:
+// it tells topic of every position, a failed one as the notice skip makes.
+func (s *Service) publishTo(topic string, skip func(pos int64) any) stream.Publish {
+	return func(pos int64, payload any) {
+		if payload == nil {
+			payload = skip(pos)
+		}
+		s.publishNotice(topic, payload)
 	}
-	s.publishNotice(TopicReceipts, rn)
 }
 
 // publishNotice sends a notice of one of the sync engine's streams.
@@ -378,16 +380,6 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 	p.mu.Unlock()
 	s.presenceSeq.Done(pos, entry)
 	return nil
-}
-
-// publishPresence tells the bus of every presence position, a failed one
-// as a skip (an entry with no user).
-func (s *Service) publishPresence(pos int64, payload any) {
-	e, ok := payload.(presenceEntry)
-	if !ok {
-		e = presenceEntry{Pos: pos}
-	}
-	s.publishNotice(TopicPresence, e)
 }
 
 func (s *Service) onPresence(data []byte) {

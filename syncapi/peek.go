@@ -82,16 +82,6 @@ func (s *Service) writePeek(ctx context.Context, n peekNotice, write func(pos in
 	return nil
 }
 
-// publishPeek tells the bus of every peeks position, a failed one as a
-// skip.
-func (s *Service) publishPeek(pos int64, payload any) {
-	n, ok := payload.(peekNotice)
-	if !ok {
-		n = peekNotice{Pos: pos}
-	}
-	s.publishNotice(TopicPeeks, n)
-}
-
 func (s *Service) onPeek(data []byte) {
 	var n peekNotice
 	if err := json.Unmarshal(data, &n); err != nil {

@@ -108,15 +108,12 @@ type stateInput struct {
 	sel    *timelineSel
 }
 
-// stateIDs returns the event IDs of the room's state block, and the members
-// whose member events it sends when members are lazy-loaded.
+// stateIDs returns the event IDs of the room's state block.
 func (s *Service) stateIDs(ctx context.Context, in stateInput) (ids []string, err error) {
 	o := in.req.Opts
 	sel := in.sel
-	inTL := make(map[string]bool, len(sel.events))
 	senders := map[string]bool{}
 	for _, e := range sel.events {
-		inTL[e.eventID] = true
 		senders[e.sender] = true
 	}
 	if in.fresh {
@@ -171,6 +168,10 @@ func (s *Service) stateIDs(ctx context.Context, in stateInput) (ids []string, er
 			ids = append(ids, id)
 		}
 		return ids, nil
+	}
+	inTL := make(map[string]bool, len(sel.events))
+	for _, e := range sel.events {
+		inTL[e.eventID] = true
 	}
 	end, err := s.stateAfterEvent(ctx, in.roomID, sel.last, in.uptoEv)
 	if err != nil {

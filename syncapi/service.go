@@ -127,8 +127,10 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		keyState:   newKeyState(),
 		lazySent:   newLazySent(50000),
 	}
-	s.receiptSeq = stream.New(lastReceipt, s.publishReceipt)
-	s.presenceSeq = stream.New(lastPresence, s.publishPresence)
+	// A failed write's position is published as a skip: a receipt notice
+	// saying so, a presence entry with no user.
+	s.receiptSeq = stream.New(lastReceipt, s.publishTo(TopicReceipts, func(pos int64) any { return receiptNotice{Pos: pos, Skip: true} }))
+	s.presenceSeq = stream.New(lastPresence, s.publishTo(TopicPresence, func(pos int64) any { return presenceEntry{Pos: pos} }))
 	// Subscribe before reading the positions so nothing committed in between is lost:
 	// notices for positions already loaded are simply applied again.
 	var pending []func()
@@ -199,7 +201,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		s.Close()
 		return nil, err
 	}
-	s.peekSeq = stream.New(lastPeek, s.publishPeek)
+	s.peekSeq = stream.New(lastPeek, s.publishTo(TopicPeeks, func(pos int64) any { return peekNotice{Pos: pos} }))
 	pmu.Lock()
 	ready = true
 	queued := pending
