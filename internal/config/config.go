@@ -47,6 +47,53 @@ type Config struct {
 	// AppServices are the registration files of the application services
 	// (bridges and bots); appservice.Load reads and checks them.
 	AppServices List `yaml:"app_services"`
+	// Federation is the Server-Server API between a company's sites.
+	Federation Federation `yaml:"federation"`
+}
+
+// Federation is the Server-Server API (off by default). The key names are
+// fixed: outside tools and the deployment docs rely on them.
+type Federation struct {
+	Enabled bool `yaml:"enabled"`
+	// Listen is the HTTPS address of /_matrix/federation and /_matrix/key,
+	// e.g. 0.0.0.0:8448.
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are PEM files (the certificate with its chain),
+	// reloaded on SIGHUP.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// CAFile holds the CAs trusted for peers' certificates; empty means the
+	// system roots.
+	CAFile string `yaml:"ca_file"`
+	// MutualTLS presents our certificate to peers and requires one from them.
+	MutualTLS bool `yaml:"mutual_tls"`
+	// AllowedServers are the only servers federated with; empty means any.
+	AllowedServers List `yaml:"allowed_servers"`
+	// Servers are static addresses of partner servers (name: host:port),
+	// used instead of discovery.
+	Servers Map `yaml:"servers"`
+	// AllowPrivateAddresses lets outbound requests reach loopback and
+	// private addresses for servers not named in AllowedServers or Servers.
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
+	// InsecureSkipTLSVerify accepts any certificate from peers: only for
+	// test suites whose servers use throwaway certificates.
+	InsecureSkipTLSVerify bool `yaml:"insecure_skip_tls_verify"`
+}
+
+// Map is a mapping of plain strings to plain strings (federation.servers),
+// stored as "k=v,k=v" so that it has an environment form like List.
+type Map string
+
+// Entries returns the map's entries.
+func (m Map) Entries() map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(string(m), ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if k, v = strings.TrimSpace(k), strings.TrimSpace(v); ok && k != "" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 type Registration struct {
