@@ -15,7 +15,7 @@ import (
 type roomService interface {
 	CreateRoom(ctx context.Context, sender string, req roomserver.CreateRoomRequest) (roomserver.CreateRoomResult, error)
 	Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) error
-	JoinWith(ctx context.Context, userID, roomIDOrAlias string, content map[string]json.RawMessage) (string, error)
+	JoinVia(ctx context.Context, userID, roomIDOrAlias string, via []string, content map[string]json.RawMessage) (string, error)
 	Leave(ctx context.Context, userID, roomID, reason string) error
 	Kick(ctx context.Context, sender, roomID, target, reason string) error
 	Ban(ctx context.Context, sender, roomID, target, reason string) error
@@ -122,7 +122,11 @@ func (a *API) joinRoom(w http.ResponseWriter, r *http.Request) error {
 	if target == "" {
 		target = PathParam(r, "roomIdOrAlias")
 	}
-	id, err := a.Rooms.JoinWith(r.Context(), DeviceFrom(r).UserID, target, b)
+	// Servers to join through when the room lives elsewhere: via (v1.12),
+	// and server_name, which older clients send.
+	q := r.URL.Query()
+	via := append(q["via"], q["server_name"]...)
+	id, err := a.Rooms.JoinVia(r.Context(), DeviceFrom(r).UserID, target, via, b)
 	if err != nil {
 		return err
 	}

@@ -324,7 +324,10 @@ func defaultPowerLevels(creator, preset string, invites []string, v gomatrixserv
 func (s *Service) checkInvitees(ctx context.Context, users []string) error {
 	for _, u := range users {
 		if ids.ServerOf(u, '@') != s.opts.ServerName {
-			return merr.Forbidden("Cannot invite %s: federation with other servers is not enabled", u)
+			if s.opts.Federation == nil {
+				return merr.Forbidden("Cannot invite %s: federation with other servers is not enabled", u)
+			}
+			continue
 		}
 		if s.accounts == nil {
 			continue

@@ -197,6 +197,12 @@ func (s *Service) member(ctx context.Context, roomID, sender, target, membership
 		if err != nil {
 			return err
 		}
+		if membership == spec.Invite && !s.IsLocal(target) {
+			// The invitee's server signs the invite first (and may refuse it).
+			if pdu, err = s.remoteInvite(ctx, d, pdu); err != nil {
+				return err
+			}
+		}
 		if _, err := s.commit(ctx, d, nil, nil); err != nil {
 			return err
 		}
@@ -362,6 +368,19 @@ func (s *Service) Leave(ctx context.Context, userID, roomID, reason string) erro
 }
 
 func (s *Service) leave(ctx context.Context, userID, roomID string, fields memberFields) (string, error) {
+	var remote *room
+	err := s.withRoom(ctx, roomID, func(r *room) error {
+		if m := membershipOf(r, userID); (m == spec.Invite || m == spec.Knock) && s.needsRemote(r) {
+			remote = r
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if remote != nil {
+		return "", s.leaveRemotely(ctx, remote, userID)
+	}
 	return s.member(ctx, roomID, userID, userID, spec.Leave, fields, func(r *room) error {
 		switch membershipOf(r, userID) {
 		case spec.Leave, spec.Ban:

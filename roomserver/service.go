@@ -73,6 +73,8 @@ type Options struct {
 	// Fetcher, when set, fills gaps in a room's DAG from the server an
 	// event came from (missing.go); the federation client implements it.
 	Fetcher EventFetcher
+	// Federation, when set, carries memberships across servers (remote.go).
+	Federation Federation
 }
 
 // Service is the roomserver.
