@@ -1,0 +1,154 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/federationapi/origin"
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/ids"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
+)
+
+// Bounds of one inbound transaction (the spec's).
+const (
+	maxTxnPDUs  = 50
+	maxTxnEDUs  = 100
+	maxTxnBytes = 8 << 20
+)
+
+type txnBody struct {
+	Origin string            `json:"origin"`
+	PDUs   []json.RawMessage `json:"pdus"`
+	EDUs   []struct {
+		Type    string          `json:"edu_type"`
+		Content json.RawMessage `json:"content"`
+	} `json:"edus"`
+}
+
+type pduResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// send takes a transaction: each PDU goes through the roomserver's input
+// checks on its own (a failed one is reported in the answer, never fails
+// the others), then the EDUs go to their owners. A transaction ID seen
+// from the same origin before answers as it did.
+func (a *API) send(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	from := origin.From(ctx)
+	key := from + "\x00" + chi.URLParam(r, "txnId")
+	if prev, ok := a.txns.Get(key); ok {
+		return httpx.RawJSON(w, http.StatusOK, prev)
+	}
+	var body txnBody
+	if err := httpx.DecodeJSON(r, &body, maxTxnBytes); err != nil {
+		return err
+	}
+	if len(body.PDUs) > maxTxnPDUs || len(body.EDUs) > maxTxnEDUs {
+		return merr.BadJSON("A transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
+	}
+	results := make(map[string]pduResult, len(body.PDUs))
+	for _, raw := range body.PDUs {
+		id, res := a.inputPDU(ctx, from, raw)
+		if id != "" {
+			results[id] = res
+		}
+	}
+	for _, edu := range body.EDUs {
+		a.inputEDU(ctx, from, edu.Type, edu.Content)
+	}
+	out, err := json.Marshal(map[string]any{"pdus": results})
+	if err != nil {
+		return err
+	}
+	a.txns.Put(key, out)
+	return httpx.RawJSON(w, http.StatusOK, out)
+}
+
+// inputPDU checks and stores one PDU of a transaction.
+func (a *API) inputPDU(ctx context.Context, from string, raw json.RawMessage) (string, pduResult) {
+	var head struct {
+		RoomID  string `json:"room_id"`
+		EventID string `json:"event_id"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
+		return "", pduResult{}
+	}
+	pdu, err := a.parsePDU(ctx, raw, head.RoomID)
+	if err != nil {
+		return head.EventID, pduResult{Error: errText(err)}
+	}
+	if _, err := a.Rooms.InputEventFrom(ctx, from, pdu); err != nil {
+		var sf *roomserver.SoftFailed
+		if errors.As(err, &sf) {
+			// Kept, never shown: the sending server need not resend it.
+			return pdu.EventID(), pduResult{}
+		}
+		if _, ok := merr.As(err); !ok {
+			a.Log.WithFields(logrus.Fields{"event_id": pdu.EventID(), "room_id": head.RoomID, "origin": from}).WithError(err).Warn("Inbound event not stored")
+		}
+		return pdu.EventID(), pduResult{Error: errText(err)}
+	}
+	return pdu.EventID(), pduResult{}
+}
+
+func errText(err error) string {
+	if me, ok := merr.As(err); ok {
+		return me.Msg
+	}
+	return err.Error()
+}
+
+// inputEDU hands an EDU to its owner: typing and receipts of the origin's
+// users (others are for a later part of the federation work, or unknown,
+// and are dropped, as the spec allows).
+func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) {
+	log := a.Log.WithFields(logrus.Fields{"origin": from, "edu_type": typ})
+	switch typ {
+	case "m.typing":
+		var t struct {
+			RoomID string `json:"room_id"`
+			UserID string `json:"user_id"`
+			Typing bool   `json:"typing"`
+		}
+		if json.Unmarshal(content, &t) != nil || ids.ServerOf(t.UserID, '@') != from {
+			return
+		}
+		if err := a.Ephemeral.SetTyping(ctx, t.UserID, t.RoomID, t.Typing, 30*time.Second); err != nil {
+			log.WithError(err).Debug("Typing notice dropped")
+		}
+	case "m.receipt":
+		var rooms map[string]map[string]map[string]struct {
+			EventIDs []string `json:"event_ids"`
+			Data     struct {
+				ThreadID string `json:"thread_id"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(content, &rooms) != nil {
+			return
+		}
+		for roomID, types := range rooms {
+			for rtype, users := range types {
+				if rtype != "m.read" {
+					continue // private receipts never cross servers
+				}
+				for userID, rc := range users {
+					if ids.ServerOf(userID, '@') != from || len(rc.EventIDs) == 0 {
+						continue
+					}
+					if err := a.Ephemeral.SetReceipt(ctx, userID, roomID, rtype, rc.EventIDs[len(rc.EventIDs)-1], rc.Data.ThreadID); err != nil {
+						log.WithError(err).Debug("Receipt dropped")
+					}
+				}
+			}
+		}
+	}
+}
