@@ -29,27 +29,11 @@ type Peers struct {
 	serverName spec.ServerName
 	key        serverkey.Key
 	log        *logrus.Logger
-	// versions knows the rooms of this server (the room version a fetched
-	// event is parsed with).
-	versions roomVersions
-}
-
-type roomVersions interface {
-	RoomVersion(ctx context.Context, roomID string) (string, error)
 }
 
 // NewPeers makes the way to other servers.
-func NewPeers(fed fclient.FederationClient, verifier gomatrixserverlib.JSONVerifier, serverName string, key serverkey.Key, versions roomVersions, log *logrus.Logger) *Peers {
-	return &Peers{fed: fed, verifier: verifier, serverName: spec.ServerName(serverName), key: key, versions: versions, log: log}
-}
-
-// roomVersion is the version of a room this server knows.
-func (p *Peers) roomVersion(ctx context.Context, roomID string) (gomatrixserverlib.RoomVersion, error) {
-	v, err := p.versions.RoomVersion(ctx, roomID)
-	if err != nil {
-		return "", err
-	}
-	return gomatrixserverlib.RoomVersion(v), nil
+func NewPeers(fed fclient.FederationClient, verifier gomatrixserverlib.JSONVerifier, serverName string, key serverkey.Key, log *logrus.Logger) *Peers {
+	return &Peers{fed: fed, verifier: verifier, serverName: spec.ServerName(serverName), key: key, log: log}
 }
 
 var (
@@ -231,7 +215,7 @@ func (p *Peers) missingAuth(ctx context.Context, srv spec.ServerName, roomID str
 	return func(ver gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
 		var out []gomatrixserverlib.PDU
 		for _, id := range ids {
-			ev, err := p.event(ctx, string(srv), id, ver)
+			ev, err := p.Event(ctx, string(srv), ver, id)
 			if err != nil {
 				return nil, err
 			}
@@ -308,11 +292,7 @@ func cutServer(id string) (local, server string, ok bool) {
 
 // MissingEvents asks origin for the events between what this server has
 // and latest (/get_missing_events), each checked for its signatures.
-func (p *Peers) MissingEvents(ctx context.Context, origin, roomID string, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
-	ver, err := p.roomVersion(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
+func (p *Peers) MissingEvents(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	resp, err := p.fed.LookupMissingEvents(ctx, p.serverName, spec.ServerName(origin), roomID,
@@ -344,30 +324,9 @@ func (p *Peers) StateIDs(ctx context.Context, origin, roomID, eventID string) ([
 	return resp.StateEventIDs, resp.AuthEventIDs, nil
 }
 
-// Event asks origin for one event, checked for its signatures.
-func (p *Peers) Event(ctx context.Context, origin, eventID string) (gomatrixserverlib.PDU, error) {
-	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
-	defer cancel()
-	txn, err := p.fed.GetEvent(ctx, p.serverName, spec.ServerName(origin), eventID)
-	if err != nil {
-		return nil, remoteError(origin, err)
-	}
-	if len(txn.PDUs) != 1 {
-		return nil, fmt.Errorf("%s answered %d events for %s", origin, len(txn.PDUs), eventID)
-	}
-	var head struct {
-		RoomID string `json:"room_id"`
-	}
-	_ = json.Unmarshal(txn.PDUs[0], &head)
-	ver, err := p.roomVersion(ctx, head.RoomID)
-	if err != nil {
-		return nil, err
-	}
-	return p.parseEvent(ctx, origin, eventID, ver, txn.PDUs[0])
-}
-
-// event asks origin for one event of a room of the given version.
-func (p *Peers) event(ctx context.Context, origin, eventID string, ver gomatrixserverlib.RoomVersion) (gomatrixserverlib.PDU, error) {
+// Event asks origin for one event of a room of the given version, checked
+// for its hashes and signatures.
+func (p *Peers) Event(ctx context.Context, origin string, ver gomatrixserverlib.RoomVersion, eventID string) (gomatrixserverlib.PDU, error) {
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	txn, err := p.fed.GetEvent(ctx, p.serverName, spec.ServerName(origin), eventID)

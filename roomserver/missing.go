@@ -19,9 +19,9 @@ import (
 // then /event for what is unknown here). The federation client implements
 // it; the roomserver owns the interface.
 type EventFetcher interface {
-	MissingEvents(ctx context.Context, origin, roomID string, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error)
+	MissingEvents(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error)
 	StateIDs(ctx context.Context, origin, roomID, eventID string) (state, authChain []string, err error)
-	Event(ctx context.Context, origin, eventID string) (gomatrixserverlib.PDU, error)
+	Event(ctx context.Context, origin string, ver gomatrixserverlib.RoomVersion, eventID string) (gomatrixserverlib.PDU, error)
 }
 
 // Bounds on the work one event from another server may cause.
@@ -89,7 +89,7 @@ func (s *Service) fillGap(ctx context.Context, origin string, pdu gomatrixserver
 		return err
 	}
 	f := s.opts.Fetcher
-	between, err := f.MissingEvents(ctx, origin, roomID, ext, []string{pdu.EventID()}, maxMissingEvents)
+	between, err := f.MissingEvents(ctx, origin, roomID, pdu.Version(), ext, []string{pdu.EventID()}, maxMissingEvents)
 	if err != nil {
 		log.WithError(err).Info("get_missing_events failed; asking for the state instead")
 	}
@@ -111,7 +111,7 @@ func (s *Service) fillGap(ctx context.Context, origin string, pdu gomatrixserver
 		return merr.Custom(400, "M_MISSING_PREV_EVENTS", "Too many unknown prev_events (%d)", len(missing))
 	}
 	for _, prev := range missing {
-		if err := s.importStateAt(ctx, origin, roomID, prev); err != nil {
+		if err := s.importStateAt(ctx, origin, roomID, pdu.Version(), prev); err != nil {
 			return fmt.Errorf("state at %s from %s: %w", prev, origin, err)
 		}
 	}
@@ -158,7 +158,7 @@ func inputVerdict(err error) bool {
 // importStateAt fetches from origin the event prev and the state before it,
 // keeps the events this server lacks as outliers (auth chain first), and
 // keeps prev as an outlier with that state, so events built on it find it.
-func (s *Service) importStateAt(ctx context.Context, origin, roomID, prev string) error {
+func (s *Service) importStateAt(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, prev string) error {
 	f := s.opts.Fetcher
 	stateIDs, authIDs, err := f.StateIDs(ctx, origin, roomID, prev)
 	if err != nil {
@@ -180,7 +180,7 @@ func (s *Service) importStateAt(ctx context.Context, origin, roomID, prev string
 		if len(fetched) >= maxStateFetch {
 			return merr.Custom(400, "M_LIMIT_EXCEEDED", "The state at %s needs more than %d unknown events", prev, maxStateFetch)
 		}
-		ev, err := f.Event(ctx, origin, id)
+		ev, err := f.Event(ctx, origin, ver, id)
 		if err != nil {
 			return fmt.Errorf("event %s: %w", id, err)
 		}

@@ -25,7 +25,7 @@ type peerDAG struct {
 	asked   []string
 }
 
-func (p *peerDAG) MissingEvents(_ context.Context, origin, roomID string, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
+func (p *peerDAG) MissingEvents(_ context.Context, origin, roomID string, _ gomatrixserverlib.RoomVersion, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
 	p.asked = append(p.asked, "missing")
 	if p.gapOnly {
 		return nil, nil
@@ -48,7 +48,7 @@ func (p *peerDAG) StateIDs(_ context.Context, origin, roomID, eventID string) ([
 	return st, nil, nil
 }
 
-func (p *peerDAG) Event(_ context.Context, origin, eventID string) (gomatrixserverlib.PDU, error) {
+func (p *peerDAG) Event(_ context.Context, origin string, _ gomatrixserverlib.RoomVersion, eventID string) (gomatrixserverlib.PDU, error) {
 	p.asked = append(p.asked, "event "+eventID)
 	if ev, ok := p.events[eventID]; ok {
 		return ev, nil

@@ -237,11 +237,20 @@ type syncer struct {
 	stop  chan struct{}
 	done  chan struct{}
 	err   error
+	// cancel ends the loop (stopNow; cleanup does it too).
+	cancel func()
+}
+
+// stopNow ends the sync loop before the test ends (its server is about to stop).
+func (sy *syncer) stopNow() {
+	sy.cancel()
+	<-sy.done
 }
 
 func startSyncer(t *testing.T, cli *mautrix.Client) *syncer {
 	sy := &syncer{cli: cli, stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
+	sy.cancel = cancel
 	go func() {
 		defer close(sy.done)
 		for {
