@@ -53,6 +53,7 @@ type App struct {
 	Sync  *syncapi.Service
 
 	api             *clientapi.API
+	fed             *federation
 	asQueries       *appservice.Queries
 	listener        net.Listener
 	metricsListener net.Listener
@@ -126,6 +127,9 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	a.closers = append(a.closers, a.Users.Close)
 
+	if err = a.openFederation(ctx); err != nil {
+		return nil, err
+	}
 	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe,
 		ParkAbove: ParkAbove}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
@@ -149,6 +153,9 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	if err = a.wireMedia(ctx, api); err != nil {
+		return nil, err
+	}
+	if err = a.startFederation(ctx); err != nil {
 		return nil, err
 	}
 	a.HTTP = api.Router()
@@ -200,6 +207,13 @@ func (a *App) Listen() error {
 		}
 		a.metricsListener = ml
 	}
+	if err := a.listenFederation(); err != nil {
+		l.Close()
+		if a.metricsListener != nil {
+			a.metricsListener.Close()
+		}
+		return err
+	}
 	return nil
 }
 
@@ -223,7 +237,7 @@ func (a *App) Serve(ctx context.Context) error {
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       nil,
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	// Connections of parked /sync requests come back through the Handoff.
 	handoff := httpx.NewHandoff(a.listener, srv.ReadHeaderTimeout, srv.IdleTimeout)
 	a.api.Handoff = handoff
@@ -243,6 +257,7 @@ func (a *App) Serve(ctx context.Context) error {
 		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(a.metricsListener) }()
 	}
+	stopFed := a.serveFederation(ctx, base, errc)
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -258,6 +273,7 @@ func (a *App) Serve(ctx context.Context) error {
 	if msrv != nil {
 		_ = msrv.Shutdown(sctx)
 	}
+	stopFed(sctx)
 	return nil
 }
 

@@ -28,6 +28,7 @@ func (a accountDataAdapter) AccountDataSince(ctx context.Context, userID string,
 func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.Service) error {
 	rs, err := roomserver.New(ctx, a.DB, a.Bus, users, a.accountChecker(users), roomserver.Options{
 		ServerName: a.Cfg.ServerName, Key: a.Key, DefaultVersion: a.Cfg.DefaultRoomVersion, Aliases: a.aliasNamespaces(), Direct: users,
+		Fetcher: a.fetcher(), Federation: a.roomFederation(),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/haven-chat/haven/federationapi"
+	"github.com/haven-chat/haven/federationapi/client"
+	"github.com/haven-chat/haven/federationapi/history"
+	"github.com/haven-chat/haven/federationapi/keys"
+	"github.com/haven-chat/haven/federationapi/outbound"
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi"
+)
+
+// federation is the Server-Server API's part of a running server.
+type federation struct {
+	client  *client.Client
+	store   *keys.Store
+	keySrv  *keys.Server
+	peers   *federationapi.Peers
+	queues  *outbound.Queues
+	tls     *tls.Config
+	reload  func() error
+	handler http.Handler
+	ln      net.Listener
+}
+
+// allowedServer is the allowlist: empty lets every server in.
+func (a *App) allowedServer() func(string) bool {
+	list := a.Cfg.Federation.AllowedServers.Items()
+	if len(list) == 0 {
+		return func(string) bool { return true }
+	}
+	set := map[string]bool{a.Cfg.ServerName: true}
+	for _, s := range list {
+		set[s] = true
+	}
+	return func(s string) bool { return set[s] }
+}
+
+// openFederation makes the outbound side (client, key store, the
+// roomserver's way to other servers) before the roomserver starts.
+func (a *App) openFederation(ctx context.Context) error {
+	if !a.Cfg.Federation.Enabled {
+		return nil
+	}
+	f := &federation{}
+	var err error
+	if f.client, err = client.New(client.Options{ServerName: a.Cfg.ServerName, Key: a.Key, Cfg: a.Cfg.Federation, Log: a.Log}); err != nil {
+		return fmt.Errorf("federation client: %w", err)
+	}
+	self, err := keys.LoadIdentity(ctx, a.DB, a.Cfg.ServerName, a.Key)
+	if err != nil {
+		return err
+	}
+	f.store = keys.NewStore(a.DB, keys.StoreConfig{Self: self, Fetcher: f.client})
+	f.keySrv = keys.NewServer(keys.ServerConfig{Self: self, Store: f.store, Allowed: a.allowedServer()})
+	f.peers = federationapi.NewPeers(f.client.Fed(), f.store, a.Cfg.ServerName, a.Key, a.Log)
+	if f.tls, f.reload, err = client.ServerTLS(a.Cfg.Federation); err != nil {
+		return fmt.Errorf("federation TLS: %w", err)
+	}
+	a.fed = f
+	return nil
+}
+
+// startFederation starts the outbound queues and builds the federation
+// listener's routes, once the roomserver and the sync engine run.
+func (a *App) startFederation(ctx context.Context) error {
+	f := a.fed
+	if f == nil {
+		return nil
+	}
+	var err error
+	f.queues, err = outbound.New(ctx, outbound.Options{ServerName: a.Cfg.ServerName, DB: a.DB, Bus: a.Bus, Rooms: a.Rooms,
+		Sender: f.client.Fed(), Refused: func(err error) bool { return errors.Is(err, client.ErrNotAllowed) }})
+	if err != nil {
+		return err
+	}
+	if err := f.queues.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	a.closers = append(a.closers, f.queues.Close)
+	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Log: a.Log}
+	stopFwd, err := fwd.Start(context.WithoutCancel(ctx), a.Bus, syncapi.TopicTyping, syncapi.TopicReceipts)
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, stopFwd)
+	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
+		Verifier: f.store, Log: a.Log}
+	hist := history.New(a.Rooms, a.Cfg.ServerName)
+	r := chi.NewRouter()
+	r.Use(httpx.AccessLog(a.Log, metrics.Observe))
+	f.keySrv.Routes(r)
+	r.Route("/_matrix/federation", func(r chi.Router) {
+		api.PublicRoutes(r)
+		r.Group(func(r chi.Router) {
+			r.Use(keys.Authenticate(f.store, a.Cfg.ServerName, a.allowedServer()))
+			api.Routes(r)
+			hist.Routes(r)
+		})
+	})
+	r.NotFound(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		return merr.Unrecognized("Unrecognized request")
+	}))
+	r.MethodNotAllowed(httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		return merr.Unrecognized("Unrecognized request")
+	}))
+	f.handler = r
+	return nil
+}
+
+// listenFederation opens the federation listener.
+func (a *App) listenFederation() error {
+	if a.fed == nil {
+		return nil
+	}
+	l, err := net.Listen("tcp", a.Cfg.Federation.Listen)
+	if err != nil {
+		return fmt.Errorf("federation.listen %s: %w", a.Cfg.Federation.Listen, err)
+	}
+	a.fed.ln = l
+	return nil
+}
+
+// serveFederation serves the federation API over TLS until ctx ends; the
+// certificate is read again on SIGHUP.
+func (a *App) serveFederation(ctx context.Context, base context.Context, errc chan<- error) func(context.Context) {
+	f := a.fed
+	if f == nil || f.ln == nil {
+		return func(context.Context) {}
+	}
+	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:           f.handler,
+		TLSConfig:         f.tls,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	go client.OnSIGHUP(ctx, a.Log, f.reload)
+	go func() { errc <- srv.Serve(tls.NewListener(f.ln, f.tls)) }()
+	return func(sctx context.Context) { _ = srv.Shutdown(sctx) }
+}
+
+// fetcher and roomFederation give the roomserver its way to other servers
+// (nil interfaces when federation is off).
+func (a *App) fetcher() roomserver.EventFetcher {
+	if a.fed == nil {
+		return nil
+	}
+	return a.fed.peers
+}
+
+func (a *App) roomFederation() roomserver.Federation {
+	if a.fed == nil {
+		return nil
+	}
+	return a.fed.peers
+}
