@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -92,7 +91,7 @@ func New(opts Options) (*Client, error) {
 		allowPrivate: cfg.AllowPrivateAddresses,
 		skipVerify:   cfg.InsecureSkipTLSVerify,
 		roots:        roots,
-		sessions:     tls.NewLRUClientSessionCache(256),
+		sessions:     newSessionCache(),
 		dns:          dns,
 		now:          now,
 		pool:         map[poolKey]*pooled{},
@@ -160,13 +159,19 @@ func (c *Client) Resolve(ctx context.Context, server string) (Route, error) {
 func (c *Client) RoundTripper() http.RoundTripper { return c.tr }
 
 // Reload reads the client certificate of mutual_tls again (call it on
-// SIGHUP with the listener's reload). With broken files the old
+// SIGHUP with the listener's reload); idle connections and TLS sessions,
+// which carry the old one, are dropped. With broken files the old
 // certificate stays in use and the error is returned.
 func (c *Client) Reload() error {
 	if c.tr.clientCert == nil {
 		return nil
 	}
-	return c.tr.clientCert.reload()
+	if err := c.tr.clientCert.reload(); err != nil {
+		return err
+	}
+	c.tr.sessions.reset()
+	c.tr.closeIdle()
+	return nil
 }
 
 // CloseIdleConnections closes the idle connections to every peer.

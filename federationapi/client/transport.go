@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"context"
@@ -31,7 +32,7 @@ type transport struct {
 	skipVerify   bool
 	roots        *x509.CertPool // nil: the system roots
 	clientCert   *keyPair       // nil unless mutual_tls
-	sessions     tls.ClientSessionCache
+	sessions     *sessionCache
 	dns          Resolver
 	res          *resolver
 	now          func() time.Time
@@ -222,6 +223,28 @@ func (t *transport) wellKnownClient(allowPrivate bool) *http.Client {
 		},
 	}
 }
+
+// sessionCache is a TLS session cache that Reload empties: a resumed
+// session would carry the old client certificate.
+type sessionCache struct {
+	cur atomic.Pointer[tls.ClientSessionCache]
+}
+
+func newSessionCache() *sessionCache {
+	c := &sessionCache{}
+	c.reset()
+	return c
+}
+
+func (c *sessionCache) reset() {
+	lru := tls.NewLRUClientSessionCache(256)
+	c.cur.Store(&lru)
+}
+
+func (c *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
+	return (*c.cur.Load()).Get(key)
+}
+func (c *sessionCache) Put(key string, cs *tls.ClientSessionState) { (*c.cur.Load()).Put(key, cs) }
 
 // closeIdle closes every idle connection.
 func (t *transport) closeIdle() {
