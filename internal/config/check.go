@@ -24,8 +24,9 @@ import (
 // an IPv4 address or a bracketed IPv6 address, with an optional port.
 func ValidServerName(s string) bool { return ids.ValidServerName(s) }
 
-// Check returns every problem that can be found without touching the network
-// or the disk.
+// Check returns every problem that can be found without touching the network.
+// It reads the disk only for federation's certificate files, and only when
+// federation is enabled.
 func (c Config) Check() Problems {
 	var ps Problems
 	add := func(key, value, why, fix string) {
@@ -92,6 +93,7 @@ func (c Config) Check() Problems {
 	}
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
+	ps = append(ps, c.Federation.check(c)...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -190,6 +192,7 @@ func (c Config) Warnings() []string {
 		// Test harnesses use short secrets; production should not.
 		w = append(w, fmt.Sprintf("registration.shared_secret is %d characters long: a short secret can be guessed, and whoever knows it can create admin accounts (use `openssl rand -hex 32`)", n))
 	}
+	w = append(w, c.Federation.warnings()...)
 	return w
 }
 

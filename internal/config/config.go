@@ -81,8 +81,66 @@ type Federation struct {
 }
 
 // Map is a mapping of plain strings to plain strings (federation.servers),
-// stored as "k=v,k=v" so that it has an environment form like List.
+// stored as "k=v,k=v" so that it has an environment form like List and
+// keeps Config comparable. In a file it is written as a YAML mapping (or
+// as the "k=v,k=v" string); in the environment as the string.
 type Map string
+
+var mapType = reflect.TypeOf(Map(""))
+
+// mapItem is one "k=v" item of a Map as written.
+type mapItem struct {
+	raw, key, value string
+	ok              bool
+}
+
+// items splits the map as written, malformed items included (Check
+// reports them).
+func (m Map) items() []mapItem {
+	var out []mapItem
+	for _, kv := range strings.Split(string(m), ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		out = append(out, mapItem{raw: strings.TrimSpace(kv), key: k, value: v, ok: ok && k != "" && v != "" && !strings.Contains(v, "=")})
+	}
+	return out
+}
+
+// normalizeMap trims the spaces around the items, keys and values of a
+// well-formed map, so that it marshals and loads back to the same string;
+// a malformed one is kept as written for Check to report.
+func normalizeMap(s string) string {
+	items := Map(s).items()
+	parts := make([]string, 0, len(items))
+	for _, it := range items {
+		if !it.ok {
+			return s
+		}
+		parts = append(parts, it.key+"="+it.value)
+	}
+	return strings.Join(parts, ",")
+}
+
+// MarshalYAML writes a well-formed map as a YAML mapping in its order, and
+// anything else as the string it is.
+func (m Map) MarshalYAML() (any, error) {
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	for _, it := range m.items() {
+		if !it.ok {
+			return string(m), nil
+		}
+		n.Content = append(n.Content,
+			&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: it.key},
+			&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: it.value})
+	}
+	if len(n.Content) == 0 {
+		n.Style = yaml.FlowStyle
+	}
+	return n, nil
+}
 
 // Entries returns the map's entries.
 func (m Map) Entries() map[string]string {
@@ -350,6 +408,15 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			setList(f, val, key, probs)
 			continue
 		}
+		if f.Type() == mapType && val.Kind == yaml.MappingNode {
+			setMap(f, val, key, probs)
+			continue
+		}
+		if f.Type() == mapType && val.Kind != yaml.ScalarNode {
+			*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("must be a mapping of names to values (line %d)", val.Line),
+				Fix: "write one `name: value` per line below it, for example `b.example.com: 10.0.0.6:8448`"})
+			continue
+		}
 		if val.Kind != yaml.ScalarNode {
 			*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("must be a single %s value (line %d)", kindName(f.Kind()), val.Line), Fix: "write one value after the colon"})
 			continue
@@ -359,8 +426,30 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 		}
 		if err := setScalar(f, val.Value); err != nil {
 			*probs = append(*probs, Problem{Key: key, Value: maskIfSecret(key, val.Value), Why: fmt.Sprintf("must be %s (line %d)", kindName(f.Kind()), val.Line), Fix: "write " + exampleOf(f.Kind())})
+		} else if f.Type() == mapType {
+			f.SetString(normalizeMap(f.String()))
 		}
 	}
+}
+
+// setMap stores a YAML mapping of plain strings in a Map field, keeping the
+// file's order.
+func setMap(f reflect.Value, val *yaml.Node, key string, probs *Problems) {
+	items := make([]string, 0, len(val.Content)/2)
+	for i := 0; i+1 < len(val.Content); i += 2 {
+		k, v := resolveAlias(val.Content[i]), resolveAlias(val.Content[i+1])
+		if !plainMapString(k) || !plainMapString(v) {
+			*probs = append(*probs, Problem{Key: key, Value: k.Value, Why: fmt.Sprintf("each entry must map a plain name to a plain value, without commas or '=' (line %d)", k.Line),
+				Fix: "write one `name: value` per line, for example `b.example.com: 10.0.0.6:8448`"})
+			return
+		}
+		items = append(items, strings.TrimSpace(k.Value)+"="+strings.TrimSpace(v.Value))
+	}
+	f.SetString(strings.Join(items, ","))
+}
+
+func plainMapString(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag != "!!null" && strings.TrimSpace(n.Value) != "" && !strings.ContainsAny(n.Value, ",=")
 }
 
 // setList stores a YAML list of plain strings in a List field.
@@ -568,6 +657,8 @@ func applyEnv(cfg *Config, environ []string) Problems {
 		}
 		if err := setScalar(f, value); err != nil {
 			probs = append(probs, Problem{Key: name, Value: maskIfSecret(keyOf[name], value), Why: "must be " + kindName(f.Kind()), Fix: "set it to " + exampleOf(f.Kind())})
+		} else if f.Type() == mapType {
+			f.SetString(normalizeMap(value))
 		}
 	}
 	return probs

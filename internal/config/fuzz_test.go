@@ -52,6 +52,10 @@ func FuzzLoad(f *testing.F) {
 		"server_name: \"\\xff\\u0000\"\n",
 		"a: &a [*a]\n",
 		"presence:\n  enabled: on\n  enabld: off\n",
+		"federation:\n  servers:\n    a.example: 10.0.0.5:8448\n    b: \"[::1]:1\"\n",
+		"federation:\n  servers: [a]\n  allowed_servers: {a: b}\n",
+		"federation:\n  servers:\n    ? [a]\n    : x\n    c: ~\n",
+		"federation:\n  servers: \"a=b=c,,=x, \"\n  enabled: true\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -170,4 +170,50 @@ media:
 # ["/etc/haven/irc-registration.yaml"]. In the environment: comma-separated.
 # HAVEN_APP_SERVICES
 app_services: []
+
+# Federation (the Server-Server API) with your company's other sites and
+# any other Matrix servers you allow. Off by default.
+federation:
+  # HAVEN_FEDERATION_ENABLED
+  enabled: false
+  # HTTPS address of /_matrix/federation and /_matrix/key, e.g. 0.0.0.0:8448.
+  # Peers find it by server discovery (/.well-known/matrix/server, SRV
+  # records, or port 8448 of server_name), or by their own static map.
+  # HAVEN_FEDERATION_LISTEN
+  listen: ""
+  # PEM files of the listener's certificate (with its chain) and its key.
+  # The certificate must cover server_name's host. Haven loads new files on
+  # SIGHUP (a broken new pair is reported and the old one kept).
+  # HAVEN_FEDERATION_TLS_CERT
+  tls_cert: ""
+  # HAVEN_FEDERATION_TLS_KEY
+  tls_key: ""
+  # PEM file of the CAs trusted for peers' certificates (your company CA);
+  # empty: the system's CAs.
+  # HAVEN_FEDERATION_CA_FILE
+  ca_file: ""
+  # Present tls_cert to peers as a client certificate, and require one
+  # (issued by ca_file's CAs) from every peer that connects.
+  # HAVEN_FEDERATION_MUTUAL_TLS
+  mutual_tls: false
+  # The only servers federated with, e.g. ["b.example.com", "c.example.com"];
+  # empty: any server. In the environment: comma-separated.
+  # HAVEN_FEDERATION_ALLOWED_SERVERS
+  allowed_servers: []
+  # Static addresses of partner servers, used instead of discovery, e.g.
+  #   servers:
+  #     b.example.com: 10.0.0.6:8448
+  #     c.example.com: matrix.c.example.com:8448
+  # In the environment: b.example.com=10.0.0.6:8448,c.example.com=...
+  # HAVEN_FEDERATION_SERVERS
+  servers: {}
+  # Let outbound requests reach loopback, private and link-local addresses
+  # for servers not named in allowed_servers or servers. Named servers may
+  # always use such addresses.
+  # HAVEN_FEDERATION_ALLOW_PRIVATE_ADDRESSES
+  allow_private_addresses: false
+  # Accept any certificate from peers. Only for test suites whose servers
+  # use throwaway certificates; Haven warns at start when it is on.
+  # HAVEN_FEDERATION_INSECURE_SKIP_TLS_VERIFY
+  insecure_skip_tls_verify: false
 `
