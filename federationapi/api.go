@@ -27,6 +27,7 @@ type Rooms interface {
 	FederationEvents(ctx context.Context, roomID string, ids []string) ([]roomserver.FederationPDU, error)
 	ResolveAlias(ctx context.Context, alias string) (string, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
+	CheckServerACL(ctx context.Context, roomID, server string) error
 }
 
 // Users is what the inbound endpoints need from the user API.

@@ -27,6 +27,9 @@ func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 		if ids.ServerOf(userID, '@') != origin.From(r.Context()) {
 			return merr.Forbidden("The user is not of the asking server")
 		}
+		if err := a.Rooms.CheckServerACL(r.Context(), roomID, origin.From(r.Context())); err != nil {
+			return err
+		}
 		var versions []string
 		if membership != spec.Leave {
 			// make_join and make_knock list the asking server's room
@@ -48,6 +51,9 @@ func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 // server from the body of send_join, send_leave or send_knock.
 func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib.PDU, error) {
 	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	if err := a.Rooms.CheckServerACL(r.Context(), roomID, origin.From(r.Context())); err != nil {
+		return nil, err
+	}
 	body, err := httpx.ReadBody(r, maxMemberEventBytes)
 	if err != nil {
 		return nil, err

@@ -82,6 +82,9 @@ func (a *API) inputPDU(ctx context.Context, from string, raw json.RawMessage) (s
 	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
 		return "", pduResult{}
 	}
+	if err := a.Rooms.CheckServerACL(ctx, head.RoomID, from); err != nil {
+		return head.EventID, pduResult{Error: errText(err)}
+	}
 	pdu, err := a.parsePDU(ctx, raw, head.RoomID)
 	if err != nil {
 		return head.EventID, pduResult{Error: errText(err)}
@@ -119,7 +122,7 @@ func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMe
 			UserID string `json:"user_id"`
 			Typing bool   `json:"typing"`
 		}
-		if json.Unmarshal(content, &t) != nil || ids.ServerOf(t.UserID, '@') != from {
+		if json.Unmarshal(content, &t) != nil || ids.ServerOf(t.UserID, '@') != from || a.Rooms.CheckServerACL(ctx, t.RoomID, from) != nil {
 			return
 		}
 		if err := a.Ephemeral.SetTyping(ctx, t.UserID, t.RoomID, t.Typing, 30*time.Second); err != nil {
@@ -136,6 +139,9 @@ func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMe
 			return
 		}
 		for roomID, types := range rooms {
+			if a.Rooms.CheckServerACL(ctx, roomID, from) != nil {
+				continue
+			}
 			for rtype, users := range types {
 				if rtype != "m.read" {
 					continue // private receipts never cross servers
