@@ -277,6 +277,13 @@ func (s *Store) known(ctx context.Context, server spec.ServerName) (*remote, err
 	if err != nil {
 		return nil, err
 	}
+	// A fetch that finished while we read must not be undone by what we
+	// read before it.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.servers.Peek(string(server)); ok {
+		return cur, nil
+	}
 	s.servers.Put(string(server), r)
 	return r, nil
 }
@@ -377,19 +384,21 @@ func (s *Store) refresh(ctx context.Context, server string) error {
 				return nil
 			}
 		}
-		f = &flight{done: make(chan struct{})}
+		f = &flight{done: make(chan struct{}), err: errors.New("key fetch did not finish")}
 		s.flights[server] = f
 		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.flights, server)
+			s.attempts.Put(server, attempt{at: s.now(), err: f.err})
+			s.mu.Unlock()
+			close(f.done)
+		}()
 		// The fetch serves every lookup waiting for it: it outlives the
 		// caller that started it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+		defer cancel()
 		f.err = s.fetch(fctx, server)
-		cancel()
-		s.mu.Lock()
-		delete(s.flights, server)
-		s.attempts.Put(server, attempt{at: s.now(), err: f.err})
-		s.mu.Unlock()
-		close(f.done)
 		return f.err
 	}
 	s.mu.Unlock()
@@ -446,7 +455,9 @@ func (s *Store) fetch(ctx context.Context, server string) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.servers.Put(server, r)
+	s.mu.Unlock()
 	logging.From(ctx).WithFields(logrus.Fields{"server": server, "keys": len(keys.VerifyKeys), "valid_until_ts": int64(keys.ValidUntilTS)}).Debug("fetched server keys")
 	return nil
 }
