@@ -31,11 +31,12 @@
 //     receipts, device lists, ...); durable like the events, dropped after
 //     Options.EDUMaxAge (24 h). Stream <NS>_FED_OUT_EDU.
 //
-// <dest> is destKey: the name's letters, digits and dashes and a hash. Each
-// destination has a durable consumer on each stream, named <dest>, whose
-// description is the destination's name; at start a sender is started for
-// each destination with something queued, and the idle consumers are
-// deleted.
+// <dest> is destKey: the name's letters, digits and dashes and a hash;
+// each message carries the name in its Haven-Destination header. Each
+// destination has a durable consumer on each stream, named <dest>. At
+// start every consumer is deleted, and one is made again, with a sender,
+// for each destination the streams hold messages for: what the previous
+// run had taken and not acknowledged comes first again, at once.
 //
 // Senders (worker.go), one goroutine per destination, keep one transaction
 // in flight: up to MaxPDUs (50) events and MaxEDUs (100) EDUs taken from
@@ -48,7 +49,7 @@
 // Options.Refused recognises (the allowlist refuses the destination) drops
 // the transaction and the destination's whole queue instead of retrying;
 // later events are tried again, once each. At a stop the transaction being
-// sent is handed back to its queue and sent first at the next start.
+// sent is handed back to its queue (Nak) and sent first at the next start.
 //
 // Catch-up: when a destination comes back from failures (and at every
 // start, when nobody knows how long it waited), before taking each next

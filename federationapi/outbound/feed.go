@@ -264,6 +264,7 @@ func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker
 		data, _ := json.Marshal(queuedPDU{RoomID: it.roomID, EventID: it.eventID})
 		msg := &nats.Msg{Subject: q.pduSubj + "." + w.key + "." + roomKey(it.roomID), Data: data, Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, w.key+"|"+it.eventID)
+		msg.Header.Set(destHeader, it.dest)
 		fut, err := q.js.PublishMsgAsync(msg)
 		if err != nil {
 			fut = nil

@@ -151,6 +151,9 @@ type queuedPDU struct {
 // from the next one; a live sender renews it every third of it.
 const ackWait = 30 * time.Second
 
+// destHeader names a queued message's destination.
+const destHeader = "Haven-Destination"
+
 // New makes the queues' JetStream streams. Start starts them.
 func New(ctx context.Context, opts Options) (*Queues, error) {
 	if opts.ServerName == "" || opts.DB == nil || opts.Bus == nil || opts.Rooms == nil || opts.Sender == nil {
@@ -183,39 +186,59 @@ func streamName(subject string) string {
 	return strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(subject))
 }
 
-// Start starts a sender for each destination with something queued (the
-// consumers of those without are deleted) and the feed, which resumes
-// from its stored position.
+// Start starts a sender for each destination with something queued and
+// the feed, which resumes from its stored position. The queue consumers
+// are made anew: what an earlier run had taken and not acknowledged (the
+// transaction in flight at a stop or a crash) comes first again, at once,
+// not after its acknowledgement wait, and those of idle destinations go.
 func (q *Queues) Start(ctx context.Context) error {
-	dests := map[string]bool{}
 	for _, st := range []jetstream.Stream{q.pdus, q.edus} {
-		l := st.ListConsumers(ctx)
-		for ci := range l.Info() {
-			if ci.Config.Description == "" {
-				continue
-			}
-			if ci.NumPending > 0 || ci.NumAckPending > 0 || ci.NumRedelivered > 0 {
-				dests[ci.Config.Description] = true
-			} else if !dests[ci.Config.Description] {
-				dests[ci.Config.Description] = false
-			}
+		l := st.ConsumerNames(ctx)
+		var names []string
+		for name := range l.Name() {
+			names = append(names, name)
 		}
 		if err := l.Err(); err != nil {
 			return fmt.Errorf("federation outbound: list queues: %w", err)
 		}
-	}
-	for d, busy := range dests {
-		if busy {
-			if _, err := q.worker(ctx, d); err != nil {
-				return err
+		for _, name := range names {
+			if err := st.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return fmt.Errorf("federation outbound: reset queue %s: %w", name, err)
 			}
-			continue
 		}
-		key := destKey(d)
-		for _, st := range []jetstream.Stream{q.pdus, q.edus} {
-			if err := st.DeleteConsumer(ctx, key); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-				q.log.WithError(err).WithField("destination", d).Warn("federation outbound: delete an idle queue")
+	}
+	// The streams tell which destinations have something queued: one
+	// message of each names its destination.
+	busy := map[string]bool{}
+	for _, st := range []struct {
+		s    jetstream.Stream
+		base string
+	}{{q.pdus, q.pduSubj}, {q.edus, q.eduSubj}} {
+		info, err := st.s.Info(ctx, jetstream.WithSubjectFilter(st.base+".>"))
+		if err != nil {
+			return fmt.Errorf("federation outbound: queued destinations: %w", err)
+		}
+		seen := map[string]bool{}
+		for subj := range info.State.Subjects {
+			key, _, _ := strings.Cut(strings.TrimPrefix(subj, st.base+"."), ".")
+			if seen[key] {
+				continue
 			}
+			seen[key] = true
+			m, err := st.s.GetLastMsgForSubject(ctx, subj)
+			if err != nil {
+				return fmt.Errorf("federation outbound: queued destinations: %w", err)
+			}
+			if d := m.Header.Get(destHeader); d != "" && destKey(d) == key {
+				busy[d] = true
+			} else {
+				q.log.WithField("subject", subj).Warn("federation outbound: queued messages of an unknown destination")
+			}
+		}
+	}
+	for d := range busy {
+		if _, err := q.worker(ctx, d); err != nil {
+			return err
 		}
 	}
 	f := &feed{q: q, in: make(chan []byte, 4096)}
@@ -317,7 +340,8 @@ func (q *Queues) QueueEDU(ctx context.Context, destinations []string, edu gomatr
 		if err != nil {
 			return err
 		}
-		if _, err := q.js.Publish(ctx, q.eduSubj+"."+w.key, data); err != nil {
+		msg := &nats.Msg{Subject: q.eduSubj + "." + w.key, Data: data, Header: nats.Header{destHeader: []string{d}}}
+		if _, err := q.js.PublishMsg(ctx, msg); err != nil {
 			return fmt.Errorf("queue EDU %s for %s: %w", edu.Type, d, err)
 		}
 		w.poke()
