@@ -122,20 +122,18 @@ func (w *worker) take(ctx context.Context) (*txn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pdus []jetstream.Msg
-	for m := range pb.Messages() {
-		pdus = append(pdus, m)
+	pdus, perr := collect(pb)
+	if perr != nil {
+		nakAll(pdus)
+		return nil, perr
 	}
 	eb, err := w.edus.FetchNoWait(w.q.opts.MaxEDUs)
 	if err != nil {
 		nakAll(pdus)
 		return nil, err
 	}
-	var edus []jetstream.Msg
-	for m := range eb.Messages() {
-		edus = append(edus, m)
-	}
-	if err := firstErr(pb.Error(), eb.Error()); err != nil {
+	edus, eerr := collect(eb)
+	if err := firstErr(eerr, pb.Error(), eb.Error()); err != nil {
 		nakAll(pdus)
 		nakAll(edus)
 		return nil, err
@@ -172,6 +170,25 @@ func (w *worker) take(ctx context.Context) (*txn, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// collect reads what a fetch returned. The answer to a pull can be lost
+// (a reconnection to an external NATS): after ten seconds it gives up.
+func collect(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	var out []jetstream.Msg
+	for {
+		select {
+		case m, ok := <-b.Messages():
+			if !ok {
+				return out, nil
+			}
+			out = append(out, m)
+		case <-t.C:
+			return out, errors.New("no answer to a pull from the queue")
+		}
+	}
 }
 
 func firstErr(errs ...error) error {
