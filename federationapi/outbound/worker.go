@@ -1,0 +1,399 @@
+package outbound
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sirupsen/logrus"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/roomserver"
+)
+
+// worker sends one destination its queues, one transaction at a time:
+// it takes up to MaxPDUs events and MaxEDUs EDUs, sends them as one
+// transaction and retries that transaction, under the same ID, until the
+// destination takes it; only then are its messages acknowledged (removed
+// from the queues) and the next one taken.
+type worker struct {
+	q    *Queues
+	dest string
+	key  string
+	pdus jetstream.Consumer
+	edus jetstream.Consumer
+	// wake tells of new work; retry ends a wait before a retry.
+	wake, retry chan struct{}
+	// failures counts the failed attempts since the last success.
+	failures int
+	seq      int64
+	log      *logrus.Entry
+}
+
+func newWorker(q *Queues, dest, key string, pdus, edus jetstream.Consumer) *worker {
+	return &worker{q: q, dest: dest, key: key, pdus: pdus, edus: edus, wake: make(chan struct{}, 1),
+		retry: make(chan struct{}, 1), log: q.log.WithField("destination", dest)}
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// txn is a transaction being sent, with the queue messages it carries.
+type txn struct {
+	t    gomatrixserverlib.Transaction
+	msgs []jetstream.Msg
+	// pdus is the number of events taken from the queue (some may be
+	// gone from the database by now).
+	pdus int
+}
+
+func (w *worker) run() {
+	defer w.q.wg.Done()
+	ctx, cancel := context.WithCancel(logging.With(context.Background(), w.log))
+	defer cancel()
+	go func() {
+		select {
+		case <-w.q.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	// At a start nobody knows how long the destination has waited.
+	behind := true
+	for ctx.Err() == nil {
+		if behind {
+			w.catchUp(ctx)
+		}
+		t, err := w.take(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.log.WithError(err).Warn("federation outbound: read the queue")
+			if !w.sleep(time.Second, nil) {
+				return
+			}
+			continue
+		}
+		if len(t.msgs) == 0 {
+			behind = false
+			queueDepth.WithLabelValues(w.dest).Set(0)
+			if !w.idle() {
+				return
+			}
+			continue
+		}
+		if w.send(ctx, t) {
+			behind = true
+		}
+	}
+}
+
+// idle waits for new work; every half minute it looks anyway. It reports
+// false when the queues stop.
+func (w *worker) idle() bool {
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case <-w.wake:
+	case <-w.retry:
+	case <-t.C:
+	case <-w.q.stop:
+		return false
+	}
+	return true
+}
+
+// take reads the next transaction's messages: what the queues hold now,
+// up to the limits. An empty txn means nothing is queued.
+func (w *worker) take(ctx context.Context) (*txn, error) {
+	t := &txn{}
+	pb, err := w.pdus.FetchNoWait(w.q.opts.MaxPDUs)
+	if err != nil {
+		return nil, err
+	}
+	pdus, perr := collect(pb)
+	if perr != nil {
+		nakAll(pdus)
+		return nil, perr
+	}
+	eb, err := w.edus.FetchNoWait(w.q.opts.MaxEDUs)
+	if err != nil {
+		nakAll(pdus)
+		return nil, err
+	}
+	edus, eerr := collect(eb)
+	if err := firstErr(eerr, pb.Error(), eb.Error()); err != nil {
+		nakAll(pdus)
+		nakAll(edus)
+		return nil, err
+	}
+	if len(pdus) > 0 {
+		if md, err := pdus[len(pdus)-1].Metadata(); err == nil {
+			queueDepth.WithLabelValues(w.dest).Set(float64(md.NumPending))
+		}
+	}
+	t.msgs = append(pdus, edus...)
+	t.pdus = len(pdus)
+	if len(t.msgs) == 0 {
+		return t, nil
+	}
+	w.seq++
+	t.t = gomatrixserverlib.Transaction{
+		TransactionID:  gomatrixserverlib.TransactionID(w.q.epoch + "_" + strconv.FormatInt(w.seq, 10)),
+		Origin:         spec.ServerName(w.q.opts.ServerName),
+		Destination:    spec.ServerName(w.dest),
+		OriginServerTS: spec.AsTimestamp(time.Now()),
+		PDUs:           []json.RawMessage{},
+	}
+	for _, m := range edus {
+		var e gomatrixserverlib.EDU
+		if err := json.Unmarshal(m.Data(), &e); err != nil {
+			w.log.WithError(err).Error("federation outbound: bad queued EDU dropped")
+			continue
+		}
+		e.Destination = w.dest
+		t.t.EDUs = append(t.t.EDUs, e)
+	}
+	if err := w.readPDUs(ctx, t, pdus); err != nil {
+		nakAll(t.msgs)
+		return nil, err
+	}
+	return t, nil
+}
+
+// collect reads what a fetch returned. The answer to a pull can be lost
+// (a reconnection to an external NATS): after ten seconds it gives up.
+func collect(b jetstream.MessageBatch) ([]jetstream.Msg, error) {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	var out []jetstream.Msg
+	for {
+		select {
+		case m, ok := <-b.Messages():
+			if !ok {
+				return out, nil
+			}
+			out = append(out, m)
+		case <-t.C:
+			return out, errors.New("no answer to a pull from the queue")
+		}
+	}
+}
+
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return err
+		}
+	}
+	return nil
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
+}
+
+// readPDUs reads the queued events' JSON from the database, in queue
+// order; an event no longer there (purged) is left out.
+func (w *worker) readPDUs(ctx context.Context, t *txn, msgs []jetstream.Msg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	order := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		var p queuedPDU
+		if err := json.Unmarshal(m.Data(), &p); err != nil || p.EventID == "" {
+			w.log.WithError(err).Error("federation outbound: bad queued event dropped")
+			continue
+		}
+		order = append(order, p.EventID)
+	}
+	evs, err := roomserver.EventsByID(ctx, w.q.opts.DB, order)
+	if err != nil {
+		return err
+	}
+	byID := make(map[string]json.RawMessage, len(evs))
+	for _, e := range evs {
+		byID[e.EventID] = e.JSON
+	}
+	for _, id := range order {
+		js, ok := byID[id]
+		if !ok {
+			w.log.WithField("event_id", id).Warn("federation outbound: a queued event is gone; not sent")
+			continue
+		}
+		t.t.PDUs = append(t.t.PDUs, federationJSON(js))
+	}
+	return nil
+}
+
+// federationJSON is a stored event as it goes to other servers: without
+// the unsigned data we keep for our clients.
+func federationJSON(js json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(js, &m) != nil {
+		return js
+	}
+	if _, ok := m["unsigned"]; !ok {
+		return js
+	}
+	delete(m, "unsigned")
+	out, err := json.Marshal(m)
+	if err != nil {
+		return js
+	}
+	return out
+}
+
+// send sends a transaction until the destination takes it, the Sender
+// says it is refused, or the queues stop. It reports whether the
+// destination failed first (it comes back from a failure: catch up).
+func (w *worker) send(ctx context.Context, t *txn) bool {
+	// The messages stay ours while the transaction is being sent.
+	kept := make(chan struct{})
+	defer close(kept)
+	go func() {
+		tk := time.NewTicker(ackWait / 3)
+		defer tk.Stop()
+		for {
+			select {
+			case <-tk.C:
+				for _, m := range t.msgs {
+					_ = m.InProgress()
+				}
+			case <-kept:
+				return
+			}
+		}
+	}()
+	failed := w.failures > 0
+	log := w.log.WithFields(logrus.Fields{"txn_id": string(t.t.TransactionID), "pdus": len(t.t.PDUs), "edus": len(t.t.EDUs)})
+	for {
+		sctx, cancel := context.WithTimeout(ctx, w.q.opts.SendTimeout)
+		res, err := w.q.opts.Sender.SendTransaction(sctx, t.t)
+		cancel()
+		if err == nil {
+			txnAttempts.WithLabelValues("sent").Inc()
+			for _, m := range t.msgs {
+				_ = m.Ack()
+			}
+			if w.failures > 0 {
+				log.WithField("failures", w.failures).Info("federation outbound: the destination takes transactions again")
+			}
+			w.failures = 0
+			for id, r := range res.PDUs {
+				if r.Error != "" {
+					log.WithFields(logrus.Fields{"event_id": id, "error": r.Error}).Warn("federation outbound: the destination refused an event")
+				}
+			}
+			return failed
+		}
+		if ctx.Err() != nil {
+			nakAll(t.msgs) // stopping: first again at the next start
+			return failed
+		}
+		if w.q.opts.Refused(err) {
+			txnAttempts.WithLabelValues("refused").Inc()
+			log.WithError(err).Warn("federation outbound: destination refused; its queue is dropped")
+			for _, m := range t.msgs {
+				_ = m.Term()
+			}
+			w.drop(ctx)
+			return false
+		}
+		txnAttempts.WithLabelValues("retry").Inc()
+		w.failures++
+		failed = true
+		delay := w.delay()
+		if w.failures == 1 || w.failures%10 == 0 {
+			log.WithError(err).WithFields(logrus.Fields{"failures": w.failures, "retry_in": delay.Round(time.Millisecond).String()}).Warn("federation outbound: transaction failed; will retry")
+		}
+		if !w.sleep(delay, w.retry) {
+			nakAll(t.msgs)
+			return failed
+		}
+	}
+}
+
+// delay is the wait after the latest failure: RetryBase doubling with
+// each failure up to RetryMax, ±20%.
+func (w *worker) delay() time.Duration {
+	d := w.q.opts.RetryBase
+	for i := 1; i < w.failures && d < w.q.opts.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, w.q.opts.RetryMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// sleep waits d; a message on early ends the wait. It reports false when
+// the queues stop.
+func (w *worker) sleep(d time.Duration, early <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-early:
+		return true
+	case <-w.q.stop:
+		return false
+	}
+}
+
+// catchUp applies the catch-up rule: a room with more than CatchUpPDUs
+// events queued for the destination keeps only its newest CatchUpPDUs.
+// The destination fetches the gap itself (/get_missing_events from the
+// prev_events of the first event it gets, or backfill).
+func (w *worker) catchUp(ctx context.Context) {
+	keep := uint64(w.q.opts.CatchUpPDUs)
+	// The acknowledgements of the last transaction first: the counts are
+	// of what is still to send.
+	_ = w.q.opts.Bus.Conn().FlushWithContext(ctx)
+	filter := w.q.pduSubj + "." + w.key + ".>"
+	info, err := w.q.pdus.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		w.log.WithError(err).Warn("federation outbound: read the queue's rooms")
+		return
+	}
+	for subj, n := range info.State.Subjects {
+		if n <= keep {
+			continue
+		}
+		if err := w.q.pdus.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeKeep(keep)); err != nil {
+			w.log.WithError(err).Warn("federation outbound: catch-up")
+			continue
+		}
+		pdusSkipped.Add(float64(n - keep))
+		w.log.WithFields(logrus.Fields{"queued": n, "kept": keep}).Info("federation outbound: catching up a room: only its newest events are sent")
+	}
+}
+
+// drop empties the destination's queues.
+func (w *worker) drop(ctx context.Context) {
+	if info, err := w.q.pdus.Info(ctx, jetstream.WithSubjectFilter(w.q.pduSubj+"."+w.key+".>")); err == nil {
+		for _, n := range info.State.Subjects {
+			pdusSkipped.Add(float64(n))
+		}
+	}
+	if err := w.q.pdus.Purge(ctx, jetstream.WithPurgeSubject(w.q.pduSubj+"."+w.key+".>")); err != nil {
+		w.log.WithError(err).Warn("federation outbound: drop the queue")
+	}
+	if err := w.q.edus.Purge(ctx, jetstream.WithPurgeSubject(w.q.eduSubj+"."+w.key)); err != nil {
+		w.log.WithError(err).Warn("federation outbound: drop the EDU queue")
+	}
+	queueDepth.WithLabelValues(w.dest).Set(0)
+}
