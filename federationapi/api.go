@@ -94,10 +94,16 @@ func (a *API) parsePDU(ctx context.Context, raw json.RawMessage, roomID string) 
 	if err != nil {
 		return nil, err
 	}
-	return a.parsePDUVersion(ctx, raw, ver)
+	pdu, err := a.parseUnverified(raw, ver)
+	if err != nil {
+		return nil, err
+	}
+	return pdu, a.verifyPDU(ctx, pdu)
 }
 
-func (a *API) parsePDUVersion(ctx context.Context, raw json.RawMessage, ver string) (gomatrixserverlib.PDU, error) {
+// parseUnverified parses an event of a room version (the content hash is
+// checked; the signatures are not yet).
+func (a *API) parseUnverified(raw json.RawMessage, ver string) (gomatrixserverlib.PDU, error) {
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(ver))
 	if err != nil {
 		return nil, merr.Custom(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "Room version %s is not supported", ver)
@@ -106,8 +112,14 @@ func (a *API) parsePDUVersion(ctx context.Context, raw json.RawMessage, ver stri
 	if err != nil {
 		return nil, merr.BadJSON("Invalid event: %v", err)
 	}
-	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.Verifier, userIDForSender); err != nil {
-		return nil, merr.Forbidden("Bad signature on event %s: %v", pdu.EventID(), err)
-	}
 	return pdu, nil
+}
+
+// verifyPDU checks an event's signatures: its sender's server's (and for
+// an invite, the invitee's server's too).
+func (a *API) verifyPDU(ctx context.Context, pdu gomatrixserverlib.PDU) error {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, a.Verifier, userIDForSender); err != nil {
+		return merr.Forbidden("Bad signature on event %s: %v", pdu.EventID(), err)
+	}
+	return nil
 }

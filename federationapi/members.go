@@ -116,7 +116,7 @@ func (a *API) sendJoin(v1 bool) httpx.HandlerFunc {
 			return err
 		}
 		body := map[string]any{"origin": a.ServerName, "state": rawPDUs(state), "auth_chain": rawPDUs(auth),
-			"event": pdu.JSON(), "members_omitted": false}
+			"event": json.RawMessage(pdu.JSON()), "members_omitted": false}
 		if v1 {
 			return httpx.JSON(w, http.StatusOK, []any{200, body})
 		}
@@ -178,7 +178,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 	if b.RoomVersion == "" {
 		b.RoomVersion = "1"
 	}
-	pdu, err := a.parsePDUVersion(ctx, b.Event, b.RoomVersion)
+	pdu, err := a.parseUnverified(b.Event, b.RoomVersion)
 	if err != nil {
 		return err
 	}
@@ -201,12 +201,17 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return merr.NotFound("Unknown user %s", *sk)
 	}
+	// Signed here first: the inviter's signature is then checked with ours
+	// beside it, as the spec's rules for invites want both.
 	signed := pdu.Sign(a.ServerName, a.Key.ID, a.Key.Private)
+	if err := a.verifyPDU(ctx, signed); err != nil {
+		return err
+	}
 	if len(b.InviteRoomState) > 50 {
 		b.InviteRoomState = b.InviteRoomState[:50]
 	}
 	if err := a.Rooms.ReceiveInvite(ctx, signed, b.InviteRoomState); err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, map[string]any{"event": signed.JSON()})
+	return httpx.JSON(w, http.StatusOK, map[string]any{"event": json.RawMessage(signed.JSON())})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/federationapi/client"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/roomserver"
@@ -63,6 +64,9 @@ func remoteError(server string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) {
 		return err
+	}
+	if errors.Is(err, client.ErrNotAllowed) || errors.Is(err, client.ErrPrivateAddress) {
+		return merr.Forbidden("Federation with %s is not allowed on this server", server)
 	}
 	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not reach %s: %v", server, err)
 }

@@ -151,7 +151,7 @@ func (a *App) serveFederation(ctx context.Context, base context.Context, errc ch
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	go client.OnSIGHUP(ctx, a.Log, f.reload)
+	go client.OnSIGHUP(ctx, a.Log, func() error { return errors.Join(f.reload(), f.client.Reload()) })
 	go func() { errc <- srv.Serve(tls.NewListener(f.ln, f.tls)) }()
 	return func(sctx context.Context) { _ = srv.Shutdown(sctx) }
 }
