@@ -50,6 +50,11 @@
 // the transaction and the destination's whole queue instead of retrying;
 // later events are tried again, once each. At a stop the transaction being
 // sent is handed back to its queue (Nak) and sent first at the next start.
+// A sender takes what its queues hold (no-wait pulls) and, when they are
+// empty, waits for a nudge from the feed or QueueEDU; since a consumer
+// learns of a stored message a moment after the publish is acknowledged,
+// a queue that looks empty while messages were queued beyond the last
+// taken is looked at again after a millisecond.
 //
 // Catch-up: when a destination comes back from failures (and at every
 // start, when nobody knows how long it waited), before taking each next

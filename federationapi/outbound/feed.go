@@ -244,6 +244,7 @@ func (f *feed) flush(ctx context.Context, force bool) bool {
 func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker]bool) bool {
 	q := f.q
 	type sent struct {
+		w   *worker
 		msg *nats.Msg
 		fut jetstream.PubAckFuture
 	}
@@ -269,36 +270,38 @@ func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker
 		if err != nil {
 			fut = nil
 		}
-		list = append(list, sent{msg: msg, fut: fut})
+		list = append(list, sent{w: w, msg: msg, fut: fut})
 	}
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
-	var failed []*nats.Msg
+	var failed []sent
 	for _, s := range list {
 		if s.fut == nil {
-			failed = append(failed, s.msg)
+			failed = append(failed, s)
 			continue
 		}
 		select {
-		case <-s.fut.Ok():
+		case ack := <-s.fut.Ok():
+			s.w.queued(&s.w.pdusQueued, ack)
 		case <-s.fut.Err():
-			failed = append(failed, s.msg)
+			failed = append(failed, s)
 		case <-timeout.C:
-			failed = append(failed, s.msg)
+			failed = append(failed, s)
 			timeout.Reset(0)
 		case <-q.stop:
 			return false
 		}
 	}
-	for _, m := range failed {
+	for _, s := range failed {
 		for attempt := 0; ; attempt++ {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := q.js.PublishMsg(pctx, m)
+			ack, err := q.js.PublishMsg(pctx, s.msg)
 			cancel()
 			if err == nil {
+				s.w.queued(&s.w.pdusQueued, ack)
 				break
 			}
-			logging.From(ctx).WithError(err).WithFields(logrus.Fields{"subject": m.Subject, "attempt": attempt}).Error("federation outbound: queue an event")
+			logging.From(ctx).WithError(err).WithFields(logrus.Fields{"subject": s.msg.Subject, "attempt": attempt}).Error("federation outbound: queue an event")
 			if !backoff.Wait(attempt, q.stop) {
 				return false
 			}

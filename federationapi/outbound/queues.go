@@ -341,9 +341,11 @@ func (q *Queues) QueueEDU(ctx context.Context, destinations []string, edu gomatr
 			return err
 		}
 		msg := &nats.Msg{Subject: q.eduSubj + "." + w.key, Data: data, Header: nats.Header{destHeader: []string{d}}}
-		if _, err := q.js.PublishMsg(ctx, msg); err != nil {
+		ack, err := q.js.PublishMsg(ctx, msg)
+		if err != nil {
 			return fmt.Errorf("queue EDU %s for %s: %w", edu.Type, d, err)
 		}
+		w.queued(&w.edusQueued, ack)
 		w.poke()
 	}
 	return nil

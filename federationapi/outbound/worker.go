@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -30,6 +31,13 @@ type worker struct {
 	edus jetstream.Consumer
 	// wake tells of new work; retry ends a wait before a retry.
 	wake, retry chan struct{}
+	// pdusQueued and edusQueued are the stream sequences of the last
+	// messages queued for the destination, pdusTaken and edusTaken those
+	// of the last it took: a consumer learns of a stored message a moment
+	// later, and a queue that looks empty while something is queued
+	// beyond what was taken is looked at again at once.
+	pdusQueued, edusQueued atomic.Uint64
+	pdusTaken, edusTaken   uint64
 	// failures counts the failed attempts since the last success.
 	failures int
 	seq      int64
@@ -39,6 +47,24 @@ type worker struct {
 func newWorker(q *Queues, dest, key string, pdus, edus jetstream.Consumer) *worker {
 	return &worker{q: q, dest: dest, key: key, pdus: pdus, edus: edus, wake: make(chan struct{}, 1),
 		retry: make(chan struct{}, 1), log: q.log.WithField("destination", dest)}
+}
+
+// queued notes a message queued for the destination.
+func (w *worker) queued(last *atomic.Uint64, ack *jetstream.PubAck) {
+	if ack == nil {
+		return
+	}
+	for {
+		cur := last.Load()
+		if ack.Sequence <= cur || last.CompareAndSwap(cur, ack.Sequence) {
+			return
+		}
+	}
+}
+
+// lagging tells whether messages were queued beyond those taken.
+func (w *worker) lagging() bool {
+	return w.pdusQueued.Load() > w.pdusTaken || w.edusQueued.Load() > w.edusTaken
 }
 
 func (w *worker) poke() {
@@ -70,6 +96,7 @@ func (w *worker) run() {
 	}()
 	// At a start nobody knows how long the destination has waited.
 	behind := true
+	lag := 0
 	for ctx.Err() == nil {
 		if behind {
 			w.catchUp(ctx)
@@ -86,6 +113,19 @@ func (w *worker) run() {
 			continue
 		}
 		if len(t.msgs) == 0 {
+			if w.lagging() && lag < 100 {
+				// Queued, not yet visible to the consumer.
+				lag++
+				if !w.sleep(time.Millisecond, nil) {
+					return
+				}
+				continue
+			}
+			if lag >= 100 {
+				// Gone meanwhile (an EDU's age, a purge).
+				w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
+			}
+			lag = 0
 			behind = false
 			queueDepth.WithLabelValues(w.dest).Set(0)
 			if !w.idle() {
@@ -93,6 +133,7 @@ func (w *worker) run() {
 			}
 			continue
 		}
+		lag = 0
 		if w.send(ctx, t) {
 			behind = true
 		}
@@ -138,9 +179,15 @@ func (w *worker) take(ctx context.Context) (*txn, error) {
 		nakAll(edus)
 		return nil, err
 	}
-	if len(pdus) > 0 {
-		if md, err := pdus[len(pdus)-1].Metadata(); err == nil {
+	for _, m := range pdus {
+		if md, err := m.Metadata(); err == nil {
+			w.pdusTaken = max(w.pdusTaken, md.Sequence.Stream)
 			queueDepth.WithLabelValues(w.dest).Set(float64(md.NumPending))
+		}
+	}
+	for _, m := range edus {
+		if md, err := m.Metadata(); err == nil {
+			w.edusTaken = max(w.edusTaken, md.Sequence.Stream)
 		}
 	}
 	t.msgs = append(pdus, edus...)
@@ -395,5 +442,6 @@ func (w *worker) drop(ctx context.Context) {
 	if err := w.q.edus.Purge(ctx, jetstream.WithPurgeSubject(w.q.eduSubj+"."+w.key)); err != nil {
 		w.log.WithError(err).Warn("federation outbound: drop the EDU queue")
 	}
+	w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
 	queueDepth.WithLabelValues(w.dest).Set(0)
 }
