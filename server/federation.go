@@ -15,6 +15,7 @@ import (
 	"github.com/haven-chat/haven/federationapi/client"
 	"github.com/haven-chat/haven/federationapi/history"
 	"github.com/haven-chat/haven/federationapi/keys"
+	"github.com/haven-chat/haven/federationapi/origin"
 	"github.com/haven-chat/haven/federationapi/outbound"
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
@@ -107,6 +108,13 @@ func (a *App) startFederation(ctx context.Context) error {
 		api.PublicRoutes(r)
 		r.Group(func(r chi.Router) {
 			r.Use(keys.Authenticate(f.store, a.Cfg.ServerName, a.allowedServer()))
+			// A server that talks to us is up again: end its backoff wait.
+			r.Use(func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					f.queues.Retry(origin.From(r.Context()))
+					next.ServeHTTP(w, r)
+				})
+			})
 			api.Routes(r)
 			hist.Routes(r)
 		})
