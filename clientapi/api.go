@@ -81,7 +81,10 @@ type API struct {
 	Users      *userapi.Service
 	Leaver     roomLeaver
 	Propagator profilePropagator
-	Limiter    *Limiter
+	// RemoteProfiles, when set (federation on), answers profiles of other
+	// servers' users.
+	RemoteProfiles RemoteProfiles
+	Limiter        *Limiter
 	// AppServices, when set, resolves application services' tokens
 	// (appservice.Service): the service, or a user it acts as.
 	AppServices appServices

@@ -5,8 +5,10 @@ import (
 	"net/http"
 
 	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
 )
 
 // profilePropagator updates a user's m.room.member events in the rooms
@@ -25,8 +27,23 @@ func (a *API) profileRoutes() []Route {
 	}
 }
 
+// RemoteProfiles asks other servers for their users' profiles.
+type RemoteProfiles interface {
+	RemoteProfile(ctx context.Context, userID string) (displayname, avatarURL string, err error)
+}
+
+// profile is a user's profile: a local one from the user API, another
+// server's user's from that server (with federation on).
+func (a *API) profile(ctx context.Context, userID string) (userapi.Profile, error) {
+	if a.RemoteProfiles != nil && ids.ValidUserID(userID) && ids.ServerOf(userID, '@') != a.Cfg.ServerName {
+		dn, av, err := a.RemoteProfiles.RemoteProfile(ctx, userID)
+		return userapi.Profile{DisplayName: dn, AvatarURL: av}, err
+	}
+	return a.Users.GetProfile(ctx, userID)
+}
+
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	p, err := a.profile(r.Context(), PathParam(r, "userId"))
 	if err != nil {
 		return err
 	}
@@ -41,7 +58,7 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getDisplayName(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	p, err := a.profile(r.Context(), PathParam(r, "userId"))
 	if err != nil {
 		return err
 	}
@@ -53,7 +70,7 @@ func (a *API) getDisplayName(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getAvatarURL(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.Users.GetProfile(r.Context(), PathParam(r, "userId"))
+	p, err := a.profile(r.Context(), PathParam(r, "userId"))
 	if err != nil {
 		return err
 	}

@@ -361,3 +361,18 @@ func (p *Peers) parseEvent(ctx context.Context, origin, eventID string, ver goma
 	}
 	return ev, nil
 }
+
+// RemoteProfile asks a user's server for their profile.
+func (p *Peers) RemoteProfile(ctx context.Context, userID string) (string, string, error) {
+	_, server, ok := cutServer(userID)
+	if !ok {
+		return "", "", merr.InvalidParam("Invalid user ID %q", userID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	resp, err := p.fed.LookupProfile(ctx, p.serverName, spec.ServerName(server), userID, "")
+	if err != nil {
+		return "", "", remoteError(server, err)
+	}
+	return resp.DisplayName, resp.AvatarURL, nil
+}

@@ -140,6 +140,9 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if a.Rooms != nil {
 		api.Leaver, api.Propagator = a.Rooms, a.Rooms
 	}
+	if a.fed != nil {
+		api.RemoteProfiles = a.fed.peers
+	}
 	if a.Sync != nil {
 		api.Areas = append(api.Areas, api.SearchArea(a.Sync), api.RelationsArea(a.Sync))
 		api.Areas = append(api.Areas, api.KeysArea(keysAPI{a.Keys, a.Sync}))

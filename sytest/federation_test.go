@@ -135,6 +135,15 @@ func TestFederationTwoSites(t *testing.T) {
 		}
 	}
 
+	// alice reads bob's profile from his site.
+	if err := bob.SetDisplayName(ctx, "Bob at B"); err != nil {
+		t.Fatal(err)
+	}
+	prof, err := alice.GetProfile(ctx, bob.UserID)
+	if err != nil || prof.DisplayName != "Bob at B" {
+		t.Fatalf("bob's profile through site A: %+v %v", prof, err)
+	}
+
 	// Both sides agree on the room's state.
 	waitUntil(t, "the same state on both sites", func() bool {
 		return strings.Join(stateIDs(t, alice, room.RoomID), ",") == strings.Join(stateIDs(t, bob, room.RoomID), ",")
