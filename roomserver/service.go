@@ -110,6 +110,9 @@ type room struct {
 	chainLen    int64
 	extremities []string
 	depth       int64
+	// extTopo holds the extremities' topological depths (topoDepth), so
+	// that a local event's needs no query.
+	extTopo map[string]int64
 }
 
 // New creates the roomserver, reading the stream positions from the database.
@@ -205,14 +208,16 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 		return nil, err
 	}
 	depth := row.depth
+	extTopo := make(map[string]int64, len(extEvents))
 	for _, e := range extEvents {
 		depth = max(depth, e.Depth)
+		extTopo[e.EventID] = e.Topo
 	}
 	_, chainLen, err := selectSnapshotMeta(ctx, s.db, row.snapshot)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: depth}
+	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: depth, extTopo: extTopo}
 	s.rooms.Put(roomID, r)
 	return r, nil
 }
@@ -483,6 +488,31 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 			}
 		}
 	}
+	// Topological depths: the batch's events build on each other, the
+	// room's extremities are known in memory, anything else is read.
+	known := make(map[string]int64, len(r.extTopo)+len(events))
+	for id, t := range r.extTopo {
+		known[id] = t
+	}
+	var ask []string
+	inBatch := make(map[string]bool, len(events))
+	for _, pe := range d.events {
+		for _, p := range pe.pdu.PrevEventIDs() {
+			if _, ok := known[p]; !ok && !inBatch[p] {
+				ask = append(ask, p)
+			}
+		}
+		inBatch[pe.pdu.EventID()] = true
+	}
+	if len(ask) > 0 {
+		if err := selectTopos(ctx, s.db, ask, known); err != nil {
+			return nil, err
+		}
+	}
+	for i, pe := range d.events {
+		events[i].Topo = topoDepth(pe.pdu.Depth(), pe.pdu.PrevEventIDs(), known)
+		known[events[i].EventID] = events[i].Topo
+	}
 	redactions := make([]*Notice, len(events))
 	taken := false // positions were taken: a failure must skip them
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -526,6 +556,9 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 		for i := range events {
 			ev := &events[i]
 			if err := insertEvent(ctx, tx, ev); err != nil {
+				return err
+			}
+			if err := insertPrevEvents(ctx, tx, r.id, ev.EventID, d.events[i].pdu.PrevEventIDs()); err != nil {
 				return err
 			}
 			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == spec.Join || ev.Membership == spec.Invite || ev.Membership == spec.Knock) {
@@ -597,6 +630,12 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	r.snapshot, r.chainLen = snapshot, chainLen
 	r.extremities = d.extremities
 	r.depth = d.depth
+	r.extTopo = make(map[string]int64, len(d.extremities))
+	for _, id := range d.extremities {
+		if t, ok := known[id]; ok {
+			r.extTopo[id] = t
+		}
+	}
 	r.mu.Unlock()
 	for _, pe := range d.events {
 		if pe.pdu.StateKey() != nil {
