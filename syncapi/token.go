@@ -123,36 +123,36 @@ type pageFrom struct {
 // token (whose events position is used), as the spec allows all for
 // /messages.
 func parseHistoryToken(s string) (pageFrom, error) {
+	bad := merr.InvalidParam("Invalid pagination token")
 	if rest, ok := strings.CutPrefix(s, "t"); ok {
-		if a, b, ok := strings.Cut(rest, "_"); ok {
-			topo, err1 := strconv.ParseInt(a, 10, 64)
-			pos, err2 := strconv.ParseInt(b, 10, 64)
-			if err1 != nil || err2 != nil || pos < 0 {
-				return pageFrom{}, merr.InvalidParam("Invalid pagination token")
+		a, b, isKey := strings.Cut(rest, "_")
+		if !isKey {
+			n, err := strconv.ParseInt(rest, 10, 64)
+			if err != nil || n < 0 {
+				return pageFrom{}, bad
 			}
-			return pageFrom{key: topoKey{topo, pos}, isKey: true}, nil
+			return pageFrom{stream: n}, nil
 		}
+		topo, err1 := strconv.ParseInt(a, 10, 64)
+		pos, err2 := strconv.ParseInt(b, 10, 64)
+		if err1 != nil || err2 != nil || pos < 0 {
+			return pageFrom{}, bad
+		}
+		return pageFrom{key: topoKey{topo, pos}, isKey: true}, nil
 	}
-	pos, err := parsePageToken(s)
-	return pageFrom{stream: pos}, err
+	p, err := ParsePos(s)
+	if err != nil {
+		return pageFrom{}, bad
+	}
+	return pageFrom{stream: p.Events}, nil
 }
 
 // parsePageToken reads a stream token or a sync token (whose events
 // position is used); of a history token it takes the position.
 func parsePageToken(s string) (int64, error) {
-	if rest, ok := strings.CutPrefix(s, "t"); ok {
-		if _, b, ok := strings.Cut(rest, "_"); ok {
-			rest = b
-		}
-		n, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil || n < 0 {
-			return 0, merr.InvalidParam("Invalid pagination token")
-		}
-		return n, nil
+	p, err := parseHistoryToken(s)
+	if p.isKey {
+		return p.key.pos, err
 	}
-	p, err := ParsePos(s)
-	if err != nil {
-		return 0, merr.InvalidParam("Invalid pagination token")
-	}
-	return p.Events, nil
+	return p.stream, err
 }
