@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -488,30 +489,39 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 			}
 		}
 	}
-	// Topological depths: the batch's events build on each other, the
-	// room's extremities are known in memory, anything else is read.
-	known := make(map[string]int64, len(r.extTopo)+len(events))
-	for id, t := range r.extTopo {
-		known[id] = t
+	// Topological depths: the batch's events build on each other and the
+	// room's extremities are known in memory; anything else is read.
+	prevs := make([][]string, len(d.events))
+	var read map[string]int64
+	topoOf := func(id string) (int64, bool) {
+		for j := range events {
+			if events[j].EventID == id && events[j].Topo != 0 { // set, never 0
+				return events[j].Topo, true
+			}
+		}
+		if t, ok := r.extTopo[id]; ok {
+			return t, true
+		}
+		t, ok := read[id]
+		return t, ok
 	}
 	var ask []string
-	inBatch := make(map[string]bool, len(events))
-	for _, pe := range d.events {
-		for _, p := range pe.pdu.PrevEventIDs() {
-			if _, ok := known[p]; !ok && !inBatch[p] {
+	for i, pe := range d.events {
+		prevs[i] = pe.pdu.PrevEventIDs()
+		for _, p := range prevs[i] {
+			if _, ok := r.extTopo[p]; !ok && !slices.ContainsFunc(events[:i], func(e Event) bool { return e.EventID == p }) {
 				ask = append(ask, p)
 			}
 		}
-		inBatch[pe.pdu.EventID()] = true
 	}
 	if len(ask) > 0 {
-		if err := selectTopos(ctx, s.db, ask, known); err != nil {
+		read = make(map[string]int64, len(ask))
+		if err := selectTopos(ctx, s.db, ask, read); err != nil {
 			return nil, err
 		}
 	}
 	for i, pe := range d.events {
-		events[i].Topo = topoDepth(pe.pdu.Depth(), pe.pdu.PrevEventIDs(), known)
-		known[events[i].EventID] = events[i].Topo
+		events[i].Topo = topoDepth(pe.pdu.Depth(), prevs[i], topoOf)
 	}
 	redactions := make([]*Notice, len(events))
 	taken := false // positions were taken: a failure must skip them
@@ -558,9 +568,6 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 			if err := insertEvent(ctx, tx, ev); err != nil {
 				return err
 			}
-			if err := insertPrevEvents(ctx, tx, r.id, ev.EventID, d.events[i].pdu.PrevEventIDs()); err != nil {
-				return err
-			}
 			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == spec.Join || ev.Membership == spec.Invite || ev.Membership == spec.Knock) {
 				// Coming back un-forgets the room: a later leave shows it again.
 				if _, err := tx.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, *ev.StateKey, r.id); err != nil {
@@ -574,6 +581,9 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				}
 				redactions[i] = n
 			}
+		}
+		if err := insertPrevEvents(ctx, tx, r.id, events, prevs); err != nil {
+			return err
 		}
 		for _, id := range d.promoted {
 			if _, err := tx.Exec(ctx, `DELETE FROM event_outliers WHERE event_id = $1`, id); err != nil {
@@ -630,12 +640,13 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	r.snapshot, r.chainLen = snapshot, chainLen
 	r.extremities = d.extremities
 	r.depth = d.depth
-	r.extTopo = make(map[string]int64, len(d.extremities))
+	extTopo := make(map[string]int64, len(d.extremities))
 	for _, id := range d.extremities {
-		if t, ok := known[id]; ok {
-			r.extTopo[id] = t
+		if t, ok := topoOf(id); ok {
+			extTopo[id] = t
 		}
 	}
+	r.extTopo = extTopo
 	r.mu.Unlock()
 	for _, pe := range d.events {
 		if pe.pdu.StateKey() != nil {

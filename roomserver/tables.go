@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/haven-chat/haven/storage"
 )
@@ -206,7 +207,7 @@ func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, roomID,
 
 // topoDepth is an event's topological depth: the first part of the key
 // (topo, pos) by which a room's history is ordered (/messages, /context).
-// known holds the topological depths of events in the timeline.
+// known tells the topological depth of an event in the timeline.
 //
 // It is computed from the DAG rather than taken from the event's depth
 // field, which its sending server chooses: an event whose prev_events are
@@ -217,11 +218,11 @@ func selectTxn(ctx context.Context, q storage.Querier, userID, deviceID, roomID,
 // bridged by fetching the state at it, a parent kept as an outlier) is the
 // claimed depth the best guess there is, and it is taken when higher.
 // For events whose servers follow the spec both give the same number.
-func topoDepth(claimed int64, prevs []string, known map[string]int64) int64 {
+func topoDepth(claimed int64, prevs []string, known func(string) (int64, bool)) int64 {
 	var top int64
 	missing := len(prevs) == 0
 	for _, id := range prevs {
-		if t, ok := known[id]; ok {
+		if t, ok := known(id); ok {
 			top = max(top, t)
 		} else {
 			missing = true
@@ -256,13 +257,27 @@ func selectTopos(ctx context.Context, q storage.Querier, ids []string, into map[
 	return rows.Err()
 }
 
-// insertPrevEvents stores a timeline event's edges to its prev_events.
-func insertPrevEvents(ctx context.Context, tx *storage.Tx, roomID, eventID string, prevs []string) error {
-	for _, p := range prevs {
-		if _, err := tx.Exec(ctx, `INSERT INTO prev_events (room_id, prev_event_id, event_id) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING`,
-			roomID, p, eventID); err != nil {
-			return fmt.Errorf("insert prev_events of %s: %w", eventID, err)
+// insertPrevEvents stores the edges from a batch of timeline events to
+// their prev_events (prevs[i] are events[i]'s), in one statement.
+func insertPrevEvents(ctx context.Context, tx *storage.Tx, roomID string, events []Event, prevs [][]string) error {
+	var b strings.Builder
+	args := []any{roomID}
+	b.WriteString(`INSERT INTO prev_events (room_id, prev_event_id, event_id) VALUES `)
+	for i, ps := range prevs {
+		for _, p := range ps {
+			if len(args) > 1 {
+				b.WriteByte(',')
+			}
+			args = append(args, p, events[i].EventID)
+			fmt.Fprintf(&b, "($1,$%d,$%d)", len(args)-1, len(args))
 		}
+	}
+	if len(args) == 1 {
+		return nil
+	}
+	b.WriteString(` ON CONFLICT DO NOTHING`)
+	if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
+		return fmt.Errorf("insert prev_events of %s: %w", events[0].EventID, err)
 	}
 	return nil
 }
