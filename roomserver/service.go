@@ -112,7 +112,7 @@ type room struct {
 	extremities []string
 	depth       int64
 	// extTopo holds the extremities' topological depths (topoDepth), so
-	// that a local event's needs no query.
+	// that a local event's place needs no query.
 	extTopo map[string]int64
 }
 
