@@ -30,7 +30,15 @@
 // (/state_ids, /event for what is unknown here; at most 1,000 events),
 // kept as outliers with that state so that the event can be built on it.
 //
-// Tables owned: rooms, events, event_outliers, room_extremities, room_state,
+// Order (tables.go topoDepth): every timeline event gets a topological
+// depth (events.topo) when it is stored — one above the highest of its
+// prev_events in the timeline; its claimed depth only where a prev_event is
+// not in the timeline — and its edges to its prev_events (prev_events, in
+// the same transaction). History is read by (topo, pos); the prev_events
+// that are not in the timeline are the room's backward extremities
+// (BackwardExtremities), where backfill starts.
+//
+// Tables owned: rooms, events, event_outliers, prev_events, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,
 // forgotten_rooms, event_search, search_position.
 //

@@ -88,7 +88,7 @@ func collectEvents(rows *sql.Rows) ([]Event, error) {
 // prefixed returns the event columns with a table prefix.
 func prefixed(p string) string {
 	return p + `pos, ` + p + `event_id, ` + p + `room_id, ` + p + `type, ` + p + `state_key, ` + p + `sender, COALESCE(` + p + `membership, ''), ` +
-		p + `depth, ` + p + `origin_ts, COALESCE(` + p + `relates_to, ''), COALESCE(` + p + `rel_type, ''), COALESCE(` + p + `redacted_by, ''), COALESCE(` +
+		p + `depth, ` + p + `topo, ` + p + `origin_ts, COALESCE(` + p + `relates_to, ''), COALESCE(` + p + `rel_type, ''), COALESCE(` + p + `redacted_by, ''), COALESCE(` +
 		p + `device_id, ''), COALESCE(` + p + `txn_id, ''), ` + p + `snapshot_id, ` + p + `json`
 }
 

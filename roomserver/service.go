@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,9 @@ type room struct {
 	chainLen    int64
 	extremities []string
 	depth       int64
+	// extTopo holds the extremities' topological depths (topoDepth), so
+	// that a local event's place needs no query.
+	extTopo map[string]int64
 }
 
 // New creates the roomserver, reading the stream positions from the database.
@@ -207,14 +211,16 @@ func (s *Service) loadRoom(ctx context.Context, roomID string) (*room, error) {
 		return nil, err
 	}
 	depth := row.depth
+	extTopo := make(map[string]int64, len(extEvents))
 	for _, e := range extEvents {
 		depth = max(depth, e.Depth)
+		extTopo[e.EventID] = e.Topo
 	}
 	_, chainLen, err := selectSnapshotMeta(ctx, s.db, row.snapshot)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: depth}
+	r := &room{id: roomID, version: verImpl, state: state, snapshot: row.snapshot, chainLen: chainLen, extremities: ext, depth: depth, extTopo: extTopo}
 	s.rooms.Put(roomID, r)
 	return r, nil
 }
@@ -485,6 +491,40 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 			}
 		}
 	}
+	// Topological depths: the batch's events build on each other and the
+	// room's extremities are known in memory; anything else is read.
+	prevs := make([][]string, len(d.events))
+	var read map[string]int64
+	topoOf := func(id string) (int64, bool) {
+		for j := range events {
+			if events[j].EventID == id && events[j].Topo != 0 { // set, never 0
+				return events[j].Topo, true
+			}
+		}
+		if t, ok := r.extTopo[id]; ok {
+			return t, true
+		}
+		t, ok := read[id]
+		return t, ok
+	}
+	var ask []string
+	for i, pe := range d.events {
+		prevs[i] = pe.pdu.PrevEventIDs()
+		for _, p := range prevs[i] {
+			if _, ok := r.extTopo[p]; !ok && !slices.ContainsFunc(events[:i], func(e Event) bool { return e.EventID == p }) {
+				ask = append(ask, p)
+			}
+		}
+	}
+	if len(ask) > 0 {
+		read = make(map[string]int64, len(ask))
+		if err := selectTopos(ctx, s.db, ask, read); err != nil {
+			return nil, err
+		}
+	}
+	for i, pe := range d.events {
+		events[i].Topo = topoDepth(pe.pdu.Depth(), prevs[i], topoOf)
+	}
 	redactions := make([]*Notice, len(events))
 	taken := false // positions were taken: a failure must skip them
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -544,6 +584,9 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 				redactions[i] = n
 			}
 		}
+		if err := insertPrevEvents(ctx, tx, r.id, events, prevs); err != nil {
+			return err
+		}
 		for _, id := range d.promoted {
 			if _, err := tx.Exec(ctx, `DELETE FROM event_outliers WHERE event_id = $1`, id); err != nil {
 				return fmt.Errorf("promote outlier %s: %w", id, err)
@@ -599,6 +642,13 @@ func (s *Service) commit(ctx context.Context, d *draft, newRoom *roomRow, extra 
 	r.snapshot, r.chainLen = snapshot, chainLen
 	r.extremities = d.extremities
 	r.depth = d.depth
+	extTopo := make(map[string]int64, len(d.extremities))
+	for _, id := range d.extremities {
+		if t, ok := topoOf(id); ok {
+			extTopo[id] = t
+		}
+	}
+	r.extTopo = extTopo
 	r.mu.Unlock()
 	for _, pe := range d.events {
 		if pe.pdu.StateKey() != nil {

@@ -14,12 +14,15 @@ type Event struct {
 	Sender     string  `json:"sender"`
 	Membership string  `json:"membership,omitempty"`
 	Depth      int64   `json:"depth"`
-	OriginTS   int64   `json:"origin_ts"`
-	RelatesTo  string  `json:"relates_to,omitempty"`
-	RelType    string  `json:"rel_type,omitempty"`
-	RedactedBy string  `json:"redacted_by,omitempty"`
-	DeviceID   string  `json:"device_id,omitempty"`
-	TxnID      string  `json:"txn_id,omitempty"`
+	// Topo is the event's topological depth in the room (topoDepth):
+	// history is ordered by (Topo, Pos).
+	Topo       int64  `json:"topo"`
+	OriginTS   int64  `json:"origin_ts"`
+	RelatesTo  string `json:"relates_to,omitempty"`
+	RelType    string `json:"rel_type,omitempty"`
+	RedactedBy string `json:"redacted_by,omitempty"`
+	DeviceID   string `json:"device_id,omitempty"`
+	TxnID      string `json:"txn_id,omitempty"`
 	// Snapshot is the state snapshot before the event.
 	Snapshot int64           `json:"snapshot"`
 	JSON     json.RawMessage `json:"json"`

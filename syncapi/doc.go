@@ -51,6 +51,18 @@
 // sent yet (lazySent, bounded, per device and room) and the membership
 // changes in the gap.
 //
+// History (messages.go): /sync's timeline is in stream order (what
+// arrived), /messages and /context are in topological order: by (topo,
+// pos), the event's topological depth (roomserver.Event.Topo), then its
+// position, so that events received late from other servers (backfill,
+// gaps) show where they belong in the DAG, never as the newest. Their
+// tokens are "t<topo>_<pos>" (token.go); a stream token ("t<pos>", /sync's
+// prev_batch) or a sync token is read as the greatest key among the room's
+// events at or before its position, so that paging from it leaves out
+// nothing it covers. Visibility stays by position (the reader's
+// membership when the event arrived). Relations, threads and /search
+// context page by position; of a history token they take the position.
+//
 // Legacy endpoints (legacy.go): GET /events is a /sync from its token
 // (the same listener, sample and wait) flattened into one list, without
 // to-device messages, device lists or key counts; GET /initialSync and

@@ -17,6 +17,7 @@ type ClientEvent = clientEvent
 // the unsigned object, whose age and transaction_id differ per response.
 type clientEvent struct {
 	pos      int64
+	topo     int64
 	eventID  string
 	roomID   string
 	typ      string
@@ -39,6 +40,9 @@ type clientEvent struct {
 	size    int
 }
 
+// key is the event's place in its room's history.
+func (e *clientEvent) key() topoKey { return topoKey{e.topo, e.pos} }
+
 type storedFields struct {
 	Content  json.RawMessage `json:"content"`
 	Redacts  string          `json:"redacts"`
@@ -52,7 +56,7 @@ func render(e *roomserver.Event) (*clientEvent, error) {
 	if err := json.Unmarshal(e.JSON, &f); err != nil {
 		return nil, fmt.Errorf("parse stored event %s: %w", e.EventID, err)
 	}
-	ce := &clientEvent{pos: e.Pos, eventID: e.EventID, roomID: e.RoomID, typ: e.Type, stateKey: e.StateKey, sender: e.Sender,
+	ce := &clientEvent{pos: e.Pos, topo: e.Topo, eventID: e.EventID, roomID: e.RoomID, typ: e.Type, stateKey: e.StateKey, sender: e.Sender,
 		ts: e.OriginTS, device: e.DeviceID, txnID: e.TxnID, redacted: e.RedactedBy, relType: e.RelType, relTo: e.RelatesTo,
 		hasURL: filter.HasURL(f.Content), snapshot: e.Snapshot}
 	var b bytes.Buffer

@@ -2,7 +2,9 @@ package syncapi
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -94,9 +96,10 @@ func (s *Service) Messages(ctx context.Context, req MessagesRequest) (*MessagesR
 	return s.messages(ctx, req, o, vis)
 }
 
-// messages pages through a room's history with the user's visibility loaded.
+// messages pages through a room's history with the user's visibility
+// loaded, in topological order (topoKey): an event received late from
+// another server shows where it belongs in the DAG, not as the newest.
 func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vis *visibility) (*MessagesResponse, error) {
-	var err error
 	limit := req.Limit
 	if limit <= 0 {
 		limit = 10
@@ -104,24 +107,37 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	if limit > 1000 {
 		limit = 1000
 	}
-	var from int64
-	if req.From != "" {
-		if from, err = parsePageToken(req.From); err != nil {
-			return nil, err
-		}
-	} else if req.Backwards {
-		from = s.n.Current().Events
-	}
-	var to int64 = -1
-	if req.To != "" {
-		if to, err = parsePageToken(req.To); err != nil {
-			return nil, err
-		}
-	}
-	// A user who left sees nothing after leaving.
-	ceiling := s.n.Current().Events
+	// Only published positions are shown, and a user who left sees nothing
+	// that arrived after leaving.
+	current := s.n.Current().Events
+	ceiling := current
 	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
 		ceiling = vis.membership[len(vis.membership)-1].pos
+	}
+	// The window: keys above lower and at or below upper.
+	lower, upper := bottomKey, topKey
+	var from topoKey
+	if req.From != "" {
+		var err error
+		if from, err = s.historyKey(ctx, req.RoomID, req.From); err != nil {
+			return nil, err
+		}
+		if req.Backwards {
+			upper = from
+		} else {
+			lower = from
+		}
+	}
+	if req.To != "" {
+		to, err := s.historyKey(ctx, req.RoomID, req.To)
+		if err != nil {
+			return nil, err
+		}
+		if req.Backwards {
+			lower = to
+		} else {
+			upper = to
+		}
 	}
 	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
 	if err != nil {
@@ -130,31 +146,17 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	// Page through the window in batches until the page is full: events
 	// the user may not see (history visibility, ignored users) or the filter
 	// rejects are passed over, up to scanBudget of them.
-	lower, upper := max(to, 0), min(from, ceiling)
-	if !req.Backwards {
-		lower, upper = from, ceiling
-		if to >= 0 {
-			upper = min(upper, to)
-		}
-	}
 	var chunk []*clientEvent
-	var last int64 // the last event position looked at
-	more := false  // events may follow the last one looked at
+	var last topoKey // the key of the last event looked at
+	more := false    // events may follow the last one looked at
 	for scanned, batch := 0, limit; ; batch = min(max(2*batch, 50), scanBudget) {
-		var evs []*clientEvent
-		if req.Backwards {
-			evs, err = s.queryEvents(ctx, "messages of "+req.RoomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos <= $2 AND pos > $3 ORDER BY pos DESC LIMIT $4`,
-				req.RoomID, upper, lower, batch)
-		} else {
-			evs, err = s.queryEvents(ctx, "messages of "+req.RoomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`,
-				req.RoomID, lower, upper, batch)
-		}
+		evs, err := s.historyWindow(ctx, req.RoomID, lower, upper, ceiling, req.Backwards, batch)
 		if err != nil {
 			return nil, err
 		}
 		full := false
 		for i, e := range evs {
-			last = e.pos
+			last = e.key()
 			scanned++
 			if vis.canSee(e.pos, e.sender, e.typ, e.stateKey) && o.timelineOK(e) && !ignoredSender(ignored, e) {
 				chunk = append(chunk, e)
@@ -176,7 +178,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 			break
 		}
 		if req.Backwards {
-			upper = last - 1
+			upper = last.justBefore()
 		} else {
 			lower = last
 		}
@@ -184,21 +186,27 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	now := nowMS()
 	resp := &MessagesResponse{Chunk: []json.RawMessage{}, Start: req.From}
 	if resp.Start == "" {
-		resp.Start = pageToken(from)
+		if req.Backwards {
+			// Now, as a stream token: it stands for every event
+			// published so far, whatever their keys.
+			resp.Start = pageToken(current)
+		} else {
+			resp.Start = pageToken(0)
+		}
 	}
 	if resp.Chunk, err = s.appendTimelineKnown(ctx, resp.Chunk, chunk, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(req.RoomID)); err != nil {
 		return nil, err
 	}
 	if more {
 		if req.Backwards {
-			resp.End = pageToken(last - 1)
+			resp.End = historyToken(last.justBefore())
 		} else {
-			resp.End = pageToken(last)
+			resp.End = historyToken(last)
 		}
 	}
 	if o.LazyMembers && len(chunk) > 0 {
 		jr := &joinedRoom{}
-		if err := s.lazyMembers(ctx, jr, sortedByPos(chunk), o, now, req.DeviceID); err != nil {
+		if err := s.lazyMembers(ctx, jr, sortedByKey(chunk), o, now, req.DeviceID); err != nil {
 			return nil, err
 		}
 		resp.State = jr.State.Events
@@ -206,9 +214,46 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	return resp, nil
 }
 
-func sortedByPos(evs []*clientEvent) []*clientEvent {
+// historyWindow reads up to n of the room's events with lower < key <=
+// upper and pos <= ceiling, nearest to upper first when backwards, else
+// nearest to lower first.
+func (s *Service) historyWindow(ctx context.Context, roomID string, lower, upper topoKey, ceiling int64, backwards bool, n int) ([]*clientEvent, error) {
+	order := "ASC"
+	if backwards {
+		order = "DESC"
+	}
+	return s.queryEvents(ctx, "messages of "+roomID, `SELECT `+roomserver.EventColumns+` FROM events
+WHERE room_id = $1 AND (topo, pos) > ($2, $3) AND (topo, pos) <= ($4, $5) AND pos <= $6
+ORDER BY topo `+order+`, pos `+order+` LIMIT $7`, roomID, lower.topo, lower.pos, upper.topo, upper.pos, ceiling, n)
+}
+
+// historyKey reads a pagination token as a key of the room's history. A
+// stream position (an older "t" token, /sync's prev_batch, a sync token)
+// becomes the greatest key among the room's events at or before it: paging
+// backwards from there returns every event the position covers — then,
+// where they belong, those that arrived later with older places in the
+// DAG — and forwards every event above them.
+func (s *Service) historyKey(ctx context.Context, roomID, token string) (topoKey, error) {
+	p, err := parseHistoryToken(token)
+	if err != nil || p.isKey {
+		return p.key, err
+	}
+	k := bottomKey
+	err = s.db.QueryRow(ctx, `SELECT topo, pos FROM events WHERE room_id = $1 AND pos <= $2 ORDER BY topo DESC, pos DESC LIMIT 1`,
+		roomID, p.stream).Scan(&k.topo, &k.pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return bottomKey, nil
+	}
+	if err != nil {
+		return k, fmt.Errorf("history key of %s at %d: %w", roomID, p.stream, err)
+	}
+	return k, nil
+}
+
+// sortedByKey is evs in history order.
+func sortedByKey(evs []*clientEvent) []*clientEvent {
 	out := append([]*clientEvent(nil), evs...)
-	sort.Slice(out, func(i, j int) bool { return out[i].pos < out[j].pos })
+	sort.Slice(out, func(i, j int) bool { return out[i].key().less(out[j].key()) })
 	return out
 }
 
@@ -286,8 +331,11 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	if vis.current != "join" && vis.current != "invite" && len(vis.membership) > 0 {
 		ceiling = vis.membership[len(vis.membership)-1].pos
 	}
-	load := func(q string, args ...any) ([]*clientEvent, error) {
-		evs, err := s.queryEvents(ctx, "context of "+eventID, q, args...)
+	load := func(backwards bool, lower, upper topoKey, n int) ([]*clientEvent, error) {
+		if n == 0 {
+			return nil, nil
+		}
+		evs, err := s.historyWindow(ctx, roomID, lower, upper, ceiling, backwards, n)
 		if err != nil {
 			return nil, err
 		}
@@ -299,11 +347,13 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 		}
 		return out, nil
 	}
-	before, err := load(`SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos < $2 ORDER BY pos DESC LIMIT $3`, roomID, ce.pos, nBefore)
+	// In history order, as /messages: the events with keys next to the
+	// event's on either side.
+	before, err := load(true, bottomKey, ce.key().justBefore(), nBefore)
 	if err != nil {
 		return nil, err
 	}
-	after, err := load(`SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos ASC LIMIT $4`, roomID, ce.pos, ceiling, nAfter)
+	after, err := load(false, ce.key(), topKey, nAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -321,15 +371,15 @@ func (s *Service) Context(ctx context.Context, userID, deviceID, roomID, eventID
 	if resp.EventsAfter, err = s.appendTimelineKnown(ctx, resp.EventsAfter, after, now, userID, deviceID, o.FederationFormat, known); err != nil {
 		return nil, err
 	}
-	startPos := ce.pos - 1
+	start := ce.key().justBefore()
 	if len(before) > 0 {
-		startPos = before[len(before)-1].pos - 1
+		start = before[len(before)-1].key().justBefore()
 	}
-	endPos := ce.pos
+	end := ce.key()
 	if len(after) > 0 {
-		endPos = after[len(after)-1].pos
+		end = after[len(after)-1].key()
 	}
-	resp.Start, resp.End = pageToken(startPos), pageToken(endPos)
+	resp.Start, resp.End = historyToken(start), historyToken(end)
 	// State at the event (lazy-loaded to the senders shown, if asked).
 	stateIDs, err := s.rooms.StateIDsAtSnapshot(ctx, ce.snapshot)
 	if err != nil {
