@@ -34,8 +34,14 @@ func (s *Service) MakeMembership(ctx context.Context, roomID, userID, membership
 			return merr.Custom(400, "M_INCOMPATIBLE_ROOM_VERSION", "The room is of version %s, which your server does not support", ver)
 		}
 		key := userID
-		proto := &gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &key,
-			Content: spec.RawJSON(`{"membership":` + string(mustJSON(membership)) + `}`)}
+		content := spec.RawJSON(`{"membership":` + string(mustJSON(membership)) + `}`)
+		if membership == spec.Join {
+			var err error
+			if content, err = s.withAuthoriser(ctx, r, userID, content); err != nil {
+				return err
+			}
+		}
+		proto := &gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &key, Content: content}
 		prev := r.extremities
 		if len(prev) > maxPrevEvents {
 			prev = prev[len(prev)-maxPrevEvents:]

@@ -188,6 +188,11 @@ func (s *Service) member(ctx context.Context, roomID, sender, target, membership
 		if err != nil {
 			return err
 		}
+		if membership == spec.Join && target == sender && membershipOf(r, target) != spec.Join {
+			if content, err = s.withAuthoriser(ctx, r, target, content); err != nil {
+				return err
+			}
+		}
 		if cur != nil && string(cur.SenderID()) == sender && jsonEqual(cur.Content(), content) {
 			id = cur.EventID()
 			return nil

@@ -135,6 +135,18 @@ func TestFederationTwoSites(t *testing.T) {
 		}
 	}
 
+	// A room restricted to the members of the first one: bob joins it from
+	// site B, authorised by alice's server; carol on B, in no allowed
+	// room, is refused.
+	restricted := createRestricted(t, alice, room.RoomID)
+	if _, err := bob.JoinRoom(ctx, restricted.String(), &mautrix.ReqJoinRoom{Via: []string{a.name}}); err != nil {
+		t.Fatalf("restricted join across sites: %v", err)
+	}
+	carol := b.register(t, "carol")
+	if _, err := carol.JoinRoom(ctx, restricted.String(), &mautrix.ReqJoinRoom{Via: []string{a.name}}); err == nil || !strings.Contains(err.Error(), "M_FORBIDDEN") {
+		t.Fatalf("restricted join of a non-member: %v", err)
+	}
+
 	// alice reads bob's profile from his site.
 	if err := bob.SetDisplayName(ctx, "Bob at B"); err != nil {
 		t.Fatal(err)
@@ -283,4 +295,52 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("never: %s", what)
+}
+
+// createRestricted makes a room only members of allowed may join.
+func createRestricted(t *testing.T, c *mautrix.Client, allowed id.RoomID) id.RoomID {
+	t.Helper()
+	resp, err := c.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateJoinRules, StateKey: new(string),
+		Content: event.Content{Raw: map[string]any{"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": allowed.String()}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.RoomID
+}
+
+// TestRestrictedJoin: on one server, a member of the allowed room joins a
+// restricted room without an invite; a non-member is refused.
+func TestRestrictedJoin(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice, bob, carol := s.register(t, "alice"), s.register(t, "bob"), s.register(t, "carol")
+		space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restricted := createRestricted(t, alice, space.RoomID)
+		if _, err := bob.JoinRoom(ctx, restricted.String(), nil); err == nil {
+			t.Fatal("bob joined before being in the allowed room")
+		}
+		if _, err := bob.JoinRoom(ctx, space.RoomID.String(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoom(ctx, restricted.String(), nil); err != nil {
+			t.Fatalf("restricted join: %v", err)
+		}
+		var member struct {
+			Via string `json:"join_authorised_via_users_server"`
+		}
+		if _, err := bob.MakeRequest(ctx, "GET", bob.BuildClientURL("v3", "rooms", restricted, "state", "m.room.member", bob.UserID), nil, &member); err != nil {
+			t.Fatal(err)
+		}
+		if member.Via != alice.UserID.String() {
+			t.Fatalf("join authorised via %q", member.Via)
+		}
+		if _, err := carol.JoinRoom(ctx, restricted.String(), nil); err == nil || !strings.Contains(err.Error(), "M_FORBIDDEN") {
+			t.Fatalf("carol's join: %v", err)
+		}
+	})
 }
