@@ -376,3 +376,30 @@ func (p *Peers) RemoteProfile(ctx context.Context, userID string) (string, strin
 	}
 	return resp.DisplayName, resp.AvatarURL, nil
 }
+
+// Backfill asks origin for the events before from, each checked for its
+// hashes and signatures (the others are left out).
+func (p *Peers) Backfill(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	txn, err := p.fed.Backfill(ctx, p.serverName, spec.ServerName(origin), roomID, limit, from)
+	if err != nil {
+		return nil, remoteError(origin, err)
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+	if err != nil {
+		return nil, err
+	}
+	var out []gomatrixserverlib.PDU
+	for _, raw := range txn.PDUs {
+		ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+		if err != nil || ev.RoomID().String() != roomID {
+			continue
+		}
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, p.verifier, userIDForSender); err != nil {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}

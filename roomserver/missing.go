@@ -22,6 +22,8 @@ type EventFetcher interface {
 	MissingEvents(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error)
 	StateIDs(ctx context.Context, origin, roomID, eventID string) (state, authChain []string, err error)
 	Event(ctx context.Context, origin string, ver gomatrixserverlib.RoomVersion, eventID string) (gomatrixserverlib.PDU, error)
+	// Backfill asks for the events before from (/backfill), newest first.
+	Backfill(ctx context.Context, origin, roomID string, ver gomatrixserverlib.RoomVersion, from []string, limit int) ([]gomatrixserverlib.PDU, error)
 }
 
 // Bounds on the work one event from another server may cause.

@@ -56,6 +56,21 @@ func (p *peerDAG) Event(_ context.Context, origin string, _ gomatrixserverlib.Ro
 	return nil, merr.NotFound("no event %s", eventID)
 }
 
+func (p *peerDAG) Backfill(_ context.Context, origin, roomID string, _ gomatrixserverlib.RoomVersion, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	p.asked = append(p.asked, "backfill")
+	var out []gomatrixserverlib.PDU
+	started := false
+	for i := len(p.order) - 1; i >= 0 && len(out) < limit; i-- {
+		if slices.Contains(from, p.order[i]) {
+			started = true
+		}
+		if started {
+			out = append(out, p.events[p.order[i]])
+		}
+	}
+	return out, nil
+}
+
 // TestFillingGaps: an event whose prev_events are unknown here is
 // preceded by the events in between, fetched from the server it came from
 // and checked like any; when the server cannot give them, the state at the
@@ -121,6 +136,39 @@ func TestFillingGaps(t *testing.T) {
 				ext, _ = h.s.Extremities(ctx, roomID)
 				if want := map[bool]int{false: 1, true: 2}[gapOnly]; len(ext) != want || !slices.Contains(ext, last.EventID()) {
 					t.Errorf("extremities %v, want the last event (and base when only the gap's state came)", ext)
+				}
+				if !gapOnly {
+					return
+				}
+				// Backfill brings the gap's events in under the known
+				// history: negative positions, in topological order.
+				from, err := BackwardExtremities(ctx, db, roomID)
+				if err != nil || len(from) != 1 || from[0] != chain[3].EventID() {
+					t.Fatalf("backward extremities %v %v", from, err)
+				}
+				n, err := h.s.backfillFrom(ctx, roomID, from, []string{"peer"}, 10)
+				if err != nil || n != 4 {
+					t.Fatalf("backfilled %d: %v (asked %v)", n, err, peer.asked)
+				}
+				var prevTopo int64
+				for i, ev := range append(chain[:4:4], last) {
+					evs, err := EventsByID(ctx, db, []string{ev.EventID()})
+					if err != nil || len(evs) != 1 {
+						t.Fatalf("m%d after backfill: %v %v", i, evs, err)
+					}
+					if i < 4 && evs[0].Pos >= 0 {
+						t.Errorf("m%d has position %d: backfilled history must stay below every stream token", i, evs[0].Pos)
+					}
+					if evs[0].Topo <= prevTopo {
+						t.Errorf("m%d topo %d after %d", i, evs[0].Topo, prevTopo)
+					}
+					prevTopo = evs[0].Topo
+				}
+				if from, _ := BackwardExtremities(ctx, db, roomID); len(from) != 0 {
+					t.Errorf("backward extremities after backfill: %v", from)
+				}
+				if got, _ := EventsAfter(ctx, db, 0, h.s.Position(), 1000); slices.ContainsFunc(got, func(e Event) bool { return e.EventID == chain[0].EventID() }) {
+					t.Error("a backfilled event reached the stream")
 				}
 			})
 		}

@@ -90,6 +90,10 @@ type Service struct {
 	locks   keyed.Mutex
 	seq     *stream.Sequencer
 	snapSeq atomic.Int64
+	// histPos is the last position given to backfilled history: they go
+	// down from -1, so no stream reader (all ask for positions above a
+	// token) ever sees old history as new (backfill.go).
+	histPos atomic.Int64
 	rooms   *lru.Cache[string, *room]
 	snaps   *lru.Cache[int64, map[stateKey]string]
 	// snapsByKey holds snapshots in the form readers use.
@@ -145,6 +149,11 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 	}
 	s.seq = stream.New(last, s.publish)
 	s.snapSeq.Store(lastSnap)
+	var minPos int64
+	if err := db.QueryRow(ctx, `SELECT COALESCE(MIN(pos), 0) FROM events`).Scan(&minPos); err != nil {
+		return nil, fmt.Errorf("read history position: %w", err)
+	}
+	s.histPos.Store(min(minPos, 0))
 	s.ix = newIndexer(db, s.Position)
 	return s, nil
 }

@@ -179,3 +179,12 @@ func (a *App) roomFederation() roomserver.Federation {
 	}
 	return a.fed.peers
 }
+
+// backfiller lets /messages fetch older history from other servers
+// (federation on).
+func (a *App) backfiller(rs *roomserver.Service) syncapi.Backfiller {
+	if a.fed == nil {
+		return nil
+	}
+	return rs
+}

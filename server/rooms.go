@@ -39,7 +39,7 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 		return err
 	}
 	a.devices.push.Store(ps)
-	ss, err := syncapi.New(ctx, a.DB, a.Bus, rs, accountDataAdapter{users}, syncapi.Options{PresenceEnabled: a.Cfg.Presence.Enabled, Keys: a.keySource(), Push: ps})
+	ss, err := syncapi.New(ctx, a.DB, a.Bus, rs, accountDataAdapter{users}, syncapi.Options{PresenceEnabled: a.Cfg.Presence.Enabled, Keys: a.keySource(), Push: ps, Backfill: a.backfiller(rs)})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
 )
@@ -139,6 +140,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 			upper = to
 		}
 	}
+	start := upper
 	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
 	if err != nil {
 		return nil, err
@@ -149,6 +151,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	var chunk []*clientEvent
 	var last topoKey // the key of the last event looked at
 	more := false    // events may follow the last one looked at
+	backfilled := false
 	for scanned, batch := 0, limit; ; batch = min(max(2*batch, 50), scanBudget) {
 		evs, err := s.historyWindow(ctx, req.RoomID, lower, upper, ceiling, req.Backwards, batch)
 		if err != nil {
@@ -169,6 +172,19 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 		}
 		if full {
 			break
+		}
+		if len(evs) < batch && req.Backwards && !backfilled && s.opts.Backfill != nil && lower == bottomKey {
+			// History here ends: ask the other servers in the room for
+			// what came before (once per request), then read on.
+			backfilled = true
+			if n, err := s.opts.Backfill.Backfill(ctx, req.RoomID, limit-len(chunk)); err != nil {
+				logging.From(ctx).WithError(err).WithField("room_id", req.RoomID).Info("Backfill failed")
+			} else if n > 0 {
+				// Backfilled events sit anywhere below the start (their
+				// place in the DAG): read the window again.
+				chunk, scanned, upper = chunk[:0], 0, start
+				continue
+			}
 		}
 		if len(evs) < batch {
 			break // the window is exhausted

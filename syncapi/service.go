@@ -66,6 +66,15 @@ type Options struct {
 	// notification counts (push.go); without it every message from
 	// others counts.
 	Push PushCounts
+	// Backfill, when set (federation on), fetches a room's older history
+	// from the other servers in it when /messages runs out of it here.
+	Backfill Backfiller
+}
+
+// Backfiller fetches history from before what this server has of a room
+// and answers how many events it stored (the roomserver).
+type Backfiller interface {
+	Backfill(ctx context.Context, roomID string, limit int) (int, error)
 }
 
 // Service is the sync engine: /sync, /messages, /context, receipts, typing,

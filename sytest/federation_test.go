@@ -135,6 +135,40 @@ func TestFederationTwoSites(t *testing.T) {
 		}
 	}
 
+	// carol on site B joins a room that had history before any user of
+	// B was in it: /messages fetches it from site A.
+	public, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		send(t, alice, public.RoomID, fmt.Sprintf("history %d", i))
+	}
+	dave := b.register(t, "dave")
+	if _, err := dave.JoinRoom(ctx, public.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.name}}); err != nil {
+		t.Fatal(err)
+	}
+	var history []string
+	from := ""
+	for page := 0; page < 10 && len(history) < 30; page++ {
+		msgs, err := dave.Messages(ctx, public.RoomID, from, "", mautrix.DirectionBackward, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msgs.Chunk {
+			if body, _ := ev.Content.Raw["body"].(string); strings.HasPrefix(body, "history ") {
+				history = append(history, body)
+			}
+		}
+		if msgs.End == "" {
+			break
+		}
+		from = msgs.End
+	}
+	if len(history) != 30 || history[0] != "history 29" || history[29] != "history 0" {
+		t.Fatalf("history backfilled on site B: %v", history)
+	}
+
 	// A room restricted to the members of the first one: bob joins it from
 	// site B, authorised by alice's server; carol on B, in no allowed
 	// room, is refused.
