@@ -192,7 +192,7 @@ func (c Config) Warnings() []string {
 		// Test harnesses use short secrets; production should not.
 		w = append(w, fmt.Sprintf("registration.shared_secret is %d characters long: a short secret can be guessed, and whoever knows it can create admin accounts (use `openssl rand -hex 32`)", n))
 	}
-	w = append(w, c.Federation.warnings()...)
+	w = append(w, c.Federation.warnings(c)...)
 	return w
 }
 

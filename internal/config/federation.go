@@ -112,15 +112,23 @@ func (f Federation) checkLeaf(leaf *x509.Certificate, serverName string) Problem
 	} else if now.Before(leaf.NotBefore) {
 		add("is not valid before "+leaf.NotBefore.UTC().Format(time.RFC3339)+", so peers refuse it", "check this machine's clock, or use a certificate that is valid now")
 	}
-	if host := HostOf(serverName); ValidServerName(serverName) && leaf.VerifyHostname(host) != nil {
-		add(fmt.Sprintf("does not cover %s, the host of server_name (it covers: %s)", host, certNames(leaf)),
-			"issue a certificate whose subjectAltName includes "+host+"; peers check it against the server name")
+	if host := HostOf(serverName); ValidServerName(serverName) && !delegable(serverName) && leaf.VerifyHostname(host) != nil {
+		add(fmt.Sprintf("does not cover %s, the host of server_name (it covers: %s); a server name that is an IP address or has a port cannot be delegated, so every peer checks the certificate against %s", host, certNames(leaf), host),
+			"issue a certificate whose subjectAltName includes "+sanOf(host))
 	}
 	if f.MutualTLS && !allowsClientAuth(leaf) {
 		add("does not allow client authentication (its extended key usage lacks clientAuth), and mutual_tls presents it to peers",
 			"issue a certificate with extendedKeyUsage serverAuth and clientAuth, or turn mutual_tls off")
 	}
 	return ps
+}
+
+// sanOf writes host as a subjectAltName entry in OpenSSL's notation.
+func sanOf(host string) string {
+	if net.ParseIP(host) != nil {
+		return "IP:" + host
+	}
+	return "DNS:" + host
 }
 
 func allowsClientAuth(leaf *x509.Certificate) bool {
@@ -237,8 +245,16 @@ func validHostPort(s string) bool {
 	return ValidServerName(host)
 }
 
+// delegable reports whether peers may be sent elsewhere for a valid server
+// name by /.well-known/matrix/server: only a host name without a port can
+// be (an IP literal or an explicit port is connected to as it is).
+func delegable(serverName string) bool {
+	host := HostOf(serverName)
+	return host == serverName && net.ParseIP(host) == nil
+}
+
 // warnings are the federation settings that work but deserve a word.
-func (f Federation) warnings() []string {
+func (f Federation) warnings(c Config) []string {
 	if !f.Enabled {
 		return nil
 	}
@@ -251,6 +267,14 @@ func (f Federation) warnings() []string {
 			if left := time.Until(leaf.NotAfter); left > 0 && left < certExpiryWarning {
 				w = append(w, fmt.Sprintf("federation.tls_cert %s expires on %s (in %d days): renew it, then send SIGHUP to load the new files",
 					f.TLSCert, leaf.NotAfter.UTC().Format(time.RFC3339), int(left.Hours()/24)))
+			}
+			// With a port or an IP literal this is a problem (checkLeaf).
+			if host := HostOf(c.ServerName); ValidServerName(c.ServerName) && delegable(c.ServerName) && leaf.VerifyHostname(host) != nil {
+				w = append(w, fmt.Sprintf("federation.tls_cert %s does not cover %s, the host of server_name (it covers: %s). "+
+					"That is fine only when https://%s/.well-known/matrix/server delegates federation to a host the certificate covers: peers that follow it check the certificate against that host. "+
+					"Peers that find you by SRV record or port 8448 of %s, or through their federation.servers, check it against %s and refuse it; "+
+					"a certificate with both names (subjectAltName %s and the delegated host) suits every peer",
+					f.TLSCert, host, certNames(leaf), host, host, host, sanOf(host)))
 			}
 		}
 	}

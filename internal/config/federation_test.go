@@ -145,8 +145,15 @@ func TestFederationCheck(t *testing.T) {
 		{name: "key of another certificate", change: func(c *Config) { c.Federation.TLSKey = otherKey },
 			problems: []string{"federation.tls_key: " + otherKey + " — does not go with federation.tls_cert"}},
 		{name: "another CA's pair is fine", change: func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = otherCert, otherKey }},
-		{name: "wrong host", change: func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = wrongHost, wrongHostKey },
-			problems: []string{"federation.tls_cert: " + wrongHost + " — does not cover localhost, the host of server_name (it covers: b.example, 10.0.0.6)"}},
+		{name: "wrong host, server name with a port", change: func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = wrongHost, wrongHostKey },
+			problems: []string{"federation.tls_cert: " + wrongHost + " — does not cover localhost, the host of server_name (it covers: b.example, 10.0.0.6); a server name that is an IP address or has a port cannot be delegated"}},
+		{name: "wrong host, IP server name", change: func(c *Config) { c.ServerName = "10.0.0.7" },
+			problems: []string{"federation.tls_cert: " + cert + " — does not cover 10.0.0.7, the host of server_name (it covers: localhost, 127.0.0.1); a server name that is an IP address or has a port cannot be delegated, so every peer checks the certificate against 10.0.0.7\n  Fix: issue a certificate whose subjectAltName includes IP:10.0.0.7"}},
+		{name: "server name without a port, covered", change: func(c *Config) { c.ServerName = "localhost" }},
+		{name: "wrong host, server name that may be delegated", change: func(c *Config) {
+			c.ServerName = "localhost"
+			c.Federation.TLSCert, c.Federation.TLSKey = wrongHost, wrongHostKey
+		}, warning: "federation.tls_cert " + wrongHost + " does not cover localhost, the host of server_name (it covers: b.example, 10.0.0.6). That is fine only when https://localhost/.well-known/matrix/server delegates"},
 		{name: "expired", change: func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = expired, expiredKey },
 			problems: []string{"federation.tls_cert: " + expired + " — expired on"}},
 		{name: "not yet valid", change: func(c *Config) { c.Federation.TLSCert, c.Federation.TLSKey = future, futureKey },

@@ -182,8 +182,9 @@ federation:
   # HAVEN_FEDERATION_LISTEN
   listen: ""
   # PEM files of the listener's certificate (with its chain) and its key.
-  # The certificate must cover server_name's host. Haven loads new files on
-  # SIGHUP (a broken new pair is reported and the old one kept).
+  # The certificate must cover server_name's host, or the host that
+  # /.well-known/matrix/server delegates to (best: both). Haven loads new
+  # files on SIGHUP (a broken new pair is reported and the old one kept).
   # HAVEN_FEDERATION_TLS_CERT
   tls_cert: ""
   # HAVEN_FEDERATION_TLS_KEY
