@@ -5,12 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/haven-chat/haven/internal/ids"
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -160,7 +162,7 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	if verImpl.DomainlessRoomIDs() {
 		r.id = createPDU.RoomID().String()
 	}
-	unlock := s.locks.Lock(r.id)
+	unlock := sync.OnceFunc(s.locks.Lock(r.id))
 	defer unlock()
 
 	// 2. the creator joins
@@ -250,8 +252,14 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 			return CreateRoomResult{}, err
 		}
 	}
-	// 9. invites
+	// 9. invites: this server's users in the batch; other servers' users
+	// once the room exists, each signed by the invitee's server first.
+	var remoteInvites []string
 	for _, u := range invites {
+		if !s.IsLocal(u) {
+			remoteInvites = append(remoteInvites, u)
+			continue
+		}
 		if _, err := s.addMember(ctx, d, sender, u, spec.Invite, reasonFields("", req.IsDirect), nil); err != nil {
 			return CreateRoomResult{}, err
 		}
@@ -275,6 +283,14 @@ func (s *Service) CreateRoom(ctx context.Context, sender string, req CreateRoomR
 	}
 	if _, err := s.commit(ctx, d, &roomRow{version: version}, extra); err != nil {
 		return CreateRoomResult{}, err
+	}
+	unlock()
+	for _, u := range remoteInvites {
+		// The room stands even if a server cannot be reached: the invite
+		// can be sent again.
+		if _, err := s.invite(ctx, sender, r.id, u, reasonFields("", req.IsDirect)); err != nil {
+			logging.From(ctx).WithError(err).WithFields(map[string]any{"room_id": r.id, "user_id": u}).Warn("Invite at room creation not delivered")
+		}
 	}
 	return CreateRoomResult{RoomID: r.id, RoomAlias: alias}, nil
 }

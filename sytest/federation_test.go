@@ -135,6 +135,17 @@ func TestFederationTwoSites(t *testing.T) {
 		}
 	}
 
+	// A direct chat started with bob on the other site (createRoom's
+	// invite list, as Element's "Start chat" does).
+	dm, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobSync.waitFor(t, "the direct chat's invite", func(r *mautrix.RespSync) bool { return r.Rooms.Invite[dm.RoomID] != nil })
+	if _, err := bob.JoinRoom(ctx, dm.RoomID.String(), nil); err != nil {
+		t.Fatalf("join the direct chat (no via: the invite names the server): %v", err)
+	}
+
 	// carol on site B joins a room that had history before any user of
 	// B was in it: /messages fetches it from site A.
 	public, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
