@@ -30,6 +30,11 @@ type Federation interface {
 	// Leave makes a local user leave (or reject an invite to) a room this
 	// server is not in (make_leave, send_leave).
 	Leave(ctx context.Context, userID, roomID string, servers []string) (gomatrixserverlib.PDU, error)
+	// Knock knocks a local user on a room that lives on other servers
+	// (make_knock, send_knock through the first of servers that answers)
+	// and returns the knock with the room's stripped state as that server
+	// answered it.
+	Knock(ctx context.Context, userID, roomID string, servers []string, content map[string]any) (knock gomatrixserverlib.PDU, strippedState []json.RawMessage, err error)
 	// QueryAlias asks the alias's server which room it names.
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 }
@@ -101,26 +106,9 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 	if s.opts.Federation == nil {
 		return s.JoinWith(ctx, userID, roomIDOrAlias, content)
 	}
-	roomID := roomIDOrAlias
-	if strings.HasPrefix(roomIDOrAlias, "#") {
-		if ids.ServerOf(roomIDOrAlias, '#') == s.opts.ServerName {
-			id, err := s.ResolveAlias(ctx, roomIDOrAlias)
-			if err != nil {
-				return "", err
-			}
-			roomID = id
-		} else {
-			if err := s.checkAlias(roomIDOrAlias); err != nil {
-				return "", err
-			}
-			id, servers, err := s.opts.Federation.QueryAlias(ctx, roomIDOrAlias)
-			if err != nil {
-				return "", err
-			}
-			roomID, via = id, append(append([]string{}, via...), servers...)
-		}
-	} else if !validRoomID(roomIDOrAlias) {
-		return "", merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
+	roomID, via, err := s.resolveVia(ctx, roomIDOrAlias, via)
+	if err != nil {
+		return "", err
 	}
 	remote, servers, err := s.joinsRemotely(ctx, roomID, userID, via)
 	if err != nil {
@@ -151,6 +139,30 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 		return "", err
 	}
 	return roomID, nil
+}
+
+// resolveVia resolves a room ID or alias for a membership change that may
+// go through other servers: a local alias here, another server's alias by
+// asking that server, whose answer adds to the servers to go through.
+func (s *Service) resolveVia(ctx context.Context, roomIDOrAlias string, via []string) (string, []string, error) {
+	if !strings.HasPrefix(roomIDOrAlias, "#") {
+		if !validRoomID(roomIDOrAlias) {
+			return "", nil, merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
+		}
+		return roomIDOrAlias, via, nil
+	}
+	if ids.ServerOf(roomIDOrAlias, '#') == s.opts.ServerName || s.opts.Federation == nil {
+		id, err := s.ResolveAlias(ctx, roomIDOrAlias)
+		return id, via, err
+	}
+	if err := s.checkAlias(roomIDOrAlias); err != nil {
+		return "", nil, err
+	}
+	id, servers, err := s.opts.Federation.QueryAlias(ctx, roomIDOrAlias)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, append(append([]string{}, via...), servers...), nil
 }
 
 // joinsRemotely tells whether a join to the room must go through another
