@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -368,6 +369,36 @@ func (s *Service) storeOutOfRoom(ctx context.Context, pdu gomatrixserverlib.PDU,
 	d.extremities, d.depth = r.extremities, r.depth
 	_, err = s.commit(ctx, d, newRoom, nil)
 	return err
+}
+
+// outOfRoomEnd takes an event that ends a local user's invite or knock in
+// a room this server is not in — a leave or ban of theirs sent by a user
+// of the room's server that sent it (the invite revoked, the knock turned
+// away), built on that invite or knock — as the invite was taken: into the user's membership alone, as
+// this server cannot check it against a state it does not have. done is
+// false for any other event.
+func (s *Service) outOfRoomEnd(ctx context.Context, origin string, pdu gomatrixserverlib.PDU) (bool, error) {
+	sk := pdu.StateKey()
+	if s.opts.Federation == nil || origin == "" || pdu.Type() != spec.MRoomMember || sk == nil || !s.IsLocal(*sk) ||
+		ids.ServerOf(string(pdu.SenderID()), '@') != origin {
+		return false, nil
+	}
+	if m, _ := pdu.Membership(); m != spec.Leave && m != spec.Ban {
+		return false, nil
+	}
+	var ends bool
+	err := s.withRoom(ctx, pdu.RoomID().String(), func(r *room) error {
+		cur := r.state[stateKey{spec.MRoomMember, *sk}]
+		if m := membershipOf(r, *sk); (m == spec.Invite || m == spec.Knock) && s.needsRemote(r) {
+			// It must be built on the invite or knock it ends.
+			ends = pdu.Version() == r.version.Version() && slices.Contains(pdu.AuthEventIDs(), cur.EventID())
+		}
+		return nil
+	})
+	if err != nil || !ends {
+		return false, nil
+	}
+	return true, s.storeOutOfRoom(ctx, pdu, nil)
 }
 
 // leaveRemotely rejects an invite (or leaves) a room this server is not in,

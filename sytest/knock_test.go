@@ -184,7 +184,8 @@ func TestKnockRefusals(t *testing.T) {
 // TestFederationKnock: bob on site B knocks on alice's room on site A
 // (via A); his sync shows the room's stripped state as A answered it,
 // alice sees the knock, invites him, and he joins. carol on B knocks
-// through the room's alias on A and withdraws her knock, which A learns.
+// through the room's alias on A and withdraws her knock, which A learns;
+// dave's knock is turned away on A, which B learns.
 func TestFederationKnock(t *testing.T) {
 	a, b := startSites(t)
 	ctx := context.Background()
@@ -209,6 +210,21 @@ func TestFederationKnock(t *testing.T) {
 	})
 	aliceSync.waitFor(t, "bob's knock", func(r *mautrix.RespSync) bool { return memberEvent(r, room, bob.UserID, "knock") })
 
+	// dave on B knocks and is turned away while no user of B is in the
+	// room: B learns of it all the same.
+	dave := b.register(t, "dave")
+	if _, err := dave.KnockRoom(ctx, room.String(), &mautrix.ReqKnockRoom{Via: []string{a.name}}); err != nil {
+		t.Fatalf("dave knocks: %v", err)
+	}
+	_, since := syncUntil(t, dave, "", "his knock", func(r *mautrix.RespSync) bool { return r.Rooms.Knock[room] != nil })
+	aliceSync.waitFor(t, "dave's knock", func(r *mautrix.RespSync) bool { return memberEvent(r, room, dave.UserID, "knock") })
+	if _, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: dave.UserID, Reason: "not today"}); err != nil {
+		t.Fatalf("turn dave away: %v", err)
+	}
+	syncUntil(t, dave, since, "the refusal", func(r *mautrix.RespSync) bool {
+		return r.Rooms.Leave[room] != nil && r.Rooms.Knock[room] == nil
+	})
+
 	invite(t, alice, room, bob.UserID)
 	bobSync.waitFor(t, "the invite", func(r *mautrix.RespSync) bool {
 		return r.Rooms.Invite[room] != nil && r.Rooms.Knock[room] == nil
@@ -223,7 +239,7 @@ func TestFederationKnock(t *testing.T) {
 	if _, err := carol.KnockRoom(ctx, "#door:"+a.name, nil); err != nil {
 		t.Fatalf("knock through a remote alias: %v", err)
 	}
-	_, since := syncUntil(t, carol, "", "her knock", func(r *mautrix.RespSync) bool {
+	_, since = syncUntil(t, carol, "", "her knock", func(r *mautrix.RespSync) bool {
 		return knockStateOK(r, room, carol.UserID, "Across the sites")
 	})
 	aliceSync.waitFor(t, "carol's knock", func(r *mautrix.RespSync) bool { return memberEvent(r, room, carol.UserID, "knock") })
