@@ -16,6 +16,7 @@ type roomService interface {
 	CreateRoom(ctx context.Context, sender string, req roomserver.CreateRoomRequest) (roomserver.CreateRoomResult, error)
 	Invite(ctx context.Context, sender, roomID, target, reason string, isDirect bool) error
 	JoinVia(ctx context.Context, userID, roomIDOrAlias string, via []string, content map[string]json.RawMessage) (string, error)
+	KnockVia(ctx context.Context, userID, roomIDOrAlias string, via []string, reason string) (string, error)
 	Leave(ctx context.Context, userID, roomID, reason string) error
 	Kick(ctx context.Context, sender, roomID, target, reason string) error
 	Ban(ctx context.Context, sender, roomID, target, reason string) error
@@ -45,6 +46,7 @@ func (a *API) roomRoutes() []Route {
 		{Method: "POST", Path: v3 + "/rooms/{roomId}/invite", H: a.invite, Auth: authUser, Limit: limitMessage},
 		{Method: "POST", Path: v3 + "/rooms/{roomId}/join", H: a.joinRoom, Auth: authUser},
 		{Method: "POST", Path: v3 + "/join/{roomIdOrAlias}", H: a.joinRoom, Auth: authUser},
+		{Method: "POST", Path: v3 + "/knock/{roomIdOrAlias}", H: a.knock, Auth: authUser},
 		{Method: "POST", Path: v3 + "/rooms/{roomId}/leave", H: a.leave, Auth: authUser},
 		{Method: "POST", Path: v3 + "/rooms/{roomId}/forget", H: a.forget, Auth: authUser},
 		{Method: "POST", Path: v3 + "/rooms/{roomId}/kick", H: a.kick, Auth: authUser},
@@ -127,6 +129,23 @@ func (a *API) joinRoom(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	via := append(q["via"], q["server_name"]...)
 	id, err := a.Rooms.JoinVia(r.Context(), DeviceFrom(r).UserID, target, via, b)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]string{"room_id": id})
+}
+
+// knock asks to be let into a room (join_rule knock or knock_restricted);
+// guests may not (the route is not open to them). The servers to knock
+// through are given as for /join.
+func (a *API) knock(w http.ResponseWriter, r *http.Request) error {
+	var b reasonBody
+	if err := httpx.DecodeJSON(r, &b, 16<<10); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	via := append(q["via"], q["server_name"]...)
+	id, err := a.Rooms.KnockVia(r.Context(), DeviceFrom(r).UserID, PathParam(r, "roomIdOrAlias"), via, b.Reason)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ type Rooms interface {
 	InputEventFrom(ctx context.Context, origin string, pdu gomatrixserverlib.PDU) (roomserver.Event, error)
 	MakeMembership(ctx context.Context, roomID, userID, membership string, versions []string) (roomserver.MembershipTemplate, error)
 	ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PDU, strippedState []json.RawMessage) error
+	StrippedState(ctx context.Context, roomID string) ([]roomserver.StrippedEvent, error)
 	StateIDsAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []string, err error)
 	FederationEvents(ctx context.Context, roomID string, ids []string) ([]roomserver.FederationPDU, error)
 	ResolveAlias(ctx context.Context, alias string) (string, error)

@@ -20,8 +20,10 @@
 //     results and typing and receipt EDUs; members.go: make/send join,
 //     leave and knock, invite v2; queries.go: profile, directory, OpenID),
 //     Peers (peers.go: what the roomserver asks of other servers — invites,
-//     joins with the room's state checked, leaves, remote aliases, missing
-//     events — through the signed client) and the EDU forwarder (edus.go).
+//     joins with the room's state checked, knocks with the stripped state
+//     answered kept where sane, leaves, remote aliases, missing events —
+//     through the signed client) and the EDU forwarder (edus.go).
+//     send_knock answers the room's stripped state, as an invite carries.
 //
 // Inbound events go through the roomserver's one input path
 // (InputEventFrom): signatures and content hash here, then the auth rules

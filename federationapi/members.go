@@ -169,7 +169,13 @@ func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) error {
 	if err := a.input(r.Context(), pdu); err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, map[string]any{"knock_room_state": []any{}, "knock_state_events": []any{}})
+	// The same stripped state as an invitee gets, under the current name
+	// and the name of older servers.
+	stripped, err := a.Rooms.StrippedState(r.Context(), pdu.RoomID().String())
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped, "knock_state_events": stripped})
 }
 
 type inviteBody struct {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
@@ -21,7 +23,7 @@ import (
 )
 
 // Peers is the roomserver's way to other servers: it implements
-// roomserver.Federation (invites, joins and leaves across servers, remote
+// roomserver.Federation (invites, joins, knocks and leaves across servers, remote
 // aliases) and roomserver.EventFetcher (filling gaps in a room's DAG) over
 // the signed federation client, and verifies what the other servers answer.
 type Peers struct {
@@ -264,6 +266,99 @@ func (p *Peers) Leave(ctx context.Context, userID, roomID string, servers []stri
 		last = err
 	}
 	return nil, last
+}
+
+// Knock knocks a local user on a room this server is not in, through the
+// first of servers that lets them: make_knock for a template (offering the
+// room versions that know knocking), the knock built and signed here,
+// send_knock, and the room's stripped state that server answers, kept
+// where it is sane.
+func (p *Peers) Knock(ctx context.Context, userID, roomID string, servers []string, content map[string]any) (gomatrixserverlib.PDU, []json.RawMessage, error) {
+	var last error
+	for _, s := range servers {
+		ev, stripped, err := p.knockVia(ctx, userID, roomID, spec.ServerName(s), content)
+		if err == nil {
+			return ev, stripped, nil
+		}
+		p.log.WithFields(logrus.Fields{"room_id": roomID, "user_id": userID, "server": s}).WithError(err).Info("Knock through another server failed")
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if last == nil {
+		last = merr.NotFound("No server to knock on %s through", roomID)
+	}
+	return nil, nil, last
+}
+
+// knockVersions are the room versions whose auth rules know knocking.
+func knockVersions() []gomatrixserverlib.RoomVersion {
+	var out []gomatrixserverlib.RoomVersion
+	for v, impl := range gomatrixserverlib.RoomVersions() {
+		if v != gomatrixserverlib.RoomVersionPseudoIDs && impl.CheckKnockingAllowed(string(v), "@k:x", "@k:x", spec.Knock, spec.Leave) == nil {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func (p *Peers) knockVia(ctx context.Context, userID, roomID string, srv spec.ServerName, content map[string]any) (gomatrixserverlib.PDU, []json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	versions := knockVersions()
+	made, err := p.fed.MakeKnock(ctx, p.serverName, srv, roomID, userID, versions)
+	if err != nil {
+		return nil, nil, remoteError(string(srv), err)
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(made.RoomVersion)
+	if err != nil || !slices.Contains(versions, made.RoomVersion) {
+		return nil, nil, merr.Custom(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "Room version %s does not allow knocking here", made.RoomVersion)
+	}
+	ev, err := p.buildMembership(verImpl, made.KnockEvent, roomID, userID, spec.Knock, content)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := p.fed.SendKnock(ctx, p.serverName, srv, ev)
+	if err != nil {
+		return nil, nil, remoteError(string(srv), err)
+	}
+	return ev, saneStrippedState(resp.KnockRoomState), nil
+}
+
+// Limits of a stripped state kept from another server.
+const (
+	maxStrippedEvents = 50
+	maxStrippedBytes  = 64 << 10
+)
+
+// saneStrippedState keeps the stripped state events of another server's
+// answer that a client can use: a type, a string state_key, a sender that
+// is a user ID and an object for content, within limits on their number
+// and size. Never nil.
+func saneStrippedState(in []gomatrixserverlib.InviteStrippedState) []json.RawMessage {
+	out := []json.RawMessage{}
+	size := 0
+	for _, st := range in {
+		if len(out) == maxStrippedEvents {
+			break
+		}
+		var obj map[string]json.RawMessage
+		if st.Type() == "" || st.StateKey() == nil || json.Unmarshal(st.Content(), &obj) != nil || obj == nil {
+			continue
+		}
+		if _, err := spec.NewUserID(st.Sender(), true); err != nil {
+			continue
+		}
+		b, err := json.Marshal(st)
+		if err != nil || size+len(b) > maxStrippedBytes {
+			continue
+		}
+		size += len(b)
+		out = append(out, b)
+	}
+	return out
 }
 
 // QueryAlias asks an alias's server which room it names.

@@ -68,6 +68,14 @@
 // none, invites carry the invitee's stripped state, the auth rules decide,
 // and an event repeating the current one is not sent again.
 //
+// Memberships across servers (remote.go, knock.go): joins, knocks and
+// leaves of rooms this server is not in go through Options.Federation;
+// a knock (KnockVia) is kept as an invite received is, with the room's
+// stripped state in unsigned.knock_room_state (a local knock carries it
+// too). A leave or ban that ends a local user's invite or knock, sent by
+// the room's server and built on that invite or knock, is taken into the
+// user's membership alone.
+//
 // Topics (topic.go): createRoom's topic is written as topic and as m.topic
 // with one text/plain representation (spec v1.15); the directory, room
 // summaries and the search index read a topic's plain text with

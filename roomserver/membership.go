@@ -101,7 +101,8 @@ func strippedState(state map[stateKey]gomatrixserverlib.PDU, sender string) []St
 
 // memberContentJSON is the content of a membership event: the fields,
 // membership, and for joins and invites the target's profile where the
-// fields give none (a per-room displayname or avatar_url stays). is_direct
+// fields give none (a per-room displayname or avatar_url stays; knocks
+// carry it too, so that the room sees who knocks). is_direct
 // is only kept on invites.
 func (s *Service) memberContentJSON(ctx context.Context, target, membership string, fields memberFields) (spec.RawJSON, error) {
 	c := make(map[string]json.RawMessage, len(fields)+3)
@@ -115,7 +116,7 @@ func (s *Service) memberContentJSON(ctx context.Context, target, membership stri
 	// Fields only the server may set.
 	delete(c, "join_authorised_via_users_server")
 	delete(c, "third_party_invite")
-	if (membership == spec.Join || membership == spec.Invite) && s.profiles != nil {
+	if (membership == spec.Join || membership == spec.Invite || membership == spec.Knock) && s.profiles != nil {
 		_, hasName := c["displayname"]
 		_, hasAvatar := c["avatar_url"]
 		if !hasName || !hasAvatar {
@@ -145,14 +146,19 @@ func (s *Service) addMember(ctx context.Context, d *draft, sender, target, membe
 }
 
 // addMemberContent adds a membership event with its content to the draft;
-// an invite carries the room's stripped state for the invitee.
+// an invite carries the room's stripped state for the invitee, a knock
+// for the knocker.
 func (s *Service) addMemberContent(d *draft, sender, target, membership string, content spec.RawJSON, meta *eventMeta) (gomatrixserverlib.PDU, error) {
 	m := eventMeta{}
 	if meta != nil {
 		m = *meta
 	}
-	if membership == spec.Invite {
+	switch membership {
+	case spec.Invite:
 		m.unsigned = map[string]any{"invite_room_state": strippedState(d.state, sender)}
+	case spec.Knock:
+		// What the knocker's clients show of the room until they are let in.
+		m.unsigned = map[string]any{"knock_room_state": strippedState(d.state, "")}
 	}
 	k := target
 	return s.add(d, &gomatrixserverlib.ProtoEvent{SenderID: sender, Type: spec.MRoomMember, StateKey: &k, Content: content}, m)

@@ -37,6 +37,9 @@ const (
 // its prev_events are unknown, the gap is filled from origin first (with
 // Options.Fetcher; without one, InputEvent answers M_MISSING_PREV_EVENTS).
 func (s *Service) InputEventFrom(ctx context.Context, origin string, pdu gomatrixserverlib.PDU) (Event, error) {
+	if done, err := s.outOfRoomEnd(ctx, origin, pdu); done || err != nil {
+		return Event{}, err
+	}
 	if s.opts.Fetcher != nil && origin != "" {
 		if err := s.fillGap(ctx, origin, pdu); err != nil {
 			return Event{}, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -30,6 +31,11 @@ type Federation interface {
 	// Leave makes a local user leave (or reject an invite to) a room this
 	// server is not in (make_leave, send_leave).
 	Leave(ctx context.Context, userID, roomID string, servers []string) (gomatrixserverlib.PDU, error)
+	// Knock knocks a local user on a room that lives on other servers
+	// (make_knock, send_knock through the first of servers that answers)
+	// and returns the knock with the room's stripped state as that server
+	// answered it.
+	Knock(ctx context.Context, userID, roomID string, servers []string, content map[string]any) (knock gomatrixserverlib.PDU, strippedState []json.RawMessage, err error)
 	// QueryAlias asks the alias's server which room it names.
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 }
@@ -101,26 +107,9 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 	if s.opts.Federation == nil {
 		return s.JoinWith(ctx, userID, roomIDOrAlias, content)
 	}
-	roomID := roomIDOrAlias
-	if strings.HasPrefix(roomIDOrAlias, "#") {
-		if ids.ServerOf(roomIDOrAlias, '#') == s.opts.ServerName {
-			id, err := s.ResolveAlias(ctx, roomIDOrAlias)
-			if err != nil {
-				return "", err
-			}
-			roomID = id
-		} else {
-			if err := s.checkAlias(roomIDOrAlias); err != nil {
-				return "", err
-			}
-			id, servers, err := s.opts.Federation.QueryAlias(ctx, roomIDOrAlias)
-			if err != nil {
-				return "", err
-			}
-			roomID, via = id, append(append([]string{}, via...), servers...)
-		}
-	} else if !validRoomID(roomIDOrAlias) {
-		return "", merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
+	roomID, via, err := s.resolveVia(ctx, roomIDOrAlias, via)
+	if err != nil {
+		return "", err
 	}
 	remote, servers, err := s.joinsRemotely(ctx, roomID, userID, via)
 	if err != nil {
@@ -151,6 +140,30 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 		return "", err
 	}
 	return roomID, nil
+}
+
+// resolveVia resolves a room ID or alias for a membership change that may
+// go through other servers: a local alias here, another server's alias by
+// asking that server, whose answer adds to the servers to go through.
+func (s *Service) resolveVia(ctx context.Context, roomIDOrAlias string, via []string) (string, []string, error) {
+	if !strings.HasPrefix(roomIDOrAlias, "#") {
+		if !validRoomID(roomIDOrAlias) {
+			return "", nil, merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
+		}
+		return roomIDOrAlias, via, nil
+	}
+	if ids.ServerOf(roomIDOrAlias, '#') == s.opts.ServerName || s.opts.Federation == nil {
+		id, err := s.ResolveAlias(ctx, roomIDOrAlias)
+		return id, via, err
+	}
+	if err := s.checkAlias(roomIDOrAlias); err != nil {
+		return "", nil, err
+	}
+	id, servers, err := s.opts.Federation.QueryAlias(ctx, roomIDOrAlias)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, append(append([]string{}, via...), servers...), nil
 }
 
 // joinsRemotely tells whether a join to the room must go through another
@@ -356,6 +369,36 @@ func (s *Service) storeOutOfRoom(ctx context.Context, pdu gomatrixserverlib.PDU,
 	d.extremities, d.depth = r.extremities, r.depth
 	_, err = s.commit(ctx, d, newRoom, nil)
 	return err
+}
+
+// outOfRoomEnd takes an event that ends a local user's invite or knock in
+// a room this server is not in — a leave or ban of theirs sent by a user
+// of the room's server that sent it (the invite revoked, the knock turned
+// away), built on that invite or knock — as the invite was taken: into the user's membership alone, as
+// this server cannot check it against a state it does not have. done is
+// false for any other event.
+func (s *Service) outOfRoomEnd(ctx context.Context, origin string, pdu gomatrixserverlib.PDU) (bool, error) {
+	sk := pdu.StateKey()
+	if s.opts.Federation == nil || origin == "" || pdu.Type() != spec.MRoomMember || sk == nil || !s.IsLocal(*sk) ||
+		ids.ServerOf(string(pdu.SenderID()), '@') != origin {
+		return false, nil
+	}
+	if m, _ := pdu.Membership(); m != spec.Leave && m != spec.Ban {
+		return false, nil
+	}
+	var ends bool
+	err := s.withRoom(ctx, pdu.RoomID().String(), func(r *room) error {
+		cur := r.state[stateKey{spec.MRoomMember, *sk}]
+		if m := membershipOf(r, *sk); (m == spec.Invite || m == spec.Knock) && s.needsRemote(r) {
+			// It must be built on the invite or knock it ends.
+			ends = pdu.Version() == r.version.Version() && slices.Contains(pdu.AuthEventIDs(), cur.EventID())
+		}
+		return nil
+	})
+	if err != nil || !ends {
+		return false, nil
+	}
+	return true, s.storeOutOfRoom(ctx, pdu, nil)
 }
 
 // leaveRemotely rejects an invite (or leaves) a room this server is not in,

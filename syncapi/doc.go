@@ -5,6 +5,13 @@
 // It reads the roomserver's events and state tables (it never writes them)
 // and owns the tables receipts, presence and peeks.
 //
+// /sync's invite and knock sections show the stripped state the user's
+// invite or knock event carries (unsigned invite_room_state,
+// knock_room_state: the roomserver's at a local event, the room's server's
+// for a room elsewhere) closed by that event; a knock let in (invite,
+// join) or turned away (leave) moves to that section, as the membership
+// does.
+//
 // Search (search.go, search_sql.go): /search reads the full-text index
 // event_search that the roomserver fills as events commit, over the rooms
 // the user is or was in, and keeps only what the user may see (history

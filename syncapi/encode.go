@@ -40,7 +40,17 @@ func (r *Response) AppendJSON(b []byte) []byte {
 		b = appendList(b, lr.AccountData.Events)
 		b = append(b, '}')
 	}
-	b = append(b, `},"knock":{}`...)
+	b = append(b, `},"knock":{`...)
+	for i, id := range sortedKeys(r.Rooms.Knock) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, id)
+		b = append(b, `:{"knock_state":`...)
+		b = appendList(b, r.Rooms.Knock[id].KnockState.Events)
+		b = append(b, '}')
+	}
+	b = append(b, '}')
 	if len(r.Rooms.Peek) > 0 {
 		b = append(b, `,"peek":`...)
 		b = appendRooms(b, r.Rooms.Peek)

@@ -22,6 +22,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		Timeline: timeline{Events: []json.RawMessage{}}, Ephemeral: eventList{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}
 	r.Rooms.Invite["!c:x"] = &invitedRoom{InviteState: eventList{Events: []json.RawMessage{ev}}}
 	r.Rooms.Leave["!d:x"] = &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{ev}}, AccountData: eventList{Events: []json.RawMessage{}}}
+	r.Rooms.Knock["!k:x"] = &knockedRoom{KnockState: eventList{Events: []json.RawMessage{ev, ev}}}
 	r.AccountData.Events = append(r.AccountData.Events, ev)
 	r.Rooms.Peek = map[string]*joinedRoom{"!p:x": {Summary: map[string]any{}, State: eventList{Events: []json.RawMessage{ev}},
 		Timeline: timeline{Events: []json.RawMessage{ev}}, Ephemeral: eventList{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}}

@@ -114,6 +114,12 @@ type invitedRoom struct {
 	InviteState eventList `json:"invite_state"`
 }
 
+// knockedRoom is a room the user knocked on, as they see it until they are
+// let in (invited or joined) or turned away (left).
+type knockedRoom struct {
+	KnockState eventList `json:"knock_state"`
+}
+
 type leftRoom struct {
 	State       eventList `json:"state"`
 	Timeline    timeline  `json:"timeline"`
@@ -124,7 +130,7 @@ type roomsResponse struct {
 	Join   map[string]*joinedRoom  `json:"join"`
 	Invite map[string]*invitedRoom `json:"invite"`
 	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]any          `json:"knock"`
+	Knock  map[string]*knockedRoom `json:"knock"`
 	// Peek holds the rooms the device peeks into (MSC2753, peek.go).
 	Peek map[string]*joinedRoom `json:"peek,omitempty"`
 }
@@ -150,7 +156,7 @@ type Response struct {
 
 func newResponse() *Response {
 	return &Response{
-		Rooms:       roomsResponse{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]any{}},
+		Rooms:       roomsResponse{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{}, Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
 		AccountData: eventList{Events: []json.RawMessage{}},
 		Presence:    eventList{Events: []json.RawMessage{}},
 		ToDevice:    eventList{Events: []json.RawMessage{}},
@@ -162,7 +168,7 @@ func newResponse() *Response {
 }
 
 func (r *Response) empty() bool {
-	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Peek) == 0 && len(r.AccountData.Events) == 0 &&
+	return len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Peek) == 0 && len(r.AccountData.Events) == 0 &&
 		len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
@@ -322,6 +328,17 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			}
 			if ir != nil {
 				resp.Rooms.Invite[roomID] = ir
+			}
+		case "knock":
+			if !initial && mem.pos <= sinceEv {
+				continue
+			}
+			kr, err := s.knockedRoom(ctx, req.UserID, roomID)
+			if err != nil {
+				return nil, err
+			}
+			if kr != nil {
+				resp.Rooms.Knock[roomID] = kr
 			}
 		case "leave", "ban":
 			if initial && !o.IncludeLeave || !initial && mem.pos <= sinceEv {
@@ -956,9 +973,32 @@ AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND red
 // invitedRoom is the invite section of a room; an invite from a user the
 // invitee ignores is left out (nil).
 func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignored map[string]struct{}) (*invitedRoom, error) {
+	evs, err := s.memberStrippedState(ctx, userID, roomID, "invite_room_state", ignored)
+	if err != nil || evs == nil {
+		return nil, err
+	}
+	return &invitedRoom{InviteState: eventList{Events: evs}}, nil
+}
+
+// knockedRoom is the knock section of a room: the room's stripped state
+// at the knock (of this server's making, or as the room's server answered
+// it) and the knock itself.
+func (s *Service) knockedRoom(ctx context.Context, userID, roomID string) (*knockedRoom, error) {
+	evs, err := s.memberStrippedState(ctx, userID, roomID, "knock_room_state", nil)
+	if err != nil || evs == nil {
+		return nil, err
+	}
+	return &knockedRoom{KnockState: eventList{Events: evs}}, nil
+}
+
+// memberStrippedState is the stripped state the user's current membership
+// event carries in unsigned[key] (invite_room_state, knock_room_state),
+// closed by that event itself; nil when there is none, or when its sender
+// is ignored.
+func (s *Service) memberStrippedState(ctx context.Context, userID, roomID, key string, ignored map[string]struct{}) ([]json.RawMessage, error) {
 	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE event_id = (SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2)`, roomID, userID)
 	if err != nil {
-		return nil, fmt.Errorf("invite of %s: %w", roomID, err)
+		return nil, fmt.Errorf("membership of %s: %w", roomID, err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
@@ -972,17 +1012,21 @@ func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignore
 		return nil, nil
 	}
 	var f struct {
-		Content  json.RawMessage `json:"content"`
-		Unsigned struct {
-			InviteRoomState []json.RawMessage `json:"invite_room_state"`
-		} `json:"unsigned"`
+		Content  json.RawMessage            `json:"content"`
+		Unsigned map[string]json.RawMessage `json:"unsigned"`
 	}
 	_ = json.Unmarshal(ev.JSON, &f)
-	ir := &invitedRoom{InviteState: eventList{Events: append([]json.RawMessage{}, f.Unsigned.InviteRoomState...)}}
+	var stripped []json.RawMessage
+	_ = json.Unmarshal(f.Unsigned[key], &stripped)
+	out := make([]json.RawMessage, 0, len(stripped)+1)
+	for _, e := range stripped {
+		if len(e) > 0 && e[0] == '{' {
+			out = append(out, e)
+		}
+	}
 	self, _ := json.Marshal(map[string]any{"type": ev.Type, "state_key": userID, "sender": ev.Sender, "content": f.Content,
 		"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
-	ir.InviteState.Events = append(ir.InviteState.Events, self)
-	return ir, nil
+	return append(out, self), nil
 }
 
 func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
