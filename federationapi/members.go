@@ -58,6 +58,9 @@ func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib
 	if err != nil {
 		return nil, err
 	}
+	if !json.Valid(body) {
+		return nil, merr.NotJSON("Content not JSON")
+	}
 	pdu, err := a.parsePDU(r.Context(), body, roomID)
 	if err != nil {
 		return nil, err
