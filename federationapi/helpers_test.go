@@ -397,6 +397,30 @@ func (e *env) build(roomID, sender, typ string, stateKey *string, content string
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return e.buildOn(roomID, prevs, e.currentState(roomID), sender, typ, stateKey, content, server, key)
+}
+
+// buildAfter makes an event on one earlier event of the room, with its
+// auth events from the state after it.
+func (e *env) buildAfter(roomID, prev, sender, typ string, stateKey *string, content string, server string, key serverkey.Key) gomatrixserverlib.PDU {
+	e.t.Helper()
+	ev, err := e.rs.GetEvent(e.ctx, prev)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	after, err := e.rs.StateIDsAfter(e.ctx, ev)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var ids []string
+	for _, id := range after {
+		ids = append(ids, id)
+	}
+	return e.buildOn(roomID, []string{prev}, e.pdus(roomID, ids), sender, typ, stateKey, content, server, key)
+}
+
+func (e *env) buildOn(roomID string, prevs []string, state []gomatrixserverlib.PDU, sender, typ string, stateKey *string, content string, server string, key serverkey.Key) gomatrixserverlib.PDU {
+	e.t.Helper()
 	var depth int64
 	for _, id := range prevs {
 		ev, err := e.rs.GetEvent(e.ctx, id)
@@ -405,7 +429,7 @@ func (e *env) build(roomID, sender, typ string, stateKey *string, content string
 		}
 		depth = max(depth, ev.Depth)
 	}
-	auth, err := gomatrixserverlib.NewAuthEvents(e.currentState(roomID))
+	auth, err := gomatrixserverlib.NewAuthEvents(state)
 	if err != nil {
 		e.t.Fatal(err)
 	}

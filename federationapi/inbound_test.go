@@ -437,6 +437,43 @@ func TestInvite(t *testing.T) {
 	})
 }
 
+// TestSoftFailed sends events that pass the auth rules at their place in
+// the DAG but not against the room's current state (their sender banned
+// since): kept, never shown, and never a 500.
+func TestSoftFailed(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		roomID := e.publicRoom("10")
+		join := e.joinRemote(roomID, rita)
+		if err := e.rs.Ban(e.ctx, alice, roomID, rita, "spam"); err != nil {
+			t.Fatal(err)
+		}
+		m := e.buildAfter(roomID, join.EventID(), rita, "m.room.message", nil, message("late"), remoteName, e.remote)
+		res := pduResults(t, e.do("PUT", sendPath("sf"), remoteName, txn([]json.RawMessage{m.JSON()})))
+		if r, ok := res[m.EventID()]; !ok || r.Error != "" {
+			t.Errorf("soft-failed PDU: %v", res)
+		}
+		if e.stored(m.EventID()) {
+			t.Error("a soft-failed PDU is in the timeline")
+		}
+		inv := e.buildAfter(roomID, join.EventID(), rita, "m.room.member", strp(bob), `{"membership":"invite"}`, remoteName, e.remote)
+		wantErr(t, e.do("PUT", "/_matrix/federation/v2/invite/"+roomID+"/"+inv.EventID(), remoteName,
+			map[string]any{"event": json.RawMessage(inv.JSON()), "room_version": "10"}), http.StatusForbidden, "M_FORBIDDEN")
+		if m := e.membership(roomID, bob); m != "" {
+			t.Errorf("bob's membership after a soft-failed invite %q", m)
+		}
+		// An invite refused by the auth rules (rita is banned in the state
+		// it is built on).
+		inv2 := e.build(roomID, rita, "m.room.member", strp(bob), `{"membership":"invite"}`, remoteName, e.remote)
+		wantErr(t, e.do("PUT", "/_matrix/federation/v2/invite/"+roomID+"/"+inv2.EventID(), remoteName,
+			map[string]any{"event": json.RawMessage(inv2.JSON()), "room_version": "10"}), http.StatusForbidden, "M_FORBIDDEN")
+		// A leave built before the ban, sent after it.
+		leave := e.buildAfter(roomID, join.EventID(), rita, "m.room.member", strp(rita), `{"membership":"leave"}`, remoteName, e.remote)
+		wantErr(t, e.do("PUT", "/_matrix/federation/v2/send_leave/"+roomID+"/"+leave.EventID(), remoteName, leave.JSON()),
+			http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
+
 // TestLeave covers make_leave and send_leave of a remote member.
 func TestLeave(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {

@@ -86,6 +86,13 @@ func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib
 // are 403.
 func (a *API) input(ctx context.Context, pdu gomatrixserverlib.PDU) error {
 	_, err := a.Rooms.InputEventFrom(ctx, origin.From(ctx), pdu)
+	return refusal(err)
+}
+
+// refusal is a membership event's input error as the asking server sees
+// it: one that fails against the room's current state (soft-failed) is
+// refused like one that fails the auth rules.
+func refusal(err error) error {
 	var sf *roomserver.SoftFailed
 	if errors.As(err, &sf) {
 		return merr.Forbidden("%s", sf.Reason)
@@ -214,7 +221,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 		b.InviteRoomState = b.InviteRoomState[:50]
 	}
 	if err := a.Rooms.ReceiveInvite(ctx, signed, b.InviteRoomState); err != nil {
-		return err
+		return refusal(err)
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]any{"event": json.RawMessage(signed.JSON())})
 }
