@@ -638,3 +638,67 @@ func TestSignedRequests(t *testing.T) {
 		wantErr(t, e.roundTrip(req), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 	})
 }
+
+// escapeAll percent-encodes every byte but the unreserved ones, as some
+// servers do for each path segment ("$" as %24, ":" as %3A, "/" as %2F).
+func escapeAll(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// TestEscapedPaths sends IDs in the path percent-encoded in full (as
+// other servers do) and with literal "!" beside escaped "/" (the event IDs
+// of room versions 1 to 3 hold "/"): the handlers see the IDs themselves.
+func TestEscapedPaths(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		for _, c := range []struct {
+			name string
+			esc  func(string) string
+		}{
+			{"all escaped", escapeAll},
+			{"path escaped", url.PathEscape},
+			{"literal !", func(s string) string { return strings.ReplaceAll(url.PathEscape(s), "%21", "!") }},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				roomID := e.publicRoom("3")
+				// A join whose event ID holds a "/", when one comes up.
+				var join gomatrixserverlib.PDU
+				var user string
+				for i := 0; i < 50; i++ {
+					user = fmt.Sprintf("@u%d:%s", i, remoteName)
+					r := e.do("GET", "/_matrix/federation/v1/make_join/"+c.esc(roomID)+"/"+c.esc(user)+"?ver=3", remoteName, nil)
+					join = e.fromTemplate(r, remoteName, e.remote)
+					if strings.Contains(join.EventID(), "/") {
+						break
+					}
+				}
+				wantOK(t, e.do("PUT", "/_matrix/federation/v2/send_join/"+c.esc(roomID)+"/"+c.esc(join.EventID()), remoteName, join.JSON()))
+				if m := e.membership(roomID, user); m != "join" {
+					t.Fatalf("membership %q", m)
+				}
+				m := e.build(roomID, user, "m.room.message", nil, message("escaped"), remoteName, e.remote)
+				res := pduResults(t, e.do("PUT", "/_matrix/federation/v1/send/"+c.esc("txn/1:"+c.name), remoteName, txn([]json.RawMessage{m.JSON()})))
+				if r, ok := res[m.EventID()]; !ok || r.Error != "" {
+					t.Fatalf("send: %v", res)
+				}
+				leave := e.fromTemplate(e.do("GET", "/_matrix/federation/v1/make_leave/"+c.esc(roomID)+"/"+c.esc(user), remoteName, nil), remoteName, e.remote)
+				wantOK(t, e.do("PUT", "/_matrix/federation/v2/send_leave/"+c.esc(roomID)+"/"+c.esc(leave.EventID()), remoteName, leave.JSON()))
+				inv := inviteEvent(t, "!far/away:"+remoteName, rita, bob, remoteName, e.remote)
+				wantOK(t, e.do("PUT", "/_matrix/federation/v2/invite/"+c.esc(inv.RoomID().String())+"/"+c.esc(inv.EventID()), remoteName,
+					map[string]any{"event": json.RawMessage(inv.JSON()), "room_version": "10"}))
+			})
+		}
+		// A NUL sent escaped.
+		wantErr(t, e.do("GET", "/_matrix/federation/v1/make_join/!x%00:local.test/"+escapeAll(rita), remoteName, nil), 400, "M_INVALID_PARAM")
+		wantErr(t, e.do("PUT", "/_matrix/federation/v1/send/a%00b", remoteName, txn(nil)), 400, "M_INVALID_PARAM")
+	})
+}

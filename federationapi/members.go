@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -23,7 +22,11 @@ const maxMemberEventBytes = 64 << 10
 // of the membership event for a user of the asking server.
 func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		roomID, userID := chi.URLParam(r, "roomId"), chi.URLParam(r, "userId")
+		ps, err := pathParams(r, "roomId", "userId")
+		if err != nil {
+			return err
+		}
+		roomID, userID := ps[0], ps[1]
 		if ids.ServerOf(userID, '@') != origin.From(r.Context()) {
 			return merr.Forbidden("The user is not of the asking server")
 		}
@@ -50,7 +53,11 @@ func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 // memberEvent reads a signed membership event of a user of the asking
 // server from the body of send_join, send_leave or send_knock.
 func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib.PDU, error) {
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	ps, err := pathParams(r, "roomId", "eventId")
+	if err != nil {
+		return nil, err
+	}
+	roomID, eventID := ps[0], ps[1]
 	if err := a.Rooms.CheckServerACL(r.Context(), roomID, origin.From(r.Context())); err != nil {
 		return nil, err
 	}
@@ -180,7 +187,11 @@ type inviteBody struct {
 // user sees it in /sync.
 func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	ps, err := pathParams(r, "roomId", "eventId")
+	if err != nil {
+		return err
+	}
+	roomID, eventID := ps[0], ps[1]
 	var b inviteBody
 	if err := httpx.DecodeJSON(r, &b, maxMemberEventBytes+256<<10); err != nil {
 		return err

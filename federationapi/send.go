@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/federationapi/origin"
@@ -44,7 +43,11 @@ type pduResult struct {
 func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	from := origin.From(ctx)
-	key := from + "\x00" + chi.URLParam(r, "txnId")
+	txnID, err := pathParam(r, "txnId")
+	if err != nil {
+		return err
+	}
+	key := from + "\x00" + txnID
 	if prev, ok := a.txns.Get(key); ok {
 		return httpx.RawJSON(w, http.StatusOK, prev)
 	}
