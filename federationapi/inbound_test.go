@@ -702,3 +702,60 @@ func TestEscapedPaths(t *testing.T) {
 		wantErr(t, e.do("PUT", "/_matrix/federation/v1/send/a%00b", remoteName, txn(nil)), 400, "M_INVALID_PARAM")
 	})
 }
+
+// TestUnstorableText sends events holding text a database cannot keep
+// (NUL) where it goes into columns: each is refused as bad JSON or
+// stored, never a database error.
+func TestUnstorableText(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		roomID := e.publicRoom("10")
+		e.joinRemote(roomID, rita)
+		target := e.build(roomID, rita, "m.room.message", nil, message("target"), remoteName, e.remote)
+		pduResults(t, e.do("PUT", sendPath("target"), remoteName, txn([]json.RawMessage{target.JSON()})))
+		for i, c := range []struct {
+			sender, typ string
+			sk          *string
+			content     string
+			want        string // "" stored, else in the error
+		}{
+			{rita, "m.x\u0000", nil, `{}`, "cannot be stored"},
+			{rita, "m.x", strp("a\u0000b"), `{}`, "cannot be stored"},
+			{"@ri\u0000ta:" + remoteName, "m.room.message", nil, `{}`, "signature"},
+			{rita, "m.room.message", nil, `{"body":"a\u0000b","msgtype":"m.text"}`, ""},
+			{rita, "m.room.message", nil, `{"body":"x","msgtype":"m.text","m.relates_to":{"rel_type":"m.thread\u0000","event_id":"` + target.EventID() + `"}}`, "cannot be stored"},
+			{rita, "m.room.message", nil, `{"body":"x","msgtype":"m.text","m.relates_to":{"rel_type":"m.thread","event_id":"$a\u0000"}}`, "cannot be stored"},
+			{rita, "m.reaction", nil, `{"m.relates_to":{"rel_type":"m.annotation","key":"\u0000","event_id":"` + target.EventID() + `"}}`, ""},
+			{rita, "m.room.member", strp(rita), `{"membership":"join","displayname":"a\u0000b"}`, ""},
+			{rita, "m.room.redaction", nil, `{"redacts":"$x\u0000"}`, "cannot be stored"},
+		} {
+			p := e.build(roomID, c.sender, c.typ, c.sk, c.content, remoteName, e.remote)
+			res := pduResults(t, e.do("PUT", sendPath(fmt.Sprint("nul", i)), remoteName, txn([]json.RawMessage{p.JSON()})))
+			r, ok := res[p.EventID()]
+			if !ok || (c.want == "") != (r.Error == "") || !strings.Contains(r.Error, c.want) {
+				t.Errorf("case %d: %+v, want an error with %q", i, res, c.want)
+			}
+			if e.stored(p.EventID()) != (c.want == "") {
+				t.Errorf("case %d: stored %v", i, e.stored(p.EventID()))
+			}
+		}
+		// A join of a sender holding a NUL (well signed, of the origin).
+		var tmpl struct {
+			Event gomatrixserverlib.ProtoEvent `json:"event"`
+		}
+		e.do("GET", "/_matrix/federation/v1/make_join/"+roomID+"/@ron:"+remoteName+"?ver=10", remoteName, nil).decode(t, &tmpl)
+		tmpl.Event.SenderID, tmpl.Event.StateKey = "@r\u0000n:"+remoteName, strp("@r\u0000n:"+remoteName)
+		j, err := e.verImpl(roomID).NewEventBuilderFromProtoEvent(&tmpl.Event).Build(time.Now(), remoteName, e.remote.ID, e.remote.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := e.do("PUT", "/_matrix/federation/v2/send_join/"+roomID+"/"+j.EventID(), remoteName, j.JSON())
+		if r.status != 400 && r.status != 403 {
+			t.Errorf("join of a sender with a NUL: %d %s", r.status, r.body)
+		}
+		// An invite of a local user ID holding a NUL.
+		inv := inviteEvent(t, "!far:"+remoteName, rita, "@b\u0000b:"+localName, remoteName, e.remote)
+		wantErr(t, e.do("PUT", "/_matrix/federation/v2/invite/!far:"+remoteName+"/"+inv.EventID(), remoteName,
+			map[string]any{"event": json.RawMessage(inv.JSON()), "room_version": "10"}), 400, "M_BAD_JSON")
+	})
+}

@@ -214,6 +214,8 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 		return merr.Forbidden("The inviter is not of the asking server")
 	case ids.ServerOf(*sk, '@') != a.ServerName:
 		return merr.BadJSON("The invitee is not of this server")
+	case !ids.ValidUserID(*sk):
+		return merr.BadJSON("The invitee is not a valid user ID")
 	}
 	ok, err := a.Users.AccountExists(ctx, *sk)
 	if err != nil {
