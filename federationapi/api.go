@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -15,6 +16,7 @@ import (
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/storage"
 )
 
 // Rooms is what the inbound endpoints need from the roomserver.
@@ -85,6 +87,38 @@ func (a *API) PublicRoutes(r chi.Router) {
 		return httpx.JSON(w, http.StatusOK, map[string]any{"server": map[string]string{"name": "Haven", "version": "0"}})
 	}))
 	r.Get("/v1/openid/userinfo", httpx.Handle(a.openIDUserInfo))
+}
+
+// pathParam reads a path parameter as text. chi matches the escaped path
+// when the request's differs from Go's own escaping of it (an ID sent
+// with "$" as %24, or holding an escaped "/"), and then gives parameters
+// still escaped.
+func pathParam(r *http.Request, name string) (string, error) {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath != "" {
+		u, err := url.PathUnescape(v)
+		if err != nil {
+			return "", merr.InvalidParam("Path parameter %s is not properly escaped", name)
+		}
+		v = u
+	}
+	if v == "" || !storage.StorableText(v) {
+		return "", merr.InvalidParam("Path parameter %s is not valid", name)
+	}
+	return v, nil
+}
+
+// pathParams reads several path parameters (see pathParam).
+func pathParams(r *http.Request, names ...string) ([]string, error) {
+	out := make([]string, len(names))
+	for i, n := range names {
+		v, err := pathParam(r, n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 // parsePDU parses an event of a known room from another server: its

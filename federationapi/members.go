@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -23,7 +22,11 @@ const maxMemberEventBytes = 64 << 10
 // of the membership event for a user of the asking server.
 func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		roomID, userID := chi.URLParam(r, "roomId"), chi.URLParam(r, "userId")
+		ps, err := pathParams(r, "roomId", "userId")
+		if err != nil {
+			return err
+		}
+		roomID, userID := ps[0], ps[1]
 		if ids.ServerOf(userID, '@') != origin.From(r.Context()) {
 			return merr.Forbidden("The user is not of the asking server")
 		}
@@ -50,13 +53,20 @@ func (a *API) makeMembership(membership string) httpx.HandlerFunc {
 // memberEvent reads a signed membership event of a user of the asking
 // server from the body of send_join, send_leave or send_knock.
 func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib.PDU, error) {
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	ps, err := pathParams(r, "roomId", "eventId")
+	if err != nil {
+		return nil, err
+	}
+	roomID, eventID := ps[0], ps[1]
 	if err := a.Rooms.CheckServerACL(r.Context(), roomID, origin.From(r.Context())); err != nil {
 		return nil, err
 	}
 	body, err := httpx.ReadBody(r, maxMemberEventBytes)
 	if err != nil {
 		return nil, err
+	}
+	if !json.Valid(body) {
+		return nil, merr.NotJSON("Content not JSON")
 	}
 	ver, err := a.Rooms.RoomVersion(r.Context(), roomID)
 	if err != nil {
@@ -95,6 +105,13 @@ func (a *API) memberEvent(r *http.Request, membership string) (gomatrixserverlib
 // are 403.
 func (a *API) input(ctx context.Context, pdu gomatrixserverlib.PDU) error {
 	_, err := a.Rooms.InputEventFrom(ctx, origin.From(ctx), pdu)
+	return refusal(err)
+}
+
+// refusal is a membership event's input error as the asking server sees
+// it: one that fails against the room's current state (soft-failed) is
+// refused like one that fails the auth rules.
+func refusal(err error) error {
 	var sf *roomserver.SoftFailed
 	if errors.As(err, &sf) {
 		return merr.Forbidden("%s", sf.Reason)
@@ -188,7 +205,11 @@ type inviteBody struct {
 // user sees it in /sync.
 func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	ps, err := pathParams(r, "roomId", "eventId")
+	if err != nil {
+		return err
+	}
+	roomID, eventID := ps[0], ps[1]
 	var b inviteBody
 	if err := httpx.DecodeJSON(r, &b, maxMemberEventBytes+256<<10); err != nil {
 		return err
@@ -211,6 +232,8 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 		return merr.Forbidden("The inviter is not of the asking server")
 	case ids.ServerOf(*sk, '@') != a.ServerName:
 		return merr.BadJSON("The invitee is not of this server")
+	case !ids.ValidUserID(*sk):
+		return merr.BadJSON("The invitee is not a valid user ID")
 	}
 	ok, err := a.Users.AccountExists(ctx, *sk)
 	if err != nil {
@@ -229,7 +252,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) error {
 		b.InviteRoomState = b.InviteRoomState[:50]
 	}
 	if err := a.Rooms.ReceiveInvite(ctx, signed, b.InviteRoomState); err != nil {
-		return err
+		return refusal(err)
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]any{"event": json.RawMessage(signed.JSON())})
 }

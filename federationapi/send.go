@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/federationapi/origin"
@@ -44,7 +43,11 @@ type pduResult struct {
 func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	from := origin.From(ctx)
-	key := from + "\x00" + chi.URLParam(r, "txnId")
+	txnID, err := pathParam(r, "txnId")
+	if err != nil {
+		return err
+	}
+	key := from + "\x00" + txnID
 	if prev, ok := a.txns.Get(key); ok {
 		return httpx.RawJSON(w, http.StatusOK, prev)
 	}
@@ -73,7 +76,11 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	return httpx.RawJSON(w, http.StatusOK, out)
 }
 
-// inputPDU checks and stores one PDU of a transaction.
+// inputPDU checks and stores one PDU of a transaction. Its result is
+// keyed by its event ID, which from room version 3 on is not in the PDU:
+// the PDU is parsed (its room's version known) before any check whose
+// refusal the answer reports. A PDU of an unknown room without an
+// event_id has no ID to report under and is dropped.
 func (a *API) inputPDU(ctx context.Context, from string, raw json.RawMessage) (string, pduResult) {
 	var head struct {
 		RoomID  string `json:"room_id"`
@@ -82,12 +89,19 @@ func (a *API) inputPDU(ctx context.Context, from string, raw json.RawMessage) (s
 	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
 		return "", pduResult{}
 	}
-	if err := a.Rooms.CheckServerACL(ctx, head.RoomID, from); err != nil {
-		return head.EventID, pduResult{Error: errText(err)}
-	}
-	pdu, err := a.parsePDU(ctx, raw, head.RoomID)
+	ver, err := a.Rooms.RoomVersion(ctx, head.RoomID)
 	if err != nil {
 		return head.EventID, pduResult{Error: errText(err)}
+	}
+	pdu, err := a.parseUnverified(raw, ver)
+	if err != nil {
+		return head.EventID, pduResult{Error: errText(err)}
+	}
+	if err := a.Rooms.CheckServerACL(ctx, head.RoomID, from); err != nil {
+		return pdu.EventID(), pduResult{Error: errText(err)}
+	}
+	if err := a.verifyPDU(ctx, pdu); err != nil {
+		return pdu.EventID(), pduResult{Error: errText(err)}
 	}
 	if _, err := a.Rooms.InputEventFrom(ctx, from, pdu); err != nil {
 		var sf *roomserver.SoftFailed

@@ -17,6 +17,9 @@ import (
 // pass the auth rules against that state. The room's current state becomes
 // the resolution of the state after every forward extremity.
 func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Event, error) {
+	if err := checkStorable(pdu); err != nil {
+		return Event{}, err
+	}
 	roomID := pdu.RoomID().String()
 	var out Event
 	err := s.withRoom(ctx, roomID, func(r *room) error {

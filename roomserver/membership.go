@@ -238,7 +238,7 @@ func (s *Service) withRoom(ctx context.Context, roomID string, fn func(r *room) 
 }
 
 func validRoomID(id string) bool {
-	return len(id) > 1 && len(id) <= 255 && id[0] == '!'
+	return len(id) > 1 && len(id) <= 255 && id[0] == '!' && storage.StorableText(id)
 }
 
 func membershipOf(r *room, userID string) string {

@@ -28,6 +28,9 @@ func (s *Service) GetEvent(ctx context.Context, eventID string) (Event, error) {
 
 // RoomVersion returns the version of a room.
 func (s *Service) RoomVersion(ctx context.Context, roomID string) (string, error) {
+	if !storage.StorableText(roomID) {
+		return "", merr.NotFound("Unknown room %s", roomID)
+	}
 	row, err := selectRoom(ctx, s.db, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return "", merr.NotFound("Unknown room %s", roomID)

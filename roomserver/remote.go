@@ -321,6 +321,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PD
 	if m, _ := invite.Membership(); m != spec.Invite {
 		return merr.BadJSON("Not an invite")
 	}
+	if err := checkStorable(invite); err != nil {
+		return err
+	}
 	inRoom := false
 	err := s.withRoom(ctx, roomID, func(r *room) error {
 		inRoom = s.serverInRoom(r)

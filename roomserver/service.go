@@ -816,6 +816,22 @@ func eventFromPDU(p gomatrixserverlib.PDU) Event {
 	return ev
 }
 
+// checkStorable refuses (M_BAD_JSON) an event from another server whose
+// fields that go into columns are not text both databases keep (a NUL).
+func checkStorable(p gomatrixserverlib.PDU) error {
+	ev := eventFromPDU(p)
+	fields := []string{ev.Type, ev.Sender, ev.Membership, ev.RelatesTo, ev.RelType, redactsOf(p)}
+	if ev.StateKey != nil {
+		fields = append(fields, *ev.StateKey)
+	}
+	for _, f := range fields {
+		if !storage.StorableText(f) {
+			return merr.BadJSON("Event %s holds text that cannot be stored", p.EventID())
+		}
+	}
+	return nil
+}
+
 // sortedStateKeys returns the keys of a state map in a stable order.
 func sortedStateKeys[V any](m map[stateKey]V) []stateKey {
 	keys := make([]stateKey, 0, len(m))
