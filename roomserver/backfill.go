@@ -89,6 +89,9 @@ func (s *Service) backfillFrom(ctx context.Context, roomID string, from, servers
 // storeHistory stores one backfilled event under the room's history; it
 // answers false for an event known already or rejected.
 func (s *Service) storeHistory(ctx context.Context, origin string, pdu gomatrixserverlib.PDU) (bool, error) {
+	if err := checkStorable(pdu); err != nil {
+		return false, err
+	}
 	if known, err := EventsByID(ctx, s.db, []string{pdu.EventID()}); err != nil || len(known) > 0 {
 		return false, err
 	}

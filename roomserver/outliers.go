@@ -90,6 +90,9 @@ func (s *Service) StoreOutliers(ctx context.Context, roomID string, pdus []gomat
 			if pdu.RoomID().String() != roomID {
 				return fmt.Errorf("outlier %s is in another room", pdu.EventID())
 			}
+			if err := checkStorable(pdu); err != nil {
+				return err
+			}
 			known, err := s.knownPDU(ctx, pdu.EventID())
 			if err != nil {
 				return err

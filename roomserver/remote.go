@@ -253,6 +253,11 @@ func (s *Service) ImportJoin(ctx context.Context, rj *RemoteJoin) error {
 	d.base = map[stateKey]gomatrixserverlib.PDU{}
 	state := append([]gomatrixserverlib.PDU{}, rj.State...)
 	sort.SliceStable(state, func(i, j int) bool { return state[i].Depth() < state[j].Depth() })
+	for _, p := range append(append([]gomatrixserverlib.PDU{join}, state...), rj.AuthChain...) {
+		if err := checkStorable(p); err != nil {
+			return err
+		}
+	}
 	for _, p := range state {
 		sk := p.StateKey()
 		if sk == nil || p.RoomID().String() != roomID {
@@ -348,6 +353,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PD
 // timeline and the user's membership, without changing anything else of
 // what is known of the room.
 func (s *Service) storeOutOfRoom(ctx context.Context, pdu gomatrixserverlib.PDU, unsigned map[string]any) error {
+	if err := checkStorable(pdu); err != nil {
+		return err
+	}
 	roomID := pdu.RoomID().String()
 	unlock := s.locks.Lock(roomID)
 	defer unlock()
