@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -21,6 +22,9 @@ const (
 	maxTxnPDUs  = 50
 	maxTxnEDUs  = 100
 	maxTxnBytes = 8 << 20
+	// pduRoomsAtOnce is how many rooms' PDUs of one transaction are put
+	// in at the same time.
+	pduRoomsAtOnce = 8
 )
 
 type txnBody struct {
@@ -58,13 +62,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	if len(body.PDUs) > maxTxnPDUs || len(body.EDUs) > maxTxnEDUs {
 		return merr.BadJSON("A transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
-	results := make(map[string]pduResult, len(body.PDUs))
-	for _, raw := range body.PDUs {
-		id, res := a.inputPDU(ctx, from, raw)
-		if id != "" {
-			results[id] = res
-		}
-	}
+	results := a.inputPDUs(ctx, from, body.PDUs)
 	for _, edu := range body.EDUs {
 		a.inputEDU(ctx, from, edu.Type, edu.Content)
 	}
@@ -74,6 +72,60 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.txns.Put(key, out)
 	return httpx.RawJSON(w, http.StatusOK, out)
+}
+
+// inputPDUs checks and stores a transaction's PDUs: in order within each
+// room, several rooms at once (pduRoomsAtOnce), so that the events of
+// different rooms share the database's group commits instead of waiting
+// for one commit each — a destination that fell behind sends full
+// transactions, and one commit per PDU in turn kept it behind.
+func (a *API) inputPDUs(ctx context.Context, from string, pdus []json.RawMessage) map[string]pduResult {
+	byRoom := map[string][]json.RawMessage{}
+	var rooms []string
+	for _, raw := range pdus {
+		var head struct {
+			RoomID string `json:"room_id"`
+		}
+		_ = json.Unmarshal(raw, &head) // an unreadable PDU is refused by inputPDU
+		if _, ok := byRoom[head.RoomID]; !ok {
+			rooms = append(rooms, head.RoomID)
+		}
+		byRoom[head.RoomID] = append(byRoom[head.RoomID], raw)
+	}
+	results := make(map[string]pduResult, len(pdus))
+	var mu sync.Mutex
+	put := func(list []json.RawMessage) {
+		for _, raw := range list {
+			id, res := a.inputPDU(ctx, from, raw)
+			if id != "" {
+				mu.Lock()
+				results[id] = res
+				mu.Unlock()
+			}
+		}
+	}
+	if len(rooms) == 1 {
+		put(pdus)
+		return results
+	}
+	sem := make(chan struct{}, pduRoomsAtOnce)
+	var wg sync.WaitGroup
+	for _, room := range rooms {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(list []json.RawMessage) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer func() {
+				if p := recover(); p != nil {
+					a.Log.WithField("origin", from).Errorf("panic putting in a transaction's PDUs: %v", p)
+				}
+			}()
+			put(list)
+		}(byRoom[room])
+	}
+	wg.Wait()
+	return results
 }
 
 // inputPDU checks and stores one PDU of a transaction. Its result is

@@ -138,7 +138,7 @@ func (s *ltSender) dispatch(ctx context.Context, st *ltSendStats, measured bool)
 			"lt_run":  s.runID, "lt_seq": seq, "lt_sent_ms": sentMS,
 		}
 		sctx, cancel := context.WithTimeout(ctx, s.sendTimeout)
-		err := s.c.send(sctx, u.AccessToken, s.rooms[room].ID, fmt.Sprintf("lt-%s-%d", s.runID, seq), content)
+		err := u.on(s.c).send(sctx, u.AccessToken, s.rooms[room].ID, fmt.Sprintf("lt-%s-%d", s.runID, seq), content)
 		cancel()
 		lat := time.Since(start)
 		s.tr.sent(seq, err == nil)

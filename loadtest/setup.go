@@ -17,9 +17,18 @@ type ltUser struct {
 	Index     int
 	Localpart string
 	mxSession
-	Filter  string // stored /sync filter ID
-	Rooms   []int  // indices into the room list
-	Created bool   // registered by this run (false: logged in to an existing account)
+	Filter  string    // stored /sync filter ID
+	Rooms   []int     // indices into the room list
+	Created bool      // registered by this run (false: logged in to an existing account)
+	client  *mxClient // the user's own server (two-site runs); nil: the run's one server
+}
+
+// on returns the client of the user's server: its own, else def.
+func (u *ltUser) on(def *mxClient) *mxClient {
+	if u.client != nil {
+		return u.client
+	}
+	return def
 }
 
 // ltRoom is one load-test room.

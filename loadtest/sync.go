@@ -67,7 +67,7 @@ func (s *ltSyncers) initial(ctx context.Context, workers int, logf func(string, 
 		var resp *ltSyncResponse
 		err := withRetry(ctx, func(ctx context.Context) error {
 			var err error
-			resp, _, err = s.c.sync(ctx, u.AccessToken, "", u.Filter, 0)
+			resp, _, err = u.on(s.c).sync(ctx, u.AccessToken, "", u.Filter, 0)
 			return err
 		})
 		if err != nil {
@@ -99,7 +99,7 @@ func (s *ltSyncers) loop(ctx context.Context, i int) {
 	u := s.users[i]
 	for ctx.Err() == nil {
 		s.open.Add(1)
-		resp, _, err := s.c.sync(ctx, u.AccessToken, s.since[i], u.Filter, s.timeout)
+		resp, _, err := u.on(s.c).sync(ctx, u.AccessToken, s.since[i], u.Filter, s.timeout)
 		s.open.Add(-1)
 		at := time.Now()
 		if err != nil {

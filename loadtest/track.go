@@ -39,6 +39,12 @@ type ltTracker struct {
 	duplicates   int
 	unknown      int // events of this run with a sequence number never sent
 	afterFailure int // deliveries of messages whose PUT failed
+
+	// remote, when set (two-site runs), tells whether a delivery crosses
+	// sites; the measured deliveries are then also kept apart.
+	remote         func(sender, receiver int) bool
+	deliveryRemote []time.Duration
+	deliveryLocal  []time.Duration
 }
 
 func newTracker(rooms []*ltRoom) *ltTracker {
@@ -105,6 +111,13 @@ func (t *ltTracker) deliver(seq int64, room, receiver int, at time.Time) {
 	}
 	if m.measured {
 		t.delivery = append(t.delivery, at.Sub(m.start))
+		if t.remote != nil {
+			if t.remote(m.sender, receiver) {
+				t.deliveryRemote = append(t.deliveryRemote, at.Sub(m.start))
+			} else {
+				t.deliveryLocal = append(t.deliveryLocal, at.Sub(m.start))
+			}
+		}
 		if m.remaining == 0 && m.state != ltFailed {
 			t.complete = append(t.complete, at.Sub(m.start))
 		}
@@ -127,6 +140,9 @@ type ltDeliveryResult struct {
 	Latencies                     []time.Duration
 	Completions                   []time.Duration // per message delivered to all: until the last delivery
 	LostExamples                  []int64
+	// Two-site runs: deliveries to the other site and to the sender's own.
+	RemoteLatencies, LocalLatencies []time.Duration
+	MissingRemote                   int
 }
 
 // result counts the measured messages' deliveries: a message is lost when
@@ -135,7 +151,8 @@ func (t *ltTracker) result() ltDeliveryResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := ltDeliveryResult{Duplicates: t.duplicates, Unknown: t.unknown, AfterFailure: t.afterFailure,
-		Latencies: append([]time.Duration(nil), t.delivery...), Completions: append([]time.Duration(nil), t.complete...)}
+		Latencies: append([]time.Duration(nil), t.delivery...), Completions: append([]time.Duration(nil), t.complete...),
+		RemoteLatencies: append([]time.Duration(nil), t.deliveryRemote...), LocalLatencies: append([]time.Duration(nil), t.deliveryLocal...)}
 	for seq, m := range t.msgs {
 		if !m.measured || m.state != ltSent {
 			continue
@@ -146,6 +163,13 @@ func (t *ltTracker) result() ltDeliveryResult {
 		if m.remaining > 0 {
 			r.Lost++
 			r.Missing += m.remaining
+			if t.remote != nil {
+				for p, seen := range m.seen {
+					if !seen && t.remote(m.sender, t.rooms[m.room].Members[p]) {
+						r.MissingRemote++
+					}
+				}
+			}
 			if len(r.LostExamples) < 10 {
 				r.LostExamples = append(r.LostExamples, seq)
 			}

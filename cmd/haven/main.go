@@ -1,6 +1,6 @@
 // Command haven is the Haven Matrix homeserver. With no arguments it serves;
 // subcommands: serve, check-config, generate-config, create-user, migrate,
-// rotate-key, loadtest, version. Wiring only: the work is done by the packages.
+// rotate-key, loadtest, loadtest-federation, version. Wiring only: the work is done by the packages.
 package main
 
 import (
@@ -35,6 +35,7 @@ func commands() []command {
 		{"migrate", "apply pending database migrations and exit", runMigrate},
 		{"rotate-key", "replace the server's signing key (the old one stays published as expired); restart afterwards", runRotateKey},
 		{"loadtest", loadtest.Usage, loadtest.Run},
+		{"loadtest-federation", loadtest.FederationUsage, loadtest.RunFederation},
 		{"version", "print the version", func(context.Context, []string, io.Writer, io.Writer) int { fmt.Println("haven", Version); return 0 }},
 	}
 }
