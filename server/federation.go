@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -43,11 +46,13 @@ func (a *App) allowedServer() func(string) bool {
 	if len(list) == 0 {
 		return func(string) bool { return true }
 	}
-	set := map[string]bool{a.Cfg.ServerName: true}
+	// Server names are case-insensitive (DNS names): compared in lower
+	// case, as the outbound side does.
+	set := map[string]bool{strings.ToLower(a.Cfg.ServerName): true}
 	for _, s := range list {
-		set[s] = true
+		set[strings.ToLower(s)] = true
 	}
-	return func(s string) bool { return set[s] }
+	return func(s string) bool { return set[strings.ToLower(s)] }
 }
 
 // openFederation makes the outbound side (client, key store, the
@@ -147,6 +152,9 @@ func (a *App) listenFederation() error {
 func (a *App) serveFederation(ctx context.Context, base context.Context, errc chan<- error) func(context.Context) {
 	f := a.fed
 	if f == nil || f.ln == nil {
+		// Nothing to reload: SIGHUP (systemctl reload) must not stop the
+		// server as its default action would.
+		signal.Ignore(syscall.SIGHUP)
 		return func(context.Context) {}
 	}
 	srv := &http.Server{
