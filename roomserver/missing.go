@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
@@ -31,7 +32,37 @@ const (
 	maxMissingEvents = 20   // events asked for with /get_missing_events
 	maxGapPrevs      = 5    // unknown prev_events whose state is fetched
 	maxStateFetch    = 1000 // events fetched to complete one state
+	// maxGapFills is how many gaps one server's events may be filling at
+	// once: a server cannot make this one fetch without bound by sending
+	// many events with unknown parents at the same time.
+	maxGapFills = 2
 )
+
+// gapSlots bounds the gap fills under way per origin server.
+type gapSlots struct {
+	mu    sync.Mutex
+	slots map[string]chan struct{}
+}
+
+// take waits for a slot of origin's; the returned function gives it back.
+func (g *gapSlots) take(ctx context.Context, origin string) (func(), error) {
+	g.mu.Lock()
+	if g.slots == nil {
+		g.slots = map[string]chan struct{}{}
+	}
+	ch := g.slots[origin]
+	if ch == nil {
+		ch = make(chan struct{}, maxGapFills)
+		g.slots[origin] = ch
+	}
+	g.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
 
 // InputEventFrom is InputEvent for an event received from origin: where
 // its prev_events are unknown, the gap is filled from origin first (with
@@ -41,8 +72,18 @@ func (s *Service) InputEventFrom(ctx context.Context, origin string, pdu gomatri
 		return Event{}, err
 	}
 	if s.opts.Fetcher != nil && origin != "" {
-		if err := s.fillGap(ctx, origin, pdu); err != nil {
+		if missing, err := s.unknownPrevs(ctx, pdu); err != nil {
 			return Event{}, err
+		} else if len(missing) > 0 {
+			release, err := s.gaps.take(ctx, origin)
+			if err != nil {
+				return Event{}, err
+			}
+			err = s.fillGap(ctx, origin, pdu)
+			release()
+			if err != nil {
+				return Event{}, err
+			}
 		}
 	}
 	return s.InputEvent(ctx, pdu)

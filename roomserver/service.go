@@ -94,6 +94,8 @@ type Service struct {
 	// down from -1, so no stream reader (all ask for positions above a
 	// token) ever sees old history as new (backfill.go).
 	histPos atomic.Int64
+	// gaps bounds the gap fills per origin server (missing.go).
+	gaps gapSlots
 	rooms   *lru.Cache[string, *room]
 	snaps   *lru.Cache[int64, map[stateKey]string]
 	// snapsByKey holds snapshots in the form readers use.

@@ -88,8 +88,14 @@ func (a *App) startFederation(ctx context.Context) error {
 		return nil
 	}
 	var err error
+	// With an allowlist the partners are few and known: a site back from
+	// an outage is tried again within minutes, not an hour.
+	retryMax := time.Hour
+	if len(a.Cfg.Federation.AllowedServers.Items()) > 0 {
+		retryMax = 5 * time.Minute
+	}
 	f.queues, err = outbound.New(ctx, outbound.Options{ServerName: a.Cfg.ServerName, DB: a.DB, Bus: a.Bus, Rooms: a.Rooms,
-		Sender: f.client.Fed(), Refused: func(err error) bool { return errors.Is(err, client.ErrNotAllowed) }})
+		Sender: f.client.Fed(), Refused: func(err error) bool { return errors.Is(err, client.ErrNotAllowed) }, RetryMax: retryMax})
 	if err != nil {
 		return err
 	}
