@@ -23,6 +23,7 @@ import (
 type RoomSource interface {
 	RoomVersion(ctx context.Context, roomID string) (string, error)
 	ServerInRoom(ctx context.Context, roomID, server string) (bool, error)
+	CheckServerACL(ctx context.Context, roomID, server string) error
 	ServerMaySee(ctx context.Context, server, roomID string, eventIDs []string) (map[string]bool, error)
 	FederationEvent(ctx context.Context, eventID string) (roomserver.FederationPDU, error)
 	FederationEvents(ctx context.Context, roomID string, eventIDs []string) ([]roomserver.FederationPDU, error)
@@ -98,9 +99,12 @@ func pathParam(r *http.Request, name string) (string, error) {
 	return v, nil
 }
 
-// inRoom refuses a server that has no user joined to the room (404 for an
-// unknown room).
+// inRoom refuses a server that has no user joined to the room, or that the
+// room's m.room.server_acl bans (404 for an unknown room).
 func (h *Handlers) inRoom(ctx context.Context, roomID, server string) error {
+	if err := h.rooms.CheckServerACL(ctx, roomID, server); err != nil {
+		return err
+	}
 	in, err := h.rooms.ServerInRoom(ctx, roomID, server)
 	if err != nil {
 		return err
