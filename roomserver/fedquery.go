@@ -134,6 +134,12 @@ WHERE event_id IN ($1) AND room_id = $2 AND status <> 'rejected'`, rest, roomID)
 // replaces_state, invite_room_state: what this server adds for its
 // clients, covered by no signature).
 func federationJSON(id string, js []byte) (json.RawMessage, error) {
+	return FederationJSON(id, js)
+}
+
+// FederationJSON is a stored event's JSON as other servers get it: without
+// the unsigned data this server keeps for its clients.
+func FederationJSON(id string, js []byte) (json.RawMessage, error) {
 	if !bytes.Contains(js, []byte(`"unsigned"`)) {
 		return js, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -71,7 +72,7 @@ func (s *Service) InputEventFrom(ctx context.Context, origin string, pdu gomatri
 	if done, err := s.outOfRoomEnd(ctx, origin, pdu); done || err != nil {
 		return Event{}, err
 	}
-	if s.opts.Fetcher != nil && origin != "" {
+	if s.opts.Fetcher != nil && origin != "" && !s.buildsOnExtremities(pdu) {
 		if missing, err := s.unknownPrevs(ctx, pdu); err != nil {
 			return Event{}, err
 		} else if len(missing) > 0 {
@@ -87,6 +88,24 @@ func (s *Service) InputEventFrom(ctx context.Context, origin string, pdu gomatri
 		}
 	}
 	return s.InputEvent(ctx, pdu)
+}
+
+// buildsOnExtremities tells, from memory, whether every prev_event of pdu
+// is a forward extremity of its room: the common case of a live event,
+// which needs no gap filling and no query to know it.
+func (s *Service) buildsOnExtremities(pdu gomatrixserverlib.PDU) bool {
+	r, ok := s.rooms.Get(pdu.RoomID().String())
+	if !ok {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, p := range pdu.PrevEventIDs() {
+		if !slices.Contains(r.extremities, p) {
+			return false
+		}
+	}
+	return len(pdu.PrevEventIDs()) > 0
 }
 
 // unknownPrevs lists the prev_events of pdu that nothing can be built on

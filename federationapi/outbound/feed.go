@@ -160,6 +160,14 @@ func (f *feed) apply(ctx context.Context, n *roomserver.Notice) {
 	if n.Type == "m.room.member" {
 		f.servers.Remove(n.RoomID)
 	}
+	if n.Redacts != "" {
+		// What is sent from now on is the redacted copy.
+		if js, err := roomserver.FederationJSON(n.Redacts, n.RedactedJSON); err == nil && len(n.RedactedJSON) > 0 {
+			f.q.recent.Put(n.Redacts, js)
+		} else {
+			f.q.recent.Remove(n.Redacts)
+		}
+	}
 	if ids.ServerOf(n.Sender, '@') != f.q.opts.ServerName {
 		f.last = max(f.last, n.Pos)
 		return
@@ -168,6 +176,11 @@ func (f *feed) apply(ctx context.Context, n *roomserver.Notice) {
 	if !ok {
 		f.broken = true
 		return
+	}
+	if len(dests) > 0 {
+		if js, err := roomserver.FederationJSON(n.EventID, n.JSON); err == nil {
+			f.q.recent.Put(n.EventID, js)
+		}
 	}
 	for _, d := range dests {
 		f.pend = append(f.pend, pending{dest: d, roomID: n.RoomID, eventID: n.EventID})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/lru"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/storage"
 )
@@ -130,6 +131,10 @@ type Queues struct {
 	epoch string
 	log   *logrus.Entry
 
+	// recent holds the federation JSON of our events just committed, so
+	// that a destination keeping up is sent them without a query.
+	recent *lru.Cache[string, json.RawMessage]
+
 	mu      sync.Mutex
 	workers map[string]*worker
 
@@ -166,7 +171,8 @@ func New(ctx context.Context, opts Options) (*Queues, error) {
 	}
 	q := &Queues{opts: opts, js: js, pduSubj: opts.Bus.Subject("fed.out.pdu"), eduSubj: opts.Bus.Subject("fed.out.edu"),
 		epoch: strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + strconv.FormatUint(uint64(rand.Uint32()), 36), workers: map[string]*worker{}, stop: make(chan struct{}),
-		log: logging.From(ctx).WithField("component", "federation_outbound")}
+		recent: lru.New[string, json.RawMessage]("federation_outbound_events", 4096),
+		log:    logging.From(ctx).WithField("component", "federation_outbound")}
 	if q.pdus, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: streamName(q.pduSubj), Subjects: []string{q.pduSubj + ".>"}, Retention: jetstream.WorkQueuePolicy,
 		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,

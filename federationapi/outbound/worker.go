@@ -268,13 +268,30 @@ func (w *worker) readPDUs(ctx context.Context, t *txn, msgs []jetstream.Msg) err
 		}
 		order = append(order, p.EventID)
 	}
-	evs, err := roomserver.EventsByID(ctx, w.q.opts.DB, order)
-	if err != nil {
-		return err
+	// Events sent soon after their commit come from memory; the rest
+	// (a backlog, a restart) from the database.
+	byID := make(map[string]json.RawMessage, len(order))
+	var ask []string
+	for _, id := range order {
+		if js, ok := w.q.recent.Get(id); ok {
+			byID[id] = js
+		} else {
+			ask = append(ask, id)
+		}
 	}
-	byID := make(map[string]json.RawMessage, len(evs))
-	for _, e := range evs {
-		byID[e.EventID] = e.JSON
+	if len(ask) > 0 {
+		evs, err := roomserver.EventsByID(ctx, w.q.opts.DB, ask)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			js, err := roomserver.FederationJSON(e.EventID, e.JSON)
+			if err != nil {
+				w.log.WithError(err).WithField("event_id", e.EventID).Error("federation outbound: unreadable stored event; not sent")
+				continue
+			}
+			byID[e.EventID] = js
+		}
 	}
 	for _, id := range order {
 		js, ok := byID[id]
@@ -282,28 +299,11 @@ func (w *worker) readPDUs(ctx context.Context, t *txn, msgs []jetstream.Msg) err
 			w.log.WithField("event_id", id).Warn("federation outbound: a queued event is gone; not sent")
 			continue
 		}
-		t.t.PDUs = append(t.t.PDUs, federationJSON(js))
+		t.t.PDUs = append(t.t.PDUs, js)
 	}
 	return nil
 }
 
-// federationJSON is a stored event as it goes to other servers: without
-// the unsigned data we keep for our clients.
-func federationJSON(js json.RawMessage) json.RawMessage {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(js, &m) != nil {
-		return js
-	}
-	if _, ok := m["unsigned"]; !ok {
-		return js
-	}
-	delete(m, "unsigned")
-	out, err := json.Marshal(m)
-	if err != nil {
-		return js
-	}
-	return out
-}
 
 // send sends a transaction until the destination takes it, the Sender
 // says it is refused, or the queues stop. It reports whether the
