@@ -26,15 +26,24 @@ func (s *Service) InputEvent(ctx context.Context, pdu gomatrixserverlib.PDU) (Ev
 		if pdu.Version() != r.version.Version() {
 			return merr.BadJSON("Event is for room version %s, the room is %s", pdu.Version(), r.version.Version())
 		}
-		if known, err := EventsByID(ctx, s.db, []string{pdu.EventID()}); err != nil {
+		// Known already? One query asks the timeline and the outliers.
+		inTimeline, outside, err := eventStatus(ctx, s.db, pdu.EventID())
+		if err != nil {
 			return err
-		} else if len(known) > 0 {
+		}
+		if inTimeline {
+			known, err := EventsByID(ctx, s.db, []string{pdu.EventID()})
+			if err != nil || len(known) == 0 {
+				return fmt.Errorf("read known event %s: %v", pdu.EventID(), err)
+			}
 			out = known[0]
 			return nil
 		}
-		seen, err := selectOutliers(ctx, s.db, []string{pdu.EventID()})
-		if err != nil {
-			return err
+		var seen map[string]outlier
+		if outside {
+			if seen, err = selectOutliers(ctx, s.db, []string{pdu.EventID()}); err != nil {
+				return err
+			}
 		}
 		switch o := seen[pdu.EventID()]; o.status {
 		case statusRejected:

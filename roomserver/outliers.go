@@ -54,6 +54,27 @@ func selectOutliers(ctx context.Context, q storage.Querier, ids []string) (map[s
 	return out, rows.Err()
 }
 
+// eventStatus tells, in one query, whether an event is in the timeline
+// or stored outside it.
+func eventStatus(ctx context.Context, q storage.Querier, id string) (inTimeline, outside bool, err error) {
+	if !storage.StorableText(id) {
+		return false, false, nil
+	}
+	rows, err := q.Query(ctx, `SELECT 1 FROM events WHERE event_id = $1 UNION ALL SELECT 2 FROM event_outliers WHERE event_id = $1`, id)
+	if err != nil {
+		return false, false, fmt.Errorf("event status %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n int
+		if err := rows.Scan(&n); err != nil {
+			return false, false, err
+		}
+		inTimeline, outside = inTimeline || n == 1, outside || n == 2
+	}
+	return inTimeline, outside, rows.Err()
+}
+
 // storeOutlier keeps an event outside the timeline. A rejected or
 // soft-failed verdict replaces a plain outlier row; a row already holding
 // a verdict stays.
@@ -116,12 +137,8 @@ func (s *Service) StoreOutliers(ctx context.Context, roomID string, pdus []gomat
 
 // knownPDU tells whether an event is stored, in the timeline or outside it.
 func (s *Service) knownPDU(ctx context.Context, id string) (bool, error) {
-	evs, err := EventsByID(ctx, s.db, []string{id})
-	if err != nil || len(evs) > 0 {
-		return len(evs) > 0, err
-	}
-	rows, err := selectOutliers(ctx, s.db, []string{id})
-	return len(rows) > 0, err
+	inTimeline, outside, err := eventStatus(ctx, s.db, id)
+	return inTimeline || outside, err
 }
 
 // checkOwnAuth applies the auth rules to an event against its own
