@@ -10,6 +10,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi"
 )
 
 // clientEvent renders a stored event in the client format that
@@ -66,12 +67,7 @@ func (f *feed) ephemeralTargets(ctx context.Context, roomID string, fn func(p *p
 }
 
 func (f *feed) onTyping(ctx context.Context, data []byte) {
-	var n struct {
-		RoomID    string `json:"room_id"`
-		UserID    string `json:"user_id"`
-		Typing    bool   `json:"typing"`
-		ExpiresMS int64  `json:"expires_ms"`
-	}
+	var n syncapi.TypingNotice
 	if json.Unmarshal(data, &n) != nil || n.RoomID == "" {
 		return
 	}
@@ -113,15 +109,7 @@ func (f *feed) onTyping(ctx context.Context, data []byte) {
 }
 
 func (f *feed) onReceipt(ctx context.Context, data []byte) {
-	var n struct {
-		RoomID   string `json:"room_id"`
-		UserID   string `json:"user_id"`
-		Type     string `json:"type"`
-		EventID  string `json:"event_id"`
-		ThreadID string `json:"thread_id"`
-		TS       int64  `json:"ts"`
-		Skip     bool   `json:"skip"`
-	}
+	var n syncapi.ReceiptNotice
 	// Private receipts are for their owner only.
 	if json.Unmarshal(data, &n) != nil || n.Skip || n.RoomID == "" || n.Type == "m.read.private" {
 		return

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,7 +15,6 @@ import (
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/serverkey"
 	"github.com/haven-chat/haven/roomserver"
-	"github.com/haven-chat/haven/storage"
 )
 
 // Rooms is what the inbound endpoints need from the roomserver.
@@ -89,24 +87,8 @@ func (a *API) PublicRoutes(r chi.Router) {
 	r.Get("/v1/openid/userinfo", httpx.Handle(a.openIDUserInfo))
 }
 
-// pathParam reads a path parameter as text. chi matches the escaped path
-// when the request's differs from Go's own escaping of it (an ID sent
-// with "$" as %24, or holding an escaped "/"), and then gives parameters
-// still escaped.
-func pathParam(r *http.Request, name string) (string, error) {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath != "" {
-		u, err := url.PathUnescape(v)
-		if err != nil {
-			return "", merr.InvalidParam("Path parameter %s is not properly escaped", name)
-		}
-		v = u
-	}
-	if v == "" || !storage.StorableText(v) {
-		return "", merr.InvalidParam("Path parameter %s is not valid", name)
-	}
-	return v, nil
-}
+// pathParam reads a path parameter as text (httpx.PathText).
+func pathParam(r *http.Request, name string) (string, error) { return httpx.PathText(r, name) }
 
 // pathParams reads several path parameters (see pathParam).
 func pathParams(r *http.Request, names ...string) ([]string, error) {

@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/internal/ids"
+	"github.com/haven-chat/haven/syncapi"
 )
 
 // EDUQueue queues EDUs for other servers (the outbound queues).
@@ -79,11 +80,7 @@ func (f *EDUForwarder) queue(ctx context.Context, roomID, typ string, content an
 }
 
 func (f *EDUForwarder) typing(ctx context.Context, data []byte) {
-	var n struct {
-		RoomID string `json:"room_id"`
-		UserID string `json:"user_id"`
-		Typing bool   `json:"typing"`
-	}
+	var n syncapi.TypingNotice
 	if json.Unmarshal(data, &n) != nil || ids.ServerOf(n.UserID, '@') != f.ServerName {
 		return
 	}
@@ -91,15 +88,7 @@ func (f *EDUForwarder) typing(ctx context.Context, data []byte) {
 }
 
 func (f *EDUForwarder) receipt(ctx context.Context, data []byte) {
-	var n struct {
-		RoomID   string `json:"room_id"`
-		UserID   string `json:"user_id"`
-		Type     string `json:"type"`
-		EventID  string `json:"event_id"`
-		ThreadID string `json:"thread_id"`
-		TS       int64  `json:"ts"`
-		Skip     bool   `json:"skip"`
-	}
+	var n syncapi.ReceiptNotice
 	if json.Unmarshal(data, &n) != nil || n.Skip || n.Type != "m.read" || ids.ServerOf(n.UserID, '@') != f.ServerName {
 		return
 	}

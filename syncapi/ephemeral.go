@@ -47,7 +47,10 @@ func (t *typingState) pos() int64 {
 
 func (t *typingState) stop() { t.once.Do(func() { close(t.done) }) }
 
-type typingNotice struct {
+// TypingNotice is what TopicTyping carries: a user started or stopped
+// typing in a room (the application services' feed and the federation
+// EDU forwarder read it too).
+type TypingNotice struct {
 	RoomID    string `json:"room_id"`
 	UserID    string `json:"user_id"`
 	Typing    bool   `json:"typing"`
@@ -63,12 +66,12 @@ func (s *Service) SetTyping(ctx context.Context, userID, roomID string, typing b
 	if timeout <= 0 || timeout > 2*time.Minute {
 		timeout = 30 * time.Second
 	}
-	data, _ := json.Marshal(typingNotice{RoomID: roomID, UserID: userID, Typing: typing, ExpiresMS: now().Add(timeout).UnixMilli()})
+	data, _ := json.Marshal(TypingNotice{RoomID: roomID, UserID: userID, Typing: typing, ExpiresMS: now().Add(timeout).UnixMilli()})
 	return s.bus.Publish(TopicTyping, data)
 }
 
 func (s *Service) onTyping(data []byte) {
-	var tn typingNotice
+	var tn TypingNotice
 	if err := json.Unmarshal(data, &tn); err != nil {
 		return
 	}
@@ -159,7 +162,9 @@ func (s *Service) isJoined(userID, roomID string) bool {
 
 // ---- receipts ----
 
-type receiptNotice struct {
+// ReceiptNotice is what TopicReceipts carries: a receipt stored at a
+// position of the receipts stream, or the skip of a position.
+type ReceiptNotice struct {
 	RoomID   string `json:"room_id"`
 	UserID   string `json:"user_id"`
 	Type     string `json:"type"`
@@ -206,7 +211,7 @@ ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = exclud
 		s.receiptSeq.Skip(pos)
 		return fmt.Errorf("store receipt: %w", err)
 	}
-	s.receiptSeq.Done(pos, receiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos})
+	s.receiptSeq.Done(pos, ReceiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos})
 	return nil
 }
 
@@ -233,7 +238,7 @@ func (s *Service) publishNotice(topic string, v any) {
 }
 
 func (s *Service) onReceipt(data []byte) {
-	var rn receiptNotice
+	var rn ReceiptNotice
 	if err := json.Unmarshal(data, &rn); err != nil {
 		return
 	}

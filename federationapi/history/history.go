@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -82,22 +81,8 @@ func requester(r *http.Request) (string, error) {
 	return s, nil
 }
 
-// pathParam reads a path parameter as text (chi gives it escaped when
-// the request's path needed escaping).
-func pathParam(r *http.Request, name string) (string, error) {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath != "" {
-		u, err := url.PathUnescape(v)
-		if err != nil {
-			return "", merr.InvalidParam("Path parameter %s is not properly escaped", name)
-		}
-		v = u
-	}
-	if v == "" || !storage.StorableText(v) {
-		return "", merr.InvalidParam("Path parameter %s is not a valid ID", name)
-	}
-	return v, nil
-}
+// pathParam reads a path parameter as text (httpx.PathText).
+func pathParam(r *http.Request, name string) (string, error) { return httpx.PathText(r, name) }
 
 // inRoom refuses a server that has no user joined to the room, or that the
 // room's m.room.server_acl bans (404 for an unknown room).
