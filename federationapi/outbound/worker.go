@@ -101,7 +101,9 @@ func (w *worker) run() {
 		if behind {
 			w.catchUp(ctx)
 		}
-		t, err := w.take(ctx)
+		// Caught up, the consumers are asked only where the feed queued
+		// something since (no empty fetch after each transaction).
+		t, err := w.take(ctx, behind)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -128,9 +130,13 @@ func (w *worker) run() {
 			lag = 0
 			behind = false
 			queueDepth.WithLabelValues(w.dest).Set(0)
-			if !w.idle() {
+			ok, looked := w.idle()
+			if !ok {
 				return
 			}
+			// Every half minute, or when told to retry, everything is
+			// fetched (a message redelivered after its ack was lost).
+			behind = looked
 			continue
 		}
 		lag = 0
@@ -141,43 +147,52 @@ func (w *worker) run() {
 }
 
 // idle waits for new work; every half minute it looks anyway. It reports
-// false when the queues stop.
-func (w *worker) idle() bool {
+// false when the queues stop, and whether it woke to look at everything
+// (the half minute, a retry) rather than for new work.
+func (w *worker) idle() (ok, looked bool) {
 	t := time.NewTimer(30 * time.Second)
 	defer t.Stop()
 	select {
 	case <-w.wake:
 	case <-w.retry:
+		return true, true
 	case <-t.C:
+		return true, true
 	case <-w.q.stop:
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 // take reads the next transaction's messages: what the queues hold now,
-// up to the limits. An empty txn means nothing is queued.
-func (w *worker) take(ctx context.Context) (*txn, error) {
+// up to the limits. An empty txn means nothing is queued. Unless all is
+// set, a queue is asked only when the feed queued beyond what was taken.
+func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 	t := &txn{}
-	pb, err := w.pdus.FetchNoWait(w.q.opts.MaxPDUs)
-	if err != nil {
-		return nil, err
+	var pdus, edus []jetstream.Msg
+	if all || w.pdusQueued.Load() > w.pdusTaken {
+		pb, err := w.pdus.FetchNoWait(w.q.opts.MaxPDUs)
+		if err != nil {
+			return nil, err
+		}
+		var perr error
+		if pdus, perr = collect(pb); firstErr(perr, pb.Error()) != nil {
+			nakAll(pdus)
+			return nil, firstErr(perr, pb.Error())
+		}
 	}
-	pdus, perr := collect(pb)
-	if perr != nil {
-		nakAll(pdus)
-		return nil, perr
-	}
-	eb, err := w.edus.FetchNoWait(w.q.opts.MaxEDUs)
-	if err != nil {
-		nakAll(pdus)
-		return nil, err
-	}
-	edus, eerr := collect(eb)
-	if err := firstErr(eerr, pb.Error(), eb.Error()); err != nil {
-		nakAll(pdus)
-		nakAll(edus)
-		return nil, err
+	if all || w.edusQueued.Load() > w.edusTaken {
+		eb, err := w.edus.FetchNoWait(w.q.opts.MaxEDUs)
+		if err != nil {
+			nakAll(pdus)
+			return nil, err
+		}
+		var eerr error
+		if edus, eerr = collect(eb); firstErr(eerr, eb.Error()) != nil {
+			nakAll(pdus)
+			nakAll(edus)
+			return nil, firstErr(eerr, eb.Error())
+		}
 	}
 	for _, m := range pdus {
 		if md, err := m.Metadata(); err == nil {
