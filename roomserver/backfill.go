@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
@@ -15,32 +16,51 @@ import (
 const (
 	maxBackfill     = 100 // events asked for at once
 	maxBackfillFrom = 5   // backward extremities it starts from
+	// backfillMissTTL is how long a gap no server gave history for is
+	// not asked about again.
+	backfillMissTTL = 10 * time.Minute
 )
 
-// Backfill fetches the room's history from before what this server has
-// (from the servers in the room, /backfill) and stores it under the known
-// history: each event checked as on receipt (its own auth events, then the
-// state before it — fetched with /state_ids where its parents are
-// unknown), with a negative position, so /messages pages into it in
+// Backfill fetches the room's history from before a gap in what this
+// server has (from the servers in the room, /backfill): the gaps whose
+// events sit at topological depth belowTopo or lower, nearest first. Each
+// event is checked as on receipt (its own auth events, then the state
+// before it — fetched with /state_ids where its parents are unknown) and
+// stored with a negative position, so /messages pages into it in
 // topological order while /sync and every stream reader, which ask for
 // positions above a token, never see old history as new. It answers how
-// many events it stored; 0 when there is nothing more to fetch or no
-// server answers.
-func (s *Service) Backfill(ctx context.Context, roomID string, limit int) (int, error) {
+// many events it stored; 0 when there is nothing to fetch or no server
+// gives anything (then that gap is not asked about again for a while).
+func (s *Service) Backfill(ctx context.Context, roomID string, belowTopo int64, limit int) (int, error) {
 	f := s.opts.Fetcher
 	if f == nil {
 		return 0, nil
 	}
 	limit = min(max(limit, 10), maxBackfill)
-	from, err := newestBackwardExtremities(ctx, s.db, roomID, maxBackfillFrom)
+	from, _, err := backwardGaps(ctx, s.db, roomID, belowTopo, maxBackfillFrom)
 	if err != nil || len(from) == 0 {
 		return 0, err
+	}
+	if at, ok := s.noBackfill.Get(from[0]); ok && time.Since(at) < backfillMissTTL {
+		return 0, nil
 	}
 	servers, err := s.JoinedServers(ctx, roomID)
 	if err != nil {
 		return 0, err
 	}
-	return s.backfillFrom(ctx, roomID, from, servers, limit)
+	n, err := s.backfillFrom(ctx, roomID, from, servers, limit)
+	if err == nil && n == 0 {
+		s.noBackfill.Put(from[0], time.Now())
+	}
+	return n, err
+}
+
+// TopGap is the topological depth of the newest event of the room, at
+// belowTopo or lower, that names a prev_event this server does not have:
+// where a reader paging back reaches the edge of what is here.
+func TopGap(ctx context.Context, q storage.Querier, roomID string, belowTopo int64) (int64, bool, error) {
+	_, top, err := backwardGaps(ctx, q, roomID, belowTopo, 1)
+	return top, err == nil && top > 0, err
 }
 
 // backfillFrom asks the servers in turn for the events before from and
@@ -155,27 +175,31 @@ func (s *Service) storeHistory(ctx context.Context, origin string, pdu gomatrixs
 	return stored, err
 }
 
-// newestBackwardExtremities are the room's backward extremities nearest to
-// its live end (by the topological depth of the events that name them):
-// where a reader paging back runs out first.
-func newestBackwardExtremities(ctx context.Context, q storage.Querier, roomID string, n int) ([]string, error) {
+// backwardGaps are the room's backward extremities named by events at
+// topological depth belowTopo or lower, nearest first (by the depth of the
+// events that name them), and that depth of the first.
+func backwardGaps(ctx context.Context, q storage.Querier, roomID string, belowTopo int64, n int) ([]string, int64, error) {
 	rows, err := q.Query(ctx, `SELECT p.prev_event_id, MAX(e.topo) AS t FROM prev_events p JOIN events e ON e.event_id = p.event_id
-WHERE p.room_id = $1
+WHERE p.room_id = $1 AND e.topo <= $2
 AND NOT EXISTS (SELECT 1 FROM events x WHERE x.event_id = p.prev_event_id)
 AND NOT EXISTS (SELECT 1 FROM event_outliers o WHERE o.event_id = p.prev_event_id AND o.status <> 'outlier')
-GROUP BY p.prev_event_id ORDER BY t DESC, p.prev_event_id LIMIT $2`, roomID, n)
+GROUP BY p.prev_event_id ORDER BY t DESC, p.prev_event_id LIMIT $3`, roomID, belowTopo, n)
 	if err != nil {
-		return nil, fmt.Errorf("select backward extremities of %s: %w", roomID, err)
+		return nil, 0, fmt.Errorf("select backward extremities of %s: %w", roomID, err)
 	}
 	defer rows.Close()
 	var out []string
+	var top int64
 	for rows.Next() {
 		var id string
 		var t int64
 		if err := rows.Scan(&id, &t); err != nil {
-			return nil, err
+			return nil, 0, err
+		}
+		if len(out) == 0 {
+			top = t
 		}
 		out = append(out, id)
 	}
-	return out, rows.Err()
+	return out, top, rows.Err()
 }

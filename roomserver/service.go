@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -96,6 +97,9 @@ type Service struct {
 	histPos atomic.Int64
 	// gaps bounds the gap fills per origin server (missing.go).
 	gaps gapSlots
+	// noBackfill remembers backward extremities no server gave history
+	// for, so that readers paging there do not ask again at once.
+	noBackfill *lru.Cache[string, time.Time]
 	rooms   *lru.Cache[string, *room]
 	snaps   *lru.Cache[int64, map[stateKey]string]
 	// snapsByKey holds snapshots in the form readers use.
@@ -148,6 +152,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		snapsByKey: lru.New[int64, map[[2]string]string]("state_snapshots_read", 4096),
 		pduCache:   lru.New[string, gomatrixserverlib.PDU]("state_events", 5000),
 		txns:       newTxnIndex(20000),
+		noBackfill: lru.New[string, time.Time]("backfill_misses", 1024),
 	}
 	s.seq = stream.New(last, s.publish)
 	s.snapSeq.Store(lastSnap)

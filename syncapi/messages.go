@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"math"
 	"errors"
 	"fmt"
 	"sort"
@@ -140,7 +141,21 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 			upper = to
 		}
 	}
-	start := upper
+	// With federation, history here may have gaps (events whose parents
+	// this server never got): paging back stops at the newest gap in the
+	// window, fetches what lies before it from the other servers in the
+	// room, and reads on (gap, backfill.go in the roomserver).
+	floor := lower
+	gapTopo, hasGap := int64(0), false
+	if req.Backwards && s.opts.Backfill != nil {
+		var err error
+		if gapTopo, hasGap, err = s.gapBelow(ctx, req.RoomID, upper.topo, floor); err != nil {
+			return nil, err
+		}
+		if hasGap {
+			lower = topoKey{topo: gapTopo, pos: math.MinInt64}
+		}
+	}
 	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
 	if err != nil {
 		return nil, err
@@ -151,7 +166,7 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 	var chunk []*clientEvent
 	var last topoKey // the key of the last event looked at
 	more := false    // events may follow the last one looked at
-	backfilled := false
+	backfills := 0
 	for scanned, batch := 0, limit; ; batch = min(max(2*batch, 50), scanBudget) {
 		evs, err := s.historyWindow(ctx, req.RoomID, lower, upper, ceiling, req.Backwards, batch)
 		if err != nil {
@@ -171,20 +186,32 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 			}
 		}
 		if full {
+			more = more || hasGap
 			break
 		}
-		if len(evs) < batch && req.Backwards && !backfilled && s.opts.Backfill != nil && lower == bottomKey {
-			// History here ends: ask the other servers in the room for
-			// what came before (once per request), then read on.
-			backfilled = true
-			if n, err := s.opts.Backfill.Backfill(ctx, req.RoomID, limit-len(chunk)); err != nil {
-				logging.From(ctx).WithError(err).WithField("room_id", req.RoomID).Info("Backfill failed")
-			} else if n > 0 {
-				// Backfilled events sit anywhere below the start (their
-				// place in the DAG): read the window again.
-				chunk, scanned, upper = chunk[:0], 0, start
-				continue
+		if len(evs) < batch && hasGap {
+			if backfills == maxBackfillsPerPage {
+				// The next page starts at this gap.
+				more = true
+				break
 			}
+			// At the gap: ask the other servers in the room for what came
+			// before it, then read on below it, as far as the next gap.
+			backfills++
+			if _, err := s.opts.Backfill.Backfill(ctx, req.RoomID, gapTopo, limit-len(chunk)); err != nil {
+				logging.From(ctx).WithError(err).WithField("room_id", req.RoomID).Info("Backfill failed")
+			}
+			if len(evs) > 0 {
+				upper = last.justBefore()
+			}
+			if gapTopo, hasGap, err = s.gapBelow(ctx, req.RoomID, gapTopo-1, floor); err != nil {
+				return nil, err
+			}
+			lower = floor
+			if hasGap {
+				lower = topoKey{topo: gapTopo, pos: math.MinInt64}
+			}
+			continue
 		}
 		if len(evs) < batch {
 			break // the window is exhausted
@@ -228,6 +255,20 @@ func (s *Service) messages(ctx context.Context, req MessagesRequest, o *Opts, vi
 		resp.State = jr.State.Events
 	}
 	return resp, nil
+}
+
+// maxBackfillsPerPage bounds the gaps one /messages page fills.
+const maxBackfillsPerPage = 3
+
+// gapBelow is the newest gap in the room's history (an event naming a
+// prev_event this server lacks) at topological depth belowTopo or lower
+// and above floor.
+func (s *Service) gapBelow(ctx context.Context, roomID string, belowTopo int64, floor topoKey) (int64, bool, error) {
+	t, ok, err := roomserver.TopGap(ctx, s.db, roomID, belowTopo)
+	if err != nil || !ok || t <= floor.topo {
+		return 0, false, err
+	}
+	return t, true, nil
 }
 
 // historyWindow reads up to n of the room's events with lower < key <=

@@ -74,7 +74,7 @@ type Options struct {
 // Backfiller fetches history from before what this server has of a room
 // and answers how many events it stored (the roomserver).
 type Backfiller interface {
-	Backfill(ctx context.Context, roomID string, limit int) (int, error)
+	Backfill(ctx context.Context, roomID string, belowTopo int64, limit int) (int, error)
 }
 
 // Service is the sync engine: /sync, /messages, /context, receipts, typing,
