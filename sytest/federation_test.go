@@ -209,27 +209,40 @@ func TestFederationTwoSites(t *testing.T) {
 	// Site B stops while A sends; everything arrives after B restarts.
 	bobSync.stopNow()
 	b.stop()
-	for i := 0; i < 20; i++ {
+	// More than the 50 newest a room's catch-up sends: B fills the gap
+	// in the middle of its history when its users page back into it.
+	const whileDown = 70
+	for i := 0; i < whileDown; i++ {
 		send(t, alice, room.RoomID, fmt.Sprintf("while B was down %d", i))
 	}
 	b.start()
 	bobSync = startSyncer(t, bob)
 	bobSync.waitFor(t, "the messages sent while B was down", func(r *mautrix.RespSync) bool {
-		return timelineHas(r, room.RoomID, "while B was down 19")
+		return timelineHas(r, room.RoomID, fmt.Sprintf("while B was down %d", whileDown-1))
 	})
-	msgs, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	for _, ev := range msgs.Chunk {
-		if body, _ := ev.Content.Raw["body"].(string); body != "" {
-			got[body] = true
+	var order []string
+	from = ""
+	for page := 0; page < 20; page++ {
+		msgs, err := bob.Messages(ctx, room.RoomID, from, "", mautrix.DirectionBackward, nil, 25)
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, ev := range msgs.Chunk {
+			if body, _ := ev.Content.Raw["body"].(string); strings.HasPrefix(body, "while B was down ") {
+				order = append(order, body)
+			}
+		}
+		if msgs.End == "" {
+			break
+		}
+		from = msgs.End
 	}
-	for i := 0; i < 20; i++ {
-		if !got[fmt.Sprintf("while B was down %d", i)] {
-			t.Fatalf("message %d sent while B was down is missing on B", i)
+	if len(order) != whileDown {
+		t.Fatalf("B's history of the outage: %d of %d messages: %v", len(order), whileDown, order)
+	}
+	for i, body := range order {
+		if want := fmt.Sprintf("while B was down %d", whileDown-1-i); body != want {
+			t.Fatalf("B's history of the outage out of order at %d: %q, want %q", i, body, want)
 		}
 	}
 }
