@@ -100,8 +100,8 @@ type Service struct {
 	// noBackfill remembers backward extremities no server gave history
 	// for, so that readers paging there do not ask again at once.
 	noBackfill *lru.Cache[string, time.Time]
-	rooms   *lru.Cache[string, *room]
-	snaps   *lru.Cache[int64, map[stateKey]string]
+	rooms      *lru.Cache[string, *room]
+	snaps      *lru.Cache[int64, map[stateKey]string]
 	// snapsByKey holds snapshots in the form readers use.
 	snapsByKey *lru.Cache[int64, map[[2]string]string]
 	pduCache   *lru.Cache[string, gomatrixserverlib.PDU]

@@ -4,9 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"math"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/haven-chat/haven/internal/logging"

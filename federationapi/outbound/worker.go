@@ -319,7 +319,6 @@ func (w *worker) readPDUs(ctx context.Context, t *txn, msgs []jetstream.Msg) err
 	return nil
 }
 
-
 // send sends a transaction until the destination takes it, the Sender
 // says it is refused, or the queues stop. It reports whether the
 // destination failed first (it comes back from a failure: catch up).
