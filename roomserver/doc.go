@@ -68,8 +68,29 @@
 // none, invites carry the invitee's stripped state, the auth rules decide,
 // and an event repeating the current one is not sent again.
 //
-// Memberships across servers (remote.go, knock.go): joins, knocks and
-// leaves of rooms this server is not in go through Options.Federation;
+// Memberships across servers (remote.go, knock.go, fedmember.go,
+// restricted.go): an invite of another server's user is signed by that
+// server before it is stored (createRoom's invites of other servers' users
+// go out once the room exists); a join of a room this server is not in goes
+// through Options.Federation, and ImportJoin stores the room's state from
+// the answer with positions, in depth order (the readers and the sync
+// engine see its members as for any room), the rest of the auth chain as
+// outliers, then the join; an invite received for a room this server is
+// not in is stored alone (ReceiveInvite, storeOutOfRoom). MakeMembership
+// answers other servers' make_join/make_leave/make_knock. A restricted
+// room (join_rule restricted or knock_restricted) lets in a member of a
+// room it allows, authorised by a local user with invite power
+// (join_authorised_via_users_server), here and for other servers' users.
+// m.room.server_acl is read by ServerAllowed (acl.go).
+//
+// Backfill (backfill.go): history from before a gap (an event whose
+// prev_events this server lacks) is fetched from the servers in the room
+// when a reader pages back to it, checked as on receipt and stored at
+// negative positions: it is in the topological order of /messages and on
+// no stream, so /sync never shows old history as new.
+//
+// Joins, knocks and leaves of rooms this server is not in go through
+// Options.Federation;
 // a knock (KnockVia) is kept as an invite received is, with the room's
 // stripped state in unsigned.knock_room_state (a local knock carries it
 // too). A leave or ban that ends a local user's invite or knock, sent by
