@@ -9,6 +9,16 @@ export PATH=$PATH:/usr/local/go/bin
 if [ -f sytest/js/package-lock.json ]; then
   (cd sytest/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# Dendrite v0.13.8, a second implementation of the Server-Server API, for
+# the federation interop tests (sytest/dendrite_test.go): built once from
+# the Go module proxy into a tools folder.
+dendrite_dir=${HAVEN_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/haven-tools}/dendrite-v0.13.8
+if [ ! -x "$dendrite_dir/dendrite" ] || [ ! -x "$dendrite_dir/generate-config" ] || [ ! -x "$dendrite_dir/generate-keys" ]; then
+  mkdir -p "$dendrite_dir"
+  GOBIN=$dendrite_dir go install github.com/matrix-org/dendrite/cmd/dendrite@v0.13.8 \
+    github.com/matrix-org/dendrite/cmd/generate-config@v0.13.8 github.com/matrix-org/dendrite/cmd/generate-keys@v0.13.8
+fi
+export SYTEST_DENDRITE_BIN_DIR=$dendrite_dir
 go vet ./...
 go test -count=1 -timeout 20m "$@" ./...
 # The cgo SQLite driver (the faster opt-in build) under the storage
