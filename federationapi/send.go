@@ -70,6 +70,11 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// The sender gave up: its retry must be processed, not answered
+		// from what an interrupted attempt made of it.
+		return ctx.Err()
+	}
 	a.txns.Put(key, out)
 	return httpx.RawJSON(w, http.StatusOK, out)
 }
