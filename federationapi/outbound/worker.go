@@ -97,6 +97,7 @@ func (w *worker) run() {
 	// At a start nobody knows how long the destination has waited.
 	behind := true
 	lag := 0
+	lagLooked := false
 	for ctx.Err() == nil {
 		if behind {
 			w.catchUp(ctx)
@@ -124,10 +125,20 @@ func (w *worker) run() {
 				continue
 			}
 			if lag >= 100 {
-				// Gone meanwhile (an EDU's age, a purge).
+				if !lagLooked {
+					// Queued and still not visible (a busy machine), or
+					// gone: look at everything again in a moment.
+					lagLooked, lag, behind = true, 0, true
+					if !w.sleep(100*time.Millisecond, nil) {
+						return
+					}
+					continue
+				}
+				// Nothing after a full look either: gone meanwhile (an
+				// EDU's age, a purge).
 				w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
 			}
-			lag = 0
+			lag, lagLooked = 0, false
 			behind = false
 			queueDepth.WithLabelValues(w.dest).Set(0)
 			ok, looked := w.idle()
@@ -139,7 +150,7 @@ func (w *worker) run() {
 			behind = looked
 			continue
 		}
-		lag = 0
+		lag, lagLooked = 0, false
 		if w.send(ctx, t) {
 			behind = true
 		}
