@@ -84,6 +84,55 @@ func (db *DB) AppliedVersion(ctx context.Context) (int, error) {
 	return v, nil
 }
 
+// Pending reads, without changing anything, the database's schema
+// version and the migrations this binary would apply to it (all of them
+// for a new database). A schema newer than the binary knows is a
+// *SchemaNewerError.
+func (db *DB) Pending(ctx context.Context) (int, []Migration, error) {
+	ms, err := Migrations()
+	if err != nil {
+		return 0, nil, err
+	}
+	done := map[int]bool{}
+	have := 0
+	rows, err := db.Query(ctx, `SELECT version FROM schema_migrations`)
+	if err == nil {
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return 0, nil, err
+			}
+			done[v], have = true, max(have, v)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, nil, err
+		}
+	} // no schema_migrations table: a new database
+	if known := ms[len(ms)-1].Version; have > known {
+		return have, nil, &SchemaNewerError{Database: have, Binary: known}
+	}
+	var pending []Migration
+	for _, m := range ms {
+		if !done[m.Version] {
+			pending = append(pending, m)
+		}
+	}
+	return have, pending, nil
+}
+
+// SchemaNewerError is the refusal to run on a database whose schema a
+// newer Haven upgraded.
+type SchemaNewerError struct {
+	Database, Binary int
+}
+
+func (e *SchemaNewerError) Error() string {
+	return fmt.Sprintf("the database's schema is at version %d, newer than this Haven knows (%d): a newer Haven upgraded it. "+
+		"Run that newer version again, or restore the backup taken before the upgrade to go back to this one", e.Database, e.Binary)
+}
+
 // Migrate applies every pending migration, each in its own transaction.
 // On PostgreSQL an advisory lock keeps concurrently starting servers from
 // migrating at the same time.
@@ -98,8 +147,14 @@ func (db *DB) MigrateReport(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := db.AppliedVersion(ctx); err != nil {
+	have, err := db.AppliedVersion(ctx)
+	if err != nil {
 		return nil, err
+	}
+	if known := ms[len(ms)-1]; have > known.Version {
+		// An older binary on a database a newer one upgraded: its code
+		// would read and write tables it does not know the shape of.
+		return nil, &SchemaNewerError{Database: have, Binary: known.Version}
 	}
 	var applied []string
 	for _, m := range ms {

@@ -14,9 +14,40 @@ import (
 	"github.com/haven-chat/haven/storage/storagetest"
 )
 
+// TestOlderBinaryRefusesNewerSchema: a database a newer Haven migrated
+// further than this binary knows is refused with both versions named,
+// and nothing is changed.
+func TestOlderBinaryRefusesNewerSchema(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		ms, err := storage.Migrations()
+		if err != nil {
+			t.Fatal(err)
+		}
+		latest := ms[len(ms)-1].Version
+		if _, err := db.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)`, latest+1, "from_the_future", 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := db.Pending(ctx); !errors.As(err, new(*storage.SchemaNewerError)) {
+			t.Fatalf("pending on a newer schema: %v", err)
+		}
+		_, err = db.MigrateReport(ctx)
+		var newer *storage.SchemaNewerError
+		if !errors.As(err, &newer) || newer.Database != latest+1 || newer.Binary != latest {
+			t.Fatalf("migrate on a newer schema: %v", err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprint(latest+1)) || !strings.Contains(msg, fmt.Sprint(latest)) {
+			t.Fatalf("the message names both versions: %q", msg)
+		}
+	})
+}
+
 func TestMigrateIsIdempotentAndListsWork(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
 		ctx := context.Background()
+		if _, pending, err := db.Pending(ctx); err != nil || len(pending) != 0 {
+			t.Fatalf("pending after migrating: %v %v", pending, err)
+		}
 		applied, err := db.MigrateReport(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -631,6 +631,14 @@ func TestMigrate(t *testing.T) {
 			env := e2eEnv("HAVEN_DATABASE=" + setting)
 			versionLine := fmt.Sprintf("is at schema version %d\n", last)
 
+			if tc.name == "postgres" {
+				// A dry run lists every migration and applies none.
+				stdout, stderr, code := e2eRun(t, dir, env, "migrate", "--dry-run")
+				if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d migration(s) pending", len(ms))) ||
+					strings.Count(stdout, "would apply ") != len(ms) {
+					t.Fatalf("migrate --dry-run exited %d:\n%s%s", code, stdout, stderr)
+				}
+			}
 			stdout, stderr, code := e2eRun(t, dir, env, "migrate")
 			if code != 0 {
 				t.Fatalf("migrate exited %d:\n%s%s", code, stdout, stderr)
@@ -650,6 +658,10 @@ func TestMigrate(t *testing.T) {
 			}
 			if strings.Contains(stdout, "applied") || !strings.HasSuffix(stdout, versionLine) || strings.Count(stdout, "\n") != 1 {
 				t.Errorf("second run should apply nothing:\n%s", stdout)
+			}
+			stdout, stderr, code = e2eRun(t, dir, env, "migrate", "--dry-run")
+			if code != 0 || !strings.Contains(stdout, "0 migration(s) pending") {
+				t.Errorf("dry run after migrating exited %d:\n%s%s", code, stdout, stderr)
 			}
 		})
 	}

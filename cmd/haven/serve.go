@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -93,6 +94,10 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 1
 	}
 	t, _ := storage.ParseTarget(cfg.Database, cfg.DataDir)
+	if msg := schemaProblem(ctx, t); msg != "" {
+		fmt.Fprintln(stdout, msg)
+		return 1
+	}
 	fmt.Fprintf(stdout, "Configuration OK: server name %s, listen %s, database %s, NATS %s.\n",
 		cfg.ServerName, cfg.Listen, t.Redacted(), orDefault(cfg.NATS.URL, "embedded"))
 	for _, w := range cfg.Warnings() {
@@ -119,6 +124,7 @@ func runGenerateConfig(ctx context.Context, args []string, stdout, stderr io.Wri
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := flagSet("migrate", stderr)
+	dryRun := fs.Bool("dry-run", false, "list the migrations that would be applied, and change nothing")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -137,6 +143,18 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer db.Close()
+	if *dryRun {
+		v, pending, err := db.Pending(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "haven migrate:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "database %s is at schema version %d; %d migration(s) pending\n", db.Location, v, len(pending))
+		for _, m := range pending {
+			fmt.Fprintln(stdout, "would apply", m.Name)
+		}
+		return 0
+	}
 	applied, err := db.MigrateReport(ctx)
 	for _, m := range applied {
 		fmt.Fprintln(stdout, "applied", m)
@@ -205,3 +223,26 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 }
 
 var _ = server.OpenDB
+
+// schemaProblem reads, without changing anything, whether the database's
+// schema is newer than this binary knows ("" when it is not, or when the
+// database does not exist yet).
+func schemaProblem(ctx context.Context, t storage.Target) string {
+	if t.Dialect == storage.SQLite {
+		if _, err := os.Stat(t.Path); err != nil {
+			return "" // created at the first start
+		}
+	}
+	db, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 1})
+	if err != nil {
+		return ""
+	}
+	defer db.Close()
+	if _, _, err := db.Pending(ctx); err != nil {
+		var newer *storage.SchemaNewerError
+		if errors.As(err, &newer) {
+			return "database: " + t.Redacted() + " — " + err.Error()
+		}
+	}
+	return ""
+}
