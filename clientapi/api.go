@@ -81,6 +81,8 @@ type API struct {
 	Users      *userapi.Service
 	Leaver     roomLeaver
 	Propagator profilePropagator
+	// Readiness, when set, backs /health and /health/ready.
+	Readiness Readiness
 	// RemoteProfiles, when set (federation on), answers profiles of other
 	// servers' users.
 	RemoteProfiles RemoteProfiles

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/haven-chat/haven/internal/httpx"
@@ -48,7 +49,9 @@ func (a *API) versionRoutes() []Route {
 	return []Route{
 		{Method: "GET", Path: "/_matrix/client/versions", H: a.versions, Auth: authNone},
 		{Method: "GET", Path: "/.well-known/matrix/client", H: a.wellKnown, Auth: authNone},
-		{Method: "GET", Path: "/health", H: health, Auth: authNone},
+		{Method: "GET", Path: "/health", H: a.healthReady, Auth: authNone},
+		{Method: "GET", Path: "/health/live", H: health, Auth: authNone},
+		{Method: "GET", Path: "/health/ready", H: a.healthReady, Auth: authNone},
 		// Element asks for these at start; with no TURN server (see voip.go)
 		// and no bridges configured the empty answers are the right ones.
 		{Method: "GET", Path: v3 + "/voip/turnServer", H: a.turnServer, Auth: authUser},
@@ -72,6 +75,39 @@ func (a *API) wellKnown(w http.ResponseWriter, r *http.Request) error {
 	return httpx.JSON(w, http.StatusOK, map[string]any{"m.homeserver": map[string]string{"base_url": base}})
 }
 
+// Check is one readiness check's result.
+type Check struct {
+	Name   string `json:"-"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// Readiness tells whether what serving needs is there (the server wires
+// the database, the bus and the disk in).
+type Readiness interface {
+	Ready(ctx context.Context) []Check
+}
+
+// healthReady answers 200 when every readiness check passes, 503 with the
+// failed ones otherwise (load balancers and monitoring read the status;
+// people read the body). /health answers the same: a server whose
+// database is away is not healthy.
+func (a *API) healthReady(w http.ResponseWriter, r *http.Request) error {
+	if a.Readiness == nil {
+		return health(w, r)
+	}
+	checks := a.Readiness.Ready(r.Context())
+	status, body := http.StatusOK, map[string]Check{}
+	for _, c := range checks {
+		body[c.Name] = c
+		if !c.OK {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	return httpx.JSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": body})
+}
+
+// health is liveness: the process answers.
 func health(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain")
 	w.WriteHeader(http.StatusOK)

@@ -601,3 +601,9 @@ func (db *DB) Stats() []PoolStats {
 	}
 	return []PoolStats{{Name: "write", DBStats: db.writer.Stats()}, {Name: "read", DBStats: db.reader.Stats()}}
 }
+
+// Ping checks that the database answers a query (readiness).
+func (db *DB) Ping(ctx context.Context) error {
+	var one int
+	return db.QueryRow(ctx, `SELECT 1`).Scan(&one)
+}
