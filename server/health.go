@@ -38,23 +38,40 @@ func (r readiness) Ready(ctx context.Context) []clientapi.Check {
 	}
 	out = append(out, bus)
 	disk := clientapi.Check{Name: "disk", OK: true}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(r.a.Cfg.DataDir, &fs); err != nil {
+	if d, err := Disk(r.a.Cfg.DataDir); err != nil {
 		disk.OK, disk.Detail = false, "cannot read the data folder's disk: "+err.Error()
 	} else {
-		free := fs.Bavail * uint64(fs.Bsize)
-		total := fs.Blocks * uint64(fs.Bsize)
-		pct := uint64(100)
-		if total > 0 {
-			pct = free * 100 / total
-		}
-		disk.Detail = formatBytes(free) + " free (" + itoa(pct) + " %)"
-		if free < minFreeBytes || pct < minFreePercent {
+		disk.Detail = d.String()
+		if d.Free < minFreeBytes || d.Percent() < minFreePercent {
 			disk.OK = false
 			disk.Detail = "only " + disk.Detail + " on the data folder's disk"
 		}
 	}
 	return append(out, disk)
+}
+
+// DiskSpace is the room on a folder's disk.
+type DiskSpace struct{ Free, Total uint64 }
+
+// Disk reads the room on the disk that holds dir.
+func Disk(dir string) (DiskSpace, error) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return DiskSpace{}, err
+	}
+	return DiskSpace{Free: fs.Bavail * uint64(fs.Bsize), Total: fs.Blocks * uint64(fs.Bsize)}, nil
+}
+
+// Percent is the free share of the disk.
+func (d DiskSpace) Percent() uint64 {
+	if d.Total == 0 {
+		return 100
+	}
+	return d.Free * 100 / d.Total
+}
+
+func (d DiskSpace) String() string {
+	return formatBytes(d.Free) + " free (" + itoa(d.Percent()) + " %)"
 }
 
 func itoa(n uint64) string {

@@ -33,6 +33,7 @@ func commands() []command {
 		{"generate-config", "print a fully commented configuration file", runGenerateConfig},
 		{"create-user", "create an account: --user NAME --password PW [--admin]", runCreateUser},
 		{"migrate", "apply pending database migrations and exit", runMigrate},
+		{"health", "check the database, the running server, the disk and the federation certificate; one Nagios/Zabbix line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", runHealth},
 		{"rotate-key", "replace the server's signing key (the old one stays published as expired); restart afterwards", runRotateKey},
 		{"loadtest", loadtest.Usage, loadtest.Run},
 		{"loadtest-federation", loadtest.FederationUsage, loadtest.RunFederation},
