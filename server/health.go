@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -71,30 +72,16 @@ func (d DiskSpace) Percent() uint64 {
 }
 
 func (d DiskSpace) String() string {
-	return formatBytes(d.Free) + " free (" + itoa(d.Percent()) + " %)"
-}
-
-func itoa(n uint64) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
+	return formatBytes(d.Free) + " free (" + strconv.FormatUint(d.Percent(), 10) + " %)"
 }
 
 func formatBytes(n uint64) string {
 	switch {
 	case n >= 1<<30:
-		return itoa(n>>30) + " GiB"
+		return strconv.FormatUint(n>>30, 10) + " GiB"
 	case n >= 1<<20:
-		return itoa(n>>20) + " MiB"
+		return strconv.FormatUint(n>>20, 10) + " MiB"
 	default:
-		return itoa(n>>10) + " KiB"
+		return strconv.FormatUint(n>>10, 10) + " KiB"
 	}
 }
