@@ -49,7 +49,7 @@ func (a *API) versionRoutes() []Route {
 	return []Route{
 		{Method: "GET", Path: "/_matrix/client/versions", H: a.versions, Auth: authNone},
 		{Method: "GET", Path: "/.well-known/matrix/client", H: a.wellKnown, Auth: authNone},
-		{Method: "GET", Path: "/health", H: a.healthReady, Auth: authNone},
+		{Method: "GET", Path: "/health", H: a.health, Auth: authNone},
 		{Method: "GET", Path: "/health/live", H: health, Auth: authNone},
 		{Method: "GET", Path: "/health/ready", H: a.healthReady, Auth: authNone},
 		// Element asks for these at start; with no TURN server (see voip.go)
@@ -90,7 +90,7 @@ type Readiness interface {
 
 // healthReady answers 200 when every readiness check passes, 503 with the
 // failed ones otherwise (load balancers and monitoring read the status;
-// people read the body). /health answers the same: a server whose
+// people read the body). /health fails the same way: a server whose
 // database is away is not healthy.
 func (a *API) healthReady(w http.ResponseWriter, r *http.Request) error {
 	if a.Readiness == nil {
@@ -105,6 +105,20 @@ func (a *API) healthReady(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	return httpx.JSON(w, status, map[string]any{"ready": status == http.StatusOK, "checks": body})
+}
+
+// health is /health: readiness with the plain "OK" of before while all
+// is well (what load balancers and scripts already expect), the checks
+// as /health/ready gives them otherwise.
+func (a *API) health(w http.ResponseWriter, r *http.Request) error {
+	if a.Readiness != nil {
+		for _, c := range a.Readiness.Ready(r.Context()) {
+			if !c.OK {
+				return a.healthReady(w, r)
+			}
+		}
+	}
+	return health(w, r)
 }
 
 // health is liveness: the process answers.
