@@ -104,6 +104,13 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		}
 		return out
 	})
+	metrics.RegisterDisk(func() float64 {
+		d, _ := Disk(cfg.DataDir)
+		return float64(d.Free)
+	}, func() float64 {
+		d, _ := Disk(cfg.DataDir)
+		return float64(d.Total)
+	})
 	if a.Key, err = serverkey.Load(ctx, a.DB); err != nil {
 		return nil, err
 	}

@@ -697,6 +697,9 @@ func TestMetricsListener(t *testing.T) {
 		"haven_events_persisted_total",
 		`haven_db_connections_open{pool=`,
 		"haven_handler_panics_total",
+		`haven_build_info{version="dev"} 1`,
+		"haven_disk_free_bytes",
+		"haven_disk_total_bytes",
 		"go_goroutines",
 	} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name)).MatchString(metricsText) {

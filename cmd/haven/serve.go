@@ -12,6 +12,7 @@ import (
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/server"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/userapi"
@@ -63,6 +64,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "haven:", err)
 		return 1
 	}
+	metrics.RegisterBuild(Version)
 	cfgFlag := ""
 	if *cfgPath != "" {
 		cfgFlag = " --config " + *cfgPath

@@ -47,6 +47,15 @@ var (
 		Name: "haven_http_connections_waiting",
 		Help: "Client connections waiting for their next request outside the HTTP server (no goroutine, no buffers).",
 	}, waitingConns.value)
+	diskFreeBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "haven_disk_free_bytes", Help: "Free space on the data folder's disk.",
+	}, diskFree.value)
+	diskTotalBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "haven_disk_total_bytes", Help: "Size of the data folder's disk.",
+	}, diskTotal.value)
+	buildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "haven_build_info", Help: "1, labelled with the running Haven's version.",
+	}, []string{"version"})
 	panics = prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "haven_handler_panics_total", Help: "Recovered handler panics; each one is a bug.",
 	}, func() float64 { return float64(httpx.PanicsTotal.Load()) })
@@ -54,6 +63,7 @@ var (
 
 func init() {
 	Registry.MustRegister(requests, latency, SyncWaiters, EventsPersisted, CacheLookups, panics, pools, dbQueries, idleConns,
+		diskFreeBytes, diskTotalBytes, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
@@ -103,7 +113,20 @@ func (s *source) value() float64 {
 	return 0
 }
 
-var queryCount, waitingConns source
+var queryCount, waitingConns, diskFree, diskTotal source
+
+// RegisterDisk sets where the data folder's disk space is read from at
+// scrape time (no query: a statfs).
+func RegisterDisk(free, total func() float64) {
+	diskFree.set(free)
+	diskTotal.set(total)
+}
+
+// RegisterBuild publishes the running version as haven_build_info.
+func RegisterBuild(version string) {
+	buildInfo.Reset()
+	buildInfo.WithLabelValues(version).Set(1)
+}
 
 // RegisterQueryCount sets where the count of SQL statements is read from.
 func RegisterQueryCount(f func() int64) { queryCount.set(func() float64 { return float64(f()) }) }
