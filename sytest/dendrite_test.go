@@ -121,17 +121,8 @@ func TestFederationWithDendrite(t *testing.T) {
 			ca := testca.New(t)
 			cert, key := ca.Issue(t, "localhost")
 			d := startDendrite(t, ca, cert, key)
-			port := freePort(t)
-			name := fmt.Sprintf("localhost:%d", port)
-			h := startServer(t, db,
-				"HAVEN_SERVER_NAME="+name,
-				"HAVEN_FEDERATION_ENABLED=true",
-				fmt.Sprintf("HAVEN_FEDERATION_LISTEN=127.0.0.1:%d", port),
-				"HAVEN_FEDERATION_TLS_CERT="+cert,
-				"HAVEN_FEDERATION_TLS_KEY="+key,
-				"HAVEN_FEDERATION_CA_FILE="+ca.File(),
-				"HAVEN_FEDERATION_ALLOWED_SERVERS="+name+","+d.name,
-			)
+			h := startSite(t, db, ca, cert, key, freePort(t), d.name)
+			name := h.name
 			ctx := context.Background()
 			hank, dave := h.register(t, "hank"), d.register(t, "dave")
 			hankSync, daveSync := startSyncer(t, hank), startSyncer(t, dave)

@@ -41,19 +41,25 @@ func startSites(t *testing.T) (*site, *site) {
 	cert, key := ca.Issue(t, "localhost")
 	portA, portB := freePort(t), freePort(t)
 	nameA, nameB := fmt.Sprintf("localhost:%d", portA), fmt.Sprintf("localhost:%d", portB)
-	mk := func(db, name string, port int) *site {
-		s := startServer(t, db,
-			"HAVEN_SERVER_NAME="+name,
-			"HAVEN_FEDERATION_ENABLED=true",
-			fmt.Sprintf("HAVEN_FEDERATION_LISTEN=127.0.0.1:%d", port),
-			"HAVEN_FEDERATION_TLS_CERT="+cert,
-			"HAVEN_FEDERATION_TLS_KEY="+key,
-			"HAVEN_FEDERATION_CA_FILE="+ca.File(),
-			"HAVEN_FEDERATION_ALLOWED_SERVERS="+nameA+","+nameB,
-		)
-		return &site{server: s, name: name, fedAddr: fmt.Sprintf("127.0.0.1:%d", port)}
-	}
-	return mk("sqlite", nameA, portA), mk("postgres", nameB, portB)
+	return startSite(t, "sqlite", ca, cert, key, portA, nameB), startSite(t, "postgres", ca, cert, key, portB, nameA)
+}
+
+// startSite starts Haven named localhost:<port>, serving federation on
+// that port with cert and key, trusting ca, and federating only with
+// partners.
+func startSite(t *testing.T, db string, ca *testca.CA, cert, key string, port int, partners ...string) *site {
+	t.Helper()
+	name := fmt.Sprintf("localhost:%d", port)
+	s := startServer(t, db,
+		"HAVEN_SERVER_NAME="+name,
+		"HAVEN_FEDERATION_ENABLED=true",
+		fmt.Sprintf("HAVEN_FEDERATION_LISTEN=127.0.0.1:%d", port),
+		"HAVEN_FEDERATION_TLS_CERT="+cert,
+		"HAVEN_FEDERATION_TLS_KEY="+key,
+		"HAVEN_FEDERATION_CA_FILE="+ca.File(),
+		"HAVEN_FEDERATION_ALLOWED_SERVERS="+strings.Join(append([]string{name}, partners...), ","),
+	)
+	return &site{server: s, name: name, fedAddr: fmt.Sprintf("127.0.0.1:%d", port)}
 }
 
 func TestFederationTwoSites(t *testing.T) {
