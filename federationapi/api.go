@@ -24,8 +24,7 @@ type Rooms interface {
 	MakeMembership(ctx context.Context, roomID, userID, membership string, versions []string) (roomserver.MembershipTemplate, error)
 	ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PDU, strippedState []json.RawMessage) error
 	StrippedState(ctx context.Context, roomID string) ([]roomserver.StrippedEvent, error)
-	StateIDsAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []string, err error)
-	FederationEvents(ctx context.Context, roomID string, ids []string) ([]roomserver.FederationPDU, error)
+	StateAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []roomserver.FederationPDU, err error)
 	ResolveAlias(ctx context.Context, alias string) (string, error)
 	JoinedServers(ctx context.Context, roomID string) ([]string, error)
 	CheckServerACL(ctx context.Context, roomID, server string) error

@@ -132,15 +132,7 @@ func (a *API) sendJoin(v1 bool) httpx.HandlerFunc {
 			return err
 		}
 		roomID := pdu.RoomID().String()
-		stateIDs, authIDs, err := a.Rooms.StateIDsAtEvent(ctx, roomID, pdu.EventID())
-		if err != nil {
-			return err
-		}
-		state, err := a.Rooms.FederationEvents(ctx, roomID, stateIDs)
-		if err != nil {
-			return err
-		}
-		auth, err := a.Rooms.FederationEvents(ctx, roomID, authIDs)
+		state, auth, err := a.Rooms.StateAtEvent(ctx, roomID, pdu.EventID())
 		if err != nil {
 			return err
 		}

@@ -307,6 +307,20 @@ func (s *Service) StateIDsAtEvent(ctx context.Context, roomID, eventID string) (
 	return state, authChain, err
 }
 
+// StateAtEvent is StateIDsAtEvent with the events themselves, in their
+// federation form: what /state and send_join answer.
+func (s *Service) StateAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []FederationPDU, err error) {
+	stateIDs, chainIDs, err := s.StateIDsAtEvent(ctx, roomID, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if state, err = s.FederationEvents(ctx, roomID, stateIDs); err != nil {
+		return nil, nil, err
+	}
+	authChain, err = s.FederationEvents(ctx, roomID, chainIDs)
+	return state, authChain, err
+}
+
 // AuthChainIDs returns the auth chain of an event: its auth events and
 // theirs, recursively (not the event itself).
 func (s *Service) AuthChainIDs(ctx context.Context, roomID, eventID string) ([]string, error) {

@@ -27,6 +27,7 @@ type RoomSource interface {
 	FederationEvent(ctx context.Context, eventID string) (roomserver.FederationPDU, error)
 	FederationEvents(ctx context.Context, roomID string, eventIDs []string) ([]roomserver.FederationPDU, error)
 	StateIDsAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []string, err error)
+	StateAtEvent(ctx context.Context, roomID, eventID string) (state, authChain []roomserver.FederationPDU, err error)
 	AuthChainIDs(ctx context.Context, roomID, eventID string) ([]string, error)
 	BackfillEvents(ctx context.Context, roomID string, from []string, limit int) ([]roomserver.FederationPDU, error)
 	MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]roomserver.FederationPDU, error)
@@ -245,16 +246,7 @@ func (h *Handlers) state(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	stateIDs, chainIDs, err := h.rooms.StateIDsAtEvent(ctx, roomID, eventID)
-	if err != nil {
-		return err
-	}
-	state, err := h.rooms.FederationEvents(ctx, roomID, stateIDs)
-	if err != nil {
-		return err
-	}
-	chain, err := h.rooms.FederationEvents(ctx, roomID, chainIDs)
+	state, chain, err := h.rooms.StateAtEvent(r.Context(), roomID, eventID)
 	if err != nil {
 		return err
 	}
