@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
@@ -17,7 +18,8 @@ import (
 type keysService interface {
 	Upload(ctx context.Context, userID, deviceID string, req keys.UploadRequest) (map[string]int, error)
 	Query(ctx context.Context, requester string, want map[string][]string) (*keys.QueryResponse, error)
-	Claim(ctx context.Context, want map[string]map[string]string) (*keys.ClaimResponse, error)
+	// ClaimKeys also asks other servers, each for at most timeout.
+	ClaimKeys(ctx context.Context, want map[string]map[string]string, timeout time.Duration) (*keys.ClaimResponse, error)
 	// UploadSigningKeys returns keys.ErrAuthNeeded when, not authed, the
 	// upload needs user-interactive auth.
 	UploadSigningKeys(ctx context.Context, userID string, req keys.SigningKeys, authed bool) error
@@ -111,6 +113,8 @@ func (h *keysHandlers) query(w http.ResponseWriter, r *http.Request) error {
 func (h *keysHandlers) claim(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		// Timeout is the wait for other servers in milliseconds (10 s).
+		Timeout *int64 `json:"timeout"`
 	}
 	if err := httpx.DecodeJSON(r, &req, keysClaimBody); err != nil {
 		return err
@@ -118,7 +122,7 @@ func (h *keysHandlers) claim(w http.ResponseWriter, r *http.Request) error {
 	if req.OneTimeKeys == nil {
 		return merr.MissingParam("Missing one_time_keys")
 	}
-	resp, err := h.svc.Claim(r.Context(), req.OneTimeKeys)
+	resp, err := h.svc.ClaimKeys(r.Context(), req.OneTimeKeys, keys.ClaimTimeout(req.Timeout))
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,9 @@ type API struct {
 	Rooms      Rooms
 	Users      Users
 	Ephemeral  Ephemeral
+	// ToDevice and KeyClaims are the key service (todevice.go, keyclaim.go).
+	ToDevice  ToDeviceInbox
+	KeyClaims KeyClaims
 	// Verifier checks other servers' signatures on events.
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
@@ -76,6 +79,7 @@ func (a *API) Routes(r chi.Router) {
 	r.Put("/v2/invite/{roomId}/{eventId}", h(a.invite))
 	r.Get("/v1/query/profile", h(a.queryProfile))
 	r.Get("/v1/query/directory", h(a.queryDirectory))
+	a.keyClaimRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.

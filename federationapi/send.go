@@ -64,7 +64,9 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	}
 	results := a.inputPDUs(ctx, from, body.PDUs)
 	for _, edu := range body.EDUs {
-		a.inputEDU(ctx, from, edu.Type, edu.Content)
+		if err := a.inputEDU(ctx, from, edu.Type, edu.Content); err != nil {
+			return err // not kept: the origin sends the transaction again
+		}
 	}
 	out, err := json.Marshal(map[string]any{"pdus": results})
 	if err != nil {
@@ -182,11 +184,14 @@ func errText(err error) string {
 }
 
 // inputEDU hands an EDU to its owner: typing and receipts of the origin's
-// users (others are for a later part of the federation work, or unknown,
-// and are dropped, as the spec allows).
-func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) {
+// users, to-device messages (others are for a later part of the federation
+// work, or unknown, and are dropped, as the spec allows). An error (retry)
+// fails the transaction: an EDU that must not be lost could not be stored.
+func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) (retry error) {
 	log := a.Log.WithFields(logrus.Fields{"origin": from, "edu_type": typ})
 	switch typ {
+	case "m.direct_to_device":
+		return a.toDeviceEDU(ctx, from, content)
 	case "m.typing":
 		var t struct {
 			RoomID string `json:"room_id"`
@@ -228,4 +233,5 @@ func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMe
 			}
 		}
 	}
+	return nil
 }
