@@ -31,4 +31,13 @@
 // state there. m.room.server_acl is enforced on PDUs, EDUs and the
 // membership handshakes. A transaction ID seen from an origin before is
 // answered as it was (kept in memory, 4,096 transactions).
+//
+// End-to-end encryption's messages (todevice.go, keyclaim.go):
+// m.direct_to_device EDUs whose sender is a user of the origin go to the
+// key service (ToDeviceInbox), which delivers each origin's message ID
+// once. One that could not be stored (a database error, not a malformed
+// EDU) fails the whole transaction with 503 and is not remembered as
+// answered: the origin sends it again. POST /v1/user/keys/claim hands out
+// our users' one-time keys (then fallback keys); Peers.ClaimKeys asks
+// another server for its users' (the key service's KeyClaimer).
 package federationapi

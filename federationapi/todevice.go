@@ -56,6 +56,6 @@ func (a *API) toDeviceEDU(ctx context.Context, from string, content json.RawMess
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	log.WithError(err).Warn("To-device EDU not stored; the transaction is refused for the origin to send again")
-	return merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN", "The to-device messages could not be stored; send the transaction again")
+	// Logged once, with the cause, where errors become answers.
+	return merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN", "The to-device messages of %s could not be stored; send the transaction again", m.Sender).Wrap(err)
 }

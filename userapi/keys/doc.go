@@ -5,7 +5,8 @@
 // Tables owned: device_keys, one_time_keys, fallback_keys,
 // cross_signing_keys, key_signatures, device_list_changes, to_device,
 // to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
-// key_stream_positions (0007); one_time_keys.upload_seq (0013).
+// key_stream_positions (0007); one_time_keys.upload_seq (0013);
+// to_device_inbound (0022).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
@@ -51,12 +52,35 @@
 // Cross-signing uploads need user-interactive auth except when the user has
 // no master key yet or re-uploads exactly the stored keys (spec v1.11,
 // MSC3967): UploadSigningKeys decides under the user's lock and returns
-// ErrAuthNeeded, and the client API then runs the password stage. Remote users are not asked: their
-// servers are reported in "failures" and to-device messages to them are
-// dropped.
+// ErrAuthNeeded, and the client API then runs the password stage.
+//
+// Other servers (remote.go; only with federation, Options.ToDeviceOut and
+// Claimer, else their users are skipped as before):
+//   - A send's messages for other servers' users become one
+//     m.direct_to_device EDU per server (split into EDUs of about
+//     ToDeviceEDUBytes when larger), handed to the federation's durable
+//     queue before the send returns and before the local rows are written:
+//     a failure answers an error and records nothing, and the client's
+//     retry queues again. Their message_id is derived from the sending
+//     device (its ID and creation time) and the transaction ID, so a
+//     retried send carries the same IDs; a send whose transaction ID is
+//     recorded queues nothing.
+//   - An inbound EDU (ReceiveToDevice) is delivered to our users' devices
+//     ("*": all of them) exactly once: its origin and message_id go into
+//     to_device_inbound in the transaction that queues the messages, and
+//     an ID seen before is dropped. IDs are kept
+//     InboundToDeviceRetention (7 days), far beyond an origin's retries;
+//     deliveries delete older ones at most once an hour.
+//   - ClaimKeys (client /keys/claim) asks each other server named, at the
+//     same time (16 at most at once), within the request's timeout (10 s by
+//     default); a server that fails or is late is named in "failures"
+//     with a status and a message, and only the users and devices asked of
+//     a server are kept from its answer. ClaimForServer serves other
+//     servers' claims of our users' keys, as Claim.
 //
 // Goroutines: the acknowledgement deleter (stopped by Close, which deletes
-// what is queued); the bus delivers TopicKeyCounts on NATS's.
+// what is queued); the bus delivers TopicKeyCounts on NATS's; a claim asks
+// other servers from one goroutine each, ended by its timeout.
 //
 // Lock order: the per-user keyed lock (userLocks), then the sequencers'
 // locks; the cache's mutex is a leaf. Nothing waits for anything but the
