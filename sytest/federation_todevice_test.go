@@ -8,7 +8,10 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/haven-chat/haven/internal/testca"
 )
 
 // toDeviceSeen collects the "n" of the to-device messages of type typ
@@ -164,5 +167,65 @@ func TestFederationKeyClaim(t *testing.T) {
 		if err != nil || len(c.OneTimeKeys[alice.UserID][alice.DeviceID]) != want || len(c.Failures) != 0 {
 			t.Fatalf("bob's claim %d: %+v %v", i, c, err)
 		}
+	}
+}
+
+// TestToDeviceWithDendrite: to-device messages and one-time key claims
+// between Haven and another implementation, both ways.
+func TestToDeviceWithDendrite(t *testing.T) {
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, "localhost")
+	d := startDendrite(t, ca, cert, key)
+	h := startSite(t, "sqlite", ca, cert, key, freePort(t), d.name)
+	ctx := context.Background()
+	hank, dave := h.register(t, "hank"), d.register(t, "dave")
+	_, hankSince := syncNow(t, hank, "")
+	_, daveSince := syncNow(t, dave, "")
+	const typ = "org.haven.test"
+
+	// Haven to Dendrite, to one device and to all.
+	for n, dev := range []string{dave.DeviceID.String(), "*"} {
+		h.do(t, "PUT", v3+"/sendToDevice/"+typ+"/"+txn(), hank.AccessToken, map[string]any{"messages": map[string]any{
+			dave.UserID.String(): map[string]any{dev: map[string]any{"n": n + 1}}}}).expect(t, 200)
+	}
+	var got []int
+	syncUntil(t, dave, daveSince, "Haven's to-device messages", func(r *mautrix.RespSync) bool {
+		toDeviceSeen(r, typ, hank.UserID, &got)
+		return len(got) >= 2
+	})
+	if !slices.Equal(got, []int{1, 2}) {
+		t.Fatalf("Dendrite's user got %v", got)
+	}
+	// Dendrite to Haven.
+	if _, err := dave.SendToDevice(ctx, event.Type{Type: typ, Class: event.ToDeviceEventType}, &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{
+		hank.UserID: {"*": {Raw: map[string]any{"n": 3}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	syncUntil(t, hank, hankSince, "Dendrite's to-device message", func(r *mautrix.RespSync) bool {
+		toDeviceSeen(r, typ, dave.UserID, &got)
+		return len(got) >= 1
+	})
+	if !slices.Equal(got, []int{3}) {
+		t.Fatalf("Haven's user got %v", got)
+	}
+
+	// Key claims both ways.
+	if _, err := dave.UploadKeys(ctx, &mautrix.ReqUploadKeys{OneTimeKeys: map[id.KeyID]mautrix.OneTimeKey{
+		"signed_curve25519:DDDD": {Key: "dave-key"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := hank.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{dave.UserID: {dave.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+	if err != nil || len(c.OneTimeKeys[dave.UserID][dave.DeviceID]) != 1 || len(c.Failures) != 0 {
+		t.Fatalf("Haven claims Dendrite's key: %+v %v", c, err)
+	}
+	h.do(t, "POST", v3+"/keys/upload", hank.AccessToken, map[string]any{
+		"one_time_keys": map[string]any{"signed_curve25519:HHHH": map[string]any{"key": "hank-key"}},
+	}).expect(t, 200)
+	c, err = dave.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{hank.UserID: {hank.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+	if err != nil || len(c.OneTimeKeys[hank.UserID][hank.DeviceID]) != 1 {
+		t.Fatalf("Dendrite claims Haven's key: %+v %v", c, err)
 	}
 }
