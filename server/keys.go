@@ -16,6 +16,7 @@ import (
 func (a *App) openKeys(ctx context.Context) error {
 	opts := keys.Options{ServerName: a.Cfg.ServerName}
 	if a.Cfg.Federation.Enabled {
+		a.keysFed.allowed = a.allowedServer()
 		opts.ToDeviceOut, opts.Claimer = &a.keysFed, &a.keysFed
 	}
 	svc, err := keys.New(ctx, a.DB, a.Bus, opts)

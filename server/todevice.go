@@ -8,6 +8,7 @@ import (
 
 	"github.com/haven-chat/haven/federationapi"
 	"github.com/haven-chat/haven/federationapi/outbound"
+	"github.com/haven-chat/haven/userapi/keys"
 )
 
 // keysFederation is the key service's way to other servers' users: the
@@ -19,11 +20,16 @@ import (
 type keysFederation struct {
 	queues atomic.Pointer[outbound.Queues]
 	peers  atomic.Pointer[federationapi.Peers]
+	// allowed is the allowlist: no queue is made for a server outside it.
+	allowed func(string) bool
 }
 
 var errFederationStarting = errors.New("federation is not started yet")
 
 func (k *keysFederation) QueueToDevice(ctx context.Context, server, messageID string, content json.RawMessage) error {
+	if k.allowed != nil && !k.allowed(server) {
+		return keys.ErrServerNotAllowed
+	}
 	q := k.queues.Load()
 	if q == nil {
 		return errFederationStarting

@@ -64,7 +64,8 @@
 //     retry queues again. Their message_id is derived from the sending
 //     device (its ID and creation time) and the transaction ID, so a
 //     retried send carries the same IDs; a send whose transaction ID is
-//     recorded queues nothing.
+//     recorded queues nothing. Users of a server outside the federation
+//     allowlist (the queue answers ErrServerNotAllowed) are skipped.
 //   - An inbound EDU (ReceiveToDevice) is delivered to our users' devices
 //     ("*": all of them) exactly once: its origin and message_id go into
 //     to_device_inbound in the transaction that queues the messages, and

@@ -29,6 +29,11 @@ type ToDeviceQueue interface {
 	QueueToDevice(ctx context.Context, server, messageID string, content json.RawMessage) error
 }
 
+// ErrServerNotAllowed is what a ToDeviceQueue answers for a server that
+// federation may not reach (not in the allowlist): its users' messages are
+// dropped, as without federation, and the send goes on.
+var ErrServerNotAllowed = errors.New("federation with the server is not allowed")
+
 // KeyClaimer asks another server for its users' one-time keys
 // (/_matrix/federation/v1/user/keys/claim). An error that is a Matrix
 // error (merr) carries the status the other server answered.
@@ -117,7 +122,12 @@ func (s *Service) queueRemoteToDevice(ctx context.Context, sender, senderDevice,
 			if err != nil {
 				return false, fmt.Errorf("encode to-device EDU: %w", err)
 			}
-			if err := s.opts.ToDeviceOut.QueueToDevice(ctx, srv, id, content); err != nil {
+			err = s.opts.ToDeviceOut.QueueToDevice(ctx, srv, id, content)
+			if errors.Is(err, ErrServerNotAllowed) {
+				logging.From(ctx).WithFields(logrus.Fields{"user_id": sender, "server": srv}).Debug("to-device messages for a server outside the allowlist dropped")
+				break
+			}
+			if err != nil {
 				return false, fmt.Errorf("queue to-device messages of %s for %s: %w", sender, srv, err)
 			}
 		}
@@ -347,27 +357,32 @@ func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]stri
 			cancel()
 			wg.Wait()
 		}()
-		sem := make(chan struct{}, claimServersAtOnce)
-		for srv, w := range remote {
-			if s.opts.Claimer == nil {
-				answers <- answer{server: srv, err: errNoFederation}
-				continue
-			}
+		// A few askers take the servers in turn: a request naming
+		// thousands of servers costs no more goroutines.
+		servers := make(chan string, len(remote))
+		for srv := range remote {
+			servers <- srv
+		}
+		close(servers)
+		for range min(claimServersAtOnce, len(remote)) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				select {
-				case sem <- struct{}{}:
-					defer func() { <-sem }()
-				case <-rctx.Done():
-					answers <- answer{server: srv, err: rctx.Err()}
-					return
+				for srv := range servers {
+					if s.opts.Claimer == nil {
+						answers <- answer{server: srv, err: errNoFederation}
+						continue
+					}
+					if rctx.Err() != nil {
+						answers <- answer{server: srv, err: rctx.Err()}
+						continue
+					}
+					keys, err := s.opts.Claimer.ClaimKeys(rctx, srv, remote[srv])
+					if err != nil && rctx.Err() != nil {
+						err = rctx.Err()
+					}
+					answers <- answer{server: srv, keys: keys, err: err}
 				}
-				keys, err := s.opts.Claimer.ClaimKeys(rctx, srv, w)
-				if err != nil && rctx.Err() != nil {
-					err = rctx.Err()
-				}
-				answers <- answer{server: srv, keys: keys, err: err}
 			}()
 		}
 	}

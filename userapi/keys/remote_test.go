@@ -38,6 +38,9 @@ func (q *fakeQueue) QueueToDevice(_ context.Context, server, messageID string, c
 	if q.failing {
 		return errors.New("JetStream is away")
 	}
+	if server == "refused.example" {
+		return ErrServerNotAllowed
+	}
 	var e toDeviceEDU
 	if err := json.Unmarshal(content, &e); err != nil {
 		return err
@@ -127,6 +130,8 @@ func TestToDeviceToOtherServers(t *testing.T) {
 			"@c:one.example": {"*": raw(`{"to": "c"}`)},
 			"@d:one.example": {"D1": raw(`{"to":"d1"}`), "D2": raw(`{"to":"d2"}`)},
 			"@e:two.example": {"E1": raw(`{"to":"e"}`)},
+			// Outside the allowlist: dropped, the rest sent.
+			"@r:refused.example": {"R1": raw(`{"to":"r"}`)},
 		}
 		if err := s.SendToDevice(ctx, "@a:x", "A1", "m.room_key", "t1", msgs); err != nil {
 			t.Fatal(err)
@@ -459,6 +464,16 @@ func TestClaimKeysAcrossServers(t *testing.T) {
 			t.Fatal("ourselves asked")
 		}
 		cl.mu.Unlock()
+
+		// Many servers at once: each answered, by a few askers.
+		many := map[string]map[string]string{}
+		for i := 0; i < 100; i++ {
+			many[fmt.Sprintf("@u:s%d.example", i)] = map[string]string{"D": alg}
+		}
+		resp, err = s.ClaimKeys(ctx, many, time.Second)
+		if err != nil || len(resp.Failures) != 100 {
+			t.Fatalf("claim of 100 servers: %d failures, %v", len(resp.Failures), err)
+		}
 
 		// Bad algorithms and user IDs are refused before anyone is asked.
 		for _, bad := range []map[string]map[string]string{
