@@ -78,7 +78,7 @@
 //
 // Metrics: haven_federation_transactions_total{result}, _pdus_skipped_total
 // (catch-up and refused destinations), haven_federation_queue_pdus
-// {destination}.
+// {destination}, haven_federation_queue_to_device{destination}.
 //
 // Scale-out: one process (the one with the events writer role) runs the
 // queues; two processes sending for the same destination would break the

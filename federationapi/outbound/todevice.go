@@ -11,10 +11,20 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/haven-chat/haven/internal/metrics"
 )
 
 // EDUToDevice is the type of the EDUs QueueToDevice queues.
 const EDUToDevice = "m.direct_to_device"
+
+var toDeviceDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "haven_federation_queue_to_device",
+	Help: "To-device EDUs queued for a destination beyond those being sent, as its sender last saw.",
+}, []string{"destination"})
+
+func init() { metrics.Registry.MustRegister(toDeviceDepth) }
 
 // toDeviceStream is the configuration of the to-device queue: like the
 // EDU queue, but its messages wait for their destination maxAge (zero:

@@ -143,6 +143,7 @@ func (w *worker) run() {
 			lag, lagLooked = 0, false
 			behind = false
 			queueDepth.WithLabelValues(w.dest).Set(0)
+			toDeviceDepth.WithLabelValues(w.dest).Set(0)
 			ok, looked := w.idle()
 			if !ok {
 				return
@@ -227,6 +228,7 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 	for _, m := range tdv {
 		if md, err := m.Metadata(); err == nil {
 			w.tdvTaken = max(w.tdvTaken, md.Sequence.Stream)
+			toDeviceDepth.WithLabelValues(w.dest).Set(float64(md.NumPending))
 		}
 	}
 	edus = append(tdv, edus...)
@@ -487,4 +489,5 @@ func (w *worker) drop(ctx context.Context) {
 	w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
 	w.tdvTaken = max(w.tdvTaken, w.tdvQueued.Load())
 	queueDepth.WithLabelValues(w.dest).Set(0)
+	toDeviceDepth.WithLabelValues(w.dest).Set(0)
 }
