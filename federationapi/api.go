@@ -54,6 +54,10 @@ type API struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
 
+	// Directory, when set, serves the public room directory and the space
+	// hierarchy to other servers (directory.go).
+	Directory Directory
+
 	txns *lru.Cache[string, []byte]
 }
 
@@ -76,6 +80,7 @@ func (a *API) Routes(r chi.Router) {
 	r.Put("/v2/invite/{roomId}/{eventId}", h(a.invite))
 	r.Get("/v1/query/profile", h(a.queryProfile))
 	r.Get("/v1/query/directory", h(a.queryDirectory))
+	a.directoryRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.

@@ -149,6 +149,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	if a.fed != nil {
 		api.RemoteProfiles = a.fed.peers
+		api.RemoteDirectory = a.fed.peers
 	}
 	api.Readiness = readiness{a}
 	if a.Sync != nil {

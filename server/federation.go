@@ -111,6 +111,7 @@ func (a *App) startFederation(ctx context.Context) error {
 	a.closers = append(a.closers, stopFwd)
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
+	api.Directory = a.Rooms
 	hist := history.New(a.Rooms, a.Cfg.ServerName)
 	r := chi.NewRouter()
 	r.Use(httpx.AccessLog(a.Log, metrics.Observe))
