@@ -24,6 +24,11 @@
 //     answered kept where sane, leaves, remote aliases, missing events —
 //     through the signed client) and the EDU forwarder (edus.go).
 //     send_knock answers the room's stripped state, as an invite carries.
+//   - directory.go: /publicRooms (GET and POST) and /hierarchy/{roomId}
+//     for other servers, and the Peers side of both (RemotePublicRooms
+//     for the client's /publicRooms?server=, RemoteHierarchy for the
+//     roomserver's space walk), signed requests decoded into Haven's
+//     types and checked.
 //
 // Inbound events go through the roomserver's one input path
 // (InputEventFrom): signatures and content hash here, then the auth rules
