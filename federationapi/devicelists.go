@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -115,60 +117,50 @@ func (a *API) deviceListEDU(ctx context.Context, from, typ string, content json.
 
 var _ keys.Fetcher = (*Peers)(nil)
 
-// UserDevices asks the user's server for the user's device list.
+// UserDevices asks the user's server for the user's device list. The
+// answer is kept as the server wrote it (fclient's typed answer drops a
+// device whose keys it cannot parse and re-encodes the others).
 func (p *Peers) UserDevices(ctx context.Context, userID string) (*keys.UserDevices, error) {
 	server := ids.ServerOf(userID, '@')
-	res, err := p.fed.GetUserDevices(ctx, p.serverName, spec.ServerName(server), userID)
-	if err != nil {
+	var out keys.UserDevices
+	if err := p.signedJSON(ctx, "GET", server, "/_matrix/federation/v1/user/devices/"+url.PathEscape(userID), nil, &out); err != nil {
 		return nil, remoteError(server, err)
 	}
-	out := &keys.UserDevices{UserID: res.UserID, StreamID: res.StreamID}
-	for _, d := range res.Devices {
-		dev := keys.UserDevice{DeviceID: d.DeviceID, DisplayName: d.DisplayName}
-		if d.Keys.UserID != "" || len(d.Keys.Keys) > 0 {
-			if dev.Keys, err = json.Marshal(d.Keys); err != nil {
-				continue
-			}
-		}
-		out.Devices = append(out.Devices, dev)
-	}
-	if res.MasterKey != nil {
-		out.MasterKey, _ = json.Marshal(res.MasterKey)
-	}
-	if res.SelfSigningKey != nil {
-		out.SelfSigningKey, _ = json.Marshal(res.SelfSigningKey)
-	}
-	return out, nil
+	return &out, nil
 }
 
 // QueryKeys asks server for the keys of some of its users.
 func (p *Peers) QueryKeys(ctx context.Context, server string, want map[string][]string) (*keys.ServerQueryResponse, error) {
-	res, err := p.fed.QueryKeys(ctx, p.serverName, spec.ServerName(server), want)
-	if err != nil {
+	body := map[string]map[string][]string{"device_keys": {}}
+	for u, devs := range want {
+		if devs == nil {
+			devs = []string{}
+		}
+		body["device_keys"][u] = devs
+	}
+	var out keys.ServerQueryResponse
+	if err := p.signedJSON(ctx, "POST", server, "/_matrix/federation/v1/user/keys/query", body, &out); err != nil {
 		return nil, remoteError(server, err)
 	}
-	out := &keys.ServerQueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{},
-		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{}}
-	for u, devs := range res.DeviceKeys {
-		m := map[string]json.RawMessage{}
-		for id, dk := range devs {
-			if raw, err := json.Marshal(dk); err == nil {
-				m[id] = raw
-			}
-		}
-		out.DeviceKeys[u] = m
-	}
-	for u, k := range res.MasterKeys {
-		if raw, err := json.Marshal(k); err == nil {
-			out.MasterKeys[u] = raw
+	return &out, nil
+}
+
+// signedJSON makes a signed request to server and decodes its JSON answer.
+func (p *Peers) signedJSON(ctx context.Context, method, server, path string, body, out any) error {
+	req := fclient.NewFederationRequest(method, p.serverName, spec.ServerName(server), path)
+	if body != nil {
+		if err := req.SetContent(body); err != nil {
+			return err
 		}
 	}
-	for u, k := range res.SelfSigningKeys {
-		if raw, err := json.Marshal(k); err == nil {
-			out.SelfSigningKeys[u] = raw
-		}
+	if err := req.Sign(p.serverName, p.key.ID, p.key.Private); err != nil {
+		return err
 	}
-	return out, nil
+	hr, err := req.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	return p.fed.DoRequestAndParseResponse(ctx, hr, out)
 }
 
 // ---- telling other servers ----

@@ -499,9 +499,9 @@ func listState(ctx context.Context, q storage.Querier, userID string) (streamID 
 
 // ---- updates from other servers ----
 
-// DeviceListUpdate applies an m.device_list_update EDU of origin. Updates
-// of users we do not track are dropped (the list is fetched when a client
-// asks for it). An update that follows the ones applied is applied and
+// DeviceListUpdate applies an m.device_list_update EDU of origin. The
+// update of a user we do not track starts tracking them if they share a
+// room with ours (their list is fetched), and is dropped otherwise. An update that follows the ones applied is applied and
 // recorded on the device list stream; one naming an update we have not
 // seen marks the list stale and refetches it from the user's server.
 func (r *Remote) DeviceListUpdate(ctx context.Context, origin string, u DeviceListUpdate) error {
@@ -522,7 +522,11 @@ func (r *Remote) DeviceListUpdate(ctx context.Context, origin string, u DeviceLi
 	name := cleanName(u.DisplayName)
 	unlock := r.s.userLocks.Lock(u.UserID)
 	stream, stale, tracked, err := listState(ctx, r.s.db, u.UserID)
-	if err != nil || !tracked || u.StreamID <= stream {
+	if err == nil && !tracked {
+		unlock()
+		return r.trackFromUpdate(ctx, u.UserID)
+	}
+	if err != nil || u.StreamID <= stream {
 		unlock()
 		return err
 	}
@@ -554,6 +558,28 @@ func (r *Remote) DeviceListUpdate(ctx context.Context, origin string, u DeviceLi
 		return true, nil
 	})
 	unlock()
+	return err
+}
+
+// trackFromUpdate starts tracking a user whose update came while we did
+// not track them, when they share a room with ours (an update of anyone
+// else is dropped): the list is fetched from their server, and its
+// arrival is a device list change our users see.
+func (r *Remote) trackFromUpdate(ctx context.Context, userID string) error {
+	shares, err := r.rooms.SharesRoomWithServer(ctx, userID, r.s.opts.ServerName)
+	if err != nil || !shares {
+		return err
+	}
+	err = r.s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, ts) VALUES ($1, 0, TRUE, $2)
+ON CONFLICT (user_id) DO NOTHING`, userID, r.s.now().UnixMilli()); err != nil {
+			return fmt.Errorf("track %s: %w", userID, err)
+		}
+		return nil
+	})
+	if err == nil {
+		r.scheduleResync(userID)
+	}
 	return err
 }
 
