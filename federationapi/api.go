@@ -50,6 +50,10 @@ type API struct {
 	Rooms      Rooms
 	Users      Users
 	Ephemeral  Ephemeral
+	// Keys and DeviceLists serve and take device lists and keys (nil: the
+	// endpoints answer M_UNRECOGNIZED and the EDUs are dropped).
+	Keys        LocalKeys
+	DeviceLists DeviceListUpdates
 	// Verifier checks other servers' signatures on events.
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
@@ -81,6 +85,7 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/v1/query/profile", h(a.queryProfile))
 	r.Get("/v1/query/directory", h(a.queryDirectory))
 	a.directoryRoutes(r)
+	a.deviceListRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.
