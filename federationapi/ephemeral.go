@@ -51,12 +51,16 @@ func (a *API) inputTyping(ctx context.Context, from string, content json.RawMess
 // one. Only public m.read receipts cross servers; any other type is
 // dropped (m.read.private never leaves its server).
 func (a *API) inputReceipts(ctx context.Context, from string, content json.RawMessage) {
-	var rooms map[string]map[string]json.RawMessage
+	var rooms map[string]json.RawMessage
 	if json.Unmarshal(content, &rooms) != nil {
 		return
 	}
 	log := a.eduLog(from, "m.receipt")
-	for roomID, types := range rooms {
+	for roomID, rraw := range rooms {
+		var types map[string]json.RawMessage
+		if json.Unmarshal(rraw, &types) != nil {
+			continue
+		}
 		raw, ok := types["m.read"]
 		if !ok || a.Rooms.CheckServerACL(ctx, roomID, from) != nil {
 			continue
