@@ -37,10 +37,12 @@ type Users interface {
 	OpenIDUser(ctx context.Context, token string) (userID string, err error)
 }
 
-// Ephemeral takes the EDUs of inbound transactions (typing, receipts).
+// Ephemeral takes the EDUs of inbound transactions (typing, receipts,
+// presence; ephemeral.go).
 type Ephemeral interface {
 	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
-	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
+	SetRemoteReceipt(ctx context.Context, userID, roomID string, eventIDs []string, threadID string, ts int64) error
+	SetRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error
 }
 
 // API serves the Server-Server API's inbound endpoints.
@@ -62,7 +64,8 @@ type API struct {
 	// hierarchy to other servers (directory.go).
 	Directory Directory
 
-	txns *lru.Cache[string, []byte]
+	txns    *lru.Cache[string, []byte]
+	flights txnFlights
 }
 
 // Routes mounts the endpoints of this package under /_matrix/federation

@@ -106,7 +106,7 @@ func (a *App) startFederation(ctx context.Context) error {
 		return err
 	}
 	a.closers = append(a.closers, f.queues.Close)
-	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Log: a.Log}
+	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Presence: a.Sync, Log: a.Log}
 	stopFwd, err := fwd.Start(context.WithoutCancel(ctx), a.Bus, syncapi.TopicTyping, syncapi.TopicReceipts)
 	if err != nil {
 		return err
@@ -114,6 +114,13 @@ func (a *App) startFederation(ctx context.Context) error {
 	a.closers = append(a.closers, stopFwd)
 	if err := a.startDeviceListForwarder(ctx); err != nil {
 		return err
+	}
+	if a.Cfg.Presence.Enabled {
+		stopPresence, err := fwd.StartPresence(context.WithoutCancel(ctx), a.Bus, syncapi.TopicPresence, roomserver.Topic)
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, stopPresence)
 	}
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
