@@ -42,7 +42,7 @@ func (f *keysTestService) Upload(_ context.Context, userID, deviceID string, req
 	f.uploaded = req
 	return map[string]int{"signed_curve25519": len(req.OneTimeKeys)}, nil
 }
-func (f *keysTestService) Query(_ context.Context, requester string, want map[string][]string) (*keys.QueryResponse, error) {
+func (f *keysTestService) Query(_ context.Context, requester string, want map[string][]string, _ time.Duration) (*keys.QueryResponse, error) {
 	return &keys.QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}}, nil
 }
 func (f *keysTestService) ClaimKeys(_ context.Context, want map[string]map[string]string, timeout time.Duration) (*keys.ClaimResponse, error) {

@@ -37,10 +37,12 @@ type Users interface {
 	OpenIDUser(ctx context.Context, token string) (userID string, err error)
 }
 
-// Ephemeral takes the EDUs of inbound transactions (typing, receipts).
+// Ephemeral takes the EDUs of inbound transactions (typing, receipts,
+// presence; ephemeral.go).
 type Ephemeral interface {
 	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
-	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
+	SetRemoteReceipt(ctx context.Context, userID, roomID string, eventIDs []string, threadID string, ts int64) error
+	SetRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error
 }
 
 // API serves the Server-Server API's inbound endpoints.
@@ -50,6 +52,10 @@ type API struct {
 	Rooms      Rooms
 	Users      Users
 	Ephemeral  Ephemeral
+	// Keys and DeviceLists serve and take device lists and keys (nil: the
+	// endpoints answer M_UNRECOGNIZED and the EDUs are dropped).
+	Keys        LocalKeys
+	DeviceLists DeviceListUpdates
 	// ToDevice and KeyClaims are the key service (todevice.go, keyclaim.go).
 	ToDevice  ToDeviceInbox
 	KeyClaims KeyClaims
@@ -57,7 +63,12 @@ type API struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
 
-	txns *lru.Cache[string, []byte]
+	// Directory, when set, serves the public room directory and the space
+	// hierarchy to other servers (directory.go).
+	Directory Directory
+
+	txns    *lru.Cache[string, []byte]
+	flights txnFlights
 }
 
 // Routes mounts the endpoints of this package under /_matrix/federation
@@ -79,6 +90,8 @@ func (a *API) Routes(r chi.Router) {
 	r.Put("/v2/invite/{roomId}/{eventId}", h(a.invite))
 	r.Get("/v1/query/profile", h(a.queryProfile))
 	r.Get("/v1/query/directory", h(a.queryDirectory))
+	a.directoryRoutes(r)
+	a.deviceListRoutes(r)
 	a.keyClaimRoutes(r)
 }
 

@@ -25,19 +25,22 @@ import (
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi"
+	userkeys "github.com/haven-chat/haven/userapi/keys"
 )
 
 // federation is the Server-Server API's part of a running server.
 type federation struct {
-	client  *client.Client
-	store   *keys.Store
-	keySrv  *keys.Server
-	peers   *federationapi.Peers
-	queues  *outbound.Queues
-	tls     *tls.Config
-	reload  func() error
-	handler http.Handler
-	ln      net.Listener
+	client *client.Client
+	store  *keys.Store
+	keySrv *keys.Server
+	peers  *federationapi.Peers
+	queues *outbound.Queues
+	// remoteKeys is the cache of other servers' users' device lists.
+	remoteKeys *userkeys.Remote
+	tls        *tls.Config
+	reload     func() error
+	handler    http.Handler
+	ln         net.Listener
 }
 
 // allowedServer is the allowlist: empty lets every server in.
@@ -105,15 +108,31 @@ func (a *App) startFederation(ctx context.Context) error {
 	}
 	a.closers = append(a.closers, f.queues.Close)
 	a.keysFed.queues.Store(f.queues)
-	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Log: a.Log}
+	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Presence: a.Sync, Log: a.Log}
 	stopFwd, err := fwd.Start(context.WithoutCancel(ctx), a.Bus, syncapi.TopicTyping, syncapi.TopicReceipts)
 	if err != nil {
 		return err
 	}
 	a.closers = append(a.closers, stopFwd)
+	if err := a.startDeviceListForwarder(ctx); err != nil {
+		return err
+	}
+	if a.Cfg.Presence.Enabled {
+		stopPresence, err := fwd.StartPresence(context.WithoutCancel(ctx), a.Bus, syncapi.TopicPresence, roomserver.Topic)
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, stopPresence)
+	}
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
-	api.ToDevice, api.KeyClaims = a.Keys, a.Keys
+	api.Directory = a.Rooms
+	if a.Keys != nil && f.remoteKeys != nil {
+		api.Keys, api.DeviceLists = a.Keys, f.remoteKeys
+	}
+	if a.Keys != nil {
+		api.ToDevice, api.KeyClaims = a.Keys, a.Keys
+	}
 	hist := history.New(a.Rooms, a.Cfg.ServerName)
 	r := chi.NewRouter()
 	r.Use(httpx.AccessLog(a.Log, metrics.Observe))

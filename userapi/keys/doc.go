@@ -6,7 +6,8 @@
 // cross_signing_keys, key_signatures, device_list_changes, to_device,
 // to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
 // key_stream_positions (0007); one_time_keys.upload_seq (0013);
-// to_device_inbound (0022).
+// remote_device_lists, remote_device_keys, remote_cross_signing_keys (0021,
+// Remote); to_device_inbound (0022).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
@@ -54,8 +55,33 @@
 // MSC3967): UploadSigningKeys decides under the user's lock and returns
 // ErrAuthNeeded, and the client API then runs the password stage.
 //
-// Other servers (remote.go; only with federation, Options.ToDeviceOut and
-// Claimer, else their users are skipped as before):
+// Other servers (remote.go, federation.go; with federation on). A device
+// list change takes one position per device it names (DeviceListNotice:
+// Devices, Prev, CrossSigning), so the m.device_list_update EDUs sent for
+// it (OutboundUpdates; federationapi's DeviceListForwarder queues them to
+// the servers sharing a room with the user) carry stream IDs that chain
+// from the user's previous position, and the stream_id that
+// LocalUserDevices (GET /user/devices) answers is the user's position on
+// the device list stream. Remote keeps the lists of other servers' users
+// who share a room with ours ("tracked"): filled by a /keys/query that
+// asked their server (stream_id 0) or by a refetch (Resync, GET
+// /user/devices), kept current by their m.device_list_update (applied
+// when every prev_id is at or below the stored stream_id; otherwise the
+// list is marked stale and refetched in the background, at most 4 at a
+// time) and m.signing_key_update EDUs. An update of a user sharing a room
+// but not tracked starts tracking them. Each applied update or refetch is
+// a change on the device list stream, so /sync and /keys/changes report
+// it like a local one. A leave or ban (the roomserver's room_events)
+// ends tracking of whoever shares no room with ours any more, and Start
+// checks every tracked user once. Remote.Query answers /keys/query: our
+// users here, tracked users from the cache, the others from their servers
+// in parallel (at most timeout, 10 s by default; a server that fails is
+// in "failures"). Without federation, other servers are reported in
+// "failures".
+//
+// To-device messages and one-time key claims across servers
+// (todevice_remote.go; only with federation, Options.ToDeviceOut and
+// Claimer, else other servers' users are skipped as before):
 //   - A send's messages for other servers' users become one
 //     m.direct_to_device EDU per server (split into EDUs of about
 //     ToDeviceEDUBytes when larger), handed to the federation's durable
@@ -80,10 +106,13 @@
 //     servers' claims of our users' keys, as Claim.
 //
 // Goroutines: the acknowledgement deleter (stopped by Close, which deletes
-// what is queued); the bus delivers TopicKeyCounts on NATS's; a claim asks
-// other servers from one goroutine each, ended by its timeout.
+// what is queued); the bus delivers TopicKeyCounts on NATS's. Remote: the
+// refetches (stopped and waited for by Remote.Close), the start-up check,
+// and one goroutine per server asked during a /keys/query. A /keys/claim
+// asks other servers from at most 16 goroutines, ended by its timeout.
 //
-// Lock order: the per-user keyed lock (userLocks), then the sequencers'
-// locks; the cache's mutex is a leaf. Nothing waits for anything but the
+// Lock order: the per-user keyed lock (userLocks; also taken for other
+// servers' users while their cached list changes), then the sequencers'
+// locks; Remote.mu is a leaf; the cache's mutex is a leaf. Nothing waits for anything but the
 // database while holding a lock.
 package keys

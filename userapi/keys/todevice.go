@@ -42,7 +42,7 @@ type tdRow struct {
 // sending device and transaction ID, also across restarts. Messages for
 // unknown users and devices of this server are dropped. Those for other
 // servers' users become m.direct_to_device EDUs in the federation queues
-// (remote.go), queued before this returns; without federation they are
+// (todevice_remote.go), queued before this returns; without federation they are
 // dropped.
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" || len(evType) > MaxToDeviceTypeBytes {
