@@ -295,25 +295,34 @@ func (s *Service) txnCleanupDue(now time.Time) bool {
 	return true
 }
 
-// devicesOf returns the device IDs of the users, sorted.
+// devicesOf returns the device IDs of the users, sorted; a query per
+// devicesBatch users (the databases bound a statement's parameters).
 func (s *Service) devicesOf(ctx context.Context, users []string) (map[string][]string, error) {
 	out := map[string][]string{}
-	if len(users) == 0 {
-		return out, nil
+	for start := 0; start < len(users); start += devicesBatch {
+		if err := s.devicesOfBatch(ctx, users[start:min(start+devicesBatch, len(users))], out); err != nil {
+			return nil, err
+		}
 	}
+	return out, nil
+}
+
+const devicesBatch = 1000
+
+func (s *Service) devicesOfBatch(ctx context.Context, users []string, out map[string][]string) error {
 	rows, err := s.db.Query(ctx, `SELECT user_id, device_id FROM devices WHERE user_id IN ($1) ORDER BY user_id, device_id`, users)
 	if err != nil {
-		return nil, fmt.Errorf("select devices: %w", err)
+		return fmt.Errorf("select devices: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var u, d string
 		if err := rows.Scan(&u, &d); err != nil {
-			return nil, fmt.Errorf("select devices: %w", err)
+			return fmt.Errorf("select devices: %w", err)
 		}
 		out[u] = append(out[u], d)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // ToDeviceMessages returns up to limit messages queued for the device at

@@ -526,3 +526,23 @@ func TestClaimTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiveToDeviceManyUsers: an EDU naming more users than one query
+// takes (most of them unknown) delivers to those that exist.
+func TestReceiveToDeviceManyUsers(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _ := newRemoteService(t, db, Options{})
+		addDevice(t, db, "@b:x", "B1", "")
+		msgs := map[string]map[string]json.RawMessage{"@b:x": {"*": raw(`{}`)}}
+		for i := 0; i < 2500; i++ {
+			msgs[fmt.Sprintf("@u%d:x", i)] = map[string]json.RawMessage{"*": raw(`{}`)}
+		}
+		if err := s.ReceiveToDevice(ctx, "one.example", "@c:one.example", "m.x", "many", msgs); err != nil {
+			t.Fatal(err)
+		}
+		if got := inbox(t, s, "@b:x", "B1"); len(got) != 1 {
+			t.Fatalf("B1 has %v", got)
+		}
+	})
+}
