@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -199,5 +201,24 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for !cond() {
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCappedBody(t *testing.T) {
+	for _, tc := range []struct {
+		size    int
+		tooLong bool
+	}{{0, false}, {10, false}, {16, false}, {17, true}, {1000, true}} {
+		b := &cappedBody{rc: io.NopCloser(strings.NewReader(strings.Repeat("x", tc.size))), left: 16 + 1}
+		got, err := io.ReadAll(b)
+		if tc.tooLong {
+			if !errors.Is(err, errResponseTooLarge) {
+				t.Errorf("%d bytes with a cap of 16: err %v, want errResponseTooLarge", tc.size, err)
+			}
+			continue
+		}
+		if err != nil || len(got) != tc.size {
+			t.Errorf("%d bytes with a cap of 16: read %d, err %v", tc.size, len(got), err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -108,6 +109,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.Host = rt.Host
 		resp, err := t.httpTransport(rt.TLSServerName, private).RoundTrip(r)
 		if err == nil {
+			resp.Body = &cappedBody{rc: resp.Body, left: MaxResponseBytes + 1}
 			return resp, nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
@@ -254,3 +256,36 @@ func (t *transport) closeIdle() {
 		p.tr.CloseIdleConnections()
 	}
 }
+
+// MaxResponseBytes bounds the body of one answer from another server: the
+// largest expected are the state and auth chain of a big room's send_join,
+// a few hundred megabytes at worst. A server that sends more is cut off
+// (the read fails) instead of filling our memory.
+const MaxResponseBytes = 512 << 20
+
+// errResponseTooLarge ends the read of an answer beyond MaxResponseBytes.
+var errResponseTooLarge = fmt.Errorf("federation response larger than %d bytes", MaxResponseBytes)
+
+// cappedBody is a response body that fails when it reaches left bytes
+// (made MaxResponseBytes+1: a body of exactly the maximum is read whole).
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left <= 0 {
+		return n, errResponseTooLarge
+	}
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }
