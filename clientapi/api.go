@@ -101,6 +101,10 @@ type API struct {
 	// waiting. Below it, a wait keeps its goroutine, which costs less CPU
 	// per answer; above it, parking keeps memory flat (docs/benchmarks.md).
 	ParkAbove int
+
+	// RemoteDirectory, when set (federation on), lists other servers'
+	// public rooms (GET/POST /publicRooms?server=).
+	RemoteDirectory RemoteDirectory
 }
 
 type deviceKey struct{}

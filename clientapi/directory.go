@@ -3,17 +3,24 @@ package clientapi
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
 )
 
 // directory lists published rooms.
 type directory interface {
-	PublicRooms(ctx context.Context, search string) ([]roomserver.PublicRoom, error)
+	PublicRoomsPage(ctx context.Context, q roomserver.PublicRoomsQuery) (*roomserver.PublicRoomsPage, error)
+}
+
+// RemoteDirectory asks another server for a page of its public room
+// directory (federation on). Its errors are Matrix errors: the server is
+// not allowed (403), could not be reached (502), or answered one.
+type RemoteDirectory interface {
+	RemotePublicRooms(ctx context.Context, server string, q roomserver.PublicRoomsQuery) (*roomserver.PublicRoomsPage, error)
 }
 
 func (a *API) directoryRoutes() []Route {
@@ -26,26 +33,14 @@ func (a *API) directoryRoutes() []Route {
 type publicRoomsRequest struct {
 	Limit  int    `json:"limit"`
 	Since  string `json:"since"`
-	Server string `json:"-"`
-	Filter struct {
+	Filter *struct {
 		GenericSearchTerm string `json:"generic_search_term"`
 		// RoomTypes keeps rooms of these types; null stands for rooms
 		// without a type. Absent or empty: every type.
 		RoomTypes []*string `json:"room_types"`
 	} `json:"filter"`
-}
-
-// roomTypeAllowed tells whether a room of type typ ("" for none) passes the room_types filter.
-func roomTypeAllowed(types []*string, typ string) bool {
-	if len(types) == 0 {
-		return true
-	}
-	for _, t := range types {
-		if t == nil && typ == "" || t != nil && *t == typ {
-			return true
-		}
-	}
-	return false
+	IncludeAllNetworks   bool   `json:"include_all_networks"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id"`
 }
 
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
@@ -61,40 +56,46 @@ func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		req.Limit, req.Since = limit, q.Get("since")
+		switch v := q.Get("include_all_networks"); v {
+		case "", "false":
+		case "true":
+			req.IncludeAllNetworks = true
+		default:
+			return merr.InvalidParam("include_all_networks must be true or false")
+		}
+		req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
 	}
-	if server := q.Get("server"); server != "" && server != a.Cfg.ServerName {
+	if req.Limit < 0 {
+		return merr.InvalidParam("limit must not be negative")
+	}
+	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
+		return merr.InvalidParam("third_party_instance_id cannot be used with include_all_networks")
+	}
+	query := roomserver.PublicRoomsQuery{Limit: req.Limit, Since: req.Since, ThirdPartyInstanceID: req.ThirdPartyInstanceID}
+	if req.Filter != nil {
+		query.Search, query.RoomTypes = req.Filter.GenericSearchTerm, req.Filter.RoomTypes
+	}
+	server := q.Get("server")
+	if server == "" || strings.EqualFold(server, a.Cfg.ServerName) {
+		page, err := a.Directory.PublicRoomsPage(r.Context(), query)
+		if err != nil {
+			return err
+		}
+		return httpx.JSON(w, http.StatusOK, page)
+	}
+	if !ids.ValidServerName(server) {
+		return merr.InvalidParam("Invalid server name %q", server)
+	}
+	if a.RemoteDirectory == nil {
 		return merr.Forbidden("Federation is not enabled: only this server's directory can be listed")
 	}
-	if req.Limit <= 0 || req.Limit > 500 {
-		req.Limit = 100
+	// Another server's directory costs a request to it: only for users.
+	if !HasDevice(r) {
+		return merr.MissingToken("Listing another server's directory needs an access token")
 	}
-	offset := 0
-	if req.Since != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "p"))
-		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "p") {
-			return merr.InvalidParam("Invalid since token")
-		}
-		offset = n
-	}
-	all, err := a.Directory.PublicRooms(r.Context(), req.Filter.GenericSearchTerm)
+	page, err := a.RemoteDirectory.RemotePublicRooms(r.Context(), server, query)
 	if err != nil {
 		return err
 	}
-	rooms := all[:0:0]
-	for _, pr := range all {
-		if roomTypeAllowed(req.Filter.RoomTypes, pr.RoomType) {
-			rooms = append(rooms, pr)
-		}
-	}
-	resp := map[string]any{"total_room_count_estimate": len(rooms)}
-	offset = min(offset, len(rooms))
-	end := min(offset+req.Limit, len(rooms))
-	resp["chunk"] = rooms[offset:end]
-	if end < len(rooms) {
-		resp["next_batch"] = "p" + strconv.Itoa(end)
-	}
-	if offset > 0 {
-		resp["prev_batch"] = "p" + strconv.Itoa(max(0, offset-req.Limit))
-	}
-	return httpx.JSON(w, http.StatusOK, resp)
+	return httpx.JSON(w, http.StatusOK, page)
 }

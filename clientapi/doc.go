@@ -11,6 +11,10 @@
 // RelationsArea (relations.go: /relations, /threads), both served by the
 // sync engine.
 //
+// /publicRooms (directory.go) lists this server's directory, or with
+// server= another server's through API.RemoteDirectory (federation on;
+// a user's token needed, since it costs a request to that server).
+//
 // Application services (appservice.go): the auth middleware resolves an
 // application service's as_token through API.AppServices before the user
 // API's tokens — the service's sender, or the user_id (and device_id) it

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -27,7 +28,7 @@ type fuzzStub struct{}
 func (fuzzStub) Upload(context.Context, string, string, keys.UploadRequest) (map[string]int, error) {
 	return map[string]int{}, nil
 }
-func (fuzzStub) Query(context.Context, string, map[string][]string) (*keys.QueryResponse, error) {
+func (fuzzStub) Query(context.Context, string, map[string][]string, time.Duration) (*keys.QueryResponse, error) {
 	return &keys.QueryResponse{}, nil
 }
 func (fuzzStub) Claim(context.Context, map[string]map[string]string) (*keys.ClaimResponse, error) {

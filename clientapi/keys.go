@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
@@ -16,7 +17,8 @@ import (
 // /keys/changes, which the sync engine answers.
 type keysService interface {
 	Upload(ctx context.Context, userID, deviceID string, req keys.UploadRequest) (map[string]int, error)
-	Query(ctx context.Context, requester string, want map[string][]string) (*keys.QueryResponse, error)
+	// Query waits at most timeout (0: its default) for other servers.
+	Query(ctx context.Context, requester string, want map[string][]string, timeout time.Duration) (*keys.QueryResponse, error)
 	Claim(ctx context.Context, want map[string]map[string]string) (*keys.ClaimResponse, error)
 	// UploadSigningKeys returns keys.ErrAuthNeeded when, not authed, the
 	// upload needs user-interactive auth.
@@ -94,6 +96,7 @@ func (h *keysHandlers) upload(w http.ResponseWriter, r *http.Request) error {
 func (h *keysHandlers) query(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
+		Timeout    int64               `json:"timeout"`
 	}
 	if err := httpx.DecodeJSON(r, &req, keysQueryBody); err != nil {
 		return err
@@ -101,7 +104,12 @@ func (h *keysHandlers) query(w http.ResponseWriter, r *http.Request) error {
 	if req.DeviceKeys == nil {
 		return merr.MissingParam("Missing device_keys")
 	}
-	resp, err := h.svc.Query(r.Context(), DeviceFrom(r).UserID, req.DeviceKeys)
+	if req.Timeout < 0 {
+		return merr.InvalidParam("timeout must not be negative")
+	}
+	// Other servers are waited for at most a minute, whatever is asked.
+	timeout := time.Duration(min(req.Timeout, 60_000)) * time.Millisecond
+	resp, err := h.svc.Query(r.Context(), DeviceFrom(r).UserID, req.DeviceKeys, timeout)
 	if err != nil {
 		return err
 	}

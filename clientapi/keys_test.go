@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -38,7 +39,7 @@ func (f *keysTestService) Upload(_ context.Context, userID, deviceID string, req
 	f.uploaded = req
 	return map[string]int{"signed_curve25519": len(req.OneTimeKeys)}, nil
 }
-func (f *keysTestService) Query(_ context.Context, requester string, want map[string][]string) (*keys.QueryResponse, error) {
+func (f *keysTestService) Query(_ context.Context, requester string, want map[string][]string, _ time.Duration) (*keys.QueryResponse, error) {
 	return &keys.QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}}, nil
 }
 func (f *keysTestService) Claim(_ context.Context, want map[string]map[string]string) (*keys.ClaimResponse, error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi"
 )
@@ -32,7 +33,7 @@ func TestRoomTypeAllowed(t *testing.T) {
 		{[]*string{&space}, "", false},
 		{[]*string{nil, &space}, "m.space", true},
 	} {
-		if got := roomTypeAllowed(c.types, c.typ); got != c.want {
+		if got := roomserver.RoomTypeAllowed(c.types, c.typ); got != c.want {
 			t.Errorf("%v %q: got %v", c.types, c.typ, got)
 		}
 	}

@@ -50,9 +50,17 @@ type API struct {
 	Rooms      Rooms
 	Users      Users
 	Ephemeral  Ephemeral
+	// Keys and DeviceLists serve and take device lists and keys (nil: the
+	// endpoints answer M_UNRECOGNIZED and the EDUs are dropped).
+	Keys        LocalKeys
+	DeviceLists DeviceListUpdates
 	// Verifier checks other servers' signatures on events.
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
+
+	// Directory, when set, serves the public room directory and the space
+	// hierarchy to other servers (directory.go).
+	Directory Directory
 
 	txns *lru.Cache[string, []byte]
 }
@@ -76,6 +84,8 @@ func (a *API) Routes(r chi.Router) {
 	r.Put("/v2/invite/{roomId}/{eventId}", h(a.invite))
 	r.Get("/v1/query/profile", h(a.queryProfile))
 	r.Get("/v1/query/directory", h(a.queryDirectory))
+	a.directoryRoutes(r)
+	a.deviceListRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.

@@ -22,8 +22,20 @@
 //     Peers (peers.go: what the roomserver asks of other servers — invites,
 //     joins with the room's state checked, knocks with the stripped state
 //     answered kept where sane, leaves, remote aliases, missing events —
-//     through the signed client) and the EDU forwarder (edus.go).
+//     through the signed client) and the EDU forwarder (edus.go);
+//     devicelists.go: /user/devices and /user/keys/query about our users,
+//     the m.device_list_update and m.signing_key_update EDUs of /send
+//     handed to the key service's remote device lists, Peers' UserDevices
+//     and QueryKeys (keys.Fetcher: signed requests whose answers are kept
+//     as the other server wrote them), and the DeviceListForwarder, which
+//     queues our users' device list updates to every server sharing a room
+//     with them.
 //     send_knock answers the room's stripped state, as an invite carries.
+//   - directory.go: /publicRooms (GET and POST) and /hierarchy/{roomId}
+//     for other servers, and the Peers side of both (RemotePublicRooms
+//     for the client's /publicRooms?server=, RemoteHierarchy for the
+//     roomserver's space walk), signed requests decoded into Haven's
+//     types and checked.
 //
 // Inbound events go through the roomserver's one input path
 // (InputEventFrom): signatures and content hash here, then the auth rules

@@ -187,6 +187,8 @@ func errText(err error) string {
 func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) {
 	log := a.Log.WithFields(logrus.Fields{"origin": from, "edu_type": typ})
 	switch typ {
+	case "m.device_list_update", "m.signing_key_update":
+		a.deviceListEDU(ctx, from, typ, content)
 	case "m.typing":
 		var t struct {
 			RoomID string `json:"room_id"`

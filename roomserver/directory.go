@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/haven-chat/haven/internal/merr"
 )
 
 // PublicRoom is one entry of the public room directory.
@@ -115,4 +118,94 @@ WHERE s.room_id IN ($1) AND s.state_key = '' AND s.type IN ($2)`, ids,
 		return out[i].RoomID < out[j].RoomID
 	})
 	return out, nil
+}
+
+// Bounds of a page of the public room directory.
+const (
+	DefaultPublicRoomsLimit = 100
+	MaxPublicRoomsLimit     = 500
+)
+
+// PublicRoomsQuery is a request for a page of the public room directory,
+// from a client of this server or from another server.
+type PublicRoomsQuery struct {
+	// Limit is the most rooms of the page; 0 or out of range: 100.
+	Limit int
+	// Since is a next_batch or prev_batch token of an earlier page.
+	Since string
+	// Search keeps the rooms whose name, topic or alias contains it.
+	Search string
+	// RoomTypes keeps rooms of these types; a nil entry stands for rooms
+	// without a type. Empty: every type.
+	RoomTypes []*string
+	// ThirdPartyInstanceID asks for the rooms of a bridged network: this
+	// server has none, so the page is empty.
+	ThirdPartyInstanceID string
+}
+
+// PublicRoomsPage is a page of the public room directory, as both the
+// client and the federation /publicRooms answer it.
+type PublicRoomsPage struct {
+	Chunk     []PublicRoom `json:"chunk"`
+	NextBatch string       `json:"next_batch,omitempty"`
+	PrevBatch string       `json:"prev_batch,omitempty"`
+	Total     int          `json:"total_room_count_estimate"`
+}
+
+// RoomTypeAllowed tells whether a room of type typ ("" for none) passes a
+// room_types filter.
+func RoomTypeAllowed(types []*string, typ string) bool {
+	if len(types) == 0 {
+		return true
+	}
+	for _, t := range types {
+		if t == nil && typ == "" || t != nil && *t == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// PublicRoomsPage answers a page of the public room directory. Tokens are
+// offsets into the list ("p<n>"); a token that is not one is
+// M_INVALID_PARAM.
+func (s *Service) PublicRoomsPage(ctx context.Context, q PublicRoomsQuery) (*PublicRoomsPage, error) {
+	limit := q.Limit
+	if limit <= 0 || limit > MaxPublicRoomsLimit {
+		limit = DefaultPublicRoomsLimit
+	}
+	offset := 0
+	if q.Since != "" {
+		rest, ok := strings.CutPrefix(q.Since, "p")
+		n, err := strconv.Atoi(rest)
+		if !ok || err != nil || n < 0 || rest != strconv.Itoa(n) {
+			return nil, merr.InvalidParam("Invalid since token")
+		}
+		offset = n
+	}
+	page := &PublicRoomsPage{Chunk: []PublicRoom{}}
+	if q.ThirdPartyInstanceID != "" {
+		return page, nil
+	}
+	all, err := s.PublicRooms(ctx, q.Search)
+	if err != nil {
+		return nil, err
+	}
+	rooms := all[:0:0]
+	for _, pr := range all {
+		if RoomTypeAllowed(q.RoomTypes, pr.RoomType) {
+			rooms = append(rooms, pr)
+		}
+	}
+	page.Total = len(rooms)
+	offset = min(offset, len(rooms))
+	end := min(offset+limit, len(rooms))
+	page.Chunk = append(page.Chunk, rooms[offset:end]...)
+	if end < len(rooms) {
+		page.NextBatch = "p" + strconv.Itoa(end)
+	}
+	if offset > 0 {
+		page.PrevBatch = "p" + strconv.Itoa(max(0, offset-limit))
+	}
+	return page, nil
 }

@@ -109,6 +109,18 @@
 // members' m.direct. The space hierarchy
 // (hierarchy.go) reads current state only and takes no lock.
 //
+// Directories across servers: PublicRoomsPage (directory.go) is the one
+// page of the public room directory both the client and the federation
+// /publicRooms answer. hierarchy_remote.go: HierarchyForServer tells
+// another server about a space and its direct children (only the rooms it
+// may see: world-readable, public or knock join rules, a user of it in the
+// room, or in an allowed room of a restricted one; the server ACL
+// applied). With Options.Spaces (federation on), the client /hierarchy
+// asks a child's via servers (the room ID's server for the root) about
+// rooms no local user is joined to: at most 10 servers per page, 15 s
+// each; the answers (and failures) are kept a minute (20 s) in
+// remoteSpaces (an LRU of 1,024), checked first (saneRemoteRoom).
+//
 // Lock order: the per-room lock (keyed), then Service.mu (room cache), then
 // the stream sequencer's locks. Never take a room lock while holding mu. An
 // upgrade holds the old room's lock and then takes the new room's, which

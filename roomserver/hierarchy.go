@@ -94,6 +94,7 @@ type child struct {
 	suggested bool
 	ts        int64
 	state     ChildState
+	via       []string // servers that may know the room
 }
 
 // roomSummary is what the hierarchy needs to know about one room.
@@ -154,6 +155,7 @@ func parseChild(stateKey, sender string, ts int64, content json.RawMessage) (chi
 		ch.order = o
 	}
 	ch.suggested = c.Suggested == true
+	ch.via = c.Via
 	return ch, true
 }
 
@@ -245,8 +247,9 @@ WHERE s.room_id = $1 AND ((s.state_key = '' AND s.type IN ($2)) OR s.type = $3)`
 // are joined or invited, the room is world-readable, anyone may join or
 // knock, or it is restricted to members of a room the user is joined to.
 func (s *Service) accessible(ctx context.Context, sum *roomSummary, userID string) (bool, error) {
+	// A room known only from another server is not here: no membership.
 	m, _, err := s.Membership(ctx, sum.RoomID, userID)
-	if err != nil {
+	if err != nil && !merr.Is(err, "M_NOT_FOUND") {
 		return false, err
 	}
 	if m == spec.Join || m == spec.Invite || sum.WorldReadable {
@@ -277,7 +280,9 @@ func (s *Service) accessible(ctx context.Context, sum *roomSummary, userID strin
 
 // Hierarchy walks a space depth-first: the root, then each child (in the
 // spec's order) followed by its own children, down to MaxDepth, skipping
-// rooms the user may not see and rooms this server does not know. Pages are
+// rooms the user may not see. A room this server is not in is asked of a
+// server of its m.space.child's via list (federation on); rooms no server
+// answers for are skipped. Pages are
 // cut after Limit rooms; next_batch continues where the page ended.
 func (s *Service) Hierarchy(ctx context.Context, req HierarchyRequest) (*HierarchyResponse, error) {
 	resp, _, err := s.hierarchy(ctx, req)
@@ -316,7 +321,8 @@ func (s *Service) hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 		offset = tok.Offset
 	}
 
-	root, err := s.summarize(ctx, req.RoomID)
+	walk := &spaceWalk{suggested: req.SuggestedOnly}
+	root, err := s.walkSummary(ctx, walk, req.RoomID, rootVia(req.RoomID, s.opts.ServerName))
 	if err != nil {
 		return nil, 1, err
 	}
@@ -340,6 +346,7 @@ func (s *Service) hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 		id    string
 		sum   *roomSummary
 		depth int
+		via   []string
 	}
 	stack := []item{{id: root.RoomID, sum: root}}
 	visited := map[string]bool{}
@@ -355,7 +362,7 @@ func (s *Service) hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 		visited[it.id] = true
 		if it.sum == nil {
 			summarized++
-			sum, err := s.summarize(ctx, it.id)
+			sum, err := s.walkSummary(ctx, walk, it.id, it.via)
 			if err != nil {
 				return nil, summarized, err
 			}
@@ -399,7 +406,7 @@ func (s *Service) hierarchy(ctx context.Context, req HierarchyRequest) (*Hierarc
 		// Push in reverse so that the first child is walked first.
 		for i := len(children) - 1; i >= 0; i-- {
 			if id := children[i].roomID; !visited[id] {
-				stack = append(stack, item{id: id, depth: it.depth + 1})
+				stack = append(stack, item{id: id, depth: it.depth + 1, via: children[i].via})
 			}
 		}
 	}

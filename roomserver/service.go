@@ -77,6 +77,10 @@ type Options struct {
 	Fetcher EventFetcher
 	// Federation, when set, carries memberships across servers (remote.go).
 	Federation Federation
+
+	// Spaces, when set, asks other servers about the rooms of a space
+	// this server is not in (hierarchy_remote.go).
+	Spaces SpaceFetcher
 }
 
 // Service is the roomserver.
@@ -108,6 +112,10 @@ type Service struct {
 	ix         *indexer
 	// txns knows the recent transaction IDs of sending devices (txns.go).
 	txns *txnIndex
+
+	// remoteSpaces keeps other servers' answers about spaces for a
+	// minute, so that the pages of one /hierarchy ask them once.
+	remoteSpaces *lru.Cache[string, remoteSpace]
 }
 
 // room is the in-memory view of a room's current state, kept by the writer.
@@ -154,6 +162,7 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		txns:       newTxnIndex(20000),
 		noBackfill: lru.New[string, time.Time]("backfill_misses", 1024),
 	}
+	s.remoteSpaces = lru.New[string, remoteSpace]("remote_spaces", 1024)
 	s.seq = stream.New(last, s.publish)
 	s.snapSeq.Store(lastSnap)
 	var minPos int64

@@ -149,11 +149,15 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	if a.fed != nil {
 		api.RemoteProfiles = a.fed.peers
+		api.RemoteDirectory = a.fed.peers
 	}
 	api.Readiness = readiness{a}
 	if a.Sync != nil {
 		api.Areas = append(api.Areas, api.SearchArea(a.Sync), api.RelationsArea(a.Sync))
-		api.Areas = append(api.Areas, api.KeysArea(keysAPI{a.Keys, a.Sync}))
+		if err = a.openRemoteKeys(); err != nil {
+			return nil, err
+		}
+		api.Areas = append(api.Areas, api.KeysArea(keysAPI{a.Keys, a.Sync, a.remoteKeys()}))
 	}
 	api.Areas = append(api.Areas, api.RoomKeysArea(roomkeys.New(a.DB)))
 	if a.Rooms != nil && a.Sync != nil {

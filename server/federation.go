@@ -25,19 +25,22 @@ import (
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi"
+	userkeys "github.com/haven-chat/haven/userapi/keys"
 )
 
 // federation is the Server-Server API's part of a running server.
 type federation struct {
-	client  *client.Client
-	store   *keys.Store
-	keySrv  *keys.Server
-	peers   *federationapi.Peers
-	queues  *outbound.Queues
-	tls     *tls.Config
-	reload  func() error
-	handler http.Handler
-	ln      net.Listener
+	client *client.Client
+	store  *keys.Store
+	keySrv *keys.Server
+	peers  *federationapi.Peers
+	queues *outbound.Queues
+	// remoteKeys is the cache of other servers' users' device lists.
+	remoteKeys *userkeys.Remote
+	tls        *tls.Config
+	reload     func() error
+	handler    http.Handler
+	ln         net.Listener
 }
 
 // allowedServer is the allowlist: empty lets every server in.
@@ -109,8 +112,15 @@ func (a *App) startFederation(ctx context.Context) error {
 		return err
 	}
 	a.closers = append(a.closers, stopFwd)
+	if err := a.startDeviceListForwarder(ctx); err != nil {
+		return err
+	}
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
+	api.Directory = a.Rooms
+	if a.Keys != nil && f.remoteKeys != nil {
+		api.Keys, api.DeviceLists = a.Keys, f.remoteKeys
+	}
 	hist := history.New(a.Rooms, a.Cfg.ServerName)
 	r := chi.NewRouter()
 	r.Use(httpx.AccessLog(a.Log, metrics.Observe))

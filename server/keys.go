@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
+	"github.com/haven-chat/haven/federationapi"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi/keys"
 	"github.com/haven-chat/haven/userapi/push"
@@ -40,6 +43,30 @@ func (a *App) keySource() syncapi.KeySource {
 type keysAPI struct {
 	*keys.Service
 	sync *syncapi.Service
+	// remote answers about other servers' users (nil without federation).
+	remote *keys.Remote
+}
+
+func (k keysAPI) Query(ctx context.Context, requester string, want map[string][]string, timeout time.Duration) (*keys.QueryResponse, error) {
+	if k.remote != nil {
+		return k.remote.Query(ctx, requester, want, timeout)
+	}
+	return k.Service.Query(ctx, requester, want)
+}
+
+// openRemoteKeys starts the device lists of other servers' users (with
+// federation on), once the roomserver runs.
+func (a *App) openRemoteKeys() error {
+	if a.fed == nil || a.Rooms == nil || a.Keys == nil {
+		return nil
+	}
+	r := keys.NewRemote(a.Keys, a.fed.peers, a.Rooms, a.Log)
+	if err := r.Start(a.Bus, roomserver.Topic); err != nil {
+		return err
+	}
+	a.closers = append(a.closers, r.Close)
+	a.fed.remoteKeys = r
+	return nil
 }
 
 func (k keysAPI) KeyChanges(ctx context.Context, userID, from, to string) ([]string, []string, error) {
@@ -55,6 +82,12 @@ type deviceObservers struct {
 	push atomic.Pointer[push.Service]
 }
 
+func (d *deviceObservers) DeviceRenamed(ctx context.Context, userID, deviceID string) {
+	if d.keys != nil {
+		d.keys.DeviceRenamed(ctx, userID, deviceID)
+	}
+}
+
 func (d *deviceObservers) DevicesChanged(ctx context.Context, userID string, added, deleted []string) {
 	if d.keys != nil {
 		d.keys.DevicesChanged(ctx, userID, added, deleted)
@@ -64,4 +97,28 @@ func (d *deviceObservers) DevicesChanged(ctx context.Context, userID string, add
 			logging.From(ctx).WithError(err).WithField("user_id", userID).Error("push: delete the pushers of deleted devices")
 		}
 	}
+}
+
+// remoteKeys is the cache of other servers' users' device lists (nil
+// without federation).
+func (a *App) remoteKeys() *keys.Remote {
+	if a.fed == nil {
+		return nil
+	}
+	return a.fed.remoteKeys
+}
+
+// startDeviceListForwarder sends our users' device list changes to the
+// servers sharing a room with them.
+func (a *App) startDeviceListForwarder(ctx context.Context) error {
+	if a.Keys == nil || a.Rooms == nil {
+		return nil
+	}
+	fwd := &federationapi.DeviceListForwarder{ServerName: a.Cfg.ServerName, Keys: a.Keys, Rooms: a.Rooms, Queue: a.fed.queues, Log: a.Log}
+	stop, err := fwd.Start(context.WithoutCancel(ctx), a.Bus, keys.TopicDeviceLists)
+	if err != nil {
+		return err
+	}
+	a.closers = append(a.closers, stop)
+	return nil
 }

@@ -29,6 +29,7 @@ func (a *App) wireRooms(ctx context.Context, api *clientapi.API, users *userapi.
 	rs, err := roomserver.New(ctx, a.DB, a.Bus, users, a.accountChecker(users), roomserver.Options{
 		ServerName: a.Cfg.ServerName, Key: a.Key, DefaultVersion: a.Cfg.DefaultRoomVersion, Aliases: a.aliasNamespaces(), Direct: users,
 		Fetcher: a.fetcher(), Federation: a.roomFederation(),
+		Spaces: a.spaceFetcher(),
 	})
 	if err != nil {
 		return err

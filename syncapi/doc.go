@@ -24,8 +24,10 @@
 // order_by recent (what Element asks for) pages through all of them. A
 // full page always carries next_batch (the page after the last hit is empty
 // and has none), as Synapse's does.
-// /user_directory/search (userdir.go) is one query over room_state and
-// userapi's profiles table.
+// /user_directory/search (userdir.go) is two queries over room_state:
+// members with a profile in userapi's profiles table (this server's
+// users), and members without one (other servers' users) by the display
+// name and avatar of their member events.
 //
 // Relations (relations.go, threads.go): /relations and /threads read the
 // events' relates_to and rel_type columns. Every event served to a client

@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -26,14 +27,19 @@ const (
 	maxDirectoryLimit = 100
 	// directoryScan bounds the candidate rows one search reads.
 	directoryScan = 2000
+	// maxDirectoryText bounds a display name or avatar URL taken from a
+	// member event.
+	maxDirectoryText = 1024
 )
 
 // UserDirectory finds users who share a room with the searcher or are
 // joined to a public room (published in the directory, or with the
 // public join rule), whose user ID localpart or display name (any word of
-// it) starts with every word of the term. One query: the joined members
-// of those rooms (roomserver's room_state) with their profiles
-// (userapi's profiles), narrowed by the first word in SQL.
+// it) starts with every word of the term. Two queries, each narrowed by
+// the first word in SQL: the joined members of those rooms (roomserver's
+// room_state) with a profile here (userapi's profiles: this server's
+// users), and those without one (other servers' users), with the display
+// name and avatar of their member events.
 func (s *Service) UserDirectory(ctx context.Context, userID, term string, limit int) (*UserDirectoryResponse, error) {
 	if limit <= 0 {
 		limit = 10
@@ -65,17 +71,15 @@ func (s *Service) UserDirectory(ctx context.Context, userID, term string, limit 
 		}
 	}
 	first = likeEscape(first)
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT m.state_key, p.displayname, p.avatar_url FROM room_state m LEFT JOIN profiles p ON p.user_id = m.state_key
-WHERE m.type = 'm.room.member' AND m.membership = 'join'
-AND (m.room_id IN ($1) OR m.room_id IN (SELECT room_id FROM rooms WHERE published = $2)
-  OR m.room_id IN (SELECT j.room_id FROM room_state j JOIN events e ON e.event_id = j.event_id
-    WHERE j.state_key = '' AND j.type = 'm.room.join_rules' AND e.json LIKE '%"join_rule":"public"%'))
+	// Users with a profile here (this server's users) are found by it;
+	// the others (other servers' users) by their member events.
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT m.state_key, p.displayname, p.avatar_url FROM room_state m JOIN profiles p ON p.user_id = m.state_key
+WHERE m.type = 'm.room.member' AND m.membership = 'join' AND `+directoryRooms+`
 AND (LOWER(m.state_key) LIKE $3 ESCAPE '\' OR LOWER(p.displayname) LIKE $4 ESCAPE '\' OR LOWER(p.displayname) LIKE $5 ESCAPE '\')
 LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan)
 	if err != nil {
 		return nil, fmt.Errorf("user directory: %w", err)
 	}
-	defer rows.Close()
 	var found []UserDirectoryResult
 	scanned := 0
 	for rows.Next() {
@@ -83,6 +87,7 @@ LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan
 		var r UserDirectoryResult
 		var name, avatar *string
 		if err := rows.Scan(&r.UserID, &name, &avatar); err != nil {
+			rows.Close()
 			return nil, err
 		}
 		r.DisplayName, r.AvatarURL = nonEmpty(name), nonEmpty(avatar)
@@ -90,9 +95,16 @@ LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan
 			found = append(found, r)
 		}
 	}
-	if err := rows.Err(); err != nil {
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
 		return nil, fmt.Errorf("user directory: %w", err)
 	}
+	remote, remoteScanned, err := s.directoryByMemberEvents(ctx, joined, words, first)
+	if err != nil {
+		return nil, err
+	}
+	found = append(found, remote...)
 	sort.Slice(found, func(i, j int) bool {
 		a, b := directoryKey(found[i]), directoryKey(found[j])
 		if a != b {
@@ -103,7 +115,7 @@ LIMIT $6`, joined, true, "@"+first+"%", first+"%", "% "+first+"%", directoryScan
 	if len(found) > limit {
 		found, resp.Limited = found[:limit], true
 	}
-	if scanned == directoryScan {
+	if scanned == directoryScan || remoteScanned == directoryScan {
 		resp.Limited = true // candidates were left unread
 	}
 	resp.Results = append(resp.Results, found...)
@@ -163,4 +175,69 @@ func asciiPrefix(s string) string {
 func likeEscape(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 	return r.Replace(s)
+}
+
+// directoryRooms is the rooms whose joined members the directory shows:
+// the searcher's ($1), the published ones ($2) and those anyone may join.
+const directoryRooms = `(m.room_id IN ($1) OR m.room_id IN (SELECT room_id FROM rooms WHERE published = $2)
+  OR m.room_id IN (SELECT j.room_id FROM room_state j JOIN events e ON e.event_id = j.event_id
+    WHERE j.state_key = '' AND j.type = 'm.room.join_rules' AND e.json LIKE '%"join_rule":"public"%'))`
+
+// directoryByMemberEvents finds the users without a profile here (other
+// servers' users) among the joined members of the directory's rooms, by
+// the display name and avatar of their member events (one of them when
+// their rooms differ). The SQL narrows the candidates by the first word
+// appearing in the member event (likeFirst is LIKE-escaped); the words are
+// then matched in full. It returns how many rows it read.
+func (s *Service) directoryByMemberEvents(ctx context.Context, joined, words []string, likeFirst string) ([]UserDirectoryResult, int, error) {
+	// In the event's JSON, a word with a quote or a backslash is escaped:
+	// only the part before them can be looked for.
+	jsonFirst := likeFirst
+	if i := strings.IndexAny(jsonFirst, `"`+"\\"); i >= 0 {
+		jsonFirst = jsonFirst[:i]
+	}
+	rows, err := s.db.Query(ctx, `SELECT m.state_key, e.json FROM room_state m JOIN events e ON e.event_id = m.event_id
+LEFT JOIN profiles p ON p.user_id = m.state_key
+WHERE m.type = 'm.room.member' AND m.membership = 'join' AND p.user_id IS NULL AND `+directoryRooms+`
+AND (LOWER(m.state_key) LIKE $3 ESCAPE '\' OR LOWER(e.json) LIKE $4 ESCAPE '\')
+LIMIT $5`, joined, true, "@"+likeFirst+"%", "%"+jsonFirst+"%", directoryScan)
+	if err != nil {
+		return nil, 0, fmt.Errorf("user directory (member events): %w", err)
+	}
+	defer rows.Close()
+	var found []UserDirectoryResult
+	seen := map[string]bool{}
+	scanned := 0
+	for rows.Next() {
+		scanned++
+		var userID, js string
+		if err := rows.Scan(&userID, &js); err != nil {
+			return nil, 0, err
+		}
+		if seen[userID] {
+			continue
+		}
+		var ev struct {
+			Content struct {
+				DisplayName any `json:"displayname"`
+				AvatarURL   any `json:"avatar_url"`
+			} `json:"content"`
+		}
+		_ = json.Unmarshal([]byte(js), &ev)
+		r := UserDirectoryResult{UserID: userID}
+		if v, ok := ev.Content.DisplayName.(string); ok && v != "" && len(v) <= maxDirectoryText {
+			r.DisplayName = &v
+		}
+		if v, ok := ev.Content.AvatarURL.(string); ok && v != "" && len(v) <= maxDirectoryText {
+			r.AvatarURL = &v
+		}
+		if directoryMatch(r, words) {
+			seen[userID] = true
+			found = append(found, r)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("user directory (member events): %w", err)
+	}
+	return found, scanned, nil
 }

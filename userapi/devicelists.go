@@ -13,8 +13,8 @@ func (s *Service) devicesChanged(ctx context.Context, userID string, added, dele
 
 // deviceRenamed tells the device list stream that a device of userID was
 // renamed (its name is in other users' /keys/query answers).
-func (s *Service) deviceRenamed(ctx context.Context, userID string) {
+func (s *Service) deviceRenamed(ctx context.Context, userID, deviceID string) {
 	if s.opts.DeviceLists != nil {
-		s.opts.DeviceLists.DevicesChanged(ctx, userID, nil, nil)
+		s.opts.DeviceLists.DeviceRenamed(ctx, userID, deviceID)
 	}
 }

@@ -93,7 +93,7 @@ func (s *Service) SetDeviceName(ctx context.Context, userID, deviceID, name stri
 	// The cached Device carries the display name; let it reload.
 	s.revokeCachedOnly(hash)
 	// Others see the name in /keys/query: a device list change.
-	s.deviceRenamed(ctx, userID)
+	s.deviceRenamed(ctx, userID, deviceID)
 	return nil
 }
 

@@ -31,10 +31,11 @@ type RegistrationTokens interface {
 }
 
 // DeviceListener hears of devices added (login, registration), deleted or
-// renamed (both lists empty) after the change committed: userapi/keys
-// records it on the device list stream and drops the deleted devices' keys.
+// renamed after the change committed: userapi/keys records it on the
+// device list stream and drops the deleted devices' keys.
 type DeviceListener interface {
 	DevicesChanged(ctx context.Context, userID string, added, deleted []string)
+	DeviceRenamed(ctx context.Context, userID, deviceID string)
 }
 
 // AppServices are the application services as accounts see them

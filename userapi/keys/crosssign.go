@@ -216,7 +216,7 @@ func (s *Service) UploadSigningKeys(ctx context.Context, userID string, req Sign
 		return ErrAuthNeeded
 	}
 	now := s.now().UnixMilli()
-	err = s.changeDeviceList(ctx, userID, func(tx *storage.Tx) (bool, error) {
+	err = s.changeDeviceList(ctx, userID, listChange{crossSigning: true}, func(tx *storage.Tx) (bool, error) {
 		changed := false
 		for _, typ := range []string{KeyMaster, KeySelfSigning, KeyUserSigning} {
 			k, ok := keys[typ]
@@ -380,7 +380,21 @@ func (s *Service) UploadSignatures(ctx context.Context, userID string, req map[s
 	if len(rows) == 0 {
 		return failures, nil
 	}
-	err = s.changeDeviceList(ctx, userID, func(tx *storage.Tx) (bool, error) {
+	// Signatures on the user's own devices and master key are part of
+	// what other servers are told; those on other users' keys are not.
+	var c listChange
+	var signed []string
+	for _, r := range rows {
+		switch {
+		case r.targetUser != userID:
+		case r.targetKey == masterPub:
+			c.crossSigning = true
+		default:
+			signed = append(signed, r.targetKey)
+		}
+	}
+	c.devices = sortedUnique(signed)
+	err = s.changeDeviceList(ctx, userID, c, func(tx *storage.Tx) (bool, error) {
 		for _, r := range rows {
 			if _, err := tx.Exec(ctx, `INSERT INTO key_signatures (target_user, target_key, signer_user, signer_key, signature) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (target_user, target_key, signer_user, signer_key) DO UPDATE SET signature = excluded.signature`,

@@ -5,7 +5,9 @@
 // Tables owned: device_keys, one_time_keys, fallback_keys,
 // cross_signing_keys, key_signatures, device_list_changes, to_device,
 // to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
-// key_stream_positions (0007); one_time_keys.upload_seq (0013).
+// key_stream_positions (0007); one_time_keys.upload_seq (0013);
+// remote_device_lists, remote_device_keys, remote_cross_signing_keys (0021,
+// Remote).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
@@ -51,14 +53,40 @@
 // Cross-signing uploads need user-interactive auth except when the user has
 // no master key yet or re-uploads exactly the stored keys (spec v1.11,
 // MSC3967): UploadSigningKeys decides under the user's lock and returns
-// ErrAuthNeeded, and the client API then runs the password stage. Remote users are not asked: their
-// servers are reported in "failures" and to-device messages to them are
-// dropped.
+// ErrAuthNeeded, and the client API then runs the password stage.
+//
+// Other servers (remote.go, federation.go; with federation on). A device
+// list change takes one position per device it names (DeviceListNotice:
+// Devices, Prev, CrossSigning), so the m.device_list_update EDUs sent for
+// it (OutboundUpdates; federationapi's DeviceListForwarder queues them to
+// the servers sharing a room with the user) carry stream IDs that chain
+// from the user's previous position, and the stream_id that
+// LocalUserDevices (GET /user/devices) answers is the user's position on
+// the device list stream. Remote keeps the lists of other servers' users
+// who share a room with ours ("tracked"): filled by a /keys/query that
+// asked their server (stream_id 0) or by a refetch (Resync, GET
+// /user/devices), kept current by their m.device_list_update (applied
+// when every prev_id is at or below the stored stream_id; otherwise the
+// list is marked stale and refetched in the background, at most 4 at a
+// time) and m.signing_key_update EDUs. An update of a user sharing a room
+// but not tracked starts tracking them. Each applied update or refetch is
+// a change on the device list stream, so /sync and /keys/changes report
+// it like a local one. A leave or ban (the roomserver's room_events)
+// ends tracking of whoever shares no room with ours any more, and Start
+// checks every tracked user once. Remote.Query answers /keys/query: our
+// users here, tracked users from the cache, the others from their servers
+// in parallel (at most timeout, 10 s by default; a server that fails is
+// in "failures"). Without federation, other servers are reported in
+// "failures". To-device messages and /keys/claim across servers are
+// handled elsewhere.
 //
 // Goroutines: the acknowledgement deleter (stopped by Close, which deletes
-// what is queued); the bus delivers TopicKeyCounts on NATS's.
+// what is queued); the bus delivers TopicKeyCounts on NATS's. Remote: the
+// refetches (stopped and waited for by Remote.Close), the start-up check,
+// and one goroutine per server asked during a /keys/query.
 //
-// Lock order: the per-user keyed lock (userLocks), then the sequencers'
-// locks; the cache's mutex is a leaf. Nothing waits for anything but the
+// Lock order: the per-user keyed lock (userLocks; also taken for other
+// servers' users while their cached list changes), then the sequencers'
+// locks; Remote.mu is a leaf; the cache's mutex is a leaf. Nothing waits for anything but the
 // database while holding a lock.
 package keys

@@ -2,8 +2,12 @@ package keys
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,10 +44,17 @@ type ToDeviceNotice struct {
 }
 
 // DeviceListNotice is published after a change of a user's device list
-// commits, in position order.
+// commits, in position order. A change of n devices takes n positions, the
+// last of which is Pos: Devices[i] changed at Pos-n+1+i (the stream IDs of
+// the m.device_list_update EDUs sent to other servers). Prev is the user's
+// position before the change (0: none), CrossSigning says the user's
+// master or self-signing key (or a signature on it) changed.
 type DeviceListNotice struct {
-	UserID string `json:"user_id"`
-	Pos    int64  `json:"pos"`
+	UserID       string   `json:"user_id"`
+	Pos          int64    `json:"pos"`
+	Prev         int64    `json:"prev,omitempty"`
+	Devices      []string `json:"devices,omitempty"`
+	CrossSigning bool     `json:"cross_signing,omitempty"`
 }
 
 type countsNotice struct {
@@ -222,14 +233,25 @@ const (
 const upsertStreamPosition = `INSERT INTO key_stream_positions (stream, pos) VALUES ($1, $2)
 ON CONFLICT (stream) DO UPDATE SET pos = excluded.pos WHERE key_stream_positions.pos < excluded.pos`
 
+// listChange says what a device list change touches: the devices whose
+// keys, names or existence changed, and the cross-signing keys.
+type listChange struct {
+	devices      []string
+	crossSigning bool
+}
+
 // changeDeviceList runs write in a transaction together with the record of
 // a change of userID's device list (when write reports changed), and
-// publishes the change after the commit.
-func (s *Service) changeDeviceList(ctx context.Context, userID string, write func(tx *storage.Tx) (changed bool, err error)) error {
-	pos := s.dlSeq.Next()
+// publishes the change after the commit. It takes one position per device
+// of c (at least one).
+func (s *Service) changeDeviceList(ctx context.Context, userID string, c listChange, write func(tx *storage.Tx) (changed bool, err error)) error {
+	n := max(1, len(c.devices))
+	first := s.dlSeq.NextN(n)
+	pos := first + int64(n) - 1
 	changed := false
+	var prev int64
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		c, err := write(tx)
+		ch, err := write(tx)
 		if err != nil {
 			return err
 		}
@@ -237,8 +259,12 @@ func (s *Service) changeDeviceList(ctx context.Context, userID string, write fun
 		if _, err := tx.Exec(ctx, upsertStreamPosition, streamDeviceLists, pos); err != nil {
 			return fmt.Errorf("record device list position: %w", err)
 		}
-		if !c {
+		if !ch {
 			return nil
+		}
+		prev = 0
+		if err := tx.QueryRow(ctx, `SELECT pos FROM device_list_changes WHERE user_id = $1`, userID).Scan(&prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("select device list position of %s: %w", userID, err)
 		}
 		if _, err := tx.Exec(ctx, upsertDeviceListChange, userID, pos); err != nil {
 			return fmt.Errorf("record device list change of %s: %w", userID, err)
@@ -248,7 +274,10 @@ func (s *Service) changeDeviceList(ctx context.Context, userID string, write fun
 	})
 	var payload any
 	if err == nil && changed {
-		payload = DeviceListNotice{UserID: userID, Pos: pos}
+		payload = DeviceListNotice{UserID: userID, Pos: pos, Prev: prev, Devices: c.devices, CrossSigning: c.crossSigning}
+	}
+	for p := first; p < pos; p++ {
+		s.dlSeq.Done(p, nil)
 	}
 	s.dlSeq.Done(pos, payload)
 	return err
@@ -280,7 +309,7 @@ func (s *Service) DevicesChanged(ctx context.Context, userID string, added, dele
 	unlock := s.userLocks.Lock(userID)
 	defer unlock()
 	gone := append(append([]string{}, added...), deleted...)
-	err := s.changeDeviceList(ctx, userID, func(tx *storage.Tx) (bool, error) {
+	err := s.changeDeviceList(ctx, userID, listChange{devices: sortedUnique(gone)}, func(tx *storage.Tx) (bool, error) {
 		if len(gone) == 0 {
 			return true, nil
 		}
@@ -310,6 +339,28 @@ func (s *Service) DevicesChanged(ctx context.Context, userID string, added, dele
 	if err != nil {
 		logging.From(ctx).WithError(err).WithField("user_id", userID).Error("cannot record device list change")
 	}
+}
+
+// DeviceRenamed records the rename of a device of userID (its name is in
+// other users' /keys/query answers and in the updates sent to other
+// servers).
+func (s *Service) DeviceRenamed(ctx context.Context, userID, deviceID string) {
+	unlock := s.userLocks.Lock(userID)
+	defer unlock()
+	err := s.changeDeviceList(ctx, userID, listChange{devices: []string{deviceID}}, func(*storage.Tx) (bool, error) { return true, nil })
+	if err != nil {
+		logging.From(ctx).WithError(err).WithField("user_id", userID).Error("cannot record device list change")
+	}
+}
+
+// sortedUnique returns the strings sorted, each once.
+func sortedUnique(list []string) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	out := append([]string{}, list...)
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // ---- key counts cache ----

@@ -220,7 +220,7 @@ used = CASE WHEN fallback_keys.key_id = excluded.key_id AND fallback_keys.key_js
 	}
 	var err error
 	if dkStored != nil {
-		err = s.changeDeviceList(ctx, userID, write)
+		err = s.changeDeviceList(ctx, userID, listChange{devices: []string{deviceID}}, write)
 	} else {
 		err = s.db.Write(ctx, func(tx *storage.Tx) error { _, err := write(tx); return err })
 	}
