@@ -3,6 +3,7 @@ package sytest
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -313,19 +314,34 @@ type uploadedKeys struct {
 }
 
 // uploadDeviceAndOTKs uploads signed device keys and two signed one-time
-// keys for the client's device, to whichever server it is on.
+// keys for the client's device, to whichever server it is on. The
+// curve25519 keys are random but, as a client's, unpadded base64 of 32
+// bytes: Dendrite decodes them.
 func uploadDeviceAndOTKs(t *testing.T, cli *mautrix.Client) uploadedKeys {
 	t.Helper()
+	curve := func() string {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawStdEncoding.EncodeToString(b)
+	}
+	user, dev := cli.UserID.String(), cli.DeviceID.String()
 	k := uploadedKeys{device: newTestKey(t), otks: map[string]string{}}
 	otks := map[string]json.RawMessage{}
 	for _, kid := range []string{"signed_curve25519:AAAAAQ", "signed_curve25519:AAAAAg"} {
-		k.otks[kid] = "otk-" + kid[len(kid)-2:] + "-" + k.device.pub[:12]
-		otks[kid] = k.device.sign(t, cli.UserID.String(), "ed25519:"+cli.DeviceID.String(), map[string]any{"key": k.otks[kid]})
+		k.otks[kid] = curve()
+		otks[kid] = k.device.sign(t, user, "ed25519:"+dev, map[string]any{"key": k.otks[kid]})
 	}
+	deviceKeys := k.device.sign(t, user, "ed25519:"+dev, map[string]any{
+		"user_id": user, "device_id": dev,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]string{"ed25519:" + dev: k.device.pub, "curve25519:" + dev: curve()},
+	})
 	var resp struct {
 		Counts map[string]int `json:"one_time_key_counts"`
 	}
-	body := map[string]any{"device_keys": deviceKeysOf(t, cli, k.device), "one_time_keys": otks}
+	body := map[string]any{"device_keys": deviceKeys, "one_time_keys": otks}
 	if _, err := cli.MakeRequest(context.Background(), "POST", cli.BuildClientURL("v3", "keys", "upload"), body, &resp); err != nil {
 		t.Fatalf("%s uploads its keys: %v", cli.UserID, err)
 	}
