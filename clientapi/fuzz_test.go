@@ -31,7 +31,7 @@ func (fuzzStub) Upload(context.Context, string, string, keys.UploadRequest) (map
 func (fuzzStub) Query(context.Context, string, map[string][]string, time.Duration) (*keys.QueryResponse, error) {
 	return &keys.QueryResponse{}, nil
 }
-func (fuzzStub) Claim(context.Context, map[string]map[string]string) (*keys.ClaimResponse, error) {
+func (fuzzStub) ClaimKeys(context.Context, map[string]map[string]string, time.Duration) (*keys.ClaimResponse, error) {
 	return &keys.ClaimResponse{}, nil
 }
 func (fuzzStub) UploadSigningKeys(context.Context, string, keys.SigningKeys, bool) error { return nil }

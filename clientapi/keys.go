@@ -19,7 +19,8 @@ type keysService interface {
 	Upload(ctx context.Context, userID, deviceID string, req keys.UploadRequest) (map[string]int, error)
 	// Query waits at most timeout (0: its default) for other servers.
 	Query(ctx context.Context, requester string, want map[string][]string, timeout time.Duration) (*keys.QueryResponse, error)
-	Claim(ctx context.Context, want map[string]map[string]string) (*keys.ClaimResponse, error)
+	// ClaimKeys also asks other servers, each for at most timeout.
+	ClaimKeys(ctx context.Context, want map[string]map[string]string, timeout time.Duration) (*keys.ClaimResponse, error)
 	// UploadSigningKeys returns keys.ErrAuthNeeded when, not authed, the
 	// upload needs user-interactive auth.
 	UploadSigningKeys(ctx context.Context, userID string, req keys.SigningKeys, authed bool) error
@@ -119,6 +120,8 @@ func (h *keysHandlers) query(w http.ResponseWriter, r *http.Request) error {
 func (h *keysHandlers) claim(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+		// Timeout is the wait for other servers in milliseconds (10 s).
+		Timeout *int64 `json:"timeout"`
 	}
 	if err := httpx.DecodeJSON(r, &req, keysClaimBody); err != nil {
 		return err
@@ -126,7 +129,7 @@ func (h *keysHandlers) claim(w http.ResponseWriter, r *http.Request) error {
 	if req.OneTimeKeys == nil {
 		return merr.MissingParam("Missing one_time_keys")
 	}
-	resp, err := h.svc.Claim(r.Context(), req.OneTimeKeys)
+	resp, err := h.svc.ClaimKeys(r.Context(), req.OneTimeKeys, keys.ClaimTimeout(req.Timeout))
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ type keysTestService struct {
 	sent      []string
 	needAuth  bool
 	uiaCalled bool
+	// claimTimeouts are the waits for other servers of the claims.
+	claimTimeouts []time.Duration
 }
 
 func (f *keysTestService) Upload(_ context.Context, userID, deviceID string, req keys.UploadRequest) (map[string]int, error) {
@@ -42,7 +45,8 @@ func (f *keysTestService) Upload(_ context.Context, userID, deviceID string, req
 func (f *keysTestService) Query(_ context.Context, requester string, want map[string][]string, _ time.Duration) (*keys.QueryResponse, error) {
 	return &keys.QueryResponse{DeviceKeys: map[string]map[string]json.RawMessage{}}, nil
 }
-func (f *keysTestService) Claim(_ context.Context, want map[string]map[string]string) (*keys.ClaimResponse, error) {
+func (f *keysTestService) ClaimKeys(_ context.Context, want map[string]map[string]string, timeout time.Duration) (*keys.ClaimResponse, error) {
+	f.claimTimeouts = append(f.claimTimeouts, timeout)
 	return &keys.ClaimResponse{}, nil
 }
 func (f *keysTestService) UploadSigningKeys(_ context.Context, _ string, _ keys.SigningKeys, authed bool) error {
@@ -89,6 +93,9 @@ func TestKeysHandlers(t *testing.T) {
 		{"query wrong type", "POST", v + "/keys/query", "tok", `{"device_keys":{"@b:x":"DEV"}}`, 400, "M_BAD_JSON", ""},
 		{"claim missing", "POST", v + "/keys/claim", "tok", `{}`, 400, "M_MISSING_PARAM", ""},
 		{"claim", "POST", v + "/keys/claim", "tok", `{"one_time_keys":{"@b:x":{"D":"signed_curve25519"}}}`, 200, "", ""},
+		{"claim timeout", "POST", v + "/keys/claim", "tok", `{"one_time_keys":{},"timeout":2500}`, 200, "", ""},
+		{"claim long timeout", "POST", v + "/keys/claim", "tok", `{"one_time_keys":{},"timeout":3600000}`, 200, "", ""},
+		{"claim bad timeout", "POST", v + "/keys/claim", "tok", `{"one_time_keys":{},"timeout":"soon"}`, 400, "M_BAD_JSON", ""},
 		{"changes", "GET", v + "/keys/changes?from=s1&to=s2", "tok", ``, 200, "", `"changed":["@a:x"]`},
 		{"changes without from", "GET", v + "/keys/changes", "tok", ``, 400, "M_MISSING_PARAM", ""},
 		{"signing without auth", "POST", v + "/keys/device_signing/upload", "tok", `{"master_key":{}}`, 200, "", ""},
@@ -125,6 +132,10 @@ func TestKeysHandlers(t *testing.T) {
 	}
 	if len(fk.sent) != 1 || fk.sent[0] != "@a:x|DEV|m.test|t 1" {
 		t.Fatalf("sent %v", fk.sent)
+	}
+	// Claims wait 10 s for other servers unless they say otherwise (at most a minute).
+	if want := []time.Duration{10 * time.Second, 2500 * time.Millisecond, time.Minute}; !slices.Equal(fk.claimTimeouts, want) {
+		t.Fatalf("claim timeouts %v, want %v", fk.claimTimeouts, want)
 	}
 
 	// A cross-signing upload that needs auth asks for it (UIA 401 without errcode).

@@ -37,10 +37,12 @@ type Users interface {
 	OpenIDUser(ctx context.Context, token string) (userID string, err error)
 }
 
-// Ephemeral takes the EDUs of inbound transactions (typing, receipts).
+// Ephemeral takes the EDUs of inbound transactions (typing, receipts,
+// presence; ephemeral.go).
 type Ephemeral interface {
 	SetTyping(ctx context.Context, userID, roomID string, typing bool, timeout time.Duration) error
-	SetReceipt(ctx context.Context, userID, roomID, rtype, eventID, threadID string) error
+	SetRemoteReceipt(ctx context.Context, userID, roomID string, eventIDs []string, threadID string, ts int64) error
+	SetRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error
 }
 
 // API serves the Server-Server API's inbound endpoints.
@@ -54,6 +56,9 @@ type API struct {
 	// endpoints answer M_UNRECOGNIZED and the EDUs are dropped).
 	Keys        LocalKeys
 	DeviceLists DeviceListUpdates
+	// ToDevice and KeyClaims are the key service (todevice.go, keyclaim.go).
+	ToDevice  ToDeviceInbox
+	KeyClaims KeyClaims
 	// Verifier checks other servers' signatures on events.
 	Verifier gomatrixserverlib.JSONVerifier
 	Log      *logrus.Logger
@@ -62,7 +67,8 @@ type API struct {
 	// hierarchy to other servers (directory.go).
 	Directory Directory
 
-	txns *lru.Cache[string, []byte]
+	txns    *lru.Cache[string, []byte]
+	flights txnFlights
 }
 
 // Routes mounts the endpoints of this package under /_matrix/federation
@@ -86,6 +92,7 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/v1/query/directory", h(a.queryDirectory))
 	a.directoryRoutes(r)
 	a.deviceListRoutes(r)
+	a.keyClaimRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.

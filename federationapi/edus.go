@@ -3,6 +3,8 @@ package federationapi
 import (
 	"context"
 	"encoding/json"
+	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
@@ -26,19 +28,46 @@ type Subscriber interface {
 	Subscribe(topic string, fn func(data []byte)) (func(), error)
 }
 
-// EDUForwarder sends the typing notices and public read receipts of this
-// server's users to the other servers in their rooms.
+// EDUForwarder sends the typing notices, public read receipts and (with
+// StartPresence, presence.go) the presence of this server's users to the
+// other servers that share their rooms.
+//
+// Typing: the EDU carries no timeout, and the spec leaves the stop to the
+// user's server. The forwarder keeps the typing users of this server
+// (typers): it sends typing:true when one starts, again every
+// typingRefresh while they type (the other server's safety timeout ends a
+// typing it hears nothing more of), and typing:false when they stop or
+// their own timeout passes.
 type EDUForwarder struct {
 	ServerName string
 	Rooms      RoomServers
 	Queue      EDUQueue
-	Log        *logrus.Logger
+	// Presence is the sync engine's presence, for StartPresence.
+	Presence PresenceSource
+	Log      *logrus.Logger
+
+	mu     sync.Mutex
+	typers map[typerKey]*typer
+}
+
+// typingRefresh is how often a user who goes on typing is said again to
+// type; other servers end a typing they hear nothing of after a timeout
+// (Haven's remoteTypingTimeout, 60 s; Synapse's 60 s).
+const typingRefresh = 20 * time.Second
+
+type typerKey struct{ room, user string }
+
+// typer is one of our users typing in a room with other servers in it.
+type typer struct {
+	expires time.Time // their own timeout
+	sent    time.Time // typing:true last queued
 }
 
 // Start subscribes to the sync engine's typing and receipt notices (the
-// topics' names given by the caller); the returned function stops it.
+// topics' names given by the caller) and starts the typing ticker; the
+// returned function stops them.
 func (f *EDUForwarder) Start(ctx context.Context, bus Subscriber, typingTopic, receiptTopic string) (func(), error) {
-	stopT, err := bus.Subscribe(typingTopic, func(data []byte) { f.typing(ctx, data) })
+	stopT, err := bus.Subscribe(typingTopic, func(data []byte) { f.typing(ctx, data, time.Now()) })
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +76,21 @@ func (f *EDUForwarder) Start(ctx context.Context, bus Subscriber, typingTopic, r
 		stopT()
 		return nil, err
 	}
-	return func() { stopT(); stopR() }, nil
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				f.typingTick(ctx, now)
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { stopT(); stopR(); once.Do(func() { close(done) }) }, nil
 }
 
 func (f *EDUForwarder) remoteServers(ctx context.Context, roomID string) []string {
@@ -79,12 +122,65 @@ func (f *EDUForwarder) queue(ctx context.Context, roomID, typ string, content an
 	}
 }
 
-func (f *EDUForwarder) typing(ctx context.Context, data []byte) {
+// typing takes a typing notice: a start (or a renewal, sent on only
+// every typingRefresh) or a stop of one of our users typing.
+func (f *EDUForwarder) typing(ctx context.Context, data []byte, now time.Time) {
 	var n syncapi.TypingNotice
 	if json.Unmarshal(data, &n) != nil || ids.ServerOf(n.UserID, '@') != f.ServerName {
 		return
 	}
-	f.queue(ctx, n.RoomID, "m.typing", map[string]any{"room_id": n.RoomID, "user_id": n.UserID, "typing": n.Typing})
+	k := typerKey{n.RoomID, n.UserID}
+	f.mu.Lock()
+	t := f.typers[k]
+	send := false
+	if n.Typing {
+		if t == nil {
+			if f.typers == nil {
+				f.typers = make(map[typerKey]*typer)
+			}
+			t = &typer{}
+			f.typers[k] = t
+		}
+		t.expires = time.UnixMilli(n.ExpiresMS)
+		if send = now.Sub(t.sent) >= typingRefresh; send {
+			t.sent = now
+		}
+	} else if t != nil {
+		delete(f.typers, k)
+		send = true
+	}
+	f.mu.Unlock()
+	if send {
+		f.sendTyping(ctx, k, n.Typing)
+	}
+}
+
+// typingTick sends the stop of the typings whose timeout passed and says
+// again that those who go on typing type.
+func (f *EDUForwarder) typingTick(ctx context.Context, now time.Time) {
+	var stops, renews []typerKey
+	f.mu.Lock()
+	for k, t := range f.typers {
+		switch {
+		case now.After(t.expires):
+			delete(f.typers, k)
+			stops = append(stops, k)
+		case now.Sub(t.sent) >= typingRefresh:
+			t.sent = now
+			renews = append(renews, k)
+		}
+	}
+	f.mu.Unlock()
+	for _, k := range stops {
+		f.sendTyping(ctx, k, false)
+	}
+	for _, k := range renews {
+		f.sendTyping(ctx, k, true)
+	}
+}
+
+func (f *EDUForwarder) sendTyping(ctx context.Context, k typerKey, typing bool) {
+	f.queue(ctx, k.room, "m.typing", map[string]any{"room_id": k.room, "user_id": k.user, "typing": typing})
 }
 
 func (f *EDUForwarder) receipt(ctx context.Context, data []byte) {

@@ -71,20 +71,34 @@ func (users) OpenIDUser(_ context.Context, token string) (string, error) {
 type ephemeral struct {
 	mu       sync.Mutex
 	typing   []string // user|room|typing
-	receipts []string // user|room|event
+	receipts []string // user|room|last event
+	// presence: user|presence|status|last_active_ago|currently_active
+	presence      []string
+	typingTimeout time.Duration
+	// threads: the thread IDs of the receipts
+	threads []string
 }
 
-func (e *ephemeral) SetTyping(_ context.Context, userID, roomID string, typing bool, _ time.Duration) error {
+func (e *ephemeral) SetTyping(_ context.Context, userID, roomID string, typing bool, timeout time.Duration) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.typing = append(e.typing, fmt.Sprintf("%s|%s|%v", userID, roomID, typing))
+	e.typingTimeout = timeout
 	return nil
 }
 
-func (e *ephemeral) SetReceipt(_ context.Context, userID, roomID, _, eventID, _ string) error {
+func (e *ephemeral) SetRemoteReceipt(_ context.Context, userID, roomID string, eventIDs []string, threadID string, _ int64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.receipts = append(e.receipts, userID+"|"+roomID+"|"+eventID)
+	e.receipts = append(e.receipts, userID+"|"+roomID+"|"+eventIDs[len(eventIDs)-1])
+	e.threads = append(e.threads, threadID)
+	return nil
+}
+
+func (e *ephemeral) SetRemotePresence(_ context.Context, userID, presence, statusMsg string, lastActiveAgo int64, currentlyActive bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.presence = append(e.presence, fmt.Sprintf("%s|%s|%s|%d|%v", userID, presence, statusMsg, lastActiveAgo, currentlyActive))
 	return nil
 }
 

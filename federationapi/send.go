@@ -6,13 +6,11 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/federationapi/origin"
 	"github.com/haven-chat/haven/internal/httpx"
-	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
 )
@@ -43,7 +41,8 @@ type pduResult struct {
 // send takes a transaction: each PDU goes through the roomserver's input
 // checks on its own (a failed one is reported in the answer, never fails
 // the others), then the EDUs go to their owners. A transaction ID seen
-// from the same origin before answers as it did.
+// from the same origin before answers as it did, and one being processed
+// is processed once (txnonce.go).
 func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	from := origin.From(ctx)
@@ -52,9 +51,17 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	key := from + "\x00" + txnID
-	if prev, ok := a.txns.Get(key); ok {
+	// A transaction seen before answers as it did; one being processed
+	// (the sender retried while we worked) waits for that answer.
+	prev, done, err := a.flights.begin(ctx, a.txns, key)
+	if err != nil {
+		return err
+	}
+	if prev != nil {
 		return httpx.RawJSON(w, http.StatusOK, prev)
 	}
+	var answer []byte
+	defer func() { done(answer) }()
 	var body txnBody
 	if err := httpx.DecodeJSON(r, &body, maxTxnBytes); err != nil {
 		return err
@@ -64,7 +71,9 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 	}
 	results := a.inputPDUs(ctx, from, body.PDUs)
 	for _, edu := range body.EDUs {
-		a.inputEDU(ctx, from, edu.Type, edu.Content)
+		if err := a.inputEDU(ctx, from, edu.Type, edu.Content); err != nil {
+			return err // not kept: the origin sends the transaction again
+		}
 	}
 	out, err := json.Marshal(map[string]any{"pdus": results})
 	if err != nil {
@@ -75,7 +84,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) error {
 		// from what an interrupted attempt made of it.
 		return ctx.Err()
 	}
-	a.txns.Put(key, out)
+	answer = out
 	return httpx.RawJSON(w, http.StatusOK, out)
 }
 
@@ -181,53 +190,24 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// inputEDU hands an EDU to its owner: typing and receipts of the origin's
-// users (others are for a later part of the federation work, or unknown,
-// and are dropped, as the spec allows).
-func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) {
-	log := a.Log.WithFields(logrus.Fields{"origin": from, "edu_type": typ})
+// inputEDU hands an EDU to its owner (ephemeral.go, devicelists.go,
+// todevice.go): typing, receipts, presence, device lists and to-device
+// messages of the origin's users. Others are for a later part of the
+// federation work, or unknown, and are dropped, as the spec allows. An
+// error (retry) fails the transaction: an EDU that must not be lost could
+// not be stored.
+func (a *API) inputEDU(ctx context.Context, from, typ string, content json.RawMessage) (retry error) {
 	switch typ {
+	case "m.direct_to_device":
+		return a.toDeviceEDU(ctx, from, content)
 	case "m.device_list_update", "m.signing_key_update":
 		a.deviceListEDU(ctx, from, typ, content)
 	case "m.typing":
-		var t struct {
-			RoomID string `json:"room_id"`
-			UserID string `json:"user_id"`
-			Typing bool   `json:"typing"`
-		}
-		if json.Unmarshal(content, &t) != nil || ids.ServerOf(t.UserID, '@') != from || a.Rooms.CheckServerACL(ctx, t.RoomID, from) != nil {
-			return
-		}
-		if err := a.Ephemeral.SetTyping(ctx, t.UserID, t.RoomID, t.Typing, 30*time.Second); err != nil {
-			log.WithError(err).Debug("Typing notice dropped")
-		}
+		a.inputTyping(ctx, from, content)
 	case "m.receipt":
-		var rooms map[string]map[string]map[string]struct {
-			EventIDs []string `json:"event_ids"`
-			Data     struct {
-				ThreadID string `json:"thread_id"`
-			} `json:"data"`
-		}
-		if json.Unmarshal(content, &rooms) != nil {
-			return
-		}
-		for roomID, types := range rooms {
-			if a.Rooms.CheckServerACL(ctx, roomID, from) != nil {
-				continue
-			}
-			for rtype, users := range types {
-				if rtype != "m.read" {
-					continue // private receipts never cross servers
-				}
-				for userID, rc := range users {
-					if ids.ServerOf(userID, '@') != from || len(rc.EventIDs) == 0 {
-						continue
-					}
-					if err := a.Ephemeral.SetReceipt(ctx, userID, roomID, rtype, rc.EventIDs[len(rc.EventIDs)-1], rc.Data.ThreadID); err != nil {
-						log.WithError(err).Debug("Receipt dropped")
-					}
-				}
-			}
-		}
+		a.inputReceipts(ctx, from, content)
+	case "m.presence":
+		a.inputPresence(ctx, from, content)
 	}
+	return nil
 }

@@ -27,6 +27,8 @@ func TestFederationFlags(t *testing.T) {
 		{name: "site env", args: []string{"--site-env", "HAVEN_LOGGING_LEVEL=info"}, code: -1},
 		{name: "site env not HAVEN", args: []string{"--site-env", "PATH=/"}, code: 2, want: "HAVEN_NAME=VALUE"},
 		{name: "extra argument", args: []string{"now"}, code: 2, want: "unexpected argument"},
+		{name: "todevice", args: []string{"--scenario", "todevice"}, code: -1},
+		{name: "todevice without devices", args: []string{"--scenario", "todevice", "--todevice-devices", "0"}, code: 2, want: "--todevice-devices"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,7 +40,7 @@ func TestFederationFlags(t *testing.T) {
 			if tc.want != "" && !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("stderr %q does not mention %q", stderr.String(), tc.want)
 			}
-			if code == -1 && (o.Rooms != 10 || o.Members != 10 || o.Rate != 100 || o.CatchupMessages != 10000 || o.JoinMembers != 1000) {
+			if code == -1 && (o.Rooms != 10 || o.Members != 10 || o.Rate != 100 || o.CatchupMessages != 10000 || o.JoinMembers != 1000 || o.ToDeviceDevices != 100) {
 				t.Fatalf("defaults are not the targets' figures: %+v", o)
 			}
 		})

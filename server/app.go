@@ -48,6 +48,8 @@ type App struct {
 	Keys *keys.Service
 	// devices is told of added and deleted devices.
 	devices deviceObservers
+	// keysFed is the key service's way to other servers (todevice.go).
+	keysFed keysFederation
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service

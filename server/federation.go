@@ -76,6 +76,7 @@ func (a *App) openFederation(ctx context.Context) error {
 	f.store = keys.NewStore(a.DB, keys.StoreConfig{Self: self, Fetcher: f.client})
 	f.keySrv = keys.NewServer(keys.ServerConfig{Self: self, Store: f.store, Allowed: a.allowedServer()})
 	f.peers = federationapi.NewPeers(f.client.Fed(), f.store, a.Cfg.ServerName, a.Key, a.Log)
+	a.keysFed.peers.Store(f.peers)
 	if f.tls, f.reload, err = client.ServerTLS(a.Cfg.Federation); err != nil {
 		return fmt.Errorf("federation TLS: %w", err)
 	}
@@ -106,7 +107,8 @@ func (a *App) startFederation(ctx context.Context) error {
 		return err
 	}
 	a.closers = append(a.closers, f.queues.Close)
-	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Log: a.Log}
+	a.keysFed.queues.Store(f.queues)
+	fwd := &federationapi.EDUForwarder{ServerName: a.Cfg.ServerName, Rooms: a.Rooms, Queue: f.queues, Presence: a.Sync, Log: a.Log}
 	stopFwd, err := fwd.Start(context.WithoutCancel(ctx), a.Bus, syncapi.TopicTyping, syncapi.TopicReceipts)
 	if err != nil {
 		return err
@@ -115,11 +117,21 @@ func (a *App) startFederation(ctx context.Context) error {
 	if err := a.startDeviceListForwarder(ctx); err != nil {
 		return err
 	}
+	if a.Cfg.Presence.Enabled {
+		stopPresence, err := fwd.StartPresence(context.WithoutCancel(ctx), a.Bus, syncapi.TopicPresence, roomserver.Topic)
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, stopPresence)
+	}
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
 	api.Directory = a.Rooms
 	if a.Keys != nil && f.remoteKeys != nil {
 		api.Keys, api.DeviceLists = a.Keys, f.remoteKeys
+	}
+	if a.Keys != nil {
+		api.ToDevice, api.KeyClaims = a.Keys, a.Keys
 	}
 	hist := history.New(a.Rooms, a.Cfg.ServerName)
 	r := chi.NewRouter()

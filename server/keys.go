@@ -17,7 +17,12 @@ import (
 // messages, device lists). It comes before the user API, which tells it of
 // added and deleted devices.
 func (a *App) openKeys(ctx context.Context) error {
-	svc, err := keys.New(ctx, a.DB, a.Bus, keys.Options{ServerName: a.Cfg.ServerName})
+	opts := keys.Options{ServerName: a.Cfg.ServerName}
+	if a.Cfg.Federation.Enabled {
+		a.keysFed.allowed = a.allowedServer()
+		opts.ToDeviceOut, opts.Claimer = &a.keysFed, &a.keysFed
+	}
+	svc, err := keys.New(ctx, a.DB, a.Bus, opts)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,16 @@
 // It reads the roomserver's events and state tables (it never writes them)
 // and owns the tables receipts, presence and peeks.
 //
+// Other servers' users (remote.go): the federation API hands over their
+// receipts (SetRemoteReceipt: m.read only, the sender's ts and thread_id;
+// of the events named, the newest known here, or the last named when none
+// has arrived yet) and presence (SetRemotePresence, ignored with presence
+// off or for a user in none of our rooms; currently_active stored as their
+// server said it — the presence column currently_active, NULL for our
+// users, whose currently_active is worked out from last_active). Both take
+// the same streams, notices and wake-ups as our users', so they reach
+// /sync exactly as local ones do.
+//
 // /sync's invite and knock sections show the stripped state the user's
 // invite or knock event carries (unsigned invite_room_state,
 // knock_room_state: the roomserver's at a local event, the room's server's

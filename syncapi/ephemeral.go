@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -202,16 +203,21 @@ func (s *Service) SetReceipt(ctx context.Context, userID, roomID, rtype, eventID
 	if len(evs) == 0 || evs[0].RoomID != roomID {
 		return merr.NotFound("Event %s not found in this room", eventID)
 	}
-	ts := nowMS()
-	pos := s.receiptSeq.Next()
-	_, err = s.db.Exec(ctx, `INSERT INTO receipts (room_id, rtype, user_id, thread_id, event_id, ts, pos) VALUES ($1,$2,$3,$4,$5,$6,$7)
+	return s.storeReceipt(ctx, ReceiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: nowMS(), EventPos: evs[0].Pos})
+}
+
+// storeReceipt stores a receipt at the next position of the receipts
+// stream and tells it.
+func (s *Service) storeReceipt(ctx context.Context, n ReceiptNotice) error {
+	n.Pos = s.receiptSeq.Next()
+	_, err := s.db.Exec(ctx, `INSERT INTO receipts (room_id, rtype, user_id, thread_id, event_id, ts, pos) VALUES ($1,$2,$3,$4,$5,$6,$7)
 ON CONFLICT (room_id, rtype, user_id, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`,
-		roomID, rtype, userID, threadID, eventID, ts, pos)
+		n.RoomID, n.Type, n.UserID, n.ThreadID, n.EventID, n.TS, n.Pos)
 	if err != nil {
-		s.receiptSeq.Skip(pos)
+		s.receiptSeq.Skip(n.Pos)
 		return fmt.Errorf("store receipt: %w", err)
 	}
-	s.receiptSeq.Done(pos, ReceiptNotice{RoomID: roomID, UserID: userID, Type: rtype, EventID: eventID, ThreadID: threadID, TS: ts, Pos: pos, EventPos: evs[0].Pos})
+	s.receiptSeq.Done(n.Pos, n)
 	return nil
 }
 
@@ -316,20 +322,40 @@ func (s *Service) receiptsEvents(ctx context.Context, q storage.Querier, userID 
 
 // ---- presence ----
 
-type presenceEntry struct {
+// PresenceNotice is a user's presence as kept in memory and as
+// TopicPresence carries it (the federation forwarder reads it too): stored
+// at a position of the presence stream, or, without UserID, the skip of a
+// position whose write failed.
+type PresenceNotice struct {
 	Presence   string `json:"presence"`
 	StatusMsg  string `json:"status_msg,omitempty"`
 	LastActive int64  `json:"last_active"`
 	Pos        int64  `json:"pos"`
 	UserID     string `json:"user_id"`
+	// Active is currently_active as another server said it of its user;
+	// nil for our users, whose currently_active is worked out from
+	// LastActive (CurrentlyActive).
+	Active *bool `json:"currently_active,omitempty"`
+}
+
+// activeWindow: one of our users online and active within it is
+// currently_active.
+const activeWindow = 5 * 60 * 1000
+
+// CurrentlyActive is the presence's currently_active at time now (ms).
+func (e *PresenceNotice) CurrentlyActive(now int64) bool {
+	if e.Active != nil {
+		return *e.Active
+	}
+	return e.Presence == "online" && now-e.LastActive < activeWindow
 }
 
 type presenceState struct {
 	mu sync.Mutex
-	m  map[string]*presenceEntry
+	m  map[string]*PresenceNotice
 }
 
-func newPresenceState() *presenceState { return &presenceState{m: make(map[string]*presenceEntry)} }
+func newPresenceState() *presenceState { return &presenceState{m: make(map[string]*PresenceNotice)} }
 
 // SetPresence sets a user's presence. A change of state or status message
 // is stored and told; mere activity only updates last_active in memory.
@@ -378,7 +404,7 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 		s.presenceSeq.Skip(pos)
 		return fmt.Errorf("store presence: %w", err)
 	}
-	entry := presenceEntry{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
+	entry := PresenceNotice{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
 	p.mu.Lock()
 	stored := entry
 	p.m[userID] = &stored
@@ -388,7 +414,7 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 }
 
 func (s *Service) onPresence(data []byte) {
-	var e presenceEntry
+	var e PresenceNotice
 	if err := json.Unmarshal(data, &e); err != nil {
 		return
 	}
@@ -422,7 +448,7 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 		if e.LastActive > 0 {
 			out["last_active_ago"] = max(0, nowMS()-e.LastActive)
 		}
-		out["currently_active"] = e.Presence == "online" && nowMS()-e.LastActive < 5*60*1000
+		out["currently_active"] = e.CurrentlyActive(nowMS())
 		if e.StatusMsg != "" {
 			out["status_msg"] = e.StatusMsg
 		}
@@ -431,7 +457,7 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 }
 
 // presenceEvent renders an m.presence event for sync.
-func presenceEvent(userID string, e *presenceEntry, now int64) json.RawMessage {
+func presenceEvent(userID string, e *PresenceNotice, now int64) json.RawMessage {
 	b := make([]byte, 0, 160)
 	b = append(b, `{"type":"m.presence","sender":`...)
 	b = appendString(b, userID)
@@ -442,7 +468,7 @@ func presenceEvent(userID string, e *presenceEntry, now int64) json.RawMessage {
 		b = strconv.AppendInt(b, max(0, now-e.LastActive), 10)
 	}
 	b = append(b, `,"currently_active":`...)
-	b = strconv.AppendBool(b, e.Presence == "online" && now-e.LastActive < 5*60*1000)
+	b = strconv.AppendBool(b, e.CurrentlyActive(now))
 	if e.StatusMsg != "" {
 		b = append(b, `,"status_msg":`...)
 		b = appendString(b, e.StatusMsg)
@@ -451,7 +477,7 @@ func presenceEvent(userID string, e *presenceEntry, now int64) json.RawMessage {
 }
 
 // presenceOf returns a copy of a user's presence; nil if never set (offline).
-func (s *Service) presenceOf(userID string) *presenceEntry {
+func (s *Service) presenceOf(userID string) *PresenceNotice {
 	p := s.presence
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -465,7 +491,7 @@ func (s *Service) presenceOf(userID string) *presenceEntry {
 // loadPresence reads every stored presence into memory, at start: presence
 // is then answered without queries.
 func (s *Service) loadPresence(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, presence, COALESCE(status_msg, ''), last_active_ts, pos FROM presence`)
+	rows, err := s.db.Query(ctx, `SELECT user_id, presence, COALESCE(status_msg, ''), last_active_ts, pos, currently_active FROM presence`)
 	if err != nil {
 		return fmt.Errorf("load presence: %w", err)
 	}
@@ -473,9 +499,13 @@ func (s *Service) loadPresence(ctx context.Context) error {
 	s.presence.mu.Lock()
 	defer s.presence.mu.Unlock()
 	for rows.Next() {
-		var e presenceEntry
-		if err := rows.Scan(&e.UserID, &e.Presence, &e.StatusMsg, &e.LastActive, &e.Pos); err != nil {
+		var e PresenceNotice
+		var active sql.NullBool
+		if err := rows.Scan(&e.UserID, &e.Presence, &e.StatusMsg, &e.LastActive, &e.Pos, &active); err != nil {
 			return err
+		}
+		if active.Valid {
+			e.Active = &active.Bool
 		}
 		s.presence.m[e.UserID] = &e
 	}

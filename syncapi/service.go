@@ -139,7 +139,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	// A failed write's position is published as a skip: a receipt notice
 	// saying so, a presence entry with no user.
 	s.receiptSeq = stream.New(lastReceipt, s.publishTo(TopicReceipts, func(pos int64) any { return ReceiptNotice{Pos: pos, Skip: true} }))
-	s.presenceSeq = stream.New(lastPresence, s.publishTo(TopicPresence, func(pos int64) any { return presenceEntry{Pos: pos} }))
+	s.presenceSeq = stream.New(lastPresence, s.publishTo(TopicPresence, func(pos int64) any { return PresenceNotice{Pos: pos} }))
 	// Subscribe before reading the positions so nothing committed in between is lost:
 	// notices for positions already loaded are simply applied again.
 	var pending []func()

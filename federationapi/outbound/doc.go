@@ -30,6 +30,17 @@
 //   - <ns>.fed.out.edu.<dest>: the EDUs given to QueueEDU (typing,
 //     receipts, device lists, ...); durable like the events, dropped after
 //     Options.EDUMaxAge (24 h). Stream <NS>_FED_OUT_EDU.
+//   - <ns>.fed.out.tdv.<dest>: the m.direct_to_device EDUs given to
+//     QueueToDevice (todevice.go), by the key service before it answers a
+//     client's send. They carry room keys, so they are not dropped after
+//     EDUMaxAge: they wait Options.ToDeviceMaxAge, by default until the
+//     destination takes them (or the allowlist refuses it, which drops
+//     every queue of the destination). Each is named by destination and
+//     message_id (Nats-Msg-Id): queued again within two minutes (a
+//     retried send) it is stored once; the destination's record of the
+//     message IDs it delivered catches later repeats. Stream
+//     <NS>_FED_OUT_TDV. A transaction carries at most half of MaxEDUs of
+//     them (taken first), in the order they were queued.
 //
 // <dest> is destKey: the name's letters, digits and dashes and a hash;
 // each message carries the name in its Haven-Destination header. Each
@@ -67,7 +78,7 @@
 //
 // Metrics: haven_federation_transactions_total{result}, _pdus_skipped_total
 // (catch-up and refused destinations), haven_federation_queue_pdus
-// {destination}.
+// {destination}, haven_federation_queue_to_device{destination}.
 //
 // Scale-out: one process (the one with the events writer role) runs the
 // queues; two processes sending for the same destination would break the

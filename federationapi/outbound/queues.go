@@ -71,8 +71,11 @@ type Options struct {
 	// SendTimeout bounds one attempt to send a transaction (60 s).
 	SendTimeout time.Duration
 	// EDUMaxAge is how long a queued EDU waits for its destination before
-	// it is dropped (24 h).
+	// it is dropped (24 h). To-device EDUs are not (ToDeviceMaxAge).
 	EDUMaxAge time.Duration
+	// ToDeviceMaxAge is how long a queued to-device EDU (QueueToDevice)
+	// waits for its destination; zero: until the destination takes it.
+	ToDeviceMaxAge time.Duration
 }
 
 func (o *Options) defaults() {
@@ -126,7 +129,9 @@ type Queues struct {
 	js               jetstream.JetStream
 	pdus             jetstream.Stream
 	edus             jetstream.Stream
-	pduSubj, eduSubj string // subject bases
+	tdv              jetstream.Stream // to-device EDUs (todevice.go)
+	pduSubj, eduSubj string           // subject bases
+	tdvSubj          string
 	// epoch makes this process's transaction IDs differ from earlier ones.
 	epoch string
 	log   *logrus.Entry
@@ -170,7 +175,8 @@ func New(ctx context.Context, opts Options) (*Queues, error) {
 		return nil, fmt.Errorf("federation outbound queues: %w", err)
 	}
 	q := &Queues{opts: opts, js: js, pduSubj: opts.Bus.Subject("fed.out.pdu"), eduSubj: opts.Bus.Subject("fed.out.edu"),
-		epoch: strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + strconv.FormatUint(uint64(rand.Uint32()), 36), workers: map[string]*worker{}, stop: make(chan struct{}),
+		tdvSubj: opts.Bus.Subject("fed.out.tdv"),
+		epoch:   strconv.FormatInt(time.Now().UnixMilli(), 36) + "-" + strconv.FormatUint(uint64(rand.Uint32()), 36), workers: map[string]*worker{}, stop: make(chan struct{}),
 		recent: lru.New[string, json.RawMessage]("federation_outbound_events", 4096),
 		log:    logging.From(ctx).WithField("component", "federation_outbound")}
 	if q.pdus, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -185,6 +191,9 @@ func New(ctx context.Context, opts Options) (*Queues, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("federation outbound: EDU stream: %w", err)
 	}
+	if q.tdv, err = js.CreateOrUpdateStream(ctx, toDeviceStream(q.tdvSubj, opts.ToDeviceMaxAge)); err != nil {
+		return nil, fmt.Errorf("federation outbound: to-device stream: %w", err)
+	}
 	return q, nil
 }
 
@@ -198,7 +207,7 @@ func streamName(subject string) string {
 // transaction in flight at a stop or a crash) comes first again, at once,
 // not after its acknowledgement wait, and those of idle destinations go.
 func (q *Queues) Start(ctx context.Context) error {
-	for _, st := range []jetstream.Stream{q.pdus, q.edus} {
+	for _, st := range []jetstream.Stream{q.pdus, q.edus, q.tdv} {
 		l := st.ConsumerNames(ctx)
 		var names []string
 		for name := range l.Name() {
@@ -219,7 +228,7 @@ func (q *Queues) Start(ctx context.Context) error {
 	for _, st := range []struct {
 		s    jetstream.Stream
 		base string
-	}{{q.pdus, q.pduSubj}, {q.edus, q.eduSubj}} {
+	}{{q.pdus, q.pduSubj}, {q.edus, q.eduSubj}, {q.tdv, q.tdvSubj}} {
 		info, err := st.s.Info(ctx, jetstream.WithSubjectFilter(st.base+".>"))
 		if err != nil {
 			return fmt.Errorf("federation outbound: queued destinations: %w", err)
@@ -304,6 +313,11 @@ func (q *Queues) worker(ctx context.Context, dest string) (*worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation outbound: EDU queue of %s: %w", dest, err)
 	}
+	cfg.FilterSubject = q.tdvSubj + "." + key
+	tc, err := q.js.CreateOrUpdateConsumer(ctx, q.tdv.CachedInfo().Config.Name, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("federation outbound: to-device queue of %s: %w", dest, err)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if w := q.workers[dest]; w != nil {
@@ -312,7 +326,7 @@ func (q *Queues) worker(ctx context.Context, dest string) (*worker, error) {
 	if q.stopped() {
 		return nil, errors.New("federation outbound: stopped")
 	}
-	w = newWorker(q, dest, key, pc, ec)
+	w = newWorker(q, dest, key, pc, ec, tc)
 	q.workers[dest] = w
 	q.wg.Add(1)
 	go w.run()

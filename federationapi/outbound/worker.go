@@ -29,6 +29,7 @@ type worker struct {
 	key  string
 	pdus jetstream.Consumer
 	edus jetstream.Consumer
+	tdv  jetstream.Consumer
 	// wake tells of new work; retry ends a wait before a retry.
 	wake, retry chan struct{}
 	// pdusQueued and edusQueued are the stream sequences of the last
@@ -36,16 +37,16 @@ type worker struct {
 	// of the last it took: a consumer learns of a stored message a moment
 	// later, and a queue that looks empty while something is queued
 	// beyond what was taken is looked at again at once.
-	pdusQueued, edusQueued atomic.Uint64
-	pdusTaken, edusTaken   uint64
+	pdusQueued, edusQueued, tdvQueued atomic.Uint64
+	pdusTaken, edusTaken, tdvTaken    uint64
 	// failures counts the failed attempts since the last success.
 	failures int
 	seq      int64
 	log      *logrus.Entry
 }
 
-func newWorker(q *Queues, dest, key string, pdus, edus jetstream.Consumer) *worker {
-	return &worker{q: q, dest: dest, key: key, pdus: pdus, edus: edus, wake: make(chan struct{}, 1),
+func newWorker(q *Queues, dest, key string, pdus, edus, tdv jetstream.Consumer) *worker {
+	return &worker{q: q, dest: dest, key: key, pdus: pdus, edus: edus, tdv: tdv, wake: make(chan struct{}, 1),
 		retry: make(chan struct{}, 1), log: q.log.WithField("destination", dest)}
 }
 
@@ -64,7 +65,7 @@ func (w *worker) queued(last *atomic.Uint64, ack *jetstream.PubAck) {
 
 // lagging tells whether messages were queued beyond those taken.
 func (w *worker) lagging() bool {
-	return w.pdusQueued.Load() > w.pdusTaken || w.edusQueued.Load() > w.edusTaken
+	return w.pdusQueued.Load() > w.pdusTaken || w.edusQueued.Load() > w.edusTaken || w.tdvQueued.Load() > w.tdvTaken
 }
 
 func (w *worker) poke() {
@@ -137,10 +138,12 @@ func (w *worker) run() {
 				// Nothing after a full look either: gone meanwhile (an
 				// EDU's age, a purge).
 				w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
+				w.tdvTaken = max(w.tdvTaken, w.tdvQueued.Load())
 			}
 			lag, lagLooked = 0, false
 			behind = false
 			queueDepth.WithLabelValues(w.dest).Set(0)
+			toDeviceDepth.WithLabelValues(w.dest).Set(0)
 			ok, looked := w.idle()
 			if !ok {
 				return
@@ -180,7 +183,7 @@ func (w *worker) idle() (ok, looked bool) {
 // set, a queue is asked only when the feed queued beyond what was taken.
 func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 	t := &txn{}
-	var pdus, edus []jetstream.Msg
+	var pdus, edus, tdv []jetstream.Msg
 	if all || w.pdusQueued.Load() > w.pdusTaken {
 		pb, err := w.pdus.FetchNoWait(w.q.opts.MaxPDUs)
 		if err != nil {
@@ -192,17 +195,23 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 			return nil, firstErr(perr, pb.Error())
 		}
 	}
-	if all || w.edusQueued.Load() > w.edusTaken {
-		eb, err := w.edus.FetchNoWait(w.q.opts.MaxEDUs)
-		if err != nil {
+	// To-device EDUs first, up to half of the transaction's EDUs: the
+	// other EDUs get the rest.
+	if all || w.tdvQueued.Load() > w.tdvTaken {
+		var err error
+		if tdv, err = fetchNow(w.tdv, toDevicePerTxn(w.q.opts.MaxEDUs)); err != nil {
 			nakAll(pdus)
+			nakAll(tdv)
 			return nil, err
 		}
-		var eerr error
-		if edus, eerr = collect(eb); firstErr(eerr, eb.Error()) != nil {
+	}
+	if all || w.edusQueued.Load() > w.edusTaken {
+		var err error
+		if edus, err = fetchNow(w.edus, w.q.opts.MaxEDUs-len(tdv)); err != nil {
 			nakAll(pdus)
+			nakAll(tdv)
 			nakAll(edus)
-			return nil, firstErr(eerr, eb.Error())
+			return nil, err
 		}
 	}
 	for _, m := range pdus {
@@ -216,6 +225,13 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 			w.edusTaken = max(w.edusTaken, md.Sequence.Stream)
 		}
 	}
+	for _, m := range tdv {
+		if md, err := m.Metadata(); err == nil {
+			w.tdvTaken = max(w.tdvTaken, md.Sequence.Stream)
+			toDeviceDepth.WithLabelValues(w.dest).Set(float64(md.NumPending))
+		}
+	}
+	edus = append(tdv, edus...)
 	t.msgs = append(pdus, edus...)
 	t.pdus = len(pdus)
 	if len(t.msgs) == 0 {
@@ -467,6 +483,11 @@ func (w *worker) drop(ctx context.Context) {
 	if err := w.q.edus.Purge(ctx, jetstream.WithPurgeSubject(w.q.eduSubj+"."+w.key)); err != nil {
 		w.log.WithError(err).Warn("federation outbound: drop the EDU queue")
 	}
+	if err := w.q.tdv.Purge(ctx, jetstream.WithPurgeSubject(w.q.tdvSubj+"."+w.key)); err != nil {
+		w.log.WithError(err).Warn("federation outbound: drop the to-device queue")
+	}
 	w.pdusTaken, w.edusTaken = max(w.pdusTaken, w.pdusQueued.Load()), max(w.edusTaken, w.edusQueued.Load())
+	w.tdvTaken = max(w.tdvTaken, w.tdvQueued.Load())
 	queueDepth.WithLabelValues(w.dest).Set(0)
+	toDeviceDepth.WithLabelValues(w.dest).Set(0)
 }

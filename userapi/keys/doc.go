@@ -7,7 +7,7 @@
 // to_device_txns (storage/migrations/0002_keys.sql; to_device is in 0001),
 // key_stream_positions (0007); one_time_keys.upload_seq (0013);
 // remote_device_lists, remote_device_keys, remote_cross_signing_keys (0021,
-// Remote).
+// Remote); to_device_inbound (0022).
 // It reads devices (owned by userapi) to know which devices exist: keys of a
 // device that no longer exists are never handed out. userapi deletes a
 // removed device's to_device rows in its own transaction and then calls
@@ -77,13 +77,39 @@
 // users here, tracked users from the cache, the others from their servers
 // in parallel (at most timeout, 10 s by default; a server that fails is
 // in "failures"). Without federation, other servers are reported in
-// "failures". To-device messages and /keys/claim across servers are
-// handled elsewhere.
+// "failures".
+//
+// To-device messages and one-time key claims across servers
+// (todevice_remote.go; only with federation, Options.ToDeviceOut and
+// Claimer, else other servers' users are skipped as before):
+//   - A send's messages for other servers' users become one
+//     m.direct_to_device EDU per server (split into EDUs of about
+//     ToDeviceEDUBytes when larger), handed to the federation's durable
+//     queue before the send returns and before the local rows are written:
+//     a failure answers an error and records nothing, and the client's
+//     retry queues again. Their message_id is derived from the sending
+//     device (its ID and creation time) and the transaction ID, so a
+//     retried send carries the same IDs; a send whose transaction ID is
+//     recorded queues nothing. Users of a server outside the federation
+//     allowlist (the queue answers ErrServerNotAllowed) are skipped.
+//   - An inbound EDU (ReceiveToDevice) is delivered to our users' devices
+//     ("*": all of them) exactly once: its origin and message_id go into
+//     to_device_inbound in the transaction that queues the messages, and
+//     an ID seen before is dropped. IDs are kept
+//     InboundToDeviceRetention (7 days), far beyond an origin's retries;
+//     deliveries delete older ones at most once an hour.
+//   - ClaimKeys (client /keys/claim) asks each other server named, at the
+//     same time (16 at most at once), within the request's timeout (10 s by
+//     default); a server that fails or is late is named in "failures"
+//     with a status and a message, and only the users and devices asked of
+//     a server are kept from its answer. ClaimForServer serves other
+//     servers' claims of our users' keys, as Claim.
 //
 // Goroutines: the acknowledgement deleter (stopped by Close, which deletes
 // what is queued); the bus delivers TopicKeyCounts on NATS's. Remote: the
 // refetches (stopped and waited for by Remote.Close), the start-up check,
-// and one goroutine per server asked during a /keys/query.
+// and one goroutine per server asked during a /keys/query. A /keys/claim
+// asks other servers from at most 16 goroutines, ended by its timeout.
 //
 // Lock order: the per-user keyed lock (userLocks; also taken for other
 // servers' users while their cached list changes), then the sequencers'

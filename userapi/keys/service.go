@@ -74,6 +74,10 @@ type Options struct {
 	ServerName string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// ToDeviceOut and Claimer reach other servers' users (todevice_remote.go);
+	// nil without federation.
+	ToDeviceOut ToDeviceQueue
+	Claimer     KeyClaimer
 }
 
 // Service is the key service. All its methods are safe for concurrent use.
@@ -94,8 +98,9 @@ type Service struct {
 	counts    *lru.Cache[deviceKey, keyCounts]
 	countsGen atomic.Uint64
 
-	txnCleanMu sync.Mutex
-	txnCleaned time.Time
+	txnCleanMu     sync.Mutex
+	txnCleaned     time.Time
+	inboundCleaned time.Time
 
 	unsub func()
 	acks  *ackQueue

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/internal/backoff"
+	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -39,7 +40,10 @@ type tdRow struct {
 // SendToDevice queues messages for devices: messages maps user → device
 // ("*" for every device of the user) → content. It is idempotent per
 // sending device and transaction ID, also across restarts. Messages for
-// unknown users and devices are dropped; remote users cannot be reached.
+// unknown users and devices of this server are dropped. Those for other
+// servers' users become m.direct_to_device EDUs in the federation queues
+// (todevice_remote.go), queued before this returns; without federation they are
+// dropped.
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	if evType == "" || len(evType) > MaxToDeviceTypeBytes {
 		return merr.InvalidParam("The event type must be 1 to %d bytes", MaxToDeviceTypeBytes)
@@ -48,8 +52,9 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 		return merr.InvalidParam("The transaction ID must be 1 to %d bytes", MaxTxnIDBytes)
 	}
 	log := logging.From(ctx)
-	var local []string
+	var local, remote []string
 	wildcard := map[string]bool{}
+	remoteTargets := 0
 	for u, devs := range messages {
 		if err := CheckUserID(u); err != nil {
 			return err
@@ -67,19 +72,76 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			}
 		}
 		if serverOf(u) != s.opts.ServerName {
-			log.WithFields(logrus.Fields{"user_id": sender, "target": u}).Debug("to-device message for a remote user dropped")
+			if s.opts.ToDeviceOut == nil || !ids.ValidServerName(serverOf(u)) {
+				log.WithFields(logrus.Fields{"user_id": sender, "target": u}).Debug("to-device message for a remote user dropped: federation is off, or no server")
+				continue
+			}
+			for d := range devs {
+				if d == "" || !storage.StorableText(d) {
+					return merr.InvalidParam("%q is not a device ID", d)
+				}
+			}
+			remote = append(remote, u)
+			remoteTargets += len(devs)
 			continue
 		}
 		local = append(local, u)
 	}
 	sort.Strings(local)
+	sort.Strings(remote)
 	// Expand "*" and drop unknown devices.
 	known, err := s.devicesOf(ctx, local)
 	if err != nil {
 		return err
 	}
+	rows := expandToDevice(local, messages, wildcard, known)
+	if len(rows)+remoteTargets > MaxToDeviceTargets {
+		return merr.TooLarge("At most %d devices per send", MaxToDeviceTargets)
+	}
+	if len(remote) > 0 {
+		// Queued first: a failure leaves nothing recorded, and the
+		// client's retry queues them again under the same message IDs,
+		// which the other servers deliver once.
+		dup, err := s.queueRemoteToDevice(ctx, sender, senderDevice, evType, txnID, remote, messages)
+		if err != nil {
+			return err
+		}
+		if dup {
+			log.WithFields(logrus.Fields{"user_id": sender, "device_id": senderDevice, "txn_id": txnID}).Debug("to-device send repeated; already queued")
+			return nil
+		}
+	}
+	now := s.now()
+	cleanTxns := s.txnCleanupDue(now)
+	duplicate, err := s.commitToDevice(ctx, rows, sender, evType, func(tx *storage.Tx) (bool, error) {
+		if cleanTxns {
+			if _, err := tx.Exec(ctx, `DELETE FROM to_device_txns WHERE ts < $1`, now.Add(-ToDeviceTxnLifetime).UnixMilli()); err != nil {
+				return false, fmt.Errorf("delete old to-device transactions: %w", err)
+			}
+		}
+		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, ts) VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnID, now.UnixMilli())
+		if err != nil {
+			return false, fmt.Errorf("insert to-device transaction of %s %s: %w", sender, senderDevice, err)
+		}
+		n, _ := res.RowsAffected()
+		return n == 0, nil
+	})
+	if err != nil {
+		return err
+	}
+	if duplicate {
+		log.WithFields(logrus.Fields{"user_id": sender, "device_id": senderDevice, "txn_id": txnID}).Debug("to-device send repeated; already queued")
+	}
+	return nil
+}
+
+// expandToDevice makes the rows of a send to this server's users (sorted):
+// "*" becomes every known device of the user (a device also named on its
+// own gets its own content), and unknown devices are dropped.
+func expandToDevice(users []string, messages map[string]map[string]json.RawMessage, wildcard map[string]bool, known map[string][]string) []tdRow {
 	var rows []tdRow
-	for _, u := range local {
+	for _, u := range users {
 		devs := messages[u]
 		if wildcard[u] {
 			content := compact(devs["*"])
@@ -98,38 +160,35 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, evType
 			}
 		}
 	}
-	if len(rows) > MaxToDeviceTargets {
-		return merr.TooLarge("At most %d devices per send", MaxToDeviceTargets)
-	}
-	now := s.now()
-	cleanTxns := s.txnCleanupDue(now)
+	return rows
+}
+
+// commitToDevice queues rows, in one transaction with what record writes
+// (the send's transaction ID, or an inbound EDU's message ID). When record
+// reports a duplicate nothing is queued. After the commit one
+// ToDeviceNotice tells of the rows whose device still existed.
+func (s *Service) commitToDevice(ctx context.Context, rows []tdRow, sender, evType string, record func(tx *storage.Tx) (duplicate bool, err error)) (bool, error) {
 	var first int64
 	if len(rows) > 0 {
 		first = s.tdSeq.NextN(len(rows))
 	}
 	inserted := make([]bool, len(rows))
 	duplicate := false
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		duplicate = false
 		for i := range inserted {
 			inserted[i] = false
-		}
-		if cleanTxns {
-			if _, err := tx.Exec(ctx, `DELETE FROM to_device_txns WHERE ts < $1`, now.Add(-ToDeviceTxnLifetime).UnixMilli()); err != nil {
-				return fmt.Errorf("delete old to-device transactions: %w", err)
-			}
 		}
 		if len(rows) > 0 {
 			if _, err := tx.Exec(ctx, upsertStreamPosition, streamToDevice, first+int64(len(rows))-1); err != nil {
 				return fmt.Errorf("record to-device position: %w", err)
 			}
 		}
-		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, ts) VALUES ($1, $2, $3, $4)
-ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnID, now.UnixMilli())
+		dup, err := record(tx)
 		if err != nil {
-			return fmt.Errorf("insert to-device transaction of %s %s: %w", sender, senderDevice, err)
+			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if dup {
 			duplicate = true
 			return nil
 		}
@@ -150,13 +209,7 @@ ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, sender, senderDevice, txnI
 		}
 		s.tdSeq.Done(first+int64(i), payload)
 	}
-	if err != nil {
-		return err
-	}
-	if duplicate {
-		log.WithFields(logrus.Fields{"user_id": sender, "device_id": senderDevice, "txn_id": txnID}).Debug("to-device send repeated; already queued")
-	}
-	return nil
+	return duplicate, err
 }
 
 // toDeviceBatches are the row counts of one INSERT: few distinct texts, so
@@ -242,25 +295,34 @@ func (s *Service) txnCleanupDue(now time.Time) bool {
 	return true
 }
 
-// devicesOf returns the device IDs of the users, sorted.
+// devicesOf returns the device IDs of the users, sorted; a query per
+// devicesBatch users (the databases bound a statement's parameters).
 func (s *Service) devicesOf(ctx context.Context, users []string) (map[string][]string, error) {
 	out := map[string][]string{}
-	if len(users) == 0 {
-		return out, nil
+	for start := 0; start < len(users); start += devicesBatch {
+		if err := s.devicesOfBatch(ctx, users[start:min(start+devicesBatch, len(users))], out); err != nil {
+			return nil, err
+		}
 	}
+	return out, nil
+}
+
+const devicesBatch = 1000
+
+func (s *Service) devicesOfBatch(ctx context.Context, users []string, out map[string][]string) error {
 	rows, err := s.db.Query(ctx, `SELECT user_id, device_id FROM devices WHERE user_id IN ($1) ORDER BY user_id, device_id`, users)
 	if err != nil {
-		return nil, fmt.Errorf("select devices: %w", err)
+		return fmt.Errorf("select devices: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var u, d string
 		if err := rows.Scan(&u, &d); err != nil {
-			return nil, fmt.Errorf("select devices: %w", err)
+			return fmt.Errorf("select devices: %w", err)
 		}
 		out[u] = append(out[u], d)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // ToDeviceMessages returns up to limit messages queued for the device at
