@@ -2,9 +2,12 @@
 // A real matrix-js-sdk client (what Element Web is built on) driving Haven.
 //
 //   node smoke.mjs http://127.0.0.1:8008 [smoke|e2ee]   (or HAVEN_URL=... node smoke.mjs)
+//   node smoke.mjs URL_OF_SITE_A e2ee-federation URL_OF_SITE_B
 //
 // "e2ee" runs the end-to-end encryption story of e2ee.mjs instead of the one
-// below, with the same harness (recording fetch, CORS checks, report).
+// below, with the same harness (recording fetch, CORS checks, report);
+// "e2ee-federation" the one of e2ee-federation.mjs, across two federating
+// servers (its second URL may also come from HAVEN_URL_B).
 //
 // Two fresh users register through the SDK's own user-interactive-auth flow
 // (m.login.dummy), log in as Element does, start their clients with Element's
@@ -24,7 +27,8 @@
 //
 // Environment: SMOKE_STEP_TIMEOUT_MS (default 20000) bounds every wait;
 // SMOKE_DEBUG=1 prints the SDK's own log as it goes; SMOKE_DUMP_SYNC=<dir>
-// writes every /sync response body there.
+// writes every /sync response body there; SMOKE_CONTROL=1 says that the
+// process running the script acts on the servers when asked (see control).
 
 import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -120,7 +124,13 @@ try {
 } catch {
   // Only used for the banner.
 }
-out(`matrix-js-sdk ${sdkVersion} on Node ${process.versions.node} against ${baseUrl}`);
+// The second server of a two-server scenario.
+const baseUrlB = (process.argv[4] || process.env.HAVEN_URL_B || "").replace(/\/+$/, "");
+if (baseUrlB && !/^https?:\/\//.test(baseUrlB)) {
+  out(`the second homeserver URL ${JSON.stringify(baseUrlB)} is not an http(s) URL`);
+  process.exit(2);
+}
+out(`matrix-js-sdk ${sdkVersion} on Node ${process.versions.node} against ${baseUrl}${baseUrlB ? ` and ${baseUrlB}` : ""}`);
 out(`every wait is bounded by ${STEP_MS} ms`);
 
 // ------------------------------------------------ recording, CORS-checking fetch ---
@@ -172,7 +182,7 @@ function preflight(label, method, url, headers) {
     nonSimpleHeaders.some((h) => h !== "content-type") ||
     (names.includes("content-type") && !simpleCtype.includes(ctype));
   if (!needsPreflight) return Promise.resolve();
-  const key = `${method} ${url.pathname}`;
+  const key = `${method} ${url.host}${url.pathname}`;
   if (preflightDone.has(key)) return preflightDone.get(key);
   const p = (async () => {
     const rec = {
@@ -229,6 +239,11 @@ function preflight(label, method, url, headers) {
   return p;
 }
 
+// Hosts of servers stopped on purpose (see control): a request to one that
+// fails or answers 5xx meanwhile is what a client sees during an outage,
+// not a fault of the server.
+const downHosts = new Set();
+
 function recordingFetch(label) {
   return async (resource, init = {}) => {
     const url = new URL(resource instanceof Request ? resource.url : String(resource));
@@ -247,16 +262,20 @@ function recordingFetch(label) {
     };
     httpLog.push(rec);
     const started = Date.now();
+    if (downHosts.has(url.host)) rec.outage = true;
     let res;
     try {
       res = await fetch(url, { ...init, headers });
     } catch (e) {
       rec.ms = Date.now() - started;
       rec.status = init.signal?.aborted ? "aborted" : `network error: ${e.cause?.message || e.message}`;
+      if (downHosts.has(url.host)) rec.outage = true;
       throw e;
     }
     rec.status = res.status;
     rec.ms = Date.now() - started;
+    // 499: a long-poll its server cancelled as it stopped.
+    if (res.status >= 499 && downHosts.has(url.host)) rec.outage = true;
     const acao = res.headers.get("access-control-allow-origin");
     if (acao !== "*" && acao !== ORIGIN) {
       rec.problem = `no usable Access-Control-Allow-Origin (got ${JSON.stringify(acao)}): a browser hides this answer from Element Web`;
@@ -515,9 +534,10 @@ const ROOM_NAME = `JS SDK smoke ${suffix}`;
 const BOB_NEW_NAME = `Bob Builder ${suffix}`;
 const BURST = 25;
 
-async function register(who) {
+// Registers users[who]; on another server than baseUrl with { baseUrl }.
+async function register(who, { baseUrl: url } = {}) {
   const { username, password } = users[who];
-  const tmp = newClient(`${who}/register`);
+  const tmp = newClient(`${who}/register`, undefined, url ? { baseUrl: url } : {});
   // Element's registration form asks whether the name is free as you type.
   const free = await tmp.isUsernameAvailable(username);
   must(free === true, `GET /register/available said ${username} is not available`);
@@ -961,10 +981,35 @@ const story = async () => {
   });
 };
 
+// ------------------------------------------------------------- control ---
+
+// Asks the process running this script (sytest/jssdk_test.go) to act on a
+// server — "stop B", "start B" — and resolves once it says the action is
+// done: the request goes out on stdout as "@@control <request>", the answer
+// comes back on stdin as "ok <request>" (or "failed <request>: why").
+// { down: url } marks that server as stopped on purpose from before the
+// request, { up: url } as back once it is done (requests failing in
+// between are expected, not problems).
+let controlLines;
+async function control(request, { down, up } = {}) {
+  must(process.env.SMOKE_CONTROL === "1", `"${request}" needs a controller (SMOKE_CONTROL=1, as sytest/jssdk_test.go runs it)`);
+  if (down) downHosts.add(new URL(down).host);
+  if (!controlLines) {
+    const { createInterface } = await import("node:readline");
+    controlLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  }
+  out(`@@control ${request}`);
+  const { value, done } = await controlLines.next();
+  must(!done, `no answer to "${request}": the controller closed stdin`);
+  must(value.trim() === `ok ${request}`, `the controller answered "${value.trim()}" to "${request}"`);
+  if (up) downHosts.delete(new URL(up).host);
+}
+
 // ---------------------------------------------------------------- report ---
 
 function classify(r) {
   if (r.status === "aborted" || r.status === "pending") return "ok";
+  if (r.outage && (typeof r.status !== "number" || r.status >= 499)) return "expected"; // its server was stopped on purpose
   if (typeof r.status !== "number") return "problem";
   if (r.problem) return "problem";
   if (r.status < 400) return "ok";
@@ -972,6 +1017,7 @@ function classify(r) {
   const lookups = [
     /\/account_data\/[^/]+$/,
     /\/room_keys\/version$/,
+    /\/room_keys\/keys\/\{roomId\}\/[^/]+$/, // a session not in the backup (yet)
     /\/profile\/\{userId\}(\/(displayname|avatar_url))?$/,
     /\/rooms\/\{roomId\}\/state\/[^/]+(\/.*)?$/,
     /\/rooms\/\{roomId\}\/(event|context)\/\{eventId\}$/,
@@ -1021,8 +1067,10 @@ function printReport(failed, stopped) {
   const problems = httpLog.filter((r) => classify(r) === "problem");
   if (expected.length) {
     out("");
-    out("Error answers that are the right answer (UIA 401 with flows; 404 M_NOT_FOUND for something not there):");
-    for (const r of expected) out(`  #${String(r.n).padStart(3, "0")} ${r.method} ${r.endpoint} → ${r.status} ${r.errcode || ""}`);
+    out("Error answers that are the right answer (UIA 401 with flows; 404 M_NOT_FOUND for something not there; a server stopped on purpose):");
+    for (const r of expected) {
+      out(`  #${String(r.n).padStart(3, "0")} ${r.method} ${r.endpoint} → ${r.status} ${r.errcode || ""}${r.outage ? " (its server was stopped on purpose)" : ""}`);
+    }
   }
   if (unstable.length) {
     out("");
@@ -1083,8 +1131,18 @@ try {
       sdk, baseUrl, users, suffix, STEP_MS, httpLog,
       out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf,
     });
+  } else if (scenario === "e2ee-federation") {
+    if (!baseUrlB) {
+      out("e2ee-federation needs a second homeserver URL: node smoke.mjs URL_A e2ee-federation URL_B");
+      process.exit(2);
+    }
+    const { e2eeFederationStory } = await import("./e2ee-federation.mjs");
+    await e2eeFederationStory({
+      sdk, baseUrl, baseUrlB, users, suffix, STEP_MS, httpLog,
+      out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf, control,
+    });
   } else {
-    out(`unknown scenario ${scenario}: smoke or e2ee`);
+    out(`unknown scenario ${scenario}: smoke, e2ee or e2ee-federation`);
     process.exit(2);
   }
 } catch {
