@@ -20,6 +20,9 @@ package loadtest
 //     --todevice-devices devices on B in one request, --todevice-rate
 //     times a second; the time until every device's /sync has its message
 //     (fedtodevice.go).
+//   - keysquery: --keys-users users of B upload device keys and join a
+//     room of A; a user of A asks /keys/query for all of them, once cold
+//     and --keys-rounds times warm (fedkeysquery.go).
 //
 // fedmsg.go, fedcatchup.go and fedjoin.go hold the scenarios.
 
@@ -39,7 +42,7 @@ import (
 )
 
 // FederationUsage is the one-line description of `haven loadtest-federation`.
-const FederationUsage = "benchmark federation between two sites it starts from this binary: --scenario messages|catchup|join|todevice (see --help)"
+const FederationUsage = "benchmark federation between two sites it starts from this binary: --scenario messages|catchup|join|todevice|keysquery (see --help)"
 
 // fedOptions are the flags of haven loadtest-federation.
 type fedOptions struct {
@@ -59,6 +62,8 @@ type fedOptions struct {
 	JoinWarm        int
 	ToDeviceDevices int
 	ToDeviceRate    float64
+	KeysUsers       int
+	KeysRounds      int
 	Profile         bool
 	ProfileSeconds  int
 	JSON            bool
@@ -92,7 +97,7 @@ func parseFedFlags(args []string, stderr io.Writer) (fedOptions, int) {
 	var layouts string
 	fs := flag.NewFlagSet("loadtest-federation", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.Scenario, "scenario", "messages", "messages, catchup, join or todevice (see docs/benchmarks.md, \"Federation\")")
+	fs.StringVar(&o.Scenario, "scenario", "messages", "messages, catchup, join, todevice or keysquery (see docs/benchmarks.md, \"Federation\")")
 	fs.StringVar(&o.Bin, "bin", "", "the haven binary the sites run (default: this one)")
 	fs.StringVar(&o.Dir, "dir", "", "folder for the sites' data, logs, certificates and profiles (default: a new temporary one, removed at the end)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep a temporary --dir")
@@ -111,6 +116,8 @@ func parseFedFlags(args []string, stderr io.Writer) (fedOptions, int) {
 	fs.IntVar(&o.JoinWarm, "join-warm", 2, "join: further users of B who join each room after the first (B is in the room by then)")
 	fs.IntVar(&o.ToDeviceDevices, "todevice-devices", 100, "todevice: target devices on site B (one user each) of every fan-out")
 	fs.Float64Var(&o.ToDeviceRate, "todevice-rate", 5, "todevice: fan-outs per second")
+	fs.IntVar(&o.KeysUsers, "keys-users", 100, "keysquery: users of site B named in each /keys/query")
+	fs.IntVar(&o.KeysRounds, "keys-rounds", 200, "keysquery: warm queries, one after another")
 	fs.BoolVar(&o.Profile, "profile", false, "save both sites' CPU profiles of the measured part into --dir (cpu-*.pprof)")
 	fs.IntVar(&o.ProfileSeconds, "profile-seconds", 10, "catchup, join: length of the CPU profiles")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON on stdout (the text report then goes to stderr)")
@@ -120,7 +127,7 @@ func parseFedFlags(args []string, stderr io.Writer) (fedOptions, int) {
 	fs.Var(fedEnvFlag{&o.SiteEnv}, "site-env", "an extra HAVEN_NAME=VALUE setting for both sites (repeatable)")
 	fs.StringVar(&o.Prefix, "prefix", "fl", "prefix of the account names")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: haven loadtest-federation --scenario messages|catchup|join|todevice [flags]")
+		fmt.Fprintln(stderr, "usage: haven loadtest-federation --scenario messages|catchup|join|todevice|keysquery [flags]")
 		fmt.Fprintln(stderr, "Starts two Haven sites (SQLite, loopback, mutual TLS with a CA made for the run) from the haven binary and")
 		fmt.Fprintln(stderr, "measures federation between them. Exit codes: 0 every target met, 1 error, 2 bad flags, 3 messages lost, 4 a target not met.")
 		fs.PrintDefaults()
@@ -146,9 +153,9 @@ func parseFedFlags(args []string, stderr io.Writer) (fedOptions, int) {
 func (o fedOptions) check() error {
 	var errs []error
 	switch o.Scenario {
-	case "messages", "catchup", "join", "todevice":
+	case "messages", "catchup", "join", "todevice", "keysquery":
 	default:
-		errs = append(errs, fmt.Errorf("--scenario %q: use messages, catchup, join or todevice", o.Scenario))
+		errs = append(errs, fmt.Errorf("--scenario %q: use messages, catchup, join, todevice or keysquery", o.Scenario))
 	}
 	for _, l := range o.Layouts {
 		if l != "split" && l != "local" {
@@ -158,6 +165,9 @@ func (o fedOptions) check() error {
 	if o.Rooms < 1 || o.Members < 2 || o.Rate <= 0 || o.Duration <= 0 || o.CatchupMessages < o.Rooms || o.CatchupWorkers < 1 ||
 		o.JoinMembers < 1 || o.JoinRooms < 1 || o.JoinWarm < 0 || o.Concurrency < 1 || o.TimelineLimit < 1 || o.ProfileSeconds < 1 {
 		errs = append(errs, errors.New("--rooms, --rate, --duration, --catchup-workers, --join-members, --join-rooms, --concurrency, --timeline-limit and --profile-seconds must be at least 1, --members at least 2, --catchup-messages at least --rooms"))
+	}
+	if o.KeysUsers < 1 || o.KeysRounds < 1 {
+		errs = append(errs, errors.New("--keys-users and --keys-rounds must be at least 1"))
 	}
 	if o.ToDeviceDevices < 1 || o.ToDeviceRate <= 0 {
 		errs = append(errs, errors.New("--todevice-devices must be at least 1 and --todevice-rate above 0"))
@@ -181,19 +191,20 @@ type fedTarget struct {
 
 // FedReport is what a loadtest-federation run measured.
 type FedReport struct {
-	RunID    string             `json:"run_id"`
-	Started  time.Time          `json:"started"`
-	Scenario string             `json:"scenario"`
-	Args     []string           `json:"args"`
-	Messages []*fedMsgReport    `json:"messages,omitempty"`
-	CPURatio *float64           `json:"cpu_per_message_split_over_local,omitempty"`
-	Catchup  *fedCatchupReport  `json:"catchup,omitempty"`
-	Join     *fedJoinReport     `json:"join,omitempty"`
-	ToDevice *fedToDeviceReport `json:"todevice,omitempty"`
-	Targets  []fedTarget        `json:"targets,omitempty"`
-	Notes    []string           `json:"notes,omitempty"`
-	Dir      string             `json:"dir,omitempty"`
-	Error    string             `json:"error,omitempty"`
+	RunID     string              `json:"run_id"`
+	Started   time.Time           `json:"started"`
+	Scenario  string              `json:"scenario"`
+	Args      []string            `json:"args"`
+	Messages  []*fedMsgReport     `json:"messages,omitempty"`
+	CPURatio  *float64            `json:"cpu_per_message_split_over_local,omitempty"`
+	Catchup   *fedCatchupReport   `json:"catchup,omitempty"`
+	Join      *fedJoinReport      `json:"join,omitempty"`
+	ToDevice  *fedToDeviceReport  `json:"todevice,omitempty"`
+	KeysQuery *fedKeysQueryReport `json:"keysquery,omitempty"`
+	Targets   []fedTarget         `json:"targets,omitempty"`
+	Notes     []string            `json:"notes,omitempty"`
+	Dir       string              `json:"dir,omitempty"`
+	Error     string              `json:"error,omitempty"`
 }
 
 func (r *FedReport) note(format string, a ...any) {
@@ -306,6 +317,8 @@ func (r *fedRun) run(ctx context.Context) error {
 		return r.catchup(ctx)
 	case "todevice":
 		return r.toDevice(ctx)
+	case "keysquery":
+		return r.keysQuery(ctx)
 	}
 	return r.join(ctx)
 }
@@ -448,6 +461,9 @@ func (rep *FedReport) writeText(w io.Writer) {
 	}
 	if t := rep.ToDevice; t != nil {
 		t.write(p)
+	}
+	if k := rep.KeysQuery; k != nil {
+		k.write(p)
 	}
 	for _, t := range rep.Targets {
 		verdict := "MET"

@@ -2,7 +2,7 @@
 # Runs one federation benchmark the way docs/benchmarks.md ("Federation
 # between two sites") was measured:
 #
-#   bash scripts/bench-federation.sh messages|catchup|join|todevice OUTDIR [haven loadtest-federation flags...]
+#   bash scripts/bench-federation.sh messages|catchup|join|todevice|keysquery OUTDIR [haven loadtest-federation flags...]
 #
 # It builds the binary (unless BENCH_BIN names one) and runs
 # `haven loadtest-federation --scenario S --dir OUTDIR/sites --json`, which
@@ -16,6 +16,7 @@
 #   bash scripts/bench-federation.sh catchup /tmp/f2 --catchup-messages 10000
 #   bash scripts/bench-federation.sh join /tmp/f3 --join-members 1000
 #   bash scripts/bench-federation.sh todevice /tmp/f4 --todevice-devices 100 --todevice-rate 5 --duration 30s
+#   bash scripts/bench-federation.sh keysquery /tmp/f5 --keys-users 100 --keys-rounds 200
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -24,7 +25,7 @@ if [ $# -lt 2 ]; then
 fi
 scenario=$1 out=$2
 shift 2
-case $scenario in messages|catchup|join|todevice) ;; *) echo "bench-federation.sh: scenario must be messages, catchup, join or todevice" >&2; exit 2 ;; esac
+case $scenario in messages|catchup|join|todevice|keysquery) ;; *) echo "bench-federation.sh: scenario must be messages, catchup, join, todevice or keysquery" >&2; exit 2 ;; esac
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 export PATH=$PATH:/usr/local/go/bin
