@@ -8,7 +8,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -143,24 +142,6 @@ func (p *Peers) QueryKeys(ctx context.Context, server string, want map[string][]
 		return nil, remoteError(server, err)
 	}
 	return &out, nil
-}
-
-// signedJSON makes a signed request to server and decodes its JSON answer.
-func (p *Peers) signedJSON(ctx context.Context, method, server, path string, body, out any) error {
-	req := fclient.NewFederationRequest(method, p.serverName, spec.ServerName(server), path)
-	if body != nil {
-		if err := req.SetContent(body); err != nil {
-			return err
-		}
-	}
-	if err := req.Sign(p.serverName, p.key.ID, p.key.Private); err != nil {
-		return err
-	}
-	hr, err := req.HTTPRequest()
-	if err != nil {
-		return err
-	}
-	return p.fed.DoRequestAndParseResponse(ctx, hr, out)
 }
 
 // ---- telling other servers ----

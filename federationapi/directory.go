@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/haven-chat/haven/federationapi/origin"
@@ -212,18 +211,5 @@ func (p *Peers) RemoteHierarchy(ctx context.Context, server, roomID string, sugg
 func (p *Peers) signedRequest(ctx context.Context, method, server, path string, body, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
-	req := fclient.NewFederationRequest(method, p.serverName, spec.ServerName(server), path)
-	if body != nil {
-		if err := req.SetContent(body); err != nil {
-			return err
-		}
-	}
-	if err := req.Sign(p.serverName, p.key.ID, p.key.Private); err != nil {
-		return err
-	}
-	hr, err := req.HTTPRequest()
-	if err != nil {
-		return err
-	}
-	return p.fed.DoRequestAndParseResponse(ctx, hr, out)
+	return p.signedJSON(ctx, method, server, path, body, out)
 }

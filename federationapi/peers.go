@@ -498,3 +498,23 @@ func (p *Peers) Backfill(ctx context.Context, origin, roomID string, ver gomatri
 	}
 	return out, nil
 }
+
+// signedJSON makes a signed request to server through the federation
+// client (allowlist, discovery, TLS) and decodes its JSON answer as the
+// other server wrote it (no fclient type in between).
+func (p *Peers) signedJSON(ctx context.Context, method, server, path string, body, out any) error {
+	req := fclient.NewFederationRequest(method, p.serverName, spec.ServerName(server), path)
+	if body != nil {
+		if err := req.SetContent(body); err != nil {
+			return err
+		}
+	}
+	if err := req.Sign(p.serverName, p.key.ID, p.key.Private); err != nil {
+		return err
+	}
+	hr, err := req.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	return p.fed.DoRequestAndParseResponse(ctx, hr, out)
+}
