@@ -219,14 +219,16 @@ func (a *API) wrap(rt Route) http.Handler {
 					return err
 				}
 				if ok {
+					// Known before the checks below, so that a refusal is
+					// logged (and audited) with who was refused.
+					if ri := httpx.Info(r.Context()); ri != nil {
+						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
+					}
 					if rt.Auth == authAdmin && !dev.IsAdmin {
 						return merr.Forbidden("You are not a server admin")
 					}
 					if dev.IsGuest && !guestAllowed(rt, r) {
 						return merr.GuestAccessForbidden("Guests may not use this endpoint")
-					}
-					if ri := httpx.Info(r.Context()); ri != nil {
-						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
 					}
 					r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, dev))
 				}
