@@ -83,10 +83,8 @@ func (h regTokenHandlers) create(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	n := regtokens.NewToken{UsesAllowed: b.UsesAllowed, ExpiryTime: b.ExpiryTime}
+	// A chosen token makes length moot (synadm sends both).
 	if b.Token != nil {
-		if b.Length != nil {
-			return merr.InvalidParam("Give either token or length, not both")
-		}
 		if err := regtokens.ValidToken(*b.Token); err != nil {
 			return err
 		}
@@ -96,7 +94,9 @@ func (h regTokenHandlers) create(w http.ResponseWriter, r *http.Request) error {
 		if *b.Length < 1 || *b.Length > regtokens.MaxLength {
 			return merr.InvalidParam("length must be between 1 and %d", regtokens.MaxLength)
 		}
-		n.Length = *b.Length
+		if b.Token == nil {
+			n.Length = *b.Length
+		}
 	}
 	tok, err := h.store.Create(r.Context(), n)
 	if err != nil {

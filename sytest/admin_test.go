@@ -123,6 +123,16 @@ func TestAdminSynadm(t *testing.T) {
 	if details["name"] != "@alice:localhost" || details["admin"] != false {
 		t.Fatalf("user details: %v", details)
 	}
+	made := run("regtok", "new", "--token", "from-synadm", "--uses-allowed", "3")
+	if made["token"] != "from-synadm" || made["uses_allowed"] != float64(3) {
+		t.Fatalf("regtok new: %v", made)
+	}
+	if got := run("regtok", "details", "from-synadm"); got["completed"] != float64(0) {
+		t.Fatalf("regtok details: %v", got)
+	}
+	if who := run("user", "whois", "alice"); who["user_id"] != "@alice:localhost" {
+		t.Fatalf("user whois: %v", who)
+	}
 }
 
 func jsonText(v any) string {
