@@ -44,15 +44,13 @@ func (a *API) audited(rt Route, next httpx.HandlerFunc) httpx.HandlerFunc {
 		if ri := httpx.Info(r.Context()); ri != nil {
 			e.Actor = ri.UserID
 		}
-		e.Target = PathParam(r, "userId")
+		// What the path names, cut short: anyone may send a long path.
+		e.Target = auditText(PathParam(r, "userId"))
 		if e.Target == "" {
-			e.Target = PathParam(r, "roomId")
+			e.Target = auditText(PathParam(r, "roomId"))
 		}
-		if d := PathParam(r, "deviceId"); d != "" {
+		if d := auditText(PathParam(r, "deviceId")); d != "" {
 			e.Detail = map[string]any{"device_id": d}
-		}
-		if !storage.StorableText(e.Target) {
-			e.Target = ""
 		}
 		if err != nil {
 			code := "M_UNKNOWN"
@@ -67,6 +65,18 @@ func (a *API) audited(rt Route, next httpx.HandlerFunc) httpx.HandlerFunc {
 		a.Audit.Record(context.WithoutCancel(r.Context()), e)
 		return err
 	}
+}
+
+// auditText is a path parameter as the audit log keeps it: at most 255
+// bytes, and nothing the database cannot store.
+func auditText(s string) string {
+	if !storage.StorableText(s) {
+		return ""
+	}
+	if len(s) > 255 {
+		s = strings.ToValidUTF8(s[:255], "")
+	}
+	return s
 }
 
 // AuditArea is Haven's own addition to the admin API: GET

@@ -314,3 +314,29 @@ func TestAdminUsers(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminLoginAs: with admin_api.login_as_user on, an admin gets a
+// working token of another user, one that expires when asked; never of
+// themselves or of a deactivated account.
+func TestAdminLoginAs(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := adminServer(t, db, func(c *config.Config) { c.AdminAPI.LoginAsUser = true })
+		const path = "/_synapse/admin/v1/users/%s/login"
+		alice := fmt.Sprintf(path, url.PathEscape("@alice:test.local"))
+		r := e.do("POST", alice, e.adminToken, map[string]any{})
+		e.want(r, 200, "")
+		who := e.do("GET", "/_matrix/client/v3/account/whoami", r.str("access_token"), nil)
+		e.want(who, 200, "")
+		if who.str("user_id") != "@alice:test.local" {
+			t.Fatalf("whoami %s", who.raw)
+		}
+		r = e.do("POST", alice, e.adminToken, map[string]any{"valid_until_ms": 1000})
+		e.want(r, 200, "")
+		e.want(e.do("GET", "/_matrix/client/v3/account/whoami", r.str("access_token"), nil), 401, "M_UNKNOWN_TOKEN")
+		e.want(e.do("POST", alice, e.adminToken, map[string]any{"valid_until_ms": -1}), 400, "M_INVALID_PARAM")
+		e.want(e.do("POST", fmt.Sprintf(path, url.PathEscape("@root:test.local")), e.adminToken, map[string]any{}), 400, "M_INVALID_PARAM")
+		e.want(e.do("POST", fmt.Sprintf(path, url.PathEscape("@nobody:test.local")), e.adminToken, map[string]any{}), 404, "M_NOT_FOUND")
+		e.want(e.do("POST", "/_synapse/admin/v1/deactivate/"+url.PathEscape("@alice:test.local"), e.adminToken, map[string]any{}), 200, "")
+		e.want(e.do("POST", alice, e.adminToken, map[string]any{}), 400, "M_INVALID_PARAM")
+	})
+}
