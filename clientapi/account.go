@@ -305,6 +305,11 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 			ClientAddr: clientAddr(r), Via: "client",
 		})
 	}
+	// A registration token's use, taken by the completed auth, is
+	// completed or given back.
+	if ferr := a.Users.FinishRegistrationToken(context.WithoutCancel(ctx), req.Auth, err == nil); ferr != nil {
+		logging.From(ctx).WithError(ferr).Error("registration token use not recorded")
+	}
 	if err != nil {
 		return err
 	}
@@ -402,15 +407,8 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "deactivate", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 		return err
 	}
-	if err := a.Users.Deactivate(ctx, dev.UserID); err != nil {
+	if err := a.deactivateAccount(ctx, dev.UserID, req.Erase); err != nil {
 		return err
-	}
-	if a.Leaver != nil {
-		if err := a.Leaver.LeaveAllRooms(ctx, dev.UserID); err != nil {
-			// The account is deactivated already; the rooms can be left later
-			// (an admin can retry), so the client still hears success.
-			logging.From(ctx).WithError(err).WithField("user_id", dev.UserID).Error("deactivated account could not leave all its rooms")
-		}
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
 }

@@ -54,6 +54,9 @@ type Route struct {
 	// ExpiredOK marks a route an expired access token may still use
 	// (logging out).
 	ExpiredOK bool
+	// AuditOp names an admin API route's operation in the audit log
+	// ("admin." + AuditOp); without it the method and path stand in.
+	AuditOp string
 }
 
 // authenticator resolves access tokens.
@@ -105,6 +108,10 @@ type API struct {
 	// RemoteDirectory, when set (federation on), lists other servers'
 	// public rooms (GET/POST /publicRooms?server=).
 	RemoteDirectory RemoteDirectory
+
+	// Audit, when set, records every call of the admin API
+	// (/_synapse/admin/), allowed or refused (admin_audit.go).
+	Audit auditRecorder
 }
 
 type deviceKey struct{}
@@ -195,7 +202,7 @@ func (a *API) Router() http.Handler {
 }
 
 func (a *API) wrap(rt Route) http.Handler {
-	return httpx.Handle(func(w http.ResponseWriter, r *http.Request) error {
+	return httpx.Handle(a.audited(rt, func(w http.ResponseWriter, r *http.Request) error {
 		if ri := httpx.Info(r.Context()); ri != nil {
 			ri.Route = rt.Path
 		}
@@ -212,14 +219,16 @@ func (a *API) wrap(rt Route) http.Handler {
 					return err
 				}
 				if ok {
+					// Known before the checks below, so that a refusal is
+					// logged (and audited) with who was refused.
+					if ri := httpx.Info(r.Context()); ri != nil {
+						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
+					}
 					if rt.Auth == authAdmin && !dev.IsAdmin {
 						return merr.Forbidden("You are not a server admin")
 					}
 					if dev.IsGuest && !guestAllowed(rt, r) {
 						return merr.GuestAccessForbidden("Guests may not use this endpoint")
-					}
-					if ri := httpx.Info(r.Context()); ri != nil {
-						ri.UserID, ri.DeviceID = dev.UserID, dev.DeviceID
 					}
 					r = r.WithContext(context.WithValue(r.Context(), deviceKey{}, dev))
 				}
@@ -250,7 +259,7 @@ func (a *API) wrap(rt Route) http.Handler {
 			return err
 		}
 		return rt.H(w, r)
-	})
+	}))
 }
 
 // checkPathParams refuses path parameters that no Matrix identifier, type

@@ -33,5 +33,17 @@
 // except on routes marked ExpiredOK (logout). /preview_url answers 404
 // M_UNRECOGNIZED while media.url_previews is off.
 //
+// The admin API (/_synapse/admin/, Synapse's paths, for synadm and
+// synapse-admin; docs/admin.md) is routes with auth level authAdmin:
+// accounts and devices in admin_users.go (through the user API; a
+// deactivation takes deactivateAccount, the same way as the user's own,
+// leaving the rooms through API.Leaver), registration tokens in
+// admin_regtokens.go (adminapi/regtokens), the audit search in
+// admin_audit.go. Every route under /_synapse/admin/, whoever adds it, is
+// audited by the route wrapper (audited, admin_audit.go) into API.Audit:
+// the action "admin." + the route's AuditOp (or its method and path), the
+// caller, the user or room of the path, the address and the outcome, also
+// when the call is refused before its handler (no token, not an admin).
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

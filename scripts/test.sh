@@ -19,6 +19,13 @@ if [ ! -x "$dendrite_dir/dendrite" ] || [ ! -x "$dendrite_dir/generate-config" ]
     github.com/matrix-org/dendrite/cmd/generate-config@v0.13.8 github.com/matrix-org/dendrite/cmd/generate-keys@v0.13.8
 fi
 export SYTEST_DENDRITE_BIN_DIR=$dendrite_dir
+# synadm, the admin command line made for Synapse's admin API, drives
+# Haven's admin API in sytest/admin_test.go: a small Debian package.
+if ! command -v synadm >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq synadm >/dev/null ||
+    echo "test: synadm could not be installed; its test is skipped" >&2
+fi
 # goolm: mautrix-go's pure-Go Olm for the end-to-end encryption tests of
 # sytest/olm_test.go (without the tag mautrix-go wants libolm through cgo).
 go vet -tags goolm ./...

@@ -16,9 +16,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/adminapi/regtokens"
 	"github.com/haven-chat/haven/adminapi/reports"
 	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/clientapi"
+	"github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
@@ -50,6 +52,8 @@ type App struct {
 	devices deviceObservers
 	// keysFed is the key service's way to other servers (todevice.go).
 	keysFed keysFederation
+	// Audit is the audit log (admin API calls, and what else records in it).
+	Audit *audit.Log
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
@@ -126,9 +130,12 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if err = a.openAppServiceQueries(); err != nil {
 		return nil, err
 	}
+	a.Audit = audit.New(a.DB)
+	regTokens := regtokens.New(a.DB)
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
-		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime()}); err != nil {
+		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
+		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -140,7 +147,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe,
-		ParkAbove: ParkAbove}
+		ParkAbove: ParkAbove, Audit: a.Audit}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
 	api.Auth, api.Users, api.Filters, api.AccountData = a.Users, a.Users, a.Users, a.Users
 	if err = a.wireRooms(ctx, api, a.Users); err != nil {
@@ -166,6 +173,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
+	api.Areas = append(api.Areas, api.AdminUsersArea, api.RegistrationTokensArea(regTokens), api.AuditArea(a.Audit))
 	if err = a.wireAppServices(ctx, api); err != nil {
 		return nil, err
 	}

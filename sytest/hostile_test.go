@@ -106,16 +106,21 @@ type hostileBaseline struct {
 	otherUser                   string
 	filterID, mediaID, pending  string
 	adminToken                  string // a server admin's, for the admin routes
+	// adminUser and adminDevice are what the admin routes act on, so that
+	// deactivating or logging out a user there spares the sweep's user.
+	adminUser, adminDevice string
 }
 
 func hostileSetup(t *testing.T, s *server) hostileBaseline {
 	t.Helper()
 	alice := s.register(t, "hostile-alice")
 	bob := s.register(t, "hostile-bob")
-	s.register(t, "hostile-carol") // logs out on the logout routes
+	s.register(t, "hostile-carol")        // logs out on the logout routes
+	dave := s.register(t, "hostile-dave") // the admin routes' user
 	b := hostileBaseline{adminToken: s.registerAdmin(t, "hostile-admin").AccessToken,
 		server: alice.UserID.Homeserver(), user: alice.UserID.String(), device: alice.DeviceID.String(),
 		token: alice.AccessToken, otherUser: bob.UserID.String(),
+		adminUser: dave.UserID.String(), adminDevice: dave.DeviceID.String(),
 	}
 	room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 	b.room, b.event = room.String(), sendText(t, alice, room, "hostile baseline").String()
@@ -142,8 +147,14 @@ func (b hostileBaseline) value(rt hostileRoute, name string) string {
 	case "eventId":
 		return p(b.event)
 	case "userId":
+		if strings.HasPrefix(rt.Path, "/_synapse/admin/") {
+			return p(b.adminUser)
+		}
 		return p(b.user)
 	case "deviceId":
+		if strings.HasPrefix(rt.Path, "/_synapse/admin/") {
+			return p(b.adminDevice)
+		}
 		return p(b.device)
 	case "serverName":
 		return p(b.server)

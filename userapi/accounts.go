@@ -146,6 +146,12 @@ type RegisterRequest struct {
 	// Guest makes a guest account: a numeric localpart, no password, no
 	// display name (guests.go).
 	Guest bool
+	// NoPassword makes an account no password can log in to (the admin
+	// API's create without a password).
+	NoPassword bool
+	// UserType is the account's type ("" for a regular user; "bot",
+	// "support"), as the admin API sets it.
+	UserType string
 }
 
 // Register creates an account and, unless InhibitLogin, its first device.
@@ -164,7 +170,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 	}
 	hash := req.PasswordHash
 	switch {
-	case req.AppService != "" || req.Guest:
+	case req.AppService != "" || req.Guest || req.NoPassword:
 		hash = "" // no password matches it
 	case hash == "":
 		var err error
@@ -224,8 +230,8 @@ func (s *Service) createAccount(ctx context.Context, userID, localpart, hash str
 	sess := Session{UserID: userID}
 	var issued Device
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		res, err := tx.Exec(ctx, `INSERT INTO accounts (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)
-VALUES ($1, $2, $3, $4, FALSE, $5) ON CONFLICT (user_id) DO NOTHING`, userID, hash, req.Admin, req.Guest, s.now().UnixMilli())
+		res, err := tx.Exec(ctx, `INSERT INTO accounts (user_id, password_hash, is_admin, is_guest, deactivated, created_ts, user_type)
+VALUES ($1, $2, $3, $4, FALSE, $5, $6) ON CONFLICT (user_id) DO NOTHING`, userID, hash, req.Admin, req.Guest, s.now().UnixMilli(), nullable(req.UserType))
 		if err != nil {
 			return fmt.Errorf("insert account %s: %w", userID, err)
 		}

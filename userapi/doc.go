@@ -43,6 +43,15 @@
 // answer can refresh again. A new login on the device, logout and device
 // deletion end them.
 //
+// The admin API's view of accounts (admin.go): ListUsers and User read
+// accounts, profiles and the devices' last-seen times; SetAdmin drops the
+// user's cached tokens (Device.IsAdmin is cached); accounts.user_type and
+// accounts.erased (migration 0025) are set by SetUserType and Erase;
+// Reactivate lets a deactivated account in again; LoginAs gives an admin a
+// device of another user. Registration tokens are kept by
+// Options.RegistrationTokens (adminapi/regtokens): the UIA stage reserves a
+// use and the client API ends it with FinishRegistrationToken.
+//
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).
 //

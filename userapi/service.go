@@ -22,12 +22,18 @@ type Bus interface {
 	Subscribe(topic string, fn func(data []byte)) (func(), error)
 }
 
-// RegistrationTokens checks registration tokens for the
-// m.login.registration_token UIA stage. Nothing implements it yet; while
-// Options.RegistrationTokens is nil the stage is not offered.
+// RegistrationTokens keeps the registration tokens of the
+// m.login.registration_token UIA stage (adminapi/regtokens).
 type RegistrationTokens interface {
 	// ValidRegistrationToken tells whether a token may still be used.
 	ValidRegistrationToken(ctx context.Context, token string) (bool, error)
+	// ReserveRegistrationToken takes one use of a valid token for a
+	// registration under way (pending); false when the token is unknown,
+	// expired or used up.
+	ReserveRegistrationToken(ctx context.Context, token string) (bool, error)
+	// FinishRegistrationToken ends a reserved use: completed when the
+	// account was made, given back when not.
+	FinishRegistrationToken(ctx context.Context, token string, registered bool) error
 }
 
 // DeviceListener hears of devices added (login, registration), deleted or
@@ -63,8 +69,11 @@ type Options struct {
 	PasswordHashCost int
 	// SharedSecret enables shared-secret registration when not empty.
 	SharedSecret string
-	// RegistrationTokens, when set, offers the m.login.registration_token flow.
-	RegistrationTokens RegistrationTokens
+	// RegistrationTokens keeps the registration tokens; with
+	// RequireRegistrationToken, registration offers only the
+	// m.login.registration_token flow.
+	RegistrationTokens       RegistrationTokens
+	RequireRegistrationToken bool
 	// TokenCacheSize bounds the access tokens kept in memory.
 	TokenCacheSize int
 	// AccessTokenLifetime is how long an access token lives when its

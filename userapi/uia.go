@@ -77,9 +77,9 @@ type authDict struct {
 }
 
 // RegistrationFlows are the UIA flows of registration: a registration token
-// when tokens are configured, else the dummy stage.
+// when registration requires one, else the dummy stage.
 func (s *Service) RegistrationFlows() [][]string {
-	if s.opts.RegistrationTokens != nil {
+	if s.opts.RegistrationTokens != nil && s.opts.RequireRegistrationToken {
 		return [][]string{{StageRegistrationToken}}
 	}
 	return [][]string{{StageDummy}}
@@ -92,6 +92,21 @@ func (s *Service) RegistrationTokenValid(ctx context.Context, token string) (boo
 		return false, nil
 	}
 	return s.opts.RegistrationTokens.ValidRegistrationToken(ctx, token)
+}
+
+// FinishRegistrationToken ends the use of a registration token that the
+// request's completed UIA (auth, the request's "auth" object) reserved:
+// counted as completed when registered, else given back. It does nothing
+// when the request did not pass the token stage.
+func (s *Service) FinishRegistrationToken(ctx context.Context, auth json.RawMessage, registered bool) error {
+	if s.opts.RegistrationTokens == nil || len(auth) == 0 {
+		return nil
+	}
+	var ad authDict
+	if json.Unmarshal(auth, &ad) != nil || ad.Type != StageRegistrationToken || ad.Token == "" {
+		return nil
+	}
+	return s.opts.RegistrationTokens.FinishRegistrationToken(ctx, ad.Token, registered)
 }
 
 // PasswordFlows are the UIA flows of operations on an existing account.
@@ -301,11 +316,15 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 		if s.opts.RegistrationTokens == nil || ad.Token == "" {
 			return merr.Forbidden("Invalid registration token")
 		}
-		ok, err := s.opts.RegistrationTokens.ValidRegistrationToken(ctx, ad.Token)
+		// The stage takes a use of the token at once, so that two
+		// registrations cannot share a token's last use; the caller ends
+		// it with FinishRegistrationToken.
+		ok, err := s.opts.RegistrationTokens.ReserveRegistrationToken(ctx, ad.Token)
 		if err != nil {
 			return err
 		}
 		if !ok {
+			audit(ctx, "auth_failed", logrus.Fields{"op": req.Op, "reason": "invalid registration token"})
 			return merr.Forbidden("Invalid registration token")
 		}
 		return nil

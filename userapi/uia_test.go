@@ -141,9 +141,17 @@ func (f fixedTokens) ValidRegistrationToken(ctx context.Context, token string) (
 	return f[token], nil
 }
 
+func (f fixedTokens) ReserveRegistrationToken(ctx context.Context, token string) (bool, error) {
+	return f[token], nil
+}
+
+func (f fixedTokens) FinishRegistrationToken(ctx context.Context, token string, registered bool) error {
+	return nil
+}
+
 func TestUIARegistrationToken(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
-		s := newTestService(t, db, nil, func(o *Options) { o.RegistrationTokens = fixedTokens{"good": true} })
+		s := newTestService(t, db, nil, func(o *Options) { o.RegistrationTokens = fixedTokens{"good": true}; o.RequireRegistrationToken = true })
 		reg := UIARequest{Op: "register", Flows: s.RegistrationFlows()}
 		if fmt.Sprint(reg.Flows) != "[[m.login.registration_token]]" {
 			t.Fatalf("flows %v", reg.Flows)

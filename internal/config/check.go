@@ -63,6 +63,10 @@ func (c Config) Check() Problems {
 			add("nats.url", RedactNATS(c.NATS.URL), "is not a NATS URL", "write nats://host:4222, or leave it empty for the embedded NATS")
 		}
 	}
+	if c.Registration.RequireToken && !c.Registration.Open {
+		add("registration.require_token", "true", "needs registration.open: true (it limits open registration to holders of a token)",
+			"set registration.open: true as well, or set require_token: false")
+	}
 	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
 		add("password_hash_cost", strconv.Itoa(c.PasswordHashCost), "must be a bcrypt cost between 4 and 31", "use 12 (the default); lower it only for load tests")
 	}
@@ -185,8 +189,11 @@ func (c Config) Warnings() []string {
 	if d, err := time.ParseDuration(c.AccessTokenLifetime); err == nil && d >= time.Second && d < time.Minute {
 		w = append(w, fmt.Sprintf("access_token_lifetime is %s: clients with refresh tokens refresh their access token that often (use 5m)", d))
 	}
-	if c.Registration.Open {
+	if c.Registration.Open && !c.Registration.RequireToken {
 		w = append(w, "registration.open is true: anyone who can reach this server can create an account")
+	}
+	if c.AdminAPI.LoginAsUser {
+		w = append(w, "admin_api.login_as_user is true: server admins can get access tokens of any user")
 	}
 	if n := len(c.Registration.SharedSecret); n > 0 && n < 16 {
 		// Test harnesses use short secrets; production should not.

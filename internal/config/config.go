@@ -30,6 +30,7 @@ type Config struct {
 	// SQLiteSynchronous trades durability for speed on SQLite: FULL or NORMAL.
 	SQLiteSynchronous string       `yaml:"sqlite_synchronous"`
 	Registration      Registration `yaml:"registration"`
+	AdminAPI          AdminAPI     `yaml:"admin_api"`
 	NATS              NATS         `yaml:"nats"`
 	RateLimits        RateLimits   `yaml:"rate_limits"`
 	PasswordHashCost  int          `yaml:"password_hash_cost"`
@@ -159,6 +160,16 @@ type Registration struct {
 	SharedSecret string `yaml:"shared_secret"`
 	// Guests allows guest accounts (POST /register?kind=guest).
 	Guests bool `yaml:"guests"`
+	// RequireToken makes open registration need a registration token (the
+	// m.login.registration_token stage; tokens come from the admin API).
+	RequireToken bool `yaml:"require_token"`
+}
+
+// AdminAPI configures the admin API under /_synapse/admin/.
+type AdminAPI struct {
+	// LoginAsUser enables POST /_synapse/admin/v1/users/{userId}/login,
+	// which gives an admin an access token of another user.
+	LoginAsUser bool `yaml:"login_as_user"`
 }
 
 type NATS struct {

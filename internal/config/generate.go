@@ -55,6 +55,16 @@ registration:
   # endpoints the spec opens to guests, only rooms that allow guests.
   # HAVEN_REGISTRATION_GUESTS
   guests: false
+  # With open: true, registration needs a registration token, made by an
+  # admin (POST /_synapse/admin/v1/registration_tokens/new).
+  # HAVEN_REGISTRATION_REQUIRE_TOKEN
+  require_token: false
+
+admin_api:
+  # POST /_synapse/admin/v1/users/{userId}/login: an admin gets an access
+  # token of another user. Off by default.
+  # HAVEN_ADMIN_API_LOGIN_AS_USER
+  login_as_user: false
 
 nats:
   # Empty: embedded NATS JetStream in data_dir, with no network listener.
