@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/haven-chat/haven/internal/clientip"
 	"github.com/haven-chat/haven/internal/ids"
 )
 
@@ -94,6 +95,15 @@ func (c Config) Check() Problems {
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
 	ps = append(ps, c.Federation.check(c)...)
+	for _, it := range c.TrustedProxies.Items() {
+		if _, err := clientip.ParseItem(it); err != nil {
+			add("trusted_proxies", it, "is not an IP address or an address range",
+				"list the addresses of your reverse proxies as they connect to Haven, for example 127.0.0.1 (nginx on this machine) or 10.0.1.0/24; leave the list empty when clients connect directly")
+		}
+	}
+	if c.PasswordPolicy.MinLength < 1 || c.PasswordPolicy.MinLength > 128 {
+		add("password_policy.min_length", strconv.Itoa(c.PasswordPolicy.MinLength), "must be between 1 and 128", "10 is the default; longer passphrases are easier to remember than short complex passwords")
+	}
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
