@@ -19,6 +19,7 @@ import (
 	"github.com/haven-chat/haven/adminapi/reports"
 	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/clientapi"
+	"github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
@@ -53,6 +54,8 @@ type App struct {
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
+	// Audit is the audit log (internal/audit).
+	Audit *audit.Log
 
 	api             *clientapi.API
 	fed             *federation
@@ -69,6 +72,11 @@ func OpenDB(ctx context.Context, cfg config.Config) (*storage.DB, error) {
 		return nil, err
 	}
 	return storage.Open(ctx, t, storage.Options{MaxOpenConns: cfg.DatabasePool, SQLiteSynchronous: cfg.SQLiteSynchronous})
+}
+
+// PasswordPolicy is the password policy of the configuration.
+func PasswordPolicy(cfg config.Config) userapi.PasswordPolicy {
+	return userapi.PasswordPolicy{MinLength: cfg.PasswordPolicy.MinLength, RefuseCommon: cfg.PasswordPolicy.RefuseCommon}
 }
 
 // ParkAbove is how many /syncs may wait on goroutines of their own before
@@ -120,6 +128,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	a.closers = append(a.closers, a.Bus.Close)
+	a.Audit = audit.New(a.DB)
 	if err = a.openKeys(ctx); err != nil {
 		return nil, err
 	}
@@ -128,7 +137,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
-		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime()}); err != nil {
+		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
+		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg)}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -140,7 +150,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe,
-		ParkAbove: ParkAbove}
+		ParkAbove: ParkAbove, LoginAudit: a.Audit}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
 	api.Auth, api.Users, api.Filters, api.AccountData = a.Users, a.Users, a.Users, a.Users
 	if err = a.wireRooms(ctx, api, a.Users); err != nil {

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sirupsen/logrus"
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -287,10 +286,7 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 		if ad.Password == "" {
 			return merr.Forbidden("Invalid password")
 		}
-		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password); err != nil {
-			if me, ok := merr.As(err); ok {
-				audit(ctx, "auth_failed", logrus.Fields{"user_id": req.UserID, "op": req.Op, "reason": me.Code})
-			}
+		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password, clientAddrFrom(ctx)); err != nil {
 			if merr.Is(err, "M_FORBIDDEN") {
 				return merr.Forbidden("Invalid password")
 			}
