@@ -51,7 +51,12 @@ func (c Config) Check() Problems {
 		}
 	}
 	if _, err := parseDatabase(c.Database); err != nil {
-		add("database", redactURL(c.Database), err.Error(), "leave it empty for SQLite in data_dir, or write sqlite:///path/file.db, or postgres://user:password@host:5432/dbname?sslmode=disable")
+		fix := "leave it empty for SQLite in data_dir, or write sqlite:///path/file.db, or postgres://user:password@host:5432/dbname?sslmode=disable"
+		if errors.Is(err, errUnencoded) {
+			fix = "percent-encode the password in the URL: @ as %40, / as %2F, ? as %3F, # as %23, : as %3A and % as %25 " +
+				"(python3 -c 'import urllib.parse,getpass; print(urllib.parse.quote(getpass.getpass(), safe=\"\"))' encodes one typed without echo)"
+		}
+		add("database", redactURL(c.Database), err.Error(), fix)
 	}
 	if c.DatabasePool < 1 || c.DatabasePool > 1000 {
 		add("database_pool", strconv.Itoa(c.DatabasePool), "must be between 1 and 1000", "20 suits most servers; PostgreSQL's max_connections must be larger than the sum over all Haven processes")
@@ -223,6 +228,9 @@ func parseDatabase(s string) (dbKind, error) {
 		}
 		return dbKind{path: p}, nil
 	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		if unencodedUserinfo(s) {
+			return dbKind{}, errUnencoded
+		}
 		u, err := url.Parse(s)
 		if err != nil {
 			return dbKind{}, errors.New("is not a valid URL")
@@ -238,7 +246,36 @@ func parseDatabase(s string) (dbKind, error) {
 	return dbKind{}, errors.New("is not a database this server knows")
 }
 
+// errUnencoded is the database URL problem of a password holding URL
+// delimiters as they are.
+var errUnencoded = errors.New("the password (or user name) holds @, /, ? or # as it is, so the URL cannot be read: the server would take part of the password for the host or the database name")
+
+// unencodedUserinfo tells whether a URL's user name or password holds a
+// character that ends that part (@ / ? #) without percent-encoding.
+func unencodedUserinfo(raw string) bool {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return false
+	}
+	rest := raw[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	auth := rest[:end]
+	if n := strings.Count(auth, "@"); n > 0 {
+		return n > 1
+	}
+	// No @ before the first / ? #: an @ further on, with no query
+	// parameter before it, ended a password that held one of them.
+	at := strings.LastIndex(rest, "@")
+	return at > end && strings.Contains(auth, ":") && !strings.Contains(rest[end:at], "=")
+}
+
 func redactURL(raw string) string {
+	if unencodedUserinfo(raw) {
+		return scrubUserinfo(raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return scrubUserinfo(raw)
@@ -292,6 +329,7 @@ func scrubUserinfo(raw string) string {
 func (c Config) CheckLive(ctx context.Context, portsMustBeFree bool) Problems {
 	var ps Problems
 	ps = append(ps, checkDataDir(c.DataDir)...)
+	ps = append(ps, c.checkWritable()...)
 	if db, err := parseDatabase(c.Database); err == nil && db.postgres {
 		if p := checkPostgres(ctx, db.url); p != nil {
 			ps = append(ps, *p)
