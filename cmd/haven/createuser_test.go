@@ -185,3 +185,35 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// check-config reports a database URL whose password holds @ or /
+// unencoded, without printing any part of it, and a database file or
+// media folder the server could not write.
+func TestCheckConfigFirstHourMistakes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	stdout, stderr, code := e2eRun(t, dir, e2eEnv("HAVEN_LISTEN="+e2eFreeAddr(t), "HAVEN_DATABASE=postgres://haven:Se@cr/et99@127.0.0.1:5432/test"), "check-config")
+	if code != 1 || !strings.Contains(stdout, "database: postgres://haven:xxxxx@127.0.0.1:5432/test — the password (or user name) holds @") ||
+		!strings.Contains(stdout, "@ as %40, / as %2F") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, part := range []string{"Se@", "cr/", "et99", "Secr"} {
+		if strings.Contains(stdout+stderr, part) {
+			t.Errorf("part %q of the password was printed:\n%s%s", part, stdout, stderr)
+		}
+	}
+
+	if os.Geteuid() == 0 {
+		return // root writes everything
+	}
+	data := filepath.Join(dir, "haven-data")
+	os.MkdirAll(filepath.Join(data, "media", "ab"), 0o700)
+	os.WriteFile(filepath.Join(data, "haven.db"), nil, 0o400)
+	os.Chmod(filepath.Join(data, "media", "ab"), 0o500)
+	t.Cleanup(func() { os.Chmod(filepath.Join(data, "media", "ab"), 0o700) })
+	stdout, _, code = e2eRun(t, dir, e2eEnv("HAVEN_LISTEN="+e2eFreeAddr(t)), "check-config")
+	if code != 1 || !strings.Contains(stdout, "database: "+filepath.Join("haven-data", "haven.db")+" — cannot be written") ||
+		!strings.Contains(stdout, "data_dir: "+filepath.Join("haven-data", "media", "ab")+" — the media folder cannot be written") {
+		t.Errorf("exit %d\n%s", code, stdout)
+	}
+}

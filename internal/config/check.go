@@ -258,18 +258,14 @@ func unencodedUserinfo(raw string) bool {
 		return false
 	}
 	rest := raw[i+3:]
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	auth := rest[:end]
-	if n := strings.Count(auth, "@"); n > 0 {
-		return n > 1
-	}
-	// No @ before the first / ? #: an @ further on, with no query
-	// parameter before it, ended a password that held one of them.
+	// The user information ends at the last @, unless that @ is in a
+	// query parameter (a = before it).
 	at := strings.LastIndex(rest, "@")
-	return at > end && strings.Contains(auth, ":") && !strings.Contains(rest[end:at], "=")
+	if at < 0 {
+		return false
+	}
+	userinfo := rest[:at]
+	return strings.ContainsAny(userinfo, "@/?#") && !strings.Contains(userinfo, "=")
 }
 
 func redactURL(raw string) string {

@@ -107,3 +107,12 @@ func TestCheckLiveUnwritable(t *testing.T) {
 		t.Errorf("writable again, yet %v", ps)
 	}
 }
+
+func TestDatabasePasswordBothDelimiters(t *testing.T) {
+	c := Default()
+	c.Database = "postgres://haven:Se@cr/et99@127.0.0.1:5432/test"
+	ps := c.Check()
+	if len(ps) != 1 || ps[0].Value != "postgres://haven:xxxxx@127.0.0.1:5432/test" {
+		t.Fatalf("problems %v", ps)
+	}
+}
