@@ -13,7 +13,6 @@ import (
 	"slices"
 	"time"
 
-
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
