@@ -33,5 +33,12 @@
 // except on routes marked ExpiredOK (logout). /preview_url answers 404
 // M_UNRECOGNIZED while media.url_previews is off.
 //
+// The client address of every request is derived once, in Router, by
+// internal/clientip with the config's trusted_proxies (X-Forwarded-For is
+// believed only from them); clientAddr reads it for the rate limits, the
+// user API (login slowdown, last-seen addresses, audit) and the logs.
+// Attempts the login and registration limits refuse are recorded through
+// API.LoginAudit (audit.LoginRefused, with the address).
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi
