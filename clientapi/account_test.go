@@ -356,6 +356,19 @@ func TestLoginRateLimit(t *testing.T) {
 		if r.header.Get("Retry-After") == "" {
 			t.Fatal("no Retry-After header")
 		}
+		// No trusted proxies: a forged X-Forwarded-For from this loopback
+		// client does not make it someone else.
+		raw, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", e.url+"/_matrix/client/v3/login", bytes.NewReader(raw))
+		req.Header.Set("X-Forwarded-For", "198.51.100.77")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 429 {
+			t.Fatalf("a forged X-Forwarded-For escaped the rate limit: %d", res.StatusCode)
+		}
 	})
 }
 
@@ -459,7 +472,7 @@ func TestPasswordChangeAndDeactivate(t *testing.T) {
 
 func TestDeviceEndpoints(t *testing.T) {
 	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
-		e := utServer(t, db)
+		e := utServer(t, db, func(c *config.Config) { c.TrustedProxies = "127.0.0.1,::1" })
 		token, device := e.register("alice", "pw")
 		second := e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw", "device_id": "SECOND"}).str("access_token")
 		e.register("bob", "bobpw")

@@ -10,6 +10,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/internal/audit"
+	"github.com/haven-chat/haven/internal/clientip"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
@@ -112,6 +114,28 @@ type API struct {
 	// Audit, when set, records every call of the admin API
 	// (/_synapse/admin/), allowed or refused (admin_audit.go).
 	Audit auditRecorder
+
+	// LoginAudit, when set, records the login and registration attempts
+	// the rate limits refuse (internal/audit).
+	LoginAudit loginAuditor
+}
+
+// loginAuditor records refused attempts in the audit log (audit.Log).
+type loginAuditor interface {
+	Record(ctx context.Context, e audit.Entry)
+}
+
+type addrKey struct{}
+
+// withClientAddr derives each request's client address once, with the
+// trusted proxies of the config (trusted_proxies; config.Check refused bad
+// items), and keeps it in the request's context for clientAddr.
+func (a *API) withClientAddr(next http.Handler) http.Handler {
+	proxies, _ := clientip.New(a.Cfg.TrustedProxies.Items())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr := proxies.Addr(r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), addrKey{}, addr)))
+	})
 }
 
 type deviceKey struct{}
@@ -159,6 +183,7 @@ func legacyPaths(path string) []string {
 // Router builds the HTTP handler of the whole client API.
 func (a *API) Router() http.Handler {
 	mux := chi.NewRouter()
+	mux.Use(a.withClientAddr)
 	mux.Use(httpx.AccessLog(a.Log, a.Observe))
 	mux.Use(httpx.CORS)
 	// The body limit wraps each route (not the whole mux) so that routes
@@ -240,6 +265,10 @@ func (a *API) wrap(rt Route) http.Handler {
 				key = DeviceFrom(r).UserID
 			}
 			if wait := a.Limiter.Allow(rt.Limit, key, time.Now()); wait > 0 {
+				if a.LoginAudit != nil && rt.Limit != limitMessage {
+					a.LoginAudit.Record(r.Context(), audit.Entry{Action: audit.LoginRefused, Addr: key,
+						Detail: map[string]any{"reason": "rate_limit", "path": rt.Path}})
+				}
 				return merr.LimitExceeded(wait.Milliseconds() + 1)
 			}
 			if rt.Limit == limitRegister {
@@ -287,26 +316,12 @@ func checkPathParams(r *http.Request) error {
 	return nil
 }
 
-// clientAddr is the address rate limits count against. Behind a reverse
-// proxy on loopback the last X-Forwarded-For entry is the one the proxy
-// itself added (earlier entries come from the client and can be forged).
+// clientAddr is the request's client address (internal/clientip, with
+// the trusted proxies): what rate limits count against, the login
+// slowdown remembers, devices show as last seen and the audit log records.
 func clientAddr(r *http.Request) string {
-	host := r.RemoteAddr
-	if i := strings.LastIndex(host, ":"); i >= 0 {
-		host = host[:i]
+	if addr, ok := r.Context().Value(addrKey{}).(string); ok {
+		return addr
 	}
-	host = strings.Trim(host, "[]")
-	if host == "127.0.0.1" || host == "::1" {
-		if vals := r.Header.Values("X-Forwarded-For"); len(vals) > 0 {
-			xff := vals[len(vals)-1]
-			last := xff
-			if i := strings.LastIndex(xff, ","); i >= 0 {
-				last = xff[i+1:]
-			}
-			if v := strings.TrimSpace(last); v != "" {
-				return v
-			}
-		}
-	}
-	return host
+	return clientip.Trusted{}.Addr(r) // a request that did not come through Router
 }

@@ -45,5 +45,12 @@
 // caller, the user or room of the path, the address and the outcome, also
 // when the call is refused before its handler (no token, not an admin).
 //
+// The client address of every request is derived once, in Router, by
+// internal/clientip with the config's trusted_proxies (X-Forwarded-For is
+// believed only from them); clientAddr reads it for the rate limits, the
+// user API (login slowdown, last-seen addresses, audit) and the logs.
+// Attempts the login and registration limits refuse are recorded through
+// API.LoginAudit (audit.LoginRefused, with the address).
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

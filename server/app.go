@@ -52,11 +52,11 @@ type App struct {
 	devices deviceObservers
 	// keysFed is the key service's way to other servers (todevice.go).
 	keysFed keysFederation
-	// Audit is the audit log (admin API calls, and what else records in it).
-	Audit *audit.Log
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
+	// Audit is the audit log (internal/audit).
+	Audit *audit.Log
 
 	api             *clientapi.API
 	fed             *federation
@@ -73,6 +73,11 @@ func OpenDB(ctx context.Context, cfg config.Config) (*storage.DB, error) {
 		return nil, err
 	}
 	return storage.Open(ctx, t, storage.Options{MaxOpenConns: cfg.DatabasePool, SQLiteSynchronous: cfg.SQLiteSynchronous})
+}
+
+// PasswordPolicy is the password policy of the configuration.
+func PasswordPolicy(cfg config.Config) userapi.PasswordPolicy {
+	return userapi.PasswordPolicy{MinLength: cfg.PasswordPolicy.MinLength, RefuseCommon: cfg.PasswordPolicy.RefuseCommon}
 }
 
 // ParkAbove is how many /syncs may wait on goroutines of their own before
@@ -135,7 +140,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
-		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken}); err != nil {
+		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
+		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg)}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -147,7 +153,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	api := &clientapi.API{Cfg: cfg, Log: log, Limiter: clientapi.NewLimiter(cfg.RateLimits), Observe: metrics.Observe,
-		ParkAbove: ParkAbove, Audit: a.Audit}
+		ParkAbove: ParkAbove, Audit: a.Audit, LoginAudit: a.Audit}
 	api.Areas = append(api.Areas, api.BaseAreas()...)
 	api.Auth, api.Users, api.Filters, api.AccountData = a.Users, a.Users, a.Users, a.Users
 	if err = a.wireRooms(ctx, api, a.Users); err != nil {

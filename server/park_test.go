@@ -26,6 +26,7 @@ func TestParkedSyncs(t *testing.T) {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.PasswordHashCost = 4
 	cfg.RateLimits.Enabled = false
+	cfg.PasswordPolicy = config.PasswordPolicy{MinLength: 1} // the test's accounts have short passwords
 	cfg.Registration.Open = true
 	log, _ := logging.New("text", "error", io.Discard)
 	ctx, cancel := context.WithCancel(context.Background())

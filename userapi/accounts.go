@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	auditlog "github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
@@ -344,27 +345,36 @@ VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO 
 	return tk.session(userID, dev.DeviceID), dev, oldHash, nil
 }
 
-// verifyPassword checks userID's password under the account's failure
-// backoff. Wrong user and wrong password give the same error and take the
-// same time.
-func (s *Service) verifyPassword(ctx context.Context, userID, password string) (account, error) {
-	if wait := s.attempts.wait(userID); wait > 0 {
+// verifyPassword checks userID's password under the failure backoff of
+// the account, or, from a network the account has signed in from before,
+// of that network (knownaddrs.go). Wrong user and wrong password give the
+// same error and take the same time. Every failure and refusal is audited.
+func (s *Service) verifyPassword(ctx context.Context, userID, password, addr string) (account, error) {
+	key := s.attemptKey(ctx, userID, addr)
+	if wait := s.attempts.wait(key); wait > 0 {
+		s.record(ctx, auditlog.Entry{Action: auditlog.LoginRefused, Target: userID, Addr: addr,
+			Detail: map[string]any{"reason": "account_slowdown", "retry_after_ms": wait.Milliseconds() + 1}})
 		return account{}, merr.LimitExceeded(wait.Milliseconds() + 1)
 	}
 	a, err := selectAccount(ctx, s.db, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(s.dummy.get(s.opts.PasswordHashCost), password)
-		s.attempts.fail(userID)
+		s.attempts.fail(key)
+		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "unknown_user"}})
 		return account{}, errBadLogin()
 	}
 	if err != nil {
 		return account{}, err
 	}
 	if !CheckPassword(a.hash, password) {
-		s.attempts.fail(userID)
+		s.attempts.fail(key)
+		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "wrong_password"}})
 		return account{}, errBadLogin()
 	}
-	s.attempts.reset(userID)
+	s.attempts.reset(key)
+	if !a.deactivated {
+		s.rememberAddr(ctx, userID, addr)
+	}
 	return a, nil
 }
 
@@ -392,7 +402,8 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 	}
 	userID, ok := s.resolveLogin(req.User)
 	if !ok {
-		audit(ctx, "login_failed", logrus.Fields{"user": truncateRunes(req.User, 100), "client_addr": req.ClientAddr, "reason": "not a local user"})
+		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: truncateRunes(req.User, 100), Addr: req.ClientAddr,
+			Detail: map[string]any{"reason": "not_a_local_user"}})
 		return Session{}, errBadLogin()
 	}
 	var a account
@@ -402,16 +413,13 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 			return Session{}, errBadLogin()
 		}
 	} else {
-		a, err = s.verifyPassword(ctx, userID, req.Password)
+		a, err = s.verifyPassword(ctx, userID, req.Password, req.ClientAddr)
 	}
 	if err != nil {
-		if me, ok := merr.As(err); ok {
-			audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": me.Code})
-		}
 		return Session{}, err
 	}
 	if a.deactivated {
-		audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": "deactivated"})
+		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: req.ClientAddr, Detail: map[string]any{"reason": "deactivated"}})
 		return Session{}, merr.UserDeactivated("This account has been deactivated")
 	}
 	var sess Session
@@ -431,7 +439,11 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
 	}
 	s.cacheToken(dev)
-	audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "appservice": req.AppService})
+	detail := map[string]any{"device_id": sess.DeviceID}
+	if req.AppService != "" {
+		detail["appservice"] = req.AppService
+	}
+	s.record(ctx, auditlog.Entry{Action: auditlog.Login, Actor: userID, Target: userID, Addr: req.ClientAddr, OK: true, Detail: detail})
 	return sess, nil
 }
 

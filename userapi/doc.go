@@ -3,7 +3,8 @@
 // profiles, account data (a sync stream), filters and push rules.
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
-// push_rules, uia_sessions, registration_nonces, openid_tokens; it also deletes a removed
+// push_rules, uia_sessions, registration_nonces, openid_tokens,
+// login_addresses (migration 0027); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -58,6 +59,16 @@
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.
+//
+// Password guessing (knownaddrs.go, backoff.go): failed password checks
+// slow an account down (a doubling wait after three failures), counted
+// together for networks the account has not signed in from and separately
+// for each network it has (login_addresses: the newest 20 per account, 90
+// days), so the owner keeps signing in during a guessing run. Sign-ins,
+// failures and refusals go to Options.Audit (internal/audit). New
+// passwords meet Options.PasswordPolicy (policy.go: minimum length, the
+// embedded common_passwords.txt and its variants) through CheckNewPassword,
+// which HashNewPassword calls; shared-secret registration skips it.
 //
 // Passwords are hashed with bcrypt over base64(SHA-256(password)) (see
 // password.go), so passwords longer than bcrypt's 72-byte input limit keep

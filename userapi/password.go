@@ -72,11 +72,12 @@ func ValidNewPassword(password string) error {
 	return nil
 }
 
-// HashNewPassword checks a password being set (ValidNewPassword) and
-// hashes it at the configured cost, for Register, ChangePassword and the
-// parameters a UIA session keeps.
+// HashNewPassword checks a password being set (CheckNewPassword: the
+// byte limit and the password policy) and hashes it at the configured
+// cost, for Register, ChangePassword and the parameters a UIA session
+// keeps.
 func (s *Service) HashNewPassword(password string) (string, error) {
-	if err := ValidNewPassword(password); err != nil {
+	if err := s.CheckNewPassword(password); err != nil {
 		return "", err
 	}
 	return HashPassword(password, s.opts.PasswordHashCost)

@@ -86,6 +86,12 @@ type Options struct {
 	SeenFlushInterval time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Audit, when set, records sign-ins, failed sign-ins and refused
+	// attempts (internal/audit); without it they are only logged.
+	Audit AuditRecorder
+	// PasswordPolicy applies to every password being set, except through
+	// shared-secret registration; the zero value only bounds the length.
+	PasswordPolicy PasswordPolicy
 }
 
 // Service is the user service. All its methods are safe for concurrent use.

@@ -119,12 +119,21 @@ func (s *Service) RegisterWithSharedSecret(ctx context.Context, req SharedSecret
 	if !hmac.Equal([]byte(want), []byte(got)) {
 		return Session{}, merr.Forbidden("HMAC incorrect")
 	}
+	// The holder of the shared secret is an admin tool (or a test suite):
+	// the password policy is not applied, only the byte limit.
+	if err := ValidNewPassword(req.Password); err != nil {
+		return Session{}, err
+	}
+	hash, err := HashPassword(req.Password, s.opts.PasswordHashCost)
+	if err != nil {
+		return Session{}, err
+	}
 	return s.Register(ctx, RegisterRequest{
-		Localpart:   strings.ToLower(req.Username),
-		Password:    req.Password,
-		Admin:       req.Admin,
-		DisplayName: req.DisplayName,
-		ClientAddr:  req.ClientAddr,
-		Via:         "shared_secret",
+		Localpart:    strings.ToLower(req.Username),
+		PasswordHash: hash,
+		Admin:        req.Admin,
+		DisplayName:  req.DisplayName,
+		ClientAddr:   req.ClientAddr,
+		Via:          "shared_secret",
 	})
 }

@@ -13,8 +13,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
+	auditlog "github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/storage"
 )
@@ -302,10 +301,7 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 		if ad.Password == "" {
 			return merr.Forbidden("Invalid password")
 		}
-		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password); err != nil {
-			if me, ok := merr.As(err); ok {
-				audit(ctx, "auth_failed", logrus.Fields{"user_id": req.UserID, "op": req.Op, "reason": me.Code})
-			}
+		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password, clientAddrFrom(ctx)); err != nil {
 			if merr.Is(err, "M_FORBIDDEN") {
 				return merr.Forbidden("Invalid password")
 			}
@@ -324,7 +320,7 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 			return err
 		}
 		if !ok {
-			audit(ctx, "auth_failed", logrus.Fields{"op": req.Op, "reason": "invalid registration token"})
+			s.record(ctx, auditlog.Entry{Action: "registration_token.refused", Addr: clientAddrFrom(ctx), Detail: map[string]any{"op": req.Op}})
 			return merr.Forbidden("Invalid registration token")
 		}
 		return nil

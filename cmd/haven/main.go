@@ -17,9 +17,6 @@ import (
 	"github.com/haven-chat/haven/loadtest"
 )
 
-// Version is set at build time with -ldflags "-X main.Version=...".
-var Version = "dev"
-
 type command struct {
 	name  string
 	usage string
@@ -31,13 +28,13 @@ func commands() []command {
 		{"serve", "start the server (the default)", runServe},
 		{"check-config", "check the configuration, the database, NATS, ports and folders; print every problem with its fix", runCheckConfig},
 		{"generate-config", "print a fully commented configuration file", runGenerateConfig},
-		{"create-user", "create an account: --user NAME --password PW [--admin]", runCreateUser},
+		{"create-user", "create an account: --user NAME [--admin] (the password is asked for, or read from standard input); uses the running server's configuration unless --config is given", runCreateUser},
 		{"migrate", "apply pending database migrations and exit", runMigrate},
 		{"health", "check the database, the running server, the disk and the federation certificate; one Nagios/Zabbix line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", runHealth},
 		{"rotate-key", "replace the server's signing key (the old one stays published as expired); restart afterwards", runRotateKey},
 		{"loadtest", loadtest.Usage, loadtest.Run},
 		{"loadtest-federation", loadtest.FederationUsage, loadtest.RunFederation},
-		{"version", "print the version", func(context.Context, []string, io.Writer, io.Writer) int { fmt.Println("haven", Version); return 0 }},
+		{"version", "print the version (also --version)", runVersion},
 	}
 }
 
@@ -50,6 +47,9 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := "serve"
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return runVersion(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
@@ -65,6 +65,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "haven: unknown command %q\n", name)
 	usage(stderr)
 	return 2
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) int {
+	fmt.Fprintln(stdout, "haven", version())
+	return 0
 }
 
 func usage(w io.Writer) {

@@ -302,7 +302,7 @@ func TestZeroConfigServe(t *testing.T) {
 		"listening on http://" + addr,
 		"server name localhost",
 		"database sqlite:haven-data/haven.db",
-		"haven create-user --user alice --password",
+		"haven create-user --user alice --admin",
 	} {
 		if !strings.Contains(line, want) {
 			t.Errorf("startup line lacks %q: %q", want, line)
@@ -697,7 +697,7 @@ func TestMetricsListener(t *testing.T) {
 		"haven_events_persisted_total",
 		`haven_db_connections_open{pool=`,
 		"haven_handler_panics_total",
-		`haven_build_info{version="dev"} 1`,
+		`haven_build_info{version="`,
 		"haven_disk_free_bytes",
 		"haven_disk_total_bytes",
 		"go_goroutines",
@@ -705,6 +705,14 @@ func TestMetricsListener(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name)).MatchString(metricsText) {
 			t.Errorf("/metrics lacks %s", name)
 		}
+	}
+
+	if strings.Contains(metricsText, `haven_build_info{version="dev"}`) || strings.Contains(metricsText, `haven_build_info{version=""}`) {
+		t.Errorf("the build's version is not read from the build information")
+	}
+	stdout, _, _ := e2eRun(t, t.TempDir(), e2eEnv(), "--version")
+	if v := strings.TrimPrefix(strings.TrimSpace(stdout), "haven "); v == "" || !strings.Contains(metricsText, `haven_build_info{version="`+v+`"} 1`) {
+		t.Errorf("haven --version says %q; /metrics has another version", stdout)
 	}
 
 	status, h, body := e2eMustGet(t, "http://"+addr+"/metrics")
@@ -751,7 +759,18 @@ func TestCreateUserThenLogIn(t *testing.T) {
 	// A low bcrypt cost keeps the test fast; serve warns about it.
 	env := e2eEnv("HAVEN_LISTEN="+addr, "HAVEN_PASSWORD_HASH_COST=4")
 
+	// Before the server's first start there is no database: create-user
+	// says so instead of making one the server might never use.
 	stdout, stderr, code := e2eRun(t, dir, env, "create-user", "--user", "alice", "--password", password, "--admin")
+	if code != 1 || !strings.Contains(stderr, "there is no database at "+filepath.Join(dir, "haven-data", "haven.db")) || !strings.Contains(stderr, "Fix:") {
+		t.Fatalf("create-user before the first start: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "haven-data")); !os.IsNotExist(err) {
+		t.Fatalf("create-user made haven-data: %v", err)
+	}
+
+	p := e2eServe(t, dir, addr, env)
+	stdout, stderr, code = e2eRun(t, dir, env, "create-user", "--user", "alice", "--password", password, "--admin")
 	if code != 0 || stdout != "@alice:localhost\n" {
 		t.Fatalf("create-user: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -766,11 +785,13 @@ func TestCreateUserThenLogIn(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "M_USER_IN_USE") {
 		t.Errorf("a second alice: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	if _, _, code = e2eRun(t, dir, env, "create-user", "--user", "bob"); code != 2 {
-		t.Errorf("create-user without --password: exit %d, want 2", code)
+	if _, stderr, code = e2eRun(t, dir, env, "create-user", "--user", "bob"); code != 1 || !strings.Contains(stderr, "no password on standard input") {
+		t.Errorf("create-user without a password: exit %d\n%s", code, stderr)
+	}
+	if _, stderr, code = e2eRun(t, dir, env, "create-user", "--user", "bob", "--password", "password2024"); code != 1 || !strings.Contains(stderr, "M_WEAK_PASSWORD") {
+		t.Errorf("create-user with a common password: exit %d\n%s", code, stderr)
 	}
 
-	p := e2eServe(t, dir, addr, env)
 	status, login := e2ePost(t, "http://"+addr+"/_matrix/client/v3/login", "", map[string]any{
 		"type":       "m.login.password",
 		"identifier": map[string]string{"type": "m.id.user", "user": "alice"},

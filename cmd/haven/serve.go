@@ -64,13 +64,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "haven:", err)
 		return 1
 	}
-	metrics.RegisterBuild(Version)
+	metrics.RegisterBuild(version())
 	cfgFlag := ""
 	if *cfgPath != "" {
 		cfgFlag = " --config " + *cfgPath
 	}
-	fmt.Fprintf(stdout, "Haven %s listening on http://%s — server name %s, database %s, NATS %s. Create the first user: haven create-user%s --user alice --password '...' --admin\n",
-		Version, a.Addr(), cfg.ServerName, a.DB.Location, a.Bus.Where, cfgFlag)
+	fmt.Fprintf(stdout, "Haven %s listening on http://%s — server name %s, database %s, NATS %s. Create the first user: haven create-user%s --user alice --admin\n",
+		version(), a.Addr(), cfg.ServerName, a.DB.Location, a.Bus.Where, cfgFlag)
 	if cfg.Metrics.Listen != "" {
 		log.WithField("listen", cfg.Metrics.Listen).Info("metrics listener on /metrics")
 	}
@@ -170,22 +170,36 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	return 0
 }
 
-// runCreateUser creates an account straight in the configured database, so
-// it works whether or not a server is running.
+// runCreateUser creates an account straight in the server's database, so
+// it works whether or not a server is running. Without --config it uses
+// the running server's configuration (locate.go); it never creates a
+// database. The password is asked for without echo, or read from
+// standard input; --password still works but shows in the process list.
 func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := flagSet("create-user", stderr)
 	user := fs.String("user", "", "the new user's name (localpart, such as alice) or full user ID")
-	password := fs.String("password", "", "the new user's password")
+	password := fs.String("password", "", "the new user's password (better left out: it is asked for, or read from standard input)")
 	admin := fs.Bool("admin", false, "make the user a server admin")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	if *user == "" || *password == "" {
-		fmt.Fprintln(stderr, "haven create-user: --user and --password are required, for example: haven create-user --user alice --password 'a long password' [--admin]")
+	if *user == "" {
+		fmt.Fprintln(stderr, "haven create-user: --user is required, for example: haven create-user --user alice [--admin]")
 		return 2
 	}
-	cfg, ok := loadConfig(*cfgPath, stderr)
-	if !ok {
+	cfg, note, err := serverConfig(*cfgPath, "create-user")
+	if err != nil {
+		fmt.Fprint(stderr, "haven create-user: ", err.Error())
+		if !strings.HasSuffix(err.Error(), "\n") {
+			fmt.Fprintln(stderr)
+		}
+		return 1
+	}
+	if note != "" {
+		fmt.Fprintln(stderr, "haven create-user:", note)
+	}
+	if err := existingDatabase(cfg, *cfgPath, "create-user"); err != nil {
+		fmt.Fprintln(stderr, "haven create-user:", err)
 		return 1
 	}
 	localpart := strings.ToLower(*user)
@@ -197,6 +211,20 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		localpart = lp
 	}
+	pw := *password
+	if pw == "" {
+		if pw, err = readPassword(stderr); err != nil {
+			fmt.Fprintln(stderr, "haven create-user: no password:", err)
+			return 1
+		}
+	}
+	policy := server.PasswordPolicy(cfg)
+	if err := policy.Check(pw); err != nil {
+		if me, ok := merr.As(err); ok {
+			fmt.Fprintf(stderr, "haven create-user: %s (%s)\n", me.Msg, me.Code)
+		}
+		return 1
+	}
 	if log, err := logging.New(cfg.Logging.Format, cfg.Logging.Level, stderr); err == nil {
 		ctx = logging.With(ctx, log.WithField("command", "create-user"))
 	}
@@ -206,12 +234,12 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	defer db.Close()
-	users, err := userapi.New(ctx, db, nil, userapi.Options{ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost})
+	users, err := userapi.New(ctx, db, nil, userapi.Options{ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, PasswordPolicy: policy})
 	if err != nil {
 		fmt.Fprintln(stderr, "haven create-user:", err)
 		return 1
 	}
-	userID, err := users.CreateAccount(ctx, localpart, *password, *admin, "cli")
+	userID, err := users.CreateAccount(ctx, localpart, pw, *admin, "cli")
 	if err != nil {
 		if me, ok := merr.As(err); ok {
 			fmt.Fprintf(stderr, "haven create-user: %s (%s)\n", me.Msg, me.Code)

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/haven-chat/haven/internal/clientip"
 	"github.com/haven-chat/haven/internal/ids"
 )
 
@@ -50,7 +51,12 @@ func (c Config) Check() Problems {
 		}
 	}
 	if _, err := parseDatabase(c.Database); err != nil {
-		add("database", redactURL(c.Database), err.Error(), "leave it empty for SQLite in data_dir, or write sqlite:///path/file.db, or postgres://user:password@host:5432/dbname?sslmode=disable")
+		fix := "leave it empty for SQLite in data_dir, or write sqlite:///path/file.db, or postgres://user:password@host:5432/dbname?sslmode=disable"
+		if errors.Is(err, errUnencoded) {
+			fix = "percent-encode the password in the URL: @ as %40, / as %2F, ? as %3F, # as %23, : as %3A and % as %25 " +
+				"(python3 -c 'import urllib.parse,getpass; print(urllib.parse.quote(getpass.getpass(), safe=\"\"))' encodes one typed without echo)"
+		}
+		add("database", redactURL(c.Database), err.Error(), fix)
 	}
 	if c.DatabasePool < 1 || c.DatabasePool > 1000 {
 		add("database_pool", strconv.Itoa(c.DatabasePool), "must be between 1 and 1000", "20 suits most servers; PostgreSQL's max_connections must be larger than the sum over all Haven processes")
@@ -98,6 +104,15 @@ func (c Config) Check() Problems {
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
 	ps = append(ps, c.Federation.check(c)...)
+	for _, it := range c.TrustedProxies.Items() {
+		if _, err := clientip.ParseItem(it); err != nil {
+			add("trusted_proxies", it, "is not an IP address or an address range",
+				"list the addresses of your reverse proxies as they connect to Haven, for example 127.0.0.1 (nginx on this machine) or 10.0.1.0/24; leave the list empty when clients connect directly")
+		}
+	}
+	if c.PasswordPolicy.MinLength < 1 || c.PasswordPolicy.MinLength > 128 {
+		add("password_policy.min_length", strconv.Itoa(c.PasswordPolicy.MinLength), "must be between 1 and 128", "10 is the default; longer passphrases are easier to remember than short complex passwords")
+	}
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -220,6 +235,9 @@ func parseDatabase(s string) (dbKind, error) {
 		}
 		return dbKind{path: p}, nil
 	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		if unencodedUserinfo(s) {
+			return dbKind{}, errUnencoded
+		}
 		u, err := url.Parse(s)
 		if err != nil {
 			return dbKind{}, errors.New("is not a valid URL")
@@ -235,7 +253,32 @@ func parseDatabase(s string) (dbKind, error) {
 	return dbKind{}, errors.New("is not a database this server knows")
 }
 
+// errUnencoded is the database URL problem of a password holding URL
+// delimiters as they are.
+var errUnencoded = errors.New("the password (or user name) holds @, /, ? or # as it is, so the URL cannot be read: the server would take part of the password for the host or the database name")
+
+// unencodedUserinfo tells whether a URL's user name or password holds a
+// character that ends that part (@ / ? #) without percent-encoding.
+func unencodedUserinfo(raw string) bool {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return false
+	}
+	rest := raw[i+3:]
+	// The user information ends at the last @, unless that @ is in a
+	// query parameter (a = before it).
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return false
+	}
+	userinfo := rest[:at]
+	return strings.ContainsAny(userinfo, "@/?#") && !strings.Contains(userinfo, "=")
+}
+
 func redactURL(raw string) string {
+	if unencodedUserinfo(raw) {
+		return scrubUserinfo(raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return scrubUserinfo(raw)
@@ -289,6 +332,7 @@ func scrubUserinfo(raw string) string {
 func (c Config) CheckLive(ctx context.Context, portsMustBeFree bool) Problems {
 	var ps Problems
 	ps = append(ps, checkDataDir(c.DataDir)...)
+	ps = append(ps, c.checkWritable()...)
 	if db, err := parseDatabase(c.Database); err == nil && db.postgres {
 		if p := checkPostgres(ctx, db.url); p != nil {
 			ps = append(ps, *p)

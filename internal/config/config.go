@@ -33,7 +33,12 @@ type Config struct {
 	AdminAPI          AdminAPI     `yaml:"admin_api"`
 	NATS              NATS         `yaml:"nats"`
 	RateLimits        RateLimits   `yaml:"rate_limits"`
-	PasswordHashCost  int          `yaml:"password_hash_cost"`
+	// TrustedProxies are the reverse proxies (addresses or CIDR ranges)
+	// whose X-Forwarded-For header names the client; from anyone else
+	// the header is ignored.
+	TrustedProxies   List           `yaml:"trusted_proxies"`
+	PasswordPolicy   PasswordPolicy `yaml:"password_policy"`
+	PasswordHashCost int            `yaml:"password_hash_cost"`
 	// AccessTokenLifetime is how long an access token lives when the
 	// client asked for a refresh token at login or registration, as a Go
 	// duration; other clients keep tokens that never expire.
@@ -186,6 +191,16 @@ type RateLimits struct {
 	MessageBurst      int     `yaml:"message_burst"`
 }
 
+// PasswordPolicy applies to passwords being set: registration, password
+// changes, admin resets and create-user.
+type PasswordPolicy struct {
+	// MinLength is the fewest characters a new password may have.
+	MinLength int `yaml:"min_length"`
+	// RefuseCommon refuses passwords from the built-in list of common
+	// passwords and their variants.
+	RefuseCommon bool `yaml:"refuse_common"`
+}
+
 type Logging struct {
 	Format string `yaml:"format"`
 	Level  string `yaml:"level"`
@@ -294,6 +309,7 @@ func Default() Config {
 			MessagesPerSecond: 10,
 			MessageBurst:      50,
 		},
+		PasswordPolicy:      PasswordPolicy{MinLength: 10, RefuseCommon: true},
 		PasswordHashCost:    12,
 		AccessTokenLifetime: "5m",
 		DefaultRoomVersion:  "11",

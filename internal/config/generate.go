@@ -87,6 +87,24 @@ rate_limits:
   # HAVEN_RATE_LIMITS_MESSAGE_BURST
   message_burst: 50
 
+# Reverse proxies (addresses or CIDR ranges) whose X-Forwarded-For header
+# names the client, e.g. [127.0.0.1] for nginx on this machine. Rate limits,
+# the login slowdown and the audit log use the client's address; from any
+# other peer the header is ignored, since anyone can write it. Empty: every
+# client connects directly. See docs/security.md.
+# HAVEN_TRUSTED_PROXIES
+trusted_proxies: []
+
+password_policy:
+  # Fewest characters of a new password (registration, password change,
+  # admin reset, create-user).
+  # HAVEN_PASSWORD_POLICY_MIN_LENGTH
+  min_length: 10
+  # Refuse common passwords (a built-in list) and their variants with
+  # digits or symbols around them.
+  # HAVEN_PASSWORD_POLICY_REFUSE_COMMON
+  refuse_common: true
+
 # bcrypt cost of password hashes. 12 takes about 250 ms a hash; lower it only
 # to create many accounts quickly for load tests.
 # HAVEN_PASSWORD_HASH_COST
