@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -131,19 +130,18 @@ func (h *mediaHandlers) preview(w http.ResponseWriter, r *http.Request) error {
 }
 
 // timeoutMS reads timeout_ms (default 20 s, as the spec says).
-func timeoutMS(r *http.Request) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout_ms")
-	if v == "" {
-		return 20 * time.Second, nil
+func timeoutMS(r *http.Request) (time.Duration, error) { return mediaapi.ParseTimeout(r.URL.Query()) }
+
+// allowRemote applies allow_remote=false of the legacy endpoints: media of
+// other servers only from the cache, never fetched.
+func allowRemote(r *http.Request) (context.Context, error) {
+	switch strings.ToLower(r.URL.Query().Get("allow_remote")) {
+	case "", "true":
+		return r.Context(), nil
+	case "false":
+		return mediaapi.LocalOnly(r.Context()), nil
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, merr.InvalidParam("timeout_ms must be a non-negative integer")
-	}
-	if n > int64(mediaapi.MaxWait/time.Millisecond) {
-		n = int64(mediaapi.MaxWait / time.Millisecond)
-	}
-	return time.Duration(n) * time.Millisecond, nil
+	return nil, merr.InvalidParam("allow_remote must be true or false")
 }
 
 func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
@@ -151,7 +149,11 @@ func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.svc.Download(r.Context(), PathParam(r, "serverName"), PathParam(r, "mediaId"), PathParam(r, "fileName"), wait)
+	ctx, err := allowRemote(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.svc.Download(ctx, PathParam(r, "serverName"), PathParam(r, "mediaId"), PathParam(r, "fileName"), wait)
 	if err != nil {
 		return err
 	}
@@ -162,38 +164,7 @@ func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
 
 // thumbnailParams parses width, height, method and animated.
 func thumbnailParams(r *http.Request) (mediaapi.ThumbnailRequest, error) {
-	q := r.URL.Query()
-	var req mediaapi.ThumbnailRequest
-	for _, p := range []struct {
-		name string
-		dst  *int
-	}{{"width", &req.Width}, {"height", &req.Height}} {
-		v := q.Get(p.name)
-		if v == "" {
-			return req, merr.MissingParam("Missing %s", p.name)
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<16 {
-			return req, merr.InvalidParam("%s must be a positive integer", p.name)
-		}
-		*p.dst = n
-	}
-	switch m := q.Get("method"); m {
-	case "", "scale":
-		req.Method = mediaapi.Scale
-	case "crop":
-		req.Method = mediaapi.Crop
-	default:
-		return req, merr.InvalidParam("method must be crop or scale")
-	}
-	switch a := strings.ToLower(q.Get("animated")); a {
-	case "", "false":
-	case "true":
-		req.Animated = true
-	default:
-		return req, merr.InvalidParam("animated must be true or false")
-	}
-	return req, nil
+	return mediaapi.ParseThumbnailQuery(r.URL.Query())
 }
 
 func (h *mediaHandlers) thumbnail(w http.ResponseWriter, r *http.Request) error {
@@ -205,7 +176,11 @@ func (h *mediaHandlers) thumbnail(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	c, err := h.svc.Thumbnail(r.Context(), PathParam(r, "serverName"), PathParam(r, "mediaId"), req, wait)
+	ctx, err := allowRemote(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.svc.Thumbnail(ctx, PathParam(r, "serverName"), PathParam(r, "mediaId"), req, wait)
 	if err != nil {
 		return err
 	}
