@@ -12,6 +12,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/mediaapi"
 )
 
@@ -25,17 +26,17 @@ type LocalMedia interface {
 // mediaRoutes serves our media to other servers (authenticated media,
 // Matrix 1.11): GET /v1/media/download/{mediaId} and
 // /v1/media/thumbnail/{mediaId}, answered as multipart/mixed: a JSON
-// metadata part ({}), then the content. Without a media repository the
-// routes are not there (404 M_UNRECOGNIZED, as on a server without them).
+// metadata part ({}), then the content. Without a media repository they
+// answer 404 M_UNRECOGNIZED, as a server without them would.
 func (a *API) mediaRoutes(r chi.Router) {
-	if a.Media == nil {
-		return
-	}
 	r.Get("/v1/media/download/{mediaId}", httpx.Handle(a.mediaDownload))
 	r.Get("/v1/media/thumbnail/{mediaId}", httpx.Handle(a.mediaThumbnail))
 }
 
 func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request) error {
+	if a.Media == nil {
+		return merr.Unrecognized("Unrecognized request")
+	}
 	mediaID, err := pathParam(r, "mediaId")
 	if err != nil {
 		return err
@@ -56,6 +57,9 @@ func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request) error {
+	if a.Media == nil {
+		return merr.Unrecognized("Unrecognized request")
+	}
 	mediaID, err := pathParam(r, "mediaId")
 	if err != nil {
 		return err
