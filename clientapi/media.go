@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ type mediaService interface {
 	Thumbnail(ctx context.Context, serverName, mediaID string, req mediaapi.ThumbnailRequest, wait time.Duration) (*mediaapi.Content, error)
 	MaxUploadBytes() int64
 	Preview(ctx context.Context, userID, rawURL string) (map[string]any, error)
+	PurgeRemoteCache(ctx context.Context, before time.Time) (int, error)
 }
 
 // uploadReadTimeout is how long an upload body may take to arrive (the
@@ -56,6 +58,8 @@ func (a *API) MediaArea(svc mediaService) func() []Route {
 			{Method: "GET", Path: media + "/v3/download/{serverName}/{mediaId}/{fileName}", H: h.legacyOnly(h.download), Auth: authNone},
 			{Method: "GET", Path: media + "/v3/thumbnail/{serverName}/{mediaId}", H: h.legacyOnly(h.thumbnail), Auth: authNone},
 			{Method: "GET", Path: media + "/v3/preview_url", H: h.preview, Auth: authUser},
+
+			{Method: "POST", Path: "/_synapse/admin/v1/purge_media_cache", H: h.purgeCache, Auth: authAdmin},
 		}
 	}
 }
@@ -127,6 +131,29 @@ func (h *mediaHandlers) preview(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return httpx.JSON(w, http.StatusOK, og)
+}
+
+// purgeCache is the admin API's POST /_synapse/admin/v1/purge_media_cache
+// ?before_ts=<ms>: other servers' media not downloaded since then is
+// dropped from the cache (and fetched again when asked for).
+func (h *mediaHandlers) purgeCache(w http.ResponseWriter, r *http.Request) error {
+	v := r.URL.Query().Get("before_ts")
+	if v == "" {
+		return merr.MissingParam("Missing before_ts")
+	}
+	ts, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ts < 0 {
+		return merr.InvalidParam("before_ts must be a timestamp in milliseconds")
+	}
+	// A timestamp in seconds would purge everything older than 1971.
+	if ts < 30_000_000_000 {
+		return merr.InvalidParam("before_ts is from 1970: it must be in milliseconds, not seconds")
+	}
+	n, err := h.svc.PurgeRemoteCache(r.Context(), time.UnixMilli(ts))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]int{"deleted": n})
 }
 
 // timeoutMS reads timeout_ms (default 20 s, as the spec says).
