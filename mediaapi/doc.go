@@ -71,7 +71,8 @@
 // most hourly per media; PurgeRemoteCache (the admin API's
 // purge_media_cache) deletes rows not accessed since a time, and their
 // files and thumbnails when nothing else uses them (a file can be shared
-// with local uploads of the same bytes).
+// with local uploads of the same bytes). Cache hits and misses are counted
+// in haven_cache_lookups_total{cache="remote_media"}.
 //
 // URL previews (preview.go, media.url_previews, off by default: then 404
 // M_UNRECOGNIZED as on a server without them): the page is fetched with a

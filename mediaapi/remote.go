@@ -13,6 +13,7 @@ import (
 	"github.com/haven-chat/haven/internal/ids"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/storage"
 )
 
@@ -91,6 +92,7 @@ func (s *Service) remoteLookup(ctx context.Context, origin, mediaID string, wait
 	r, err := selectRemote(ctx, s.db, origin, mediaID)
 	switch {
 	case err == nil && s.files.exists(r.SHA256, r.Size):
+		metrics.Hit("remote_media")
 		s.touch(ctx, r)
 		return r.media(), nil
 	case err == nil:
@@ -99,6 +101,7 @@ func (s *Service) remoteLookup(ctx context.Context, origin, mediaID string, wait
 	case !errors.Is(err, storage.ErrNotFound):
 		return Media{}, err
 	}
+	metrics.Miss("remote_media")
 	if localOnly(ctx) {
 		return Media{}, merr.NotFound("Media not found (not cached here, and allow_remote is false)")
 	}
