@@ -21,6 +21,7 @@ type mediaService interface {
 	Thumbnail(ctx context.Context, serverName, mediaID string, req mediaapi.ThumbnailRequest, wait time.Duration) (*mediaapi.Content, error)
 	MaxUploadBytes() int64
 	Preview(ctx context.Context, userID, rawURL string) (map[string]any, error)
+	PurgeRemoteCache(ctx context.Context, before time.Time) (int, error)
 }
 
 // uploadReadTimeout is how long an upload body may take to arrive (the
@@ -57,6 +58,8 @@ func (a *API) MediaArea(svc mediaService) func() []Route {
 			{Method: "GET", Path: media + "/v3/download/{serverName}/{mediaId}/{fileName}", H: h.legacyOnly(h.download), Auth: authNone},
 			{Method: "GET", Path: media + "/v3/thumbnail/{serverName}/{mediaId}", H: h.legacyOnly(h.thumbnail), Auth: authNone},
 			{Method: "GET", Path: media + "/v3/preview_url", H: h.preview, Auth: authUser},
+
+			{Method: "POST", Path: "/_synapse/admin/v1/purge_media_cache", H: h.purgeCache, Auth: authAdmin},
 		}
 	}
 }
@@ -130,20 +133,42 @@ func (h *mediaHandlers) preview(w http.ResponseWriter, r *http.Request) error {
 	return httpx.JSON(w, http.StatusOK, og)
 }
 
-// timeoutMS reads timeout_ms (default 20 s, as the spec says).
-func timeoutMS(r *http.Request) (time.Duration, error) {
-	v := r.URL.Query().Get("timeout_ms")
+// purgeCache is the admin API's POST /_synapse/admin/v1/purge_media_cache
+// ?before_ts=<ms>: other servers' media not downloaded since then is
+// dropped from the cache (and fetched again when asked for).
+func (h *mediaHandlers) purgeCache(w http.ResponseWriter, r *http.Request) error {
+	v := r.URL.Query().Get("before_ts")
 	if v == "" {
-		return 20 * time.Second, nil
+		return merr.MissingParam("Missing before_ts")
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, merr.InvalidParam("timeout_ms must be a non-negative integer")
+	ts, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ts < 0 {
+		return merr.InvalidParam("before_ts must be a timestamp in milliseconds")
 	}
-	if n > int64(mediaapi.MaxWait/time.Millisecond) {
-		n = int64(mediaapi.MaxWait / time.Millisecond)
+	// A timestamp in seconds would purge everything older than 1971.
+	if ts < 30_000_000_000 {
+		return merr.InvalidParam("before_ts is from 1970: it must be in milliseconds, not seconds")
 	}
-	return time.Duration(n) * time.Millisecond, nil
+	n, err := h.svc.PurgeRemoteCache(r.Context(), time.UnixMilli(ts))
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, map[string]int{"deleted": n})
+}
+
+// timeoutMS reads timeout_ms (default 20 s, as the spec says).
+func timeoutMS(r *http.Request) (time.Duration, error) { return mediaapi.ParseTimeout(r.URL.Query()) }
+
+// allowRemote applies allow_remote=false of the legacy endpoints: media of
+// other servers only from the cache, never fetched.
+func allowRemote(r *http.Request) (context.Context, error) {
+	switch strings.ToLower(r.URL.Query().Get("allow_remote")) {
+	case "", "true":
+		return r.Context(), nil
+	case "false":
+		return mediaapi.LocalOnly(r.Context()), nil
+	}
+	return nil, merr.InvalidParam("allow_remote must be true or false")
 }
 
 func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
@@ -151,7 +176,11 @@ func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := h.svc.Download(r.Context(), PathParam(r, "serverName"), PathParam(r, "mediaId"), PathParam(r, "fileName"), wait)
+	ctx, err := allowRemote(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.svc.Download(ctx, PathParam(r, "serverName"), PathParam(r, "mediaId"), PathParam(r, "fileName"), wait)
 	if err != nil {
 		return err
 	}
@@ -162,38 +191,7 @@ func (h *mediaHandlers) download(w http.ResponseWriter, r *http.Request) error {
 
 // thumbnailParams parses width, height, method and animated.
 func thumbnailParams(r *http.Request) (mediaapi.ThumbnailRequest, error) {
-	q := r.URL.Query()
-	var req mediaapi.ThumbnailRequest
-	for _, p := range []struct {
-		name string
-		dst  *int
-	}{{"width", &req.Width}, {"height", &req.Height}} {
-		v := q.Get(p.name)
-		if v == "" {
-			return req, merr.MissingParam("Missing %s", p.name)
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1<<16 {
-			return req, merr.InvalidParam("%s must be a positive integer", p.name)
-		}
-		*p.dst = n
-	}
-	switch m := q.Get("method"); m {
-	case "", "scale":
-		req.Method = mediaapi.Scale
-	case "crop":
-		req.Method = mediaapi.Crop
-	default:
-		return req, merr.InvalidParam("method must be crop or scale")
-	}
-	switch a := strings.ToLower(q.Get("animated")); a {
-	case "", "false":
-	case "true":
-		req.Animated = true
-	default:
-		return req, merr.InvalidParam("animated must be true or false")
-	}
-	return req, nil
+	return mediaapi.ParseThumbnailQuery(r.URL.Query())
 }
 
 func (h *mediaHandlers) thumbnail(w http.ResponseWriter, r *http.Request) error {
@@ -205,7 +203,11 @@ func (h *mediaHandlers) thumbnail(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	c, err := h.svc.Thumbnail(r.Context(), PathParam(r, "serverName"), PathParam(r, "mediaId"), req, wait)
+	ctx, err := allowRemote(r)
+	if err != nil {
+		return err
+	}
+	c, err := h.svc.Thumbnail(ctx, PathParam(r, "serverName"), PathParam(r, "mediaId"), req, wait)
 	if err != nil {
 		return err
 	}

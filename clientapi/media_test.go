@@ -29,7 +29,7 @@ func (tokenAuth) Authenticate(ctx context.Context, token string) (userapi.Device
 	if token == "" || strings.ContainsAny(token, ":@") {
 		return userapi.Device{}, merr.UnknownToken(false, "Unknown token")
 	}
-	return userapi.Device{UserID: "@" + token + ":test.local", DeviceID: "DEV"}, nil
+	return userapi.Device{UserID: "@" + token + ":test.local", DeviceID: "DEV", IsAdmin: token == "admin"}, nil
 }
 
 func mediaServer(t *testing.T) string {
@@ -181,6 +181,29 @@ func TestThumbnailParams(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %+v %v, want %+v", tc.query, got, err, tc.want)
+		}
+	}
+}
+
+// TestPurgeMediaCache: the admin API's purge_media_cache, for admins only,
+// with before_ts in milliseconds.
+func TestPurgeMediaCache(t *testing.T) {
+	base := mediaServer(t)
+	const path = "/_synapse/admin/v1/purge_media_cache"
+	for _, tc := range []struct {
+		token, query string
+		status       int
+		want         string
+	}{
+		{"alice", "?before_ts=1700000000000", 403, "M_FORBIDDEN"},
+		{"admin", "", 400, "M_MISSING_PARAM"},
+		{"admin", "?before_ts=soon", 400, "M_INVALID_PARAM"},
+		{"admin", "?before_ts=1700000000", 400, "M_INVALID_PARAM"},
+		{"admin", "?before_ts=1700000000000", 200, `{"deleted":0}`},
+	} {
+		resp, body := mediaDo(t, "POST", base+path+tc.query, tc.token, nil)
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Fatalf("%s %s: %d %s", tc.token, tc.query, resp.StatusCode, body)
 		}
 	}
 }

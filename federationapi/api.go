@@ -66,6 +66,8 @@ type API struct {
 	// Directory, when set, serves the public room directory and the space
 	// hierarchy to other servers (directory.go).
 	Directory Directory
+	// Media, when set, serves our media to other servers (media.go).
+	Media LocalMedia
 
 	txns    *lru.Cache[string, []byte]
 	flights txnFlights
@@ -93,6 +95,7 @@ func (a *API) Routes(r chi.Router) {
 	a.directoryRoutes(r)
 	a.deviceListRoutes(r)
 	a.keyClaimRoutes(r)
+	a.mediaRoutes(r)
 }
 
 // PublicRoutes mounts the endpoints that need no request signature.

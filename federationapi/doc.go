@@ -38,6 +38,16 @@
 //     for the client's /publicRooms?server=, RemoteHierarchy for the
 //     roomserver's space walk), signed requests decoded into Haven's
 //     types and checked.
+//   - media.go and mediafetch.go: our media for other servers
+//     (/v1/media/download and /v1/media/thumbnail, multipart/mixed: a JSON
+//     metadata part, then the bytes; only our own media, never fetched from
+//     a third server), and the MediaFetcher the media repository uses for
+//     other servers' media: the signed federation endpoint, its multipart
+//     answer taken apart with mime/multipart (a Location part handed back
+//     to be followed), and for servers without it the legacy
+//     /_matrix/media/v3/download?allow_remote=false; their errors mapped
+//     to Matrix ones (404 passed on, 502 unreachable or nonsense, 504 no
+//     answer in time, 403 outside the allowlist).
 //
 // Inbound events go through the roomserver's one input path
 // (InputEventFrom): signatures and content hash here, then the auth rules

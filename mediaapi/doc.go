@@ -43,8 +43,36 @@
 // semaphore); uploads never wait for thumbnails. The thumbnail cache's
 // hits and misses are counted in haven_cache_lookups_total{cache="media_thumbnails"}.
 //
-// Remote media (another server name) answers 404 M_NOT_FOUND: there is no
-// federation yet.
+// Remote media (remote.go; another server name in the mxc:// URI). With
+// federation off (no Options.Remote) it answers 404 M_NOT_FOUND. With it
+// on, a server outside the allowlist (Options.RemoteAllowed) is 403
+// M_FORBIDDEN before the cache is looked at or anything is sent. Otherwise
+// the cache (table remote_media: origin, media ID, type, name, size, hash,
+// created and last-access times) answers; on a miss the media is fetched
+// once through the RemoteFetcher (federationapi.MediaFetcher: the signed
+// federation endpoint, or the legacy one for older servers), and requests
+// arriving meanwhile wait for that same fetch (single flight, keyed by
+// origin and media ID). The fetch runs detached from the request that
+// started it, bounded by RemoteFetchTimeout (5 minutes), so a client that
+// gives up aborts nothing and the result is kept. Its bytes are staged like
+// an upload (a temporary file, counted against max_upload_bytes, checked
+// against the declared size, renamed under their hash), and the row is
+// written only then: a broken or oversized transfer is neither served nor
+// kept (502 M_UNKNOWN / M_TOO_LARGE). An answer that points elsewhere
+// (a Location) is followed with the URL preview's guarded client (no
+// private addresses). timeout_ms is passed on (for uploads still pending
+// there); allow_remote=false (LocalOnly) answers from the cache only. A
+// cached row whose file is missing is fetched again. Thumbnails of remote
+// media are made here from the cached original, exactly as for local
+// media (same sizes, same cache keyed by the content hash), rather than
+// asked of the other server: one fetch serves every size, they keep
+// working while the other server is down, and nothing the other server
+// chose to send as a "thumbnail" is trusted. last_access_ts is written at
+// most hourly per media; PurgeRemoteCache (the admin API's
+// purge_media_cache) deletes rows not accessed since a time, and their
+// files and thumbnails when nothing else uses them (a file can be shared
+// with local uploads of the same bytes). Cache hits and misses are counted
+// in haven_cache_lookups_total{cache="remote_media"}.
 //
 // URL previews (preview.go, media.url_previews, off by default: then 404
 // M_UNRECOGNIZED as on a server without them): the page is fetched with a
@@ -59,9 +87,11 @@
 // dimensions. Answers are kept in memory (bounded, an hour); at most four
 // previews fetch at once.
 //
-// Tables: media, media_thumbnails (storage/migrations/0003_media.sql).
+// Tables: media, media_thumbnails (storage/migrations/0003_media.sql),
+// remote_media (0028_remote_media.sql).
 // Goroutines: one sweeper (Start/Close) that deletes lapsed pending IDs
-// and temporary files older than an hour (left by a crash), hourly. A crash
+// and temporary files older than an hour (left by a crash), hourly; one per
+// remote media being fetched (ended by Close, which waits for them). A crash
 // between a file's rename and its row leaves an unused content file; it is
 // harmless and not collected yet. Downloads of a pending ID wait (subscribe, re-check, wait) for
 // its upload, up to timeout_ms (at most 60 s), then 504 M_NOT_YET_UPLOADED.
@@ -69,5 +99,9 @@
 // Lock order: thumbLock (per original hash) → userLock (per user, only with
 // a quota) → hashLock (per content hash: the file and its rows change
 // together) → waitMu (a leaf). The thumbnail semaphore is taken inside
-// thumbLock. No lock is held while waiting for a pending upload.
+// thumbLock. No lock is held while waiting for a pending upload. flights.mu
+// (the fetches under way) is a leaf, never held across I/O or a wait; no
+// lock is held while a remote fetch runs or is waited for. A purge takes
+// thumbLock → hashLock of an original, releases them, then the hashLock of
+// each of its thumbnails' files in turn.
 package mediaapi

@@ -130,6 +130,15 @@ func (fs *fileStore) remove(hash string) {
 	}
 }
 
+// exists tells whether the file of a hash is there with its size.
+func (fs *fileStore) exists(hash string, size int64) bool {
+	if !validHash(hash) {
+		return false
+	}
+	st, err := os.Stat(fs.path(hash))
+	return err == nil && st.Mode().IsRegular() && st.Size() == size
+}
+
 // open opens the file of a hash.
 func (fs *fileStore) open(hash string) (*os.File, error) {
 	if !validHash(hash) {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +39,14 @@ type Options struct {
 	PendingExpiry time.Duration
 	// Preview configures URL previews (preview.go).
 	Preview PreviewOptions
+	// Remote fetches other servers' media (nil with federation off: their
+	// media is not found); RemoteAllowed, when set, is the federation
+	// allowlist, checked before the cache and before any fetch.
+	Remote        RemoteFetcher
+	RemoteAllowed func(server string) bool
+	// RemoteFetchTimeout bounds one fetch of remote media, transfer
+	// included (5 minutes).
+	RemoteFetchTimeout time.Duration
 	// Now is the clock (tests set it).
 	Now func() time.Time
 }
@@ -60,6 +70,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.RemoteFetchTimeout <= 0 {
+		o.RemoteFetchTimeout = 5 * time.Minute
+	}
 }
 
 // Service stores uploads, serves them and makes thumbnails.
@@ -78,6 +91,13 @@ type Service struct {
 
 	preview *preview
 
+	// Remote media: the fetches under way, the client that follows an
+	// answer's Location, and the context the fetches run in (ended by Close).
+	flights  flights
+	location *http.Client
+	base     context.Context
+	cancel   context.CancelFunc
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -93,6 +113,7 @@ func New(ctx context.Context, db *storage.DB, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Service{
 		opts:     opts,
 		db:       db,
@@ -100,6 +121,10 @@ func New(ctx context.Context, db *storage.DB, opts Options) (*Service, error) {
 		thumbSem: make(chan struct{}, opts.ThumbnailWorkers),
 		waiters:  map[string]*waiter{},
 		preview:  newPreview(opts.Preview, opts.MaxUploadBytes),
+		flights:  flights{run: map[string]*flight{}},
+		location: previewClient(&PreviewOptions{Timeout: opts.RemoteFetchTimeout, Denied: opts.Preview.Denied, Allowed: opts.Preview.Allowed}),
+		base:     base,
+		cancel:   cancel,
 	}, nil
 }
 
@@ -125,13 +150,15 @@ func (s *Service) Start(ctx context.Context) {
 	}()
 }
 
-// Close stops the sweeper.
+// Close stops the sweeper and the remote fetches under way.
 func (s *Service) Close() {
 	s.once.Do(func() {
 		if s.stop != nil {
 			close(s.stop)
 			<-s.done
 		}
+		s.cancel()
+		s.flights.wg.Wait()
 	})
 }
 
@@ -433,9 +460,8 @@ const MaxWait = 60 * time.Second
 
 // lookup finds uploaded media, waiting up to wait for a pending upload.
 func (s *Service) lookup(ctx context.Context, serverName, mediaID string, wait time.Duration) (Media, error) {
-	if serverName != s.opts.ServerName {
-		// No federation yet: remote media cannot be fetched.
-		return Media{}, merr.NotFound("Media not found (remote media is not available on this server)")
+	if serverName != s.opts.ServerName && !strings.EqualFold(serverName, s.opts.ServerName) {
+		return s.remoteLookup(ctx, serverName, mediaID, wait)
 	}
 	if !ValidMediaID(mediaID) {
 		return Media{}, merr.NotFound("Media not found")

@@ -42,7 +42,7 @@ FROM media WHERE media_id = $1`
 	pendingCountSQL      = `SELECT COUNT(*), COALESCE(MIN(expires_ts), 0) FROM media WHERE user_id = $1 AND sha256 = '' AND expires_ts > $2`
 	deleteExpiredSQL     = `DELETE FROM media WHERE sha256 = '' AND expires_ts <= $1`
 	deleteUserExpiredSQL = `DELETE FROM media WHERE user_id = $1 AND sha256 = '' AND expires_ts <= $2`
-	hashInUseSQL         = `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE thumb_sha256 = $1)`
+	hashInUseSQL         = `SELECT (SELECT COUNT(*) FROM media WHERE sha256 = $1) + (SELECT COUNT(*) FROM media_thumbnails WHERE thumb_sha256 = $1) + (SELECT COUNT(*) FROM remote_media WHERE sha256 = $1)`
 	selectThumbSQL       = `SELECT content_type, thumb_sha256, size FROM media_thumbnails
 WHERE sha256 = $1 AND width = $2 AND height = $3 AND method = $4 AND animated = $5`
 	insertThumbSQL = `INSERT INTO media_thumbnails (sha256, width, height, method, animated, content_type, thumb_sha256, size, created_ts)

@@ -60,6 +60,7 @@ type App struct {
 
 	api             *clientapi.API
 	fed             *federation
+	media           *mediaapi.Service
 	asQueries       *appservice.Queries
 	listener        net.Listener
 	metricsListener net.Listener
@@ -202,6 +203,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 		MaxUploadBytes: m.MaxUploadBytes, QuotaBytesPerUser: m.QuotaBytesPerUser, MaxThumbnailPixels: m.MaxThumbnailPixels,
 		MaxPendingUploads: m.MaxPendingUploads, ThumbnailWorkers: m.ThumbnailWorkers,
 		Preview: mediaapi.PreviewOptions{Enabled: m.URLPreviews, Denied: prefixes(m.URLPreviewDeniedRanges), Allowed: prefixes(m.URLPreviewAllowedRanges)},
+		Remote:  a.mediaFetcher(), RemoteAllowed: a.allowedServer(),
 	})
 	if err != nil {
 		return err
@@ -209,6 +211,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 	svc.Start(context.WithoutCancel(ctx))
 	a.closers = append(a.closers, svc.Close)
 	api.Areas = append(api.Areas, api.MediaArea(svc))
+	a.media = svc
 	return nil
 }
 

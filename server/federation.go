@@ -23,6 +23,7 @@ import (
 	"github.com/haven-chat/haven/internal/httpx"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/mediaapi"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi"
 	userkeys "github.com/haven-chat/haven/userapi/keys"
@@ -127,6 +128,9 @@ func (a *App) startFederation(ctx context.Context) error {
 	api := &federationapi.API{ServerName: a.Cfg.ServerName, Key: a.Key, Rooms: a.Rooms, Users: a.Users, Ephemeral: a.Sync,
 		Verifier: f.store, Log: a.Log}
 	api.Directory = a.Rooms
+	if a.media != nil {
+		api.Media = a.media
+	}
 	if a.Keys != nil && f.remoteKeys != nil {
 		api.Keys, api.DeviceLists = a.Keys, f.remoteKeys
 	}
@@ -198,6 +202,15 @@ func (a *App) serveFederation(ctx context.Context, base context.Context, errc ch
 	go client.OnSIGHUP(ctx, a.Log, func() error { return errors.Join(f.reload(), f.client.Reload()) })
 	go func() { errc <- srv.Serve(tls.NewListener(f.ln, f.tls)) }()
 	return func(sctx context.Context) { _ = srv.Shutdown(sctx) }
+}
+
+// mediaFetcher is the media repository's way to other servers' media
+// (nil when federation is off).
+func (a *App) mediaFetcher() mediaapi.RemoteFetcher {
+	if a.fed == nil {
+		return nil
+	}
+	return federationapi.NewMediaFetcher(a.fed.client.RoundTripper(), a.Cfg.ServerName, a.Key)
 }
 
 // fetcher and roomFederation give the roomserver its way to other servers
