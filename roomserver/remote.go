@@ -111,6 +111,9 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 	if err != nil {
 		return "", err
 	}
+	if err := s.checkNotBlocked(ctx, roomID, userID); err != nil {
+		return "", err
+	}
 	remote, servers, err := s.joinsRemotely(ctx, roomID, userID, via)
 	if err != nil {
 		return "", err
