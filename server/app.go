@@ -195,6 +195,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 	svc.Start(context.WithoutCancel(ctx))
 	a.closers = append(a.closers, svc.Close)
 	api.Areas = append(api.Areas, api.MediaArea(svc))
+	a.wireAdminRooms(api, svc)
 	return nil
 }
 
