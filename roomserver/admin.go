@@ -456,7 +456,7 @@ func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
 // PurgePoint is where a history purge stops: before an event (in the
 // room's topological order), or before a time (origin_server_ts).
 type PurgePoint struct {
-	EventID string
+	EventID  string
 	BeforeTS int64
 	// DeleteLocal purges the events of this server's users too; without
 	// it only other servers' events go.
