@@ -453,8 +453,9 @@ func (s *Service) PurgeRoom(ctx context.Context, roomID string) error {
 	return nil
 }
 
-// PurgePoint is where a history purge stops: before an event (in the
-// room's topological order), or before a time (origin_server_ts).
+// PurgePoint is where a history purge stops: before an event's depth in
+// the room's DAG (the event and the others at its depth stay), or before
+// a time (origin_server_ts).
 type PurgePoint struct {
 	EventID  string
 	BeforeTS int64
@@ -511,11 +512,12 @@ func (s *Service) PurgeHistory(ctx context.Context, roomID string, p PurgePoint)
 	defer unlock()
 	cond, args := "", []any{roomID}
 	if p.EventID != "" {
-		var topo, pos int64
-		if err := s.db.QueryRow(ctx, `SELECT topo, pos FROM events WHERE event_id = $1`, p.EventID).Scan(&topo, &pos); err != nil {
+		// The event, and the others at its depth in the DAG, stay.
+		var topo int64
+		if err := s.db.QueryRow(ctx, `SELECT topo FROM events WHERE event_id = $1`, p.EventID).Scan(&topo); err != nil {
 			return nil, fmt.Errorf("purge point %s: %w", p.EventID, err)
 		}
-		cond, args = ` AND (topo < $2 OR (topo = $2 AND pos < $3))`, append(args, topo, pos)
+		cond, args = ` AND topo < $2`, append(args, topo)
 	} else {
 		cond, args = ` AND origin_ts < $2`, append(args, p.BeforeTS)
 	}
