@@ -45,7 +45,8 @@
 // Admin work (admin.go, for the admin API; adminapi/rooms runs it):
 // AdminRooms lists rooms with Synapse's fields (three queries for all
 // rooms). A blocked room (room_blocks) refuses every local user's join,
-// knock and invite (checked in member, JoinWith, JoinVia, KnockVia).
+// knock and invite (checked in member, JoinWith, JoinVia, KnockVia, and
+// ReceiveInvite for invites from other servers).
 // ShutdownRoom makes each local member leave as themselves (which the
 // auth rules always allow), optionally creates a notice room and joins
 // them to it, moves or deletes the local aliases, unpublishes the room

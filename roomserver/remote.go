@@ -332,6 +332,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PD
 	if err := checkStorable(invite); err != nil {
 		return err
 	}
+	if err := s.checkNotBlocked(ctx, roomID, *target); err != nil {
+		return err
+	}
 	inRoom := false
 	err := s.withRoom(ctx, roomID, func(r *room) error {
 		inRoom = s.serverInRoom(r)

@@ -44,7 +44,7 @@ type UserMediaQuery struct {
 
 var userMediaOrder = map[string]string{
 	"": "media_length", "media_length": "media_length", "media_count": "media_count",
-	"user_id": "user_id", "displayname": "displayname",
+	"user_id": "m.user_id", "displayname": "COALESCE(p.displayname, '')",
 }
 
 // ValidUserMediaOrder tells whether order_by is known.
