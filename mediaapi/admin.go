@@ -173,7 +173,7 @@ func (s *Service) SetQuarantined(ctx context.Context, mediaID, by string) error 
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return merr.NotFound("Media not found")
 	}
-	logging.From(ctx).WithFields(map[string]any{"media_id": mediaID, "user_id": by, "quarantined": by != ""}).Warn("media quarantine changed")
+	logging.From(ctx).WithFields(map[string]any{"media_id": mediaID, "by": by, "quarantined": by != ""}).Warn("media quarantine changed")
 	return nil
 }
 
