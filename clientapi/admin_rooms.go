@@ -389,7 +389,11 @@ func (h *adminRooms) deleteStatus(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	// The single status has no delete_id of its own in Synapse's answer.
-	return httpx.JSON(w, http.StatusOK, map[string]any{"status": st.Status, "error": st.Error, "shutdown_room": st.ShutdownRoom})
+	body := map[string]any{"status": st.Status, "shutdown_room": st.ShutdownRoom}
+	if st.Error != "" {
+		body["error"] = st.Error
+	}
+	return httpx.JSON(w, http.StatusOK, body)
 }
 
 func (h *adminRooms) getBlock(w http.ResponseWriter, r *http.Request) error {
