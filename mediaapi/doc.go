@@ -87,8 +87,16 @@
 // dimensions. Answers are kept in memory (bounded, an hour); at most four
 // previews fetch at once.
 //
-// Tables: media, media_thumbnails (storage/migrations/0003_media.sql),
-// remote_media (0028_remote_media.sql).
+// Admin (admin.go): a user's uploads listed and ordered (UserMedia),
+// deletion of a media ID (its row; its file and thumbnails once no other
+// media ID has the same content, under hashLock), and quarantine
+// (media.quarantined_by, migration 0026): quarantined media keeps its
+// file but lookup answers 404 M_NOT_FOUND for it, so downloads and
+// thumbnails are refused like unknown media.
+//
+// Tables: media, media_thumbnails (storage/migrations/0003_media.sql;
+// media.quarantined_by from 0026_admin_rooms_media.sql), remote_media
+// (0028_remote_media.sql).
 // Goroutines: one sweeper (Start/Close) that deletes lapsed pending IDs
 // and temporary files older than an hour (left by a crash), hourly; one per
 // remote media being fetched (ended by Close, which waits for them). A crash

@@ -476,6 +476,9 @@ func (s *Service) lookup(ctx context.Context, serverName, mediaID string, wait t
 		if err != nil {
 			return Media{}, err
 		}
+		if m.QuarantinedBy != "" {
+			return Media{}, merr.NotFound("Media not found")
+		}
 		if !m.Pending() {
 			return m, nil
 		}
@@ -491,6 +494,9 @@ func (s *Service) lookup(ctx context.Context, serverName, mediaID string, wait t
 		m, err = selectMedia(ctx, s.db, mediaID)
 		if err == nil && !m.Pending() {
 			s.drop(mediaID, w)
+			if m.QuarantinedBy != "" {
+				return Media{}, merr.NotFound("Media not found")
+			}
 			return m, nil
 		}
 		select {

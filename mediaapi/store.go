@@ -19,6 +19,9 @@ type Media struct {
 	SHA256      string // "" while an async upload is pending
 	CreatedTS   int64
 	ExpiresTS   int64 // when a pending ID lapses; 0 once uploaded
+	// QuarantinedBy is the admin who quarantined the media ("" if none):
+	// quarantined media is never served.
+	QuarantinedBy string
 }
 
 // Pending tells whether the media ID still waits for its content.
@@ -36,7 +39,7 @@ const (
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 	fillPendingSQL = `UPDATE media SET content_type = $3, filename = $4, size = $5, sha256 = $6, expires_ts = 0
 WHERE media_id = $1 AND user_id = $2 AND sha256 = '' AND expires_ts > $7`
-	selectMediaSQL = `SELECT media_id, user_id, content_type, filename, size, sha256, created_ts, expires_ts
+	selectMediaSQL = `SELECT media_id, user_id, content_type, filename, size, sha256, created_ts, expires_ts, quarantined_by
 FROM media WHERE media_id = $1`
 	userUsageSQL         = `SELECT COALESCE(SUM(size), 0) FROM media WHERE user_id = $1`
 	pendingCountSQL      = `SELECT COUNT(*), COALESCE(MIN(expires_ts), 0) FROM media WHERE user_id = $1 AND sha256 = '' AND expires_ts > $2`
@@ -74,7 +77,7 @@ func fillPending(ctx context.Context, q storage.Querier, m Media, now int64) (bo
 
 func selectMedia(ctx context.Context, q storage.Querier, mediaID string) (Media, error) {
 	var m Media
-	err := q.QueryRow(ctx, selectMediaSQL, mediaID).Scan(&m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.ExpiresTS)
+	err := q.QueryRow(ctx, selectMediaSQL, mediaID).Scan(&m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.ExpiresTS, &m.QuarantinedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Media{}, storage.ErrNotFound
 	}

@@ -40,7 +40,26 @@
 //
 // Tables owned: rooms, events, event_outliers, prev_events, room_extremities, room_state,
 // state_snapshots, state_snapshot_entries, room_aliases,
-// forgotten_rooms, event_search, search_position.
+// forgotten_rooms, event_search, search_position, room_blocks (0026).
+//
+// Admin work (admin.go, for the admin API; adminapi/rooms runs it):
+// AdminRooms lists rooms with Synapse's fields (three queries for all
+// rooms). A blocked room (room_blocks) refuses every local user's join,
+// knock and invite (checked in member, JoinWith, JoinVia, KnockVia, and
+// ReceiveInvite for invites from other servers).
+// ShutdownRoom makes each local member leave as themselves (which the
+// auth rules always allow), optionally creates a notice room and joins
+// them to it, moves or deletes the local aliases, unpublishes the room
+// and, with Purge, PurgeRoom deletes every row of the room from the
+// tables above under the room's lock and drops the room and state caches
+// (its stream positions become holes, which readers already skip).
+// PurgeHistory deletes, under the room's lock, the non-state events
+// below a depth or a time (never state events, never the forward
+// extremities; local users' events only when asked), with their search
+// rows and DAG edges on both sides, so the oldest event left is no
+// backward extremity and the purged history is not backfilled again;
+// the caller tells the sync engine's caches (syncapi.ForgetEvents).
+// MediaInRoom finds the local mxc:// URIs in a room's events.
 //
 // Search index (search.go, searchindex.go): an indexer adds the message
 // bodies, room names and topics of committed events to event_search (rowid

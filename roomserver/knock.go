@@ -34,6 +34,9 @@ func (s *Service) KnockVia(ctx context.Context, userID, roomIDOrAlias string, vi
 	if err != nil {
 		return "", err
 	}
+	if err := s.checkNotBlocked(ctx, roomID, userID); err != nil {
+		return "", err
+	}
 	remote, servers, err := false, []string(nil), error(nil)
 	if s.opts.Federation != nil {
 		remote, servers, err = s.joinsRemotely(ctx, roomID, userID, via)

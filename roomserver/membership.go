@@ -176,6 +176,11 @@ func (s *Service) member(ctx context.Context, roomID, sender, target, membership
 	if err := checkMemberFields(fields); err != nil {
 		return "", err
 	}
+	if membership == spec.Join || membership == spec.Invite || membership == spec.Knock {
+		if err := s.checkNotBlocked(ctx, roomID, target); err != nil {
+			return "", err
+		}
+	}
 	var id string
 	err := s.withRoom(ctx, roomID, func(r *room) error {
 		cur := r.state[stateKey{spec.MRoomMember, target}]
@@ -293,6 +298,9 @@ func (s *Service) JoinWith(ctx context.Context, userID, roomIDOrAlias string, co
 		roomID = id
 	} else if !validRoomID(roomIDOrAlias) {
 		return "", merr.InvalidParam("%q is neither a room ID nor an alias", roomIDOrAlias)
+	}
+	if err := s.checkNotBlocked(ctx, roomID, userID); err != nil {
+		return "", err
 	}
 	if err := s.checkGuestJoin(ctx, userID, roomID); err != nil {
 		return "", err

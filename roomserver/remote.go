@@ -111,6 +111,9 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias string, via
 	if err != nil {
 		return "", err
 	}
+	if err := s.checkNotBlocked(ctx, roomID, userID); err != nil {
+		return "", err
+	}
 	remote, servers, err := s.joinsRemotely(ctx, roomID, userID, via)
 	if err != nil {
 		return "", err
@@ -327,6 +330,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, invite gomatrixserverlib.PD
 		return merr.BadJSON("Not an invite")
 	}
 	if err := checkStorable(invite); err != nil {
+		return err
+	}
+	if err := s.checkNotBlocked(ctx, roomID, *target); err != nil {
 		return err
 	}
 	inRoom := false

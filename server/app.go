@@ -212,6 +212,7 @@ func (a *App) wireMedia(ctx context.Context, api *clientapi.API) error {
 	a.closers = append(a.closers, svc.Close)
 	api.Areas = append(api.Areas, api.MediaArea(svc))
 	a.media = svc
+	a.wireAdminRooms(api, svc)
 	return nil
 }
 

@@ -129,7 +129,12 @@
 // counts per member. All are bounded. When Options.Push is set (the
 // server), the counts come from the push service instead (push.go): it is
 // called with each event and each receipt before the members wake, so the
-// counts a woken /sync reads already include them.
+// counts a woken /sync reads already include them. After an admin purge
+// removed events from the database (history before a point, or a whole
+// room), ForgetEvents (purge.go) drops the room's recent events, the
+// events' rendered copies and the relation aggregates they touched, so
+// the next /sync and /messages read the database and no longer show them.
+// It reaches this process's caches only (several processes: not yet).
 //
 // Goroutines: the typing expiry ticker; bus deliveries run on NATS's own;
 // eight wake workers that answer woken parked /syncs (a short-lived

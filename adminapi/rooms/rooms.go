@@ -1,0 +1,291 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/roomserver"
+)
+
+// roomOps is what the roomserver does for the admin API.
+type roomOps interface {
+	ValidateShutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (bool, error)
+	ShutdownRoom(ctx context.Context, roomID string, req roomserver.ShutdownRequest, progress func(phase string)) (roomserver.ShutdownResult, error)
+	ValidatePurge(ctx context.Context, roomID string, p roomserver.PurgePoint) error
+	PurgeHistory(ctx context.Context, roomID string, p roomserver.PurgePoint) ([]roomserver.PurgedEvent, error)
+}
+
+// cacheForgetter drops cached copies of removed events (the sync engine).
+type cacheForgetter interface {
+	ForgetEvents(roomID string, eventIDs, parents []string)
+}
+
+// Job states, with the names admin tools know.
+const (
+	StatusShuttingDown = "shutting_down"
+	StatusPurging      = "purging"
+	StatusComplete     = "complete"
+	StatusFailed       = "failed"
+	// StatusActive is a history purge still running.
+	StatusActive = "active"
+)
+
+// DeleteStatus is a room deletion's progress (Synapse's shape).
+type DeleteStatus struct {
+	DeleteID     string                    `json:"delete_id"`
+	RoomID       string                    `json:"-"`
+	Status       string                    `json:"status"`
+	Error        string                    `json:"error,omitempty"`
+	ShutdownRoom roomserver.ShutdownResult `json:"shutdown_room"`
+	started      time.Time
+}
+
+// PurgeStatus is a history purge's progress.
+type PurgeStatus struct {
+	Status  string `json:"status"`
+	Error   string `json:"error,omitempty"`
+	started time.Time
+	done    bool
+}
+
+// maxKept bounds the finished jobs kept; keepFor is how long they are.
+const (
+	maxKept = 1000
+	keepFor = 24 * time.Hour
+)
+
+// Service runs and tracks the jobs.
+type Service struct {
+	rooms  roomOps
+	caches cacheForgetter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	deletes map[string]*DeleteStatus
+	purges  map[string]*PurgeStatus
+}
+
+// New returns the service; caches may be nil (no sync engine).
+func New(rooms roomOps, caches cacheForgetter) *Service {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{rooms: rooms, caches: caches, ctx: ctx, cancel: cancel,
+		deletes: map[string]*DeleteStatus{}, purges: map[string]*PurgeStatus{}}
+}
+
+// Close cancels running jobs and waits for them.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+func newID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// jobContext is the context of a background job: the request's values
+// (its logger) without its end, cancelled by Close.
+func (s *Service) jobContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(s.ctx, cancel)
+	return jctx, func() { stop(); cancel() }
+}
+
+// Shutdown shuts the room down now and answers what it did.
+func (s *Service) Shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (roomserver.ShutdownResult, error) {
+	res, err := s.rooms.ShutdownRoom(ctx, roomID, req, nil)
+	if err == nil && req.Purge && s.caches != nil {
+		s.caches.ForgetEvents(roomID, nil, nil)
+	}
+	return res, err
+}
+
+// StartShutdown checks the request, then shuts the room down in the
+// background and returns the deletion's ID.
+func (s *Service) StartShutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (string, error) {
+	if _, err := s.rooms.ValidateShutdown(ctx, roomID, req); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	for _, d := range s.deletes {
+		if d.RoomID == roomID && (d.Status == StatusShuttingDown || d.Status == StatusPurging) {
+			s.mu.Unlock()
+			return "", merr.Custom(400, "M_UNKNOWN", "The room is being deleted already (delete_id %s)", d.DeleteID)
+		}
+	}
+	id := newID()
+	st := &DeleteStatus{DeleteID: id, RoomID: roomID, Status: StatusShuttingDown, started: time.Now(),
+		ShutdownRoom: roomserver.ShutdownResult{KickedUsers: []string{}, FailedToKickUsers: []string{}, LocalAliases: []string{}}}
+	s.deletes[id] = st
+	s.pruneLocked()
+	s.mu.Unlock()
+	jctx, done := s.jobContext(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer done()
+		res, err := s.rooms.ShutdownRoom(jctx, roomID, req, func(phase string) {
+			s.mu.Lock()
+			st.Status = phase
+			s.mu.Unlock()
+		})
+		if err == nil && req.Purge && s.caches != nil {
+			s.caches.ForgetEvents(roomID, nil, nil)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		st.ShutdownRoom = res
+		if err != nil {
+			st.Status, st.Error = StatusFailed, errorText(err)
+			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error("room deletion failed")
+			return
+		}
+		st.Status = StatusComplete
+	}()
+	return id, nil
+}
+
+// errorText is what an admin is told of a failed job.
+func errorText(err error) string {
+	if e, ok := merr.As(err); ok {
+		return e.Msg
+	}
+	return "Internal error: see the server's log"
+}
+
+// DeleteStatus returns a deletion's status (M_NOT_FOUND when unknown).
+func (s *Service) DeleteStatus(id string) (DeleteStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.deletes[id]
+	if !ok {
+		return DeleteStatus{}, merr.NotFound("delete_id %s not found", id)
+	}
+	return *st, nil
+}
+
+// RoomDeleteStatuses returns the deletions of a room, oldest first
+// (M_NOT_FOUND when there are none).
+func (s *Service) RoomDeleteStatuses(roomID string) ([]DeleteStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []DeleteStatus
+	for _, st := range s.deletes {
+		if st.RoomID == roomID {
+			out = append(out, *st)
+		}
+	}
+	if len(out) == 0 {
+		return nil, merr.NotFound("No deletion found for room %s", roomID)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].started.Before(out[j].started) })
+	return out, nil
+}
+
+// StartPurge checks the purge, then runs it in the background and returns
+// its ID.
+func (s *Service) StartPurge(ctx context.Context, roomID string, p roomserver.PurgePoint) (string, error) {
+	if err := s.rooms.ValidatePurge(ctx, roomID, p); err != nil {
+		return "", err
+	}
+	id := newID()
+	st := &PurgeStatus{Status: StatusActive, started: time.Now()}
+	s.mu.Lock()
+	s.purges[id] = st
+	s.pruneLocked()
+	s.mu.Unlock()
+	jctx, done := s.jobContext(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer done()
+		err := s.Purge(jctx, roomID, p)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		st.done = true
+		if err != nil {
+			st.Status, st.Error = StatusFailed, errorText(err)
+			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error("history purge failed")
+			return
+		}
+		st.Status = StatusComplete
+	}()
+	return id, nil
+}
+
+// Purge purges the room's history now and drops the cached copies.
+func (s *Service) Purge(ctx context.Context, roomID string, p roomserver.PurgePoint) error {
+	purged, err := s.rooms.PurgeHistory(ctx, roomID, p)
+	if s.caches != nil && len(purged) > 0 {
+		ids, parents := make([]string, 0, len(purged)), []string{}
+		for _, e := range purged {
+			ids = append(ids, e.EventID)
+			if e.RelatesTo != "" {
+				parents = append(parents, e.RelatesTo)
+			}
+		}
+		s.caches.ForgetEvents(roomID, ids, parents)
+	}
+	return err
+}
+
+// PurgeStatus returns a purge's status (M_NOT_FOUND when unknown).
+func (s *Service) PurgeStatus(id string) (PurgeStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.purges[id]
+	if !ok {
+		return PurgeStatus{}, merr.NotFound("purge_id %s not found", id)
+	}
+	return *st, nil
+}
+
+// pruneLocked forgets finished jobs older than a day, and the oldest
+// finished ones beyond maxKept.
+func (s *Service) pruneLocked() {
+	cutoff := time.Now().Add(-keepFor)
+	for id, d := range s.deletes {
+		if d.started.Before(cutoff) && (d.Status == StatusComplete || d.Status == StatusFailed) {
+			delete(s.deletes, id)
+		}
+	}
+	for id, p := range s.purges {
+		if p.started.Before(cutoff) && p.done {
+			delete(s.purges, id)
+		}
+	}
+	for len(s.deletes) > maxKept {
+		oldest := ""
+		for id, d := range s.deletes {
+			if (d.Status == StatusComplete || d.Status == StatusFailed) && (oldest == "" || d.started.Before(s.deletes[oldest].started)) {
+				oldest = id
+			}
+		}
+		if oldest == "" {
+			break
+		}
+		delete(s.deletes, oldest)
+	}
+	for len(s.purges) > maxKept {
+		oldest := ""
+		for id, p := range s.purges {
+			if p.done && (oldest == "" || p.started.Before(s.purges[oldest].started)) {
+				oldest = id
+			}
+		}
+		if oldest == "" {
+			break
+		}
+		delete(s.purges, oldest)
+	}
+}

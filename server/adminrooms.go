@@ -1,0 +1,20 @@
+package server
+
+import (
+	"github.com/haven-chat/haven/adminapi/rooms"
+	"github.com/haven-chat/haven/adminapi/stats"
+	"github.com/haven-chat/haven/clientapi"
+	"github.com/haven-chat/haven/mediaapi"
+)
+
+// wireAdminRooms adds the room, media and statistics half of the admin
+// API. Its background jobs stop before the roomserver closes.
+func (a *App) wireAdminRooms(api *clientapi.API, media *mediaapi.Service) {
+	api.Areas = append(api.Areas, api.AdminStatsArea(stats.New(a.DB, a.Cfg.ServerName)))
+	if a.Rooms == nil || a.Sync == nil {
+		return
+	}
+	jobs := rooms.New(a.Rooms, a.Sync)
+	a.closers = append(a.closers, jobs.Close)
+	api.Areas = append(api.Areas, api.AdminRoomsArea(a.Rooms, jobs, a.Sync, a.Users), api.AdminMediaArea(media, a.Rooms, a.Users))
+}
