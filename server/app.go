@@ -34,6 +34,7 @@ import (
 	"github.com/haven-chat/haven/userapi"
 	"github.com/haven-chat/haven/userapi/keys"
 	"github.com/haven-chat/haven/userapi/roomkeys"
+	"github.com/haven-chat/haven/userapi/totp"
 )
 
 // App is a running server.
@@ -54,6 +55,8 @@ type App struct {
 	keysFed keysFederation
 	// Audit is the audit log (admin API calls, and what else records in it).
 	Audit *audit.Log
+	// TOTP keeps the users' second factors (totp.go).
+	TOTP *totp.Service
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
@@ -135,7 +138,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
-		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken}); err != nil {
+		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
+		SecondFactor: a.openTOTP()}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -173,6 +177,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
+	api.Areas = append(api.Areas, a.signInAreas(api)...)
 	api.Areas = append(api.Areas, api.AdminUsersArea, api.RegistrationTokensArea(regTokens), api.AuditArea(a.Audit))
 	if err = a.wireAppServices(ctx, api); err != nil {
 		return nil, err

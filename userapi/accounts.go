@@ -414,6 +414,11 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 		audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": "deactivated"})
 		return Session{}, merr.UserDeactivated("This account has been deactivated")
 	}
+	if req.AppService == "" {
+		if err := s.passwordLoginAllowed(ctx, a, req.ClientAddr); err != nil {
+			return Session{}, err
+		}
+	}
 	var sess Session
 	var dev Device
 	var oldHash string

@@ -31,6 +31,7 @@ type Config struct {
 	SQLiteSynchronous string       `yaml:"sqlite_synchronous"`
 	Registration      Registration `yaml:"registration"`
 	AdminAPI          AdminAPI     `yaml:"admin_api"`
+	Auth              Auth         `yaml:"auth"`
 	NATS              NATS         `yaml:"nats"`
 	RateLimits        RateLimits   `yaml:"rate_limits"`
 	PasswordHashCost  int          `yaml:"password_hash_cost"`
@@ -294,6 +295,7 @@ func Default() Config {
 			MessagesPerSecond: 10,
 			MessageBurst:      50,
 		},
+		Auth:                Auth{TOTP: TOTPOff, TOTPAdmins: true},
 		PasswordHashCost:    12,
 		AccessTokenLifetime: "5m",
 		DefaultRoomVersion:  "11",
