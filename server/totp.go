@@ -39,4 +39,3 @@ func (a *App) signInAreas(api *clientapi.API) []func() []clientapi.Route {
 	})
 	return append(areas, api.SignInArea(page))
 }
-

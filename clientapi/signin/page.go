@@ -546,5 +546,3 @@ func siteName(u *url.URL) string {
 	}
 	return u.Scheme + ":"
 }
-
-
