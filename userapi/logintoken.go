@@ -64,7 +64,9 @@ func (s *Service) LoginWithToken(ctx context.Context, req TokenLoginRequest) (Se
 	}
 	var userID string
 	var expires int64
-	err := s.db.QueryRow(ctx, `DELETE FROM login_tokens WHERE token_hash = $1 RETURNING user_id, expires_ts`, HashToken(req.Token)).Scan(&userID, &expires)
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		return tx.QueryRow(ctx, `DELETE FROM login_tokens WHERE token_hash = $1 RETURNING user_id, expires_ts`, HashToken(req.Token)).Scan(&userID, &expires)
+	})
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && s.now().UnixMilli() > expires) {
 		audit(ctx, "login_failed", logrus.Fields{"client_addr": req.ClientAddr, "reason": "invalid login token"})
 		return Session{}, merr.Forbidden("Invalid or expired login token; sign in again")
