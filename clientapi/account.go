@@ -100,7 +100,11 @@ func (a *API) sessionBody(sess userapi.Session, withToken bool) map[string]any {
 // Login.
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) error {
-	flows := []map[string]string{{"type": "m.login.password"}}
+	var flows []map[string]string
+	if a.passwordLoginOffered() {
+		flows = append(flows, map[string]string{"type": "m.login.password"})
+	}
+	flows = append(flows, a.ssoLoginFlows()...)
 	if a.AppServices != nil {
 		flows = append(flows, map[string]string{"type": loginTypeAppService})
 	}
@@ -118,6 +122,8 @@ type loginRequest struct {
 	DeviceID                 string `json:"device_id"`
 	InitialDeviceDisplayName string `json:"initial_device_display_name"`
 	RefreshToken             bool   `json:"refresh_token"`
+	// Token is the login token of m.login.token (sso.go).
+	Token string `json:"token"`
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) error {
@@ -131,6 +137,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	case userapi.StagePassword:
 	case loginTypeAppService:
 		return a.loginAppService(w, r, req)
+	case userapi.StageToken:
+		return a.loginWithToken(w, r, req)
 	default:
 		return merr.Unknown("Unknown login type %s", req.Type)
 	}

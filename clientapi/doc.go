@@ -52,5 +52,12 @@
 // Attempts the login and registration limits refuse are recorded through
 // API.LoginAudit (audit.LoginRefused, with the address).
 //
+// Two-factor sign-in (sso.go, admin_totp.go): SignInArea routes the HTML
+// sign-in page of clientapi/signin, with the m.login.sso redirect and the
+// UIA fallback; GET /login lists m.login.sso and m.login.token when
+// auth.totp is not off and drops m.login.password under required; POST
+// /login takes m.login.token; DELETE /_synapse/admin/v1/users/{userId}/totp
+// resets a user's second factor.
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

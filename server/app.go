@@ -34,6 +34,7 @@ import (
 	"github.com/haven-chat/haven/userapi"
 	"github.com/haven-chat/haven/userapi/keys"
 	"github.com/haven-chat/haven/userapi/roomkeys"
+	"github.com/haven-chat/haven/userapi/totp"
 )
 
 // App is a running server.
@@ -52,6 +53,8 @@ type App struct {
 	devices deviceObservers
 	// keysFed is the key service's way to other servers (todevice.go).
 	keysFed keysFederation
+	// TOTP keeps the users' second factors (totp.go).
+	TOTP *totp.Service
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service
@@ -142,7 +145,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
 		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
-		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg)}); err != nil {
+		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg),
+		SecondFactor: a.openTOTP()}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -180,6 +184,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
+	api.Areas = append(api.Areas, a.signInAreas(api)...)
 	api.Areas = append(api.Areas, api.AdminUsersArea, api.RegistrationTokensArea(regTokens), api.AuditArea(a.Audit))
 	if err = a.wireAppServices(ctx, api); err != nil {
 		return nil, err

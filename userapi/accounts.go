@@ -36,17 +36,51 @@ const MaxDeviceNameRunes = 100
 // errBadLogin is the one answer to a wrong user or password, whichever it was.
 func errBadLogin() error { return merr.Forbidden("Invalid username or password") }
 
-// audit writes one audit log line: structured, from the request's logger,
-// never with a password or token.
-func audit(ctx context.Context, event string, f logrus.Fields) {
-	e := logging.From(ctx).WithField("audit", event)
-	if _, ok := f["client_addr"]; !ok {
-		if addr := clientAddrFrom(ctx); addr != "" {
-			e = e.WithField("client_addr", addr)
+// auditActions names the audit log's action for the events of this
+// package; others are stored as their name with "_" turned into ".".
+var auditActions = map[string]string{
+	"password_change": auditlog.PasswordChange,
+	"deactivate":      auditlog.Deactivated,
+	"login_failed":    auditlog.LoginFailed,
+	"register":        "account.registered",
+	"logout":          auditlog.DeviceDeleted,
+	"logout_all":      auditlog.DeviceDeleted,
+}
+
+// audit records one audited event: in the audit log (Options.Audit, which
+// also writes the log line) or, without one, as a structured log line from
+// the request's logger. Never with a password or token.
+func (s *Service) audit(ctx context.Context, event string, f logrus.Fields) {
+	addr, _ := f["client_addr"].(string)
+	if addr == "" {
+		addr = clientAddrFrom(ctx)
+	}
+	if s.opts.Audit != nil {
+		action, ok := auditActions[event]
+		if !ok {
+			action = strings.ReplaceAll(event, "_", ".")
 		}
+		target, _ := f["user_id"].(string)
+		actor := target
+		if admin, ok := f["admin"].(string); ok && strings.HasPrefix(admin, "@") {
+			actor = admin // an admin acting on the user
+		}
+		detail := map[string]any{}
+		for k, v := range f {
+			if k != "user_id" && k != "client_addr" && v != "" {
+				detail[k] = v
+			}
+		}
+		ok = event != "login_failed"
+		s.record(ctx, auditlog.Entry{Action: action, Actor: actor, Target: target, Addr: addr, OK: ok, Detail: detail})
+		return
+	}
+	e := logging.From(ctx).WithField("audit", event)
+	if addr != "" {
+		e = e.WithField("client_addr", addr)
 	}
 	for k, v := range f {
-		if v == "" {
+		if v == "" || k == "client_addr" {
 			continue
 		}
 		e = e.WithField(k, v)
@@ -207,7 +241,7 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 		if err != nil {
 			return Session{}, err
 		}
-		audit(ctx, "register", logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)})
+		s.audit(ctx, "register", logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)})
 		return sess, nil
 	}
 }
@@ -422,6 +456,11 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: req.ClientAddr, Detail: map[string]any{"reason": "deactivated"}})
 		return Session{}, merr.UserDeactivated("This account has been deactivated")
 	}
+	if req.AppService == "" {
+		if err := s.passwordLoginAllowed(ctx, a, req.ClientAddr); err != nil {
+			return Session{}, err
+		}
+	}
 	var sess Session
 	var dev Device
 	var oldHash string
@@ -513,7 +552,7 @@ func (s *Service) Logout(ctx context.Context, dev Device) error {
 	}
 	s.revokeTokens(ctx, append(hashesOf(gone), dev.SessionID))
 	s.devicesChanged(ctx, dev.UserID, nil, idsOf(gone))
-	audit(ctx, "logout", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
+	s.audit(ctx, "logout", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
 	return nil
 }
 
@@ -530,7 +569,7 @@ func (s *Service) LogoutAll(ctx context.Context, userID string) error {
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
 	s.devicesChanged(ctx, userID, nil, idsOf(gone))
-	audit(ctx, "logout_all", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
+	s.audit(ctx, "logout_all", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	return nil
 }
 
@@ -560,7 +599,7 @@ func (s *Service) ChangePassword(ctx context.Context, userID, keepDeviceID, hash
 	}
 	s.revokeTokens(ctx, hashesOf(gone))
 	s.devicesChanged(ctx, userID, nil, idsOf(gone))
-	audit(ctx, "password_change", logrus.Fields{"user_id": userID, "device_id": keepDeviceID, "logged_out_devices": strings.Join(idsOf(gone), ",")})
+	s.audit(ctx, "password_change", logrus.Fields{"user_id": userID, "device_id": keepDeviceID, "logged_out_devices": strings.Join(idsOf(gone), ",")})
 	return nil
 }
 
@@ -597,6 +636,6 @@ func (s *Service) Deactivate(ctx context.Context, userID string) error {
 	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	s.profiles.Remove(userID)
 	s.broadcast(ctx, invalidation{Profile: userID})
-	audit(ctx, "deactivate", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
+	s.audit(ctx, "deactivate", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	return nil
 }

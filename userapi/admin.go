@@ -198,7 +198,7 @@ func (s *Service) SetAdmin(ctx context.Context, userID string, admin bool) error
 	if n, _ := res.RowsAffected(); n == 0 {
 		return merr.NotFound("User not found")
 	}
-	audit(ctx, "admin_flag", logrus.Fields{"user_id": userID, "admin": fmt.Sprint(admin)})
+	s.audit(ctx, "admin_flag", logrus.Fields{"user_id": userID, "admin": fmt.Sprint(admin)})
 	return s.InvalidateUser(ctx, userID)
 }
 
@@ -241,7 +241,7 @@ func (s *Service) Erase(ctx context.Context, userID string) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return merr.NotFound("User not found or not deactivated")
 	}
-	audit(ctx, "erase", logrus.Fields{"user_id": userID})
+	s.audit(ctx, "erase", logrus.Fields{"user_id": userID})
 	return nil
 }
 
@@ -272,7 +272,7 @@ ON CONFLICT (user_id) DO UPDATE SET displayname = excluded.displayname, avatar_u
 	}
 	s.profiles.Remove(userID)
 	s.broadcast(ctx, invalidation{Profile: userID})
-	audit(ctx, "reactivate", logrus.Fields{"user_id": userID})
+	s.audit(ctx, "reactivate", logrus.Fields{"user_id": userID})
 	return nil
 }
 
@@ -309,6 +309,6 @@ func (s *Service) LoginAs(ctx context.Context, userID, adminID string, validUnti
 	}
 	s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
 	s.cacheToken(dev)
-	audit(ctx, "login_as", logrus.Fields{"user_id": userID, "device_id": dev.DeviceID, "admin": adminID})
+	s.audit(ctx, "login_as", logrus.Fields{"user_id": userID, "device_id": dev.DeviceID, "admin": adminID})
 	return sess, nil
 }

@@ -120,7 +120,7 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 	s.revokeTokens(ctx, hashesOf(gone))
 	s.devicesChanged(ctx, userID, nil, idsOf(gone))
 	if len(gone) > 0 {
-		audit(ctx, "delete_devices", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
+		s.audit(ctx, "delete_devices", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	}
 	return nil
 }

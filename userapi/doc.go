@@ -4,7 +4,7 @@
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
-// login_addresses (migration 0027); it also deletes a removed
+// login_addresses (migration 0027), login_tokens (0031); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -52,6 +52,16 @@
 // device of another user. Registration tokens are kept by
 // Options.RegistrationTokens (adminapi/regtokens): the UIA stage reserves a
 // use and the client API ends it with FinishRegistrationToken.
+//
+// Two-factor sign-in (logintoken.go, secondfactor.go; the secrets are kept
+// by userapi/totp): Options.SecondFactor is the policy. Login refuses
+// m.login.password, after checking the password, for an account that must
+// give a second factor; CheckUIA replaces the password flow of sensitive
+// operations by the m.login.sso stage for such accounts, which the sign-in
+// page (clientapi/signin) completes with CompleteUIAStage. The page checks
+// passwords with CheckCredentials and hands a sign-in to clients with
+// IssueLoginToken: a single-use token (login_tokens, SHA-256 only, two
+// minutes, migration 0031) that LoginWithToken exchanges (m.login.token).
 //
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).

@@ -76,6 +76,6 @@ func (s *Service) UpgradeGuest(ctx context.Context, guest Device, hash, deviceID
 		s.cacheToken(issued)
 		s.devicesChanged(ctx, guest.UserID, []string{issued.DeviceID}, nil)
 	}
-	audit(ctx, "guest_upgrade", logrus.Fields{"user_id": guest.UserID, "device_id": sess.DeviceID, "client_addr": clientAddr})
+	s.audit(ctx, "guest_upgrade", logrus.Fields{"user_id": guest.UserID, "device_id": sess.DeviceID, "client_addr": clientAddr})
 	return sess, nil
 }

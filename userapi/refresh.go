@@ -118,7 +118,7 @@ WHERE user_id = $1 AND device_id = $2`, dev.UserID, dev.DeviceID, tk.accessHash,
 	s.revokeTokens(ctx, []string{oldAccess})
 	dev.SessionID, dev.ExpiresTS, dev.oldRefresh = tk.accessHash, tk.expiresTS, true
 	s.cacheToken(dev)
-	audit(ctx, "refresh", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
+	s.audit(ctx, "refresh", logrus.Fields{"user_id": dev.UserID, "device_id": dev.DeviceID})
 	return tk.session(dev.UserID, dev.DeviceID), nil
 }
 

@@ -74,6 +74,10 @@ type Options struct {
 	// m.login.registration_token flow.
 	RegistrationTokens       RegistrationTokens
 	RequireRegistrationToken bool
+	// SecondFactor, when set, is the two-factor policy: accounts that must
+	// give a second factor cannot use m.login.password, and their
+	// sensitive operations ask for m.login.sso instead of the password.
+	SecondFactor SecondFactor
 	// TokenCacheSize bounds the access tokens kept in memory.
 	TokenCacheSize int
 	// AccessTokenLifetime is how long an access token lives when its

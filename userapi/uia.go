@@ -179,8 +179,8 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	}
 	sessionID := ad.Session
 	data := uiaData{Op: req.Op, Completed: []string{}}
+	var err error
 	if sessionID != "" {
-		var err error
 		if data, err = s.loadUIASession(ctx, sessionID, req); err != nil {
 			return err
 		}
@@ -190,6 +190,9 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 				return fmt.Errorf("decode parameters of auth session: %w", err)
 			}
 		}
+	}
+	if req.Flows, err = s.sensitiveFlows(ctx, req); err != nil {
+		return err
 	}
 	if req.Check != nil {
 		if err := req.Check(); err != nil {
@@ -213,7 +216,9 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	if !hasAuth {
 		return challenge(sessionID, req.Flows, nil, nil)
 	}
-	if ad.Type != "" {
+	// The sign-in page completes m.login.sso in the session; a client may
+	// then name the stage again or send the session alone.
+	if ad.Type != "" && !(ad.Type == StageSSO && slices.Contains(data.Completed, StageSSO)) {
 		if !offered(req.Flows, ad.Type) {
 			return challenge(sessionID, req.Flows, data.Completed, merr.Custom(401, "M_UNRECOGNIZED", "Authentication type %s is not offered here", ad.Type))
 		}
@@ -308,6 +313,8 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 			return err
 		}
 		return nil
+	case StageSSO:
+		return merr.Forbidden("Confirm your identity on the sign-in page that your client opens, then continue")
 	case StageRegistrationToken:
 		if s.opts.RegistrationTokens == nil || ad.Token == "" {
 			return merr.Forbidden("Invalid registration token")

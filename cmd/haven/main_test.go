@@ -777,7 +777,7 @@ func TestCreateUserThenLogIn(t *testing.T) {
 	if strings.Contains(stdout+stderr, password) {
 		t.Fatalf("create-user printed the password:\n%s%s", stdout, stderr)
 	}
-	if !strings.Contains(stderr, "audit: register") {
+	if !strings.Contains(stderr, "audit_action=account.registered") {
 		t.Errorf("no audit line for the new account:\n%s", stderr)
 	}
 

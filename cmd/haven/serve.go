@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/haven-chat/haven/appservice"
+	"github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
@@ -234,7 +235,8 @@ func runCreateUser(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	defer db.Close()
-	users, err := userapi.New(ctx, db, nil, userapi.Options{ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, PasswordPolicy: policy})
+	users, err := userapi.New(ctx, db, nil, userapi.Options{ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, PasswordPolicy: policy,
+		Audit: audit.New(db)})
 	if err != nil {
 		fmt.Fprintln(stderr, "haven create-user:", err)
 		return 1

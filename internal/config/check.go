@@ -113,6 +113,7 @@ func (c Config) Check() Problems {
 	if c.PasswordPolicy.MinLength < 1 || c.PasswordPolicy.MinLength > 128 {
 		add("password_policy.min_length", strconv.Itoa(c.PasswordPolicy.MinLength), "must be between 1 and 128", "10 is the default; longer passphrases are easier to remember than short complex passwords")
 	}
+	ps = append(ps, c.Auth.check()...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -215,6 +216,7 @@ func (c Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("registration.shared_secret is %d characters long: a short secret can be guessed, and whoever knows it can create admin accounts (use `openssl rand -hex 32`)", n))
 	}
 	w = append(w, c.Federation.warnings(c)...)
+	w = append(w, c.Auth.warnings()...)
 	return w
 }
 

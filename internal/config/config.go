@@ -31,6 +31,7 @@ type Config struct {
 	SQLiteSynchronous string       `yaml:"sqlite_synchronous"`
 	Registration      Registration `yaml:"registration"`
 	AdminAPI          AdminAPI     `yaml:"admin_api"`
+	Auth              Auth         `yaml:"auth"`
 	NATS              NATS         `yaml:"nats"`
 	RateLimits        RateLimits   `yaml:"rate_limits"`
 	// TrustedProxies are the reverse proxies (addresses or CIDR ranges)
@@ -310,6 +311,7 @@ func Default() Config {
 			MessageBurst:      50,
 		},
 		PasswordPolicy:      PasswordPolicy{MinLength: 10, RefuseCommon: true},
+		Auth:                Auth{TOTP: TOTPOff, TOTPAdmins: true},
 		PasswordHashCost:    12,
 		AccessTokenLifetime: "5m",
 		DefaultRoomVersion:  "11",

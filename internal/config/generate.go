@@ -66,6 +66,25 @@ admin_api:
   # HAVEN_ADMIN_API_LOGIN_AS_USER
   login_as_user: false
 
+auth:
+  # Two-factor sign-in (TOTP): off, optional or required. With optional or
+  # required, people sign in on Haven's own page (username, password and a
+  # code from an authenticator app) and clients get the result through
+  # m.login.sso; accounts with a second factor cannot use a plain password.
+  # HAVEN_AUTH_TOTP
+  totp: off
+  # With optional: server admins must use a second factor all the same.
+  # HAVEN_AUTH_TOTP_REQUIRED_FOR_ADMINS
+  totp_required_for_admins: true
+  # Encrypts the TOTP secrets in the database (a long random string, for
+  # example from "openssl rand -hex 32"; keep it out of database backups).
+  # HAVEN_AUTH_TOTP_ENCRYPTION_KEY
+  totp_encryption_key: ""
+  # Web clients (scheme://host[:port]) that receive login tokens without a
+  # confirmation page; others are named to the user, who confirms.
+  # HAVEN_AUTH_SSO_CLIENT_ORIGINS
+  sso_client_origins: []
+
 nats:
   # Empty: embedded NATS JetStream in data_dir, with no network listener.
   # Otherwise the URL of a NATS server or cluster, e.g. nats://nats1:4222

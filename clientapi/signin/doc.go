@@ -1,0 +1,39 @@
+// Package signin is Haven's own sign-in page: server-rendered HTML with no
+// external assets, where a person gives the username, the password and,
+// when the account has or needs one, a TOTP code. It is how a second factor
+// reaches clients that only know m.login.password, and it is built to be
+// the front of the OAuth 2.0 API later (a request to sign in carries a
+// purpose: a client's redirectUrl or a UIA session today, an authorization
+// request then).
+//
+// Uses, all under /_haven/ except the Matrix entry points:
+//   - m.login.sso: GET /_matrix/client/v3/login/sso/redirect?redirectUrl=
+//     leads to the page; on success the page makes a login token
+//     (userapi.IssueLoginToken, two minutes, single use) and sends the
+//     browser to redirectUrl with loginToken=, which the client exchanges
+//     through POST /login with m.login.token. A redirectUrl whose origin is
+//     not in auth.sso_client_origins is named on a confirmation page first,
+//     so that a link to the page with someone else's site cannot take the
+//     token unseen.
+//   - the m.login.sso UIA stage: GET /_matrix/client/v3/auth/m.login.sso/
+//     fallback/web?session= leads to the page for the session's user; on
+//     success the stage is marked completed in the session and the page
+//     tells the client (window.onAuthDone or postMessage "authDone").
+//   - the account page (/_haven/account): the user sets up TOTP (QR code as
+//     inline SVG, and the secret), or makes new recovery codes.
+//
+// A user who must use a second factor but has none set up is taken through
+// the set-up right after the password, before the sign-in finishes.
+//
+// Protection: every page is sent with a Content-Security-Policy that allows
+// only its own nonce'd style and script, no framing and no external
+// resources; forms carry a CSRF token that is an HMAC of a random cookie
+// (double submit); the signed-in state is a short-lived HMAC-signed cookie
+// (HttpOnly, SameSite=Strict, Secure when public_baseurl is https).
+// Passwords go through the same per-account backoff as m.login.password
+// and codes through the TOTP attempt limit; every success and failure is
+// audited.
+//
+// Tables: none (userapi and userapi/totp own them). Goroutines: none.
+// Locks: none.
+package signin

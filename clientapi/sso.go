@@ -1,0 +1,70 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/haven-chat/haven/clientapi/signin"
+	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/httpx"
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
+)
+
+// SignInArea serves Haven's sign-in page (clientapi/signin) and its Matrix
+// entry points: the m.login.sso redirect and the m.login.sso UIA fallback.
+// The server adds it when auth.totp is not off.
+func (a *API) SignInArea(p *signin.Page) func() []Route {
+	html := func(f http.HandlerFunc) httpx.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error { f(w, r); return nil }
+	}
+	return func() []Route {
+		return []Route{
+			{Method: "GET", Path: v3 + "/login/sso/redirect", H: html(p.SSORedirect), Auth: authNone},
+			{Method: "GET", Path: v3 + "/auth/{authType}/fallback/web", H: html(func(w http.ResponseWriter, r *http.Request) {
+				p.UIAFallback(w, r, PathParam(r, "authType"))
+			}), Auth: authNone},
+			{Method: "GET", Path: signin.PathSignIn, H: html(p.SignIn), Auth: authNone},
+			{Method: "POST", Path: signin.PathSignIn, H: html(p.SignIn), Auth: authNone, Limit: limitLogin},
+			{Method: "POST", Path: signin.PathEnrol, H: html(p.Enrol), Auth: authNone, Limit: limitLogin},
+			{Method: "POST", Path: signin.PathFinish, H: html(p.Finish), Auth: authNone},
+			{Method: "GET", Path: signin.PathAccount, H: html(p.Account), Auth: authNone},
+			{Method: "POST", Path: signin.PathTOTP, H: html(p.TOTP), Auth: authNone},
+		}
+	}
+}
+
+// ssoLoginFlows are the login flows of the sign-in page, offered when
+// two-factor sign-in is on: m.login.sso (the page) and m.login.token (what
+// the page hands back).
+func (a *API) ssoLoginFlows() []map[string]string {
+	if !a.Cfg.Auth.TOTPEnabled() {
+		return nil
+	}
+	return []map[string]string{{"type": userapi.StageSSO}, {"type": userapi.StageToken}}
+}
+
+// passwordLoginOffered tells whether m.login.password is in the login
+// flows: not when every account must use a second factor.
+func (a *API) passwordLoginOffered() bool { return a.Cfg.Auth.TOTP != config.TOTPRequired }
+
+// loginWithToken is POST /login with m.login.token.
+func (a *API) loginWithToken(w http.ResponseWriter, r *http.Request, req loginRequest) error {
+	if !a.Cfg.Auth.TOTPEnabled() {
+		return merr.Unknown("Unknown login type %s", req.Type)
+	}
+	if req.Token == "" {
+		return merr.MissingParam("Missing token")
+	}
+	sess, err := a.Users.LoginWithToken(withAddr(r), userapi.TokenLoginRequest{
+		Token: req.Token, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName,
+		ClientAddr: clientAddr(r), Refresh: req.RefreshToken,
+	})
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, true))
+}
+
+// ClientAddr is the client address of a request as the rate limits and the
+// audit log see it (for pages served outside the route table's handlers).
+func ClientAddr(r *http.Request) string { return clientAddr(r) }

@@ -1,0 +1,41 @@
+package server
+
+import (
+	"crypto/sha256"
+
+	"github.com/haven-chat/haven/clientapi"
+	"github.com/haven-chat/haven/clientapi/signin"
+	"github.com/haven-chat/haven/userapi"
+	"github.com/haven-chat/haven/userapi/totp"
+)
+
+// openTOTP makes the TOTP service and the two-factor policy (auth.totp);
+// the policy is nil when two-factor sign-in is off.
+func (a *App) openTOTP() userapi.SecondFactor {
+	a.TOTP = totp.New(a.DB, totp.Options{Issuer: a.Cfg.ServerName, EncryptionKey: a.Cfg.Auth.TOTPEncryptionKey})
+	if !a.Cfg.Auth.TOTPEnabled() {
+		return nil
+	}
+	return a.totpPolicy()
+}
+
+func (a *App) totpPolicy() totp.Policy {
+	return totp.Policy{Mode: a.Cfg.Auth.TOTP, Admins: a.Cfg.Auth.TOTPAdmins, Svc: a.TOTP}
+}
+
+// signInAreas are the sign-in page (when two-factor sign-in is on) and the
+// admin reset of a user's second factor.
+func (a *App) signInAreas(api *clientapi.API) []func() []clientapi.Route {
+	areas := []func() []clientapi.Route{api.AdminTOTPArea(a.TOTP)}
+	if !a.Cfg.Auth.TOTPEnabled() {
+		return areas
+	}
+	// The cookie key is derived from the signing key, so that every Haven
+	// process of a server has the same without another secret to share.
+	key := sha256.Sum256(append([]byte("haven sign-in cookies\x00"), a.Key.Private.Seed()...))
+	page := signin.New(signin.Options{
+		ServerName: a.Cfg.ServerName, PublicBaseURL: a.Cfg.PublicBaseURL, ClientOrigins: a.Cfg.Auth.SSOClientOrigins.Items(),
+		CookieKey: key[:], Users: a.Users, TOTP: a.TOTP, Policy: a.totpPolicy(), Audit: a.Audit, ClientAddr: clientapi.ClientAddr,
+	})
+	return append(areas, api.SignInArea(page))
+}
