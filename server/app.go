@@ -272,6 +272,8 @@ func (a *App) Serve(ctx context.Context) error {
 	// After a burst (every client reconnecting after a restart), give the
 	// memory back once the server is quiet again.
 	go memtrim.New(memtrim.DefaultThreshold, a.Log).Run(base, memtrim.DefaultInterval)
+	// Metrics counted in the database, and the audit log's retention.
+	go a.housekeeping(base)
 	var msrv *http.Server
 	if a.metricsListener != nil {
 		mux := http.NewServeMux()
