@@ -70,6 +70,9 @@ func (a *App) publishUsage(ctx context.Context, now time.Time) {
 	var r metrics.Rooms
 	uc, err := a.Users.CountUsers(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
 		a.Log.WithError(err).Warn("Counting users for the metrics failed")
 		return
 	}
@@ -78,6 +81,9 @@ func (a *App) publishUsage(ctx context.Context, now time.Time) {
 	if a.Rooms != nil {
 		rc, err := a.Rooms.CountRooms(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			a.Log.WithError(err).Warn("Counting rooms for the metrics failed")
 			return
 		}
@@ -130,6 +136,9 @@ func (p auditPruner) prune(ctx context.Context, now time.Time) {
 	before := now.Add(-time.Duration(p.days) * 24 * time.Hour)
 	n, err := p.log.Prune(ctx, before)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
 		p.logger.WithError(err).Error("Pruning the audit log failed")
 		return
 	}
