@@ -70,6 +70,9 @@
 // redacted before it reaches them. syncapi reads it for /search after
 // FlushSearchIndex.
 //
+// Metrics (stats.go): CountRooms counts the rooms and those with a joined
+// local member; the server's housekeeping calls it once a minute.
+//
 // Goroutines: the search indexer (stopped by Close); bus deliveries run on
 // NATS's goroutines.
 //

@@ -26,6 +26,13 @@ if ! command -v synadm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq synadm >/dev/null ||
     echo "test: synadm could not be installed; its test is skipped" >&2
 fi
+# promtool (Debian package prometheus) checks docs/monitoring/alerts.yml and
+# runs its unit tests in sytest/monitoring_test.go.
+if ! command -v promtool >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    echo "test: promtool could not be installed; the alert rules' check is skipped" >&2
+fi
 # goolm: mautrix-go's pure-Go Olm for the end-to-end encryption tests of
 # sytest/olm_test.go (without the tag mautrix-go wants libolm through cgo).
 go vet -tags goolm ./...

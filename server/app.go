@@ -1,6 +1,11 @@
 // Package server wires a Haven server together from its configuration: the
 // database, the bus, the services and the HTTP listeners. cmd/haven and the
 // end-to-end tests use it; it holds no logic of its own.
+//
+// Goroutines: besides the listeners, Serve starts memtrim and the
+// housekeeping loop (housekeeping.go: readiness, user and room figures
+// and the certificate's expiry as metrics; the audit log's retention),
+// both ended with Serve.
 package server
 
 import (
@@ -287,6 +292,8 @@ func (a *App) Serve(ctx context.Context) error {
 	// After a burst (every client reconnecting after a restart), give the
 	// memory back once the server is quiet again.
 	go memtrim.New(memtrim.DefaultThreshold, a.Log).Run(base, memtrim.DefaultInterval)
+	// Metrics counted in the database, and the audit log's retention.
+	go a.housekeeping(base)
 	var msrv *http.Server
 	if a.metricsListener != nil {
 		mux := http.NewServeMux()

@@ -26,7 +26,8 @@
 // positions are handed out by their single writer.
 //
 // Tables are owned by the packages named in the migration comments; this
-// package owns schema_migrations. Goroutines: the SQLite write loop and
+// package owns schema_migrations. Queries and Errors count the statements
+// run and the failures of the database (metrics). Goroutines: the SQLite write loop and
 // checkpointer. Lock
 // order: closeMu, then the statement caches' mutexes (leaves).
 package storage

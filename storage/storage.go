@@ -38,6 +38,25 @@ func (d Dialect) String() string {
 // idle /sync must not move it).
 var Queries atomic.Int64
 
+// Errors counts statements, begins and commits the database failed (a
+// metric), apart from unique-constraint conflicts (table code uses them as
+// answers) and cancelled or timed-out requests.
+var Errors atomic.Int64
+
+// counted counts err in Errors when it is a failure of the database.
+func counted(err error) error {
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !IsUniqueViolation(err) {
+		Errors.Add(1)
+	}
+	return err
+}
+
+// countedRows counts the error of a query.
+func countedRows(rows *sql.Rows, err error) (*sql.Rows, error) { return rows, counted(err) }
+
+// countedResult counts the error of a statement.
+func countedResult(res sql.Result, err error) (sql.Result, error) { return res, counted(err) }
+
 // ErrClosed is returned by writes after Close.
 var ErrClosed = errors.New("database is closed")
 
@@ -299,9 +318,9 @@ type Querier interface {
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = db.prep(query, args)
 	if st := db.stmts.get(ctx, db.reader, query, true); st != nil {
-		return st.QueryContext(ctx, args...)
+		return countedRows(st.QueryContext(ctx, args...))
 	}
-	return db.reader.QueryContext(ctx, query, args...)
+	return countedRows(db.reader.QueryContext(ctx, query, args...))
 }
 
 // QueryRow reads one row from the read pool.
@@ -318,9 +337,9 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	defer db.written.Store(true)
 	query, args = db.prep(query, args)
 	if st := db.wstmts.get(ctx, db.writer, query, true); st != nil {
-		return st.ExecContext(ctx, args...)
+		return countedResult(st.ExecContext(ctx, args...))
 	}
-	return db.writer.ExecContext(ctx, query, args...)
+	return countedResult(db.writer.ExecContext(ctx, query, args...))
 }
 
 // stmtCache keeps SQLite statements prepared (PostgreSQL's driver caches
@@ -419,9 +438,9 @@ func (t *Tx) Dialect() Dialect { return t.db.dialect }
 func (t *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	query, args = t.db.prep(query, args)
 	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {
-		return t.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+		return countedRows(t.tx.StmtContext(ctx, st).QueryContext(ctx, args...))
 	}
-	return t.tx.QueryContext(ctx, query, args...)
+	return countedRows(t.tx.QueryContext(ctx, query, args...))
 }
 
 func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
@@ -435,9 +454,9 @@ func (t *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 func (t *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	query, args = t.db.prep(query, args)
 	if st := t.db.wstmts.get(ctx, t.db.writer, query, false); st != nil {
-		return t.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+		return countedResult(t.tx.StmtContext(ctx, st).ExecContext(ctx, args...))
 	}
-	return t.tx.ExecContext(ctx, query, args...)
+	return countedResult(t.tx.ExecContext(ctx, query, args...))
 }
 
 // Write runs fn in a write transaction and commits it if fn returns nil.
@@ -521,7 +540,7 @@ func (db *DB) writeGroup(group []*writeJob) {
 	}
 	sqlTx, err := db.writer.BeginTx(bg, nil)
 	if err != nil {
-		fail(fmt.Errorf("begin: %w", err))
+		fail(fmt.Errorf("begin: %w", counted(err)))
 		return
 	}
 	tx := &Tx{tx: sqlTx, db: db}
@@ -551,7 +570,7 @@ func (db *DB) writeGroup(group []*writeJob) {
 		}
 	}
 	if err := sqlTx.Commit(); err != nil {
-		fail(fmt.Errorf("commit: %w", err))
+		fail(fmt.Errorf("commit: %w", counted(err)))
 		return
 	}
 	for i, j := range group {
@@ -563,7 +582,7 @@ func (db *DB) writeGroup(group []*writeJob) {
 func (db *DB) writeOne(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	sqlTx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return fmt.Errorf("begin: %w", counted(err))
 	}
 	defer func() {
 		if err != nil {
@@ -574,7 +593,7 @@ func (db *DB) writeOne(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		return err
 	}
 	if err = sqlTx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", counted(err))
 	}
 	return nil
 }
@@ -605,5 +624,5 @@ func (db *DB) Stats() []PoolStats {
 // Ping checks that the database answers a query (readiness).
 func (db *DB) Ping(ctx context.Context) error {
 	var one int
-	return db.QueryRow(ctx, `SELECT 1`).Scan(&one)
+	return counted(db.QueryRow(ctx, `SELECT 1`).Scan(&one))
 }

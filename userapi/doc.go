@@ -93,6 +93,10 @@
 // evaluation (CompiledPushRules, built once per version of the rules);
 // evaluation, counts, notifications and pushers are in userapi/push.
 //
+// Metrics (stats.go): CountUsers counts accounts and the users with a
+// device seen in the last day and month (devices.last_seen_ts); the
+// server's housekeeping calls it once a minute.
+//
 // Goroutines: one, started by Start and stopped by Close, that writes
 // devices.last_seen_ts/ip every SeenFlushInterval; and the bus delivery of
 // InvalidateTopic (NATS's goroutine).

@@ -9,7 +9,8 @@
 // stored is logged with the error instead.
 //
 // Tables owned: audit_log (migration 0024).
-// Goroutines: none; Prune is called by the caller's housekeeping.
+// Goroutines: none; the server's housekeeping (server/housekeeping.go)
+// calls Prune at start and once a day with audit.retention_days.
 // Locks: none.
 package audit
 

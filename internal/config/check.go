@@ -101,6 +101,10 @@ func (c Config) Check() Problems {
 			add("metrics.listen", c.Metrics.Listen, "is the same address as listen", "give metrics their own port, for example 127.0.0.1:9090, so they are not public")
 		}
 	}
+	if c.Audit.RetentionDays < 1 || c.Audit.RetentionDays > 36500 {
+		add("audit.retention_days", strconv.Itoa(c.Audit.RetentionDays), "must be between 1 and 36500",
+			"365 (the default) keeps a year of logins and admin actions; check what your policy requires")
+	}
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
 	ps = append(ps, c.Federation.check(c)...)

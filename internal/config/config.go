@@ -48,6 +48,7 @@ type Config struct {
 	MaxRequestBytes     int64    `yaml:"max_request_bytes"`
 	Logging             Logging  `yaml:"logging"`
 	Metrics             Metrics  `yaml:"metrics"`
+	Audit               Audit    `yaml:"audit"`
 	Presence            Presence `yaml:"presence"`
 	TURN                TURN     `yaml:"turn"`
 	Media               Media    `yaml:"media"`
@@ -212,6 +213,13 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
+// Audit is the audit log (internal/audit).
+type Audit struct {
+	// RetentionDays is how long entries are kept; older ones are deleted
+	// once a day.
+	RetentionDays int `yaml:"retention_days"`
+}
+
 type Presence struct {
 	Enabled bool `yaml:"enabled"`
 }
@@ -317,6 +325,7 @@ func Default() Config {
 		DefaultRoomVersion:  "11",
 		MaxRequestBytes:     1 << 20,
 		Logging:             Logging{Format: "text", Level: "info"},
+		Audit:               Audit{RetentionDays: 365},
 		Presence:            Presence{Enabled: true},
 		TURN:                TURN{UserLifetime: "1h"},
 		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,

@@ -157,6 +157,13 @@ metrics:
   # HAVEN_METRICS_LISTEN
   listen: ""
 
+audit:
+  # Days the audit log (logins, failures, admin actions) is kept in the
+  # database; older entries are deleted once a day. haven admin audit
+  # searches it.
+  # HAVEN_AUDIT_RETENTION_DAYS
+  retention_days: 365
+
 presence:
   # Share online/offline status between users who share a room.
   # HAVEN_PRESENCE_ENABLED

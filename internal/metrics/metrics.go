@@ -1,5 +1,12 @@
 // Package metrics holds Haven's Prometheus metrics and serves them in the
 // Prometheus text format on their own listener (off the public port).
+//
+// A scrape never runs a query: figures read at scrape time come from
+// memory or a statfs (Register*), and those counted in the database
+// (users, rooms, active users, readiness; usage.go) are set by the
+// server's housekeeping about once a minute. docs/monitoring holds the
+// dashboard and alert rules that read these metrics;
+// sytest/monitoring_test.go checks that each one they name is exported.
 package metrics
 
 import (
