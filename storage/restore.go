@@ -23,8 +23,10 @@ const (
 var Streams = []string{StreamEvents, StreamReceipts, StreamAccountData, StreamToDevice, StreamDeviceLists, StreamPresence, StreamPeeks}
 
 // RestoreWindow is the range of a stream's positions lost at a restore:
-// those in (LostAfter, Base] were handed out by the server before the
-// restore, after its backup was taken, and exist no more.
+// those in (LostAfter, Base) may have been handed out by the server before
+// the restore, after its backup was taken, and exist no more. Base itself
+// is the restored server's first visible position (its tokens name it
+// until something new is written), never one the old server reached.
 type RestoreWindow struct {
 	Stream    string
 	LostAfter int64
@@ -32,7 +34,7 @@ type RestoreWindow struct {
 }
 
 // Contains tells whether pos falls in the lost range.
-func (w RestoreWindow) Contains(pos int64) bool { return pos > w.LostAfter && pos <= w.Base }
+func (w RestoreWindow) Contains(pos int64) bool { return pos > w.LostAfter && pos < w.Base }
 
 // RestoreWindows reads every recorded window (none on a database that was
 // never restored).
