@@ -191,7 +191,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 }
 
 // copyDatabase copies the live database into an SQLite file at dst.
-func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, progress func(Progress)) error {
+func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, progress func(Progress)) (err error) {
 	src, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2})
 	if err != nil {
 		return err
@@ -211,11 +211,17 @@ func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest
 		return src.CopyInto(ctx, dst)
 	}
 	m.Database.Method = "repeatable-read-copy"
-	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: dst}, storage.Options{MaxOpenConns: 2})
+	// No fsync per transaction: the file is synced once, when complete.
+	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: dst}, storage.Options{MaxOpenConns: 2, SQLiteSynchronous: "OFF"})
 	if err != nil {
 		return err
 	}
-	defer lite.Close()
+	defer func() {
+		lite.Close()
+		if err == nil {
+			err = syncFile(dst)
+		}
+	}()
 	if _, err := lite.MigrateUpTo(ctx, have); err != nil {
 		return fmt.Errorf("create the copy's schema: %w", err)
 	}
@@ -254,6 +260,15 @@ func describeCopy(ctx context.Context, path string, m *Manifest) error {
 	}
 	m.Counts, err = CountRows(ctx, db)
 	return err
+}
+
+func syncFile(p string) error {
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 type sum struct {

@@ -79,22 +79,26 @@ func sqliteColumns(ctx context.Context, q storage.Querier, table string) ([]stri
 	return cols, rows.Err()
 }
 
-// pgColumns maps a PostgreSQL table's columns (in the current schema) to
-// their types, leaving out generated ones.
-func pgColumns(ctx context.Context, q storage.Querier, table string) (map[string]string, error) {
-	rows, err := q.Query(ctx, `SELECT column_name, data_type FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name = $1 AND is_generated = 'NEVER'`, table)
+// pgColumns maps each PostgreSQL table of the current schema to its
+// columns and their types, leaving out generated ones (one query: the
+// catalog of a database with many schemas is slow to ask table by table).
+func pgColumns(ctx context.Context, q storage.Querier) (map[string]map[string]string, error) {
+	rows, err := q.Query(ctx, `SELECT table_name, column_name, data_type FROM information_schema.columns
+WHERE table_schema = current_schema() AND is_generated = 'NEVER'`)
 	if err != nil {
-		return nil, fmt.Errorf("columns of %s: %w", table, err)
+		return nil, fmt.Errorf("list columns: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]string{}
+	out := map[string]map[string]string{}
 	for rows.Next() {
-		var c, t string
-		if err := rows.Scan(&c, &t); err != nil {
+		var tb, c, t string
+		if err := rows.Scan(&tb, &c, &t); err != nil {
 			return nil, err
 		}
-		out[c] = t
+		if out[tb] == nil {
+			out[tb] = map[string]string{}
+		}
+		out[tb][c] = t
 	}
 	return out, rows.Err()
 }
@@ -114,16 +118,17 @@ func plan(ctx context.Context, lite, pg storage.Querier) ([]tablePlan, error) {
 	if err != nil {
 		return nil, err
 	}
+	all, err := pgColumns(ctx, pg)
+	if err != nil {
+		return nil, err
+	}
 	var out []tablePlan
 	for _, t := range tables {
 		lc, err := sqliteColumns(ctx, lite, t)
 		if err != nil {
 			return nil, err
 		}
-		pc, err := pgColumns(ctx, pg, t)
-		if err != nil {
-			return nil, err
-		}
+		pc := all[t]
 		if len(pc) == 0 {
 			return nil, fmt.Errorf("table %s is missing from the PostgreSQL database", t)
 		}

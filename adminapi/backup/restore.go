@@ -239,7 +239,7 @@ func loadPostgres(ctx context.Context, db *storage.DB, backupDB string, m Manife
 	if _, err := copyFile(backupDB, filepath.Join(scratch, "haven.db")); err != nil {
 		return err
 	}
-	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: filepath.Join(scratch, "haven.db")}, storage.Options{MaxOpenConns: 2})
+	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: filepath.Join(scratch, "haven.db")}, storage.Options{MaxOpenConns: 2, SQLiteSynchronous: "OFF"})
 	if err != nil {
 		return err
 	}

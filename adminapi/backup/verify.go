@@ -95,7 +95,7 @@ func Verify(ctx context.Context, path, scratchDir string) (Report, error) {
 		r.Problems = append(r.Problems, Problem{filepath.Join(s.Dir, m.Database.File), "cannot be copied: " + err.Error()})
 		return r, nil
 	}
-	db, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: scratch}, storage.Options{MaxOpenConns: 1})
+	db, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: scratch}, storage.Options{MaxOpenConns: 1, SQLiteSynchronous: "OFF"})
 	if err != nil {
 		r.Problems = append(r.Problems, Problem{filepath.Join(s.Dir, m.Database.File), "does not open: " + err.Error()})
 		return r, nil
