@@ -163,7 +163,12 @@ func New(ctx context.Context, db *storage.DB, bus publisher, profiles ProfileSou
 		noBackfill: lru.New[string, time.Time]("backfill_misses", 1024),
 	}
 	s.remoteSpaces = lru.New[string, remoteSpace]("remote_spaces", 1024)
-	s.seq = stream.New(last, s.publish)
+	// Above any position handed out before a restore (storage.StreamFloor).
+	floor, err := storage.StreamFloor(ctx, db, storage.StreamEvents)
+	if err != nil {
+		return nil, err
+	}
+	s.seq = stream.New(max(last, floor), s.publish)
 	s.snapSeq.Store(lastSnap)
 	var minPos int64
 	if err := db.QueryRow(ctx, `SELECT COALESCE(MIN(pos), 0) FROM events`).Scan(&minPos); err != nil {

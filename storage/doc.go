@@ -25,8 +25,16 @@
 // on PostgreSQL, a file lock beside the SQLite file), because the streams'
 // positions are handed out by their single writer.
 //
+// A backup reads one snapshot (ReadSnapshot: REPEATABLE READ, READ ONLY on
+// PostgreSQL; a read transaction on SQLite) or copies the SQLite file
+// (CopyInto: VACUUM INTO); a restore recreates the schema of an older
+// version (MigrateUpTo). After a restore, every stream's writer starts
+// above StreamFloor, and syncapi answers tokens inside a RestoreWindow as
+// initial syncs (adminapi/backup).
+//
 // Tables are owned by the packages named in the migration comments; this
-// package owns schema_migrations. Queries and Errors count the statements
+// package owns schema_migrations and restore_windows (written by
+// adminapi/backup at a restore). Queries and Errors count the statements
 // run and the failures of the database (metrics). Goroutines: the SQLite write loop and
 // checkpointer. Lock
 // order: closeMu, then the statement caches' mutexes (leaves).

@@ -143,6 +143,11 @@ func (db *DB) Migrate(ctx context.Context) error {
 
 // MigrateReport is Migrate that also returns the names of the migrations it applied.
 func (db *DB) MigrateReport(ctx context.Context) ([]string, error) {
+	return db.migrate(ctx, 0)
+}
+
+// migrate applies the pending migrations up to version upTo (all when 0).
+func (db *DB) migrate(ctx context.Context, upTo int) ([]string, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
@@ -158,6 +163,9 @@ func (db *DB) MigrateReport(ctx context.Context) ([]string, error) {
 	}
 	var applied []string
 	for _, m := range ms {
+		if upTo > 0 && m.Version > upTo {
+			break
+		}
 		done := false
 		err := db.Write(ctx, func(tx *Tx) error {
 			if db.dialect == Postgres {

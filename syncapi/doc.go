@@ -108,6 +108,13 @@
 // token, and only then waits: a waiting /sync holds no database connection
 // and runs no query. A commit in room R wakes only R's members.
 //
+// Restores (token.go lostTime): a token naming a position inside a restore
+// window (storage.RestoreWindow: handed out before a restore, after its
+// backup was taken) is answered as an initial sync, and the receipts,
+// presence and peeks streams start above the windows (storage.StreamFloor),
+// as the other streams' writers do. Any other token from ahead of the
+// server is held to its current positions.
+//
 // Parking: StartSync returns a Waiter when there is nothing to answer yet.
 // The client API parks it (Waiter.Park): the HTTP connection is taken over
 // and the request holds no goroutine and no server buffers while it waits

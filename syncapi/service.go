@@ -108,6 +108,9 @@ type Service struct {
 	// lazySent remembers the member events each device was sent, for
 	// lazy-loading (roomstate.go).
 	lazySent *lazySent
+	// lost are the restore windows: positions handed out before a restore
+	// that the restored database does not have (storage.RestoreWindow).
+	lost []storage.RestoreWindow
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.
@@ -125,6 +128,19 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	if err := db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM presence`).Scan(&lastPresence); err != nil {
 		return nil, fmt.Errorf("presence position: %w", err)
 	}
+	// A restored database: its streams continue above the positions
+	// handed out before the restore, and tokens naming those are answered
+	// as initial syncs (lostTime).
+	lost, err := storage.RestoreWindows(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	floors := map[string]int64{}
+	for _, w := range lost {
+		floors[w.Stream] = max(floors[w.Stream], w.Base)
+	}
+	lastReceipt = max(lastReceipt, floors[storage.StreamReceipts])
+	lastPresence = max(lastPresence, floors[storage.StreamPresence])
 	s := &Service{
 		db: db, bus: b, rooms: rs, users: us, opts: opts,
 		rendered:   lru.New[string, *clientEvent]("client_events", 5000),
@@ -135,6 +151,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		presence:   newPresenceState(),
 		keyState:   newKeyState(),
 		lazySent:   newLazySent(50000),
+		lost:       lost,
 	}
 	// A failed write's position is published as a skip: a receipt notice
 	// saying so, a presence entry with no user.
@@ -210,7 +227,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		s.Close()
 		return nil, err
 	}
-	s.peekSeq = stream.New(lastPeek, s.publishTo(TopicPeeks, func(pos int64) any { return peekNotice{Pos: pos} }))
+	s.peekSeq = stream.New(max(lastPeek, floors[storage.StreamPeeks]), s.publishTo(TopicPeeks, func(pos int64) any { return peekNotice{Pos: pos} }))
 	pmu.Lock()
 	ready = true
 	queued := pending

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
 )
@@ -201,17 +202,26 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		if err != nil {
 			return nil, nil, err
 		}
-		// A token from ahead of this server (a database restored from a
-		// backup) is held to what the server has, so nothing written from
-		// now on is skipped. The typing stream runs on the clock and is left.
-		cur := s.n.Current()
-		typing := p.Typing
-		p = p.Min(cur)
-		p.Typing = typing
-		since = &p
-		// A token past to-device messages acknowledges them (keys.go).
-		if !req.eventStream {
-			s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+		if s.lostTime(p) {
+			// A token from the time lost at a restore: the client holds
+			// things this server no longer has, and positions it will not
+			// hand out again. It starts over, as an initial sync (full
+			// state, limited timelines) from which its next token goes on.
+			logging.From(ctx).WithField("user_id", req.UserID).Info("sync: token from before a restore, answered as an initial sync")
+		} else {
+			// A token from ahead of this server (a database restored from a
+			// backup without its restore windows) is held to what the server
+			// has, so nothing written from now on is skipped. The typing
+			// stream runs on the clock and is left.
+			cur := s.n.Current()
+			typing := p.Typing
+			p = p.Min(cur)
+			p.Typing = typing
+			since = &p
+			// A token past to-device messages acknowledges them (keys.go).
+			if !req.eventStream {
+				s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+			}
 		}
 	}
 	if s.opts.PresenceEnabled {

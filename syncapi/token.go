@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
 )
 
 // Pos is one position per stream. A sync token is its text form; clients
@@ -156,4 +157,35 @@ func parsePageToken(s string) (int64, error) {
 		return p.key.pos, err
 	}
 	return p.stream, err
+}
+
+// lostTime tells whether a token names a position handed out before a
+// restore and lost with it (storage.RestoreWindow): any stream's position
+// inside a window of that stream.
+func (s *Service) lostTime(p Pos) bool {
+	for _, w := range s.lost {
+		var pos int64
+		switch w.Stream {
+		case storage.StreamEvents:
+			pos = p.Events
+		case storage.StreamReceipts:
+			pos = p.Receipts
+		case storage.StreamAccountData:
+			pos = p.AccountData
+		case storage.StreamToDevice:
+			pos = p.ToDevice
+		case storage.StreamDeviceLists:
+			pos = p.DeviceLists
+		case storage.StreamPresence:
+			pos = p.Presence
+		case storage.StreamPeeks:
+			pos = p.Peeks
+		default:
+			continue
+		}
+		if w.Contains(pos) {
+			return true
+		}
+	}
+	return false
 }

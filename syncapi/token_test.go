@@ -1,6 +1,10 @@
 package syncapi
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/haven-chat/haven/storage"
+)
 
 // TestHistoryTokens: /messages reads its own tokens as keys, older stream
 // tokens and sync tokens as positions; the readers that page by position
@@ -55,5 +59,28 @@ func TestHistoryTokens(t *testing.T) {
 	}
 	if k := (topoKey{5, 10}).justBefore(); !k.less(topoKey{5, 10}) || (topoKey{5, 9}).less(k) {
 		t.Errorf("just before (5,10): %+v", k)
+	}
+}
+
+func TestLostTime(t *testing.T) {
+	s := &Service{lost: []storage.RestoreWindow{
+		{Stream: storage.StreamEvents, LostAfter: 100, Base: 100 + 1<<40},
+		{Stream: storage.StreamToDevice, LostAfter: 7, Base: 7 + 1<<40},
+	}}
+	for _, tc := range []struct {
+		p    Pos
+		lost bool
+	}{
+		{Pos{Events: 100, ToDevice: 7}, false},         // the backup's own positions
+		{Pos{Events: 50, ToDevice: 3}, false},          // from before the backup
+		{Pos{Events: 101}, true},                       // an event lost with the restore
+		{Pos{Events: 90, ToDevice: 8}, true},           // a to-device message lost
+		{Pos{Events: 100 + 1<<40, ToDevice: 7}, false}, // the restored server's first position
+		{Pos{Events: 100 + 1<<40 + 5}, false},          // the restored server's own
+		{Pos{Events: 90, Typing: 1 << 45}, false},      // typing runs on the clock
+	} {
+		if got := s.lostTime(tc.p); got != tc.lost {
+			t.Errorf("lostTime(%s) = %v, want %v", tc.p, got, tc.lost)
+		}
 	}
 }

@@ -176,7 +176,11 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	s.adSeq = stream.New(last, s.publishAccountData)
+	floor, err := storage.StreamFloor(ctx, db, storage.StreamAccountData)
+	if err != nil {
+		return nil, err
+	}
+	s.adSeq = stream.New(max(last, floor), s.publishAccountData)
 	return s, nil
 }
 

@@ -92,6 +92,11 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			perf: fmt.Sprintf("disk_free_bytes=%dB;%d;%d;0;%d", d.Free, uint64(1<<30), uint64(256<<20), d.Total)})
 	}
 
+	// The newest backup, when a backup folder is configured.
+	if cfg.Backup.Dir != "" {
+		items = append(items, checkBackupAge(cfg, time.Now()))
+	}
+
 	// The federation certificate.
 	if cfg.Federation.Enabled && cfg.Federation.TLSCert != "" {
 		items = append(items, checkCertificate(cfg.Federation.TLSCert, time.Now()))

@@ -1,6 +1,6 @@
 // Command haven is the Haven Matrix homeserver. With no arguments it serves;
 // subcommands: serve, check-config, generate-config, create-user, migrate,
-// admin, rotate-key, loadtest, loadtest-federation, version. Wiring only: the work is done by the packages.
+// admin, backup, restore, rotate-key, loadtest, loadtest-federation, version. Wiring only: the work is done by the packages.
 package main
 
 import (
@@ -32,6 +32,8 @@ func commands() []command {
 		{"create-user", "create an account: --user NAME [--admin] (the password is asked for, or read from standard input); uses the running server's configuration unless --config is given", runCreateUser},
 		{"migrate", "apply pending database migrations and exit", runMigrate},
 		{"health", "check the database, the running server, the disk and the federation certificate; one Nagios/Zabbix line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", runHealth},
+		{"backup", backupUsage, runBackup},
+		{"restore", "restore a backup into an empty data folder or database: --from DIR [--force]", runRestore},
 		{"rotate-key", "replace the server's signing key (the old one stays published as expired); restart afterwards", runRotateKey},
 		{"loadtest", loadtest.Usage, loadtest.Run},
 		{"loadtest-federation", loadtest.FederationUsage, loadtest.RunFederation},

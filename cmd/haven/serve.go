@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/internal/audit"
@@ -128,6 +130,7 @@ func runGenerateConfig(ctx context.Context, args []string, stdout, stderr io.Wri
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath := flagSet("migrate", stderr)
 	dryRun := fs.Bool("dry-run", false, "list the migrations that would be applied, and change nothing")
+	noBackup := fs.Bool("no-backup", false, "do not back up the database before applying migrations")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -157,6 +160,22 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintln(stdout, "would apply", m.Name)
 		}
 		return 0
+	}
+	// Before changing the schema of a database with data, a backup to go
+	// back to (restore it with the older binary).
+	have, pending, err := db.Pending(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "haven migrate:", err)
+		return 1
+	}
+	if len(pending) > 0 && have > 0 && !*noBackup {
+		to := filepath.Join(cfg.BackupDir(), "pre-migrate-"+time.Now().UTC().Format("20060102T150405Z"))
+		m, dir, err := takeBackup(ctx, cfg, *cfgPath, to, false, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "haven migrate: the backup before migrating failed, nothing was changed (--no-backup skips it):", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "backed up schema version %d to %s (%d events, %d media files)\n", m.Database.SchemaVersion, dir, m.Counts.Events, len(m.Media))
 	}
 	applied, err := db.MigrateReport(ctx)
 	for _, m := range applied {

@@ -76,6 +76,14 @@ func (c Config) Check() Problems {
 	if c.PasswordHashCost < 4 || c.PasswordHashCost > 31 {
 		add("password_hash_cost", strconv.Itoa(c.PasswordHashCost), "must be a bcrypt cost between 4 and 31", "use 12 (the default); lower it only for load tests")
 	}
+	warnAge, err1 := time.ParseDuration(c.Backup.WarnAge)
+	critAge, err2 := time.ParseDuration(c.Backup.CriticalAge)
+	if err1 != nil || warnAge <= 0 {
+		add("backup.warn_age", c.Backup.WarnAge, "must be a positive duration", "for example 26h (a daily backup, with two hours to spare)")
+	}
+	if err2 != nil || critAge <= 0 || err1 == nil && critAge < warnAge {
+		add("backup.critical_age", c.Backup.CriticalAge, "must be a duration no shorter than backup.warn_age", "for example 50h")
+	}
 	if d, err := time.ParseDuration(c.AccessTokenLifetime); err != nil || d < time.Second || d > 7*24*time.Hour {
 		add("access_token_lifetime", c.AccessTokenLifetime, "must be a duration between 1s and 168h",
 			"write a Go duration such as 5m (the default) or 1h; it applies only to clients that ask for refresh tokens")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -52,6 +53,7 @@ type Config struct {
 	Presence            Presence `yaml:"presence"`
 	TURN                TURN     `yaml:"turn"`
 	Media               Media    `yaml:"media"`
+	Backup              Backup   `yaml:"backup"`
 	// AppServices are the registration files of the application services
 	// (bridges and bots); appservice.Load reads and checks them.
 	AppServices List `yaml:"app_services"`
@@ -304,6 +306,26 @@ func (l List) Items() []string {
 var listType = reflect.TypeOf(List(""))
 
 // Default returns the configuration used when nothing is set.
+// Backup is where `haven backup` and `haven migrate` put backups, and
+// how old the newest may get before `haven health` warns.
+type Backup struct {
+	// Dir is the folder of backups; empty means data_dir/backups, and
+	// `haven health` then does not check the backup age.
+	Dir string `yaml:"dir"`
+	// WarnAge and CriticalAge are the newest backup's ages (Go durations)
+	// at which `haven health` reports WARNING and CRITICAL.
+	WarnAge     string `yaml:"warn_age"`
+	CriticalAge string `yaml:"critical_age"`
+}
+
+// BackupDir is the folder of backups (backup.dir, or data_dir/backups).
+func (c Config) BackupDir() string {
+	if c.Backup.Dir != "" {
+		return c.Backup.Dir
+	}
+	return filepath.Join(c.DataDir, "backups")
+}
+
 func Default() Config {
 	return Config{
 		ServerName:        "localhost",
@@ -330,6 +352,7 @@ func Default() Config {
 		TURN:                TURN{UserLifetime: "1h"},
 		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,
 			MaxPendingUploads: 20, LegacyUnauthenticated: true},
+		Backup: Backup{WarnAge: "26h", CriticalAge: "50h"},
 	}
 }
 

@@ -185,6 +185,18 @@ turn:
   # HAVEN_TURN_USER_LIFETIME
   user_lifetime: 1h
 
+backup:
+  # Folder of the backups "haven backup" and "haven migrate" take; empty
+  # means data_dir/backups. When set, "haven health" checks the age of the
+  # newest backup in it. See docs/operations.md.
+  # HAVEN_BACKUP_DIR
+  dir: ""
+  # Age of the newest backup at which "haven health" says WARNING, and CRITICAL.
+  # HAVEN_BACKUP_WARN_AGE
+  warn_age: 26h
+  # HAVEN_BACKUP_CRITICAL_AGE
+  critical_age: 50h
+
 media:
   # Largest upload accepted, in bytes (50 MiB). A reverse proxy in front must
   # accept bodies this large too (nginx: client_max_body_size).

@@ -139,8 +139,16 @@ UNION ALL SELECT pos FROM key_stream_positions WHERE stream = $1) p`, streamDevi
 		db: db, bus: bus, opts: opts, now: now,
 		counts: lru.New[deviceKey, keyCounts]("key_counts", 50000),
 	}
-	s.tdSeq = stream.New(lastTD, s.publishNotice(TopicToDevice))
-	s.dlSeq = stream.New(lastDL, s.publishNotice(TopicDeviceLists))
+	floorTD, err := storage.StreamFloor(ctx, db, storage.StreamToDevice)
+	if err != nil {
+		return nil, err
+	}
+	floorDL, err := storage.StreamFloor(ctx, db, storage.StreamDeviceLists)
+	if err != nil {
+		return nil, err
+	}
+	s.tdSeq = stream.New(max(lastTD, floorTD), s.publishNotice(TopicToDevice))
+	s.dlSeq = stream.New(max(lastDL, floorDL), s.publishNotice(TopicDeviceLists))
 	s.acks = newAckQueue(s)
 	return s, nil
 }
