@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/haven-chat/haven/adminapi/backup"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/storage"
 )
@@ -90,6 +93,7 @@ func (a *App) publishUsage(ctx context.Context, now time.Time) {
 		r = metrics.Rooms{Total: rc.Total, WithLocalMembers: rc.Local}
 	}
 	metrics.SetUsage(u, r, now)
+	a.publishBackupAge()
 	if f := a.Cfg.Federation; f.Enabled && f.TLSCert != "" {
 		if notAfter, err := certificateExpiry(f.TLSCert); err != nil {
 			a.Log.WithError(err).Warn("Reading the federation certificate for the metrics failed")
@@ -144,5 +148,23 @@ func (p auditPruner) prune(ctx context.Context, now time.Time) {
 	}
 	if n > 0 {
 		p.logger.WithFields(logrus.Fields{"deleted": n, "before": before.UTC().Format(time.RFC3339)}).Info("Audit log pruned")
+	}
+}
+
+// publishBackupAge reads when the newest backup in backup.dir was taken
+// (its manifest), for the backup-age alert; without backup.dir nothing is
+// published (as `haven health` then does not check it either).
+func (a *App) publishBackupAge() {
+	if a.Cfg.Backup.Dir == "" {
+		return
+	}
+	m, err := backup.Newest(a.Cfg.Backup.Dir)
+	switch {
+	case err == nil:
+		metrics.SetBackupTime(m.Created)
+	case errors.Is(err, backup.ErrNoBackup) || errors.Is(err, fs.ErrNotExist):
+		metrics.SetBackupTime(time.Time{})
+	default:
+		a.Log.WithError(err).Warn("Reading the newest backup for the metrics failed")
 	}
 }

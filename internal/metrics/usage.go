@@ -32,6 +32,9 @@ var (
 		Help: "Statements, begins and commits the database failed (unique conflicts and cancelled requests apart).",
 	}, dbErrorCount.value)
 
+	backupLast = &optionalGauge{desc: prometheus.NewDesc("haven_backup_last_success_timestamp_seconds",
+		"When the newest backup in backup.dir was taken (Unix time); 0 while the folder holds none; absent without backup.dir.", nil, nil)}
+
 	certExpiry = &optionalGauge{desc: prometheus.NewDesc("haven_federation_certificate_expiry_timestamp_seconds",
 		"When the federation TLS certificate expires (Unix time); absent without federation.", nil, nil)}
 )
@@ -44,7 +47,7 @@ func gauge(name, help string) prometheus.Gauge {
 
 func init() {
 	Registry.MustRegister(usersRegistered, usersActive, usersDeactivated, usersGuests, usersDaily, usersMonthly,
-		roomsTotal, roomsLocal, usageUpdated, readyChecks, ready, dbErrors, certExpiry)
+		roomsTotal, roomsLocal, usageUpdated, readyChecks, ready, dbErrors, certExpiry, backupLast)
 }
 
 // Users are the figures of local accounts.
@@ -85,6 +88,16 @@ func SetReady(checks map[string]bool) {
 
 // SetCertificateExpiry publishes when the federation certificate expires.
 func SetCertificateExpiry(notAfter time.Time) { certExpiry.set(float64(notAfter.Unix())) }
+
+// SetBackupTime publishes when the newest backup was taken (the zero time:
+// there is none).
+func SetBackupTime(t time.Time) {
+	if t.IsZero() {
+		backupLast.set(0)
+		return
+	}
+	backupLast.set(float64(t.Unix()))
+}
 
 // RegisterDBErrors sets where the count of database failures is read from.
 func RegisterDBErrors(f func() int64) { dbErrorCount.set(func() float64 { return float64(f()) }) }
