@@ -164,7 +164,9 @@ func mediaQuarantine(*flag.FlagSet) apiAction {
 		if err != nil {
 			return err
 		}
-		return o.emit(raw, func(w io.Writer) { fmt.Fprintf(w, "mxc://%s/%s quarantined: it is no longer served\n", clean(server), clean(id)) })
+		return o.emit(raw, func(w io.Writer) {
+			fmt.Fprintf(w, "mxc://%s/%s quarantined: it is no longer served\n", clean(server), clean(id))
+		})
 	}
 }
 

@@ -288,6 +288,8 @@ func roomsPurgeHistory(fs *flag.FlagSet) apiAction {
 			}
 			return fmt.Errorf("the purge of %s failed: %s", id, msg)
 		}
-		return o.emit(raw, func(w io.Writer) { fmt.Fprintf(w, "history of %s before %s purged\n", clean(id), when.UTC().Format("2006-01-02 15:04:05 UTC")) })
+		return o.emit(raw, func(w io.Writer) {
+			fmt.Fprintf(w, "history of %s before %s purged\n", clean(id), when.UTC().Format("2006-01-02 15:04:05 UTC"))
+		})
 	}
 }
