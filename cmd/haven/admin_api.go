@@ -436,6 +436,7 @@ type minted struct {
 	token, userID, deviceID string
 	db                      *storage.DB
 	users                   *userapi.Service
+	ctx                     context.Context // the command's logger, not its cancellation
 }
 
 // mintToken gives an admin account (as, or the first admin) a new device
@@ -467,7 +468,7 @@ func mintToken(ctx context.Context, cfg config.Config, as string) (*minted, erro
 		db.Close()
 		return nil, meaning(err)
 	}
-	m := &minted{token: sess.AccessToken, userID: adminID, deviceID: sess.DeviceID, db: db, users: users}
+	m := &minted{token: sess.AccessToken, userID: adminID, deviceID: sess.DeviceID, db: db, users: users, ctx: context.WithoutCancel(ctx)}
 	if err := users.SetDeviceName(ctx, adminID, sess.DeviceID, cliDeviceName); err != nil {
 		m.revoke(nil)
 		return nil, err
@@ -517,7 +518,8 @@ func meaning(err error) error {
 // from its caches at once); when that fails, it deletes the device from
 // the database, and the token's expiry does the rest.
 func (m *minted) revoke(c *apiClient) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Also when the command was interrupted (Ctrl-C).
+	ctx, cancel := context.WithTimeout(m.ctx, 30*time.Second)
 	defer cancel()
 	defer m.db.Close()
 	if c != nil {
