@@ -16,13 +16,14 @@ import (
 )
 
 // adminCommands are the subcommands of "haven admin": work on a server's
-// data from its machine, with its configuration, without the admin API.
-// Each area keeps its commands in its own file (admin_*.go) and adds them
-// here.
+// data from its machine, with its configuration (audit, totp-*), and the
+// admin API's operations over HTTP (admin_api*.go). Each area keeps its
+// commands in its own file (admin_*.go) and adds them here.
 func adminCommands() []command {
 	out := []command{
 		{"audit", "search the audit log: [--user U] [--since D|T] [--until D|T] [--event ACTION] [--limit N] [--json]", runAdminAudit},
 	}
+	out = append(out, apiCommands()...)
 	return append(out, totpCommands()...)
 }
 
