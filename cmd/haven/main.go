@@ -28,7 +28,7 @@ func commands() []command {
 		{"serve", "start the server (the default)", runServe},
 		{"check-config", "check the configuration, the database, NATS, ports and folders; print every problem with its fix", runCheckConfig},
 		{"generate-config", "print a fully commented configuration file", runGenerateConfig},
-		{"admin", "administration from the server's machine: audit, totp-enroll, totp-reset (haven admin help lists them)", runAdmin},
+		{"admin", "administration: users, rooms, tokens, media, stats (through the admin API), audit, totp-enroll, totp-reset (haven admin help lists them)", runAdmin},
 		{"create-user", "create an account: --user NAME [--admin] (the password is asked for, or read from standard input); uses the running server's configuration unless --config is given", runCreateUser},
 		{"migrate", "apply pending database migrations and exit", runMigrate},
 		{"health", "check the database, the running server, the disk and the federation certificate; one Nagios/Zabbix line, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN", runHealth},
