@@ -21,6 +21,10 @@ type Directory interface {
 	Authenticate(ctx context.Context, username, password string) (DirectoryEntry, error)
 }
 
+// AuditDirectoryUnavailable is the audit action of a sign-in that could
+// not be checked because the directory was unavailable.
+const AuditDirectoryUnavailable = "login.unavailable"
+
 // DirectoryEntry is what the directory says about a person who signed in.
 type DirectoryEntry struct {
 	// Localpart is the value of the localpart attribute, as stored.
@@ -106,7 +110,9 @@ func (s *Service) verifyWithDirectory(ctx context.Context, key, userID, password
 				return account{}, false, nil
 			}
 		}
-		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr,
+		// Not login.failed: the client did nothing wrong (and fail2ban's
+		// filter must not ban everyone while the directory is down).
+		s.record(ctx, auditlog.Entry{Action: AuditDirectoryUnavailable, Target: userID, Addr: addr,
 			Detail: map[string]any{"reason": "directory_unavailable", "via": "ldap"}})
 		return account{}, true, errDirectoryUnavailable()
 	}

@@ -361,8 +361,13 @@ func TestDirectoryFallbackAndCreation(t *testing.T) {
 		_, _, err = s3.CheckCredentials(ctx, "bob", "bob's directory password", "")
 		wantCode(t, err, "M_UNKNOWN")
 		found := false
-		for _, r := range sink.reasons(auditlog.LoginFailed) {
+		for _, r := range sink.reasons(userapi.AuditDirectoryUnavailable) {
 			found = found || r == "directory_unavailable"
+		}
+		for _, r := range sink.reasons(auditlog.LoginFailed) {
+			if r == "directory_unavailable" {
+				t.Fatal("an unavailable directory recorded as a failed login (fail2ban would ban the client)")
+			}
 		}
 		if !found {
 			t.Fatal("directory_unavailable not audited")
