@@ -63,9 +63,9 @@ type DirectoryOptions struct {
 
 // errDirectoryUnavailable is the answer when the directory cannot be
 // asked: 503 M_UNKNOWN, with nothing of the cause.
-func errDirectoryUnavailable() error {
+func errDirectoryUnavailable(cause error) error {
 	return merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN",
-		"The company directory cannot be reached to check your password; try again in a few minutes")
+		"The company directory cannot be reached to check your password; try again in a few minutes").Wrap(cause)
 }
 
 // verifyWithDirectory is verifyPassword's directory step, after the
@@ -104,9 +104,9 @@ func (s *Service) verifyWithDirectory(ctx context.Context, key, userID, password
 	case errors.Is(err, ErrDirectoryRefused):
 		return fail("wrong_password")
 	default:
-		logging.From(ctx).WithField("user_id", userID).WithError(err).Warn("company directory unavailable for a sign-in")
 		if d.FallbackLocalPasswords {
-			if la, err := selectAccount(ctx, s.db, userID); err == nil && la.hash != "" {
+			if la, err2 := selectAccount(ctx, s.db, userID); err2 == nil && la.hash != "" {
+				logging.From(ctx).WithField("user_id", userID).WithError(err).Warn("company directory unavailable: the local password is checked instead")
 				return account{}, false, nil
 			}
 		}
@@ -114,7 +114,8 @@ func (s *Service) verifyWithDirectory(ctx context.Context, key, userID, password
 		// filter must not ban everyone while the directory is down).
 		s.record(ctx, auditlog.Entry{Action: AuditDirectoryUnavailable, Target: userID, Addr: addr,
 			Detail: map[string]any{"reason": "directory_unavailable", "via": "ldap"}})
-		return account{}, true, errDirectoryUnavailable()
+		// The cause goes to the log with the answer (httpx), not to the client.
+		return account{}, true, errDirectoryUnavailable(err)
 	}
 	mapped := strings.ToLower(strings.TrimSpace(entry.Localpart))
 	if ValidLocalpart(mapped, s.opts.ServerName) != nil {
