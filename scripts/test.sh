@@ -33,6 +33,14 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
     echo "test: promtool could not be installed; the alert rules' check is skipped" >&2
 fi
+# OpenLDAP (Debian's slapd and ldap-utils): the LDAP / Active Directory
+# sign-in tests start their own slapd on a loopback port
+# (internal/testldap); the package's own server stays stopped.
+if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends slapd ldap-utils >/dev/null ||
+    echo "test: slapd could not be installed; the LDAP tests are skipped" >&2
+fi
 # goolm: mautrix-go's pure-Go Olm for the end-to-end encryption tests of
 # sytest/olm_test.go (without the tag mautrix-go wants libolm through cgo).
 go vet -tags goolm ./...

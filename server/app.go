@@ -146,12 +146,16 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	}
 	a.Audit = audit.New(a.DB)
 	regTokens := regtokens.New(a.DB)
+	dir, err := a.directory()
+	if err != nil {
+		return nil, err
+	}
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
 		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
 		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg),
-		SecondFactor: a.openTOTP()}); err != nil {
+		SecondFactor: a.openTOTP(), Directory: dir}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

@@ -390,6 +390,11 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password, addr str
 			Detail: map[string]any{"reason": "account_slowdown", "retry_after_ms": wait.Milliseconds() + 1}})
 		return account{}, merr.LimitExceeded(wait.Milliseconds() + 1)
 	}
+	if s.opts.Directory.Directory != nil {
+		if a, done, err := s.verifyWithDirectory(ctx, key, userID, password, addr); done {
+			return a, err
+		}
+	}
 	a, err := selectAccount(ctx, s.db, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(s.dummy.get(s.opts.PasswordHashCost), password)
@@ -452,6 +457,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 	if err != nil {
 		return Session{}, err
 	}
+	userID = a.userID // the directory may name another account than typed
 	if a.deactivated {
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: req.ClientAddr, Detail: map[string]any{"reason": "deactivated"}})
 		return Session{}, merr.UserDeactivated("This account has been deactivated")

@@ -63,6 +63,15 @@
 // IssueLoginToken: a single-use token (login_tokens, SHA-256 only, two
 // minutes, migration 0031) that LoginWithToken exchanges (m.login.token).
 //
+// Company directory (ldap.go; the LDAP client is userapi/ldap):
+// Options.Directory, when set, checks every password (m.login.password,
+// CheckCredentials, the UIA password stage) against the directory, behind
+// the same per-account backoff: the directory's localpart attribute names
+// the account, made at the first sign-in (no local password) when
+// CreateAccounts; accounts the directory does not know use their local
+// password only with FallbackLocalPasswords. An unavailable directory is
+// 503 M_UNKNOWN (audited as login.unavailable), never counted as a failure.
+//
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).
 //

@@ -64,7 +64,7 @@ func (s *Service) CheckCredentials(ctx context.Context, user, password, addr str
 	if a.deactivated {
 		return "", false, merr.UserDeactivated("This account has been deactivated")
 	}
-	return userID, a.admin, nil
+	return a.userID, a.admin, nil
 }
 
 // IsAdmin tells whether userID is a server admin (false when unknown).

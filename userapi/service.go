@@ -93,6 +93,9 @@ type Options struct {
 	// Audit, when set, records sign-ins, failed sign-ins and refused
 	// attempts (internal/audit); without it they are only logged.
 	Audit AuditRecorder
+	// Directory, when its Directory is set, checks passwords against the
+	// company directory (ldap.go) before the accounts' own.
+	Directory DirectoryOptions
 	// PasswordPolicy applies to every password being set, except through
 	// shared-secret registration; the zero value only bounds the length.
 	PasswordPolicy PasswordPolicy

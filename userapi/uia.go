@@ -306,11 +306,15 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 		if ad.Password == "" {
 			return merr.Forbidden("Invalid password")
 		}
-		if _, err := s.verifyPassword(ctx, req.UserID, ad.Password, clientAddrFrom(ctx)); err != nil {
+		a, err := s.verifyPassword(ctx, req.UserID, ad.Password, clientAddrFrom(ctx))
+		if err != nil {
 			if merr.Is(err, "M_FORBIDDEN") {
 				return merr.Forbidden("Invalid password")
 			}
 			return err
+		}
+		if a.userID != req.UserID { // the directory named another account
+			return merr.Forbidden("Invalid password")
 		}
 		return nil
 	case StageSSO:

@@ -94,6 +94,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	_, asProbs := appservice.Load(cfg.AppServices.Items(), cfg.ServerName)
 	probs = append(probs, asProbs...)
 	probs = append(probs, cfg.CheckLive(ctx, true)...)
+	probs = append(probs, ldapProblems(ctx, cfg, probs)...)
 	if len(probs) > 0 {
 		fmt.Fprint(stdout, probs.Error())
 		return 1

@@ -126,6 +126,7 @@ func (c Config) Check() Problems {
 		add("password_policy.min_length", strconv.Itoa(c.PasswordPolicy.MinLength), "must be between 1 and 128", "10 is the default; longer passphrases are easier to remember than short complex passwords")
 	}
 	ps = append(ps, c.Auth.check()...)
+	ps = append(ps, c.LDAP.check()...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -229,6 +230,7 @@ func (c Config) Warnings() []string {
 	}
 	w = append(w, c.Federation.warnings(c)...)
 	w = append(w, c.Auth.warnings()...)
+	w = append(w, c.LDAP.warnings()...)
 	return w
 }
 

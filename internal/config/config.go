@@ -33,8 +33,10 @@ type Config struct {
 	Registration      Registration `yaml:"registration"`
 	AdminAPI          AdminAPI     `yaml:"admin_api"`
 	Auth              Auth         `yaml:"auth"`
-	NATS              NATS         `yaml:"nats"`
-	RateLimits        RateLimits   `yaml:"rate_limits"`
+	// LDAP checks passwords against the company directory.
+	LDAP       LDAP       `yaml:"ldap"`
+	NATS       NATS       `yaml:"nats"`
+	RateLimits RateLimits `yaml:"rate_limits"`
 	// TrustedProxies are the reverse proxies (addresses or CIDR ranges)
 	// whose X-Forwarded-For header names the client; from anyone else
 	// the header is ignored.
@@ -340,8 +342,10 @@ func Default() Config {
 			MessagesPerSecond: 10,
 			MessageBurst:      50,
 		},
-		PasswordPolicy:      PasswordPolicy{MinLength: 10, RefuseCommon: true},
-		Auth:                Auth{TOTP: TOTPOff, TOTPAdmins: true},
+		PasswordPolicy: PasswordPolicy{MinLength: 10, RefuseCommon: true},
+		Auth:           Auth{TOTP: TOTPOff, TOTPAdmins: true},
+		LDAP: LDAP{UserFilter: DefaultLDAPUserFilter, LocalpartAttribute: "uid", DisplayNameAttribute: "cn",
+			EmailAttribute: "mail", CreateAccounts: true, Timeout: DefaultLDAPTimeout},
 		PasswordHashCost:    12,
 		AccessTokenLifetime: "5m",
 		DefaultRoomVersion:  "11",

@@ -85,6 +85,59 @@ auth:
   # HAVEN_AUTH_SSO_CLIENT_ORIGINS
   sso_client_origins: []
 
+ldap:
+  # Check passwords against the company directory (OpenLDAP, Active
+  # Directory): Haven finds the person with the service account below, then
+  # signs in to the directory as them with the password typed
+  # (docs/security.md, "Company directory").
+  # HAVEN_LDAP_ENABLED
+  enabled: false
+  # ldaps://host:636, or ldap://host:389 with start_tls: true.
+  # HAVEN_LDAP_URL
+  url: ""
+  # HAVEN_LDAP_START_TLS
+  start_tls: false
+  # PEM file of the directory's certificate authority (empty: the system's).
+  # HAVEN_LDAP_CA_FILE
+  ca_file: ""
+  # Accept any certificate: for tests only.
+  # HAVEN_LDAP_INSECURE_SKIP_VERIFY
+  insecure_skip_verify: false
+  # The service account that searches the directory.
+  # HAVEN_LDAP_BIND_DN
+  bind_dn: ""
+  # HAVEN_LDAP_BIND_PASSWORD
+  bind_password: ""
+  # Where people are found, e.g. ou=people,dc=example,dc=com
+  # HAVEN_LDAP_BASE_DN
+  base_dn: ""
+  # {username} is the name typed at sign-in, escaped. Active Directory:
+  # (&(objectClass=user)(sAMAccountName={username}))
+  # HAVEN_LDAP_USER_FILTER
+  user_filter: "(&(objectClass=person)(uid={username}))"
+  # Attributes for the Matrix localpart (AD: sAMAccountName), the display
+  # name (AD: displayName) and the email address.
+  # HAVEN_LDAP_LOCALPART_ATTRIBUTE
+  localpart_attribute: uid
+  # HAVEN_LDAP_DISPLAYNAME_ATTRIBUTE
+  displayname_attribute: cn
+  # HAVEN_LDAP_EMAIL_ATTRIBUTE
+  email_attribute: mail
+  # Make the Matrix account at the first sign-in (false: only people who
+  # already have an account get in).
+  # HAVEN_LDAP_CREATE_ACCOUNTS
+  create_accounts: true
+  # Set the display name from the directory at every sign-in.
+  # HAVEN_LDAP_UPDATE_DISPLAY_NAME
+  update_display_name: false
+  # Accounts the directory does not know (a break-glass admin) sign in
+  # with their Haven password; so do accounts with a Haven password while
+  # the directory cannot be reached.
+  # HAVEN_LDAP_FALLBACK_LOCAL_PASSWORDS
+  fallback_local_passwords: false
+  # HAVEN_LDAP_TIMEOUT
+  timeout: 5s
+
 nats:
   # Empty: embedded NATS JetStream in data_dir, with no network listener.
   # Otherwise the URL of a NATS server or cluster, e.g. nats://nats1:4222
