@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	if a.Rooms != nil {
-		api.Leaver, api.Propagator = a.Rooms, a.Rooms
+		api.Leaver, api.Propagator, api.ProfileVisibility = a.Rooms, a.Rooms, a.Rooms
 	}
 	if a.fed != nil {
 		api.RemoteProfiles = a.fed.peers

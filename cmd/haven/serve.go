@@ -51,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	logging.SetFallback(log)
-	for _, w := range cfg.Warnings() {
+	for _, w := range append(cfg.Warnings(), cfg.FileWarnings(*cfgPath)...) {
 		log.Warn(w)
 	}
 	a, err := server.New(ctx, cfg, log)
@@ -102,7 +102,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "Configuration OK: server name %s, listen %s, database %s, NATS %s.\n",
 		cfg.ServerName, cfg.Listen, t.Redacted(), orDefault(cfg.NATS.URL, "embedded"))
-	for _, w := range cfg.Warnings() {
+	for _, w := range append(cfg.Warnings(), cfg.FileWarnings(*cfgPath)...) {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	return 0

@@ -98,6 +98,8 @@ func (c Config) Check() Problems {
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
 	ps = append(ps, c.Federation.check(c)...)
+	ps = append(ps, c.Push.check()...)
+	ps = append(ps, c.Email.check()...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -200,6 +202,7 @@ func (c Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("registration.shared_secret is %d characters long: a short secret can be guessed, and whoever knows it can create admin accounts (use `openssl rand -hex 32`)", n))
 	}
 	w = append(w, c.Federation.warnings(c)...)
+	w = append(w, c.exposureWarnings()...)
 	return w
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,9 @@ type Options struct {
 	GatewayTimeout time.Duration
 	// HTTPClient, if set, is used for push gateways (tests).
 	HTTPClient *http.Client
+	// GatewayAllowed are internal address ranges push gateways may be at
+	// (push.gateway_allowed_ranges); others are refused when connecting.
+	GatewayAllowed []netip.Prefix
 	// RoomCacheSize bounds the rooms whose members and power levels are kept (default 2000).
 	RoomCacheSize int
 	// CheckpointEvery is how often the changed unread counts are stored
