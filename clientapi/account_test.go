@@ -74,6 +74,7 @@ func utServer(t *testing.T, db *storage.DB, mod ...func(*config.Config)) *utEnv 
 	}
 	users, err := userapi.New(context.Background(), db, nil, userapi.Options{
 		ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret,
+		Mail: testMailer(cfg), PublicBaseURL: cfg.PublicBaseURL, EmailTokensPerHour: cfg.Email.TokensPerHour,
 	})
 	if err != nil {
 		t.Fatal(err)

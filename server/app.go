@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -135,7 +136,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 	if a.Users, err = userapi.New(ctx, a.DB, a.Bus, userapi.Options{ServerName: cfg.ServerName,
 		PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret, DeviceLists: &a.devices,
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
-		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken}); err != nil {
+		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
+		Mail: a.mailSender(), PublicBaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), EmailTokensPerHour: cfg.Email.TokensPerHour}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

@@ -86,6 +86,12 @@ type Options struct {
 	SeenFlushInterval time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Mail, when set (email configured), sends the validation emails of
+	// requestToken; PublicBaseURL starts their links; EmailTokensPerHour
+	// bounds them per address.
+	Mail               MailSender
+	PublicBaseURL      string
+	EmailTokensPerHour int
 }
 
 // Service is the user service. All its methods are safe for concurrent use.
@@ -94,6 +100,8 @@ type Service struct {
 	bus  Bus
 	opts Options
 	now  func() time.Time
+
+	mailLimit emailLimiter
 
 	// token cache: hash → Device; unknown remembers hashes that are not tokens.
 	tokMu    sync.Mutex

@@ -10,6 +10,7 @@ import (
 
 	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/internal/config"
+	"github.com/haven-chat/haven/internal/mailer"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/metrics"
@@ -91,6 +92,13 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	_, asProbs := appservice.Load(cfg.AppServices.Items(), cfg.ServerName)
 	probs = append(probs, asProbs...)
 	probs = append(probs, cfg.CheckLive(ctx, true)...)
+	if m := mailer.New(cfg.Email); m != nil && len(probs) == 0 {
+		// Connect, upgrade to TLS and log in as sending would; send nothing.
+		if err := m.Check(ctx); err != nil {
+			probs = append(probs, config.Problem{Key: "email.smtp_host", Value: cfg.Email.SMTPHost, Why: err.Error(),
+				Fix: "check email.smtp_host, smtp_port, smtp_tls (starttls for 587, tls for 465) and the SMTP username and password"})
+		}
+	}
 	if len(probs) > 0 {
 		fmt.Fprint(stdout, probs.Error())
 		return 1

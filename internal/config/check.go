@@ -98,8 +98,7 @@ func (c Config) Check() Problems {
 	ps = append(ps, c.TURN.check()...)
 	ps = append(ps, c.Media.check()...)
 	ps = append(ps, c.Federation.check(c)...)
-	ps = append(ps, c.Push.check()...)
-	ps = append(ps, c.Email.check()...)
+	ps = append(ps, c.closedChecks()...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")

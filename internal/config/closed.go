@@ -166,3 +166,13 @@ func (c Config) FileWarnings(path string) []string {
 	}
 	return nil
 }
+
+// closedChecks are the checks of the profiles, push and email sections.
+func (c Config) closedChecks() Problems {
+	ps := append(c.Push.check(), c.Email.check()...)
+	if c.Email.Enabled() && c.PublicBaseURL == "" {
+		ps = append(ps, Problem{Key: "public_baseurl", Why: "is empty, but the emails Haven sends (email.smtp_host is set) link to it",
+			Fix: "set it to the URL people reach Haven at, for example https://matrix.example.com"})
+	}
+	return ps
+}
