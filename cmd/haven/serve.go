@@ -10,8 +10,8 @@ import (
 
 	"github.com/haven-chat/haven/appservice"
 	"github.com/haven-chat/haven/internal/config"
-	"github.com/haven-chat/haven/internal/mailer"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/mailer"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/server"
