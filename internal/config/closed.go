@@ -47,6 +47,9 @@ type Email struct {
 	// NotificationDelay is how long a message stays unread before an email
 	// pusher is sent a notification about it (a Go duration).
 	NotificationDelay string `yaml:"notification_delay"`
+	// ClientURL is the web client linked from notification emails (your
+	// Element Web, say); empty links to matrix.to.
+	ClientURL string `yaml:"client_url"`
 	// TokensPerHour bounds the validation emails sent to one address per hour.
 	TokensPerHour int `yaml:"tokens_per_hour"`
 }

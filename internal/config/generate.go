@@ -267,6 +267,10 @@ email:
   # How long a message stays unread before an email notification is sent.
   # HAVEN_EMAIL_NOTIFICATION_DELAY
   notification_delay: 10m
+  # Web client linked from notification emails, e.g. https://element.example.com;
+  # empty: matrix.to.
+  # HAVEN_EMAIL_CLIENT_URL
+  client_url: ""
   # Validation emails sent to one address per hour, at most.
   # HAVEN_EMAIL_TOKENS_PER_HOUR
   tokens_per_hour: 5
