@@ -3,7 +3,8 @@
 // profiles, account data (a sync stream), filters and push rules.
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
-// push_rules, uia_sessions, registration_nonces, openid_tokens; it also deletes a removed
+// push_rules, uia_sessions, registration_nonces, openid_tokens,
+// user_threepids and threepid_sessions (migration 0032); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -54,6 +55,15 @@
 //
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).
+//
+// Email (threepid.go, with Options.Mail): RequestEmailToken sends a link
+// to Haven's confirmation page and a code (only the code's SHA-256 is
+// stored, threepid_sessions, one hour; per-address limit in memory,
+// emailLimiter.mu, a leaf); SubmitEmailToken validates the session;
+// AddThreePID binds the address (user_threepids, one owner per address);
+// the m.login.email.identity UIA stage and EmailIdentityUser reset a
+// forgotten password with a validated session, once. Deactivation deletes
+// the user's addresses.
 //
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
