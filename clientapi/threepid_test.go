@@ -187,3 +187,44 @@ func TestEmailOff(t *testing.T) {
 		e.want(e.do("GET", userapi.SubmitTokenPath, "", nil), 404, "M_UNRECOGNIZED")
 	})
 }
+
+// TestEmailEndpointsHostile: malformed and hostile bodies get Matrix
+// errors, never a 500, and send nothing.
+func TestEmailEndpointsHostile(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e, smtp := emailServer(t, db)
+		tok, _ := e.register("alice", "pw")
+		bodies := []any{"", "null", "[]", `{"client_secret": 5}`, `{"email": {"a": 1}}`, "{", strings.Repeat("x", 70000),
+			map[string]any{"client_secret": strings.Repeat("a", 300), "email": "a@b.c", "send_attempt": 1},
+			map[string]any{"client_secret": "ok", "email": "a@b.c\r\nBcc: evil@x.y", "send_attempt": 1},
+			map[string]any{"client_secret": "ok", "email": "Name <a@b.c>", "send_attempt": 1},
+			map[string]any{"sid": "x", "client_secret": "y", "token": "z"},
+			map[string]any{"sid": strings.Repeat("s", 5000), "client_secret": "y", "token": "z", "auth": "nope"},
+			map[string]any{"medium": "email"},
+			map[string]any{"new_password": "x", "auth": map[string]any{"type": userapi.StageEmailIdentity, "threepid_creds": "bad"}},
+			map[string]any{"new_password": "x", "auth": map[string]any{"type": userapi.StageEmailIdentity, "threepid_creds": map[string]any{"sid": "nope", "client_secret": "x"}}},
+		}
+		paths := []string{"/_matrix/client/v3/account/3pid/email/requestToken", "/_matrix/client/v3/account/password/email/requestToken",
+			"/_matrix/client/v3/account/3pid/add", "/_matrix/client/v3/account/3pid/delete", userapi.SubmitTokenPath, "/_matrix/client/v3/account/password"}
+		for _, path := range paths {
+			for _, token := range []string{"", tok} {
+				for _, b := range bodies {
+					if r := e.do("POST", path, token, b); r.status >= 500 || r.status == 200 && path != "/_matrix/client/v3/account/3pid/delete" {
+						t.Errorf("POST %s %v: %d %s", path, b, r.status, r.raw)
+					}
+				}
+			}
+		}
+		if status, _ := e.form(userapi.SubmitTokenPath, url.Values{"sid": {"<script>"}}); status != 400 {
+			t.Errorf("form without a session: %d", status)
+		}
+		res, err := http.Get(e.url + userapi.SubmitTokenPath + "?sid=%22%3E%3Cscript%3E")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if n := len(smtp.Mails()); n != 0 {
+			t.Errorf("%d emails sent", n)
+		}
+	})
+}
