@@ -42,7 +42,8 @@ func (a *API) accountRoutes() []Route {
 		{Method: "POST", Path: v3 + "/register", H: uia(a.register), Auth: authAppService, Limit: limitRegister},
 		{Method: "GET", Path: v3 + "/register/available", H: a.registerAvailable, Auth: authNone, Limit: limitLogin},
 		{Method: "GET", Path: "/_matrix/client/v1/register/m.login.registration_token/validity", H: a.registrationTokenValidity, Auth: authNone, Limit: limitRegister},
-		{Method: "POST", Path: v3 + "/account/password", H: uia(a.changePassword), Auth: authUser},
+		// Without a token: a password reset by email (m.login.email.identity).
+		{Method: "POST", Path: v3 + "/account/password", H: uia(a.changePassword), Auth: authOptional, Limit: limitLogin},
 		{Method: "POST", Path: v3 + "/account/deactivate", H: uia(a.deactivate), Auth: authUser},
 		{Method: "GET", Path: "/_synapse/admin/v1/register", H: a.sharedSecretNonce, Auth: authNone},
 		{Method: "POST", Path: "/_synapse/admin/v1/register", H: a.sharedSecretRegister, Auth: authNone},
@@ -376,6 +377,14 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
 	}
 	dev := DeviceFrom(r)
 	ctx := withAddr(r)
+	flows := userapi.PasswordFlows()
+	if !HasDevice(r) {
+		// A forgotten password: proven by a validated email address.
+		if !a.Users.EmailEnabled() {
+			return merr.MissingToken("Missing access token")
+		}
+		flows = [][]string{{userapi.StageEmailIdentity}}
+	}
 	p := passwordParams{NewPassword: req.NewPassword, LogoutDevices: req.LogoutDevices}
 	check := func() error {
 		if p.NewPasswordHash != "" {
@@ -388,9 +397,14 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) error {
 		p.NewPasswordHash = hash
 		return err
 	}
-	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth, Params: &p, Check: check})
+	err := a.Users.CheckUIA(ctx, userapi.UIARequest{Op: "password", UserID: dev.UserID, Flows: flows, Auth: req.Auth, Params: &p, Check: check})
 	if err != nil {
 		return err
+	}
+	if !HasDevice(r) {
+		if dev.UserID, err = a.Users.EmailIdentityUser(ctx, req.Auth); err != nil {
+			return err
+		}
 	}
 	logout := p.LogoutDevices == nil || *p.LogoutDevices
 	if err := a.Users.ChangePassword(ctx, dev.UserID, dev.DeviceID, p.NewPasswordHash, logout); err != nil {

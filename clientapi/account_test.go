@@ -29,6 +29,13 @@ type utRooms struct {
 	mu         sync.Mutex
 	left       []string
 	propagated []string
+	visible    map[string]bool // "viewer>target": profile visible
+}
+
+func (r *utRooms) ProfileVisible(ctx context.Context, viewer, target string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return viewer == target || r.visible[viewer+">"+target], nil
 }
 
 func (r *utRooms) LeaveAllRooms(ctx context.Context, userID string) error {
@@ -67,6 +74,7 @@ func utServer(t *testing.T, db *storage.DB, mod ...func(*config.Config)) *utEnv 
 	}
 	users, err := userapi.New(context.Background(), db, nil, userapi.Options{
 		ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret,
+		Mail: testMailer(cfg), PublicBaseURL: cfg.PublicBaseURL, EmailTokensPerHour: cfg.Email.TokensPerHour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +82,7 @@ func utServer(t *testing.T, db *storage.DB, mod ...func(*config.Config)) *utEnv 
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	rooms := &utRooms{}
-	api := &API{Cfg: cfg, Log: log, Auth: users, Users: users, Leaver: rooms, Propagator: rooms, Limiter: NewLimiter(cfg.RateLimits)}
+	api := &API{Cfg: cfg, Log: log, Auth: users, Users: users, Leaver: rooms, Propagator: rooms, ProfileVisibility: rooms, Limiter: NewLimiter(cfg.RateLimits)}
 	api.Areas = append(api.BaseAreas(), api.UserAreas()...)
 	srv := httptest.NewServer(api.Router())
 	t.Cleanup(srv.Close)
@@ -261,7 +269,7 @@ func TestSharedSecretEndpoint(t *testing.T) {
 		if r.str("user_id") != "@admin:test.local" || r.str("access_token") == "" || r.str("device_id") == "" {
 			t.Fatalf("response %s", r.raw)
 		}
-		if r = e.do("GET", "/_matrix/client/v3/profile/@admin:test.local", "", nil); r.str("displayname") != "Admin" {
+		if r = e.do("GET", "/_matrix/client/v3/profile/@admin:test.local", r.str("access_token"), nil); r.str("displayname") != "Admin" {
 			t.Fatalf("profile %s", r.raw)
 		}
 		// Replaying the same request: the nonce is gone.
@@ -465,7 +473,8 @@ func TestPasswordChangeAndDeactivate(t *testing.T) {
 		}
 		e.want(e.do("GET", "/_matrix/client/v3/account/whoami", token, nil), 401, "M_UNKNOWN_TOKEN")
 		e.want(e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "new pw"}), 403, "M_USER_DEACTIVATED")
-		e.want(e.do("GET", "/_matrix/client/v3/profile/@alice:test.local", "", nil), 404, "M_NOT_FOUND")
+		watcher, _ := e.register("watcher", "pw")
+		e.want(e.do("GET", "/_matrix/client/v3/profile/@alice:test.local", watcher, nil), 404, "M_NOT_FOUND")
 		_ = device
 	})
 }

@@ -91,7 +91,11 @@ type API struct {
 	// RemoteProfiles, when set (federation on), answers profiles of other
 	// servers' users.
 	RemoteProfiles RemoteProfiles
-	Limiter        *Limiter
+	// ProfileVisibility, when set, decides profile look-ups with
+	// profiles.limit_to_shared_rooms (the roomserver); unset, every
+	// profile is visible.
+	ProfileVisibility profileVisibility
+	Limiter           *Limiter
 	// AppServices, when set, resolves application services' tokens
 	// (appservice.Service): the service, or a user it acts as.
 	AppServices appServices

@@ -29,7 +29,7 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request) error {
 		"m.change_password": enabled(true),
 		"m.set_displayname": enabled(true),
 		"m.set_avatar_url":  enabled(true),
-		"m.3pid_changes":    enabled(false),
+		"m.3pid_changes":    enabled(a.Users != nil && a.Users.EmailEnabled()),
 		"m.get_login_token": enabled(false),
 	}})
 }

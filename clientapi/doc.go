@@ -25,6 +25,19 @@
 // AppServiceArea. The rate limits skip a service's sender and services
 // registered with rate_limited: false.
 //
+// Closed by default: profile look-ups (profile.go) need a token unless
+// profiles.require_token is off, and with profiles.limit_to_shared_rooms
+// answer only users the roomserver says may see the profile
+// (API.ProfileVisibility); the legacy unauthenticated media routes answer
+// 404 M_NOT_FOUND unless media.legacy_unauthenticated (media.go).
+//
+// Email (threepid.go, when the user API has a mailer): requestToken for a
+// password reset and for adding an address, Haven's confirmation page at
+// /_haven/email/submit_token (GET shows a confirm button, a form POST or
+// a client's JSON POST validates), /account/3pid/add with UIA, the list
+// and delete; POST /account/password without a token is a password reset
+// with the m.login.email.identity stage.
+//
 // Every route's body is limited to max_request_bytes, except routes marked
 // OwnBody (the media uploads in media.go), which stream their body to the
 // media service and stop it at media.max_upload_bytes themselves.

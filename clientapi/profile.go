@@ -17,12 +17,23 @@ type profilePropagator interface {
 	PropagateProfile(ctx context.Context, userID string) error
 }
 
+// profileVisibility answers whether one user may see another's profile
+// when profiles.limit_to_shared_rooms is on (the roomserver).
+type profileVisibility interface {
+	ProfileVisible(ctx context.Context, viewer, target string) (bool, error)
+}
+
 func (a *API) profileRoutes() []Route {
+	// Look-ups need an access token unless profiles.require_token is off.
+	read := authUser
+	if !a.Cfg.Profiles.RequireToken {
+		read = authOptional
+	}
 	return []Route{
-		{Method: "GET", Path: v3 + "/profile/{userId}", H: a.getProfile, Auth: authOptional},
-		{Method: "GET", Path: v3 + "/profile/{userId}/displayname", H: a.getDisplayName, Auth: authOptional},
+		{Method: "GET", Path: v3 + "/profile/{userId}", H: a.getProfile, Auth: read},
+		{Method: "GET", Path: v3 + "/profile/{userId}/displayname", H: a.getDisplayName, Auth: read},
 		{Method: "PUT", Path: v3 + "/profile/{userId}/displayname", H: a.putDisplayName, Auth: authUser},
-		{Method: "GET", Path: v3 + "/profile/{userId}/avatar_url", H: a.getAvatarURL, Auth: authOptional},
+		{Method: "GET", Path: v3 + "/profile/{userId}/avatar_url", H: a.getAvatarURL, Auth: read},
 		{Method: "PUT", Path: v3 + "/profile/{userId}/avatar_url", H: a.putAvatarURL, Auth: authUser},
 	}
 }
@@ -42,8 +53,32 @@ func (a *API) profile(ctx context.Context, userID string) (userapi.Profile, erro
 	return a.Users.GetProfile(ctx, userID)
 }
 
+// lookUpProfile is a profile look-up by the requester: with
+// profiles.limit_to_shared_rooms, only of users they share a room with or
+// could find in the user directory (403 M_FORBIDDEN otherwise, the same
+// whether the user exists or not).
+func (a *API) lookUpProfile(r *http.Request) (userapi.Profile, error) {
+	target := PathParam(r, "userId")
+	if a.Cfg.Profiles.LimitToSharedRooms {
+		if !HasDevice(r) {
+			return userapi.Profile{}, merr.MissingToken("Profile look-ups need an access token on this server")
+		}
+		ok := a.ProfileVisibility == nil
+		if !ok {
+			var err error
+			if ok, err = a.ProfileVisibility.ProfileVisible(r.Context(), DeviceFrom(r).UserID, target); err != nil {
+				return userapi.Profile{}, err
+			}
+		}
+		if !ok {
+			return userapi.Profile{}, merr.Forbidden("You do not share a room with this user")
+		}
+	}
+	return a.profile(r.Context(), target)
+}
+
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.profile(r.Context(), PathParam(r, "userId"))
+	p, err := a.lookUpProfile(r)
 	if err != nil {
 		return err
 	}
@@ -58,7 +93,7 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getDisplayName(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.profile(r.Context(), PathParam(r, "userId"))
+	p, err := a.lookUpProfile(r)
 	if err != nil {
 		return err
 	}
@@ -70,7 +105,7 @@ func (a *API) getDisplayName(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getAvatarURL(w http.ResponseWriter, r *http.Request) error {
-	p, err := a.profile(r.Context(), PathParam(r, "userId"))
+	p, err := a.lookUpProfile(r)
 	if err != nil {
 		return err
 	}

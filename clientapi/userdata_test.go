@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/storage/storagetest"
 )
@@ -17,7 +18,7 @@ func TestProfileEndpoints(t *testing.T) {
 		bob, _ := e.register("bob", "pw")
 		const p = "/_matrix/client/v3/profile/@alice:test.local"
 
-		r := e.do("GET", p, "", nil)
+		r := e.do("GET", p, bob, nil)
 		e.want(r, 200, "")
 		if r.raw != `{"displayname":"alice"}` {
 			t.Fatalf("default profile %s", r.raw)
@@ -31,15 +32,15 @@ func TestProfileEndpoints(t *testing.T) {
 		if r.raw != `{"avatar_url":"mxc://test.local/abc","displayname":"Alice Liddell"}` {
 			t.Fatalf("profile %s", r.raw)
 		}
-		if r = e.do("GET", p+"/displayname", "", nil); r.raw != `{"displayname":"Alice Liddell"}` {
+		if r = e.do("GET", p+"/displayname", bob, nil); r.raw != `{"displayname":"Alice Liddell"}` {
 			t.Fatalf("displayname %s", r.raw)
 		}
-		if r = e.do("GET", "/_matrix/client/v3/profile/%40alice%3Atest.local/avatar_url", "", nil); r.raw != `{"avatar_url":"mxc://test.local/abc"}` {
+		if r = e.do("GET", "/_matrix/client/v3/profile/%40alice%3Atest.local/avatar_url", bob, nil); r.raw != `{"avatar_url":"mxc://test.local/abc"}` {
 			t.Fatalf("avatar_url (escaped path) %s", r.raw)
 		}
 		// Clearing.
 		e.want(e.do("PUT", p+"/avatar_url", alice, map[string]string{"avatar_url": ""}), 200, "")
-		if r = e.do("GET", p+"/avatar_url", "", nil); r.raw != `{}` {
+		if r = e.do("GET", p+"/avatar_url", bob, nil); r.raw != `{}` {
 			t.Fatalf("cleared avatar %s", r.raw)
 		}
 
@@ -52,13 +53,45 @@ func TestProfileEndpoints(t *testing.T) {
 		e.want(e.do("PUT", p+"/displayname", alice, `{"displayname": "`+strings.Repeat("x", 9000)+`"}`), 413, "M_TOO_LARGE")
 		// Any URL, as Synapse takes it; a NUL byte cannot be stored.
 		e.want(e.do("PUT", p+"/avatar_url", alice, map[string]string{"avatar_url": "http://x/y.png"}), 200, "")
-		if r = e.do("GET", p+"/avatar_url", "", nil); r.raw != `{"avatar_url":"http://x/y.png"}` {
+		if r = e.do("GET", p+"/avatar_url", bob, nil); r.raw != `{"avatar_url":"http://x/y.png"}` {
 			t.Fatalf("http avatar %s", r.raw)
 		}
 		e.want(e.do("PUT", p+"/avatar_url", alice, map[string]string{"avatar_url": "mxc://x/\u0000"}), 400, "M_INVALID_PARAM")
-		e.want(e.do("GET", "/_matrix/client/v3/profile/@nobody:test.local", "", nil), 404, "M_NOT_FOUND")
-		e.want(e.do("GET", "/_matrix/client/v3/profile/@alice:elsewhere.org", "", nil), 404, "M_NOT_FOUND")
-		e.want(e.do("GET", "/_matrix/client/v3/profile/nonsense/displayname", "", nil), 404, "M_NOT_FOUND")
+		e.want(e.do("GET", "/_matrix/client/v3/profile/@nobody:test.local", bob, nil), 404, "M_NOT_FOUND")
+		e.want(e.do("GET", "/_matrix/client/v3/profile/@alice:elsewhere.org", bob, nil), 404, "M_NOT_FOUND")
+		e.want(e.do("GET", "/_matrix/client/v3/profile/nonsense/displayname", bob, nil), 404, "M_NOT_FOUND")
+		// Closed by default: no look-ups without an access token.
+		for _, path := range []string{p, p + "/displayname", p + "/avatar_url"} {
+			e.want(e.do("GET", path, "", nil), 401, "M_MISSING_TOKEN")
+		}
+	})
+}
+
+// TestProfileLookUpSettings: profiles.require_token off answers without a
+// token; profiles.limit_to_shared_rooms answers only users who may see
+// the profile (403 M_FORBIDDEN for the others, existing or not).
+func TestProfileLookUpSettings(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		open := utServer(t, db, func(c *config.Config) { c.Profiles.RequireToken = false })
+		open.register("alice", "pw")
+		open.want(open.do("GET", "/_matrix/client/v3/profile/@alice:test.local", "", nil), 200, "")
+
+		e := utServer(t, db, func(c *config.Config) { c.Profiles.LimitToSharedRooms = true })
+		e.rooms.visible = map[string]bool{"@bob:test.local>@alice:test.local": true}
+		alice := e.do("POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw"}).str("access_token")
+		bob, _ := e.register("bob", "pw")
+		carol, _ := e.register("carol", "pw")
+		const p = "/_matrix/client/v3/profile/@alice:test.local"
+		for _, path := range []string{p, p + "/displayname", p + "/avatar_url"} {
+			if r := e.do("GET", path, bob, nil); r.status != 200 || !strings.Contains(r.raw, "alice") && !strings.HasSuffix(path, "avatar_url") {
+				t.Fatalf("%s for bob: %d %s", path, r.status, r.raw)
+			}
+			e.want(e.do("GET", path, carol, nil), 403, "M_FORBIDDEN")
+			e.want(e.do("GET", path, "", nil), 401, "M_MISSING_TOKEN")
+		}
+		e.want(e.do("GET", "/_matrix/client/v3/profile/@nobody:test.local", carol, nil), 403, "M_FORBIDDEN")
+		e.want(e.do("GET", "/_matrix/client/v3/profile/@carol:test.local", carol, nil), 200, "")
+		e.want(e.do("GET", p, alice, nil), 200, "")
 	})
 }
 

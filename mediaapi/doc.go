@@ -79,8 +79,9 @@
 // timeout, a size cap and at most five redirects by a client whose dialer
 // checks the address of every connection as it is made (after name
 // resolution, also for redirects: DNS rebinding gains nothing) against the
-// built-in special ranges (private, loopback, link-local, multicast, ...)
-// and the configured ones, and that uses no proxy. og: tags of the head,
+// built-in special ranges (private, loopback, link-local, multicast, ...;
+// internal/netguard, shared with push gateways and federation) and the
+// configured ones, and that uses no proxy. og: tags of the head,
 // with <title> and the description meta as fallbacks, are answered;
 // og:image is fetched the same way and stored as server-owned media (no
 // user, no quota), answered as its mxc:// URI with size, type and

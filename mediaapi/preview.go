@@ -7,12 +7,10 @@ import (
 	"image"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/html"
@@ -21,6 +19,7 @@ import (
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/lru"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/internal/netguard"
 	"github.com/haven-chat/haven/storage"
 )
 
@@ -57,47 +56,20 @@ func (o *PreviewOptions) defaults(maxUpload int64) {
 	}
 }
 
-// deniedRanges are the addresses a preview never connects to: this host,
-// private networks, link-local, carrier-grade NAT, multicast, broadcast,
-// documentation and benchmarking ranges, and IPv6 ranges that embed or
-// translate to IPv4 ones (NAT64, 6to4, Teredo). IPv4-mapped IPv6
-// addresses are checked as the IPv4 address they carry.
-var deniedRanges = mustPrefixes(
-	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-	"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-	"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-	"::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:db8::/32", "2002::/16",
-	"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-)
+// mustPrefixes parses CIDR literals.
+func mustPrefixes(ss ...string) []netip.Prefix { return netguard.MustPrefixes(ss...) }
 
-func mustPrefixes(ss ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(ss))
-	for i, s := range ss {
-		out[i] = netip.MustParsePrefix(s)
-	}
-	return out
+// policy is the address policy of previews: the shared internal ranges
+// (internal/netguard) and the configured ones.
+func (o *PreviewOptions) policy() netguard.Policy {
+	return netguard.Policy{Allowed: o.Allowed, Denied: o.Denied}
 }
 
 // addrAllowed tells whether a preview may connect to addr.
-func (o *PreviewOptions) addrAllowed(addr netip.Addr) bool {
-	addr = addr.Unmap()
-	for _, p := range o.Allowed {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	for _, set := range [][]netip.Prefix{deniedRanges, o.Denied} {
-		for _, p := range set {
-			if p.Contains(addr) {
-				return false
-			}
-		}
-	}
-	return true
-}
+func (o *PreviewOptions) addrAllowed(addr netip.Addr) bool { return o.policy().Allows(addr) }
 
 // errBlockedAddr is a connection refused because of its address.
-var errBlockedAddr = errors.New("the address is not allowed for URL previews")
+var errBlockedAddr = netguard.ErrBlocked
 
 // previewClient is an HTTP client that checks the address of every
 // connection when it is made — after name resolution, for the first
@@ -105,23 +77,9 @@ var errBlockedAddr = errors.New("the address is not allowed for URL previews")
 // address when asked and a private one when connected to gains nothing.
 // It uses no proxy (a proxy would connect on its behalf, unchecked).
 func previewClient(o *PreviewOptions) *http.Client {
-	d := &net.Dialer{Timeout: o.Timeout, Control: func(network, address string, _ syscall.RawConn) error {
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil || !o.addrAllowed(ap.Addr()) {
-			return errBlockedAddr
-		}
-		return nil
-	}}
 	return &http.Client{
-		Timeout: o.Timeout,
-		Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           d.DialContext,
-			TLSHandshakeTimeout:   o.Timeout,
-			ResponseHeaderTimeout: o.Timeout,
-			MaxIdleConns:          8,
-			IdleConnTimeout:       30 * time.Second,
-		},
+		Timeout:   o.Timeout,
+		Transport: o.policy().Transport(o.Timeout),
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 5 {
 				return errors.New("too many redirects")

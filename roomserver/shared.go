@@ -76,3 +76,28 @@ func (s *Service) JoinedUsers(ctx context.Context, roomID string) ([]string, err
 	}
 	return out, rows.Err()
 }
+
+// ProfileVisible tells whether viewer may see target's profile when
+// profile look-ups are limited (profiles.limit_to_shared_rooms): they are
+// joined to a room together, or target is joined to a room of the user
+// directory (published in the room directory, or with the public join
+// rule), where viewer could find them anyway.
+func (s *Service) ProfileVisible(ctx context.Context, viewer, target string) (bool, error) {
+	if viewer == target {
+		return true, nil
+	}
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM room_state m WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join'
+AND (m.room_id IN (SELECT v.room_id FROM room_state v WHERE v.type = 'm.room.member' AND v.state_key = $2 AND v.membership = 'join')
+  OR m.room_id IN (SELECT room_id FROM rooms WHERE published = $3)
+  OR m.room_id IN (SELECT j.room_id FROM room_state j JOIN events e ON e.event_id = j.event_id
+    WHERE j.state_key = '' AND j.type = 'm.room.join_rules' AND e.json LIKE '%"join_rule":"public"%'))
+LIMIT 1`, target, viewer, true).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("profile of %s visible to %s: %w", target, viewer, err)
+	}
+	return true, nil
+}

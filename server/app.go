@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -155,7 +156,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		AppServices: a.userNamespaces(), AccessTokenLifetime: cfg.TokenLifetime(),
 		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
 		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg),
-		SecondFactor: a.openTOTP(), Directory: dir}); err != nil {
+		SecondFactor: a.openTOTP(), Directory: dir,
+		Mail: a.mailSender(), PublicBaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), EmailTokensPerHour: cfg.Email.TokensPerHour}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {
@@ -174,7 +176,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		return nil, err
 	}
 	if a.Rooms != nil {
-		api.Leaver, api.Propagator = a.Rooms, a.Rooms
+		api.Leaver, api.Propagator, api.ProfileVisibility = a.Rooms, a.Rooms, a.Rooms
 	}
 	if a.fed != nil {
 		api.RemoteProfiles = a.fed.peers

@@ -11,7 +11,9 @@ import (
 // wirePush starts push rule evaluation, notification counts and push
 // delivery. It runs before the sync engine, which calls it for every event.
 func (a *App) wirePush(ctx context.Context, rs *roomserver.Service, users *userapi.Service) (*push.Service, error) {
-	ps, err := push.New(ctx, a.DB, a.Bus, rs, users, push.Options{ServerName: a.Cfg.ServerName})
+	ps, err := push.New(ctx, a.DB, a.Bus, rs, users, push.Options{ServerName: a.Cfg.ServerName,
+		GatewayAllowed: prefixes(a.Cfg.Push.GatewayAllowedRanges),
+		Mail:           a.pushMail(), EmailDelay: a.Cfg.Email.Delay(), ClientURL: a.Cfg.Email.ClientURL})
 	if err != nil {
 		return nil, err
 	}

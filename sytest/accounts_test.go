@@ -283,8 +283,9 @@ func TestAccountsOpenID(t *testing.T) {
 	})
 }
 
-// TestAccountsThreePIDs: accounts have no third-party identifiers, and the
-// endpoints that would change them say why instead of 404.
+// TestAccountsThreePIDs: without email configured, accounts have no
+// third-party identifiers, and the endpoints that would change them say
+// why instead of 404 (with email: closed_test.go).
 func TestAccountsThreePIDs(t *testing.T) {
 	eachDB(t, func(t *testing.T, s *server) {
 		tok := s.register(t, "alice").AccessToken

@@ -107,7 +107,8 @@ func checkSafeHeaders(t *testing.T, h http.Header) {
 // TestMedia: upload, download, thumbnails, limits and async uploads as a
 // client sees them.
 func TestMedia(t *testing.T) {
-	eachDBEnv(t, []string{"HAVEN_MEDIA_MAX_UPLOAD_BYTES=2097152"}, func(t *testing.T, s *server) {
+	// The legacy unauthenticated endpoints are turned on to test them too.
+	eachDBEnv(t, []string{"HAVEN_MEDIA_MAX_UPLOAD_BYTES=2097152", "HAVEN_MEDIA_LEGACY_UNAUTHENTICATED=true"}, func(t *testing.T, s *server) {
 		ctx := context.Background()
 		alice := s.register(t, "alice")
 		bob := s.register(t, "bob")
@@ -267,16 +268,22 @@ func TestMedia(t *testing.T) {
 	})
 }
 
-// TestMediaLegacyFrozen: with legacy_unauthenticated off, only the
-// authenticated endpoints serve media.
+// TestMediaLegacyFrozen: by default (legacy_unauthenticated off) only the
+// authenticated endpoints serve media; the legacy ones answer 404
+// M_NOT_FOUND, as the spec has servers that froze them answer, with or
+// without a token.
 func TestMediaLegacyFrozen(t *testing.T) {
-	s := startServer(t, "sqlite", "HAVEN_MEDIA_LEGACY_UNAUTHENTICATED=false")
+	s := startServer(t, "sqlite")
 	alice := s.register(t, "alice")
 	up, err := alice.UploadBytes(context.Background(), []byte("frozen"), "text/plain")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.do(t, "GET", "/_matrix/media/v3/download/localhost/"+up.ContentURI.FileID, "", nil).expectErr(t, 404, "M_NOT_FOUND")
+	for _, path := range []string{"/_matrix/media/v3/download/localhost/" + up.ContentURI.FileID, "/_matrix/media/v3/download/localhost/" + up.ContentURI.FileID + "/f.txt",
+		"/_matrix/media/r0/download/localhost/" + up.ContentURI.FileID, "/_matrix/media/v3/thumbnail/localhost/" + up.ContentURI.FileID + "?width=32&height=32"} {
+		s.do(t, "GET", path, "", nil).expectErr(t, 404, "M_NOT_FOUND")
+		s.do(t, "GET", path, alice.AccessToken, nil).expectErr(t, 404, "M_NOT_FOUND")
+	}
 	if _, got := download(t, alice, up.ContentURI); string(got) != "frozen" {
 		t.Fatalf("authenticated download %q", got)
 	}

@@ -128,7 +128,7 @@ func TestValidationAvatarURL(t *testing.T) {
 		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
 		path := v3 + "/profile/" + p(alice.UserID) + "/avatar_url"
 		s.do(t, "PUT", path, alice.AccessToken, map[string]any{"avatar_url": "https://example.org/me.png"}).expect(t, 200)
-		if got := s.do(t, "GET", path, "", nil).expect(t, 200).str("avatar_url"); got != "https://example.org/me.png" {
+		if got := s.do(t, "GET", path, alice.AccessToken, nil).expect(t, 200).str("avatar_url"); got != "https://example.org/me.png" {
 			t.Fatalf("avatar_url %q", got)
 		}
 		eventually(t, "the avatar in the member event", func() bool {

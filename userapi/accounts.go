@@ -630,6 +630,9 @@ func (s *Service) Deactivate(ctx context.Context, userID string) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM uia_sessions WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("delete auth sessions of %s: %w", userID, err)
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM user_threepids WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("delete 3pids of %s: %w", userID, err)
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM openid_tokens WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("delete openid tokens of %s: %w", userID, err)
 		}

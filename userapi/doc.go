@@ -4,7 +4,8 @@
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
-// login_addresses (migration 0027), login_tokens (0031); it also deletes a removed
+// login_addresses (migration 0027), login_tokens (0031), user_threepids and
+// threepid_sessions (0032); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -74,6 +75,15 @@
 //
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).
+//
+// Email (threepid.go, with Options.Mail): RequestEmailToken sends a link
+// to Haven's confirmation page and a code (only the code's SHA-256 is
+// stored, threepid_sessions, one hour; per-address limit in memory,
+// emailLimiter.mu, a leaf); SubmitEmailToken validates the session;
+// AddThreePID binds the address (user_threepids, one owner per address);
+// the m.login.email.identity UIA stage and EmailIdentityUser reset a
+// forgotten password with a validated session, once. Deactivation deletes
+// the user's addresses.
 //
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some

@@ -99,6 +99,12 @@ type Options struct {
 	// PasswordPolicy applies to every password being set, except through
 	// shared-secret registration; the zero value only bounds the length.
 	PasswordPolicy PasswordPolicy
+	// Mail, when set (email configured), sends the validation emails of
+	// requestToken; PublicBaseURL starts their links; EmailTokensPerHour
+	// bounds them per address.
+	Mail               MailSender
+	PublicBaseURL      string
+	EmailTokensPerHour int
 }
 
 // Service is the user service. All its methods are safe for concurrent use.
@@ -107,6 +113,8 @@ type Service struct {
 	bus  Bus
 	opts Options
 	now  func() time.Time
+
+	mailLimit emailLimiter
 
 	// token cache: hash → Device; unknown remembers hashes that are not tokens.
 	tokMu    sync.Mutex

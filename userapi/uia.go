@@ -73,6 +73,27 @@ type authDict struct {
 		Type string `json:"type"`
 		User string `json:"user"`
 	} `json:"identifier"`
+	// ThreePIDCreds are m.login.email.identity's; older clients (Element
+	// among them) send them as threepidCreds as well or instead.
+	ThreePIDCreds *threePIDCreds `json:"threepid_creds"`
+	ThreepidCreds *threePIDCreds `json:"threepidCreds"`
+}
+
+// creds returns the stage's threepid credentials in either spelling.
+func (ad authDict) creds() *threePIDCreds {
+	if ad.ThreePIDCreds != nil {
+		return ad.ThreePIDCreds
+	}
+	return ad.ThreepidCreds
+}
+
+// parseCreds takes the threepid credentials from an "auth" object.
+func parseCreds(auth []byte) *threePIDCreds {
+	var ad authDict
+	if json.Unmarshal(auth, &ad) != nil {
+		return nil
+	}
+	return ad.creds()
 }
 
 // RegistrationFlows are the UIA flows of registration: a registration token
@@ -319,6 +340,18 @@ func (s *Service) runStage(ctx context.Context, req UIARequest, ad authDict) err
 		return nil
 	case StageSSO:
 		return merr.Forbidden("Confirm your identity on the sign-in page that your client opens, then continue")
+	case StageEmailIdentity:
+		owner, err := s.emailIdentityUser(ctx, ad.creds())
+		if err != nil {
+			if me, ok := merr.As(err); ok && me.Status == 400 {
+				return merr.Custom(401, me.Code, "%s", me.Msg)
+			}
+			return err
+		}
+		if req.UserID != "" && owner != req.UserID {
+			return merr.Forbidden("The email address belongs to another account")
+		}
+		return nil
 	case StageRegistrationToken:
 		if s.opts.RegistrationTokens == nil || ad.Token == "" {
 			return merr.Forbidden("Invalid registration token")

@@ -531,6 +531,45 @@ registration:
 	}
 }
 
+// TestCheckConfigExposureWarnings: a client listener on every interface
+// over plain HTTP, and a configuration file with secrets that other users
+// may read, are warned about.
+func TestCheckConfigExposureWarnings(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "haven.yaml")
+	_, port, _ := net.SplitHostPort(e2eFreeAddr(t))
+	body := fmt.Sprintf(`server_name: chat.example.com
+listen: 0.0.0.0:%s
+data_dir: %s
+database: %s
+registration:
+  shared_secret: 0123456789abcdef0123456789abcdef
+`, port, filepath.Join(dir, "data"), storagetest.NewSchema(t))
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	stdout, stderr, code := e2eRun(t, dir, e2eEnv(), "check-config", "--config", path)
+	if code != 0 {
+		t.Fatalf("check-config exited %d:\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"warning: listen is 0.0.0.0:" + port + ": the client API is served over plain HTTP on every interface",
+		"warning: " + path + " holds secrets and is readable by other users (mode 0644): run `chmod 600 " + path + "`"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("missing %q in:\n%s", want, stdout)
+		}
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, _, _ := e2eRun(t, dir, e2eEnv(), "check-config", "--config", path); strings.Contains(stdout, "readable by other users") {
+		t.Errorf("mode 0600 still warned about:\n%s", stdout)
+	}
+}
+
 func TestServeRefusesBadConfig(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/config"
 	"github.com/haven-chat/haven/internal/logging"
+	"github.com/haven-chat/haven/internal/mailer"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/internal/metrics"
 	"github.com/haven-chat/haven/server"
@@ -54,7 +55,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	logging.SetFallback(log)
-	for _, w := range cfg.Warnings() {
+	for _, w := range append(cfg.Warnings(), cfg.FileWarnings(*cfgPath)...) {
 		log.Warn(w)
 	}
 	a, err := server.New(ctx, cfg, log)
@@ -95,6 +96,13 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	probs = append(probs, asProbs...)
 	probs = append(probs, cfg.CheckLive(ctx, true)...)
 	probs = append(probs, ldapProblems(ctx, cfg, probs)...)
+	if m := mailer.New(cfg.Email); m != nil && len(probs) == 0 {
+		// Connect, upgrade to TLS and log in as sending would; send nothing.
+		if err := m.Check(ctx); err != nil {
+			probs = append(probs, config.Problem{Key: "email.smtp_host", Value: cfg.Email.SMTPHost, Why: err.Error(),
+				Fix: "check email.smtp_host, smtp_port, smtp_tls (starttls for 587, tls for 465) and the SMTP username and password"})
+		}
+	}
 	if len(probs) > 0 {
 		fmt.Fprint(stdout, probs.Error())
 		return 1
@@ -106,7 +114,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "Configuration OK: server name %s, listen %s, database %s, NATS %s.\n",
 		cfg.ServerName, cfg.Listen, t.Redacted(), orDefault(cfg.NATS.URL, "embedded"))
-	for _, w := range cfg.Warnings() {
+	for _, w := range append(cfg.Warnings(), cfg.FileWarnings(*cfgPath)...) {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	return 0

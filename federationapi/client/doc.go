@@ -13,8 +13,10 @@
 //     24 hours without them, at least 5 minutes and at most 48 hours; a
 //     failure for an hour), SRV _matrix-fed._tcp then _matrix._tcp, then
 //     port 8448;
-//  4. the private-address guard: the address actually dialled (after DNS)
-//     may not be loopback, private, link-local, unspecified or multicast
+//  4. the private-address guard (internal/netguard, shared with push
+//     gateways and URL previews): the address actually dialled (after DNS)
+//     may not be loopback, private, link-local, unspecified, multicast or
+//     another special range
 //     unless the server is named in allowed_servers or servers, or
 //     allow_private_addresses is set (ErrPrivateAddress);
 //  5. TLS against the system roots or federation.ca_file, presenting our

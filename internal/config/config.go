@@ -61,6 +61,9 @@ type Config struct {
 	AppServices List `yaml:"app_services"`
 	// Federation is the Server-Server API between a company's sites.
 	Federation Federation `yaml:"federation"`
+	Profiles   Profiles   `yaml:"profiles"`
+	Push       Push       `yaml:"push"`
+	Email      Email      `yaml:"email"`
 }
 
 // Federation is the Server-Server API (off by default). The key names are
@@ -355,8 +358,10 @@ func Default() Config {
 		Presence:            Presence{Enabled: true},
 		TURN:                TURN{UserLifetime: "1h"},
 		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,
-			MaxPendingUploads: 20, LegacyUnauthenticated: true},
-		Backup: Backup{WarnAge: "26h", CriticalAge: "50h"},
+			MaxPendingUploads: 20},
+		Backup:   Backup{WarnAge: "26h", CriticalAge: "50h"},
+		Profiles: Profiles{RequireToken: true},
+		Email:    Email{SMTPPort: 587, SMTPTLS: "starttls", NotificationDelay: "10m", TokensPerHour: 5},
 	}
 }
 
@@ -737,6 +742,9 @@ func (c Config) Marshal() string {
 	}
 	if cc.TURN.SharedSecret != "" {
 		cc.TURN.SharedSecret = "xxxxx"
+	}
+	if cc.Email.SMTPPassword != "" {
+		cc.Email.SMTPPassword = "xxxxx"
 	}
 	cc.Database = redactURL(cc.Database)
 	cc.NATS.URL = RedactNATS(cc.NATS.URL)

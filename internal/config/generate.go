@@ -270,9 +270,10 @@ media:
   # HAVEN_MEDIA_MAX_PENDING_UPLOADS
   max_pending_uploads: 20
   # Serve the deprecated unauthenticated /_matrix/media/v3/download and
-  # /thumbnail endpoints (older clients and bridges use them).
+  # /thumbnail endpoints (clients and bridges from before spec v1.11 use
+  # them); off, they answer 404 and media needs an access token.
   # HAVEN_MEDIA_LEGACY_UNAUTHENTICATED
-  legacy_unauthenticated: true
+  legacy_unauthenticated: false
   # URL previews (/preview_url): the server fetches the pages users paste,
   # so turn it on knowingly. Off, the endpoint answers 404.
   # HAVEN_MEDIA_URL_PREVIEWS
@@ -336,4 +337,50 @@ federation:
   # use throwaway certificates; Haven warns at start when it is on.
   # HAVEN_FEDERATION_INSECURE_SKIP_TLS_VERIFY
   insecure_skip_tls_verify: false
+
+# Who may look up users' profiles (GET /profile/{userId}).
+profiles:
+  # Answer only requests with an access token.
+  # HAVEN_PROFILES_REQUIRE_TOKEN
+  require_token: true
+  # Answer a user's profile only to users sharing a room with them, or
+  # who can find them in the user directory (joined to a public room).
+  # HAVEN_PROFILES_LIMIT_TO_SHARED_ROOMS
+  limit_to_shared_rooms: false
+
+push:
+  # Internal address ranges push gateways may be at, e.g. [10.1.2.3/32]
+  # for your own Sygnal; gateways at loopback, private and link-local
+  # addresses are refused otherwise.
+  # HAVEN_PUSH_GATEWAY_ALLOWED_RANGES
+  gateway_allowed_ranges: []
+
+# Email through your SMTP server: password resets, adding an email
+# address to an account, notifications of unread messages. Off while
+# smtp_host is empty.
+email:
+  # HAVEN_EMAIL_SMTP_HOST
+  smtp_host: ""
+  # HAVEN_EMAIL_SMTP_PORT
+  smtp_port: 587
+  # starttls (port 587), tls (port 465) or none (a relay on this host).
+  # HAVEN_EMAIL_SMTP_TLS
+  smtp_tls: starttls
+  # HAVEN_EMAIL_SMTP_USERNAME
+  smtp_username: ""
+  # HAVEN_EMAIL_SMTP_PASSWORD
+  smtp_password: ""
+  # Sender, e.g. "Haven <chat@example.com>".
+  # HAVEN_EMAIL_FROM
+  from: ""
+  # How long a message stays unread before an email notification is sent.
+  # HAVEN_EMAIL_NOTIFICATION_DELAY
+  notification_delay: 10m
+  # Web client linked from notification emails, e.g. https://element.example.com;
+  # empty: matrix.to.
+  # HAVEN_EMAIL_CLIENT_URL
+  client_url: ""
+  # Validation emails sent to one address per hour, at most.
+  # HAVEN_EMAIL_TOKENS_PER_HOUR
+  tokens_per_hour: 5
 `

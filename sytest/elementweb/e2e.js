@@ -34,7 +34,9 @@
 //   NODE_OPTIONS=--max-old-space-size=8192 npx -y yarn@1.22.22 build    # -> webapp/
 //
 // Then, with Haven on 127.0.0.1:8008 (HAVEN_REGISTRATION_OPEN=true
-// HAVEN_RATE_LIMITS_ENABLED=false) and Debian's chromium (apt-get install
+// HAVEN_RATE_LIMITS_ENABLED=false, and HAVEN_MEDIA_LEGACY_UNAUTHENTICATED=true:
+// 1.11.54 predates authenticated media and loads images from the legacy
+// /_matrix/media/v3 endpoints, which Haven freezes by default) and Debian's chromium (apt-get install
 // chromium; CHROMIUM names another binary):
 //
 //   npm ci --prefix sytest/elementweb

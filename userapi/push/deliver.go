@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/internal/netguard"
 )
 
 // pushAttempts counts the attempts to send a push, by result.
@@ -155,7 +157,12 @@ func newDeliverer(ctx context.Context, s *Service, b Bus) (*deliverer, error) {
 	}
 	client := s.opts.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: s.opts.GatewayTimeout}
+		// Gateways are URLs users give: the client never connects to this
+		// host or the internal network unless push.gateway_allowed_ranges
+		// names the range, and follows no redirects.
+		policy := netguard.Policy{Allowed: s.opts.GatewayAllowed, Hint: "allow it with push.gateway_allowed_ranges"}
+		client = &http.Client{Timeout: s.opts.GatewayTimeout, Transport: policy.Transport(s.opts.GatewayTimeout),
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	d := &deliverer{s: s, js: js, subject: subject, client: client, sem: make(chan struct{}, maxInFlight)}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -239,6 +246,11 @@ func (d *deliverer) deliver(msg jetstream.Msg) {
 		log.WithField("status", status).Warn("push: gateway refused the push; dropped")
 		pushAttempts.WithLabelValues("dropped").Inc()
 		_ = msg.Ack()
+	case errors.Is(err, netguard.ErrBlocked):
+		// Trying again reaches the same address: nothing was sent.
+		log.WithError(err).Warn("push: gateway address not allowed; push dropped")
+		pushAttempts.WithLabelValues("dropped").Inc()
+		_ = msg.Term()
 	default:
 		if ctx.Err() != nil {
 			return // shutting down: delivered again after the restart

@@ -61,19 +61,32 @@
 // errors, 5xx and 429 are retried with exponential backoff (RetryBase
 // doubling to RetryMax, at most MaxAttempts), other 4xx drop the push, and
 // pushkeys the gateway lists as rejected delete their pusher. Sending a message never waits for a gateway.
+// Gateways are connected to through internal/netguard: never at loopback,
+// private, link-local or other internal addresses unless
+// Options.GatewayAllowed (push.gateway_allowed_ranges) lists the range;
+// such a push is dropped, not retried. No redirects are followed.
+//
+// Email pushers (email.go): with Options.Mail set, a ticker (EmailEvery)
+// looks for each email pusher's notifications that stayed unread for
+// EmailDelay and sends one email about them, only to an address bound to
+// the user (userapi's user_threepids), at most one per delay;
+// email_pusher_progress keeps how far each pusher was told.
 // A pusher belongs to the device that set it: DevicesDeleted (told by the
 // user API on logout and device deletion) deletes it with the device.
 //
-// Tables owned: push_notified, push_unread, push_position, pushers (and
-// the emptied notifications of 0004).
+// Tables owned: push_notified, push_unread, push_position, pushers,
+// email_pusher_progress (and the emptied notifications of 0004). Email
+// notifications read events, room_state (roomserver) and profiles,
+// user_threepids (userapi).
 //
 // Notifications older than 30 days are deleted every 6 hours (by the
 // writer); the unread counts stay.
 //
-// Goroutines: the writer; the checkpoint ticker; the JetStream consumer's and one per push being
+// Goroutines: the writer; the checkpoint ticker; the email notifier's ticker (with Mail); the JetStream consumer's and one per push being
 // sent (at most maxInFlight). Close stops them.
 //
 // Lock order: evalMu, then counts.mu or the writer's mu (leaves);
-// pusherLocks (per user), then pusherIndex.mu (a leaf). The lru caches'
+// pusherLocks (per user), then pusherIndex.mu (a leaf); the email
+// notifier's mu is a leaf. The lru caches'
 // locks are leaves.
 package push

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,17 @@ type Options struct {
 	GatewayTimeout time.Duration
 	// HTTPClient, if set, is used for push gateways (tests).
 	HTTPClient *http.Client
+	// Mail, when set (email configured), sends email notifications to
+	// email pushers after EmailDelay (default 10 minutes) unread, checked
+	// every EmailEvery (default a tenth of the delay, at most a minute);
+	// ClientURL is linked from them.
+	Mail       MailSender
+	EmailDelay time.Duration
+	EmailEvery time.Duration
+	ClientURL  string
+	// GatewayAllowed are internal address ranges push gateways may be at
+	// (push.gateway_allowed_ranges); others are refused when connecting.
+	GatewayAllowed []netip.Prefix
 	// RoomCacheSize bounds the rooms whose members and power levels are kept (default 2000).
 	RoomCacheSize int
 	// CheckpointEvery is how often the changed unread counts are stored
@@ -85,6 +97,7 @@ type Service struct {
 	pusherLocks keyed.Mutex
 	w           *writer
 	d           *deliverer
+	mail        *emailNotifier
 }
 
 // New loads the pushers and the unread notifications, evaluates the events
@@ -108,6 +121,12 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 	}
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = 2 * time.Second
+	}
+	if opts.EmailDelay <= 0 {
+		opts.EmailDelay = 10 * time.Minute
+	}
+	if opts.EmailEvery <= 0 {
+		opts.EmailEvery = min(opts.EmailDelay/10, time.Minute)
 	}
 	s := &Service{
 		db: db, rooms: rs, rules: rules, opts: opts,
@@ -162,6 +181,9 @@ func New(ctx context.Context, db *storage.DB, b Bus, rs rooms, rules ruleSource,
 	}
 	s.cpStop, s.cpDone = make(chan struct{}), make(chan struct{})
 	go s.checkpoints()
+	if opts.Mail != nil {
+		s.mail = newEmailNotifier(s)
+	}
 	return s, nil
 }
 
@@ -196,6 +218,9 @@ func (s *Service) checkpoint() {
 // Close writes what is queued and a last checkpoint, and stops delivery.
 func (s *Service) Close() {
 	s.closeOnce.Do(func() {
+		if s.mail != nil {
+			s.mail.close()
+		}
 		if s.cpStop != nil {
 			close(s.cpStop)
 			<-s.cpDone

@@ -1,9 +1,13 @@
 package push
 
 import (
+	"net/netip"
+
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/haven-chat/haven/internal/netguard"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +117,10 @@ func newEnv(t testing.TB, db *storage.DB) *env {
 func (e *env) start(opts Options) {
 	e.t.Helper()
 	opts.ServerName = "test"
+	if opts.GatewayAllowed == nil {
+		// The test gateways are on loopback.
+		opts.GatewayAllowed = netguard.MustPrefixes("127.0.0.0/8")
+	}
 	ps, err := New(e.ctx, e.db, e.b, e.rs, e.rules, opts)
 	if err != nil {
 		e.t.Fatal(err)
@@ -457,6 +465,30 @@ func TestPushDelivery(t *testing.T) {
 		e.start(Options{})
 		if ps := e.ps.Pushers(e.ctx, alice); len(ps) != 0 {
 			t.Errorf("rejected pusher back after a restart: %+v", ps)
+		}
+	})
+}
+
+// TestPushGatewayLoopbackRefused: without push.gateway_allowed_ranges, a
+// gateway on loopback is never connected to, and the push is dropped
+// rather than retried.
+func TestPushGatewayLoopbackRefused(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		e := newEnv(t, db)
+		e.start(Options{RetryBase: 20 * time.Millisecond, GatewayTimeout: time.Second, GatewayAllowed: []netip.Prefix{}})
+		g := newGateway(t)
+		room := e.room(bob)
+		if err := e.ps.SetPusher(e.ctx, alice, "ADEV", httpPusher("pk1", g.srv.URL+"/_matrix/push/v1/notify", "")); err != nil {
+			t.Fatal(err)
+		}
+		dropped := func() float64 { return testutil.ToFloat64(pushAttempts.WithLabelValues("dropped")) }
+		before := dropped()
+		e.send(room, bob, `{"msgtype":"m.text","body":"to loopback"}`)
+		waitFor(t, "the push dropped", func() bool { return dropped() > before })
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.requests != 0 {
+			t.Fatalf("the gateway on loopback got %d requests", g.requests)
 		}
 	})
 }
