@@ -144,7 +144,8 @@ func (c Config) exposureWarnings() []string {
 // HasSecrets tells whether the configuration holds a secret (a password,
 // shared secret or key) that others must not read.
 func (c Config) HasSecrets() bool {
-	if c.Registration.SharedSecret != "" || c.TURN.SharedSecret != "" || c.Email.SMTPPassword != "" || strings.Contains(c.Database, "password=") {
+	if c.Registration.SharedSecret != "" || c.TURN.SharedSecret != "" || c.Email.SMTPPassword != "" || c.LDAP.BindPassword != "" ||
+		c.Auth.TOTPEncryptionKey != "" || strings.Contains(c.Database, "password=") {
 		return true
 	}
 	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
