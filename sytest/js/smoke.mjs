@@ -209,6 +209,13 @@ function preflight(label, method, url, headers) {
       await res.arrayBuffer();
     } catch (e) {
       rec.status = `network error: ${e.message}`;
+      if (downHosts.has(url.host)) {
+        // Its server is stopped on purpose: an outage, not a CORS fault;
+        // the preflight is made again once the server is back.
+        rec.outage = true;
+        preflightDone.delete(key);
+        return;
+      }
       corsProblems.push(`preflight of ${method} ${endpointOf(url.pathname)} failed: ${e.message}`);
       return;
     }
