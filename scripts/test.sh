@@ -19,26 +19,30 @@ if [ ! -x "$dendrite_dir/dendrite" ] || [ ! -x "$dendrite_dir/generate-config" ]
     github.com/matrix-org/dendrite/cmd/generate-config@v0.13.8 github.com/matrix-org/dendrite/cmd/generate-keys@v0.13.8
 fi
 export SYTEST_DENDRITE_BIN_DIR=$dendrite_dir
+# Debian packages some tests drive: installed when absent (the package
+# lists are refreshed once, first, when an install fails without it).
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 ||
+    { as_root apt-get update -qq >/dev/null 2>&1 || true; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+}
 # synadm, the admin command line made for Synapse's admin API, drives
 # Haven's admin API in sytest/admin_test.go: a small Debian package.
 if ! command -v synadm >/dev/null; then
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq synadm >/dev/null ||
+  apt_install synadm ||
     echo "test: synadm could not be installed; its test is skipped" >&2
 fi
 # promtool (Debian package prometheus) checks docs/monitoring/alerts.yml and
 # runs its unit tests in sytest/monitoring_test.go.
 if ! command -v promtool >/dev/null; then
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+  apt_install prometheus ||
     echo "test: promtool could not be installed; the alert rules' check is skipped" >&2
 fi
 # OpenLDAP (Debian's slapd and ldap-utils): the LDAP / Active Directory
 # sign-in tests start their own slapd on a loopback port
 # (internal/testldap); the package's own server stays stopped.
 if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends slapd ldap-utils >/dev/null ||
+  apt_install slapd ldap-utils ||
     echo "test: slapd could not be installed; the LDAP tests are skipped" >&2
 fi
 # goolm: mautrix-go's pure-Go Olm for the end-to-end encryption tests of
