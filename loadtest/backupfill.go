@@ -225,7 +225,7 @@ snapshot_id, relates_to, rel_type, device_id, txn_id, json, topo) VALUES ($1,$2,
 			return err
 		}
 		added += int64(len(rows))
-		if added%(batch*25) == 0 {
+		if added%(batch*5) == 0 {
 			if size, err = dbSize(ctx, db); err != nil {
 				return err
 			}

@@ -66,7 +66,10 @@ haven() {
 }
 pid=
 start() {
-  haven "$work/data" "$live_db" serve >>"$out/server.log" 2>&1 </dev/null &
+  # exec: $! must be the server itself, not a subshell around it.
+  (exec env "${unset_haven[@]}" HAVEN_DATA_DIR="$work/data" ${live_db:+HAVEN_DATABASE="$live_db"} HAVEN_LISTEN=127.0.0.1:$port \
+    HAVEN_RATE_LIMITS_ENABLED=false HAVEN_PASSWORD_HASH_COST=4 HAVEN_REGISTRATION_SHARED_SECRET="$secret" \
+    HAVEN_LOGGING_LEVEL=warn "$bin" serve >>"$out/server.log" 2>&1 </dev/null) &
   pid=$!
   for _ in $(seq 1 600); do
     curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
@@ -114,7 +117,7 @@ start
 media=$(du -sb "$work/data/media" | cut -f1)
 t=$(timed backup haven "$work/data" "$live_db" backup --to "$work/backups")
 bk=$(ls -d "$work"/backups/*/ | tail -1)
-dbf=$(stat -c %s "$bk/database.sqlite" 2>/dev/null || du -sb "$bk" | cut -f1)
+dbf=$(stat -c %s "$bk/haven.db" 2>/dev/null || du -sb "$bk" | cut -f1)
 total=$(du -sb "$bk" | cut -f1)
 note "backup: ${t}s, $(mib "$total") MiB written (database copy $(mib "$dbf") MiB, media $(mib "$media") MiB): $(echo "scale=1; $total / 1048576 / $t" | bc) MiB/s; load $(cut -d' ' -f1-3 /proc/loadavg)"
 note "  $(grep '^backup ' "$out/backup.log" | head -1)"
