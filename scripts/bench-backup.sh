@@ -43,16 +43,18 @@ port=${PORT:-18018}
 secret=bench-shared-secret-$RANDOM$RANDOM
 ulimit -n "$(ulimit -Hn)"
 dbs=()
+# newdb VAR: creates a database (dropped at the end) and sets VAR to its URL
+# (not in a $(...) subshell, which would lose the list of databases).
 newdb() {
   local name=haven_bb_$(date +%s)_$RANDOM
   createdb -h 127.0.0.1 -U postgres "$name"
   dbs+=("$name")
-  echo "postgres://postgres@127.0.0.1:5432/$name?sslmode=disable"
+  printf -v "$1" '%s' "postgres://postgres@127.0.0.1:5432/$name?sslmode=disable"
 }
 live_db= restored_db=
 if [ "$db" = postgres ]; then
-  live_db=$(newdb)
-  restored_db=$(newdb)
+  newdb live_db
+  newdb restored_db
 fi
 unset_haven=()
 for v in $(compgen -e | grep '^HAVEN_' || true); do unset_haven+=(-u "$v"); done
@@ -86,7 +88,7 @@ cleanup() {
   stop
   if [ "${KEEP:-}" != 1 ]; then
     rm -rf "$work"
-    for d in "${dbs[@]}"; do dropdb -h 127.0.0.1 -U postgres "$d" || true; done
+    for d in ${dbs[@]+"${dbs[@]}"}; do dropdb -h 127.0.0.1 -U postgres "$d" || true; done
   fi
 }
 trap cleanup EXIT
