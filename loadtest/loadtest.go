@@ -3,7 +3,10 @@
 // to-device, claim, media and search scenarios), and reports latencies,
 // losses and what the server spent (CPU, DB queries, memory). See
 // docs/benchmarks.md. It talks to the server over HTTP only, as a client
-// would, and reads its metrics and /proc; it shares no code with it.
+// would, and reads its metrics and /proc; it shares no code with it. The
+// one exception is the backup benchmarks' filler (backupfill.go, command
+// loadtest/benchfill), which writes message events straight into a stopped
+// server's database through package storage.
 package loadtest
 
 import (
