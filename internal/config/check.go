@@ -127,6 +127,7 @@ func (c Config) Check() Problems {
 	}
 	ps = append(ps, c.Auth.check()...)
 	ps = append(ps, c.LDAP.check()...)
+	ps = append(ps, c.OIDC.check(c.PublicBaseURL)...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -231,6 +232,7 @@ func (c Config) Warnings() []string {
 	w = append(w, c.Federation.warnings(c)...)
 	w = append(w, c.Auth.warnings()...)
 	w = append(w, c.LDAP.warnings()...)
+	w = append(w, c.OIDC.warnings()...)
 	return w
 }
 
