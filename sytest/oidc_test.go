@@ -166,7 +166,7 @@ func TestOIDCLogin(t *testing.T) {
 	op := startOP(t)
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			s := newServer(t, db)
+			s := newServer(t, db, "HAVEN_AUTH_TOTP=optional", "HAVEN_AUTH_TOTP_ENCRYPTION_KEY=sytest-totp-key-0123456789")
 			cb := s.URL + "/_haven/oidc/callback"
 			storage.RegisterClients(storage.WebClient("haven", "haven client secret", cb), storage.WebClient("other", "other client secret", cb))
 			cfg := fmt.Sprintf(`server_name: localhost
@@ -241,6 +241,25 @@ oidc:
 			if lr.str("user_id") != uid {
 				t.Fatalf("second sign-in: %s", lr)
 			}
+
+			// TOTP still applies after the provider: an account with a second
+			// factor gives its code before the client gets its token.
+			secret := enrolCLI(t, s, "alice")
+			b = newBrowser(t, s)
+			cp := b.callback(b.providerSignIn("company", client, "alice", "alice provider pw")).expect(t, 200, "Two-factor code")
+			b.post("/_haven/signin/code", url.Values{"csrf": {cp.csrf(t)}, "redirect_url": {client}, "code": {"000000x"}}).expect(t, 403, "wrong")
+			done := b.post("/_haven/signin/code", url.Values{"csrf": {cp.csrf(t)}, "redirect_url": {client}, "code": {codeAt(secret, 0)}})
+			if done.Status != http.StatusSeeOther || !strings.Contains(done.Header.Get("Location"), "loginToken=") {
+				t.Fatalf("code after the provider: %d %v %s", done.Status, done.Header, done.Body)
+			}
+			tu, _ := url.Parse(done.Header.Get("Location"))
+			if loginToken(t, s, tu.Query().Get("loginToken")).expect(t, 200).str("user_id") != uid {
+				t.Fatal("the code step signed in another account")
+			}
+			// Without the provider's sign-in first, the code step is closed.
+			nb := newBrowser(t, s)
+			form := nb.get("/_haven/signin").expect(t, 200, "Sign in")
+			nb.post("/_haven/signin/code", url.Values{"csrf": {form.csrf(t)}, "redirect_url": {client}, "code": {codeAt(secret, 1)}}).expect(t, 403, "expired")
 
 			// create_accounts: false refuses someone without an account.
 			b = newBrowser(t, s)

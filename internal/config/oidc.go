@@ -19,7 +19,7 @@ type OIDC struct {
 // OIDCProvider is one identity provider.
 type OIDCProvider struct {
 	// ID names the provider in URLs and in the account links (a-z, 0-9,
-	// '-', '_', '.'); changing it unlinks every account.
+	// '-', '_'); changing it unlinks every account.
 	ID string `yaml:"id"`
 	// Name is shown on the button (default: the id).
 	Name string `yaml:"name"`
@@ -70,7 +70,7 @@ func (p OIDCProvider) DisplayName() string {
 	return p.ID
 }
 
-var oidcIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+var oidcIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 func (o OIDC) check(publicBaseURL string) Problems {
 	var ps Problems
@@ -82,7 +82,7 @@ func (o OIDC) check(publicBaseURL string) Problems {
 		}
 		switch {
 		case !oidcIDPattern.MatchString(p.ID):
-			add("id", p.ID, "must be 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit", "write a short name such as keycloak, entra or google")
+			add("id", p.ID, "must be 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit", "write a short name such as keycloak, entra or google")
 		case seen[p.ID]:
 			add("id", p.ID, "is used by another provider", "give every provider its own id")
 		}
@@ -111,10 +111,6 @@ func (o OIDC) check(publicBaseURL string) Problems {
 			if strings.TrimSpace(c.v) == "" || len(c.v) > 100 || strings.ContainsAny(c.v, " \t\"'") {
 				add(c.key, c.v, "is not a claim name", "write a claim the provider puts in the ID token or userinfo, such as preferred_username, email, name or upn")
 			}
-		}
-		if !p.CreateAccounts && !p.AllowExistingUsers {
-			// Fine: only accounts linked already (for example by an earlier
-			// sign-in) get in. Nothing to report.
 		}
 		if p.CAFile != "" {
 			if b, err := os.ReadFile(p.CAFile); err != nil {
