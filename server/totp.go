@@ -45,7 +45,7 @@ func (a *App) signInAreas(api *clientapi.API) ([]func() []clientapi.Route, error
 	page := signin.New(signin.Options{
 		ServerName: a.Cfg.ServerName, PublicBaseURL: a.Cfg.PublicBaseURL, ClientOrigins: a.Cfg.Auth.SSOClientOrigins.Items(),
 		CookieKey: key[:], Users: a.Users, TOTP: a.TOTP, Policy: a.totpPolicy(), Audit: a.Audit, ClientAddr: clientapi.ClientAddr,
-		Upstreams: upstreams,
+		Upstreams: upstreams, NoSecondFactor: !a.Cfg.Auth.TOTPEnabled(),
 	})
 	return append(areas, api.SignInArea(page)), nil
 }

@@ -65,6 +65,10 @@ type Options struct {
 	TOTP      SecondFactors
 	Policy    Policy
 	Audit     Auditor
+	// NoSecondFactor: two-factor sign-in is off (auth.totp: off; the page
+	// is served for the company identity providers alone), so no code is
+	// asked after a provider's sign-in.
+	NoSecondFactor bool
 	// Upstreams are the company identity providers (OpenID Connect), one
 	// button each.
 	Upstreams []*Upstream
