@@ -265,6 +265,18 @@ oidc:
 			b = newBrowser(t, s)
 			b.callback(b.providerSignIn("closed", client, "bob", "bob provider pw")).expect(t, 403, "no account on this server")
 
+			// A code used already (or expired) is refused by the provider:
+			// a fresh sign-in in the same browser with an old code.
+			b = newBrowser(t, s)
+			used := b.providerSignIn("company", client, "alice", "alice provider pw")
+			b.callback(used).expect(t, 200, "Two-factor code")
+			r = b.get(v3 + "/login/sso/redirect/company?redirectUrl=" + url.QueryEscape(client))
+			r = b.get(r.Header.Get("Location"))
+			fresh, _ := url.Parse(r.Header.Get("Location"))
+			old, _ := url.Parse(used)
+			replay := s.URL + "/_haven/oidc/callback?" + url.Values{"code": {old.Query().Get("code")}, "state": {fresh.Query().Get("state")}}.Encode()
+			b.callback(replay).expect(t, 400, "sign-in code was refused")
+
 			// A wrong state is refused.
 			b = newBrowser(t, s)
 			back := b.providerSignIn("company", client, "bob", "bob provider pw")
