@@ -101,13 +101,13 @@ func (a *API) sessionBody(sess userapi.Session, withToken bool) map[string]any {
 // Login.
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) error {
-	var flows []map[string]string
+	var flows []map[string]any
 	if a.passwordLoginOffered() {
-		flows = append(flows, map[string]string{"type": "m.login.password"})
+		flows = append(flows, map[string]any{"type": "m.login.password"})
 	}
 	flows = append(flows, a.ssoLoginFlows()...)
 	if a.AppServices != nil {
-		flows = append(flows, map[string]string{"type": loginTypeAppService})
+		flows = append(flows, map[string]any{"type": loginTypeAppService})
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]any{"flows": flows})
 }

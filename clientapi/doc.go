@@ -67,8 +67,10 @@
 //
 // Two-factor sign-in (sso.go, admin_totp.go): SignInArea routes the HTML
 // sign-in page of clientapi/signin, with the m.login.sso redirect and the
-// UIA fallback; GET /login lists m.login.sso and m.login.token when
-// auth.totp is not off and drops m.login.password under required; POST
+// UIA fallback; GET /login lists m.login.sso (with identity_providers, the
+// company OpenID Connect providers, which /login/sso/redirect/{idpId}
+// starts directly) and m.login.token when auth.totp is not off or
+// oidc.providers are set, and drops m.login.password under required; POST
 // /login takes m.login.token; DELETE /_synapse/admin/v1/users/{userId}/totp
 // resets a user's second factor.
 //

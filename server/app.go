@@ -195,7 +195,11 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		api.Areas = append(api.Areas, api.SpacesArea(a.Rooms), api.ReportsArea(reports.New(a.DB), a.Sync, a.Rooms))
 	}
 	api.Areas = append(api.Areas, api.UserAreas()...)
-	api.Areas = append(api.Areas, a.signInAreas(api)...)
+	signInAreas, err := a.signInAreas(api)
+	if err != nil {
+		return nil, err
+	}
+	api.Areas = append(api.Areas, signInAreas...)
 	api.Areas = append(api.Areas, api.AdminUsersArea, api.RegistrationTokensArea(regTokens), api.AuditArea(a.Audit))
 	if err = a.wireAppServices(ctx, api); err != nil {
 		return nil, err

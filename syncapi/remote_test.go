@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/haven-chat/haven/internal/bus"
 	"github.com/haven-chat/haven/roomserver"
@@ -92,12 +93,19 @@ func TestRemotePresenceAndReceipts(t *testing.T) {
 		if p["presence"] != "online" || p["status_msg"] != "from afar" || p["currently_active"] != true || p["last_active_ago"].(int64) < 1500 {
 			t.Fatalf("rita's presence: %v", p)
 		}
+		// The presence stream publishes its position through the bus: poll
+		// until alice's sync has it.
 		found := false
-		for _, ev := range syncJSON(t, s, "@alice:test")["presence"].(map[string]any)["events"].([]any) {
-			e := ev.(map[string]any)
-			if e["sender"] == rita {
-				c := e["content"].(map[string]any)
-				found = c["presence"] == "online" && c["currently_active"] == true && c["status_msg"] == "from afar"
+		for deadline := time.Now().Add(10 * time.Second); !found && time.Now().Before(deadline); {
+			for _, ev := range syncJSON(t, s, "@alice:test")["presence"].(map[string]any)["events"].([]any) {
+				e := ev.(map[string]any)
+				if e["sender"] == rita {
+					c := e["content"].(map[string]any)
+					found = c["presence"] == "online" && c["currently_active"] == true && c["status_msg"] == "from afar"
+				}
+			}
+			if !found {
+				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		if !found {

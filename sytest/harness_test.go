@@ -55,6 +55,7 @@ type server struct {
 	URL  string
 	dir  string
 	env  []string
+	args []string // after "serve"
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	logs bytes.Buffer
@@ -81,6 +82,15 @@ func freePort(t *testing.T) int {
 // with open registration and fast password hashing.
 func startServer(t *testing.T, db string, env ...string) *server {
 	t.Helper()
+	s := newServer(t, db, env...)
+	s.start()
+	return s
+}
+
+// newServer prepares a server as startServer does, without starting it
+// (the test may write a config file first and set s.args).
+func newServer(t *testing.T, db string, env ...string) *server {
+	t.Helper()
 	s := &server{t: t, dir: t.TempDir()}
 	port := freePort(t)
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -101,7 +111,6 @@ func startServer(t *testing.T, db string, env ...string) *server {
 		s.env = append(s.env, "HAVEN_DATABASE="+storagetest.NewSchema(t))
 	}
 	s.env = append(s.env, env...)
-	s.start()
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
@@ -115,7 +124,7 @@ func startServer(t *testing.T, db string, env ...string) *server {
 
 func (s *server) start() {
 	s.t.Helper()
-	cmd := exec.Command(havenBin, "serve")
+	cmd := exec.Command(havenBin, append([]string{"serve"}, s.args...)...)
 	cmd.Dir = s.dir
 	cmd.Env = s.env
 	cmd.Stdout, cmd.Stderr = s, s

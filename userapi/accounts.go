@@ -55,7 +55,8 @@ func (s *Service) audit(ctx context.Context, event string, f logrus.Fields) {
 	if addr == "" {
 		addr = clientAddrFrom(ctx)
 	}
-	if s.opts.Audit != nil {
+	// Token refreshes (every few minutes per client) are only logged.
+	if s.opts.Audit != nil && event != "refresh" {
 		action, ok := auditActions[event]
 		if !ok {
 			action = strings.ReplaceAll(event, "_", ".")

@@ -5,7 +5,7 @@
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
 // login_addresses (migration 0027), login_tokens (0031), user_threepids and
-// threepid_sessions (0032); it also deletes a removed
+// threepid_sessions (0032), oidc_links (0034); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -72,6 +72,14 @@
 // CreateAccounts; accounts the directory does not know use their local
 // password only with FallbackLocalPasswords. An unavailable directory is
 // 503 M_UNKNOWN (audited as login.unavailable), never counted as a failure.
+//
+// Company identity providers (upstream.go; the OpenID Connect flow is
+// clientapi/signin): SignInUpstream maps a verified identity to an
+// account through oidc_links (provider id + subject → user ID), so that a
+// rename at the provider keeps the account; at the first sign-in the
+// localpart claim names the account, made (no local password) when the
+// provider may create accounts, linked when it exists and the provider may
+// link existing users and no other subject of the provider holds it.
 //
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).

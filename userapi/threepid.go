@@ -277,7 +277,7 @@ func (s *Service) AddThreePID(ctx context.Context, userID, sid, clientSecret str
 	if purpose != PurposeAdd {
 		return merr.Custom(400, "M_NO_VALID_SESSION", "This session was not started by /account/3pid/email/requestToken")
 	}
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
 		var owner string
 		err := tx.QueryRow(ctx, `SELECT user_id FROM user_threepids WHERE medium = 'email' AND address = $1`, addr).Scan(&owner)
 		switch {
@@ -293,9 +293,13 @@ ON CONFLICT (medium, address) DO UPDATE SET validated_ts = excluded.validated_ts
 		if _, err := tx.Exec(ctx, `DELETE FROM threepid_sessions WHERE sid = $1`, sid); err != nil {
 			return fmt.Errorf("delete validation session: %w", err)
 		}
-		s.audit(ctx, "threepid_added", logrus.Fields{"user_id": userID})
 		return nil
 	})
+	if err == nil {
+		// After the commit: the audit log writes through the database too.
+		s.audit(ctx, "threepid_added", logrus.Fields{"user_id": userID})
+	}
+	return err
 }
 
 // ThreePIDs lists the addresses bound to a user.

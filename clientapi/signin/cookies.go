@@ -22,6 +22,9 @@ const (
 const (
 	stateEnrol = "enrol" // password checked; the second factor must be set up first
 	stateOK    = "ok"    // fully signed in
+	// stateCode + "oidc:<id>": signed in at a company identity provider;
+	// the TOTP code is still to give.
+	stateCode = "code-"
 )
 
 func (p *Page) mac(parts ...string) string {

@@ -21,6 +21,17 @@
 //     tells the client (window.onAuthDone or postMessage "authDone").
 //   - the account page (/_haven/account): the user sets up TOTP (QR code as
 //     inline SVG, and the secret), or makes new recovery codes.
+//   - company sign-in (oidc.go): with oidc.providers, each provider is a
+//     button on the page and an identity provider of m.login.sso
+//     (GET /_matrix/client/v3/login/sso/redirect/{idpId} goes straight to
+//     it). /_haven/signin/oidc/{id} starts the authorization code flow
+//     (PKCE S256, state, nonce in a signed SameSite=Lax cookie limited to
+//     the callback path); /_haven/oidc/callback checks the state,
+//     exchanges the code, verifies the ID token (go-oidc: JWKS signature,
+//     issuer, audience, expiry; the nonce here), fills missing claims from
+//     userinfo, and asks userapi.SignInUpstream for the account. The
+//     second factor then applies as after a password (PathCode), unless
+//     auth.totp is off. Failures are HTML pages; causes go to the log.
 //
 // A user who must use a second factor but has none set up is taken through
 // the set-up right after the password, before the sign-in finishes.
@@ -35,5 +46,6 @@
 // audited.
 //
 // Tables: none (userapi and userapi/totp own them). Goroutines: none.
-// Locks: none.
+// Locks: Upstream.mu guards a provider's discovered configuration (held
+// during discovery, which is bounded by a 15 s timeout).
 package signin

@@ -11,6 +11,7 @@ import (
 	"github.com/haven-chat/haven/internal/audit"
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/userapi"
 	"github.com/haven-chat/haven/userapi/totp"
 )
 
@@ -30,6 +31,7 @@ type Users interface {
 	UIASessionUser(ctx context.Context, sessionID string) (string, error)
 	CompleteUIAStage(ctx context.Context, sessionID, userID, stage string) error
 	IsAdmin(ctx context.Context, userID string) (bool, error)
+	SignInUpstream(ctx context.Context, id userapi.UpstreamIdentity, pol userapi.UpstreamPolicy, addr string) (userID string, admin bool, err error)
 }
 
 // SecondFactors keeps the TOTP secrets (userapi/totp.Service).
@@ -63,6 +65,13 @@ type Options struct {
 	TOTP      SecondFactors
 	Policy    Policy
 	Audit     Auditor
+	// NoSecondFactor: two-factor sign-in is off (auth.totp: off; the page
+	// is served for the company identity providers alone), so no code is
+	// asked after a provider's sign-in.
+	NoSecondFactor bool
+	// Upstreams are the company identity providers (OpenID Connect), one
+	// button each.
+	Upstreams []*Upstream
 	// ClientAddr is the request's client address (after trusted proxies).
 	ClientAddr func(*http.Request) string
 	Now        func() time.Time

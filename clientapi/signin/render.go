@@ -19,7 +19,8 @@ func (p *Page) form(w http.ResponseWriter, r *http.Request, fd formData) {
 }
 
 func (p *Page) formStatus(w http.ResponseWriter, r *http.Request, status int, fd formData) {
-	p.render(w, r, status, "signin", map[string]any{"F": fd, "Action": PathSignIn, "Confirming": fd.Purpose.UIASession != ""})
+	p.render(w, r, status, "signin", map[string]any{"F": fd, "Action": PathSignIn, "Confirming": fd.Purpose.UIASession != "",
+		"Providers": p.providerLinks(fd.Purpose)})
 }
 
 // pageData is what every template sees.
@@ -63,6 +64,7 @@ h1{font-size:1.3rem;margin-top:0}label{display:block;margin:.8rem 0 .2rem;font-w
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:1px solid #aab;border-radius:4px}
 button,.button{margin-top:1.2rem;padding:.6rem 1.2rem;font-size:1rem;border:0;border-radius:4px;background:#0b6bcb;color:#fff;cursor:pointer;text-decoration:none;display:inline-block}
 .error{background:#fdecea;color:#8a1c12;padding:.6rem;border-radius:4px}.hint{color:#555;font-size:.9rem}
+.or{margin-top:1.5rem}.providers{list-style:none;padding:0}.providers .button{margin-top:.4rem;background:#3d4451}
 code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2rem}.secret{word-break:break-all}
 </style></head><body><main>{{end}}
 {{define "foot"}}</main></body></html>{{end}}
@@ -82,6 +84,23 @@ code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2
 <input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="32">
 <p class="hint">The 6-digit code from your authenticator app, or a recovery code. Leave it empty if you have not set one up.</p>
 <button type="submit">{{if .D.Confirming}}Confirm{{else}}Sign in{{end}}</button>
+</form>
+{{if .D.Providers}}<p class="or">Or {{if .D.Confirming}}confirm{{else}}sign in{{end}} with your company account:</p>
+<ul class="providers">{{range .D.Providers}}<li><a class="button" href="{{.URL}}">{{.Name}}</a></li>{{end}}</ul>{{end}}
+{{template "foot" .}}{{end}}
+
+{{define "code"}}{{template "head" .}}
+<h1>Two-factor code</h1>
+<p>Signed in as <strong>{{.D.User}}</strong>. Your account also asks for the code from your authenticator app.</p>
+{{if .D.Error}}<p class="error" role="alert">{{.D.Error}}</p>{{end}}
+<form method="post" action="{{.D.Action}}">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<input type="hidden" name="redirect_url" value="{{.D.Purpose.RedirectURL}}">
+<input type="hidden" name="uia_session" value="{{.D.Purpose.UIASession}}">
+<label for="code">Two-factor code</label>
+<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="32" required autofocus>
+<p class="hint">The 6-digit code from your authenticator app, or a recovery code.</p>
+<button type="submit">Continue</button>
 </form>
 {{template "foot" .}}{{end}}
 

@@ -128,6 +128,7 @@ func (c Config) Check() Problems {
 	ps = append(ps, c.Auth.check()...)
 	ps = append(ps, c.LDAP.check()...)
 	ps = append(ps, c.closedChecks()...)
+	ps = append(ps, c.OIDC.check(c.PublicBaseURL)...)
 	if c.RateLimits.Enabled {
 		if c.RateLimits.LoginPerMinute < 1 {
 			add("rate_limits.login_per_minute", strconv.Itoa(c.RateLimits.LoginPerMinute), "must be at least 1", "10 is the default; set rate_limits.enabled: false to turn limits off")
@@ -233,6 +234,7 @@ func (c Config) Warnings() []string {
 	w = append(w, c.Auth.warnings()...)
 	w = append(w, c.LDAP.warnings()...)
 	w = append(w, c.exposureWarnings()...)
+	w = append(w, c.OIDC.warnings()...)
 	return w
 }
 

@@ -148,6 +148,11 @@ func (c Config) HasSecrets() bool {
 		c.Auth.TOTPEncryptionKey != "" || strings.Contains(c.Database, "password=") {
 		return true
 	}
+	for _, p := range c.OIDC.Providers {
+		if p.ClientSecret != "" {
+			return true
+		}
+	}
 	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
 		_, ok := u.User.Password()
 		return ok

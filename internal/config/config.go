@@ -64,6 +64,8 @@ type Config struct {
 	Profiles   Profiles   `yaml:"profiles"`
 	Push       Push       `yaml:"push"`
 	Email      Email      `yaml:"email"`
+	// OIDC is sign-in through the company's identity providers.
+	OIDC OIDC `yaml:"oidc"`
 }
 
 // Federation is the Server-Server API (off by default). The key names are
@@ -478,6 +480,10 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			setList(f, val, key, probs)
 			continue
 		}
+		if f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct {
+			setStructList(f, val, key, probs)
+			continue
+		}
 		if f.Type() == mapType && val.Kind == yaml.MappingNode {
 			setMap(f, val, key, probs)
 			continue
@@ -500,6 +506,39 @@ func walkNode(n *yaml.Node, v reflect.Value, prefix string, probs *Problems) {
 			f.SetString(normalizeMap(f.String()))
 		}
 	}
+}
+
+// setStructList decodes a YAML list of mappings (such as oidc.providers)
+// into a slice of structs, each item as strictly as the top level.
+func setStructList(f reflect.Value, val *yaml.Node, key string, probs *Problems) {
+	if val.Kind == yaml.ScalarNode && val.Tag == "!!null" {
+		return
+	}
+	if val.Kind != yaml.SequenceNode {
+		*probs = append(*probs, Problem{Key: key, Why: fmt.Sprintf("must be a list (line %d)", val.Line),
+			Fix: "write one item per entry, each starting with `- `, as docs/configuration.md shows"})
+		return
+	}
+	if len(val.Content) == 0 {
+		f.Set(reflect.Zero(f.Type()))
+		return
+	}
+	out := reflect.MakeSlice(f.Type(), 0, len(val.Content))
+	for i, item := range val.Content {
+		item = resolveAlias(item)
+		itemKey := fmt.Sprintf("%s[%d]", key, i)
+		if item.Kind != yaml.MappingNode {
+			*probs = append(*probs, Problem{Key: itemKey, Why: fmt.Sprintf("must be a mapping (line %d)", item.Line), Fix: "write its keys below the `- `, indented"})
+			continue
+		}
+		e := reflect.New(f.Type().Elem()).Elem()
+		if d, ok := e.Addr().Interface().(interface{ setDefaults() }); ok {
+			d.setDefaults()
+		}
+		walkNode(item, e, itemKey+".", probs)
+		out = reflect.Append(out, e)
+	}
+	f.Set(out)
 }
 
 // setMap stores a YAML mapping of plain strings in a Map field, keeping the
@@ -689,6 +728,9 @@ func Keys() []string {
 				walk(t.Field(i).Type, key+".")
 				continue
 			}
+			if t.Field(i).Type.Kind() == reflect.Slice {
+				continue // a list of mappings (oidc.providers): file only
+			}
 			keys = append(keys, key)
 		}
 	}
@@ -708,6 +750,9 @@ func applyEnv(cfg *Config, environ []string) Problems {
 			key := prefix + strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
 			if v.Field(i).Kind() == reflect.Struct {
 				collect(v.Field(i), key+".")
+				continue
+			}
+			if v.Field(i).Kind() == reflect.Slice {
 				continue
 			}
 			known[EnvName(key)] = v.Field(i)
@@ -745,6 +790,15 @@ func (c Config) Marshal() string {
 	}
 	if cc.Email.SMTPPassword != "" {
 		cc.Email.SMTPPassword = "xxxxx"
+	}
+	if len(cc.OIDC.Providers) > 0 {
+		ps := append([]OIDCProvider(nil), cc.OIDC.Providers...)
+		for i := range ps {
+			if ps[i].ClientSecret != "" {
+				ps[i].ClientSecret = "xxxxx"
+			}
+		}
+		cc.OIDC.Providers = ps
 	}
 	cc.Database = redactURL(cc.Database)
 	cc.NATS.URL = RedactNATS(cc.NATS.URL)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -23,7 +24,7 @@ func TestTemplateLoadsAsDefaults(t *testing.T) {
 	if len(probs) != 0 {
 		t.Fatalf("template has problems: %v", probs)
 	}
-	if cfg != Default() {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Fatalf("template differs from defaults:\n%s\nvs\n%s", cfg.Marshal(), Default().Marshal())
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,7 @@ func TestFederationServersDecoding(t *testing.T) {
 			}
 			// What Marshal prints loads back to the same configuration.
 			again, probs := Load(writeFile(t, cfg.Marshal()), nil)
-			if len(probs) != 0 || again != cfg {
+			if len(probs) != 0 || !reflect.DeepEqual(again, cfg) {
 				t.Fatalf("round trip: %v\n%s\nloaded back as\n%s", probs, cfg.Marshal(), again.Marshal())
 			}
 		})

@@ -138,6 +138,23 @@ ldap:
   # HAVEN_LDAP_TIMEOUT
   timeout: 5s
 
+oidc:
+  # Sign-in through the company's identity providers with OpenID Connect
+  # (Keycloak, Entra ID, Google, Dex ...): one button per provider on
+  # Haven's sign-in page and in Element. Register
+  # <public_baseurl>/_haven/oidc/callback at the provider
+  # (docs/security.md, "Company sign-in (OpenID Connect)"). For example:
+  #   providers:
+  #     - id: keycloak
+  #       name: Company account
+  #       issuer: https://sso.example.com/realms/company
+  #       client_id: haven
+  #       client_secret: "..."
+  #       localpart_claim: preferred_username
+  #       create_accounts: true
+  # File only (no environment variables).
+  providers: []
+
 nats:
   # Empty: embedded NATS JetStream in data_dir, with no network listener.
   # Otherwise the URL of a NATS server or cluster, e.g. nats://nats1:4222

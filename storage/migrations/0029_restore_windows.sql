@@ -4,7 +4,7 @@
 -- handed out positions in (lost_after, base) after the backup was taken;
 -- they are gone, so a sync token naming one is answered as an initial
 -- sync, and no stream hands them out again (it goes on from base).
-CREATE TABLE restore_windows (
+CREATE TABLE IF NOT EXISTS restore_windows (
 	stream      TEXT NOT NULL,
 	restored_ts BIGINT NOT NULL,
 	lost_after  BIGINT NOT NULL,
