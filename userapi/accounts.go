@@ -468,23 +468,10 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (Session, error) 
 			return Session{}, err
 		}
 	}
-	var sess Session
-	var dev Device
-	var oldHash string
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		var err error
-		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin, req.Refresh)
-		return err
-	})
+	sess, err := s.openSession(ctx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin, req.Refresh)
 	if err != nil {
 		return Session{}, err
 	}
-	if oldHash != "" {
-		s.revokeTokens(ctx, []string{oldHash})
-	} else {
-		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
-	}
-	s.cacheToken(dev)
 	detail := map[string]any{"device_id": sess.DeviceID}
 	if req.AppService != "" {
 		detail["appservice"] = req.AppService
@@ -648,4 +635,29 @@ func (s *Service) Deactivate(ctx context.Context, userID string) error {
 	s.broadcast(ctx, invalidation{Profile: userID})
 	s.audit(ctx, "deactivate", logrus.Fields{"user_id": userID, "devices": strings.Join(idsOf(gone), ",")})
 	return nil
+}
+
+// openSession signs a device in for an account whose credentials were
+// checked: it issues the device's tokens (a known device ID gets new
+// ones), then, after the commit, revokes the replaced token or announces
+// the new device, and caches the token.
+func (s *Service) openSession(ctx context.Context, userID, deviceID, displayName, clientAddr string, admin, refresh bool) (Session, error) {
+	var sess Session
+	var dev Device
+	var oldHash string
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var err error
+		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, deviceID, displayName, clientAddr, admin, refresh)
+		return err
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	if oldHash != "" {
+		s.revokeTokens(ctx, []string{oldHash})
+	} else {
+		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
+	}
+	s.cacheToken(dev)
+	return sess, nil
 }

@@ -85,23 +85,10 @@ func (s *Service) LoginWithToken(ctx context.Context, req TokenLoginRequest) (Se
 		s.audit(ctx, "login_failed", logrus.Fields{"user_id": userID, "client_addr": req.ClientAddr, "reason": "deactivated"})
 		return Session{}, merr.UserDeactivated("This account has been deactivated")
 	}
-	var sess Session
-	var dev Device
-	var oldHash string
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		var err error
-		sess, dev, oldHash, err = s.issueDevice(ctx, tx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin, req.Refresh)
-		return err
-	})
+	sess, err := s.openSession(ctx, userID, req.DeviceID, req.DeviceDisplayName, req.ClientAddr, a.admin, req.Refresh)
 	if err != nil {
 		return Session{}, err
 	}
-	if oldHash != "" {
-		s.revokeTokens(ctx, []string{oldHash})
-	} else {
-		s.devicesChanged(ctx, userID, []string{dev.DeviceID}, nil)
-	}
-	s.cacheToken(dev)
 	s.audit(ctx, "login", logrus.Fields{"user_id": userID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "login_type": StageToken})
 	return sess, nil
 }
