@@ -19,6 +19,9 @@ import (
 // thumbnail made on B; B serves them from its cache once A is down; media
 // of a server outside the allowlist is refused.
 func TestFederationMedia(t *testing.T) {
+	// The legacy endpoints (off by default) are turned on: their
+	// allow_remote=false is part of what is checked.
+	t.Setenv("HAVEN_MEDIA_LEGACY_UNAUTHENTICATED", "true")
 	a, b := startSites(t)
 	ctx := context.Background()
 	alice := a.register(t, "alice")
