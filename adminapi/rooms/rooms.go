@@ -103,11 +103,36 @@ func (s *Service) jobContext(ctx context.Context) (context.Context, context.Canc
 
 // Shutdown shuts the room down now and answers what it did.
 func (s *Service) Shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (roomserver.ShutdownResult, error) {
-	res, err := s.rooms.ShutdownRoom(ctx, roomID, req, nil)
+	return s.shutdown(ctx, roomID, req, nil)
+}
+
+// shutdown shuts the room down, telling progress of each phase, and with a
+// purge drops the cached copies of its events.
+func (s *Service) shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest, progress func(phase string)) (roomserver.ShutdownResult, error) {
+	res, err := s.rooms.ShutdownRoom(ctx, roomID, req, progress)
 	if err == nil && req.Purge && s.caches != nil {
 		s.caches.ForgetEvents(roomID, nil, nil)
 	}
 	return res, err
+}
+
+// background runs work as a job (jobContext; Close cancels and waits for
+// it), logs its failure as "<what> failed", and then calls finish with its
+// error under s.mu, to record the outcome in the job's status.
+func (s *Service) background(ctx context.Context, roomID, what string, work func(ctx context.Context) error, finish func(err error)) {
+	jctx, done := s.jobContext(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer done()
+		err := work(jctx)
+		if err != nil {
+			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error(what + " failed")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		finish(err)
+	}()
 }
 
 // StartShutdown checks the request, then shuts the room down in the
@@ -129,30 +154,28 @@ func (s *Service) StartShutdown(ctx context.Context, roomID string, req roomserv
 	s.deletes[id] = st
 	s.pruneLocked()
 	s.mu.Unlock()
-	jctx, done := s.jobContext(ctx)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer done()
-		res, err := s.rooms.ShutdownRoom(jctx, roomID, req, func(phase string) {
+	var res roomserver.ShutdownResult
+	s.background(ctx, roomID, "room deletion", func(jctx context.Context) error {
+		var err error
+		res, err = s.shutdown(jctx, roomID, req, func(phase string) {
 			s.mu.Lock()
 			st.Status = phase
 			s.mu.Unlock()
 		})
-		if err == nil && req.Purge && s.caches != nil {
-			s.caches.ForgetEvents(roomID, nil, nil)
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		return err
+	}, func(err error) {
 		st.ShutdownRoom = res
-		if err != nil {
-			st.Status, st.Error = StatusFailed, errorText(err)
-			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error("room deletion failed")
-			return
-		}
-		st.Status = StatusComplete
-	}()
+		st.Status, st.Error = outcome(err)
+	})
 	return id, nil
+}
+
+// outcome is a finished job's status and error text.
+func outcome(err error) (status, errText string) {
+	if err != nil {
+		return StatusFailed, errorText(err)
+	}
+	return StatusComplete, ""
 }
 
 // errorText is what an admin is told of a failed job.
@@ -204,22 +227,12 @@ func (s *Service) StartPurge(ctx context.Context, roomID string, p roomserver.Pu
 	s.purges[id] = st
 	s.pruneLocked()
 	s.mu.Unlock()
-	jctx, done := s.jobContext(ctx)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer done()
-		err := s.Purge(jctx, roomID, p)
-		s.mu.Lock()
-		defer s.mu.Unlock()
+	s.background(ctx, roomID, "history purge", func(jctx context.Context) error {
+		return s.Purge(jctx, roomID, p)
+	}, func(err error) {
 		st.done = true
-		if err != nil {
-			st.Status, st.Error = StatusFailed, errorText(err)
-			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error("history purge failed")
-			return
-		}
-		st.Status = StatusComplete
-	}()
+		st.Status, st.Error = outcome(err)
+	})
 	return id, nil
 }
 
