@@ -31,6 +31,11 @@ type Auth struct {
 	// sign-in page sends login tokens to without asking; for any other
 	// redirectUrl it shows the site and asks the user first.
 	SSOClientOrigins List `yaml:"sso_client_origins"`
+	// OAuth serves the Matrix OAuth 2.0 API (spec v1.15: auth_metadata,
+	// client registration, authorization code grant, revocation) in front
+	// of the sign-in page, when the page is on and public_baseurl is set
+	// (default true). Element X signs in through it.
+	OAuth bool `yaml:"oauth"`
 }
 
 // TOTPEnabled tells whether the two-factor sign-in is on.

@@ -232,6 +232,7 @@ func (c Config) Warnings() []string {
 	}
 	w = append(w, c.Federation.warnings(c)...)
 	w = append(w, c.Auth.warnings()...)
+	w = append(w, c.oauthWarnings()...)
 	w = append(w, c.LDAP.warnings()...)
 	w = append(w, c.exposureWarnings()...)
 	w = append(w, c.OIDC.warnings()...)

@@ -348,7 +348,7 @@ func Default() Config {
 			MessageBurst:      50,
 		},
 		PasswordPolicy: PasswordPolicy{MinLength: 10, RefuseCommon: true},
-		Auth:           Auth{TOTP: TOTPOff, TOTPAdmins: true},
+		Auth:           Auth{TOTP: TOTPOff, TOTPAdmins: true, OAuth: true},
 		LDAP: LDAP{UserFilter: DefaultLDAPUserFilter, LocalpartAttribute: "uid", DisplayNameAttribute: "cn",
 			EmailAttribute: "mail", CreateAccounts: true, Timeout: DefaultLDAPTimeout},
 		PasswordHashCost:    12,

@@ -84,6 +84,12 @@ auth:
   # confirmation page; others are named to the user, who confirms.
   # HAVEN_AUTH_SSO_CLIENT_ORIGINS
   sso_client_origins: []
+  # The Matrix OAuth 2.0 API (what Element X signs in with): served with the
+  # sign-in page (auth.totp not off, or oidc.providers set) when
+  # public_baseurl is set. Clients register themselves; people sign in and
+  # consent on Haven's page (docs/oauth.md).
+  # HAVEN_AUTH_OAUTH
+  oauth: true
 
 ldap:
   # Check passwords against the company directory (OpenLDAP, Active
