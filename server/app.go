@@ -39,6 +39,7 @@ import (
 	"github.com/haven-chat/haven/syncapi"
 	"github.com/haven-chat/haven/userapi"
 	"github.com/haven-chat/haven/userapi/keys"
+	"github.com/haven-chat/haven/userapi/oauth"
 	"github.com/haven-chat/haven/userapi/roomkeys"
 	"github.com/haven-chat/haven/userapi/totp"
 )
@@ -61,6 +62,8 @@ type App struct {
 	keysFed keysFederation
 	// TOTP keeps the users' second factors (totp.go).
 	TOTP *totp.Service
+	// OAuth is the OAuth 2.0 API (oauth.go); nil when off.
+	OAuth *oauth.Service
 	// Rooms and Sync are the roomserver and the sync engine.
 	Rooms *roomserver.Service
 	Sync  *syncapi.Service

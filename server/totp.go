@@ -45,7 +45,11 @@ func (a *App) signInAreas(api *clientapi.API) ([]func() []clientapi.Route, error
 	page := signin.New(signin.Options{
 		ServerName: a.Cfg.ServerName, PublicBaseURL: a.Cfg.PublicBaseURL, ClientOrigins: a.Cfg.Auth.SSOClientOrigins.Items(),
 		CookieKey: key[:], Users: a.Users, TOTP: a.TOTP, Policy: a.totpPolicy(), Audit: a.Audit, ClientAddr: clientapi.ClientAddr,
-		Upstreams: upstreams, NoSecondFactor: !a.Cfg.Auth.TOTPEnabled(),
+		Upstreams: upstreams, NoSecondFactor: !a.Cfg.Auth.TOTPEnabled(), OAuth: a.openOAuth(),
 	})
-	return append(areas, api.SignInArea(page)), nil
+	areas = append(areas, api.SignInArea(page))
+	if a.OAuth != nil {
+		areas = append(areas, api.OAuthArea(a.OAuth, page))
+	}
+	return areas, nil
 }

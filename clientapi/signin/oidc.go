@@ -119,6 +119,7 @@ type oidcFlow struct {
 	Verifier string `json:"v"`
 	Redirect string `json:"r,omitempty"`
 	UIA      string `json:"u,omitempty"`
+	OAuth    string `json:"o,omitempty"`
 	Expires  int64  `json:"e"`
 }
 
@@ -176,6 +177,9 @@ func (p *Page) providerLinks(pur purpose) []providerLink {
 		if pur.UIASession != "" {
 			q.Set("uia_session", pur.UIASession)
 		}
+		if pur.OAuth != "" {
+			q.Set("oauth", pur.OAuth)
+		}
 		link := PathOIDCStart + url.PathEscape(u.cfg.ID)
 		if len(q) > 0 {
 			link += "?" + q.Encode()
@@ -220,7 +224,7 @@ func (p *Page) OIDCStart(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	f := oidcFlow{Provider: id, State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(),
-		Redirect: pur.RedirectURL, UIA: pur.UIASession, Expires: p.now().Add(oidcFlowLifetime).Unix()}
+		Redirect: pur.RedirectURL, UIA: pur.UIASession, OAuth: pur.OAuth, Expires: p.now().Add(oidcFlowLifetime).Unix()}
 	p.setFlow(w, f)
 	opts := []oauth2.AuthCodeOption{oidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier)}
 	if pur.UIASession != "" {
@@ -263,7 +267,7 @@ func (p *Page) OIDCCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	via := "oidc:" + u.cfg.ID
-	pur := purpose{RedirectURL: f.Redirect, UIASession: f.UIA}
+	pur := purpose{RedirectURL: f.Redirect, UIASession: f.UIA, OAuth: f.OAuth}
 	id, err := p.exchange(ctx, u, f, q)
 	if err != nil {
 		var ue *errUpstream

@@ -31,6 +31,8 @@ type Users interface {
 	UIASessionUser(ctx context.Context, sessionID string) (string, error)
 	CompleteUIAStage(ctx context.Context, sessionID, userID, stage string) error
 	IsAdmin(ctx context.Context, userID string) (bool, error)
+	Devices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
+	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
 	SignInUpstream(ctx context.Context, id userapi.UpstreamIdentity, pol userapi.UpstreamPolicy, addr string) (userID string, admin bool, err error)
 }
 
@@ -72,6 +74,9 @@ type Options struct {
 	// Upstreams are the company identity providers (OpenID Connect), one
 	// button each.
 	Upstreams []*Upstream
+	// OAuth, when set, is the OAuth 2.0 API whose authorization requests
+	// the page signs people in for (oauth.go).
+	OAuth OAuth
 	// ClientAddr is the request's client address (after trusted proxies).
 	ClientAddr func(*http.Request) string
 	Now        func() time.Time
@@ -100,10 +105,13 @@ func (p *Page) now() time.Time { return p.opts.Now() }
 type purpose struct {
 	RedirectURL string
 	UIASession  string
+	// OAuth is a sealed authorization request of the OAuth 2.0 API
+	// (oauth.go).
+	OAuth string
 }
 
 func purposeOf(v url.Values) purpose {
-	return purpose{RedirectURL: v.Get("redirect_url"), UIASession: v.Get("uia_session")}
+	return purpose{RedirectURL: v.Get("redirect_url"), UIASession: v.Get("uia_session"), OAuth: v.Get("oauth")}
 }
 
 // SSORedirect answers GET /login/sso/redirect?redirectUrl=: the browser goes
@@ -143,14 +151,23 @@ func (p *Page) SignIn(w http.ResponseWriter, r *http.Request) {
 		p.failErr(w, r, err)
 		return
 	}
-	p.form(w, r, formData{Purpose: pur, User: user, UserFixed: user != ""})
+	fd := formData{Purpose: pur, User: user, UserFixed: user != ""}
+	if user == "" && pur.OAuth != "" {
+		fd.User = p.loginHint(pur.OAuth)
+	}
+	p.form(w, r, fd)
 }
 
 // checkPurpose validates a purpose; for a UIA session it returns the user
 // who must sign in.
 func (p *Page) checkPurpose(ctx context.Context, pur purpose) (string, error) {
-	if pur.RedirectURL != "" && pur.UIASession != "" {
+	if n := nonEmpty(pur.RedirectURL, pur.UIASession, pur.OAuth); n > 1 {
 		return "", merr.InvalidParam("A sign-in is for a client or for a confirmation, not both.")
+	}
+	if pur.OAuth != "" {
+		if _, err := p.openOAuth(pur.OAuth); err != nil {
+			return "", err
+		}
 	}
 	if pur.RedirectURL != "" {
 		if _, err := validRedirect(pur.RedirectURL); err != nil {
@@ -241,6 +258,8 @@ func (pur purpose) kind() string {
 		return "client"
 	case pur.UIASession != "":
 		return "confirmation"
+	case pur.OAuth != "":
+		return "oauth"
 	}
 	return "account"
 }
@@ -321,6 +340,9 @@ func (p *Page) Finish(w http.ResponseWriter, r *http.Request) {
 func (p *Page) finish(w http.ResponseWriter, r *http.Request, userID string, pur purpose) {
 	ctx := r.Context()
 	switch {
+	case pur.OAuth != "":
+		p.setSession(w, session{userID: userID, state: stateOK})
+		p.consentPage(w, r, userID, pur.OAuth)
 	case pur.UIASession != "":
 		if err := p.opts.Users.CompleteUIAStage(ctx, pur.UIASession, userID, "m.login.sso"); err != nil {
 			p.failErr(w, r, err)
@@ -349,7 +371,7 @@ func (p *Page) finish(w http.ResponseWriter, r *http.Request, userID string, pur
 		p.render(w, r, http.StatusOK, "confirm", map[string]any{"Site": siteName(u), "URL": template.URL(u.String()), "Server": p.opts.ServerName})
 	default:
 		p.setSession(w, session{userID: userID, state: stateOK})
-		http.Redirect(w, r, PathAccount, http.StatusSeeOther)
+		http.Redirect(w, r, p.accountReturn(w, r), http.StatusSeeOther)
 	}
 }
 
@@ -357,15 +379,11 @@ func (p *Page) finish(w http.ResponseWriter, r *http.Request, userID string, pur
 func (p *Page) Account(w http.ResponseWriter, r *http.Request) {
 	s, ok := p.readSession(r)
 	if !ok || s.state != stateOK {
+		p.rememberAccountAction(w, r)
 		http.Redirect(w, r, PathSignIn, http.StatusFound)
 		return
 	}
-	st, err := p.opts.TOTP.Status(r.Context(), s.userID)
-	if err != nil {
-		p.internal(w, r, err)
-		return
-	}
-	p.render(w, r, http.StatusOK, "account", map[string]any{"User": s.userID, "Status": st, "Action": PathTOTP})
+	p.accountPage(w, r, s.userID)
 }
 
 // TOTP changes the signed-in user's set-up (POST): action begin, recovery
@@ -424,10 +442,10 @@ func (p *Page) postForm(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (p *Page) backLink(pur purpose) string {
-	if pur.RedirectURL == "" && pur.UIASession == "" {
+	if pur.RedirectURL == "" && pur.UIASession == "" && pur.OAuth == "" {
 		return PathAccount
 	}
-	return PathSignIn + "?" + url.Values{"redirect_url": {pur.RedirectURL}, "uia_session": {pur.UIASession}}.Encode()
+	return PathSignIn + "?" + url.Values{"redirect_url": {pur.RedirectURL}, "uia_session": {pur.UIASession}, "oauth": {pur.OAuth}}.Encode()
 }
 
 func (p *Page) audit(ctx context.Context, action, actor, target, addr string, ok bool, detail map[string]any) {

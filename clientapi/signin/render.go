@@ -76,6 +76,7 @@ code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="redirect_url" value="{{.D.F.Purpose.RedirectURL}}">
 <input type="hidden" name="uia_session" value="{{.D.F.Purpose.UIASession}}">
+<input type="hidden" name="oauth" value="{{.D.F.Purpose.OAuth}}">
 <label for="username">Username</label>
 <input type="text" id="username" name="username" value="{{.D.F.User}}" autocomplete="username" autocapitalize="none" required {{if .D.F.UserFixed}}readonly{{else}}autofocus{{end}}>
 <label for="password">Password</label>
@@ -97,6 +98,7 @@ code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="redirect_url" value="{{.D.Purpose.RedirectURL}}">
 <input type="hidden" name="uia_session" value="{{.D.Purpose.UIASession}}">
+<input type="hidden" name="oauth" value="{{.D.Purpose.OAuth}}">
 <label for="code">Two-factor code</label>
 <input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="32" required autofocus>
 <p class="hint">The 6-digit code from your authenticator app, or a recovery code.</p>
@@ -115,6 +117,7 @@ code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="redirect_url" value="{{.D.Purpose.RedirectURL}}">
 <input type="hidden" name="uia_session" value="{{.D.Purpose.UIASession}}">
+<input type="hidden" name="oauth" value="{{.D.Purpose.OAuth}}">
 <label for="code">Code from the app</label>
 <input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="8" required autofocus>
 <button type="submit">Turn on</button>
@@ -129,6 +132,7 @@ code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2
 <input type="hidden" name="csrf" value="{{.CSRF}}">
 <input type="hidden" name="redirect_url" value="{{.D.Purpose.RedirectURL}}">
 <input type="hidden" name="uia_session" value="{{.D.Purpose.UIASession}}">
+<input type="hidden" name="oauth" value="{{.D.Purpose.OAuth}}">
 <button type="submit">I have saved them, continue</button>
 </form>{{else}}<p><a class="button" href="/_haven/account">Back</a></p>{{end}}
 {{template "foot" .}}{{end}}
@@ -157,6 +161,7 @@ if (window.onAuthDone) { window.onAuthDone(); } else if (window.opener && window
 {{else}}<p>Two-factor sign-in is <strong>off</strong>.</p>
 <form method="post" action="{{.D.Action}}"><input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="action" value="begin"><button type="submit">Set it up</button></form>
 {{end}}
+{{template "devices" .}}
 <form method="post" action="{{.D.Action}}"><input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="action" value="signout"><button type="submit">Sign out of this page</button></form>
 {{template "foot" .}}{{end}}
 
