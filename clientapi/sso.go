@@ -38,6 +38,7 @@ func (a *API) SignInArea(p *signin.Page) func() []Route {
 			{Method: "POST", Path: signin.PathFinish, H: html(p.Finish), Auth: authNone},
 			{Method: "GET", Path: signin.PathAccount, H: html(p.Account), Auth: authNone},
 			{Method: "POST", Path: signin.PathTOTP, H: html(p.TOTP), Auth: authNone},
+			{Method: "POST", Path: signin.PathAccountDevices, H: html(p.AccountDevices), Auth: authNone},
 		}
 	}
 }
