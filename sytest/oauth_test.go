@@ -64,7 +64,7 @@ func registerClient(t *testing.T, s *server, redirect string) string {
 	r := s.do(t, "POST", "/_haven/oauth2/registration", "", map[string]any{
 		"client_name": "Sytest Client", "client_uri": "https://client.example", "application_type": "native",
 		"redirect_uris": []string{redirect, "example.client.app:/callback"}, "token_endpoint_auth_method": "none",
-		"grant_types": []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
+		"grant_types":    []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
 		"response_types": []string{"code"}, "contacts": []string{"ops@client.example"},
 		"tos_uri": "https://client.example/tos", "policy_uri": "https://elsewhere.example/policy",
 	}).expect(t, 201)
@@ -269,7 +269,7 @@ func TestOAuthAPI(t *testing.T) {
 
 			// Account management: the browser signed in above lists bob's
 			// sessions and ends one, as a client asks with ?action=.
-			acc := b.get("/_haven/account?action=org.matrix.session_end&device_id=" + device).expect(t, 200, "sign out the session "+device)
+			acc := b.get("/_haven/account?action=org.matrix.session_end&device_id="+device).expect(t, 200, "sign out the session "+device)
 			if !strings.Contains(acc.Body, `name="device_id" value="`+device+`"`) {
 				t.Fatalf("account page does not list the device:\n%s", acc.Body)
 			}
@@ -363,7 +363,7 @@ func oauthNegative(t *testing.T, s *server, cb *callback, cfg *oauth2.Config, cl
 		t.Fatalf("deny sent the browser to %s", loc)
 	}
 	// A sealed request that was changed is refused.
-	b.get("/_haven/signin?oauth=" + url.QueryEscape(sealed[:len(sealed)-2]+"xx")).expect(t, 400, "expired or was changed")
+	b.get("/_haven/signin?oauth="+url.QueryEscape(sealed[:len(sealed)-2]+"xx")).expect(t, 400, "expired or was changed")
 
 	// Requests that stop on Haven's error page: the client or the redirect
 	// URI cannot be trusted with the answer.
