@@ -2,14 +2,19 @@ package sytest
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/zitadel/oidc/v3/example/server/storage"
 	"golang.org/x/oauth2"
 )
 
@@ -452,4 +457,58 @@ func TestOAuthTOTPRequired(t *testing.T) {
 	}
 	// Without finishing the set-up there is no consent.
 	b.post("/_haven/oauth2/consent", url.Values{"csrf": {r.csrf(t)}, "oauth": {sealed}, "action": {"allow"}}).expect(t, 403, "expired")
+}
+
+// Signing in at a company identity provider (oidc.providers, no TOTP)
+// also ends on the consent page and gives the client a code.
+func TestOAuthWithCompanySignIn(t *testing.T) {
+	op := startOP(t)
+	s := newServer(t, "sqlite")
+	oidcCB := s.URL + "/_haven/oidc/callback"
+	storage.RegisterClients(storage.WebClient("haven-oauth", "haven oauth secret", oidcCB))
+	cfgFile := filepath.Join(t.TempDir(), "haven.yaml")
+	conf := fmt.Sprintf("server_name: localhost\npublic_baseurl: %s\noidc:\n  providers:\n    - id: company\n      name: Company account\n      issuer: %s\n      client_id: haven-oauth\n      client_secret: haven oauth secret\n", s.URL, op.issuer())
+	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{"--config", cfgFile}
+	s.start()
+
+	cb := newCallback(t)
+	cfg := oauthConfig(s, registerClient(t, s, cb.uri()), cb.uri(), "COMPANYDEV")
+	verifier := oauth2.GenerateVerifier()
+	b := newBrowser(t, s)
+	form, _ := b.openAuthorize(cfg.AuthCodeURL("company-state", oauth2.S256ChallengeOption(verifier)))
+	m := hrefRE.FindStringSubmatch(form.Body)
+	if m == nil || !strings.HasPrefix(html.UnescapeString(m[1]), "/_haven/signin/oidc/company?oauth=") {
+		t.Fatalf("no provider button carrying the request:\n%s", form.Body)
+	}
+	r := b.get(html.UnescapeString(m[1]))
+	if r.Status != http.StatusFound {
+		t.Fatalf("start at the provider: %d %s", r.Status, r.Body)
+	}
+	next := r.Header.Get("Location")
+	loc := b.abs(next, b.follow(next))
+	login := b.getAbs(loc)
+	id := regexp.MustCompile(`name="id" value="([^"]+)"`).FindStringSubmatch(login.Body)
+	if id == nil {
+		t.Fatalf("provider login form: %d %s", login.Status, login.Body)
+	}
+	resp, err := b.c.PostForm(b.abs(loc, "/login/username"), url.Values{"id": {id[1]}, "username": {"alice"}, "password": {"alice provider pw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := readPage(t, resp)
+	back := b.abs(loc, p.Header.Get("Location"))
+	back = b.abs(back, b.follow(back))
+	cons := b.callback(back).expect(t, 200, "Allow Sytest Client?")
+	sealed := oauthFieldRE.FindStringSubmatch(cons.Body)[1]
+	b.getAbs(b.consent(cons, sealed, "allow"))
+	tok, err := cfg.Exchange(context.Background(), cb.last(t).Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if who := s.do(t, "GET", "/_matrix/client/v3/account/whoami", tok.AccessToken, nil).expect(t, 200); who.str("user_id") != "@alice:localhost" || who.str("device_id") != "COMPANYDEV" {
+		t.Fatalf("whoami: %s", who)
+	}
 }
