@@ -74,5 +74,13 @@
 // /login takes m.login.token; DELETE /_synapse/admin/v1/users/{userId}/totp
 // resets a user's second factor.
 //
+// OAuth 2.0 API (oauth.go, docs/oauth.md): OAuthArea, added when
+// config.OAuthOn, serves GET /_matrix/client/v1/auth_metadata (and the
+// unstable msc2965 paths), dynamic client registration, the token and
+// revocation endpoints (form bodies in, OAuth JSON errors out, written by
+// the handler, not by httpx's Matrix error mapper), and routes the
+// authorization endpoint and the consent page of clientapi/signin. The
+// grants themselves are userapi/oauth's.
+//
 // Tables: none. Goroutines: none. Locks: the rate limiter's mutex, a leaf.
 package clientapi

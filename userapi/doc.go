@@ -64,6 +64,11 @@
 // IssueLoginToken: a single-use token (login_tokens, SHA-256 only, two
 // minutes, migration 0031) that LoginWithToken exchanges (m.login.token).
 //
+// OAuth 2.0 sessions (oauthsession.go; the protocol is userapi/oauth):
+// LoginOAuth opens the device named by an authorization code's scope with a
+// refresh token, its refresh is Refresh, and DeviceOfToken finds the device
+// of an access or refresh token for revocation.
+//
 // Company directory (ldap.go; the LDAP client is userapi/ldap):
 // Options.Directory, when set, checks every password (m.login.password,
 // CheckCredentials, the UIA password stage) against the directory, behind

@@ -1,10 +1,9 @@
 // Package signin is Haven's own sign-in page: server-rendered HTML with no
 // external assets, where a person gives the username, the password and,
 // when the account has or needs one, a TOTP code. It is how a second factor
-// reaches clients that only know m.login.password, and it is built to be
-// the front of the OAuth 2.0 API later (a request to sign in carries a
-// purpose: a client's redirectUrl or a UIA session today, an authorization
-// request then).
+// reaches clients that only know m.login.password, and it is the front of
+// the OAuth 2.0 API (a request to sign in carries a purpose: a client's
+// redirectUrl, a UIA session, or an OAuth authorization request).
 //
 // Uses, all under /_haven/ except the Matrix entry points:
 //   - m.login.sso: GET /_matrix/client/v3/login/sso/redirect?redirectUrl=
@@ -32,6 +31,18 @@
 //     userinfo, and asks userapi.SignInUpstream for the account. The
 //     second factor then applies as after a password (PathCode), unless
 //     auth.totp is off. Failures are HTML pages; causes go to the log.
+//
+//   - the OAuth 2.0 API (oauth.go): GET /_haven/oauth2/authorize has the
+//     request checked by userapi/oauth, seals it (HMAC with the cookie key,
+//     30 minutes) and carries it through the page as the purpose "oauth"
+//     (a hidden field; in the company sign-in's cookie); after the full
+//     sign-in (password or provider, then the second factor per policy)
+//     the page asks for consent, and POST /_haven/oauth2/consent issues
+//     the code and redirects to the client (or sends access_denied).
+//   - account management (account.go): the account page also lists the
+//     user's devices with a Sign out button (POST /_haven/account/devices)
+//     and honours ?action= and ?device_id= from clients, kept in a cookie
+//     across a sign-in.
 //
 // A user who must use a second factor but has none set up is taken through
 // the set-up right after the password, before the sign-in finishes.
