@@ -6,6 +6,7 @@
 // redirectUrl, a UIA session, or an OAuth authorization request).
 //
 // Uses, all under /_haven/ except the Matrix entry points:
+//
 //   - m.login.sso: GET /_matrix/client/v3/login/sso/redirect?redirectUrl=
 //     leads to the page; on success the page makes a login token
 //     (userapi.IssueLoginToken, two minutes, single use) and sends the
@@ -14,12 +15,15 @@
 //     not in auth.sso_client_origins is named on a confirmation page first,
 //     so that a link to the page with someone else's site cannot take the
 //     token unseen.
+//
 //   - the m.login.sso UIA stage: GET /_matrix/client/v3/auth/m.login.sso/
 //     fallback/web?session= leads to the page for the session's user; on
 //     success the stage is marked completed in the session and the page
 //     tells the client (window.onAuthDone or postMessage "authDone").
+//
 //   - the account page (/_haven/account): the user sets up TOTP (QR code as
 //     inline SVG, and the secret), or makes new recovery codes.
+//
 //   - company sign-in (oidc.go): with oidc.providers, each provider is a
 //     button on the page and an identity provider of m.login.sso
 //     (GET /_matrix/client/v3/login/sso/redirect/{idpId} goes straight to
@@ -39,6 +43,7 @@
 //     sign-in (password or provider, then the second factor per policy)
 //     the page asks for consent, and POST /_haven/oauth2/consent issues
 //     the code and redirects to the client (or sends access_denied).
+//
 //   - account management (account.go): the account page also lists the
 //     user's devices with a Sign out button (POST /_haven/account/devices)
 //     and honours ?action= and ?device_id= from clients, kept in a cookie
