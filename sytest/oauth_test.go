@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"golang.org/x/oauth2"
@@ -511,4 +513,23 @@ func TestOAuthWithCompanySignIn(t *testing.T) {
 	if who := s.do(t, "GET", "/_matrix/client/v3/account/whoami", tok.AccessToken, nil).expect(t, 200); who.str("user_id") != "@alice:localhost" || who.str("device_id") != "COMPANYDEV" {
 		t.Fatalf("whoami: %s", who)
 	}
+}
+
+// TestOAuthJSSDK: matrix-js-sdk's own OAuth 2.0 client (registerClient,
+// generateAuthorizationCodeGrantUrl, completeAuthorizationCodeGrant,
+// performRefreshTokenGrant, revokeToken) against Haven: sytest/js/oauth.mjs.
+func TestOAuthJSSDK(t *testing.T) {
+	jsDir := jsSDKDir(t)
+	s := startOAuthServer(t, "sqlite", "HAVEN_AUTH_TOTP=optional", "HAVEN_AUTH_TOTP_ENCRYPTION_KEY=sytest-totp-encryption-key")
+	s.register(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "oauth.mjs", s.URL, "alice", "password-alice")
+	cmd.Dir = jsDir
+	cmd.Env = append(os.Environ(), "NODE_NO_WARNINGS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node oauth.mjs: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }
