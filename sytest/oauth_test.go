@@ -214,9 +214,16 @@ func TestOAuthAPI(t *testing.T) {
 				t.Fatalf("device: %s", devs)
 			}
 
-			// The code is single use.
+			// The code is single use; a second use (a stolen code?) ends the
+			// session it made.
 			if _, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier)); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
 				t.Fatalf("second exchange: %v", err)
+			}
+			s.do(t, "GET", "/_matrix/client/v3/account/whoami", tok.AccessToken, nil).expectErr(t, 401, "M_UNKNOWN_TOKEN")
+			verifier = oauth2.GenerateVerifier()
+			code = signInForCode(t, s, cb, cfg, "state-1b", verifier, "alice", "password-alice", "")
+			if tok, err = cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier)); err != nil {
+				t.Fatalf("exchange: %v", err)
 			}
 
 			// Refresh: both tokens rotate; the old refresh token dies once
@@ -532,4 +539,24 @@ func TestOAuthJSSDK(t *testing.T) {
 		t.Fatalf("node oauth.mjs: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// Without public_baseurl (or without the sign-in page) the OAuth 2.0 API
+// is off: auth_metadata is 404 M_UNRECOGNIZED, which tells clients to use
+// the login API, and the login API is as before.
+func TestOAuthOff(t *testing.T) {
+	s := startServer(t, "sqlite", "HAVEN_AUTH_TOTP=optional", "HAVEN_AUTH_TOTP_ENCRYPTION_KEY=sytest-totp-encryption-key")
+	for _, path := range []string{"/_matrix/client/v1/auth_metadata", "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer"} {
+		s.do(t, "GET", path, "", nil).expectErr(t, 404, "M_UNRECOGNIZED")
+	}
+	s.do(t, "POST", "/_haven/oauth2/registration", "", map[string]any{}).expectErr(t, 404, "M_UNRECOGNIZED")
+	if got := flowTypes(s.do(t, "GET", "/_matrix/client/v3/login", "", nil).expect(t, 200)); got != "m.login.password,m.login.sso,m.login.token" {
+		t.Fatalf("flows %s", got)
+	}
+	s.mu.Lock()
+	logs := s.logs.String()
+	s.mu.Unlock()
+	if !strings.Contains(logs, "public_baseurl is empty") {
+		t.Fatalf("no warning about the OAuth API being off:\n%s", logs)
+	}
 }

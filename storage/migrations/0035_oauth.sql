@@ -17,7 +17,8 @@ CREATE TABLE oauth_codes (
 	scope          TEXT NOT NULL,
 	device_id      TEXT NOT NULL,
 	code_challenge TEXT NOT NULL,
-	expires_ts     BIGINT NOT NULL
+	expires_ts     BIGINT NOT NULL,
+	used           BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX oauth_codes_expires ON oauth_codes (expires_ts);
 CREATE TABLE oauth_sessions (

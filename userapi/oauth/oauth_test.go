@@ -168,12 +168,33 @@ func TestGrants(t *testing.T) {
 		if !strings.Contains(string(raw), `"token_type":"Bearer"`) {
 			t.Fatalf("token body %s", raw)
 		}
-		if _, err := exchange(code); codeOf(err) != ErrInvalidGrant {
-			t.Fatalf("reused code: %v", err)
-		}
 		d, err := users.Authenticate(ctx, tok.AccessToken)
 		if err != nil || d.UserID != alice || d.DeviceID != "DEV1" {
 			t.Fatalf("device %+v %v", d, err)
+		}
+		// A second use of the code is refused and ends the session it made.
+		if _, err := exchange(code); codeOf(err) != ErrInvalidGrant {
+			t.Fatalf("reused code: %v", err)
+		}
+		if _, err := users.Authenticate(ctx, tok.AccessToken); err == nil {
+			t.Fatal("the session of a reused code still works")
+		}
+		code, _ = s.IssueCode(ctx, req, alice)
+		if tok, err = exchange(code); err != nil {
+			t.Fatal(err)
+		}
+		// A code refused (wrong verifier) is gone; trying it again does not
+		// end the device's current session.
+		code, _ = s.IssueCode(ctx, req, alice)
+		if _, err := s.Grant(ctx, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "client_id": {c.ID},
+			"redirect_uri": {"https://app.example.com/cb"}, "code_verifier": {verifier + "x"}}, ""); codeOf(err) != ErrInvalidGrant {
+			t.Fatalf("wrong verifier: %v", err)
+		}
+		if _, err := exchange(code); codeOf(err) != ErrInvalidGrant {
+			t.Fatalf("refused code again: %v", err)
+		}
+		if _, err := users.Authenticate(ctx, tok.AccessToken); err != nil {
+			t.Fatalf("session ended by a refused code: %v", err)
 		}
 		// Refresh, then revoke the new refresh token: the device is gone.
 		ref, err := s.Grant(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {c.ID}}, "")

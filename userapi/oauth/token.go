@@ -124,26 +124,54 @@ func (s *Service) exchangeCode(ctx context.Context, form url.Values, clientAddr 
 	// The code is used up by the first try, right or wrong: a wrong
 	// verifier cannot be retried against it.
 	var row codeRow
+	reused := false
+	h := userapi.HashToken(code)
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		return tx.QueryRow(ctx, `DELETE FROM oauth_codes WHERE code_hash = $1
-RETURNING client_id, user_id, redirect_uri, scope, device_id, code_challenge, expires_ts`, userapi.HashToken(code)).
+		err := tx.QueryRow(ctx, `UPDATE oauth_codes SET used = TRUE WHERE code_hash = $1 AND used = FALSE
+RETURNING client_id, user_id, redirect_uri, scope, device_id, code_challenge, expires_ts`, h).
 			Scan(&row.clientID, &row.userID, &row.redirectURI, &row.scope, &row.deviceID, &row.challenge, &row.expires)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = tx.QueryRow(ctx, `SELECT client_id, user_id, device_id FROM oauth_codes WHERE code_hash = $1`, h).Scan(&row.clientID, &row.userID, &row.deviceID)
+			reused = err == nil
+		}
+		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {
-		return Token{}, oauthErr(ErrInvalidGrant, "Unknown authorization code, or one already used")
+		return Token{}, oauthErr(ErrInvalidGrant, "Unknown authorization code")
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("use oauth code: %w", err)
 	}
+	if reused {
+		// RFC 6749 4.1.2: a code used twice may have been stolen; the
+		// session it made is ended.
+		if err := s.revokeSession(ctx, row.userID, row.deviceID, row.clientID); err != nil {
+			return Token{}, err
+		}
+		return Token{}, oauthErr(ErrInvalidGrant, "The authorization code was already used; the session it made has been signed out")
+	}
+	var refusal *Error
 	switch {
 	case s.now().UnixMilli() > row.expires:
-		return Token{}, oauthErr(ErrInvalidGrant, "The authorization code has expired")
+		refusal = oauthErr(ErrInvalidGrant, "The authorization code has expired")
 	case row.clientID != c.ID:
-		return Token{}, oauthErr(ErrInvalidGrant, "The authorization code was issued to another client")
+		refusal = oauthErr(ErrInvalidGrant, "The authorization code was issued to another client")
 	case row.redirectURI != redirectURI:
-		return Token{}, oauthErr(ErrInvalidGrant, "redirect_uri is not the one of the authorization request")
+		refusal = oauthErr(ErrInvalidGrant, "redirect_uri is not the one of the authorization request")
 	case !validPKCE(verifier) || subtle.ConstantTimeCompare([]byte(s256(verifier)), []byte(row.challenge)) != 1:
-		return Token{}, oauthErr(ErrInvalidGrant, "The code_verifier does not match the code_challenge")
+		refusal = oauthErr(ErrInvalidGrant, "The code_verifier does not match the code_challenge")
+	}
+	if refusal != nil {
+		// A code refused made no session: it is forgotten, so that trying
+		// it again is not taken for a stolen code's second use.
+		err := s.db.Write(ctx, func(tx *storage.Tx) error {
+			_, err := tx.Exec(ctx, `DELETE FROM oauth_codes WHERE code_hash = $1`, h)
+			return err
+		})
+		if err != nil {
+			return Token{}, fmt.Errorf("delete refused oauth code: %w", err)
+		}
+		return Token{}, refusal
 	}
 	sess, err := s.users.LoginOAuth(ctx, row.userID, row.deviceID, c.Name(), clientAddr)
 	if err != nil {
@@ -211,6 +239,31 @@ func (s *Service) refresh(ctx context.Context, form url.Values) (Token, error) {
 	return tokenOf(sess, scope), nil
 }
 
+// revokeSession signs out the device of an OAuth session if it still
+// belongs to clientID.
+func (s *Service) revokeSession(ctx context.Context, userID, deviceID, clientID string) error {
+	owner, _, ok, err := s.session(ctx, userID, deviceID)
+	if err != nil || !ok || owner != clientID {
+		return err
+	}
+	return s.endSession(ctx, userID, deviceID)
+}
+
+// endSession deletes the device and its OAuth session row.
+func (s *Service) endSession(ctx context.Context, userID, deviceID string) error {
+	if err := s.users.DeleteDevices(ctx, userID, []string{deviceID}); err != nil {
+		return err
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete oauth session %s %s: %w", userID, deviceID, err)
+	}
+	return nil
+}
+
 // Revoke revokes an access or refresh token (RFC 7009): the device is
 // signed out. An unknown token is not an error. A token of an OAuth
 // session may only be revoked by its own client, when client_id is given.
@@ -242,17 +295,5 @@ func (s *Service) Revoke(ctx context.Context, form url.Values) error {
 	if ok && clientID != "" && owner != clientID {
 		return oauthErr(ErrUnauthorizedClient, "The token was issued to another client")
 	}
-	if err := s.users.DeleteDevices(ctx, userID, []string{deviceID}); err != nil {
-		return err
-	}
-	if ok {
-		err = s.db.Write(ctx, func(tx *storage.Tx) error {
-			_, err := tx.Exec(ctx, `DELETE FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("delete oauth session %s %s: %w", userID, deviceID, err)
-		}
-	}
-	return nil
+	return s.endSession(ctx, userID, deviceID)
 }
