@@ -36,6 +36,10 @@ func TestCheckRegistration(t *testing.T) {
 		{"native scheme", `{` + native + `,"redirect_uris":["com.example.app:/callback","com.example:/cb"]}`, ""},
 		{"native loopback", `{` + native + `,"redirect_uris":["http://127.0.0.1/cb","http://localhost:1234/cb","http://[::1]/cb"]}`, ""},
 		{"dev web on localhost", `{"client_uri":"http://localhost:8080","redirect_uris":["http://localhost:8080/cb"]}`, ""},
+		{"Element X", `{"client_name":"Element X","client_uri":"https://element.io","application_type":"native","token_endpoint_auth_method":"none",` +
+			`"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:device_code"],` +
+			`"redirect_uris":["io.element.elementx:/oidc/login","io.element.android:/","https://element.io/oidc/login"],` +
+			`"logo_uri":"https://element.io/mobile-icon.png","policy_uri":"https://element.io/privacy","tos_uri":"https://element.io/acceptable-use-policy-terms"}`, ""},
 		{"not JSON", `{`, ErrInvalidClientMetadata},
 		{"trailing data", `{` + web + `,"redirect_uris":["https://app.example.com/cb"]} {}`, ErrInvalidClientMetadata},
 		{"wrong type", `{"client_uri":5}`, ErrInvalidClientMetadata},
