@@ -64,7 +64,7 @@ h1{font-size:1.3rem;margin-top:0}label{display:block;margin:.8rem 0 .2rem;font-w
 input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:1px solid #aab;border-radius:4px}
 button,.button{margin-top:1.2rem;padding:.6rem 1.2rem;font-size:1rem;border:0;border-radius:4px;background:#0b6bcb;color:#fff;cursor:pointer;text-decoration:none;display:inline-block}
 .error{background:#fdecea;color:#8a1c12;padding:.6rem;border-radius:4px}.hint{color:#555;font-size:.9rem}
-.or{margin-top:1.5rem}.providers{list-style:none;padding:0}.providers .button{margin-top:.4rem;background:#3d4451}
+button.secondary{background:#3d4451;margin-left:.5rem}.or{margin-top:1.5rem}.providers{list-style:none;padding:0}.providers .button{margin-top:.4rem;background:#3d4451}
 code,.codes{font-family:ui-monospace,monospace}.codes{columns:2;padding-left:1.2rem}.secret{word-break:break-all}
 </style></head><body><main>{{end}}
 {{define "foot"}}</main></body></html>{{end}}
