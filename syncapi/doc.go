@@ -5,6 +5,32 @@
 // It reads the roomserver's events and state tables (it never writes them)
 // and owns the tables receipts, presence and peeks.
 //
+// Structure: one engine, shared by every sync API (/sync, GET /events,
+// and sliding sync, MSC4186, next), with one copy of each datum:
+//
+//   - synctoken/: the sync token, one position per stream (Pos here is an
+//     alias of synctoken.Pos).
+//   - notifier/: the in-memory indexes (memberships, latest positions per
+//     user, device and room, known unread counts) and the listeners of
+//     waiting long-polls; Listen, then sample (HasNews, Current), then
+//     wait (Listener.Wake), and the Waiter that runs that loop for any
+//     long-poll (Wait holds a goroutine, Park none).
+//   - streams/: one file per stream, each answering "what changed between
+//     positions A and B for this user (and device)" from a small interface
+//     of its own for its data source: account data, receipts, typing,
+//     presence, to-device, device lists, E2EE key counts, invites and
+//     knocks (stripped state), unread counts. The readers return events
+//     (json.RawMessage) and lists, never /sync's response types, so that
+//     another sync API renders them its own way.
+//   - this package: the Service (it writes the streams it owns: receipts,
+//     presence, peeks; it feeds the notifier and the stream state from the
+//     bus, in order), the rooms stream (the room timelines and state
+//     blocks: sync.go selectTimeline, roomstate.go, visibility.go, with the
+//     rendered-event caches that /messages, /context, /relations and
+//     /search share), and the /sync handler (sync.go build), which
+//     composes the streams into the /sync response (format.go, encode.go:
+//     the wire format).
+//
 // Other servers' users (remote.go): the federation API hands over their
 // receipts (SetRemoteReceipt: m.read only, the sender's ts and thread_id;
 // of the events named, the newest known here, or the last named when none
@@ -95,7 +121,7 @@
 // A membership change of the user in the room after the peek started
 // ends it.
 //
-// Waking: the Notifier keeps, in memory, who is joined to which room, the
+// Waking (notifier/): the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,
 // receipts, typing, presence, account_data, to_device,
@@ -115,7 +141,8 @@
 // as the other streams' writers do. Any other token from ahead of the
 // server is held to its current positions.
 //
-// Parking: StartSync returns a Waiter when there is nothing to answer yet.
+// Parking: StartSync returns a Waiter (notifier.Waiter driving a syncPoll)
+// when there is nothing to answer yet.
 // The client API parks it (Waiter.Park): the HTTP connection is taken over
 // and the request holds no goroutine and no server buffers while it waits
 // (a few KiB each); the wake-up or the deadline answers it on a goroutine of

@@ -154,12 +154,7 @@ func (t *typingState) typingUsers(roomID string) []string {
 	return out
 }
 
-func (s *Service) isJoined(userID, roomID string) bool {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	_, ok := s.n.members[roomID][userID]
-	return ok
-}
+func (s *Service) isJoined(userID, roomID string) bool { return s.n.Joined(userID, roomID) }
 
 // ---- receipts ----
 

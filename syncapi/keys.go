@@ -229,30 +229,6 @@ func (s *Service) keyCounts(ctx context.Context, req SyncRequest, resp *Response
 	return nil
 }
 
-// userRooms lists the rooms the user has any membership of.
-func (n *Notifier) userRooms(user string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]string, 0, len(n.rooms[user]))
-	for r := range n.rooms[user] {
-		out = append(out, r)
-	}
-	return out
-}
-
-// joinedNow tells whether the user is joined to the room and returns the
-// room's joined members.
-func (n *Notifier) joinedNow(user, room string) (bool, []string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	_, joined := n.members[room][user]
-	out := make([]string, 0, len(n.members[room]))
-	for u := range n.members[room] {
-		out = append(out, u)
-	}
-	return joined, out
-}
-
 // deviceListChanges lists the users whose device lists the user must
 // refetch (changed) or may forget (left) between two positions: users who
 // share a room with the user (and the user) whose devices or keys changed,
@@ -274,7 +250,7 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, from, to
 	}
 	if to.Events > from.Events {
 		var rooms []string
-		all := s.n.userRooms(userID)
+		all := s.n.UserRooms(userID)
 		k.mu.Lock()
 		for _, r := range all {
 			p, ok := k.memberPos[r]
@@ -340,14 +316,14 @@ WHERE room_id IN ($1) AND type = 'm.room.member' AND pos > $2 AND pos <= $3 ORDE
 			return fmt.Errorf("membership changes of %s: %w", userID, err)
 		}
 		for room := range ownJoin {
-			if joined, members := s.n.joinedNow(userID, room); joined {
+			if joined, members := s.n.JoinedMembers(userID, room); joined {
 				for _, u := range members {
 					changed[u] = true
 				}
 			}
 		}
 		for room := range ownLeave {
-			if joined, members := s.n.joinedNow(userID, room); !joined {
+			if joined, members := s.n.JoinedMembers(userID, room); !joined {
 				for _, u := range members {
 					left[u] = true
 				}
@@ -383,3 +359,5 @@ func (s *Service) KeyChanges(ctx context.Context, userID, from, to string) (chan
 	}
 	return changed, left, err
 }
+
+type devKey struct{ user, device string }

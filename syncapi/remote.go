@@ -84,16 +84,7 @@ pos = excluded.pos, currently_active = excluded.currently_active`,
 }
 
 // inSomeRoom tells whether the user is joined to a room of ours.
-func (s *Service) inSomeRoom(userID string) bool {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	for _, m := range s.n.rooms[userID] {
-		if m.m == "join" {
-			return true
-		}
-	}
-	return false
-}
+func (s *Service) inSomeRoom(userID string) bool { return s.n.InSomeRoom(userID) }
 
 // CurrentPresence is a user's presence as stored (false: never set, which
 // is offline).

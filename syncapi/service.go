@@ -14,6 +14,7 @@ import (
 	"github.com/haven-chat/haven/internal/stream"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/syncapi/notifier"
 )
 
 // bus is the part of the event bus the sync engine needs.
@@ -85,7 +86,7 @@ type Service struct {
 	rooms rooms
 	users users
 	opts  Options
-	n     *Notifier
+	n     *notifier.Notifier
 
 	rendered *lru.Cache[string, *clientEvent]
 	recent   *lru.Cache[string, *recentRoom]
@@ -213,7 +214,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	}
 	start.ToDevice, start.DeviceLists = td, dl
 	s.follow = roomserver.NewFollower(db, start.Events, s.applyRoomEvent)
-	s.n = NewNotifier(start)
+	s.n = notifier.New(start)
 	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
 		s.Close()
 		return nil, err
@@ -255,7 +256,7 @@ func (s *Service) Close() {
 }
 
 // Notifier exposes the wake-up indexes (for metrics and tests).
-func (s *Service) Notifier() *Notifier { return s.n }
+func (s *Service) Notifier() *notifier.Notifier { return s.n }
 
 // onRoomEvent takes a room_events notice from the bus; the follower hands
 // it on to applyRoomEvent after whatever the bus lost before it.
@@ -294,12 +295,12 @@ func (s *Service) applyRoomEvent(ctx context.Context, np *roomserver.Notice) {
 	if n.Type == "m.room.member" && n.StateKey != nil {
 		target, m = *n.StateKey, n.Membership
 	}
-	effect := unreadNone
+	effect := notifier.UnreadNone
 	switch {
 	case n.Redacts != "":
-		effect = unreadRecount
-	case countsAsUnread(n.Type, n.StateKey):
-		effect = unreadCount
+		effect = notifier.UnreadRecount
+	case notifier.CountsAsUnread(n.Type, n.StateKey):
+		effect = notifier.UnreadCount
 	}
 	if target != "" {
 		s.noteMembership(n.RoomID, n.Pos)
@@ -339,7 +340,7 @@ func nowMS() int64 { return now().UnixMilli() }
 // usually nothing, at most microseconds.
 func (s *Service) CatchUp(ctx context.Context) {
 	want := Pos{Events: s.rooms.Position(), Receipts: s.receiptSeq.Visible(), AccountData: s.users.AccountDataPosition(), Peeks: s.peekSeq.Visible()}
-	if s.n.caughtUp(want) {
+	if s.n.CaughtUp(want) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -11,6 +11,7 @@ import (
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/notifier"
 )
 
 // SyncRequest is a parsed GET /sync.
@@ -239,16 +240,59 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		return resp, nil, err
 	}
 	timeout := min(req.Timeout, MaxTimeout)
-	w := &Waiter{s: s, req: req, cur: *since, deadline: time.Now().Add(timeout)}
-	resp, err := w.check(ctx, timeout <= 0)
-	if err != nil || resp != nil {
-		return resp, nil, err
-	}
-	return nil, w, nil
+	return notifier.Start[*Response](ctx, s.n, req.UserID, req.DeviceID, timeout, &syncPoll{s: s, req: req, cur: *since})
 }
 
-// build makes the response for the window (since, view.upto].
-func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view userView) (*Response, error) {
+// Waiter is a /sync that found nothing to answer yet (notifier.Waiter):
+// its listener is registered, so a commit for the device wakes it; Wait
+// holds a goroutine while waiting, Park holds none.
+type Waiter = notifier.Waiter[*Response]
+
+// syncPoll is one /sync long-poll as the notifier's Waiter drives it:
+// sampled from memory, answered by build from its position on.
+type syncPoll struct {
+	s   *Service
+	req SyncRequest
+	cur Pos
+}
+
+// News: does anything concerning the device lie after the poll's position?
+func (p *syncPoll) News() bool { return p.s.n.HasNews(p.req.UserID, p.req.DeviceID, p.cur) }
+
+// Answer builds the response from the poll's position; an empty one is
+// not an answer (unless forced): the position moves on to its next_batch.
+func (p *syncPoll) Answer(ctx context.Context, force bool) (*Response, bool, error) {
+	resp, err := p.s.build(ctx, p.req, &p.cur, p.s.n.View(p.req.UserID))
+	if err != nil {
+		return nil, false, err
+	}
+	if force || !resp.empty() {
+		return resp, true, nil
+	}
+	next, _ := ParsePos(resp.NextBatch)
+	p.cur = next.Max(p.cur)
+	return nil, false, nil
+}
+
+// Empty is the answer of a sync that waited in vain: its own token, and
+// the key counts every response carries.
+func (p *syncPoll) Empty(ctx context.Context) (*Response, error) {
+	resp := newResponse()
+	resp.NextBatch = p.cur.String()
+	if p.req.eventStream {
+		return resp, nil
+	}
+	if err := p.s.keyCounts(ctx, p.req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Waiting is the number of /syncs waiting (registered listeners).
+func (s *Service) Waiting() int { return s.n.Waiting() }
+
+// build makes the response for the window (since, view.Upto].
+func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view notifier.UserView) (*Response, error) {
 	// A few builds at a time: more would not finish sooner on this many
 	// cores, only hold more memory (a stampede of initial syncs after a
 	// restart, for one).
@@ -264,7 +308,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 	}
 	req.ignored = ignored
 	resp := newResponse()
-	upto := view.upto
+	upto := view.Upto
 	if since != nil {
 		// Never go backwards (a token from before a restart with a newer typing clock).
 		upto = upto.Max(*since)
@@ -300,20 +344,20 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 	if err != nil {
 		return nil, err
 	}
-	for _, rv := range view.rooms {
-		roomID, mem := rv.id, rv.mem
+	for _, rv := range view.Rooms {
+		roomID, mem := rv.ID, rv.Mem
 		if !o.roomOK(roomID) {
 			continue
 		}
-		if mem.pos > upto.Events {
+		if mem.Pos > upto.Events {
 			// changed after our snapshot of positions; the next sync has it
 			continue
 		}
-		switch mem.m {
+		switch mem.State {
 		case "join":
-			newly := full || mem.pos > sinceEv
-			if !newly && rv.events <= sinceEv && rv.receipts <= since.Receipts &&
-				rv.typing <= since.Typing && len(roomData[roomID]) == 0 {
+			newly := full || mem.Pos > sinceEv
+			if !newly && rv.Events <= sinceEv && rv.Receipts <= since.Receipts &&
+				rv.Typing <= since.Typing && len(roomData[roomID]) == 0 {
 				continue
 			}
 			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, receipts)
@@ -329,7 +373,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			}
 			resp.Rooms.Join[roomID] = jr
 		case "invite":
-			if !initial && mem.pos <= sinceEv {
+			if !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			ir, err := s.invitedRoom(ctx, req.UserID, roomID, req.ignored)
@@ -340,7 +384,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 				resp.Rooms.Invite[roomID] = ir
 			}
 		case "knock":
-			if !initial && mem.pos <= sinceEv {
+			if !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			kr, err := s.knockedRoom(ctx, req.UserID, roomID)
@@ -351,7 +395,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 				resp.Rooms.Knock[roomID] = kr
 			}
 		case "leave", "ban":
-			if initial && !o.IncludeLeave || !initial && mem.pos <= sinceEv {
+			if initial && !o.IncludeLeave || !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			if forgotten, err := s.rooms.Forgotten(ctx, req.UserID, roomID); err != nil {
@@ -409,37 +453,37 @@ func (s *Service) accountData(ctx context.Context, userID string, after, upto in
 // peekedRooms adds the rooms the device peeks into: whole when the peek is
 // new to the client, else what happened since the token. A room the user
 // has joined (or was invited to) since is in those sections instead.
-func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view userView, since *Pos, upto Pos, now int64, resp *Response) error {
+func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view notifier.UserView, since *Pos, upto Pos, now int64, resp *Response) error {
 	peeks := s.n.Peeks(req.UserID, req.DeviceID)
 	if len(peeks) == 0 {
 		return nil
 	}
 	// The user's membership (any, at a position) in each of their rooms.
-	mems := make(map[string]membership, len(view.rooms))
-	for _, rv := range view.rooms {
-		mems[rv.id] = rv.mem
+	mems := make(map[string]notifier.Membership, len(view.Rooms))
+	for _, rv := range view.Rooms {
+		mems[rv.ID] = rv.Mem
 	}
 	var sinceEv int64
 	if since != nil {
 		sinceEv = since.Events
 	}
 	for _, rv := range peeks {
-		m, ok := mems[rv.id]
-		if ok && (m.m == "join" || m.m == "invite" || m.pos >= rv.mem.pos) {
+		m, ok := mems[rv.ID]
+		if ok && (m.State == "join" || m.State == "invite" || m.Pos >= rv.Mem.Pos) {
 			// In the room's own section; a membership change after the
 			// peek started (joining, then leaving) ended the peek.
 			continue
 		}
-		if !req.Opts.roomOK(rv.id) || rv.peekPos > upto.Peeks {
+		if !req.Opts.roomOK(rv.ID) || rv.PeekPos > upto.Peeks {
 			continue
 		}
-		newly := since == nil || req.FullState || rv.peekPos > since.Peeks
-		if !newly && rv.events <= sinceEv && rv.typing <= since.Typing {
+		newly := since == nil || req.FullState || rv.PeekPos > since.Peeks
+		if !newly && rv.Events <= sinceEv && rv.Typing <= since.Typing {
 			continue
 		}
 		// Every event goes through history visibility: a peeker sees
 		// only while the room is world-readable.
-		rv.mem.pos = math.MaxInt64
+		rv.Mem.Pos = math.MaxInt64
 		jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, nil)
 		if err != nil {
 			return err
@@ -450,7 +494,7 @@ func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view userVie
 		if resp.Rooms.Peek == nil {
 			resp.Rooms.Peek = map[string]*joinedRoom{}
 		}
-		resp.Rooms.Peek[rv.id] = jr
+		resp.Rooms.Peek[rv.ID] = jr
 	}
 	return nil
 }
@@ -470,17 +514,17 @@ func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
 // joined rooms that the response will carry: all of them for rooms the
 // device sees whole (initial sync, full state, newly joined), those after
 // since for rooms with new receipts.
-func (s *Service) receiptsFor(ctx context.Context, userID string, view userView, since *Pos, full bool, upto Pos) (map[string]json.RawMessage, error) {
+func (s *Service) receiptsFor(ctx context.Context, userID string, view notifier.UserView, since *Pos, full bool, upto Pos) (map[string]json.RawMessage, error) {
 	var whole, changed []string
-	for _, rv := range view.rooms {
-		if rv.mem.m != "join" || rv.mem.pos > upto.Events {
+	for _, rv := range view.Rooms {
+		if rv.Mem.State != "join" || rv.Mem.Pos > upto.Events {
 			continue
 		}
 		switch {
-		case full || rv.mem.pos > since.Events:
-			whole = append(whole, rv.id)
-		case rv.receipts > since.Receipts:
-			changed = append(changed, rv.id)
+		case full || rv.Mem.Pos > since.Events:
+			whole = append(whole, rv.ID)
+		case rv.Receipts > since.Receipts:
+			changed = append(changed, rv.ID)
 		}
 	}
 	out, err := s.receiptsEvents(ctx, s.db, userID, whole, 0, upto.Receipts)
@@ -726,8 +770,8 @@ func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs [
 	return dst, nil
 }
 
-func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64, receipts map[string]json.RawMessage) (*joinedRoom, error) {
-	roomID, mem := rv.id, rv.mem
+func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv notifier.RoomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64, receipts map[string]json.RawMessage) (*joinedRoom, error) {
+	roomID, mem := rv.ID, rv.Mem
 	o := req.Opts
 	jr := &joinedRoom{
 		State:       eventList{Events: []json.RawMessage{}},
@@ -736,10 +780,10 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 		AccountData: eventList{Events: []json.RawMessage{}},
 	}
 	windowStart := sinceEv
-	if newly && (since == nil || mem.pos > sinceEv) {
+	if newly && (since == nil || mem.Pos > sinceEv) {
 		windowStart = 0
 	}
-	if req.FullState && since != nil && mem.pos <= sinceEv {
+	if req.FullState && since != nil && mem.Pos <= sinceEv {
 		windowStart = sinceEv
 	}
 	var vis *visibility // loaded by keep when the window reaches before the membership
@@ -767,7 +811,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 	s.recordLazy(in, state)
 
 	// Ephemeral: typing and receipts.
-	if (newly || rv.typing > since.Typing) && o.ephemeralOK("m.typing") {
+	if (newly || rv.Typing > since.Typing) && o.ephemeralOK("m.typing") {
 		users := s.typing.typingUsers(roomID)
 		if len(users) > 0 || !newly {
 			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
@@ -779,11 +823,11 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, 
 			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
 		}
 	}
-	if mem.m == "peek" {
+	if mem.State == "peek" {
 		// A peeker has no unread counts.
-	} else if s.opts.Push != nil && (newly || sel.last != nil || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
+	} else if s.opts.Push != nil && (newly || sel.last != nil || rv.Receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
 		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
-	} else if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
+	} else if newly || len(tl) > 0 || rv.Receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)
 		if err != nil {
 			return nil, err
@@ -927,20 +971,7 @@ func (s *Service) roomNamed(ctx context.Context, roomID string, last *clientEven
 }
 
 func (s *Service) summary(roomID, userID string) map[string]any {
-	s.n.mu.Lock()
-	joined, invited := len(s.n.members[roomID]), len(s.n.invited[roomID])
-	heroes := make([]string, 0, joined+invited)
-	for u := range s.n.members[roomID] {
-		if u != userID {
-			heroes = append(heroes, u)
-		}
-	}
-	for u := range s.n.invited[roomID] {
-		if u != userID {
-			heroes = append(heroes, u)
-		}
-	}
-	s.n.mu.Unlock()
+	joined, invited, heroes := s.n.RoomMembers(roomID, userID)
 	sort.Strings(heroes)
 	if len(heroes) > 5 {
 		heroes = heroes[:5]
@@ -1039,15 +1070,15 @@ func (s *Service) memberStrippedState(ctx context.Context, userID, roomID, key s
 	return append(out, self), nil
 }
 
-func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
+func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem notifier.Membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
 	o := req.Opts
 	lr := &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}
 	vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, &vis)
-	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.timelineLimit(roomID), keep)
+	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.Pos, &vis)
+	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.Pos, o.timelineLimit(roomID), keep)
 	if err != nil {
 		return nil, err
 	}
@@ -1060,10 +1091,10 @@ func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, 
 	// the client knew as joined; all of it for a room it joined and left
 	// within the window (or on an initial sync).
 	joinedAtSince := !initial && vis.membershipAfter(sinceEv) == "join"
-	if !initial && !joinedAtSince && !vis.joinedWithin(sinceEv, mem.pos) {
+	if !initial && !joinedAtSince && !vis.joinedWithin(sinceEv, mem.Pos) {
 		return lr, nil // an invite or knock that ended: the client never had the room's state
 	}
-	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: !joinedAtSince, uptoEv: mem.pos, sel: &sel}
+	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: !joinedAtSince, uptoEv: mem.Pos, sel: &sel}
 	ids, err := s.stateIDs(ctx, in)
 	if err != nil {
 		return nil, err
@@ -1097,7 +1128,7 @@ func ignoredSender(ignored map[string]struct{}, e *clientEvent) bool {
 //
 // vis is the user's visibility in the room: loaded (into *vis) when first
 // needed, unless the caller loaded it already.
-func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64, visp **visibility) func(*clientEvent) (bool, error) {
+func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem notifier.Membership, upto int64, visp **visibility) func(*clientEvent) (bool, error) {
 	o := req.Opts
 	roomOK := o.TimelineRoom == nil || o.TimelineRoom(roomID)
 	var current map[[2]string]string
@@ -1105,7 +1136,7 @@ func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID 
 		if !roomOK || !o.timelineOK(e) || ignoredSender(req.ignored, e) {
 			return false, nil
 		}
-		if e.pos >= mem.pos {
+		if e.pos >= mem.Pos {
 			return true, nil
 		}
 		if *visp == nil {
