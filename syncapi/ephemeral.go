@@ -253,68 +253,6 @@ func (s *Service) onReceipt(data []byte) {
 	s.n.OnReceipt(rn.RoomID, rn.UserID, rn.Type == "m.read.private", rn.Pos)
 }
 
-type receiptRow struct {
-	roomID, rtype, userID, threadID, eventID string
-	ts                                       int64
-}
-
-// receiptsEvents builds the m.receipt ephemeral event of each of the rooms
-// from their receipts with since < pos <= upto, in one query; private
-// receipts only for their owner. Rooms without receipts are absent.
-func (s *Service) receiptsEvents(ctx context.Context, q storage.Querier, userID string, rooms []string, since, upto int64) (map[string]json.RawMessage, error) {
-	if len(rooms) == 0 {
-		return nil, nil
-	}
-	rows, err := q.Query(ctx, `SELECT room_id, rtype, user_id, thread_id, event_id, ts FROM receipts WHERE room_id IN ($1) AND pos > $2 AND pos <= $3`, rooms, since, upto)
-	if err != nil {
-		return nil, fmt.Errorf("receipts: %w", err)
-	}
-	defer rows.Close()
-	// room → event → type → user → entry
-	content := map[string]map[string]map[string]map[string]any{}
-	for rows.Next() {
-		var r receiptRow
-		if err := rows.Scan(&r.roomID, &r.rtype, &r.userID, &r.threadID, &r.eventID, &r.ts); err != nil {
-			return nil, err
-		}
-		if r.rtype == "m.read.private" && r.userID != userID {
-			continue
-		}
-		byEvent := content[r.roomID]
-		if byEvent == nil {
-			byEvent = map[string]map[string]map[string]any{}
-			content[r.roomID] = byEvent
-		}
-		byType := byEvent[r.eventID]
-		if byType == nil {
-			byType = map[string]map[string]any{}
-			byEvent[r.eventID] = byType
-		}
-		byUser := byType[r.rtype]
-		if byUser == nil {
-			byUser = map[string]any{}
-			byType[r.rtype] = byUser
-		}
-		entry := map[string]any{"ts": r.ts}
-		if r.threadID != "" {
-			entry["thread_id"] = r.threadID
-		}
-		byUser[r.userID] = entry
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	out := make(map[string]json.RawMessage, len(content))
-	for room, c := range content {
-		ev, err := json.Marshal(map[string]any{"type": "m.receipt", "content": c})
-		if err != nil {
-			return nil, err
-		}
-		out[room] = ev
-	}
-	return out, nil
-}
-
 // ---- presence ----
 
 // PresenceNotice is a user's presence as kept in memory and as

@@ -15,6 +15,7 @@ import (
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/syncapi/notifier"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // bus is the part of the event bus the sync engine needs.
@@ -37,11 +38,7 @@ type rooms interface {
 }
 
 // AccountDataItem is one account data entry; RoomID is "" for global data.
-type AccountDataItem struct {
-	RoomID  string
-	Type    string
-	Content json.RawMessage
-}
+type AccountDataItem = streams.AccountDataItem
 
 // users is what the sync engine asks the user API.
 type users interface {
@@ -109,6 +106,10 @@ type Service struct {
 	// lazySent remembers the member events each device was sent, for
 	// lazy-loading (roomstate.go).
 	lazySent *lazySent
+	// The stream readers (streams/).
+	accountDataStream *streams.AccountData
+	receipts          *streams.Receipts
+	invites           *streams.Invites
 	// lost are the restore windows: positions handed out before a restore
 	// that the restored database does not have (storage.RestoreWindow).
 	lost []storage.RestoreWindow
@@ -153,6 +154,10 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		keyState:   newKeyState(),
 		lazySent:   newLazySent(50000),
 		lost:       lost,
+
+		accountDataStream: streams.NewAccountData(us),
+		receipts:          streams.NewReceipts(db),
+		invites:           streams.NewInvites(db),
 	}
 	// A failed write's position is published as a skip: a receipt notice
 	// saying so, a presence entry with no user.

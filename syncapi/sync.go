@@ -430,24 +430,10 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view n
 }
 
 // accountData loads the user's account data changed in (after, upto] as
-// events: the global entries, and those of each room, as the filter keeps them.
+// events (streams.AccountData): the global entries, and those of each
+// room, as the filter keeps them.
 func (s *Service) accountData(ctx context.Context, userID string, after, upto int64, o *Opts) ([]json.RawMessage, map[string][]json.RawMessage, error) {
-	items, err := s.users.AccountDataSince(ctx, userID, after, upto)
-	if err != nil {
-		return nil, nil, err
-	}
-	global, rooms := []json.RawMessage{}, map[string][]json.RawMessage{}
-	for _, it := range items {
-		ev := accountDataEvent(it.Type, it.Content)
-		if it.RoomID == "" {
-			if o.accountDataOK(it.Type) {
-				global = append(global, ev)
-			}
-		} else if o.roomDataOK(it.Type) {
-			rooms[it.RoomID] = append(rooms[it.RoomID], ev)
-		}
-	}
-	return global, rooms, nil
+	return s.accountDataStream.Changes(ctx, userID, after, upto, o.AccountDataMatch, o.RoomDataMatch)
 }
 
 // peekedRooms adds the rooms the device peeks into: whole when the peek is
@@ -499,17 +485,6 @@ func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view notifie
 	return nil
 }
 
-// accountDataEvent wraps content (a JSON object the user API checked) as an
-// account data event without encoding it again.
-func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
-	b := make([]byte, 0, len(content)+len(typ)+24)
-	b = append(b, `{"type":`...)
-	b = appendString(b, typ)
-	b = append(b, `,"content":`...)
-	b = append(b, content...)
-	return append(b, '}')
-}
-
 // receiptsFor loads, in one query for all of them, the receipts of the
 // joined rooms that the response will carry: all of them for rooms the
 // device sees whole (initial sync, full state, newly joined), those after
@@ -527,24 +502,11 @@ func (s *Service) receiptsFor(ctx context.Context, userID string, view notifier.
 			changed = append(changed, rv.ID)
 		}
 	}
-	out, err := s.receiptsEvents(ctx, s.db, userID, whole, 0, upto.Receipts)
-	if err != nil {
-		return nil, err
+	var after int64
+	if since != nil {
+		after = since.Receipts
 	}
-	if len(changed) > 0 {
-		more, err := s.receiptsEvents(ctx, s.db, userID, changed, since.Receipts, upto.Receipts)
-		if err != nil {
-			return nil, err
-		}
-		if out == nil {
-			out = more
-		} else {
-			for k, v := range more {
-				out[k] = v
-			}
-		}
-	}
-	return out, nil
+	return s.receipts.ForRooms(ctx, userID, whole, changed, after, upto.Receipts)
 }
 
 // timelineSel is the timeline chosen for one room of a response.
@@ -1014,7 +976,7 @@ AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND red
 // invitedRoom is the invite section of a room; an invite from a user the
 // invitee ignores is left out (nil).
 func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignored map[string]struct{}) (*invitedRoom, error) {
-	evs, err := s.memberStrippedState(ctx, userID, roomID, "invite_room_state", ignored)
+	evs, err := s.invites.Invite(ctx, userID, roomID, ignored)
 	if err != nil || evs == nil {
 		return nil, err
 	}
@@ -1022,52 +984,13 @@ func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignore
 }
 
 // knockedRoom is the knock section of a room: the room's stripped state
-// at the knock (of this server's making, or as the room's server answered
-// it) and the knock itself.
+// at the knock and the knock itself.
 func (s *Service) knockedRoom(ctx context.Context, userID, roomID string) (*knockedRoom, error) {
-	evs, err := s.memberStrippedState(ctx, userID, roomID, "knock_room_state", nil)
+	evs, err := s.invites.Knock(ctx, userID, roomID)
 	if err != nil || evs == nil {
 		return nil, err
 	}
 	return &knockedRoom{KnockState: eventList{Events: evs}}, nil
-}
-
-// memberStrippedState is the stripped state the user's current membership
-// event carries in unsigned[key] (invite_room_state, knock_room_state),
-// closed by that event itself; nil when there is none, or when its sender
-// is ignored.
-func (s *Service) memberStrippedState(ctx context.Context, userID, roomID, key string, ignored map[string]struct{}) ([]json.RawMessage, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE event_id = (SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2)`, roomID, userID)
-	if err != nil {
-		return nil, fmt.Errorf("membership of %s: %w", roomID, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	ev, err := roomserver.ScanEvent(rows)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := ignored[ev.Sender]; ok {
-		return nil, nil
-	}
-	var f struct {
-		Content  json.RawMessage            `json:"content"`
-		Unsigned map[string]json.RawMessage `json:"unsigned"`
-	}
-	_ = json.Unmarshal(ev.JSON, &f)
-	var stripped []json.RawMessage
-	_ = json.Unmarshal(f.Unsigned[key], &stripped)
-	out := make([]json.RawMessage, 0, len(stripped)+1)
-	for _, e := range stripped {
-		if len(e) > 0 && e[0] == '{' {
-			out = append(out, e)
-		}
-	}
-	self, _ := json.Marshal(map[string]any{"type": ev.Type, "state_key": userID, "sender": ev.Sender, "content": f.Content,
-		"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
-	return append(out, self), nil
 }
 
 func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem notifier.Membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {

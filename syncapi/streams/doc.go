@@ -1,0 +1,17 @@
+// Package streams holds the sync engine's stream readers, one file per
+// stream: each answers "what changed between positions A and B for this
+// user (and device)" from a small interface of its own for its data
+// source, and returns events (json.RawMessage) and lists, never a sync
+// API's response types. /sync (syncapi) composes them into its response;
+// sliding sync (MSC4186) composes the same readers into its lists, rooms
+// and extensions, so that both share one copy of each datum.
+//
+//   - accountdata.go: global and per-room account data (the user API's).
+//   - receipts.go: m.receipt per room (the table receipts).
+//   - invites.go: the stripped state of invites and knocks.
+//   - json.go: AppendString, the JSON string writer the renderers share.
+//
+// Tables: none of their own; they read those of syncapi (receipts), the
+// roomserver (events, room_state) and the user API through their sources.
+// Goroutines: none. Locks: each stream's own state lock is a leaf lock.
+package streams
