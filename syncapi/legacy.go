@@ -9,6 +9,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // The endpoints of before spec r0 that older clients and bots still call
@@ -214,8 +215,8 @@ func (s *Service) RoomInitialSync(ctx context.Context, userID, deviceID, roomID 
 		members := s.n.Members(roomID)
 		sort.Strings(members)
 		for _, u := range members {
-			if e := s.presenceOf(u); e != nil {
-				resp.Presence = append(resp.Presence, presenceEvent(u, e, now))
+			if e := s.presence.Get(u); e != nil {
+				resp.Presence = append(resp.Presence, streams.PresenceEvent(u, e, now))
 			}
 		}
 	}

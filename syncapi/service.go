@@ -96,8 +96,8 @@ type Service struct {
 	receiptSeq    *stream.Sequencer
 	presenceSeq   *stream.Sequencer
 	peekSeq       *stream.Sequencer
-	typing        *typingState
-	presence      *presenceState
+	typing        *streams.Typing
+	presence      *streams.Presence
 	presenceLocks keyed.Mutex
 	// buildSlots bounds the responses being built at once.
 	buildSlots chan struct{}
@@ -148,9 +148,9 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		rendered:   lru.New[string, *clientEvent]("client_events", 5000),
 		recent:     lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
 		rel:        newRelCache(20000),
-		typing:     newTypingState(),
+		typing:     streams.NewTyping(),
 		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
-		presence:   newPresenceState(),
+		presence:   streams.NewPresence(),
 		keyState:   newKeyState(),
 		lazySent:   newLazySent(50000),
 		lost:       lost,
@@ -209,7 +209,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		Events:      rs.Position(),
 		Receipts:    lastReceipt,
 		AccountData: us.AccountDataPosition(),
-		Typing:      s.typing.pos(),
+		Typing:      s.typing.Pos(),
 		Presence:    lastPresence,
 	}
 	td, dl, err := s.loadKeys(ctx, start.Events)
@@ -242,7 +242,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	for _, f := range queued {
 		f()
 	}
-	go s.typing.expireLoop(s)
+	go s.typing.ExpireLoop(now, s.n.OnTyping)
 	return s, nil
 }
 
@@ -256,7 +256,7 @@ func (s *Service) Close() {
 		s.follow.Close()
 	}
 	if s.typing != nil {
-		s.typing.stop()
+		s.typing.Stop()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/syncapi/notifier"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // SyncRequest is a parsed GET /sync.
@@ -774,10 +775,9 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv notifier.R
 
 	// Ephemeral: typing and receipts.
 	if (newly || rv.Typing > since.Typing) && o.ephemeralOK("m.typing") {
-		users := s.typing.typingUsers(roomID)
+		users := s.typing.Users(roomID)
 		if len(users) > 0 || !newly {
-			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
-			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, streams.TypingEvent(users))
 		}
 	}
 	if o.ephemeralOK("m.receipt") {
@@ -1096,20 +1096,5 @@ func (s *Service) presenceSection(userID string, since *Pos, upto Pos, joinedNow
 	if since != nil {
 		after = since.Presence
 	}
-	whole := map[string]bool{}
-	for _, r := range joinedNow {
-		for _, u := range s.n.Members(r) {
-			whole[u] = true
-		}
-	}
-	who := s.n.CoMembers(userID)
-	sort.Strings(who)
-	for _, u := range who {
-		e := s.presenceOf(u)
-		if e == nil || e.Pos > upto.Presence || (e.Pos <= after && !whole[u]) {
-			continue
-		}
-		ev := presenceEvent(u, e, nowMS())
-		resp.Presence.Events = append(resp.Presence.Events, ev)
-	}
+	resp.Presence.Events = append(resp.Presence.Events, s.presence.Changes(s.n, userID, after, upto.Presence, joinedNow, nowMS())...)
 }

@@ -9,6 +9,10 @@
 //   - accountdata.go: global and per-room account data (the user API's).
 //   - receipts.go: m.receipt per room (the table receipts).
 //   - invites.go: the stripped state of invites and knocks.
+//   - typing.go: who is typing where (memory only; positions from the
+//     clock), its expiry, and the m.typing event.
+//   - presence.go: every user's presence in memory, the window's changes
+//     for a user's co-members, and the m.presence event.
 //   - json.go: AppendString, the JSON string writer the renderers share.
 //
 // Tables: none of their own; they read those of syncapi (receipts), the
