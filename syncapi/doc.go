@@ -155,7 +155,8 @@
 // the one-time key counts and unused fallback key types (cached by the key
 // service, so an idle long-poll stays query-free). A sync whose token is
 // past queued to-device messages deletes them (the acknowledgement); it is
-// a write only when the device has such messages (keyState tracks them).
+// a write only when the device has such messages (streams.ToDevice tracks
+// them).
 //
 // Caches: recently committed events per room, already rendered in the
 // client format (so the ten members of a room who wake for a message build
@@ -170,13 +171,14 @@
 // the next /sync and /messages read the database and no longer show them.
 // It reaches this process's caches only (several processes: not yet).
 //
-// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own;
-// eight wake workers that answer woken parked /syncs (a short-lived
+// Goroutines: the typing expiry ticker (streams.Typing.ExpireLoop); bus
+// deliveries run on NATS's own; the notifier's eight wake workers that answer woken parked /syncs (a short-lived
 // goroutine per wake-up when all eight are busy, and per deadline). At most
 // a few responses are built at once (buildSlots).
 //
-// Lock order: Notifier.mu and keyState.mu are leaf locks (never held
-// together); recentRoom.mu, typingState.mu,
-// presenceState.mu and relCache.mu are never held while taking another
-// lock (relCache.mu is taken before the cache's own, internal lock).
+// Lock order: Notifier.mu and the stream readers' locks (streams.ToDevice,
+// DeviceLists, Typing, Presence) are leaf locks (never held together);
+// recentRoom.mu and relCache.mu are never held while taking another lock
+// (relCache.mu is taken before the cache's own, internal lock). A parked
+// Waiter's mu is taken before Notifier.mu.
 package syncapi

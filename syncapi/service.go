@@ -102,7 +102,6 @@ type Service struct {
 	// buildSlots bounds the responses being built at once.
 	buildSlots chan struct{}
 	unsubs     []func()
-	keyState   *keyState
 	// lazySent remembers the member events each device was sent, for
 	// lazy-loading (roomstate.go).
 	lazySent *lazySent
@@ -110,6 +109,9 @@ type Service struct {
 	accountDataStream *streams.AccountData
 	receipts          *streams.Receipts
 	invites           *streams.Invites
+	toDevice          *streams.ToDevice
+	deviceLists       *streams.DeviceLists
+	keyCountsStream   *streams.KeyCounts
 	// lost are the restore windows: positions handed out before a restore
 	// that the restored database does not have (storage.RestoreWindow).
 	lost []storage.RestoreWindow
@@ -151,13 +153,15 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		typing:     streams.NewTyping(),
 		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		presence:   streams.NewPresence(),
-		keyState:   newKeyState(),
 		lazySent:   newLazySent(50000),
 		lost:       lost,
 
 		accountDataStream: streams.NewAccountData(us),
 		receipts:          streams.NewReceipts(db),
 		invites:           streams.NewInvites(db),
+		toDevice:          streams.NewToDevice(opts.Keys),
+		deviceLists:       streams.NewDeviceLists(db),
+		keyCountsStream:   streams.NewKeyCounts(opts.Keys),
 	}
 	// A failed write's position is published as a skip: a receipt notice
 	// saying so, a presence entry with no user.
@@ -308,7 +312,7 @@ func (s *Service) applyRoomEvent(ctx context.Context, np *roomserver.Notice) {
 		effect = notifier.UnreadCount
 	}
 	if target != "" {
-		s.noteMembership(n.RoomID, n.Pos)
+		s.deviceLists.NoteMembership(n.RoomID, n.Pos)
 	}
 	if s.opts.Push != nil {
 		s.opts.Push.OnRoomEvent(ctx, &n)

@@ -222,7 +222,7 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 			since = &p
 			// A token past to-device messages acknowledges them (keys.go).
 			if !req.eventStream {
-				s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+				s.toDevice.Ack(ctx, req.UserID, req.DeviceID, since.ToDevice)
 			}
 		}
 	}

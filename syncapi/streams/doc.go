@@ -13,6 +13,11 @@
 //     clock), its expiry, and the m.typing event.
 //   - presence.go: every user's presence in memory, the window's changes
 //     for a user's co-members, and the m.presence event.
+//   - todevice.go: a device's queued to-device messages (at most
+//     ToDeviceLimit a response) and their acknowledgement.
+//   - devicelists.go: device_lists changed and left (device changes of
+//     co-members, and joins and leaves that start or stop sharing a room).
+//   - e2ee.go: a device's one-time key counts and unused fallback key types.
 //   - json.go: AppendString, the JSON string writer the renderers share.
 //
 // Tables: none of their own; they read those of syncapi (receipts), the
