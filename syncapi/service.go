@@ -112,6 +112,7 @@ type Service struct {
 	toDevice          *streams.ToDevice
 	deviceLists       *streams.DeviceLists
 	keyCountsStream   *streams.KeyCounts
+	counts            *streams.Counts
 	// lost are the restore windows: positions handed out before a restore
 	// that the restored database does not have (storage.RestoreWindow).
 	lost []storage.RestoreWindow
@@ -224,6 +225,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	start.ToDevice, start.DeviceLists = td, dl
 	s.follow = roomserver.NewFollower(db, start.Events, s.applyRoomEvent)
 	s.n = notifier.New(start)
+	s.counts = streams.NewCounts(db, s.n, opts.Push)
 	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
 		s.Close()
 		return nil, err

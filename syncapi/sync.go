@@ -787,7 +787,7 @@ func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv notifier.R
 	}
 	if mem.State == "peek" {
 		// A peeker has no unread counts.
-	} else if s.opts.Push != nil && (newly || sel.last != nil || rv.Receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
+	} else if s.counts.Pushed() && (newly || sel.last != nil || rv.Receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
 		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
 	} else if newly || len(tl) > 0 || rv.Receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
 		c, err := s.unread(ctx, roomID, req.UserID)
@@ -941,36 +941,11 @@ func (s *Service) summary(roomID, userID string) map[string]any {
 	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
 }
 
-// unread counts the messages from others after the user's read receipt:
-// from memory when known, else from the database (then remembered).
+// unread counts the messages from others after the user's read receipt
+// (streams.Counts, without a push service).
 func (s *Service) unread(ctx context.Context, roomID, userID string) (unreadCounts, error) {
-	c, known, roomPos := s.n.Unread(roomID, userID)
-	if known {
-		return unreadCounts{NotificationCount: c}, nil
-	}
-	// The user has read up to their latest unthreaded or main-timeline
-	// receipt, or their own latest message, whichever is later.
-	var readPos, ownPos int64
-	err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
-WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')`, roomID, userID).Scan(&readPos)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("read position: %w", err)
-	}
-	err = s.db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM events WHERE room_id = $1 AND sender = $2 AND pos <= $3 AND type IN ('m.room.message', 'm.room.encrypted')`,
-		roomID, userID, roomPos).Scan(&ownPos)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("own position: %w", err)
-	}
-	readPos = max(readPos, ownPos)
-	var n int
-	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4
-AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND redacted_by IS NULL`,
-		roomID, readPos, roomPos, userID).Scan(&n)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("unread count: %w", err)
-	}
-	s.n.StoreUnread(roomID, userID, n, roomPos)
-	return unreadCounts{NotificationCount: n}, nil
+	n, err := s.counts.Messages(ctx, roomID, userID)
+	return unreadCounts{NotificationCount: n}, err
 }
 
 // invitedRoom is the invite section of a room; an invite from a user the

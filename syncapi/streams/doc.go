@@ -18,6 +18,8 @@
 //   - devicelists.go: device_lists changed and left (device changes of
 //     co-members, and joins and leaves that start or stop sharing a room).
 //   - e2ee.go: a device's one-time key counts and unused fallback key types.
+//   - counts.go: unread counts, the push service's (notifications,
+//     highlights, per thread) or, without it, messages after the receipt.
 //   - json.go: AppendString, the JSON string writer the renderers share.
 //
 // Tables: none of their own; they read those of syncapi (receipts), the
