@@ -24,12 +24,13 @@
 //     another sync API renders them its own way.
 //   - this package: the Service (it writes the streams it owns: receipts,
 //     presence, peeks; it feeds the notifier and the stream state from the
-//     bus, in order), the rooms stream (the room timelines and state
-//     blocks: sync.go selectTimeline, roomstate.go, visibility.go, with the
-//     rendered-event caches that /messages, /context, /relations and
-//     /search share), and the /sync handler (sync.go build), which
-//     composes the streams into the /sync response (format.go, encode.go:
-//     the wire format).
+//     bus, in order); the rooms stream (timeline.go: a room's timeline and
+//     state block, with roomstate.go and visibility.go), which reads
+//     events through the rendered-event caches that /messages, /context,
+//     /relations and /search share (events.go, recent.go, format.go), and
+//     so stays beside them; and the /sync handler (sync.go: StartSync,
+//     syncPoll, build), which composes the streams into the /sync response
+//     (format.go, encode.go: the wire format).
 //
 // Other servers' users (remote.go): the federation API hands over their
 // receipts (SetRemoteReceipt: m.read only, the sender's ts and thread_id;
@@ -86,7 +87,7 @@
 // after the join, with no query); events reaching further back read the
 // reader's membership history, one query per list of events served.
 //
-// Timelines and state (sync.go selectTimeline, roomstate.go): a room's
+// Timelines and state (timeline.go selectTimeline, roomstate.go): a room's
 // timeline is the newest events its filter accepts and history visibility
 // shows (events of the room's current state always show), looking past
 // the rejected ones up to scanBudget events. The state block is the state
