@@ -248,7 +248,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	for _, f := range queued {
 		f()
 	}
-	go s.typing.ExpireLoop(now, s.n.OnTyping)
+	go s.typing.ExpireLoop(func() time.Time { return now() }, s.n.OnTyping)
 	return s, nil
 }
 

@@ -237,7 +237,8 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		return resp, nil, err
 	}
 	timeout := min(req.Timeout, MaxTimeout)
-	return notifier.Start[*Response](ctx, s.n, req.UserID, req.DeviceID, timeout, &syncPoll{s: s, req: req, cur: *since})
+	p := &syncPoll{s: s, req: req, cur: *since}
+	return notifier.Start[*Response](ctx, s.n, req.UserID, req.DeviceID, timeout, p, &p.w)
 }
 
 // Waiter is a /sync that found nothing to answer yet (notifier.Waiter):
@@ -251,6 +252,8 @@ type syncPoll struct {
 	s   *Service
 	req SyncRequest
 	cur Pos
+	// w is the poll's Waiter (one allocation for both).
+	w Waiter
 }
 
 // News: does anything concerning the device lie after the poll's position?

@@ -123,7 +123,7 @@ func TestWaiter(t *testing.T) {
 	n := New(Pos{})
 	n.LoadMembership("!a", "@alice", "join", 1)
 	p := &poll{n: n}
-	resp, w, err := Start[string](ctx, n, "@alice", "D", time.Hour, p)
+	resp, w, err := Start[string](ctx, n, "@alice", "D", time.Hour, p, nil)
 	if err != nil || w == nil || resp != "" {
 		t.Fatalf("start with nothing new: %q %v %v", resp, w, err)
 	}
@@ -133,11 +133,11 @@ func TestWaiter(t *testing.T) {
 	}
 	// News before Start: answered at once, no waiter.
 	n.OnAccountData("@alice", 1)
-	if resp, w, err := Start[string](ctx, n, "@alice", "D", time.Hour, p); err != nil || w != nil || resp != "s2_0_1_0_0_0_0_0" {
+	if resp, w, err := Start[string](ctx, n, "@alice", "D", time.Hour, p, nil); err != nil || w != nil || resp != "s2_0_1_0_0_0_0_0" {
 		t.Fatalf("at once: %q %v %v", resp, w, err)
 	}
 	// Parked: the answer comes on a goroutine of its own.
-	_, w, _ = Start[string](ctx, n, "@alice", "D", time.Hour, p)
+	_, w, _ = Start[string](ctx, n, "@alice", "D", time.Hour, p, nil)
 	got := make(chan string, 1)
 	w.Park(ctx, func(resp string, err error) { got <- resp })
 	n.OnTyping("!a", 7)
@@ -145,14 +145,14 @@ func TestWaiter(t *testing.T) {
 		t.Fatalf("parked: %q", resp)
 	}
 	// Cancel answers empty.
-	_, w, _ = Start[string](ctx, n, "@alice", "D", time.Hour, p)
+	_, w, _ = Start[string](ctx, n, "@alice", "D", time.Hour, p, nil)
 	w.Park(ctx, func(resp string, err error) { got <- resp })
 	w.Cancel()
 	if resp := <-got; resp != "empty" {
 		t.Fatalf("cancelled: %q", resp)
 	}
 	// A zero timeout answers at once, news or not.
-	if resp, w, err := Start[string](ctx, n, "@alice", "D", 0, p); err != nil || w != nil || resp == "" {
+	if resp, w, err := Start[string](ctx, n, "@alice", "D", 0, p, nil); err != nil || w != nil || resp == "" {
 		t.Fatalf("no timeout: %q %v %v", resp, w, err)
 	}
 	for n.Waiting() != 0 {

@@ -45,9 +45,14 @@ type Waiter[R any] struct {
 // Start answers a long-poll at once when anything is new for the device
 // (or, with timeout <= 0, whatever there is). Otherwise it returns a
 // Waiter whose listener is registered: nothing committed from then on is
-// missed, and the caller chooses how to wait (Wait, or Park).
-func Start[R any](ctx context.Context, n *Notifier, user, device string, timeout time.Duration, p Poll[R]) (resp R, w *Waiter[R], err error) {
-	w = &Waiter[R]{n: n, user: user, device: device, poll: p, deadline: time.Now().Add(timeout)}
+// missed, and the caller chooses how to wait (Wait, or Park). w, when not
+// nil, is the (zero) Waiter to use: one the poll holds saves an allocation
+// per long-poll.
+func Start[R any](ctx context.Context, n *Notifier, user, device string, timeout time.Duration, p Poll[R], w *Waiter[R]) (R, *Waiter[R], error) {
+	if w == nil {
+		w = &Waiter[R]{}
+	}
+	w.n, w.user, w.device, w.poll, w.deadline = n, user, device, p, time.Now().Add(timeout)
 	resp, done, err := w.check(ctx, timeout <= 0)
 	if err != nil || done {
 		return resp, nil, err

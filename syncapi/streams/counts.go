@@ -51,11 +51,17 @@ func (c *Counts) Pushed() bool { return c.push != nil }
 // FromPush returns the push service's counts of a room: all of them in
 // main, or, byThread, the main timeline's in main and each thread's (by
 // root; nil when none) in threads.
-func (c *Counts) FromPush(roomID, userID string, byThread bool) (main Unread, threads map[string]Unread) {
+func (c *Counts) FromPush(roomID, userID string, byThread bool) (Unread, map[string]Unread) {
 	if !byThread {
 		n, h := c.push.Unread(roomID, userID)
 		return Unread{n, h}, nil
 	}
+	return c.byThread(roomID, userID)
+}
+
+// byThread is FromPush by thread (apart: its closure's captures cost
+// allocations the common case does without).
+func (c *Counts) byThread(roomID, userID string) (main Unread, threads map[string]Unread) {
 	c.push.UnreadByThread(roomID, userID, func(thread string, n, h int) {
 		if thread == "" {
 			main = Unread{n, h}
@@ -72,9 +78,9 @@ func (c *Counts) FromPush(roomID, userID string, byThread bool) (main Unread, th
 // Messages counts the messages from others after the user's read
 // receipt (without a push service).
 func (c *Counts) Messages(ctx context.Context, roomID, userID string) (int, error) {
-	n, known, roomPos := c.cache.Unread(roomID, userID)
+	cached, known, roomPos := c.cache.Unread(roomID, userID)
 	if known {
-		return n, nil
+		return cached, nil
 	}
 	// The user has read up to their latest unthreaded or main-timeline
 	// receipt, or their own latest message, whichever is later.
@@ -90,6 +96,7 @@ WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.privat
 		return 0, fmt.Errorf("own position: %w", err)
 	}
 	readPos = max(readPos, ownPos)
+	var n int
 	err = c.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4
 AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND redacted_by IS NULL`,
 		roomID, readPos, roomPos, userID).Scan(&n)
