@@ -5,6 +5,33 @@
 // It reads the roomserver's events and state tables (it never writes them)
 // and owns the tables receipts, presence and peeks.
 //
+// Structure: one engine, shared by every sync API (/sync, GET /events,
+// and sliding sync, MSC4186, next), with one copy of each datum:
+//
+//   - synctoken/: the sync token, one position per stream (Pos here is an
+//     alias of synctoken.Pos).
+//   - notifier/: the in-memory indexes (memberships, latest positions per
+//     user, device and room, known unread counts) and the listeners of
+//     waiting long-polls; Listen, then sample (HasNews, Current), then
+//     wait (Listener.Wake), and the Waiter that runs that loop for any
+//     long-poll (Wait holds a goroutine, Park none).
+//   - streams/: one file per stream, each answering "what changed between
+//     positions A and B for this user (and device)" from a small interface
+//     of its own for its data source: account data, receipts, typing,
+//     presence, to-device, device lists, E2EE key counts, invites and
+//     knocks (stripped state), unread counts. The readers return events
+//     (json.RawMessage) and lists, never /sync's response types, so that
+//     another sync API renders them its own way.
+//   - this package: the Service (it writes the streams it owns: receipts,
+//     presence, peeks; it feeds the notifier and the stream state from the
+//     bus, in order); the rooms stream (timeline.go: a room's timeline and
+//     state block, with roomstate.go and visibility.go), which reads
+//     events through the rendered-event caches that /messages, /context,
+//     /relations and /search share (events.go, recent.go, format.go), and
+//     so stays beside them; and the /sync handler (sync.go: StartSync,
+//     syncPoll, build), which composes the streams into the /sync response
+//     (format.go, encode.go: the wire format).
+//
 // Other servers' users (remote.go): the federation API hands over their
 // receipts (SetRemoteReceipt: m.read only, the sender's ts and thread_id;
 // of the events named, the newest known here, or the last named when none
@@ -60,7 +87,7 @@
 // after the join, with no query); events reaching further back read the
 // reader's membership history, one query per list of events served.
 //
-// Timelines and state (sync.go selectTimeline, roomstate.go): a room's
+// Timelines and state (timeline.go selectTimeline, roomstate.go): a room's
 // timeline is the newest events its filter accepts and history visibility
 // shows (events of the room's current state always show), looking past
 // the rejected ones up to scanBudget events. The state block is the state
@@ -95,7 +122,7 @@
 // A membership change of the user in the room after the peek started
 // ends it.
 //
-// Waking: the Notifier keeps, in memory, who is joined to which room, the
+// Waking (notifier/): the Notifier keeps, in memory, who is joined to which room, the
 // latest position of every stream per user and per room, and the listeners
 // of waiting /sync requests. It is fed in order from the bus (room_events,
 // receipts, typing, presence, account_data, to_device,
@@ -115,7 +142,8 @@
 // as the other streams' writers do. Any other token from ahead of the
 // server is held to its current positions.
 //
-// Parking: StartSync returns a Waiter when there is nothing to answer yet.
+// Parking: StartSync returns a Waiter (notifier.Waiter driving a syncPoll)
+// when there is nothing to answer yet.
 // The client API parks it (Waiter.Park): the HTTP connection is taken over
 // and the request holds no goroutine and no server buffers while it waits
 // (a few KiB each); the wake-up or the deadline answers it on a goroutine of
@@ -128,7 +156,8 @@
 // the one-time key counts and unused fallback key types (cached by the key
 // service, so an idle long-poll stays query-free). A sync whose token is
 // past queued to-device messages deletes them (the acknowledgement); it is
-// a write only when the device has such messages (keyState tracks them).
+// a write only when the device has such messages (streams.ToDevice tracks
+// them).
 //
 // Caches: recently committed events per room, already rendered in the
 // client format (so the ten members of a room who wake for a message build
@@ -143,13 +172,14 @@
 // the next /sync and /messages read the database and no longer show them.
 // It reaches this process's caches only (several processes: not yet).
 //
-// Goroutines: the typing expiry ticker; bus deliveries run on NATS's own;
-// eight wake workers that answer woken parked /syncs (a short-lived
+// Goroutines: the typing expiry ticker (streams.Typing.ExpireLoop); bus
+// deliveries run on NATS's own; the notifier's eight wake workers that answer woken parked /syncs (a short-lived
 // goroutine per wake-up when all eight are busy, and per deadline). At most
 // a few responses are built at once (buildSlots).
 //
-// Lock order: Notifier.mu and keyState.mu are leaf locks (never held
-// together); recentRoom.mu, typingState.mu,
-// presenceState.mu and relCache.mu are never held while taking another
-// lock (relCache.mu is taken before the cache's own, internal lock).
+// Lock order: Notifier.mu and the stream readers' locks (streams.ToDevice,
+// DeviceLists, Typing, Presence) are leaf locks (never held together);
+// recentRoom.mu and relCache.mu are never held while taking another lock
+// (relCache.mu is taken before the cache's own, internal lock). A parked
+// Waiter's mu is taken before Notifier.mu.
 package syncapi

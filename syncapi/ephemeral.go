@@ -2,12 +2,8 @@ package syncapi
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/haven-chat/haven/internal/logging"
@@ -15,6 +11,7 @@ import (
 	"github.com/haven-chat/haven/internal/stream"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // Bus topics of the sync engine's own streams, and the account data topic it listens to.
@@ -26,27 +23,6 @@ const (
 )
 
 // ---- typing ----
-
-type typingState struct {
-	mu      sync.Mutex
-	rooms   map[string]map[string]time.Time
-	counter int64
-	done    chan struct{}
-	once    sync.Once
-}
-
-func newTypingState() *typingState {
-	// Positions start from the clock so tokens stay ordered across restarts.
-	return &typingState{rooms: make(map[string]map[string]time.Time), counter: time.Now().UnixMilli(), done: make(chan struct{})}
-}
-
-func (t *typingState) pos() int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.counter
-}
-
-func (t *typingState) stop() { t.once.Do(func() { close(t.done) }) }
 
 // TypingNotice is what TopicTyping carries: a user started or stopped
 // typing in a room (the application services' feed and the federation
@@ -76,90 +52,12 @@ func (s *Service) onTyping(data []byte) {
 	if err := json.Unmarshal(data, &tn); err != nil {
 		return
 	}
-	t := s.typing
-	t.mu.Lock()
-	users := t.rooms[tn.RoomID]
-	changed := false
-	if tn.Typing {
-		if users == nil {
-			users = make(map[string]time.Time)
-			t.rooms[tn.RoomID] = users
-		}
-		_, was := users[tn.UserID]
-		users[tn.UserID] = time.UnixMilli(tn.ExpiresMS)
-		changed = !was
-	} else if users != nil {
-		if _, was := users[tn.UserID]; was {
-			delete(users, tn.UserID)
-			changed = true
-		}
-	}
-	var pos int64
-	if changed {
-		t.counter++
-		pos = t.counter
-	}
-	t.mu.Unlock()
-	if changed {
+	if pos, changed := s.typing.Apply(tn.RoomID, tn.UserID, tn.Typing, time.UnixMilli(tn.ExpiresMS)); changed {
 		s.n.OnTyping(tn.RoomID, pos)
 	}
 }
 
-func (t *typingState) expireLoop(s *Service) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.done:
-			return
-		case <-tick.C:
-		}
-		nowT := now()
-		var changed []string
-		var positions []int64
-		t.mu.Lock()
-		for room, users := range t.rooms {
-			hit := false
-			for u, exp := range users {
-				if nowT.After(exp) {
-					delete(users, u)
-					hit = true
-				}
-			}
-			if len(users) == 0 {
-				delete(t.rooms, room)
-			}
-			if hit {
-				t.counter++
-				changed = append(changed, room)
-				positions = append(positions, t.counter)
-			}
-		}
-		t.mu.Unlock()
-		for i, room := range changed {
-			s.n.OnTyping(room, positions[i])
-		}
-	}
-}
-
-// typingUsers lists who is typing in a room, sorted.
-func (t *typingState) typingUsers(roomID string) []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.rooms[roomID]))
-	for u := range t.rooms[roomID] {
-		out = append(out, u)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (s *Service) isJoined(userID, roomID string) bool {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	_, ok := s.n.members[roomID][userID]
-	return ok
-}
+func (s *Service) isJoined(userID, roomID string) bool { return s.n.Joined(userID, roomID) }
 
 // ---- receipts ----
 
@@ -258,104 +156,11 @@ func (s *Service) onReceipt(data []byte) {
 	s.n.OnReceipt(rn.RoomID, rn.UserID, rn.Type == "m.read.private", rn.Pos)
 }
 
-type receiptRow struct {
-	roomID, rtype, userID, threadID, eventID string
-	ts                                       int64
-}
-
-// receiptsEvents builds the m.receipt ephemeral event of each of the rooms
-// from their receipts with since < pos <= upto, in one query; private
-// receipts only for their owner. Rooms without receipts are absent.
-func (s *Service) receiptsEvents(ctx context.Context, q storage.Querier, userID string, rooms []string, since, upto int64) (map[string]json.RawMessage, error) {
-	if len(rooms) == 0 {
-		return nil, nil
-	}
-	rows, err := q.Query(ctx, `SELECT room_id, rtype, user_id, thread_id, event_id, ts FROM receipts WHERE room_id IN ($1) AND pos > $2 AND pos <= $3`, rooms, since, upto)
-	if err != nil {
-		return nil, fmt.Errorf("receipts: %w", err)
-	}
-	defer rows.Close()
-	// room → event → type → user → entry
-	content := map[string]map[string]map[string]map[string]any{}
-	for rows.Next() {
-		var r receiptRow
-		if err := rows.Scan(&r.roomID, &r.rtype, &r.userID, &r.threadID, &r.eventID, &r.ts); err != nil {
-			return nil, err
-		}
-		if r.rtype == "m.read.private" && r.userID != userID {
-			continue
-		}
-		byEvent := content[r.roomID]
-		if byEvent == nil {
-			byEvent = map[string]map[string]map[string]any{}
-			content[r.roomID] = byEvent
-		}
-		byType := byEvent[r.eventID]
-		if byType == nil {
-			byType = map[string]map[string]any{}
-			byEvent[r.eventID] = byType
-		}
-		byUser := byType[r.rtype]
-		if byUser == nil {
-			byUser = map[string]any{}
-			byType[r.rtype] = byUser
-		}
-		entry := map[string]any{"ts": r.ts}
-		if r.threadID != "" {
-			entry["thread_id"] = r.threadID
-		}
-		byUser[r.userID] = entry
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	out := make(map[string]json.RawMessage, len(content))
-	for room, c := range content {
-		ev, err := json.Marshal(map[string]any{"type": "m.receipt", "content": c})
-		if err != nil {
-			return nil, err
-		}
-		out[room] = ev
-	}
-	return out, nil
-}
-
 // ---- presence ----
 
 // PresenceNotice is a user's presence as kept in memory and as
-// TopicPresence carries it (the federation forwarder reads it too): stored
-// at a position of the presence stream, or, without UserID, the skip of a
-// position whose write failed.
-type PresenceNotice struct {
-	Presence   string `json:"presence"`
-	StatusMsg  string `json:"status_msg,omitempty"`
-	LastActive int64  `json:"last_active"`
-	Pos        int64  `json:"pos"`
-	UserID     string `json:"user_id"`
-	// Active is currently_active as another server said it of its user;
-	// nil for our users, whose currently_active is worked out from
-	// LastActive (CurrentlyActive).
-	Active *bool `json:"currently_active,omitempty"`
-}
-
-// activeWindow: one of our users online and active within it is
-// currently_active.
-const activeWindow = 5 * 60 * 1000
-
-// CurrentlyActive is the presence's currently_active at time now (ms).
-func (e *PresenceNotice) CurrentlyActive(now int64) bool {
-	if e.Active != nil {
-		return *e.Active
-	}
-	return e.Presence == "online" && now-e.LastActive < activeWindow
-}
-
-type presenceState struct {
-	mu sync.Mutex
-	m  map[string]*PresenceNotice
-}
-
-func newPresenceState() *presenceState { return &presenceState{m: make(map[string]*PresenceNotice)} }
+// TopicPresence carries it (streams.PresenceNotice).
+type PresenceNotice = streams.PresenceNotice
 
 // SetPresence sets a user's presence. A change of state or status message
 // is stored and told; mere activity only updates last_active in memory.
@@ -371,31 +176,16 @@ func (s *Service) SetPresence(ctx context.Context, userID, presence string, stat
 	ts := nowMS()
 	p := s.presence
 	// The common case, a syncing client staying online: only the time moves.
-	p.mu.Lock()
-	if cur := p.m[userID]; cur != nil && cur.Presence == presence && (statusMsg == nil || *statusMsg == cur.StatusMsg) {
-		cur.LastActive = ts
-		p.mu.Unlock()
+	if touched, _ := p.Touch(userID, presence, statusMsg, ts); touched {
 		return nil
 	}
-	p.mu.Unlock()
 	// One writer per user at a time, so the stored value is the last one set.
 	unlock := s.presenceLocks.Lock(userID)
 	defer unlock()
-	p.mu.Lock()
-	cur := p.m[userID]
-	msg := ""
-	if cur != nil {
-		msg = cur.StatusMsg
-	}
-	if statusMsg != nil {
-		msg = *statusMsg
-	}
-	if cur != nil && cur.Presence == presence && cur.StatusMsg == msg {
-		cur.LastActive = ts
-		p.mu.Unlock()
+	touched, msg := p.Touch(userID, presence, statusMsg, ts)
+	if touched {
 		return nil
 	}
-	p.mu.Unlock()
 	pos := s.presenceSeq.Next()
 	_, err := s.db.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, pos) VALUES ($1,$2,$3,$4,$5)
 ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts, pos = excluded.pos`,
@@ -405,10 +195,7 @@ ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = e
 		return fmt.Errorf("store presence: %w", err)
 	}
 	entry := PresenceNotice{Presence: presence, StatusMsg: msg, LastActive: ts, Pos: pos, UserID: userID}
-	p.mu.Lock()
-	stored := entry
-	p.m[userID] = &stored
-	p.mu.Unlock()
+	p.Put(entry)
 	s.presenceSeq.Done(pos, entry)
 	return nil
 }
@@ -422,12 +209,7 @@ func (s *Service) onPresence(data []byte) {
 		s.n.Skipped(Pos{Presence: e.Pos})
 		return
 	}
-	s.presence.mu.Lock()
-	if cur := s.presence.m[e.UserID]; cur == nil || cur.Pos <= e.Pos {
-		cp := e
-		s.presence.m[e.UserID] = &cp
-	}
-	s.presence.mu.Unlock()
+	s.presence.Apply(e)
 	s.n.OnPresence(e.UserID, e.Pos)
 }
 
@@ -441,7 +223,7 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 			return nil, merr.Forbidden("You do not share a room with %s", userID)
 		}
 	}
-	e := s.presenceOf(userID)
+	e := s.presence.Get(userID)
 	out := map[string]any{"presence": "offline"}
 	if e != nil {
 		out["presence"] = e.Presence
@@ -456,61 +238,9 @@ func (s *Service) Presence(ctx context.Context, viewer, userID string) (map[stri
 	return out, nil
 }
 
-// presenceEvent renders an m.presence event for sync.
-func presenceEvent(userID string, e *PresenceNotice, now int64) json.RawMessage {
-	b := make([]byte, 0, 160)
-	b = append(b, `{"type":"m.presence","sender":`...)
-	b = appendString(b, userID)
-	b = append(b, `,"content":{"presence":`...)
-	b = appendString(b, e.Presence)
-	if e.LastActive > 0 {
-		b = append(b, `,"last_active_ago":`...)
-		b = strconv.AppendInt(b, max(0, now-e.LastActive), 10)
-	}
-	b = append(b, `,"currently_active":`...)
-	b = strconv.AppendBool(b, e.CurrentlyActive(now))
-	if e.StatusMsg != "" {
-		b = append(b, `,"status_msg":`...)
-		b = appendString(b, e.StatusMsg)
-	}
-	return append(b, "}}"...)
-}
-
-// presenceOf returns a copy of a user's presence; nil if never set (offline).
-func (s *Service) presenceOf(userID string) *PresenceNotice {
-	p := s.presence
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.m[userID]; e != nil {
-		cp := *e
-		return &cp
-	}
-	return nil
-}
-
 // loadPresence reads every stored presence into memory, at start: presence
 // is then answered without queries.
-func (s *Service) loadPresence(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, `SELECT user_id, presence, COALESCE(status_msg, ''), last_active_ts, pos, currently_active FROM presence`)
-	if err != nil {
-		return fmt.Errorf("load presence: %w", err)
-	}
-	defer rows.Close()
-	s.presence.mu.Lock()
-	defer s.presence.mu.Unlock()
-	for rows.Next() {
-		var e PresenceNotice
-		var active sql.NullBool
-		if err := rows.Scan(&e.UserID, &e.Presence, &e.StatusMsg, &e.LastActive, &e.Pos, &active); err != nil {
-			return err
-		}
-		if active.Valid {
-			e.Active = &active.Bool
-		}
-		s.presence.m[e.UserID] = &e
-	}
-	return rows.Err()
-}
+func (s *Service) loadPresence(ctx context.Context) error { return s.presence.Load(ctx, s.db) }
 
 func (s *Service) onAccountData(data []byte) {
 	var n struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // The endpoints of before spec r0 that older clients and bots still call
@@ -146,23 +147,23 @@ type InitialSyncResponse struct {
 func (s *Service) InitialSync(ctx context.Context, userID, deviceID string, limit int, archived bool) (*InitialSyncResponse, error) {
 	s.CatchUp(ctx)
 	view := s.n.View(userID)
-	upto := view.upto
+	upto := view.Upto
 	global, roomData, err := s.accountData(ctx, userID, 0, upto.AccountData, DefaultOpts())
 	if err != nil {
 		return nil, err
 	}
 	resp := &InitialSyncResponse{End: upto.String(), Rooms: []*RoomSnapshot{}, Presence: []json.RawMessage{}, AccountData: global}
-	sort.Slice(view.rooms, func(i, j int) bool { return view.rooms[i].id < view.rooms[j].id })
-	for _, rv := range view.rooms {
+	sort.Slice(view.Rooms, func(i, j int) bool { return view.Rooms[i].ID < view.Rooms[j].ID })
+	for _, rv := range view.Rooms {
 		var snap *RoomSnapshot
-		switch rv.mem.m {
+		switch rv.Mem.State {
 		case "invite":
-			if snap, err = s.inviteSnapshot(ctx, userID, rv.id); err != nil {
+			if snap, err = s.inviteSnapshot(ctx, userID, rv.ID); err != nil {
 				return nil, err
 			}
 		case "join", "leave", "ban":
-			if rv.mem.m != "join" {
-				forgotten, err := s.rooms.Forgotten(ctx, userID, rv.id)
+			if rv.Mem.State != "join" {
+				forgotten, err := s.rooms.Forgotten(ctx, userID, rv.ID)
 				if err != nil {
 					return nil, err
 				}
@@ -170,14 +171,14 @@ func (s *Service) InitialSync(ctx context.Context, userID, deviceID string, limi
 					continue
 				}
 			}
-			vis, err := loadVisibility(ctx, s.db, rv.id, userID)
+			vis, err := loadVisibility(ctx, s.db, rv.ID, userID)
 			if err != nil {
 				return nil, err
 			}
-			if snap, err = s.roomSnapshot(ctx, userID, deviceID, rv.id, vis, limit); err != nil {
+			if snap, err = s.roomSnapshot(ctx, userID, deviceID, rv.ID, vis, limit); err != nil {
 				return nil, err
 			}
-			snap.AccountData = append(snap.AccountData, roomData[rv.id]...)
+			snap.AccountData = append(snap.AccountData, roomData[rv.ID]...)
 		}
 		if snap != nil {
 			resp.Rooms = append(resp.Rooms, snap)
@@ -214,8 +215,8 @@ func (s *Service) RoomInitialSync(ctx context.Context, userID, deviceID, roomID 
 		members := s.n.Members(roomID)
 		sort.Strings(members)
 		for _, u := range members {
-			if e := s.presenceOf(u); e != nil {
-				resp.Presence = append(resp.Presence, presenceEvent(u, e, now))
+			if e := s.presence.Get(u); e != nil {
+				resp.Presence = append(resp.Presence, streams.PresenceEvent(u, e, now))
 			}
 		}
 	}

@@ -654,9 +654,9 @@ func (s *Service) JoinedRooms(ctx context.Context, userID string) []string {
 	s.CatchUp(ctx)
 	v := s.n.View(userID)
 	out := []string{}
-	for _, r := range v.rooms {
-		if r.mem.m == "join" {
-			out = append(out, r.id)
+	for _, r := range v.Rooms {
+		if r.Mem.State == "join" {
+			out = append(out, r.ID)
 		}
 	}
 	sort.Strings(out)

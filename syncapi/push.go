@@ -20,24 +20,13 @@ type PushCounts interface {
 // pushCounts fills a joined room's unread_notifications (and, when the
 // filter asks for them, unread_thread_notifications) from the push service.
 func (s *Service) pushCounts(jr *joinedRoom, roomID, userID string, byThread bool) {
-	p := s.opts.Push
-	if !byThread {
-		n, h := p.Unread(roomID, userID)
-		jr.UnreadNotifications = &unreadCounts{NotificationCount: n, HighlightCount: h}
-		return
-	}
-	p.UnreadByThread(roomID, userID, func(thread string, n, h int) {
-		if thread == "" {
-			jr.UnreadNotifications = &unreadCounts{NotificationCount: n, HighlightCount: h}
-			return
-		}
+	main, threads := s.counts.FromPush(roomID, userID, byThread)
+	jr.UnreadNotifications = &unreadCounts{NotificationCount: main.Notifications, HighlightCount: main.Highlights}
+	for root, c := range threads {
 		if jr.UnreadThreads == nil {
-			jr.UnreadThreads = map[string]*unreadCounts{}
+			jr.UnreadThreads = make(map[string]*unreadCounts, len(threads))
 		}
-		jr.UnreadThreads[thread] = &unreadCounts{NotificationCount: n, HighlightCount: h}
-	})
-	if jr.UnreadNotifications == nil {
-		jr.UnreadNotifications = &unreadCounts{}
+		jr.UnreadThreads[root] = &unreadCounts{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
 	}
 }
 

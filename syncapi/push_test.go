@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 type fakePush struct{ main, thread [2]int }
@@ -24,7 +25,7 @@ func (f fakePush) UnreadByThread(_, _ string, fn func(string, int, int)) {
 }
 
 func TestPushCountsInRoom(t *testing.T) {
-	s := &Service{opts: Options{Push: fakePush{main: [2]int{2, 1}, thread: [2]int{3, 0}}}}
+	s := &Service{counts: streams.NewCounts(nil, nil, fakePush{main: [2]int{2, 1}, thread: [2]int{3, 0}})}
 	tests := []struct {
 		byThread bool
 		want     string

@@ -3,6 +3,8 @@ package syncapi
 import (
 	"context"
 	"sort"
+
+	"github.com/haven-chat/haven/syncapi/notifier"
 )
 
 // Every event served to a client in a timeline (/sync, /messages,
@@ -19,22 +21,13 @@ import (
 // (a room's timeline in /sync, a /messages page, all rooms of a /search
 // page), never one per event.
 
-// membershipOf is the user's current membership in the room and the
-// position it took effect at; ok is false when the user never had one.
-func (n *Notifier) membershipOf(user, room string) (membership, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	m, ok := n.rooms[user][room]
-	return m, ok
-}
-
 // readerMemberships returns, for each event, the user's membership right
 // after it.
 // known holds membership histories the caller has loaded already (by room).
 func (s *Service) readerMemberships(ctx context.Context, user string, evs []*clientEvent, known map[string][]change) ([]string, error) {
 	out := make([]string, len(evs))
 	type roomInfo struct {
-		cur   membership
+		cur   notifier.Membership
 		known bool
 		hist  []change
 	}
@@ -44,10 +37,10 @@ func (s *Service) readerMemberships(ctx context.Context, user string, evs []*cli
 		ri := rooms[e.roomID]
 		if ri == nil {
 			ri = &roomInfo{}
-			ri.cur, ri.known = s.n.membershipOf(user, e.roomID)
+			ri.cur, ri.known = s.n.MembershipOf(user, e.roomID)
 			rooms[e.roomID] = ri
 		}
-		if ri.known && e.pos < ri.cur.pos && ri.hist == nil {
+		if ri.known && e.pos < ri.cur.Pos && ri.hist == nil {
 			if h, ok := known[e.roomID]; ok {
 				ri.hist = h
 				continue
@@ -71,8 +64,8 @@ func (s *Service) readerMemberships(ctx context.Context, user string, evs []*cli
 		switch {
 		case !ri.known:
 			out[i] = "leave"
-		case e.pos >= ri.cur.pos:
-			out[i] = ri.cur.m
+		case e.pos >= ri.cur.Pos:
+			out[i] = ri.cur.State
 		default:
 			out[i] = at(ri.hist, e.pos+1, "leave")
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/haven-chat/haven/syncapi/notifier"
 )
 
 // TestReaderMembershipsFromMemory: events at or after the reader's latest
@@ -11,7 +13,7 @@ import (
 // query (the service has no database here); a reader who never had a
 // membership gets "leave"; the rendered event gets the field in unsigned.
 func TestReaderMembershipsFromMemory(t *testing.T) {
-	n := newNotifier(Pos{})
+	n := notifier.New(Pos{})
 	n.LoadMembership("!a:x", "@bob:x", "join", 10)
 	n.LoadMembership("!b:x", "@bob:x", "leave", 20)
 	s := &Service{n: n}

@@ -444,7 +444,7 @@ func (s *Service) appendTimelineKnown(ctx context.Context, dst []json.RawMessage
 		if a == nil {
 			continue
 		}
-		if l := a.threadLatest; l != nil && !s.n.joined(user, e.roomID) {
+		if l := a.threadLatest; l != nil && !s.n.Joined(user, e.roomID) {
 			if vis == nil {
 				vis = map[string]*visibility{}
 			}
@@ -466,14 +466,6 @@ func (s *Service) appendTimelineKnown(ctx context.Context, dst []json.RawMessage
 		}
 	}
 	return dst, nil
-}
-
-// joined tells whether the user is joined to the room now.
-func (n *Notifier) joined(user, room string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	_, ok := n.members[room][user]
-	return ok
 }
 
 // withUnsigned adds a field to the unsigned object of an event rendered by

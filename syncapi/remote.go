@@ -56,15 +56,10 @@ func (s *Service) SetRemotePresence(ctx context.Context, userID, presence, statu
 	active := currentlyActive
 	unlock := s.presenceLocks.Lock(userID)
 	defer unlock()
-	p := s.presence
-	p.mu.Lock()
-	if cur := p.m[userID]; cur != nil && cur.Presence == presence && cur.StatusMsg == statusMsg && cur.Active != nil && *cur.Active == active {
+	if s.presence.TouchRemote(userID, presence, statusMsg, active, ts) {
 		// Only the time moved: kept in memory, as our users' activity is.
-		cur.LastActive = ts
-		p.mu.Unlock()
 		return nil
 	}
-	p.mu.Unlock()
 	pos := s.presenceSeq.Next()
 	_, err := s.db.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, pos, currently_active) VALUES ($1,$2,$3,$4,$5,$6)
 ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts,
@@ -75,30 +70,18 @@ pos = excluded.pos, currently_active = excluded.currently_active`,
 		return fmt.Errorf("store presence of %s: %w", userID, err)
 	}
 	entry := PresenceNotice{Presence: presence, StatusMsg: statusMsg, LastActive: ts, Pos: pos, UserID: userID, Active: &active}
-	stored := entry
-	p.mu.Lock()
-	p.m[userID] = &stored
-	p.mu.Unlock()
+	s.presence.Put(entry)
 	s.presenceSeq.Done(pos, entry)
 	return nil
 }
 
 // inSomeRoom tells whether the user is joined to a room of ours.
-func (s *Service) inSomeRoom(userID string) bool {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	for _, m := range s.n.rooms[userID] {
-		if m.m == "join" {
-			return true
-		}
-	}
-	return false
-}
+func (s *Service) inSomeRoom(userID string) bool { return s.n.InSomeRoom(userID) }
 
 // CurrentPresence is a user's presence as stored (false: never set, which
 // is offline).
 func (s *Service) CurrentPresence(userID string) (PresenceNotice, bool) {
-	if e := s.presenceOf(userID); e != nil {
+	if e := s.presence.Get(userID); e != nil {
 		return *e, true
 	}
 	return PresenceNotice{}, false

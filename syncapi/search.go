@@ -406,13 +406,13 @@ func (s *Service) searchRooms(ctx context.Context, req SearchRequest) ([]string,
 		deny[r] = true
 	}
 	var out []string
-	for _, rv := range s.n.View(req.UserID).rooms {
-		if allow != nil && !allow[rv.id] || deny[rv.id] {
+	for _, rv := range s.n.View(req.UserID).Rooms {
+		if allow != nil && !allow[rv.ID] || deny[rv.ID] {
 			continue
 		}
-		if rv.mem.m == "leave" || rv.mem.m == "ban" {
+		if rv.Mem.State == "leave" || rv.Mem.State == "ban" {
 			// A room the user forgot is no longer theirs to read.
-			forgotten, err := s.rooms.Forgotten(ctx, req.UserID, rv.id)
+			forgotten, err := s.rooms.Forgotten(ctx, req.UserID, rv.ID)
 			if err != nil {
 				return nil, err
 			}
@@ -420,7 +420,7 @@ func (s *Service) searchRooms(ctx context.Context, req SearchRequest) ([]string,
 				continue
 			}
 		}
-		out = append(out, rv.id)
+		out = append(out, rv.ID)
 	}
 	return out, nil
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/haven-chat/haven/internal/stream"
 	"github.com/haven-chat/haven/roomserver"
 	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/syncapi/notifier"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // bus is the part of the event bus the sync engine needs.
@@ -36,11 +38,7 @@ type rooms interface {
 }
 
 // AccountDataItem is one account data entry; RoomID is "" for global data.
-type AccountDataItem struct {
-	RoomID  string
-	Type    string
-	Content json.RawMessage
-}
+type AccountDataItem = streams.AccountDataItem
 
 // users is what the sync engine asks the user API.
 type users interface {
@@ -85,7 +83,7 @@ type Service struct {
 	rooms rooms
 	users users
 	opts  Options
-	n     *Notifier
+	n     *notifier.Notifier
 
 	rendered *lru.Cache[string, *clientEvent]
 	recent   *lru.Cache[string, *recentRoom]
@@ -98,16 +96,23 @@ type Service struct {
 	receiptSeq    *stream.Sequencer
 	presenceSeq   *stream.Sequencer
 	peekSeq       *stream.Sequencer
-	typing        *typingState
-	presence      *presenceState
+	typing        *streams.Typing
+	presence      *streams.Presence
 	presenceLocks keyed.Mutex
 	// buildSlots bounds the responses being built at once.
 	buildSlots chan struct{}
 	unsubs     []func()
-	keyState   *keyState
 	// lazySent remembers the member events each device was sent, for
 	// lazy-loading (roomstate.go).
 	lazySent *lazySent
+	// The stream readers (streams/).
+	accountDataStream *streams.AccountData
+	receipts          *streams.Receipts
+	invites           *streams.Invites
+	toDevice          *streams.ToDevice
+	deviceLists       *streams.DeviceLists
+	keyCountsStream   *streams.KeyCounts
+	counts            *streams.Counts
 	// lost are the restore windows: positions handed out before a restore
 	// that the restored database does not have (storage.RestoreWindow).
 	lost []storage.RestoreWindow
@@ -146,12 +151,18 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		rendered:   lru.New[string, *clientEvent]("client_events", 5000),
 		recent:     lru.New[string, *recentRoom]("recent_events", opts.RecentRooms),
 		rel:        newRelCache(20000),
-		typing:     newTypingState(),
+		typing:     streams.NewTyping(),
 		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
-		presence:   newPresenceState(),
-		keyState:   newKeyState(),
+		presence:   streams.NewPresence(),
 		lazySent:   newLazySent(50000),
 		lost:       lost,
+
+		accountDataStream: streams.NewAccountData(us),
+		receipts:          streams.NewReceipts(db),
+		invites:           streams.NewInvites(db),
+		toDevice:          streams.NewToDevice(opts.Keys),
+		deviceLists:       streams.NewDeviceLists(db),
+		keyCountsStream:   streams.NewKeyCounts(opts.Keys),
 	}
 	// A failed write's position is published as a skip: a receipt notice
 	// saying so, a presence entry with no user.
@@ -203,7 +214,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		Events:      rs.Position(),
 		Receipts:    lastReceipt,
 		AccountData: us.AccountDataPosition(),
-		Typing:      s.typing.pos(),
+		Typing:      s.typing.Pos(),
 		Presence:    lastPresence,
 	}
 	td, dl, err := s.loadKeys(ctx, start.Events)
@@ -213,7 +224,8 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	}
 	start.ToDevice, start.DeviceLists = td, dl
 	s.follow = roomserver.NewFollower(db, start.Events, s.applyRoomEvent)
-	s.n = NewNotifier(start)
+	s.n = notifier.New(start)
+	s.counts = streams.NewCounts(db, s.n, opts.Push)
 	if err := rs.AllRoomMemberships(ctx, func(room, user, m string, pos int64) { s.n.LoadMembership(room, user, m, pos) }); err != nil {
 		s.Close()
 		return nil, err
@@ -236,7 +248,7 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 	for _, f := range queued {
 		f()
 	}
-	go s.typing.expireLoop(s)
+	go s.typing.ExpireLoop(func() time.Time { return now() }, s.n.OnTyping)
 	return s, nil
 }
 
@@ -250,12 +262,12 @@ func (s *Service) Close() {
 		s.follow.Close()
 	}
 	if s.typing != nil {
-		s.typing.stop()
+		s.typing.Stop()
 	}
 }
 
 // Notifier exposes the wake-up indexes (for metrics and tests).
-func (s *Service) Notifier() *Notifier { return s.n }
+func (s *Service) Notifier() *notifier.Notifier { return s.n }
 
 // onRoomEvent takes a room_events notice from the bus; the follower hands
 // it on to applyRoomEvent after whatever the bus lost before it.
@@ -294,15 +306,15 @@ func (s *Service) applyRoomEvent(ctx context.Context, np *roomserver.Notice) {
 	if n.Type == "m.room.member" && n.StateKey != nil {
 		target, m = *n.StateKey, n.Membership
 	}
-	effect := unreadNone
+	effect := notifier.UnreadNone
 	switch {
 	case n.Redacts != "":
-		effect = unreadRecount
-	case countsAsUnread(n.Type, n.StateKey):
-		effect = unreadCount
+		effect = notifier.UnreadRecount
+	case notifier.CountsAsUnread(n.Type, n.StateKey):
+		effect = notifier.UnreadCount
 	}
 	if target != "" {
-		s.noteMembership(n.RoomID, n.Pos)
+		s.deviceLists.NoteMembership(n.RoomID, n.Pos)
 	}
 	if s.opts.Push != nil {
 		s.opts.Push.OnRoomEvent(ctx, &n)
@@ -339,7 +351,7 @@ func nowMS() int64 { return now().UnixMilli() }
 // usually nothing, at most microseconds.
 func (s *Service) CatchUp(ctx context.Context) {
 	want := Pos{Events: s.rooms.Position(), Receipts: s.receiptSeq.Visible(), AccountData: s.users.AccountDataPosition(), Peeks: s.peekSeq.Visible()}
-	if s.n.caughtUp(want) {
+	if s.n.CaughtUp(want) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -3,14 +3,12 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
-	"sort"
 	"time"
 
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
-	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/notifier"
 )
 
 // SyncRequest is a parsed GET /sync.
@@ -220,7 +218,7 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 			since = &p
 			// A token past to-device messages acknowledges them (keys.go).
 			if !req.eventStream {
-				s.ackToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice)
+				s.toDevice.Ack(ctx, req.UserID, req.DeviceID, since.ToDevice)
 			}
 		}
 	}
@@ -239,16 +237,62 @@ func (s *Service) StartSync(ctx context.Context, req SyncRequest) (*Response, *W
 		return resp, nil, err
 	}
 	timeout := min(req.Timeout, MaxTimeout)
-	w := &Waiter{s: s, req: req, cur: *since, deadline: time.Now().Add(timeout)}
-	resp, err := w.check(ctx, timeout <= 0)
-	if err != nil || resp != nil {
-		return resp, nil, err
-	}
-	return nil, w, nil
+	p := &syncPoll{s: s, req: req, cur: *since}
+	return notifier.Start[*Response](ctx, s.n, req.UserID, req.DeviceID, timeout, p, &p.w)
 }
 
-// build makes the response for the window (since, view.upto].
-func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view userView) (*Response, error) {
+// Waiter is a /sync that found nothing to answer yet (notifier.Waiter):
+// its listener is registered, so a commit for the device wakes it; Wait
+// holds a goroutine while waiting, Park holds none.
+type Waiter = notifier.Waiter[*Response]
+
+// syncPoll is one /sync long-poll as the notifier's Waiter drives it:
+// sampled from memory, answered by build from its position on.
+type syncPoll struct {
+	s   *Service
+	req SyncRequest
+	cur Pos
+	// w is the poll's Waiter (one allocation for both).
+	w Waiter
+}
+
+// News: does anything concerning the device lie after the poll's position?
+func (p *syncPoll) News() bool { return p.s.n.HasNews(p.req.UserID, p.req.DeviceID, p.cur) }
+
+// Answer builds the response from the poll's position; an empty one is
+// not an answer (unless forced): the position moves on to its next_batch.
+func (p *syncPoll) Answer(ctx context.Context, force bool) (*Response, bool, error) {
+	resp, err := p.s.build(ctx, p.req, &p.cur, p.s.n.View(p.req.UserID))
+	if err != nil {
+		return nil, false, err
+	}
+	if force || !resp.empty() {
+		return resp, true, nil
+	}
+	next, _ := ParsePos(resp.NextBatch)
+	p.cur = next.Max(p.cur)
+	return nil, false, nil
+}
+
+// Empty is the answer of a sync that waited in vain: its own token, and
+// the key counts every response carries.
+func (p *syncPoll) Empty(ctx context.Context) (*Response, error) {
+	resp := newResponse()
+	resp.NextBatch = p.cur.String()
+	if p.req.eventStream {
+		return resp, nil
+	}
+	if err := p.s.keyCounts(ctx, p.req, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Waiting is the number of /syncs waiting (registered listeners).
+func (s *Service) Waiting() int { return s.n.Waiting() }
+
+// build makes the response for the window (since, view.Upto].
+func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view notifier.UserView) (*Response, error) {
 	// A few builds at a time: more would not finish sooner on this many
 	// cores, only hold more memory (a stampede of initial syncs after a
 	// restart, for one).
@@ -264,7 +308,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 	}
 	req.ignored = ignored
 	resp := newResponse()
-	upto := view.upto
+	upto := view.Upto
 	if since != nil {
 		// Never go backwards (a token from before a restart with a newer typing clock).
 		upto = upto.Max(*since)
@@ -300,20 +344,20 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 	if err != nil {
 		return nil, err
 	}
-	for _, rv := range view.rooms {
-		roomID, mem := rv.id, rv.mem
+	for _, rv := range view.Rooms {
+		roomID, mem := rv.ID, rv.Mem
 		if !o.roomOK(roomID) {
 			continue
 		}
-		if mem.pos > upto.Events {
+		if mem.Pos > upto.Events {
 			// changed after our snapshot of positions; the next sync has it
 			continue
 		}
-		switch mem.m {
+		switch mem.State {
 		case "join":
-			newly := full || mem.pos > sinceEv
-			if !newly && rv.events <= sinceEv && rv.receipts <= since.Receipts &&
-				rv.typing <= since.Typing && len(roomData[roomID]) == 0 {
+			newly := full || mem.Pos > sinceEv
+			if !newly && rv.Events <= sinceEv && rv.Receipts <= since.Receipts &&
+				rv.Typing <= since.Typing && len(roomData[roomID]) == 0 {
 				continue
 			}
 			jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, receipts)
@@ -329,7 +373,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 			}
 			resp.Rooms.Join[roomID] = jr
 		case "invite":
-			if !initial && mem.pos <= sinceEv {
+			if !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			ir, err := s.invitedRoom(ctx, req.UserID, roomID, req.ignored)
@@ -340,7 +384,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 				resp.Rooms.Invite[roomID] = ir
 			}
 		case "knock":
-			if !initial && mem.pos <= sinceEv {
+			if !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			kr, err := s.knockedRoom(ctx, req.UserID, roomID)
@@ -351,7 +395,7 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 				resp.Rooms.Knock[roomID] = kr
 			}
 		case "leave", "ban":
-			if initial && !o.IncludeLeave || !initial && mem.pos <= sinceEv {
+			if initial && !o.IncludeLeave || !initial && mem.Pos <= sinceEv {
 				continue
 			}
 			if forgotten, err := s.rooms.Forgotten(ctx, req.UserID, roomID); err != nil {
@@ -386,60 +430,46 @@ func (s *Service) build(ctx context.Context, req SyncRequest, since *Pos, view u
 }
 
 // accountData loads the user's account data changed in (after, upto] as
-// events: the global entries, and those of each room, as the filter keeps them.
+// events (streams.AccountData): the global entries, and those of each
+// room, as the filter keeps them.
 func (s *Service) accountData(ctx context.Context, userID string, after, upto int64, o *Opts) ([]json.RawMessage, map[string][]json.RawMessage, error) {
-	items, err := s.users.AccountDataSince(ctx, userID, after, upto)
-	if err != nil {
-		return nil, nil, err
-	}
-	global, rooms := []json.RawMessage{}, map[string][]json.RawMessage{}
-	for _, it := range items {
-		ev := accountDataEvent(it.Type, it.Content)
-		if it.RoomID == "" {
-			if o.accountDataOK(it.Type) {
-				global = append(global, ev)
-			}
-		} else if o.roomDataOK(it.Type) {
-			rooms[it.RoomID] = append(rooms[it.RoomID], ev)
-		}
-	}
-	return global, rooms, nil
+	return s.accountDataStream.Changes(ctx, userID, after, upto, o.AccountDataMatch, o.RoomDataMatch)
 }
 
 // peekedRooms adds the rooms the device peeks into: whole when the peek is
 // new to the client, else what happened since the token. A room the user
 // has joined (or was invited to) since is in those sections instead.
-func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view userView, since *Pos, upto Pos, now int64, resp *Response) error {
+func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view notifier.UserView, since *Pos, upto Pos, now int64, resp *Response) error {
 	peeks := s.n.Peeks(req.UserID, req.DeviceID)
 	if len(peeks) == 0 {
 		return nil
 	}
 	// The user's membership (any, at a position) in each of their rooms.
-	mems := make(map[string]membership, len(view.rooms))
-	for _, rv := range view.rooms {
-		mems[rv.id] = rv.mem
+	mems := make(map[string]notifier.Membership, len(view.Rooms))
+	for _, rv := range view.Rooms {
+		mems[rv.ID] = rv.Mem
 	}
 	var sinceEv int64
 	if since != nil {
 		sinceEv = since.Events
 	}
 	for _, rv := range peeks {
-		m, ok := mems[rv.id]
-		if ok && (m.m == "join" || m.m == "invite" || m.pos >= rv.mem.pos) {
+		m, ok := mems[rv.ID]
+		if ok && (m.State == "join" || m.State == "invite" || m.Pos >= rv.Mem.Pos) {
 			// In the room's own section; a membership change after the
 			// peek started (joining, then leaving) ended the peek.
 			continue
 		}
-		if !req.Opts.roomOK(rv.id) || rv.peekPos > upto.Peeks {
+		if !req.Opts.roomOK(rv.ID) || rv.PeekPos > upto.Peeks {
 			continue
 		}
-		newly := since == nil || req.FullState || rv.peekPos > since.Peeks
-		if !newly && rv.events <= sinceEv && rv.typing <= since.Typing {
+		newly := since == nil || req.FullState || rv.PeekPos > since.Peeks
+		if !newly && rv.Events <= sinceEv && rv.Typing <= since.Typing {
 			continue
 		}
 		// Every event goes through history visibility: a peeker sees
 		// only while the room is world-readable.
-		rv.mem.pos = math.MaxInt64
+		rv.Mem.Pos = math.MaxInt64
 		jr, err := s.joinedRoom(ctx, req, rv, sinceEv, upto, since, newly, now, nil)
 		if err != nil {
 			return err
@@ -450,540 +480,39 @@ func (s *Service) peekedRooms(ctx context.Context, req SyncRequest, view userVie
 		if resp.Rooms.Peek == nil {
 			resp.Rooms.Peek = map[string]*joinedRoom{}
 		}
-		resp.Rooms.Peek[rv.id] = jr
+		resp.Rooms.Peek[rv.ID] = jr
 	}
 	return nil
-}
-
-// accountDataEvent wraps content (a JSON object the user API checked) as an
-// account data event without encoding it again.
-func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
-	b := make([]byte, 0, len(content)+len(typ)+24)
-	b = append(b, `{"type":`...)
-	b = appendString(b, typ)
-	b = append(b, `,"content":`...)
-	b = append(b, content...)
-	return append(b, '}')
 }
 
 // receiptsFor loads, in one query for all of them, the receipts of the
 // joined rooms that the response will carry: all of them for rooms the
 // device sees whole (initial sync, full state, newly joined), those after
 // since for rooms with new receipts.
-func (s *Service) receiptsFor(ctx context.Context, userID string, view userView, since *Pos, full bool, upto Pos) (map[string]json.RawMessage, error) {
+func (s *Service) receiptsFor(ctx context.Context, userID string, view notifier.UserView, since *Pos, full bool, upto Pos) (map[string]json.RawMessage, error) {
 	var whole, changed []string
-	for _, rv := range view.rooms {
-		if rv.mem.m != "join" || rv.mem.pos > upto.Events {
+	for _, rv := range view.Rooms {
+		if rv.Mem.State != "join" || rv.Mem.Pos > upto.Events {
 			continue
 		}
 		switch {
-		case full || rv.mem.pos > since.Events:
-			whole = append(whole, rv.id)
-		case rv.receipts > since.Receipts:
-			changed = append(changed, rv.id)
+		case full || rv.Mem.Pos > since.Events:
+			whole = append(whole, rv.ID)
+		case rv.Receipts > since.Receipts:
+			changed = append(changed, rv.ID)
 		}
 	}
-	out, err := s.receiptsEvents(ctx, s.db, userID, whole, 0, upto.Receipts)
-	if err != nil {
-		return nil, err
+	var after int64
+	if since != nil {
+		after = since.Receipts
 	}
-	if len(changed) > 0 {
-		more, err := s.receiptsEvents(ctx, s.db, userID, changed, since.Receipts, upto.Receipts)
-		if err != nil {
-			return nil, err
-		}
-		if out == nil {
-			out = more
-		} else {
-			for k, v := range more {
-				out[k] = v
-			}
-		}
-	}
-	return out, nil
-}
-
-// timelineSel is the timeline chosen for one room of a response.
-type timelineSel struct {
-	// events are the returned events, oldest first.
-	events  []*clientEvent
-	limited bool
-	// last is the room's newest event in the window, returned or not (nil
-	// when the window is empty).
-	last *clientEvent
-	// droppedState: a state event of the window is not in the timeline
-	// (filtered out, or hidden by history visibility).
-	droppedState bool
-	// prevBatch is the position /messages continues backwards from.
-	prevBatch int64
-}
-
-// scanBudget bounds the events one room's timeline looks through when a
-// filter or history visibility leaves events out.
-const scanBudget = 500
-
-// selectTimeline picks a room's timeline from the events with since < pos
-// <= upto: the newest limit events that keep accepts, looking further back
-// past the ones it rejects (at most scanBudget events in all). limited
-// tells whether more accepted events may lie before the returned ones.
-func (s *Service) selectTimeline(ctx context.Context, roomID string, since, upto int64, limit int, keep func(*clientEvent) (bool, error)) (timelineSel, error) {
-	sel := timelineSel{prevBatch: upto}
-	if limit == 0 {
-		// An empty timeline by the filter: the newest event tells where
-		// the state block ends, and every state event of the window is
-		// left out of the timeline.
-		evs, err := s.eventsDesc(ctx, roomID, since, upto, 1, true)
-		if err != nil || len(evs) == 0 {
-			return sel, err
-		}
-		sel.last, sel.droppedState = evs[0], true
-		return sel, nil
-	}
-	var picked []*clientEvent // newest first
-	cursor, scanned, oldest := upto, 0, int64(0)
-	batch := limit + 1
-scan:
-	for {
-		evs, err := s.eventsDesc(ctx, roomID, since, cursor, batch, cursor == upto)
-		if err != nil {
-			return sel, err
-		}
-		for _, e := range evs {
-			if sel.last == nil {
-				sel.last = e
-			}
-			ok, err := keep(e)
-			if err != nil {
-				return sel, err
-			}
-			if ok {
-				if len(picked) == limit {
-					sel.limited = true
-					break scan
-				}
-				picked = append(picked, e)
-			} else if e.stateKey != nil {
-				sel.droppedState = true
-			}
-			oldest = e.pos
-			scanned++
-		}
-		if len(evs) < batch {
-			break // back at since
-		}
-		if scanned >= scanBudget {
-			sel.limited = true
-			break
-		}
-		cursor = oldest - 1
-		batch = min(max(2*batch, 50), scanBudget)
-	}
-	sel.events = make([]*clientEvent, len(picked))
-	for i, e := range picked {
-		sel.events[len(picked)-1-i] = e
-	}
-	switch {
-	case len(picked) > 0:
-		sel.prevBatch = sel.events[0].pos - 1
-	case sel.limited:
-		sel.prevBatch = oldest - 1
-	}
-	return sel, nil
-}
-
-// eventsDesc returns up to n of the room's events with since < pos <=
-// upto, newest first; recent says the window ends at the room's newest
-// events, which the recent-events cache may hold.
-func (s *Service) eventsDesc(ctx context.Context, roomID string, since, upto int64, n int, recent bool) ([]*clientEvent, error) {
-	if recent {
-		if evs, ok := s.recentWindow(roomID, since, upto, n-1); ok {
-			out := make([]*clientEvent, len(evs))
-			for i, e := range evs {
-				out[len(evs)-1-i] = e
-			}
-			return out, nil
-		}
-	}
-	return s.queryEvents(ctx, "timeline of "+roomID, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos DESC LIMIT $4`,
-		roomID, since, upto, n)
-}
-
-func (s *Service) renderCached(e *roomserver.Event) (*clientEvent, error) {
-	if ce, ok := s.rendered.Get(e.EventID); ok && ce.redacted == e.RedactedBy {
-		return ce, nil
-	}
-	ce, err := render(e)
-	if err != nil {
-		return nil, err
-	}
-	s.rendered.Put(e.EventID, ce)
-	return ce, nil
-}
-
-// queryEvents runs a query selecting roomserver.EventColumns and renders
-// its rows through the cache, in row order. what names the query in errors.
-func (s *Service) queryEvents(ctx context.Context, what string, q string, args ...any) ([]*clientEvent, error) {
-	rows, err := s.db.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	defer rows.Close()
-	var out []*clientEvent
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		ce, err := s.renderCached(&e)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ce)
-	}
-	return out, rows.Err()
-}
-
-// eventsByID renders events by ID through the cache.
-func (s *Service) eventsByID(ctx context.Context, ids []string) (map[string]*clientEvent, error) {
-	out := make(map[string]*clientEvent, len(ids))
-	var missing []string
-	for _, id := range ids {
-		if ce, ok := s.rendered.Get(id); ok {
-			out[id] = ce
-		} else {
-			missing = append(missing, id)
-		}
-	}
-	for len(missing) > 0 {
-		n := min(len(missing), 500)
-		evs, err := roomserver.EventsByID(ctx, s.db, missing[:n])
-		if err != nil {
-			return nil, err
-		}
-		missing = missing[n:]
-		for i := range evs {
-			ce, err := s.renderCached(&evs[i])
-			if err != nil {
-				return nil, err
-			}
-			out[ce.eventID] = ce
-		}
-	}
-	return out, nil
-}
-
-// appendEvents renders events for the user's device, with redacted_because
-// where due.
-func (s *Service) appendEvents(ctx context.Context, dst []json.RawMessage, evs []*clientEvent, now int64, user, device string, federation bool) ([]json.RawMessage, error) {
-	var redactions map[string]*clientEvent
-	for _, e := range evs {
-		if e.redacted != "" {
-			if redactions == nil {
-				ids := []string{}
-				for _, x := range evs {
-					if x.redacted != "" {
-						ids = append(ids, x.redacted)
-					}
-				}
-				var err error
-				if redactions, err = s.eventsByID(ctx, ids); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	if federation {
-		// The stored (federation) form is not kept in memory: read it.
-		ids := make([]string, len(evs))
-		for i, e := range evs {
-			ids[i] = e.eventID
-		}
-		stored, err := roomserver.EventsByID(ctx, s.db, ids)
-		if err != nil {
-			return nil, err
-		}
-		byID := make(map[string]json.RawMessage, len(stored))
-		for _, e := range stored {
-			byID[e.EventID] = e.JSON
-		}
-		for _, e := range evs {
-			if js, ok := byID[e.eventID]; ok {
-				dst = append(dst, js)
-			}
-		}
-		return dst, nil
-	}
-	for _, e := range evs {
-		var because []byte
-		if r := redactions[e.redacted]; r != nil {
-			because = r.JSON(now)
-		}
-		// One allocation: room for the age, a transaction ID and the
-		// reader's membership (appendTimeline) besides what is stored.
-		buf := make([]byte, 0, len(e.head)+len(e.unsigned)+len(because)+len(e.txnID)+96)
-		dst = append(dst, e.appendJSON(buf, now, user, device, because))
-	}
-	return dst, nil
-}
-
-func (s *Service) joinedRoom(ctx context.Context, req SyncRequest, rv roomView, sinceEv int64, upto Pos, since *Pos, newly bool, now int64, receipts map[string]json.RawMessage) (*joinedRoom, error) {
-	roomID, mem := rv.id, rv.mem
-	o := req.Opts
-	jr := &joinedRoom{
-		State:       eventList{Events: []json.RawMessage{}},
-		Timeline:    timeline{Events: []json.RawMessage{}},
-		Ephemeral:   eventList{Events: []json.RawMessage{}},
-		AccountData: eventList{Events: []json.RawMessage{}},
-	}
-	windowStart := sinceEv
-	if newly && (since == nil || mem.pos > sinceEv) {
-		windowStart = 0
-	}
-	if req.FullState && since != nil && mem.pos <= sinceEv {
-		windowStart = sinceEv
-	}
-	var vis *visibility // loaded by keep when the window reaches before the membership
-	keep := s.timelineKeepWith(ctx, req, roomID, mem, upto.Events, &vis)
-	sel, err := s.selectTimeline(ctx, roomID, windowStart, upto.Events, o.timelineLimit(roomID), keep)
-	if err != nil {
-		return nil, err
-	}
-	tl := sel.events
-	if jr.Timeline.Events, err = s.appendTimelineKnown(ctx, jr.Timeline.Events, tl, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(roomID)); err != nil {
-		return nil, err
-	}
-	jr.Timeline.Limited = sel.limited
-	jr.Timeline.PrevBatch = pageToken(sel.prevBatch)
-
-	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: newly, uptoEv: upto.Events, sel: &sel}
-	ids, err := s.stateIDs(ctx, in)
-	if err != nil {
-		return nil, err
-	}
-	state, err := s.appendState(ctx, jr, ids, o, now, req.DeviceID)
-	if err != nil {
-		return nil, err
-	}
-	s.recordLazy(in, state)
-
-	// Ephemeral: typing and receipts.
-	if (newly || rv.typing > since.Typing) && o.ephemeralOK("m.typing") {
-		users := s.typing.typingUsers(roomID)
-		if len(users) > 0 || !newly {
-			ev, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
-			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-		}
-	}
-	if o.ephemeralOK("m.receipt") {
-		if ev := receipts[roomID]; ev != nil {
-			jr.Ephemeral.Events = append(jr.Ephemeral.Events, ev)
-		}
-	}
-	if mem.m == "peek" {
-		// A peeker has no unread counts.
-	} else if s.opts.Push != nil && (newly || sel.last != nil || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts })) {
-		s.pushCounts(jr, roomID, req.UserID, o.ThreadCounts)
-	} else if newly || len(tl) > 0 || rv.receipts > sinceOr(since, func(p *Pos) int64 { return p.Receipts }) {
-		c, err := s.unread(ctx, roomID, req.UserID)
-		if err != nil {
-			return nil, err
-		}
-		jr.UnreadNotifications = &c
-	}
-	if newly || hasMembershipChange(tl) {
-		jr.Summary = s.summary(roomID, req.UserID)
-		// Heroes name a room that has no name of its own.
-		named, err := s.roomNamed(ctx, roomID, sel.last, upto.Events)
-		if err != nil {
-			return nil, err
-		}
-		if named {
-			delete(jr.Summary, "m.heroes")
-		}
-	} else {
-		jr.Summary = map[string]any{}
-	}
-	return jr, nil
-}
-
-func sinceOr(p *Pos, f func(*Pos) int64) int64 {
-	if p == nil {
-		return 0
-	}
-	return f(p)
-}
-
-func hasMembershipChange(evs []*clientEvent) bool {
-	for _, e := range evs {
-		if e.typ == "m.room.member" {
-			return true
-		}
-	}
-	return false
-}
-
-// stateAtPos returns the room's state after the last event at or before pos.
-func (s *Service) stateAtPos(ctx context.Context, roomID string, pos int64) (map[[2]string]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE room_id = $1 AND pos <= $2 ORDER BY pos DESC LIMIT 1`, roomID, pos)
-	if err != nil {
-		return nil, fmt.Errorf("last event of %s: %w", roomID, err)
-	}
-	var ev *roomserver.Event
-	for rows.Next() {
-		e, err := roomserver.ScanEvent(rows)
-		if err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ev = &e
-	}
-	rows.Close()
-	if ev == nil {
-		return map[[2]string]string{}, nil
-	}
-	return s.rooms.StateIDsAfter(ctx, *ev)
-}
-
-func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string, o *Opts, now int64, device string) ([]*clientEvent, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	evs, err := s.eventsByID(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	list := make([]*clientEvent, 0, len(evs))
-	for _, e := range evs {
-		if o.stateOK(e.typ, e.sender) {
-			list = append(list, e)
-		}
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
-	// State events carry no transaction_id.
-	jr.State.Events, err = s.appendEvents(ctx, jr.State.Events, list, now, "", "", o.FederationFormat)
-	return list, err
-}
-
-func (s *Service) lazyMembers(ctx context.Context, jr *joinedRoom, tl []*clientEvent, o *Opts, now int64, device string) error {
-	inTimeline := map[string]bool{}
-	for _, e := range tl {
-		if e.typ == "m.room.member" && e.stateKey != nil {
-			inTimeline[*e.stateKey] = true
-		}
-	}
-	need := map[string]bool{}
-	for _, e := range tl {
-		if !inTimeline[e.sender] {
-			need[e.sender] = true
-		}
-	}
-	if len(need) == 0 {
-		return nil
-	}
-	before, err := s.rooms.StateIDsAtSnapshot(ctx, tl[0].snapshot)
-	if err != nil {
-		return err
-	}
-	var ids []string
-	for u := range need {
-		if id, ok := before[[2]string{"m.room.member", u}]; ok {
-			ids = append(ids, id)
-		}
-	}
-	_, err = s.appendState(ctx, jr, ids, o, now, device)
-	return err
-}
-
-// roomNamed tells whether the room has a name or a canonical alias (not
-// empty) in its state after last (at pos when last is nil).
-func (s *Service) roomNamed(ctx context.Context, roomID string, last *clientEvent, pos int64) (bool, error) {
-	state, err := s.stateAfterEvent(ctx, roomID, last, pos)
-	if err != nil {
-		return false, err
-	}
-	var ids []string
-	for _, k := range [][2]string{{"m.room.name", ""}, {"m.room.canonical_alias", ""}} {
-		if id, ok := state[k]; ok {
-			ids = append(ids, id)
-		}
-	}
-	if len(ids) == 0 {
-		return false, nil
-	}
-	evs, err := s.eventsByID(ctx, ids)
-	if err != nil {
-		return false, err
-	}
-	for _, e := range evs {
-		var c struct {
-			Name  string `json:"name"`
-			Alias string `json:"alias"`
-		}
-		if json.Unmarshal(e.content, &c) == nil && (c.Name != "" || c.Alias != "") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func (s *Service) summary(roomID, userID string) map[string]any {
-	s.n.mu.Lock()
-	joined, invited := len(s.n.members[roomID]), len(s.n.invited[roomID])
-	heroes := make([]string, 0, joined+invited)
-	for u := range s.n.members[roomID] {
-		if u != userID {
-			heroes = append(heroes, u)
-		}
-	}
-	for u := range s.n.invited[roomID] {
-		if u != userID {
-			heroes = append(heroes, u)
-		}
-	}
-	s.n.mu.Unlock()
-	sort.Strings(heroes)
-	if len(heroes) > 5 {
-		heroes = heroes[:5]
-	}
-	return map[string]any{"m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited}
-}
-
-// unread counts the messages from others after the user's read receipt:
-// from memory when known, else from the database (then remembered).
-func (s *Service) unread(ctx context.Context, roomID, userID string) (unreadCounts, error) {
-	c, known, roomPos := s.n.Unread(roomID, userID)
-	if known {
-		return unreadCounts{NotificationCount: c}, nil
-	}
-	// The user has read up to their latest unthreaded or main-timeline
-	// receipt, or their own latest message, whichever is later.
-	var readPos, ownPos int64
-	err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(e.pos), 0) FROM receipts r JOIN events e ON e.event_id = r.event_id
-WHERE r.room_id = $1 AND r.user_id = $2 AND r.rtype IN ('m.read', 'm.read.private') AND r.thread_id IN ('', 'main')`, roomID, userID).Scan(&readPos)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("read position: %w", err)
-	}
-	err = s.db.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM events WHERE room_id = $1 AND sender = $2 AND pos <= $3 AND type IN ('m.room.message', 'm.room.encrypted')`,
-		roomID, userID, roomPos).Scan(&ownPos)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("own position: %w", err)
-	}
-	readPos = max(readPos, ownPos)
-	var n int
-	err = s.db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND sender <> $4
-AND type IN ('m.room.message', 'm.room.encrypted') AND state_key IS NULL AND redacted_by IS NULL`,
-		roomID, readPos, roomPos, userID).Scan(&n)
-	if err != nil {
-		return unreadCounts{}, fmt.Errorf("unread count: %w", err)
-	}
-	s.n.StoreUnread(roomID, userID, n, roomPos)
-	return unreadCounts{NotificationCount: n}, nil
+	return s.receipts.ForRooms(ctx, userID, whole, changed, after, upto.Receipts)
 }
 
 // invitedRoom is the invite section of a room; an invite from a user the
 // invitee ignores is left out (nil).
 func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignored map[string]struct{}) (*invitedRoom, error) {
-	evs, err := s.memberStrippedState(ctx, userID, roomID, "invite_room_state", ignored)
+	evs, err := s.invites.Invite(ctx, userID, roomID, ignored)
 	if err != nil || evs == nil {
 		return nil, err
 	}
@@ -991,145 +520,13 @@ func (s *Service) invitedRoom(ctx context.Context, userID, roomID string, ignore
 }
 
 // knockedRoom is the knock section of a room: the room's stripped state
-// at the knock (of this server's making, or as the room's server answered
-// it) and the knock itself.
+// at the knock and the knock itself.
 func (s *Service) knockedRoom(ctx context.Context, userID, roomID string) (*knockedRoom, error) {
-	evs, err := s.memberStrippedState(ctx, userID, roomID, "knock_room_state", nil)
+	evs, err := s.invites.Knock(ctx, userID, roomID)
 	if err != nil || evs == nil {
 		return nil, err
 	}
 	return &knockedRoom{KnockState: eventList{Events: evs}}, nil
-}
-
-// memberStrippedState is the stripped state the user's current membership
-// event carries in unsigned[key] (invite_room_state, knock_room_state),
-// closed by that event itself; nil when there is none, or when its sender
-// is ignored.
-func (s *Service) memberStrippedState(ctx context.Context, userID, roomID, key string, ignored map[string]struct{}) ([]json.RawMessage, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+roomserver.EventColumns+` FROM events WHERE event_id = (SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2)`, roomID, userID)
-	if err != nil {
-		return nil, fmt.Errorf("membership of %s: %w", roomID, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		return nil, rows.Err()
-	}
-	ev, err := roomserver.ScanEvent(rows)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := ignored[ev.Sender]; ok {
-		return nil, nil
-	}
-	var f struct {
-		Content  json.RawMessage            `json:"content"`
-		Unsigned map[string]json.RawMessage `json:"unsigned"`
-	}
-	_ = json.Unmarshal(ev.JSON, &f)
-	var stripped []json.RawMessage
-	_ = json.Unmarshal(f.Unsigned[key], &stripped)
-	out := make([]json.RawMessage, 0, len(stripped)+1)
-	for _, e := range stripped {
-		if len(e) > 0 && e[0] == '{' {
-			out = append(out, e)
-		}
-	}
-	self, _ := json.Marshal(map[string]any{"type": ev.Type, "state_key": userID, "sender": ev.Sender, "content": f.Content,
-		"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
-	return append(out, self), nil
-}
-
-func (s *Service) leftRoom(ctx context.Context, req SyncRequest, roomID string, mem membership, sinceEv int64, initial bool, now int64) (*leftRoom, error) {
-	o := req.Opts
-	lr := &leftRoom{State: eventList{Events: []json.RawMessage{}}, Timeline: timeline{Events: []json.RawMessage{}}, AccountData: eventList{Events: []json.RawMessage{}}}
-	vis, err := loadVisibility(ctx, s.db, roomID, req.UserID)
-	if err != nil {
-		return nil, err
-	}
-	keep := s.timelineKeepWith(ctx, req, roomID, mem, mem.pos, &vis)
-	sel, err := s.selectTimeline(ctx, roomID, sinceEv, mem.pos, o.timelineLimit(roomID), keep)
-	if err != nil {
-		return nil, err
-	}
-	if lr.Timeline.Events, err = s.appendTimelineKnown(ctx, lr.Timeline.Events, sel.events, now, req.UserID, req.DeviceID, o.FederationFormat, vis.history(roomID)); err != nil {
-		return nil, err
-	}
-	lr.Timeline.Limited = sel.limited
-	lr.Timeline.PrevBatch = pageToken(sel.prevBatch)
-	// The state up to the leave: what changed since the token for a room
-	// the client knew as joined; all of it for a room it joined and left
-	// within the window (or on an initial sync).
-	joinedAtSince := !initial && vis.membershipAfter(sinceEv) == "join"
-	if !initial && !joinedAtSince && !vis.joinedWithin(sinceEv, mem.pos) {
-		return lr, nil // an invite or knock that ended: the client never had the room's state
-	}
-	in := stateInput{req: req, roomID: roomID, sinceEv: sinceEv, fresh: !joinedAtSince, uptoEv: mem.pos, sel: &sel}
-	ids, err := s.stateIDs(ctx, in)
-	if err != nil {
-		return nil, err
-	}
-	jr := &joinedRoom{State: eventList{Events: []json.RawMessage{}}}
-	state, err := s.appendState(ctx, jr, ids, o, now, req.DeviceID)
-	if err != nil {
-		return nil, err
-	}
-	s.recordLazy(in, state)
-	lr.State.Events = append(lr.State.Events, jr.State.Events...)
-	return lr, nil
-}
-
-// ignoredSender: the event is a message (not state) from an ignored user,
-// which a client is not sent.
-func ignoredSender(ignored map[string]struct{}, e *clientEvent) bool {
-	if e.stateKey != nil || len(ignored) == 0 {
-		return false
-	}
-	_, ok := ignored[e.sender]
-	return ok
-}
-
-// timelineKeepWith decides which of a room's events go into the user's
-// timeline: those the filter accepts (not from ignored users) and, of those from before the user's
-// current membership, those history visibility lets them see. Events of
-// the room's state at upto are always shown, hidden or not: a client must
-// see how the room came to be as it is (who joined while the user was
-// away).
-//
-// vis is the user's visibility in the room: loaded (into *vis) when first
-// needed, unless the caller loaded it already.
-func (s *Service) timelineKeepWith(ctx context.Context, req SyncRequest, roomID string, mem membership, upto int64, visp **visibility) func(*clientEvent) (bool, error) {
-	o := req.Opts
-	roomOK := o.TimelineRoom == nil || o.TimelineRoom(roomID)
-	var current map[[2]string]string
-	return func(e *clientEvent) (bool, error) {
-		if !roomOK || !o.timelineOK(e) || ignoredSender(req.ignored, e) {
-			return false, nil
-		}
-		if e.pos >= mem.pos {
-			return true, nil
-		}
-		if *visp == nil {
-			v, err := loadVisibility(ctx, s.db, roomID, req.UserID)
-			if err != nil {
-				return false, err
-			}
-			*visp = v
-		}
-		if (*visp).canSee(e.pos, e.sender, e.typ, e.stateKey) {
-			return true, nil
-		}
-		if e.stateKey == nil {
-			return false, nil
-		}
-		if current == nil {
-			c, err := s.stateAtPos(ctx, roomID, upto)
-			if err != nil {
-				return false, err
-			}
-			current = c
-		}
-		return current[[2]string{e.typ, *e.stateKey}] == e.eventID, nil
-	}
 }
 
 // presenceSection adds the presence of the user and of everyone sharing a
@@ -1142,20 +539,5 @@ func (s *Service) presenceSection(userID string, since *Pos, upto Pos, joinedNow
 	if since != nil {
 		after = since.Presence
 	}
-	whole := map[string]bool{}
-	for _, r := range joinedNow {
-		for _, u := range s.n.Members(r) {
-			whole[u] = true
-		}
-	}
-	who := s.n.CoMembers(userID)
-	sort.Strings(who)
-	for _, u := range who {
-		e := s.presenceOf(u)
-		if e == nil || e.Pos > upto.Presence || (e.Pos <= after && !whole[u]) {
-			continue
-		}
-		ev := presenceEvent(u, e, nowMS())
-		resp.Presence.Events = append(resp.Presence.Events, ev)
-	}
+	resp.Presence.Events = append(resp.Presence.Events, s.presence.Changes(s.n, userID, after, upto.Presence, joinedNow, nowMS())...)
 }

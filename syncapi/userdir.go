@@ -55,9 +55,9 @@ func (s *Service) UserDirectory(ctx context.Context, userID, term string, limit 
 	}
 	s.CatchUp(ctx)
 	var joined []string
-	for _, rv := range s.n.View(userID).rooms {
-		if rv.mem.m == "join" {
-			joined = append(joined, rv.id)
+	for _, rv := range s.n.View(userID).Rooms {
+		if rv.Mem.State == "join" {
+			joined = append(joined, rv.ID)
 		}
 	}
 	// The SQL narrows the candidates by one word's start. SQLite's LOWER and

@@ -1,4 +1,4 @@
-package syncapi
+package notifier
 
 import (
 	"context"
@@ -7,12 +7,18 @@ import (
 	"sync/atomic"
 
 	"github.com/haven-chat/haven/internal/metrics"
+	"github.com/haven-chat/haven/syncapi/synctoken"
 )
 
-// membership of a user in a room, with the events position it took effect at.
-type membership struct {
-	m   string
-	pos int64
+// Pos is one position per stream (the sync token).
+type Pos = synctoken.Pos
+
+// Membership of a user in a room ("join", "invite", "leave", "ban",
+// "knock"; "peek" for a peeked room), with the events position it took
+// effect at.
+type Membership struct {
+	State string
+	Pos   int64
 }
 
 // Notifier holds the in-memory indexes that let /sync decide, without a
@@ -29,7 +35,7 @@ type Notifier struct {
 	members map[string]map[string]struct{}
 	invited map[string]map[string]struct{}
 	// rooms[user][room] is the user's membership (join, invite, leave, ban, knock).
-	rooms map[string]map[string]membership
+	rooms map[string]map[string]Membership
 	// user[u] is, per stream, the latest position that concerns u.
 	user map[string]*Pos
 	// device[{u,d}] is the latest to-device position for that device.
@@ -73,9 +79,11 @@ type Listener struct {
 	fn func()
 }
 
-// onWake makes the listener run fn on a goroutine of its own when it fires,
-// at once if it fired already.
-func (n *Notifier) onWake(l *Listener, fn func()) {
+// OnWake makes the listener run fn on a goroutine of its own (an idle
+// wake worker's) when it fires, at once if it fired already: a parked
+// /sync waits without holding a goroutine.
+func (l *Listener) OnWake(fn func()) {
+	n := l.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	select {
@@ -134,24 +142,16 @@ func (n *Notifier) wakeWorker() {
 	}
 }
 
-// NewNotifier makes an empty notifier starting at pos. It starts the wake
+// New makes an empty notifier starting at pos. It starts the wake
 // workers, which live as long as the process.
-func NewNotifier(pos Pos) *Notifier {
-	n := newNotifier(pos)
-	for range wakeWorkers {
-		go n.wakeWorker()
-	}
-	return n
-}
-
-func newNotifier(pos Pos) *Notifier {
-	return &Notifier{
+func New(pos Pos) *Notifier {
+	n := &Notifier{
 		work:         make(chan func()),
 		cur:          pos,
 		floor:        pos,
 		members:      make(map[string]map[string]struct{}),
 		invited:      make(map[string]map[string]struct{}),
-		rooms:        make(map[string]map[string]membership),
+		rooms:        make(map[string]map[string]Membership),
 		user:         make(map[string]*Pos),
 		device:       make(map[devKey]int64),
 		roomEvents:   make(map[string]int64),
@@ -163,6 +163,10 @@ func newNotifier(pos Pos) *Notifier {
 		peekers:      make(map[string]map[string]int),
 		advanced:     make(chan struct{}),
 	}
+	for range wakeWorkers {
+		go n.wakeWorker()
+	}
+	return n
 }
 
 // Listen registers a listener for a device. Register before sampling.
@@ -195,32 +199,33 @@ func (n *Notifier) Current() Pos {
 	return n.cur
 }
 
-// roomView is one of the user's rooms as a sync build sees it.
-type roomView struct {
-	id  string
-	mem membership
-	// latest event, receipt and typing positions of the room
-	events, receipts, typing int64
-	// peekPos is a peeked room's position in the peeks stream.
-	peekPos int64
+// RoomView is one of the user's rooms as a sync build sees it.
+type RoomView struct {
+	ID  string
+	Mem Membership
+	// Events, Receipts, Typing: the room's latest positions of each.
+	Events, Receipts, Typing int64
+	// PeekPos is a peeked room's position in the peeks stream.
+	PeekPos int64
 }
 
-// userView is what a sync build needs from the indexes, copied at one instant.
-type userView struct {
-	upto  Pos
-	rooms []roomView // sorted by room ID
+// UserView is what a sync build needs from the indexes, copied at one
+// instant: the user's rooms and the positions of every stream.
+type UserView struct {
+	Upto  Pos
+	Rooms []RoomView // sorted by room ID
 }
 
-// View copies the user's rooms and their latest positions, consistent with upto.
-func (n *Notifier) View(user string) userView {
+// View copies the user's rooms and their latest positions, consistent with Upto.
+func (n *Notifier) View(user string) UserView {
 	n.mu.Lock()
 	rs := n.rooms[user]
-	v := userView{upto: n.cur, rooms: make([]roomView, 0, len(rs))}
+	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs))}
 	for r, m := range rs {
-		v.rooms = append(v.rooms, roomView{id: r, mem: m, events: n.roomEvents[r], receipts: n.roomReceipts[r], typing: n.roomTyping[r]})
+		v.Rooms = append(v.Rooms, RoomView{ID: r, Mem: m, Events: n.roomEvents[r], Receipts: n.roomReceipts[r], Typing: n.roomTyping[r]})
 	}
 	n.mu.Unlock()
-	sort.Slice(v.rooms, func(i, j int) bool { return v.rooms[i].id < v.rooms[j].id })
+	sort.Slice(v.Rooms, func(i, j int) bool { return v.Rooms[i].ID < v.Rooms[j].ID })
 	return v
 }
 
@@ -240,7 +245,7 @@ func (n *Notifier) SharesRoom(a, b string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for r, m := range n.rooms[a] {
-		if m.m != "join" {
+		if m.State != "join" {
 			continue
 		}
 		if _, ok := n.members[r][b]; ok {
@@ -279,10 +284,10 @@ func (n *Notifier) setMembershipLocked(room, user, m string, pos int64) {
 	delete(n.unread, roomUser{room, user})
 	rs := n.rooms[user]
 	if rs == nil {
-		rs = make(map[string]membership)
+		rs = make(map[string]Membership)
 		n.rooms[user] = rs
 	}
-	rs[room] = membership{m: m, pos: pos}
+	rs[room] = Membership{State: m, Pos: pos}
 	inv := n.invited[room]
 	if m == "invite" {
 		if inv == nil {
@@ -321,9 +326,9 @@ func (n *Notifier) LoadRoomPos(room string, pos int64) {
 
 // What a room event does to the unread counts of the room's members.
 const (
-	unreadNone    = iota
-	unreadCount   // raises the count of every member but the sender
-	unreadRecount // forget the counts; count them again from the database
+	UnreadNone    = iota
+	UnreadCount   // raises the count of every member but the sender
+	UnreadRecount // forget the counts; count them again from the database
 )
 
 // OnRoomEvent applies a committed room event: membership indexes and unread
@@ -339,13 +344,13 @@ func (n *Notifier) OnRoomEvent(room string, pos int64, memberTarget, memberShip,
 		k := roomUser{room, u}
 		switch c, ok := n.unread[k]; {
 		case !ok:
-		case unread == unreadRecount:
+		case unread == UnreadRecount:
 			delete(n.unread, k)
-		case unread == unreadCount && u != sender:
+		case unread == UnreadCount && u != sender:
 			n.unread[k] = c + 1
 		}
 	}
-	if unread == unreadCount {
+	if unread == UnreadCount {
 		// Sending a message reads everything before it.
 		if _, ok := n.members[room][sender]; ok {
 			n.unread[roomUser{room, sender}] = 0
@@ -424,15 +429,15 @@ func (n *Notifier) Peeking(user, device, room string) bool {
 
 // Peeks returns the rooms a device peeks into, with the positions the
 // peeks started at and the rooms' latest positions.
-func (n *Notifier) Peeks(user, device string) []roomView {
+func (n *Notifier) Peeks(user, device string) []RoomView {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	rooms := n.peeks[devKey{user, device}]
-	out := make([]roomView, 0, len(rooms))
+	out := make([]RoomView, 0, len(rooms))
 	for r, p := range rooms {
-		out = append(out, roomView{id: r, mem: membership{m: "peek", pos: p.start}, peekPos: p.pos, events: n.roomEvents[r], receipts: n.roomReceipts[r], typing: n.roomTyping[r]})
+		out = append(out, RoomView{ID: r, Mem: Membership{State: "peek", Pos: p.start}, PeekPos: p.pos, Events: n.roomEvents[r], Receipts: n.roomReceipts[r], Typing: n.roomTyping[r]})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
@@ -509,7 +514,7 @@ func (n *Notifier) OnPresence(user string, pos int64) {
 	n.wakeLocked(user)
 	seen := map[string]bool{user: true}
 	for r, m := range n.rooms[user] {
-		if m.m != "join" {
+		if m.State != "join" {
 			continue
 		}
 		for u := range n.members[r] {
@@ -534,7 +539,7 @@ func (n *Notifier) OnDeviceListChange(user string, pos int64) {
 	n.userPos(user).DeviceLists = pos
 	n.wakeLocked(user)
 	for r, m := range n.rooms[user] {
-		if m.m != "join" {
+		if m.State != "join" {
 			continue
 		}
 		for u := range n.members[r] {
@@ -565,9 +570,9 @@ func (n *Notifier) WakeAll() {
 	}
 }
 
-// countsAsUnread tells whether an event raises the unread count of the
+// CountsAsUnread tells whether an event raises the unread count of the
 // room's other members.
-func countsAsUnread(typ string, stateKey *string) bool {
+func CountsAsUnread(typ string, stateKey *string) bool {
 	return stateKey == nil && (typ == "m.room.message" || typ == "m.room.encrypted")
 }
 
@@ -604,8 +609,9 @@ func (n *Notifier) advancedLocked() {
 	n.advanced = make(chan struct{})
 }
 
-// caughtUp tells whether every stream has reached want.
-func (n *Notifier) caughtUp(want Pos) bool {
+// CaughtUp tells whether every stream has reached want (the streams a
+// read-your-writes wait is for: events, receipts, account data, peeks).
+func (n *Notifier) CaughtUp(want Pos) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return reached(n.cur, want)
@@ -640,7 +646,7 @@ func (n *Notifier) CoMembers(user string) []string {
 	defer n.mu.Unlock()
 	seen := map[string]struct{}{user: {}}
 	for r, m := range n.rooms[user] {
-		if m.m != "join" {
+		if m.State != "join" {
 			continue
 		}
 		for u := range n.members[r] {
@@ -657,4 +663,78 @@ func (n *Notifier) CoMembers(user string) []string {
 // Waiting counts the registered listeners (waiting /sync requests).
 func (n *Notifier) Waiting() int {
 	return int(n.waiting.Load())
+}
+
+// Joined tells whether the user is joined to the room now.
+func (n *Notifier) Joined(user, room string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.members[room][user]
+	return ok
+}
+
+// JoinedMembers tells whether the user is joined to the room and returns
+// the room's joined members, at one instant.
+func (n *Notifier) JoinedMembers(user, room string) (bool, []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, joined := n.members[room][user]
+	out := make([]string, 0, len(n.members[room]))
+	for u := range n.members[room] {
+		out = append(out, u)
+	}
+	return joined, out
+}
+
+// UserRooms lists the rooms the user has any membership of.
+func (n *Notifier) UserRooms(user string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.rooms[user]))
+	for r := range n.rooms[user] {
+		out = append(out, r)
+	}
+	return out
+}
+
+// InSomeRoom tells whether the user is joined to any room.
+func (n *Notifier) InSomeRoom(user string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.rooms[user] {
+		if m.State == "join" {
+			return true
+		}
+	}
+	return false
+}
+
+// MembershipOf is the user's current membership in the room and the
+// position it took effect at; ok is false when the user never had one.
+func (n *Notifier) MembershipOf(user, room string) (m Membership, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok = n.rooms[user][room]
+	return m, ok
+}
+
+// RoomMembers counts the room's joined and invited members and lists
+// them, but for the user named by except (unsorted): a room summary's
+// counts and the candidates for its heroes.
+func (n *Notifier) RoomMembers(room, except string) (joined, invited int, others []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	joined, invited = len(n.members[room]), len(n.invited[room])
+	others = make([]string, 0, joined+invited)
+	for u := range n.members[room] {
+		if u != except {
+			others = append(others, u)
+		}
+	}
+	for u := range n.invited[room] {
+		if u != except {
+			others = append(others, u)
+		}
+	}
+	return joined, invited, others
 }
