@@ -25,6 +25,10 @@ type Session struct {
 	// refresh token: the access token then expires after ExpiresInMS.
 	RefreshToken string
 	ExpiresInMS  int64
+	// SecondFactorFirst is set when the account was made without a session
+	// because it must sign in with a second factor it has not set up yet
+	// (the sign-in page sets it up at the first sign-in).
+	SecondFactorFirst bool
 }
 
 // MaxDeviceIDBytes bounds client-chosen device IDs.
@@ -232,7 +236,12 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 			}
 			return Session{}, err
 		}
-		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, req)
+		areq, err := s.withoutPasswordSession(ctx, s.UserID(lp), req)
+		if err != nil {
+			return Session{}, err
+		}
+		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, areq)
+		sess.SecondFactorFirst = areq.InhibitLogin && !req.InhibitLogin
 		if errors.Is(err, errInUse) {
 			if random && attempt < 5 {
 				continue
@@ -242,7 +251,11 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 		if err != nil {
 			return Session{}, err
 		}
-		s.audit(ctx, "register", logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)})
+		fields := logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)}
+		if sess.SecondFactorFirst {
+			fields["session"] = "none: second factor required"
+		}
+		s.audit(ctx, "register", fields)
 		return sess, nil
 	}
 }
