@@ -17,4 +17,5 @@ func (a *App) wireAdminRooms(api *clientapi.API, media *mediaapi.Service) {
 	jobs := rooms.New(a.Rooms, a.Sync)
 	a.closers = append(a.closers, jobs.Close)
 	api.Areas = append(api.Areas, api.AdminRoomsArea(a.Rooms, jobs, a.Sync, a.Users), api.AdminMediaArea(media, a.Rooms, a.Users))
+	api.Areas = append(api.Areas, api.AdminRoomMessagesArea(a.Sync), api.AdminMediaCareArea(media, a.Users, a.Rooms))
 }

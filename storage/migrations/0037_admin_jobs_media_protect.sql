@@ -1,0 +1,25 @@
+-- Admin API: protected media, and room deletion and purge jobs that
+-- outlive a restart.
+
+-- mediaapi: protected media (POST /_synapse/admin/v1/media/protect/{id})
+-- is never quarantined and never deleted by the date-based clean-up.
+ALTER TABLE media ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- adminapi/rooms: the status of each background room deletion (kind
+-- 'delete', keyed by delete_id) and history purge (kind 'purge', keyed by
+-- purge_id), so admin tools polling them get an answer after a restart.
+-- result is the JSON of the deletion's shutdown_room; owner is the process
+-- running the job (a job of a process that ended is marked failed).
+CREATE TABLE admin_room_jobs (
+	job_id     TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	room_id    TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	error      TEXT NOT NULL DEFAULT '',
+	result     TEXT NOT NULL DEFAULT '',
+	owner      TEXT NOT NULL DEFAULT '',
+	created_ts BIGINT NOT NULL,
+	updated_ts BIGINT NOT NULL
+);
+CREATE INDEX admin_room_jobs_room ON admin_room_jobs (room_id, created_ts);
+CREATE INDEX admin_room_jobs_created ON admin_room_jobs (created_ts);
