@@ -3,7 +3,6 @@ package userapi
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strings"
 	"unicode/utf8"
 
@@ -64,7 +63,7 @@ type DirectoryOptions struct {
 // errDirectoryUnavailable is the answer when the directory cannot be
 // asked: 503 M_UNKNOWN, with nothing of the cause.
 func errDirectoryUnavailable(cause error) error {
-	return merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN",
+	return merr.Unavailable(
 		"The company directory cannot be reached to check your password; try again in a few minutes").Wrap(cause)
 }
 
