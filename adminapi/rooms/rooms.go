@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -24,6 +25,15 @@ type roomOps interface {
 // cacheForgetter drops cached copies of removed events (the sync engine).
 type cacheForgetter interface {
 	ForgetEvents(roomID string, eventIDs, parents []string)
+}
+
+// RoomDataPurger is a package that keeps rows about rooms outside the
+// roomserver (receipts, peeks, room account data and tags, notification
+// counts, key backups, reports …): when a room is purged, each drops its
+// rows of the room and its cached copies. Implemented by the owner of the
+// rows, so this package never touches another package's tables.
+type RoomDataPurger interface {
+	PurgeRoomData(ctx context.Context, roomID string) error
 }
 
 // Job states, with the names admin tools know.
@@ -62,8 +72,9 @@ const (
 
 // Service runs and tracks the jobs.
 type Service struct {
-	rooms  roomOps
-	caches cacheForgetter
+	rooms   roomOps
+	caches  cacheForgetter
+	purgers []RoomDataPurger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -74,10 +85,11 @@ type Service struct {
 	purges  map[string]*PurgeStatus
 }
 
-// New returns the service; caches may be nil (no sync engine).
-func New(rooms roomOps, caches cacheForgetter) *Service {
+// New returns the service; caches may be nil (no sync engine). purgers
+// are told of every purged room.
+func New(rooms roomOps, caches cacheForgetter, purgers ...RoomDataPurger) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{rooms: rooms, caches: caches, ctx: ctx, cancel: cancel,
+	return &Service{rooms: rooms, caches: caches, purgers: purgers, ctx: ctx, cancel: cancel,
 		deletes: map[string]*DeleteStatus{}, purges: map[string]*PurgeStatus{}}
 }
 
@@ -110,10 +122,25 @@ func (s *Service) Shutdown(ctx context.Context, roomID string, req roomserver.Sh
 // purge drops the cached copies of its events.
 func (s *Service) shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest, progress func(phase string)) (roomserver.ShutdownResult, error) {
 	res, err := s.rooms.ShutdownRoom(ctx, roomID, req, progress)
-	if err == nil && req.Purge && s.caches != nil {
+	if err != nil || !req.Purge {
+		return res, err
+	}
+	if s.caches != nil {
 		s.caches.ForgetEvents(roomID, nil, nil)
 	}
-	return res, err
+	return res, s.purgeRoomData(ctx, roomID)
+}
+
+// purgeRoomData has every other owner of room rows drop the room's; all
+// are asked even when one fails, and the failures are returned together.
+func (s *Service) purgeRoomData(ctx context.Context, roomID string) error {
+	var errs []error
+	for _, p := range s.purgers {
+		if err := p.PurgeRoomData(ctx, roomID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // background runs work as a job (jobContext; Close cancels and waits for
