@@ -20,7 +20,7 @@ func (a *App) wireAdminRooms(api *clientapi.API, media *mediaapi.Service) {
 		return
 	}
 	purgers := append([]roomDataPurger{a.Sync, a.Users, roomkeys.New(a.DB), reports.New(a.DB)}, a.roomData...)
-	jobs := rooms.New(a.Rooms, a.Sync, purgers...)
+	jobs := rooms.New(a.DB, a.Rooms, a.Sync, purgers...)
 	a.closers = append(a.closers, jobs.Close)
 	api.Areas = append(api.Areas, api.AdminRoomsArea(a.Rooms, jobs, a.Sync, a.Users), api.AdminMediaArea(media, a.Rooms, a.Users))
 	api.Areas = append(api.Areas, api.AdminRoomMessagesArea(a.Sync), api.AdminMediaCareArea(media, a.Users, a.Rooms))

@@ -8,8 +8,9 @@ ALTER TABLE media ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE
 -- adminapi/rooms: the status of each background room deletion (kind
 -- 'delete', keyed by delete_id) and history purge (kind 'purge', keyed by
 -- purge_id), so admin tools polling them get an answer after a restart.
--- result is the JSON of the deletion's shutdown_room; owner is the process
--- running the job (a job of a process that ended is marked failed).
+-- result is the JSON of the deletion's shutdown_room. A running job
+-- touches updated_ts every 30 s; one untouched for 2 minutes belonged to a
+-- process that ended and is reported failed.
 CREATE TABLE admin_room_jobs (
 	job_id     TEXT PRIMARY KEY,
 	kind       TEXT NOT NULL,
@@ -17,7 +18,6 @@ CREATE TABLE admin_room_jobs (
 	status     TEXT NOT NULL,
 	error      TEXT NOT NULL DEFAULT '',
 	result     TEXT NOT NULL DEFAULT '',
-	owner      TEXT NOT NULL DEFAULT '',
 	created_ts BIGINT NOT NULL,
 	updated_ts BIGINT NOT NULL
 );
