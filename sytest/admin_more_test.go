@@ -151,3 +151,40 @@ func TestAdminMediaProtectAndCleanUp(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminDeleteStatusAfterRestart: a background deletion's status and a
+// purge's still answer after the server restarted.
+func TestAdminDeleteStatusAfterRestart(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		admin := s.registerAdmin(t, "boss")
+		carol := s.register(t, "carol")
+		room := createRoom(t, carol, &mautrix.ReqCreateRoom{Name: "Old", Preset: "public_chat"})
+		msg := sendText(t, carol, room, "hi")
+		kept := createRoom(t, carol, &mautrix.ReqCreateRoom{Name: "Kept", Preset: "public_chat"})
+		keptMsg := sendText(t, carol, kept, "hello")
+		sendText(t, carol, kept, "after")
+		purgeID := s.do(t, "POST", adm+"/v1/purge_history/"+p(kept)+"/"+p(keptMsg), admin.AccessToken, map[string]any{}).expect(t, 200).str("purge_id")
+		deleteID := s.do(t, "DELETE", adm+"/v2/rooms/"+p(room), admin.AccessToken, map[string]any{"purge": true}).expect(t, 200).str("delete_id")
+		if deleteID == "" || purgeID == "" || msg == "" {
+			t.Fatal("no job IDs")
+		}
+		eventually(t, "the jobs to complete", func() bool {
+			d := s.do(t, "GET", adm+"/v2/rooms/delete_status/"+deleteID, admin.AccessToken, nil).expect(t, 200)
+			pu := s.do(t, "GET", adm+"/v1/purge_history_status/"+purgeID, admin.AccessToken, nil).expect(t, 200)
+			return d.str("status") == "complete" && pu.str("status") == "complete"
+		})
+		s.restart()
+		d := s.do(t, "GET", adm+"/v2/rooms/delete_status/"+deleteID, admin.AccessToken, nil).expect(t, 200)
+		if d.str("status") != "complete" || !strings.Contains(string(d.Raw), carol.UserID.String()) {
+			t.Fatalf("delete status after restart: %s", d)
+		}
+		r := s.do(t, "GET", adm+"/v2/rooms/"+p(room)+"/delete_status", admin.AccessToken, nil).expect(t, 200)
+		if !strings.Contains(string(r.Raw), deleteID) {
+			t.Fatalf("room delete status after restart: %s", r)
+		}
+		if pu := s.do(t, "GET", adm+"/v1/purge_history_status/"+purgeID, admin.AccessToken, nil).expect(t, 200); pu.str("status") != "complete" {
+			t.Fatalf("purge status after restart: %s", pu)
+		}
+		s.do(t, "GET", adm+"/v2/rooms/delete_status/"+deleteID, carol.AccessToken, nil).expectErr(t, 403, "M_FORBIDDEN")
+	})
+}
