@@ -399,7 +399,7 @@ VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO 
 // same error and take the same time. Every failure and refusal is audited.
 func (s *Service) verifyPassword(ctx context.Context, userID, password, addr string) (account, error) {
 	key := s.attemptKey(ctx, userID, addr)
-	if wait := s.attempts.wait(key); wait > 0 {
+	if wait := s.attempts.wait(ctx, key); wait > 0 {
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginRefused, Target: userID, Addr: addr,
 			Detail: map[string]any{"reason": "account_slowdown", "retry_after_ms": wait.Milliseconds() + 1}})
 		return account{}, merr.LimitExceeded(wait.Milliseconds() + 1)
@@ -412,7 +412,7 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password, addr str
 	a, err := selectAccount(ctx, s.db, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(s.dummy.get(s.opts.PasswordHashCost), password)
-		s.attempts.fail(key)
+		s.attempts.fail(ctx, key)
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "unknown_user"}})
 		return account{}, errBadLogin()
 	}
@@ -420,11 +420,11 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password, addr str
 		return account{}, err
 	}
 	if !CheckPassword(a.hash, password) {
-		s.attempts.fail(key)
+		s.attempts.fail(ctx, key)
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "wrong_password"}})
 		return account{}, errBadLogin()
 	}
-	s.attempts.reset(key)
+	s.attempts.reset(ctx, key)
 	if !a.deactivated {
 		s.rememberAddr(ctx, userID, addr)
 	}
