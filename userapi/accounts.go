@@ -390,6 +390,9 @@ VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO 
 			}
 		}
 	}
+	if err := noteUserAgent(ctx, tx, userID, dev.DeviceID); err != nil {
+		return Session{}, Device{}, "", err
+	}
 	return tk.session(userID, dev.DeviceID), dev, oldHash, nil
 }
 

@@ -1,5 +1,5 @@
--- Admin API: protected media, and room deletion and purge jobs that
--- outlive a restart.
+-- Admin API: protected media, room deletion and purge jobs that
+-- outlive a restart, and devices' user agents.
 
 -- mediaapi: protected media (POST /_synapse/admin/v1/media/protect/{id})
 -- is never quarantined and never deleted by the date-based clean-up.
@@ -23,3 +23,7 @@ CREATE TABLE admin_room_jobs (
 );
 CREATE INDEX admin_room_jobs_room ON admin_room_jobs (room_id, created_ts);
 CREATE INDEX admin_room_jobs_created ON admin_room_jobs (created_ts);
+
+-- userapi: the User-Agent of the client when the device signed in (shown
+-- by the admin API's whois).
+ALTER TABLE devices ADD COLUMN user_agent TEXT NOT NULL DEFAULT '';
