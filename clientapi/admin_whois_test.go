@@ -59,5 +59,14 @@ func TestAdminWhoisUserAgent(t *testing.T) {
 			t.Fatalf("whois after a new sign-in %s", r.raw)
 		}
 		e.want(e.do("GET", "/_synapse/admin/v1/whois/"+url.PathEscape("@root:test.local"), e.userToken, nil), 403, "M_FORBIDDEN")
+		// The admin device listing has it as last_seen_user_agent.
+		r = e.do("GET", "/_synapse/admin/v2/users/"+alice+"/devices/PHONE", e.adminToken, nil)
+		if r.str("last_seen_user_agent") != "Element X/25.1" {
+			t.Fatalf("device %s", r.raw)
+		}
+		r = e.do("GET", "/_synapse/admin/v2/users/"+alice+"/devices", e.adminToken, nil)
+		if !strings.Contains(r.raw, `"last_seen_user_agent":"Element X/25.1"`) {
+			t.Fatalf("devices %s", r.raw)
+		}
 	})
 }
