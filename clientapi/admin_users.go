@@ -511,7 +511,7 @@ func (a *API) adminLoginAs(w http.ResponseWriter, r *http.Request) error {
 // adminDevice is a device as the admin API shows it.
 type adminDevice struct {
 	userapi.DeviceInfo
-	UserID            string  `json:"user_id"`
+	UserID string `json:"user_id"`
 	// LastSeenUserAgent is the client's User-Agent at the device's
 	// sign-in (null when none was recorded).
 	LastSeenUserAgent *string `json:"last_seen_user_agent"`
