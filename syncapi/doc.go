@@ -152,4 +152,8 @@
 // together); recentRoom.mu, typingState.mu,
 // presenceState.mu and relCache.mu are never held while taking another
 // lock (relCache.mu is taken before the cache's own, internal lock).
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes its receipts and peeks and forgets
+// who types in it.
 package syncapi
