@@ -134,4 +134,11 @@
 // locks, then the small mutexes of the caches (tokMu, seenMu, backoff.mu, which
 // guards only the time of the last sweep).
 // No lock is held while waiting for anything but the database.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes the room's account data (tags
+// included). Devices keep the User-Agent of the request that signed them
+// in (useragent.go, devices.user_agent from migration 0037), for whois.
+// A client's registration of an account that must use a second factor
+// opens no session (secondfactor.go, withoutPasswordSession).
 package userapi
