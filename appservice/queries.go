@@ -168,11 +168,11 @@ func (q *Queries) Ping(ctx context.Context, callerID, serviceID, txnID string) (
 	var ne net.Error
 	switch {
 	case err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()):
-		return 0, merr.Custom(http.StatusGatewayTimeout, "M_CONNECTION_TIMEOUT", "The application service did not answer within %s", q.timeout)
+		return 0, merr.Custom(http.StatusGatewayTimeout, "M_CONNECTION_TIMEOUT", "The application service did not answer within %s", q.timeout).FromUpstream()
 	case err != nil:
-		return 0, merr.Custom(http.StatusBadGateway, "M_CONNECTION_FAILED", "Cannot reach the application service: %s", connReason(err))
+		return 0, merr.Custom(http.StatusBadGateway, "M_CONNECTION_FAILED", "Cannot reach the application service: %s", connReason(err)).FromUpstream()
 	case status/100 != 2:
-		return 0, merr.Custom(http.StatusBadGateway, "M_BAD_STATUS", "The application service answered %d", status).
+		return 0, merr.Custom(http.StatusBadGateway, "M_BAD_STATUS", "The application service answered %d", status).FromUpstream().
 			With("status", status).With("body", string(raw))
 	}
 	return took, nil

@@ -322,7 +322,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, !p.InhibitLogin))
+	// An account that must sign in with a second factor gets no session
+	// here (SecondFactorFirst): the client is told to sign in.
+	return httpx.JSON(w, http.StatusOK, a.sessionBody(sess, !p.InhibitLogin && !sess.SecondFactorFirst))
 }
 
 func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) error {

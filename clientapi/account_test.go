@@ -18,6 +18,7 @@ import (
 	"github.com/haven-chat/haven/storage"
 	"github.com/haven-chat/haven/storage/storagetest"
 	"github.com/haven-chat/haven/userapi"
+	"github.com/haven-chat/haven/userapi/totp"
 )
 
 // Handler tests of the user API areas, through the real router.
@@ -72,10 +73,14 @@ func utServer(t *testing.T, db *storage.DB, mod ...func(*config.Config)) *utEnv 
 	for _, m := range mod {
 		m(&cfg)
 	}
-	users, err := userapi.New(context.Background(), db, nil, userapi.Options{
+	opts := userapi.Options{
 		ServerName: cfg.ServerName, PasswordHashCost: cfg.PasswordHashCost, SharedSecret: cfg.Registration.SharedSecret,
 		Mail: testMailer(cfg), PublicBaseURL: cfg.PublicBaseURL, EmailTokensPerHour: cfg.Email.TokensPerHour,
-	})
+	}
+	if cfg.Auth.TOTP == config.TOTPRequired { // the policy needs no enrolments then
+		opts.SecondFactor = totp.Policy{Mode: totp.Required}
+	}
+	users, err := userapi.New(context.Background(), db, nil, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

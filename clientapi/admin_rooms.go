@@ -32,10 +32,10 @@ type adminRoomReader interface {
 type adminRoomJobs interface {
 	Shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (roomserver.ShutdownResult, error)
 	StartShutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest) (string, error)
-	DeleteStatus(id string) (rooms.DeleteStatus, error)
-	RoomDeleteStatuses(roomID string) ([]rooms.DeleteStatus, error)
+	DeleteStatus(ctx context.Context, id string) (rooms.DeleteStatus, error)
+	RoomDeleteStatuses(ctx context.Context, roomID string) ([]rooms.DeleteStatus, error)
 	StartPurge(ctx context.Context, roomID string, p roomserver.PurgePoint) (string, error)
-	PurgeStatus(id string) (rooms.PurgeStatus, error)
+	PurgeStatus(ctx context.Context, id string) (rooms.PurgeStatus, error)
 }
 
 // clientEventRenderer renders events in the client format (the sync engine).
@@ -376,7 +376,7 @@ func (h *adminRooms) roomDeleteStatus(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	list, err := h.jobs.RoomDeleteStatuses(roomID)
+	list, err := h.jobs.RoomDeleteStatuses(r.Context(), roomID)
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (h *adminRooms) roomDeleteStatus(w http.ResponseWriter, r *http.Request) er
 }
 
 func (h *adminRooms) deleteStatus(w http.ResponseWriter, r *http.Request) error {
-	st, err := h.jobs.DeleteStatus(PathParam(r, "deleteId"))
+	st, err := h.jobs.DeleteStatus(r.Context(), PathParam(r, "deleteId"))
 	if err != nil {
 		return err
 	}
@@ -469,7 +469,7 @@ func (h *adminRooms) purge(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *adminRooms) purgeStatus(w http.ResponseWriter, r *http.Request) error {
-	st, err := h.jobs.PurgeStatus(PathParam(r, "purgeId"))
+	st, err := h.jobs.PurgeStatus(r.Context(), PathParam(r, "purgeId"))
 	if err != nil {
 		return err
 	}

@@ -511,8 +511,18 @@ func (a *API) adminLoginAs(w http.ResponseWriter, r *http.Request) error {
 // adminDevice is a device as the admin API shows it.
 type adminDevice struct {
 	userapi.DeviceInfo
-	UserID            string  `json:"user_id"`
-	LastSeenUserAgent *string `json:"last_seen_user_agent"` // not recorded
+	UserID string `json:"user_id"`
+	// LastSeenUserAgent is the client's User-Agent at the device's
+	// sign-in (null when none was recorded).
+	LastSeenUserAgent *string `json:"last_seen_user_agent"`
+}
+
+// withUserAgent fills the device's user agent from agents.
+func (d adminDevice) withUserAgent(agents map[string]string) adminDevice {
+	if ua, ok := agents[d.DeviceID]; ok {
+		d.LastSeenUserAgent = &ua
+	}
+	return d
 }
 
 // adminDeviceUser is the {userId} of a device path, an existing account.
@@ -536,9 +546,13 @@ func (a *API) adminListDevices(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	agents, err := a.Users.DeviceUserAgents(r.Context(), userID)
+	if err != nil {
+		return err
+	}
 	out := make([]adminDevice, len(devs))
 	for i, d := range devs {
-		out[i] = adminDevice{DeviceInfo: d, UserID: userID}
+		out[i] = adminDevice{DeviceInfo: d, UserID: userID}.withUserAgent(agents)
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]any{"devices": out, "total": len(out)})
 }
@@ -552,7 +566,11 @@ func (a *API) adminGetDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, adminDevice{DeviceInfo: d, UserID: userID})
+	agents, err := a.Users.DeviceUserAgents(r.Context(), userID)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, adminDevice{DeviceInfo: d, UserID: userID}.withUserAgent(agents))
 }
 
 func (a *API) adminPutDevice(w http.ResponseWriter, r *http.Request) error {

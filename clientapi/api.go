@@ -138,7 +138,8 @@ func (a *API) withClientAddr(next http.Handler) http.Handler {
 	proxies, _ := clientip.New(a.Cfg.TrustedProxies.Items())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		addr := proxies.Addr(r)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), addrKey{}, addr)))
+		ctx := userapi.WithUserAgent(context.WithValue(r.Context(), addrKey{}, addr), r.UserAgent())
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

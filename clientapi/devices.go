@@ -109,10 +109,12 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 }
 
 // whoisConnection is one connection of GET /admin/whois: what Haven keeps
-// of a device's last use (its address and time; no user agent).
+// of a device's last use (its address and time) and the User-Agent of the
+// client when it signed in.
 type whoisConnection struct {
-	IP       string `json:"ip,omitempty"`
-	LastSeen int64  `json:"last_seen,omitempty"`
+	IP        string `json:"ip,omitempty"`
+	LastSeen  int64  `json:"last_seen,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 type whoisSession struct {
@@ -145,9 +147,13 @@ func (a *API) whois(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	agents, err := a.Users.DeviceUserAgents(ctx, target)
+	if err != nil {
+		return err
+	}
 	out := make(map[string]whoisDevice, len(devs))
 	for _, d := range devs {
-		conn := whoisConnection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS}
+		conn := whoisConnection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS, UserAgent: agents[d.DeviceID]}
 		out[d.DeviceID] = whoisDevice{Sessions: []whoisSession{{Connections: []whoisConnection{conn}}}}
 	}
 	return httpx.JSON(w, http.StatusOK, map[string]any{"user_id": target, "devices": out})

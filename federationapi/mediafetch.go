@@ -72,7 +72,7 @@ func (f *MediaFetcher) FetchMedia(ctx context.Context, server, mediaID string, w
 		rm, err = f.get(ctx, server, wait, false,
 			"/_matrix/media/v3/download/"+url.PathEscape(server)+"/"+url.PathEscape(mediaID)+q+"&allow_remote=false")
 		if errors.Is(err, errNoEndpoint) {
-			return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s does not serve media to other servers", server)
+			return nil, merr.BadGateway("%s does not serve media to other servers", server)
 		}
 	}
 	return rm, err
@@ -110,7 +110,7 @@ func (f *MediaFetcher) get(ctx context.Context, server string, wait time.Duratio
 	if err != nil {
 		cancel()
 		if late {
-			return nil, merr.Custom(http.StatusGatewayTimeout, "M_UNKNOWN", "%s did not answer in time", server)
+			return nil, merr.UpstreamTimeout("%s did not answer in time", server)
 		}
 		return nil, fetchError(ctx, server, err)
 	}
@@ -120,7 +120,7 @@ func (f *MediaFetcher) get(ctx context.Context, server string, wait time.Duratio
 		rm, err := readMultipartMedia(resp, body)
 		if err != nil {
 			body.Close()
-			return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered an unusable media answer: %v", server, err)
+			return nil, merr.BadGateway("%s answered an unusable media answer: %v", server, err)
 		}
 		return rm, nil
 	case resp.StatusCode == http.StatusOK:
@@ -151,12 +151,12 @@ func statusError(server string, status int, errcode, msg string) error {
 	case errcode == "M_NOT_YET_UPLOADED":
 		return merr.NotYetUploaded("The content has not yet been uploaded to %s", server)
 	case errcode == "M_TOO_LARGE":
-		return merr.Custom(http.StatusBadGateway, "M_TOO_LARGE", "%s: the content is too large", server)
+		return merr.Custom(http.StatusBadGateway, "M_TOO_LARGE", "%s: the content is too large", server).FromUpstream()
 	}
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
-	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered %d %s %s", server, status, errcode, msg)
+	return merr.BadGateway("%s answered %d %s %s", server, status, errcode, msg)
 }
 
 // fetchError maps a request that got no answer.
@@ -165,9 +165,9 @@ func fetchError(ctx context.Context, server string, err error) error {
 	case errors.Is(err, client.ErrNotAllowed) || errors.Is(err, client.ErrPrivateAddress):
 		return merr.Forbidden("Federation with %s is not allowed on this server", server)
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
-		return merr.Custom(http.StatusGatewayTimeout, "M_UNKNOWN", "%s did not answer in time", server)
+		return merr.UpstreamTimeout("%s did not answer in time", server)
 	}
-	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not reach %s", server).Wrap(err)
+	return merr.BadGateway("Could not reach %s", server).Wrap(err)
 }
 
 // readMultipartMedia takes apart the answer of the federation media

@@ -70,7 +70,7 @@ func remoteError(server string, err error) error {
 	if errors.Is(err, client.ErrNotAllowed) || errors.Is(err, client.ErrPrivateAddress) {
 		return merr.Forbidden("Federation with %s is not allowed on this server", server)
 	}
-	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not reach %s: %v", server, err)
+	return merr.BadGateway("Could not reach %s: %v", server, err)
 }
 
 // Invite asks the invitee's server to sign an invite of its user.
@@ -107,13 +107,13 @@ func (p *Peers) Invite(ctx context.Context, invite gomatrixserverlib.PDU, stripp
 	}
 	signed, err := verImpl.NewEventFromUntrustedJSON(resp.Event)
 	if err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered an unusable invite: %v", dest, err)
+		return nil, merr.BadGateway("%s answered an unusable invite: %v", dest, err)
 	}
 	if signed.EventID() != invite.EventID() {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s changed the invite", dest)
+		return nil, merr.BadGateway("%s changed the invite", dest)
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, p.verifier, userIDForSender); err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s signed the invite wrongly: %v", dest, err)
+		return nil, merr.BadGateway("%s signed the invite wrongly: %v", dest, err)
 	}
 	return signed, nil
 }
@@ -174,7 +174,7 @@ func (p *Peers) joinVia(ctx context.Context, userID, roomID string, srv spec.Ser
 	state, err := gomatrixserverlib.CheckSendJoinResponse(ctx, ver, gomatrixserverlib.StateResponse(&resp), p.verifier, join,
 		p.missingAuth(ctx, srv, roomID), userIDForSender)
 	if err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered an unusable room state: %v", srv, err)
+		return nil, merr.BadGateway("%s answered an unusable room state: %v", srv, err)
 	}
 	return &roomserver.RemoteJoin{Event: join, State: state.GetStateEvents().TrustedEvents(ver, false),
 		AuthChain: state.GetAuthEvents().TrustedEvents(ver, false)}, nil
@@ -183,7 +183,7 @@ func (p *Peers) joinVia(ctx context.Context, userID, roomID string, srv spec.Ser
 // buildMembership fills a make_join/make_leave template in and signs it.
 func (p *Peers) buildMembership(verImpl gomatrixserverlib.IRoomVersion, proto gomatrixserverlib.ProtoEvent, roomID, userID, membership string, content map[string]any) (gomatrixserverlib.PDU, error) {
 	if proto.RoomID != roomID || proto.SenderID != userID || proto.StateKey == nil || *proto.StateKey != userID {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The template for %s is for another room or user", roomID)
+		return nil, merr.BadGateway("The template for %s is for another room or user", roomID)
 	}
 	proto.Type = spec.MRoomMember
 	proto.Redacts = ""
@@ -211,7 +211,7 @@ func (p *Peers) buildMembership(verImpl gomatrixserverlib.IRoomVersion, proto go
 	}
 	ev, err := b.Build(time.Now(), p.serverName, p.key.ID, p.key.Private)
 	if err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The template for %s is unusable: %v", roomID, err)
+		return nil, merr.BadGateway("The template for %s is unusable: %v", roomID, err)
 	}
 	return ev, nil
 }

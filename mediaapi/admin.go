@@ -42,7 +42,7 @@ var mediaOrderColumns = map[string]string{
 	"media_length":         "size",
 	"media_type":           "content_type",
 	"quarantined_by":       "quarantined_by",
-	"safe_from_quarantine": "created_ts",
+	"safe_from_quarantine": "safe_from_quarantine",
 }
 
 // ValidMediaOrder tells whether order_by names a known ordering.
@@ -66,7 +66,7 @@ func (s *Service) UserMedia(ctx context.Context, userID string, from, limit int,
 	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM media WHERE user_id = $1 AND sha256 <> ''`, userID).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count media of %s: %w", userID, err)
 	}
-	rows, err := s.db.Query(ctx, `SELECT media_id, content_type, size, filename, created_ts, quarantined_by FROM media
+	rows, err := s.db.Query(ctx, `SELECT media_id, content_type, size, filename, created_ts, quarantined_by, safe_from_quarantine FROM media
 WHERE user_id = $1 AND sha256 <> '' ORDER BY `+col+` `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, userID, limit, from)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list media of %s: %w", userID, err)
@@ -76,7 +76,7 @@ WHERE user_id = $1 AND sha256 <> '' ORDER BY `+col+` `+dir+`, media_id `+dir+` L
 	for rows.Next() {
 		var m AdminMedia
 		var name, q string
-		if err := rows.Scan(&m.MediaID, &m.MediaType, &m.MediaLength, &name, &m.CreatedTS, &q); err != nil {
+		if err := rows.Scan(&m.MediaID, &m.MediaType, &m.MediaLength, &name, &m.CreatedTS, &q, &m.SafeFromQuarantine); err != nil {
 			return nil, 0, err
 		}
 		if name != "" {
@@ -166,12 +166,20 @@ func (s *Service) SetQuarantined(ctx context.Context, mediaID, by string) error 
 	if !ValidMediaID(mediaID) {
 		return merr.NotFound("Media not found")
 	}
-	res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE media_id = $2`, by, mediaID)
+	// Protected media is never quarantined (lifting a quarantine is
+	// always allowed).
+	res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE media_id = $2 AND ($1 = '' OR safe_from_quarantine = FALSE)`, by, mediaID)
 	if err != nil {
 		return fmt.Errorf("quarantine %s: %w", mediaID, err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
-		return merr.NotFound("Media not found")
+		if _, err := selectMedia(ctx, s.db, mediaID); errors.Is(err, storage.ErrNotFound) {
+			return merr.NotFound("Media not found")
+		} else if err != nil {
+			return err
+		}
+		logging.From(ctx).WithField("media_id", mediaID).Info("protected media not quarantined")
+		return nil
 	}
 	logging.From(ctx).WithFields(map[string]any{"media_id": mediaID, "by": by, "quarantined": by != ""}).Warn("media quarantine changed")
 	return nil
@@ -188,7 +196,7 @@ func (s *Service) QuarantineMany(ctx context.Context, mediaIDs []string, by stri
 	}
 	var total int64
 	for i := 0; i < len(ids); i += 500 {
-		res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE quarantined_by = '' AND media_id IN ($2)`, by, ids[i:min(i+500, len(ids))])
+		res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE quarantined_by = '' AND safe_from_quarantine = FALSE AND media_id IN ($2)`, by, ids[i:min(i+500, len(ids))])
 		if err != nil {
 			return total, fmt.Errorf("quarantine media: %w", err)
 		}
@@ -200,7 +208,7 @@ func (s *Service) QuarantineMany(ctx context.Context, mediaIDs []string, by stri
 
 // QuarantineUser quarantines every upload of a user.
 func (s *Service) QuarantineUser(ctx context.Context, userID, by string) (int64, error) {
-	res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE quarantined_by = '' AND user_id = $2`, by, userID)
+	res, err := s.db.Exec(ctx, `UPDATE media SET quarantined_by = $1 WHERE quarantined_by = '' AND safe_from_quarantine = FALSE AND user_id = $2`, by, userID)
 	if err != nil {
 		return 0, fmt.Errorf("quarantine media of %s: %w", userID, err)
 	}

@@ -93,10 +93,15 @@
 // media ID has the same content, under hashLock), and quarantine
 // (media.quarantined_by, migration 0026): quarantined media keeps its
 // file but lookup answers 404 M_NOT_FOUND for it, so downloads and
-// thumbnails are refused like unknown media.
+// thumbnails are refused like unknown media. Protection
+// (admin_protect.go, media.safe_from_quarantine, migration 0037): protected
+// media is never quarantined and never deleted by DeleteOldMedia, the
+// date-based clean-up (which also spares the media IDs it is told to keep:
+// avatars).
 //
 // Tables: media, media_thumbnails (storage/migrations/0003_media.sql;
-// media.quarantined_by from 0026_admin_rooms_media.sql), remote_media
+// media.quarantined_by from 0026_admin_rooms_media.sql,
+// media.safe_from_quarantine from 0037), remote_media
 // (0028_remote_media.sql).
 // Goroutines: one sweeper (Start/Close) that deletes lapsed pending IDs
 // and temporary files older than an hour (left by a crash), hourly; one per

@@ -160,7 +160,7 @@ func fetchError(err error) error {
 	if errors.Is(err, errBlockedAddr) {
 		return merr.Forbidden("URL previews may not fetch from this address")
 	}
-	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not fetch the URL: %s", err.Error())
+	return merr.BadGateway("Could not fetch the URL: %s", err.Error())
 }
 
 func (s *Service) fetch(ctx context.Context, u *url.URL, accept string) (*http.Response, error) {
@@ -176,7 +176,7 @@ func (s *Service) fetch(ctx context.Context, u *url.URL, accept string) (*http.R
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		resp.Body.Close()
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The URL answered %d", resp.StatusCode)
+		return nil, merr.BadGateway("The URL answered %d", resp.StatusCode)
 	}
 	return resp, nil
 }
@@ -231,7 +231,7 @@ func (s *Service) previewImage(ctx context.Context, resp *http.Response, og map[
 	}
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
-		return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The URL is not an image this server reads")
+		return merr.BadGateway("The URL is not an image this server reads")
 	}
 	st, err := s.files.writeBytes(b)
 	if err != nil {

@@ -171,7 +171,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string, wait 
 		}
 	}
 	if rm.Body == nil {
-		return Media{}, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered no content", origin)
+		return Media{}, merr.BadGateway("%s answered no content", origin)
 	}
 	defer rm.Body.Close()
 	if rm.Size > s.opts.MaxUploadBytes {
@@ -188,7 +188,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string, wait 
 	if rm.Size >= 0 && st.Size != rm.Size {
 		s.files.discard(st)
 		log.WithFields(map[string]any{"declared": rm.Size, "got": st.Size}).Warn("media: remote media shorter or longer than declared")
-		return Media{}, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s sent %d bytes of a %d-byte file", origin, st.Size, rm.Size)
+		return Media{}, merr.BadGateway("%s sent %d bytes of a %d-byte file", origin, st.Size, rm.Size)
 	}
 	now := s.opts.Now().UnixMilli()
 	name := rm.Filename
@@ -205,7 +205,7 @@ func (s *Service) fetchRemote(ctx context.Context, origin, mediaID string, wait 
 }
 
 func remoteTooLarge(limit int64) error {
-	return merr.Custom(http.StatusBadGateway, "M_TOO_LARGE", "The remote content is larger than this server's limit of %d bytes", limit)
+	return merr.Custom(http.StatusBadGateway, "M_TOO_LARGE", "The remote content is larger than this server's limit of %d bytes", limit).FromUpstream()
 }
 
 // remoteError turns a failed fetch into what the client sees: the
@@ -215,9 +215,9 @@ func remoteError(ctx context.Context, origin string, err error) error {
 		return err
 	}
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
-		return merr.Custom(http.StatusGatewayTimeout, "M_UNKNOWN", "Fetching the media from %s took too long", origin)
+		return merr.UpstreamTimeout("Fetching the media from %s took too long", origin)
 	}
-	return merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not fetch the media from %s", origin)
+	return merr.BadGateway("Could not fetch the media from %s", origin)
 }
 
 // followLocation fetches content another server points to (the Location
@@ -226,23 +226,23 @@ func remoteError(ctx context.Context, origin string, err error) error {
 func (s *Service) followLocation(ctx context.Context, rm *RemoteMedia) (*RemoteMedia, error) {
 	u, err := url.Parse(rm.Location)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The other server pointed to an unusable location")
+		return nil, merr.BadGateway("The other server pointed to an unusable location")
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The other server pointed to an unusable location")
+		return nil, merr.BadGateway("The other server pointed to an unusable location")
 	}
 	req.Header.Set("User-Agent", "Haven (Matrix homeserver)")
 	resp, err := s.location.Do(req)
 	if err != nil {
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "Could not fetch the media from the location given: %v", err)
+		return nil, merr.BadGateway("Could not fetch the media from the location given: %v", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound {
 			return nil, merr.NotFound("Media not found")
 		}
-		return nil, merr.Custom(http.StatusBadGateway, "M_UNKNOWN", "The location given answered %d", resp.StatusCode)
+		return nil, merr.BadGateway("The location given answered %d", resp.StatusCode)
 	}
 	ct := rm.ContentType
 	if ct == "" {

@@ -77,6 +77,9 @@ type App struct {
 	listener        net.Listener
 	metricsListener net.Listener
 	closers         []func()
+	// roomData are the owners of room rows outside the roomserver, told
+	// of purged rooms (adminrooms.go).
+	roomData []roomDataPurger
 }
 
 // OpenDB opens and migrates the configured database.

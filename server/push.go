@@ -18,5 +18,6 @@ func (a *App) wirePush(ctx context.Context, rs *roomserver.Service, users *usera
 		return nil, err
 	}
 	a.closers = append(a.closers, ps.Close)
+	a.roomData = append(a.roomData, ps)
 	return ps, nil
 }

@@ -182,4 +182,8 @@
 // recentRoom.mu and relCache.mu are never held while taking another lock
 // (relCache.mu is taken before the cache's own, internal lock). A parked
 // Waiter's mu is taken before Notifier.mu.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes its receipts and peeks and forgets
+// who types in it.
 package syncapi

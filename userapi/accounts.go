@@ -25,6 +25,10 @@ type Session struct {
 	// refresh token: the access token then expires after ExpiresInMS.
 	RefreshToken string
 	ExpiresInMS  int64
+	// SecondFactorFirst is set when the account was made without a session
+	// because it must sign in with a second factor it has not set up yet
+	// (the sign-in page sets it up at the first sign-in).
+	SecondFactorFirst bool
 }
 
 // MaxDeviceIDBytes bounds client-chosen device IDs.
@@ -232,7 +236,12 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 			}
 			return Session{}, err
 		}
-		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, req)
+		areq, err := s.withoutPasswordSession(ctx, s.UserID(lp), req)
+		if err != nil {
+			return Session{}, err
+		}
+		sess, err := s.createAccount(ctx, s.UserID(lp), lp, hash, areq)
+		sess.SecondFactorFirst = areq.InhibitLogin && !req.InhibitLogin
 		if errors.Is(err, errInUse) {
 			if random && attempt < 5 {
 				continue
@@ -242,7 +251,11 @@ func (s *Service) Register(ctx context.Context, req RegisterRequest) (Session, e
 		if err != nil {
 			return Session{}, err
 		}
-		s.audit(ctx, "register", logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)})
+		fields := logrus.Fields{"user_id": sess.UserID, "device_id": sess.DeviceID, "client_addr": req.ClientAddr, "via": req.Via, "admin": fmt.Sprint(req.Admin)}
+		if sess.SecondFactorFirst {
+			fields["session"] = "none: second factor required"
+		}
+		s.audit(ctx, "register", fields)
 		return sess, nil
 	}
 }
@@ -377,6 +390,9 @@ VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO 
 			}
 		}
 	}
+	if err := noteUserAgent(ctx, tx, userID, dev.DeviceID); err != nil {
+		return Session{}, Device{}, "", err
+	}
 	return tk.session(userID, dev.DeviceID), dev, oldHash, nil
 }
 
@@ -386,7 +402,7 @@ VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (user_id, device_id) DO 
 // same error and take the same time. Every failure and refusal is audited.
 func (s *Service) verifyPassword(ctx context.Context, userID, password, addr string) (account, error) {
 	key := s.attemptKey(ctx, userID, addr)
-	if wait := s.attempts.wait(key); wait > 0 {
+	if wait := s.attempts.wait(ctx, key); wait > 0 {
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginRefused, Target: userID, Addr: addr,
 			Detail: map[string]any{"reason": "account_slowdown", "retry_after_ms": wait.Milliseconds() + 1}})
 		return account{}, merr.LimitExceeded(wait.Milliseconds() + 1)
@@ -399,7 +415,7 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password, addr str
 	a, err := selectAccount(ctx, s.db, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		CheckPassword(s.dummy.get(s.opts.PasswordHashCost), password)
-		s.attempts.fail(key)
+		s.attempts.fail(ctx, key)
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "unknown_user"}})
 		return account{}, errBadLogin()
 	}
@@ -407,11 +423,11 @@ func (s *Service) verifyPassword(ctx context.Context, userID, password, addr str
 		return account{}, err
 	}
 	if !CheckPassword(a.hash, password) {
-		s.attempts.fail(key)
+		s.attempts.fail(ctx, key)
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": "wrong_password"}})
 		return account{}, errBadLogin()
 	}
-	s.attempts.reset(key)
+	s.attempts.reset(ctx, key)
 	if !a.deactivated {
 		s.rememberAddr(ctx, userID, addr)
 	}

@@ -4,8 +4,8 @@
 //
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
-// login_addresses (migration 0027), login_tokens (0031), user_threepids and
-// threepid_sessions (0032), oidc_links (0034); it also deletes a removed
+// login_addresses (migration 0027), login_failures (0038), login_tokens
+// (0031), user_threepids and threepid_sessions (0032), oidc_links (0034); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -106,7 +106,9 @@
 // slow an account down (a doubling wait after three failures), counted
 // together for networks the account has not signed in from and separately
 // for each network it has (login_addresses: the newest 20 per account, 90
-// days), so the owner keeps signing in during a guessing run. Sign-ins,
+// days), so the owner keeps signing in during a guessing run. The counters
+// are rows of login_failures (migration 0038), shared by every process of
+// a scale-out. Sign-ins,
 // failures and refusals go to Options.Audit (internal/audit). New
 // passwords meet Options.PasswordPolicy (policy.go: minimum length, the
 // embedded common_passwords.txt and its variants) through CheckNewPassword,
@@ -134,6 +136,14 @@
 // InvalidateTopic (NATS's goroutine).
 //
 // Lock order: the per-user keyed lock (userLocks), then the sequencer's
-// locks, then the small mutexes of the caches (tokMu, seenMu, backoff.mu).
+// locks, then the small mutexes of the caches (tokMu, seenMu, backoff.mu, which
+// guards only the time of the last sweep).
 // No lock is held while waiting for anything but the database.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes the room's account data (tags
+// included). Devices keep the User-Agent of the request that signed them
+// in (useragent.go, devices.user_agent from migration 0037), for whois.
+// A client's registration of an account that must use a second factor
+// opens no session (secondfactor.go, withoutPasswordSession).
 package userapi

@@ -131,10 +131,10 @@ func TestKnownAddressesBounded(t *testing.T) {
 		if n != maxKnownAddrs {
 			t.Fatalf("%d networks kept, want %d", n, maxKnownAddrs)
 		}
-		if k := s.attemptKey(ctx, "@bob:"+testServer, "10.0.0.0"); k != "@bob:"+testServer {
+		if k := s.attemptKey(ctx, "@bob:"+testServer, "10.0.0.0"); k.addr != "" {
 			t.Errorf("the oldest network is still known (%q)", k)
 		}
-		if k := s.attemptKey(ctx, "@bob:"+testServer, fmt.Sprintf("10.0.0.%d", maxKnownAddrs+4)); k == "@bob:"+testServer {
+		if k := s.attemptKey(ctx, "@bob:"+testServer, fmt.Sprintf("10.0.0.%d", maxKnownAddrs+4)); k.addr == "" {
 			t.Errorf("the newest network is not known")
 		}
 	})
@@ -200,5 +200,48 @@ func TestPolicyAppliesToNewPasswords(t *testing.T) {
 		_, err = s.RegisterWithSharedSecret(ctx, SharedSecretRequest{Nonce: nonce, Username: "dave", Password: "pw",
 			MAC: SharedSecretMAC(s.opts.SharedSecret, nonce, "dave", "pw", false, nil)})
 		wantCode(t, err, "")
+	})
+}
+
+// TestSlowdownSharedByProcesses: two Haven processes on one database share
+// the per-account counter, so spreading guesses over them gains nothing,
+// and both still spare the owner's known address.
+func TestSlowdownSharedByProcesses(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		clk := &clock{t: time.UnixMilli(1_700_000_000_000)}
+		a := newTestService(t, db, nil, func(o *Options) { o.Now = clk.Now })
+		b := newTestService(t, db, nil, func(o *Options) { o.Now = clk.Now })
+		mustRegister(t, a, "alice", "right password")
+		const home = "198.51.100.10"
+		login := func(s *Service, addr, pw string) error {
+			_, err := s.Login(ctx, LoginRequest{User: "alice", Password: pw, ClientAddr: addr})
+			return err
+		}
+		wantCode(t, login(b, home, "right password"), "")
+		// Guesses alternate between the processes.
+		for i := 0; i < freeAttempts; i++ {
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			wantCode(t, login(s, fmt.Sprintf("203.0.113.%d", i), "guess"), "M_FORBIDDEN")
+		}
+		for name, s := range map[string]*Service{"a": a, "b": b} {
+			if err := login(s, "203.0.113.50", "guess"); !merr.Is(err, "M_LIMIT_EXCEEDED") {
+				t.Fatalf("process %s lets the guesser in: %v", name, err)
+			}
+			if err := login(s, home, "right password"); err != nil {
+				t.Fatalf("process %s refuses the owner at home: %v", name, err)
+			}
+		}
+		// The slowdown doubles across processes too.
+		clk.Add(time.Second)
+		wantCode(t, login(a, "203.0.113.60", "guess"), "M_FORBIDDEN")
+		err := login(b, "203.0.113.61", "guess")
+		me, ok := merr.As(err)
+		if !ok || me.Code != "M_LIMIT_EXCEEDED" || me.Extra["retry_after_ms"].(int64) <= 1000 {
+			t.Fatalf("second delay seen by the other process: %v", err)
+		}
 	})
 }

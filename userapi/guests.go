@@ -49,6 +49,13 @@ func (s *Service) UpgradeGuest(ctx context.Context, guest Device, hash, deviceID
 		return Session{}, err
 	}
 	sess := Session{UserID: guest.UserID}
+	// The guest's devices would become the account's sessions without a
+	// second factor: an account that must have one is registered afresh.
+	if req, err := s.withoutPasswordSession(ctx, guest.UserID, RegisterRequest{Via: "client"}); err != nil {
+		return Session{}, err
+	} else if req.InhibitLogin {
+		return Session{}, merr.Forbidden("Accounts on this server sign in with a second factor: register a new account instead of upgrading the guest one, then sign in through single sign-on")
+	}
 	var issued Device
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE accounts SET password_hash = $2, is_guest = FALSE WHERE user_id = $1 AND is_guest AND deactivated = FALSE`, guest.UserID, hash)

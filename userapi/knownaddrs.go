@@ -58,9 +58,9 @@ func (s *Service) record(ctx context.Context, e auditlog.Entry) {
 
 // attemptKey is the backoff counter an attempt on userID from addr counts
 // against: the account's own for unknown networks, one per known network.
-func (s *Service) attemptKey(ctx context.Context, userID, addr string) string {
+func (s *Service) attemptKey(ctx context.Context, userID, addr string) failureKey {
 	if addr == "" {
-		return userID
+		return failureKey{user: userID}
 	}
 	netw := clientip.Network(addr)
 	var ts int64
@@ -69,12 +69,12 @@ func (s *Service) attemptKey(ctx context.Context, userID, addr string) string {
 		if !errors.Is(err, sql.ErrNoRows) {
 			logging.From(ctx).WithError(err).WithField("user_id", userID).Warn("known sign-in addresses not readable")
 		}
-		return userID
+		return failureKey{user: userID}
 	}
 	if s.now().Sub(time.UnixMilli(ts)) > knownAddrTTL {
-		return userID
+		return failureKey{user: userID}
 	}
-	return userID + "\x00" + netw
+	return failureKey{user: userID, addr: netw}
 }
 
 // rememberAddr notes a successful sign-in of userID from addr, keeping the

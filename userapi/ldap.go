@@ -3,7 +3,6 @@ package userapi
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strings"
 	"unicode/utf8"
 
@@ -64,7 +63,7 @@ type DirectoryOptions struct {
 // errDirectoryUnavailable is the answer when the directory cannot be
 // asked: 503 M_UNKNOWN, with nothing of the cause.
 func errDirectoryUnavailable(cause error) error {
-	return merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN",
+	return merr.Unavailable(
 		"The company directory cannot be reached to check your password; try again in a few minutes").Wrap(cause)
 }
 
@@ -73,10 +72,10 @@ func errDirectoryUnavailable(cause error) error {
 // instead (an account the directory does not know, with fallback). The
 // account returned is the one the directory's localpart attribute names,
 // made at the first sign-in when so configured.
-func (s *Service) verifyWithDirectory(ctx context.Context, key, userID, password, addr string) (a account, done bool, err error) {
+func (s *Service) verifyWithDirectory(ctx context.Context, key failureKey, userID, password, addr string) (a account, done bool, err error) {
 	d := s.opts.Directory
 	fail := func(reason string) (account, bool, error) {
-		s.attempts.fail(key)
+		s.attempts.fail(ctx, key)
 		s.record(ctx, auditlog.Entry{Action: auditlog.LoginFailed, Target: userID, Addr: addr, Detail: map[string]any{"reason": reason, "via": "ldap"}})
 		return account{}, true, errBadLogin()
 	}
@@ -148,7 +147,7 @@ func (s *Service) verifyWithDirectory(ctx context.Context, key, userID, password
 			}
 		}
 	}
-	s.attempts.reset(key)
+	s.attempts.reset(ctx, key)
 	if !a.deactivated {
 		s.rememberAddr(ctx, uid, addr)
 	}

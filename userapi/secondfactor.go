@@ -48,6 +48,25 @@ func (s *Service) passwordLoginAllowed(ctx context.Context, a account, addr stri
 	return nil
 }
 
+// withoutPasswordSession turns a client's registration of an account that
+// must sign in with a second factor into one without a session (as
+// inhibit_login): a password alone must not open a session for such an
+// account, at registration no more than at login. The person signs in on
+// the sign-in page afterwards, which sets the second factor up first.
+// Registrations by the server's operator (shared secret, admin API,
+// command line) and application services are left as they are.
+func (s *Service) withoutPasswordSession(ctx context.Context, userID string, req RegisterRequest) (RegisterRequest, error) {
+	if req.InhibitLogin || req.Via != "client" || req.AppService != "" || req.Guest || s.opts.SecondFactor == nil {
+		return req, nil
+	}
+	need, err := s.opts.SecondFactor.Required(ctx, userID, req.Admin)
+	if err != nil {
+		return req, err
+	}
+	req.InhibitLogin = need
+	return req, nil
+}
+
 // CheckCredentials checks a user's password for the sign-in page, under
 // the same per-account backoff as m.login.password (addr is the client's
 // address: failures from addresses that signed in before count apart), and

@@ -1,6 +1,7 @@
 package userapi
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/storage"
+	"github.com/haven-chat/haven/storage/storagetest"
 )
 
 func TestValidLocalpart(t *testing.T) {
@@ -158,46 +161,63 @@ func TestTokens(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	now := time.Unix(1000, 0)
-	b := newBackoff(func() time.Time { return now })
-	for i := 0; i < freeAttempts-1; i++ {
-		b.fail("u")
-		if w := b.wait("u"); w != 0 {
-			t.Fatalf("after %d failures wait %v", i+1, w)
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		now := time.Unix(1000, 0)
+		b := newBackoff(db, func() time.Time { return now })
+		u, other := failureKey{user: "u"}, failureKey{user: "u", addr: "198.51.100.1"}
+		for i := 0; i < freeAttempts-1; i++ {
+			b.fail(ctx, u)
+			if w := b.wait(ctx, u); w != 0 {
+				t.Fatalf("after %d failures wait %v", i+1, w)
+			}
 		}
-	}
-	b.fail("u")
-	if w := b.wait("u"); w != time.Second {
-		t.Fatalf("first delay %v", w)
-	}
-	b.fail("u")
-	if w := b.wait("u"); w != 2*time.Second {
-		t.Fatalf("second delay %v", w)
-	}
-	if w := b.wait("other"); w != 0 {
-		t.Fatalf("other key waits %v", w)
-	}
-	for i := 0; i < 30; i++ {
-		b.fail("u")
-	}
-	if w := b.wait("u"); w != maxDelay {
-		t.Fatalf("capped delay %v", w)
-	}
-	now = now.Add(maxDelay)
-	if w := b.wait("u"); w != 0 {
-		t.Fatalf("after the delay wait %v", w)
-	}
-	b.reset("u")
-	b.fail("u")
-	if w := b.wait("u"); w != 0 {
-		t.Fatalf("after reset wait %v", w)
-	}
-	b.fail("u")
-	b.fail("u")
-	now = now.Add(forgetAfter + time.Second)
-	if w := b.wait("u"); w != 0 {
-		t.Fatalf("forgotten failures still wait %v", w)
-	}
+		b.fail(ctx, u)
+		if w := b.wait(ctx, u); w != time.Second {
+			t.Fatalf("first delay %v", w)
+		}
+		b.fail(ctx, u)
+		if w := b.wait(ctx, u); w != 2*time.Second {
+			t.Fatalf("second delay %v", w)
+		}
+		if w := b.wait(ctx, other); w != 0 {
+			t.Fatalf("other key waits %v", w)
+		}
+		for i := 0; i < 30; i++ {
+			b.fail(ctx, u)
+		}
+		if w := b.wait(ctx, u); w != maxDelay {
+			t.Fatalf("capped delay %v", w)
+		}
+		now = now.Add(maxDelay)
+		if w := b.wait(ctx, u); w != 0 {
+			t.Fatalf("after the delay wait %v", w)
+		}
+		b.reset(ctx, u)
+		b.fail(ctx, u)
+		if w := b.wait(ctx, u); w != 0 {
+			t.Fatalf("after reset wait %v", w)
+		}
+		b.fail(ctx, u)
+		b.fail(ctx, u)
+		now = now.Add(forgetAfter + time.Second)
+		if w := b.wait(ctx, u); w != 0 {
+			t.Fatalf("forgotten failures still wait %v", w)
+		}
+		// A failure after the forgetting starts the count again, and the
+		// sweep deletes forgotten counters.
+		b.fail(ctx, u)
+		if w := b.wait(ctx, u); w != 0 {
+			t.Fatalf("a fresh count waits %v", w)
+		}
+		b.fail(ctx, other)
+		now = now.Add(forgetAfter + time.Minute)
+		b.fail(ctx, failureKey{user: "v"})
+		var n int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM login_failures`).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("%d counters after the sweep (%v)", n, err)
+		}
+	})
 }
 
 func TestDefaultPushRules(t *testing.T) {

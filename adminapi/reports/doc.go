@@ -7,4 +7,7 @@
 // Tables owned: content_reports (migration 0006_roomkeys.sql).
 //
 // Goroutines: none. Locks: none.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes the reports of its events.
 package reports

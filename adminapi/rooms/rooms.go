@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/storage"
 )
 
 // roomOps is what the roomserver does for the admin API.
@@ -24,6 +26,15 @@ type roomOps interface {
 // cacheForgetter drops cached copies of removed events (the sync engine).
 type cacheForgetter interface {
 	ForgetEvents(roomID string, eventIDs, parents []string)
+}
+
+// RoomDataPurger is a package that keeps rows about rooms outside the
+// roomserver (receipts, peeks, room account data and tags, notification
+// counts, key backups, reports …): when a room is purged, each drops its
+// rows of the room and its cached copies. Implemented by the owner of the
+// rows, so this package never touches another package's tables.
+type RoomDataPurger interface {
+	PurgeRoomData(ctx context.Context, roomID string) error
 }
 
 // Job states, with the names admin tools know.
@@ -62,8 +73,11 @@ const (
 
 // Service runs and tracks the jobs.
 type Service struct {
-	rooms  roomOps
-	caches cacheForgetter
+	db      *storage.DB // nil: statuses in memory only
+	now     func() time.Time
+	rooms   roomOps
+	caches  cacheForgetter
+	purgers []RoomDataPurger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -74,10 +88,12 @@ type Service struct {
 	purges  map[string]*PurgeStatus
 }
 
-// New returns the service; caches may be nil (no sync engine).
-func New(rooms roomOps, caches cacheForgetter) *Service {
+// New returns the service. db keeps the jobs' statuses across restarts
+// (nil: in memory only); caches may be nil (no sync engine); purgers are
+// told of every purged room.
+func New(db *storage.DB, rooms roomOps, caches cacheForgetter, purgers ...RoomDataPurger) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{rooms: rooms, caches: caches, ctx: ctx, cancel: cancel,
+	return &Service{db: db, now: time.Now, rooms: rooms, caches: caches, purgers: purgers, ctx: ctx, cancel: cancel,
 		deletes: map[string]*DeleteStatus{}, purges: map[string]*PurgeStatus{}}
 }
 
@@ -110,28 +126,50 @@ func (s *Service) Shutdown(ctx context.Context, roomID string, req roomserver.Sh
 // purge drops the cached copies of its events.
 func (s *Service) shutdown(ctx context.Context, roomID string, req roomserver.ShutdownRequest, progress func(phase string)) (roomserver.ShutdownResult, error) {
 	res, err := s.rooms.ShutdownRoom(ctx, roomID, req, progress)
-	if err == nil && req.Purge && s.caches != nil {
+	if err != nil || !req.Purge {
+		return res, err
+	}
+	if s.caches != nil {
 		s.caches.ForgetEvents(roomID, nil, nil)
 	}
-	return res, err
+	return res, s.purgeRoomData(ctx, roomID)
+}
+
+// purgeRoomData has every other owner of room rows drop the room's; all
+// are asked even when one fails, and the failures are returned together.
+func (s *Service) purgeRoomData(ctx context.Context, roomID string) error {
+	var errs []error
+	for _, p := range s.purgers {
+		if err := p.PurgeRoomData(ctx, roomID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // background runs work as a job (jobContext; Close cancels and waits for
 // it), logs its failure as "<what> failed", and then calls finish with its
 // error under s.mu, to record the outcome in the job's status.
-func (s *Service) background(ctx context.Context, roomID, what string, work func(ctx context.Context) error, finish func(err error)) {
+func (s *Service) background(ctx context.Context, jobID, roomID, what string, work func(ctx context.Context) error, finish func(err error) jobRow) {
 	jctx, done := s.jobContext(ctx)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer done()
+		stopBeat := s.heartbeat(jctx, jobID)
 		err := work(jctx)
+		stopBeat()
 		if err != nil {
 			logging.From(jctx).WithError(err).WithField("room_id", roomID).Error(what + " failed")
 		}
+		if err != nil && s.ctx.Err() != nil {
+			// Close came first: the server is stopping.
+			err = errInterrupted
+		}
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		finish(err)
+		row := finish(err)
+		s.mu.Unlock()
+		s.saveJob(context.WithoutCancel(jctx), row)
 	}()
 }
 
@@ -148,24 +186,42 @@ func (s *Service) StartShutdown(ctx context.Context, roomID string, req roomserv
 			return "", merr.Custom(400, "M_UNKNOWN", "The room is being deleted already (delete_id %s)", d.DeleteID)
 		}
 	}
+	s.mu.Unlock()
+	// Another process's deletion of the room, or one of before a restart.
+	if running, err := s.runningDeletion(ctx, roomID); err != nil {
+		return "", err
+	} else if running != "" {
+		return "", merr.Custom(400, "M_UNKNOWN", "The room is being deleted already (delete_id %s)", running)
+	}
+	s.mu.Lock()
 	id := newID()
-	st := &DeleteStatus{DeleteID: id, RoomID: roomID, Status: StatusShuttingDown, started: time.Now(),
+	st := &DeleteStatus{DeleteID: id, RoomID: roomID, Status: StatusShuttingDown, started: s.now(),
 		ShutdownRoom: roomserver.ShutdownResult{KickedUsers: []string{}, FailedToKickUsers: []string{}, LocalAliases: []string{}}}
 	s.deletes[id] = st
 	s.pruneLocked()
+	row := st.row()
 	s.mu.Unlock()
+	if err := s.insertJob(ctx, row); err != nil {
+		s.mu.Lock()
+		delete(s.deletes, id)
+		s.mu.Unlock()
+		return "", err
+	}
 	var res roomserver.ShutdownResult
-	s.background(ctx, roomID, "room deletion", func(jctx context.Context) error {
+	s.background(ctx, id, roomID, "room deletion", func(jctx context.Context) error {
 		var err error
 		res, err = s.shutdown(jctx, roomID, req, func(phase string) {
 			s.mu.Lock()
 			st.Status = phase
+			row := st.row()
 			s.mu.Unlock()
+			s.saveJob(jctx, row)
 		})
 		return err
-	}, func(err error) {
+	}, func(err error) jobRow {
 		st.ShutdownRoom = res
 		st.Status, st.Error = outcome(err)
+		return st.row()
 	})
 	return id, nil
 }
@@ -186,26 +242,45 @@ func errorText(err error) string {
 	return "Internal error: see the server's log"
 }
 
-// DeleteStatus returns a deletion's status (M_NOT_FOUND when unknown).
-func (s *Service) DeleteStatus(id string) (DeleteStatus, error) {
+// DeleteStatus returns a deletion's status (M_NOT_FOUND when unknown):
+// this process's from memory, others (another process's, or of before a
+// restart) from the database.
+func (s *Service) DeleteStatus(ctx context.Context, id string) (DeleteStatus, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st, ok := s.deletes[id]
-	if !ok {
+	if ok {
+		defer s.mu.Unlock()
+		return *st, nil
+	}
+	s.mu.Unlock()
+	rows, err := s.loadJobs(ctx, `job_id = $1 AND kind = 'delete'`, id)
+	if err != nil {
+		return DeleteStatus{}, err
+	}
+	if len(rows) == 0 {
 		return DeleteStatus{}, merr.NotFound("delete_id %s not found", id)
 	}
-	return *st, nil
+	return rows[0].deleteStatus(), nil
 }
 
 // RoomDeleteStatuses returns the deletions of a room, oldest first
 // (M_NOT_FOUND when there are none).
-func (s *Service) RoomDeleteStatuses(roomID string) ([]DeleteStatus, error) {
+func (s *Service) RoomDeleteStatuses(ctx context.Context, roomID string) ([]DeleteStatus, error) {
+	rows, err := s.loadJobs(ctx, `room_id = $1 AND kind = 'delete'`, roomID)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []DeleteStatus
 	for _, st := range s.deletes {
 		if st.RoomID == roomID {
 			out = append(out, *st)
+		}
+	}
+	for _, r := range rows {
+		if _, mine := s.deletes[r.id]; !mine {
+			out = append(out, r.deleteStatus())
 		}
 	}
 	if len(out) == 0 {
@@ -222,16 +297,20 @@ func (s *Service) StartPurge(ctx context.Context, roomID string, p roomserver.Pu
 		return "", err
 	}
 	id := newID()
-	st := &PurgeStatus{Status: StatusActive, started: time.Now()}
+	st := &PurgeStatus{Status: StatusActive, started: s.now()}
+	if err := s.insertJob(ctx, jobRow{id: id, kind: kindPurge, roomID: roomID, status: st.Status, created: st.started}); err != nil {
+		return "", err
+	}
 	s.mu.Lock()
 	s.purges[id] = st
 	s.pruneLocked()
 	s.mu.Unlock()
-	s.background(ctx, roomID, "history purge", func(jctx context.Context) error {
+	s.background(ctx, id, roomID, "history purge", func(jctx context.Context) error {
 		return s.Purge(jctx, roomID, p)
-	}, func(err error) {
+	}, func(err error) jobRow {
 		st.done = true
 		st.Status, st.Error = outcome(err)
+		return jobRow{id: id, kind: kindPurge, roomID: roomID, status: st.Status, errText: st.Error, created: st.started}
 	})
 	return id, nil
 }
@@ -252,21 +331,31 @@ func (s *Service) Purge(ctx context.Context, roomID string, p roomserver.PurgePo
 	return err
 }
 
-// PurgeStatus returns a purge's status (M_NOT_FOUND when unknown).
-func (s *Service) PurgeStatus(id string) (PurgeStatus, error) {
+// PurgeStatus returns a purge's status (M_NOT_FOUND when unknown), as
+// DeleteStatus does.
+func (s *Service) PurgeStatus(ctx context.Context, id string) (PurgeStatus, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st, ok := s.purges[id]
-	if !ok {
+	if ok {
+		defer s.mu.Unlock()
+		return *st, nil
+	}
+	s.mu.Unlock()
+	rows, err := s.loadJobs(ctx, `job_id = $1 AND kind = 'purge'`, id)
+	if err != nil {
+		return PurgeStatus{}, err
+	}
+	if len(rows) == 0 {
 		return PurgeStatus{}, merr.NotFound("purge_id %s not found", id)
 	}
-	return *st, nil
+	r := rows[0]
+	return PurgeStatus{Status: r.status, Error: r.errText, started: r.created, done: r.finished()}, nil
 }
 
 // pruneLocked forgets finished jobs older than a day, and the oldest
 // finished ones beyond maxKept.
 func (s *Service) pruneLocked() {
-	cutoff := time.Now().Add(-keepFor)
+	cutoff := s.now().Add(-keepFor)
 	for id, d := range s.deletes {
 		if d.started.Before(cutoff) && (d.Status == StatusComplete || d.Status == StatusFailed) {
 			delete(s.deletes, id)

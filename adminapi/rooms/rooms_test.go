@@ -74,7 +74,7 @@ func waitStatus(t *testing.T, get func() string, want string) {
 func TestShutdownJobs(t *testing.T) {
 	ctx := context.Background()
 	f := &fakeRooms{release: make(chan struct{})}
-	s := New(f, f)
+	s := New(nil, f, f)
 	defer s.Close()
 	if _, err := s.StartShutdown(ctx, "!bad:test", roomserver.ShutdownRequest{}); !merr.Is(err, "M_NOT_FOUND") {
 		t.Fatalf("unknown room: %v", err)
@@ -86,27 +86,27 @@ func TestShutdownJobs(t *testing.T) {
 	if _, err := s.StartShutdown(ctx, "!r:test", roomserver.ShutdownRequest{}); !merr.Is(err, "M_UNKNOWN") {
 		t.Fatalf("second deletion of the same room: %v", err)
 	}
-	st, _ := s.DeleteStatus(id)
+	st, _ := s.DeleteStatus(ctx, id)
 	if st.Status != StatusShuttingDown {
 		t.Fatalf("status while running: %+v", st)
 	}
 	close(f.release)
-	waitStatus(t, func() string { st, _ := s.DeleteStatus(id); return st.Status }, StatusComplete)
-	list, err := s.RoomDeleteStatuses("!r:test")
+	waitStatus(t, func() string { st, _ := s.DeleteStatus(ctx, id); return st.Status }, StatusComplete)
+	list, err := s.RoomDeleteStatuses(ctx, "!r:test")
 	if err != nil || len(list) != 1 || list[0].DeleteID != id || len(list[0].ShutdownRoom.KickedUsers) != 1 {
 		t.Fatalf("room statuses: %+v %v", list, err)
 	}
-	if _, err := s.DeleteStatus("nope"); !merr.Is(err, "M_NOT_FOUND") {
+	if _, err := s.DeleteStatus(ctx, "nope"); !merr.Is(err, "M_NOT_FOUND") {
 		t.Fatalf("unknown delete_id: %v", err)
 	}
-	if _, err := s.RoomDeleteStatuses("!other:test"); !merr.Is(err, "M_NOT_FOUND") {
+	if _, err := s.RoomDeleteStatuses(ctx, "!other:test"); !merr.Is(err, "M_NOT_FOUND") {
 		t.Fatalf("room without deletions: %v", err)
 	}
 
 	f.fail = errors.New("disk on fire")
 	id, _ = s.StartShutdown(ctx, "!r:test", roomserver.ShutdownRequest{})
-	waitStatus(t, func() string { st, _ := s.DeleteStatus(id); return st.Status }, StatusFailed)
-	if st, _ := s.DeleteStatus(id); st.Error != "Internal error: see the server's log" {
+	waitStatus(t, func() string { st, _ := s.DeleteStatus(ctx, id); return st.Status }, StatusFailed)
+	if st, _ := s.DeleteStatus(ctx, id); st.Error != "Internal error: see the server's log" {
 		t.Fatalf("an internal error's text must not leak: %q", st.Error)
 	}
 }
@@ -114,7 +114,7 @@ func TestShutdownJobs(t *testing.T) {
 func TestPurgeJobs(t *testing.T) {
 	ctx := context.Background()
 	f := &fakeRooms{release: make(chan struct{})}
-	s := New(f, f)
+	s := New(nil, f, f)
 	defer s.Close()
 	if _, err := s.StartPurge(ctx, "!r:test", roomserver.PurgePoint{}); !merr.Is(err, "M_INVALID_PARAM") {
 		t.Fatalf("no point: %v", err)
@@ -123,27 +123,27 @@ func TestPurgeJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, func() string { st, _ := s.PurgeStatus(id); return st.Status }, StatusComplete)
+	waitStatus(t, func() string { st, _ := s.PurgeStatus(ctx, id); return st.Status }, StatusComplete)
 	f.mu.Lock()
 	got := f.purged
 	f.mu.Unlock()
 	if len(got) != 4 || got[0] != "!r:test" || got[3] != "$0" {
 		t.Fatalf("caches told %v", got)
 	}
-	if _, err := s.PurgeStatus("nope"); !merr.Is(err, "M_NOT_FOUND") {
+	if _, err := s.PurgeStatus(ctx, "nope"); !merr.Is(err, "M_NOT_FOUND") {
 		t.Fatalf("unknown purge_id: %v", err)
 	}
 }
 
 func TestCloseCancelsJobs(t *testing.T) {
 	f := &fakeRooms{release: make(chan struct{})}
-	s := New(f, nil)
+	s := New(nil, f, nil)
 	id, err := s.StartShutdown(context.Background(), "!r:test", roomserver.ShutdownRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Close() // returns: the job sees its context end
-	if st, _ := s.DeleteStatus(id); st.Status != StatusFailed {
+	if st, _ := s.DeleteStatus(context.Background(), id); st.Status != StatusFailed {
 		t.Fatalf("status after Close: %+v", st)
 	}
 }

@@ -81,6 +81,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 			logging.From(r.Context()).WithError(err).Error("internal error")
 			me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
 		}
+	} else if me.Upstream {
+		// Another server or service failed (merr.BadGateway, Unavailable,
+		// UpstreamTimeout): worth a warning, not a fault of Haven's.
+		logging.From(r.Context()).WithError(err).WithField("status", me.Status).Warn("upstream failure")
 	} else if me.Status >= 500 && !expected5xx(me.Code) {
 		logging.From(r.Context()).WithError(err).Error("internal error")
 	}
@@ -97,6 +101,7 @@ func expected5xx(code string) bool {
 func writeMatrixError(w http.ResponseWriter, r *http.Request, me *merr.Error) {
 	if ri := Info(r.Context()); ri != nil {
 		ri.ErrCode = me.Code
+		ri.Upstream = me.Upstream
 	}
 	if ms, ok := millis(me.Extra["retry_after_ms"]); ok {
 		w.Header().Set("Retry-After", itoa((ms+999)/1000))

@@ -25,6 +25,9 @@ type RequestInfo struct {
 	UserID   string
 	DeviceID string
 	ErrCode  string
+	// Upstream is set when the answer is an upstream failure (merr's
+	// Upstream kinds): its access log line is a warning.
+	Upstream bool
 	// Route is the route pattern (set by the router's handler wrapper).
 	Route string
 	// Parked is set by a handler that took the connection over: the log
@@ -164,7 +167,10 @@ func AccessLog(log *logrus.Logger, observe Observer) func(http.Handler) http.Han
 						observe(r, ri, status, d)
 					}
 					lvl := logrus.InfoLevel
-					if status >= 500 && !expected5xx(ri.ErrCode) {
+					switch {
+					case status >= 500 && ri.Upstream:
+						lvl = logrus.WarnLevel
+					case status >= 500 && !expected5xx(ri.ErrCode):
 						lvl = logrus.ErrorLevel
 					}
 					if !log.IsLevelEnabled(lvl) {

@@ -17,7 +17,12 @@ type Error struct {
 	Msg    string
 	Status int
 	Extra  map[string]any
-	cause  error
+	// Upstream marks a failure of something Haven depends on (another
+	// Matrix server, the company directory, the identity provider, a URL
+	// fetched for a user): expected in normal operation, so httpx logs it
+	// as a warning, not as a fault of Haven's.
+	Upstream bool
+	cause    error
 }
 
 func (e *Error) Error() string {
@@ -149,6 +154,33 @@ func ServerNotTrusted(format string, args ...any) *Error {
 }
 func NotYetUploaded(format string, args ...any) *Error {
 	return newErr(http.StatusGatewayTimeout, "M_NOT_YET_UPLOADED", format, args...)
+}
+
+// Upstream kinds: a service Haven relies on failed, not Haven itself.
+
+// BadGateway is 502 M_UNKNOWN: the other side answered, but unusably
+// (an error, a malformed or too large answer).
+func BadGateway(format string, args ...any) *Error {
+	return newErr(http.StatusBadGateway, "M_UNKNOWN", format, args...).FromUpstream()
+}
+
+// Unavailable is 503 M_UNKNOWN: the other side cannot be reached (refused
+// connection, DNS failure, directory or identity provider down).
+func Unavailable(format string, args ...any) *Error {
+	return newErr(http.StatusServiceUnavailable, "M_UNKNOWN", format, args...).FromUpstream()
+}
+
+// UpstreamTimeout is 504 M_UNKNOWN: the other side did not answer in time.
+func UpstreamTimeout(format string, args ...any) *Error {
+	return newErr(http.StatusGatewayTimeout, "M_UNKNOWN", format, args...).FromUpstream()
+}
+
+// FromUpstream returns a copy of e marked as an upstream failure (for a
+// Custom error with another errcode).
+func (e *Error) FromUpstream() *Error {
+	c := *e
+	c.Upstream = true
+	return &c
 }
 
 // Unauthorized is the 401 that user-interactive authentication answers with;

@@ -62,6 +62,14 @@ func (t *Typing) Apply(roomID, userID string, typing bool, expires time.Time) (p
 	return pos, changed
 }
 
+// Forget drops who types in a room (the room was purged). Nobody is woken:
+// the room has no members left to tell.
+func (t *Typing) Forget(roomID string) {
+	t.mu.Lock()
+	delete(t.rooms, roomID)
+	t.mu.Unlock()
+}
+
 // Expire drops the users whose typing ran out before now and returns the
 // rooms that changed, each with its new position.
 func (t *Typing) Expire(now time.Time) (rooms []string, positions []int64) {

@@ -68,7 +68,7 @@ const (
 
 // errNoFederation is what failures says of a server when this server does
 // not federate.
-var errNoFederation = merr.Custom(http.StatusServiceUnavailable, "M_UNKNOWN", "This server does not federate")
+var errNoFederation = merr.Unavailable("This server does not federate")
 
 // toDeviceMessageID derives the message_id of a send's EDUs from the
 // sending device (and when it was created: a device made again under the

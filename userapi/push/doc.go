@@ -89,4 +89,10 @@
 // pusherLocks (per user), then pusherIndex.mu (a leaf); the email
 // notifier's mu is a leaf. The lru caches'
 // locks are leaves.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, stops evaluating the room's events (under
+// evalMu), waits for the queued notifications, drops the room's unread
+// counts in memory and deletes its push_unread, push_notified and
+// notifications rows.
 package push

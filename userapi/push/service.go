@@ -96,8 +96,11 @@ type Service struct {
 	pushers     *pusherIndex
 	pusherLocks keyed.Mutex
 	w           *writer
-	d           *deliverer
-	mail        *emailNotifier
+	// purged holds the rooms an admin purged: their events are no longer
+	// evaluated (purge_room.go; set under evalMu).
+	purged sync.Map
+	d      *deliverer
+	mail   *emailNotifier
 }
 
 // New loads the pushers and the unread notifications, evaluates the events
@@ -293,6 +296,9 @@ func countsAsOwnRead(e *roomserver.Event) bool {
 // the counts and queues the notifications to store and push. The caller
 // holds evalMu.
 func (s *Service) evaluateLocked(ctx context.Context, e *roomserver.Event) {
+	if _, gone := s.purged.Load(e.RoomID); gone {
+		return
+	}
 	ri, err := s.room(ctx, e)
 	if err != nil {
 		logging.From(ctx).WithError(err).WithFields(logrus.Fields{"room_id": e.RoomID, "event_id": e.EventID}).Error("push: load room")

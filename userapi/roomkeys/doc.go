@@ -19,4 +19,8 @@
 // Lock order: the per-user keyed lock (Service.users), then the database
 // write transaction. Nothing else is held, and nothing is waited for but the
 // database while the lock is held.
+//
+// Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
+// after an admin purged a room, deletes the room's keys from every backup
+// and moves the etag of each backup that changed.
 package roomkeys
