@@ -166,6 +166,10 @@ func (w *worker) run() {
 			// Caught up: the feed may hand the next events over in memory.
 			clear(w.spilled)
 			w.setDirect(w.failures == 0)
+			if _, held := w.heldPos(); held {
+				// Handed over while the queue was looked at again.
+				continue
+			}
 			queueDepth.WithLabelValues(w.dest).Set(0)
 			toDeviceDepth.WithLabelValues(w.dest).Set(0)
 			ok, looked := w.idle()
