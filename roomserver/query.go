@@ -31,6 +31,11 @@ func (s *Service) RoomVersion(ctx context.Context, roomID string) (string, error
 	if !storage.StorableText(roomID) {
 		return "", merr.NotFound("Unknown room %s", roomID)
 	}
+	// A room's version never changes: a room in memory (stored, and
+	// dropped from memory when purged) needs no query.
+	if r, ok := s.rooms.Get(roomID); ok {
+		return string(r.version.Version()), nil
+	}
 	row, err := selectRoom(ctx, s.db, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return "", merr.NotFound("Unknown room %s", roomID)

@@ -67,6 +67,20 @@
 // a queue that looks empty while messages were queued beyond the last
 // taken is looked at again after a millisecond.
 //
+// Direct path (direct.go): a sender that found its queue empty (caught
+// up, no failure since its last success) is handed the feed's next events
+// for it in memory instead of through JetStream: no publish, fetch and
+// acknowledgement per event while the destination keeps up. The database
+// keeps them safe instead: the stored feed position never passes an event
+// handed over and not yet taken by its destination, so after a crash or a
+// stop the next start queues it again (the destination may get it twice;
+// an event it knows is not stored twice). When a transaction carrying
+// such events fails, the sender moves every event it holds into its
+// JetStream queue, in order, before the feed queues anything newer there,
+// and stays on the queue until it has caught up again; the transaction is
+// retried under its ID, and once taken, the queued copies of its events
+// are acknowledged unsent.
+//
 // Catch-up: when a destination comes back from failures (and at every
 // start, when nobody knows how long it waited), before taking each next
 // transaction and until its queue is empty, a room with more than

@@ -36,6 +36,8 @@ ON CONFLICT (name) DO UPDATE SET pos = excluded.pos`
 // pending is one event to queue for one destination.
 type pending struct {
 	dest, roomID, eventID string
+	// pos is the event's position on the events stream.
+	pos int64
 }
 
 type feed struct {
@@ -183,7 +185,7 @@ func (f *feed) apply(ctx context.Context, n *roomserver.Notice) {
 		}
 	}
 	for _, d := range dests {
-		f.pend = append(f.pend, pending{dest: d, roomID: n.RoomID, eventID: n.EventID})
+		f.pend = append(f.pend, pending{dest: d, roomID: n.RoomID, eventID: n.EventID, pos: n.Pos})
 	}
 	f.last = max(f.last, n.Pos)
 }
@@ -262,6 +264,9 @@ func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker
 		fut jetstream.PubAckFuture
 	}
 	list := make([]sent, 0, len(items))
+	// A destination given an event through JetStream in this batch gets
+	// the rest through JetStream too: its events stay in order.
+	queuedHere := map[*worker]bool{}
 	for _, it := range items {
 		var w *worker
 		for attempt := 0; ; attempt++ {
@@ -275,6 +280,10 @@ func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker
 			}
 		}
 		touched[w] = true
+		if !queuedHere[w] && w.handDirect(it) {
+			continue
+		}
+		queuedHere[w] = true
 		data, _ := json.Marshal(queuedPDU{RoomID: it.roomID, EventID: it.eventID})
 		msg := &nats.Msg{Subject: q.pduSubj + "." + w.key + "." + roomKey(it.roomID), Data: data, Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, w.key+"|"+it.eventID)
@@ -323,13 +332,19 @@ func (f *feed) publish(ctx context.Context, items []pending, touched map[*worker
 	return true
 }
 
-// storePosition writes the position up to which everything is queued.
+// storePosition writes the position up to which everything is queued in
+// JetStream or taken by its destination: not past an event a sender holds
+// in memory (direct.go).
 func (f *feed) storePosition(ctx context.Context) {
-	if f.broken || len(f.pend) > 0 || f.last <= f.stored {
+	if f.broken || len(f.pend) > 0 {
+		return
+	}
+	pos := f.q.heldPosition(f.last)
+	if pos <= f.stored {
 		return
 	}
 	err := f.q.opts.DB.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, upsertPosition, positionName, f.last)
+		_, err := tx.Exec(ctx, upsertPosition, positionName, pos)
 		return err
 	})
 	if err != nil {
@@ -338,5 +353,5 @@ func (f *feed) storePosition(ctx context.Context) {
 		logging.From(ctx).WithError(err).Warn("federation outbound: store position")
 		return
 	}
-	f.stored, f.lastWrite = f.last, time.Now()
+	f.stored, f.lastWrite = pos, time.Now()
 }

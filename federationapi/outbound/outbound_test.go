@@ -216,7 +216,10 @@ func (e *env) stopBus() {
 func (e *env) queues(opts Options) *Queues {
 	e.t.Helper()
 	ctx := context.Background()
-	opts.ServerName, opts.DB, opts.Bus, opts.Rooms, opts.Sender = local, e.db, e.b, e.rs, e.rec
+	opts.ServerName, opts.DB, opts.Bus, opts.Rooms = local, e.db, e.b, e.rs
+	if opts.Sender == nil {
+		opts.Sender = e.rec
+	}
 	if opts.RetryBase == 0 {
 		opts.RetryBase, opts.RetryMax = 5*time.Millisecond, 50*time.Millisecond
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,11 +45,23 @@ type worker struct {
 	failures int
 	seq      int64
 	log      *logrus.Entry
+
+	// mu guards direct and mem (direct.go): the feed hands events over
+	// while the sender takes them.
+	mu sync.Mutex
+	// direct: the feed hands the destination its events in memory (mem)
+	// rather than through JetStream.
+	direct bool
+	mem    []memPDU
+	// spilled names events moved into JetStream while a transaction
+	// carrying them was retried, and taken with it: their queued copies
+	// are acknowledged unsent. The sender's own.
+	spilled map[string]bool
 }
 
 func newWorker(q *Queues, dest, key string, pdus, edus, tdv jetstream.Consumer) *worker {
 	return &worker{q: q, dest: dest, key: key, pdus: pdus, edus: edus, tdv: tdv, wake: make(chan struct{}, 1),
-		retry: make(chan struct{}, 1), log: q.log.WithField("destination", dest)}
+		retry: make(chan struct{}, 1), log: q.log.WithField("destination", dest), spilled: map[string]bool{}}
 }
 
 // queued notes a message queued for the destination.
@@ -82,7 +96,14 @@ type txn struct {
 	// pdus is the number of events taken from the queue (some may be
 	// gone from the database by now).
 	pdus int
+	// mem is the number of events taken from those the sender holds in
+	// memory (the oldest ones), spilled whether they were moved into
+	// JetStream meanwhile.
+	mem     int
+	spilled bool
 }
+
+func (t *txn) empty() bool { return len(t.msgs) == 0 && t.mem == 0 }
 
 func (w *worker) run() {
 	defer w.q.wg.Done()
@@ -116,7 +137,7 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if len(t.msgs) == 0 {
+		if t.empty() {
 			if w.lagging() && lag < 100 {
 				// Queued, not yet visible to the consumer.
 				lag++
@@ -142,6 +163,13 @@ func (w *worker) run() {
 			}
 			lag, lagLooked = 0, false
 			behind = false
+			// Caught up: the feed may hand the next events over in memory.
+			clear(w.spilled)
+			w.setDirect(w.failures == 0)
+			if _, held := w.heldPos(); held {
+				// Handed over while the queue was looked at again.
+				continue
+			}
 			queueDepth.WithLabelValues(w.dest).Set(0)
 			toDeviceDepth.WithLabelValues(w.dest).Set(0)
 			ok, looked := w.idle()
@@ -220,6 +248,27 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 			queueDepth.WithLabelValues(w.dest).Set(float64(md.NumPending))
 		}
 	}
+	if len(w.spilled) > 0 {
+		kept := pdus[:0]
+		for _, m := range pdus {
+			var p queuedPDU
+			if json.Unmarshal(m.Data(), &p) == nil && w.spilled[p.EventID] {
+				// Sent with the transaction it was taken for.
+				delete(w.spilled, p.EventID)
+				_ = m.Ack()
+				continue
+			}
+			kept = append(kept, m)
+		}
+		pdus = kept
+	}
+	// Events held in memory are newer than all the queue holds: they go
+	// after it, and not while something queued is not yet visible.
+	var mem []memPDU
+	if n := w.q.opts.MaxPDUs - len(pdus); n > 0 && w.pdusQueued.Load() <= w.pdusTaken {
+		mem = w.memHead(n)
+	}
+	t.mem = len(mem)
 	for _, m := range edus {
 		if md, err := m.Metadata(); err == nil {
 			w.edusTaken = max(w.edusTaken, md.Sequence.Stream)
@@ -234,7 +283,7 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 	edus = append(tdv, edus...)
 	t.msgs = append(pdus, edus...)
 	t.pdus = len(pdus)
-	if len(t.msgs) == 0 {
+	if t.empty() {
 		return t, nil
 	}
 	w.seq++
@@ -254,7 +303,19 @@ func (w *worker) take(ctx context.Context, all bool) (*txn, error) {
 		e.Destination = w.dest
 		t.t.EDUs = append(t.t.EDUs, e)
 	}
-	if err := w.readPDUs(ctx, t, pdus); err != nil {
+	order := make([]string, 0, len(pdus)+len(mem))
+	for _, m := range pdus {
+		var p queuedPDU
+		if err := json.Unmarshal(m.Data(), &p); err != nil || p.EventID == "" {
+			w.log.WithError(err).Error("federation outbound: bad queued event dropped")
+			continue
+		}
+		order = append(order, p.EventID)
+	}
+	for _, m := range mem {
+		order = append(order, m.eventID)
+	}
+	if err := w.readPDUs(ctx, t, order); err != nil {
 		nakAll(t.msgs)
 		return nil, err
 	}
@@ -295,20 +356,12 @@ func nakAll(msgs []jetstream.Msg) {
 	}
 }
 
-// readPDUs reads the queued events' JSON from the database, in queue
-// order; an event no longer there (purged) is left out.
-func (w *worker) readPDUs(ctx context.Context, t *txn, msgs []jetstream.Msg) error {
-	if len(msgs) == 0 {
+// readPDUs reads the events' JSON (recent ones from memory, the others
+// from the database), in order; an event no longer there (purged) is left
+// out.
+func (w *worker) readPDUs(ctx context.Context, t *txn, order []string) error {
+	if len(order) == 0 {
 		return nil
-	}
-	order := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		var p queuedPDU
-		if err := json.Unmarshal(m.Data(), &p); err != nil || p.EventID == "" {
-			w.log.WithError(err).Error("federation outbound: bad queued event dropped")
-			continue
-		}
-		order = append(order, p.EventID)
 	}
 	// Events sent soon after their commit come from memory; the rest
 	// (a backlog, a restart) from the database.
@@ -378,6 +431,9 @@ func (w *worker) send(ctx context.Context, t *txn) bool {
 			for _, m := range t.msgs {
 				_ = m.Ack()
 			}
+			if !t.spilled {
+				w.memTaken(t.mem)
+			}
 			if w.failures > 0 {
 				log.WithField("failures", w.failures).Info("federation outbound: the destination takes transactions again")
 			}
@@ -399,12 +455,22 @@ func (w *worker) send(ctx context.Context, t *txn) bool {
 			for _, m := range t.msgs {
 				_ = m.Term()
 			}
+			w.memTaken(math.MaxInt)
 			w.drop(ctx)
 			return false
 		}
 		txnAttempts.WithLabelValues("retry").Inc()
 		w.failures++
 		failed = true
+		if w.failures == 1 {
+			// Off the direct path: what it holds goes into the durable
+			// queue, and the feed's position may move past it.
+			if !w.spill(ctx, t.mem) {
+				nakAll(t.msgs)
+				return failed
+			}
+			t.spilled = true
+		}
 		delay := w.delay()
 		if w.failures == 1 || w.failures%10 == 0 {
 			log.WithError(err).WithFields(logrus.Fields{"failures": w.failures, "retry_in": delay.Round(time.Millisecond).String()}).Warn("federation outbound: transaction failed; will retry")
