@@ -159,7 +159,7 @@ func buildTables(ctx context.Context, chain []link, dst string, m Manifest) erro
 			db.Close()
 			return fmt.Errorf("backup %s: schema version %d, its chain's %d", l.m.ID, l.m.Database.SchemaVersion, chain[0].m.Database.SchemaVersion)
 		}
-		if err := applyTables(ctx, db, filepath.Join(l.dir, l.m.Database.Delta), l.m.Database.ChangedTables, scratch); err != nil {
+		if err := applyTables(ctx, db, filepath.Join(l.dir, l.m.Database.Delta), l.m.Database.ChangedTables, l.m.Database.Appended, scratch); err != nil {
 			db.Close()
 			return fmt.Errorf("apply backup %s: %w", l.m.ID, err)
 		}

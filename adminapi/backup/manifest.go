@@ -93,6 +93,11 @@ type Database struct {
 	// Tables are the checksums of each table's rows in the database this
 	// backup restores (the PostgreSQL method: tableSum).
 	Tables map[string]string `json:"tables,omitempty"`
+	// Tops are the highest positions of the tables with a pos column
+	// (the table method), and Appended the tables an incremental holds
+	// only the rows above its base's Tops of.
+	Tops     map[string]int64 `json:"tops,omitempty"`
+	Appended map[string]int64 `json:"appended,omitempty"`
 	// Delta is an incremental's file of what changed since Base, the last
 	// backup of its chain: PageDeltaFile (the pages whose checksum
 	// differs) or TableDeltaFile (the tables whose checksum differs).
@@ -240,7 +245,7 @@ func Resolve(path string) (Set, error) {
 			for _, id := range m.Chain {
 				d := filepath.Join(parent, id)
 				if _, err := os.Stat(filepath.Join(d, ManifestName)); err != nil {
-					return Set{}, fmt.Errorf("incremental backup %s builds on %s, which is not in %s", m.ID, id, parent)
+					return Set{}, fmt.Errorf("the chain of backup %s is broken: it builds on %s, which is not in %s; restore an earlier backup of the chain, or take a full one", m.ID, id, parent)
 				}
 				s.Folders[id] = d
 			}

@@ -21,22 +21,26 @@ import (
 // table copied again lands elsewhere. So its incrementals work per table:
 // each backup records a checksum of every table's rows (tableSum), and an
 // incremental holds, in TableDeltaFile, only the tables whose checksum
-// differs from its base's, whole. A restore loads the chain's full copy,
+// differs from its base's, whole; but a table with stream positions (a
+// pos column: events, receipts, to_device, ...) whose rows up to the
+// base's highest position still checksum to the base's table only grew,
+// and only its newer rows are kept (Appended). A restore loads the chain's full copy,
 // replaces those tables' rows link by link, and checks every table's
 // checksum against the manifest. The snapshot is still read whole each
 // time (PostgreSQL is read, only less is written), and a table with one
 // changed row is stored whole: events, the largest, changes with every
-// message, so an incremental saves the unchanged tables only.
+// message, but is appended to: its new rows alone are stored unless an
+// old one changed (a redaction), and then it is stored whole.
 
 // tableSum is a checksum of a table's rows that does not depend on their
 // order: the SHA-256 of each row (its values, typed) added up in four
 // 64-bit lanes, with the row count.
-func tableSum(ctx context.Context, q storage.Querier, table string) (string, error) {
+func tableSum(ctx context.Context, q storage.Querier, table, where string, args ...any) (string, error) {
 	cols, err := sqliteColumns(ctx, q, table)
 	if err != nil {
 		return "", err
 	}
-	rows, err := q.Query(ctx, `SELECT `+strings.Join(cols, ", ")+` FROM `+table)
+	rows, err := q.Query(ctx, `SELECT `+strings.Join(cols, ", ")+` FROM `+table+where, args...)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", table, err)
 	}
@@ -107,7 +111,7 @@ func tableSums(ctx context.Context, q storage.Querier) (map[string]string, error
 	}
 	out := map[string]string{}
 	for _, t := range tables {
-		if out[t], err = tableSum(ctx, q, t); err != nil {
+		if out[t], err = tableSum(ctx, q, t, ""); err != nil {
 			return nil, err
 		}
 	}
@@ -131,8 +135,8 @@ func sumsDigest(sums map[string]string) string {
 
 // finishTables turns the full copy at dir/DatabaseFile into what the
 // backup keeps: for a full backup the copy itself, with its table
-// checksums; for an incremental a TableDeltaFile with the rows of the
-// tables that changed since base only.
+// checksums; for an incremental a TableDeltaFile with the tables that
+// changed since base only.
 func finishTables(ctx context.Context, dir string, base *Manifest, m *Manifest) error {
 	copyPath := filepath.Join(dir, DatabaseFile)
 	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: copyPath}, storage.Options{MaxOpenConns: 1, SQLiteSynchronous: "OFF"})
@@ -146,6 +150,9 @@ func finishTables(ctx context.Context, dir string, base *Manifest, m *Manifest) 
 	}
 	m.Database.Tables = sums
 	m.Database.SHA256 = sumsDigest(sums)
+	if m.Database.Tops, err = tableTops(ctx, lite, sums); err != nil {
+		return err
+	}
 	if base == nil {
 		m.Database.File = DatabaseFile
 		return nil
@@ -157,14 +164,39 @@ func finishTables(ctx context.Context, dir string, base *Manifest, m *Manifest) 
 	sort.Strings(names)
 	m.Database.ChangedTables = []string{}
 	for _, t := range names {
+		leaveOut := func(where string, args ...any) error {
+			return lite.Write(ctx, func(tx *storage.Tx) error {
+				_, err := tx.Exec(ctx, `DELETE FROM `+t+where, args...)
+				return err
+			})
+		}
 		if base.Database.Tables[t] == sums[t] {
+			// Dropped, not emptied: an empty table and its indexes still
+			// take pages, hundreds of them over the whole schema.
 			if err := lite.Write(ctx, func(tx *storage.Tx) error {
-				_, err := tx.Exec(ctx, `DELETE FROM `+t)
+				_, err := tx.Exec(ctx, `DROP TABLE `+t)
 				return err
 			}); err != nil {
 				return fmt.Errorf("leave out %s: %w", t, err)
 			}
 			continue
+		}
+		// A table with positions whose rows up to the base's highest are
+		// the base's rows exactly only grew: keep the new rows alone.
+		if top, ok := base.Database.Tops[t]; ok {
+			old, err := tableSum(ctx, lite, t, ` WHERE pos IS NULL OR pos <= $1`, top)
+			if err != nil {
+				return err
+			}
+			if old == base.Database.Tables[t] {
+				if err := leaveOut(` WHERE pos IS NULL OR pos <= $1`, top); err != nil {
+					return fmt.Errorf("leave out %s: %w", t, err)
+				}
+				if m.Database.Appended == nil {
+					m.Database.Appended = map[string]int64{}
+				}
+				m.Database.Appended[t] = top
+			}
 		}
 		m.Database.ChangedTables = append(m.Database.ChangedTables, t)
 	}
@@ -187,9 +219,32 @@ func finishTables(ctx context.Context, dir string, base *Manifest, m *Manifest) 
 	return nil
 }
 
+// tableTops are the highest positions (column pos) of the tables that have one.
+func tableTops(ctx context.Context, q storage.Querier, sums map[string]string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for t := range sums {
+		cols, err := sqliteColumns(ctx, q, t)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cols {
+			if c != "pos" {
+				continue
+			}
+			var top int64
+			if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(pos), 0) FROM `+t).Scan(&top); err != nil {
+				return nil, fmt.Errorf("highest position of %s: %w", t, err)
+			}
+			out[t] = top
+		}
+	}
+	return out, nil
+}
+
 // applyTables replaces, in the database at dst, the rows of the tables an
-// incremental's TableDeltaFile holds.
-func applyTables(ctx context.Context, dst *storage.DB, delta string, tables []string, scratch string) error {
+// incremental's TableDeltaFile holds, or adds them to the tables it
+// records as appended to.
+func applyTables(ctx context.Context, dst *storage.DB, delta string, tables []string, appended map[string]int64, scratch string) error {
 	// A copy: opening the backup's own file could change it.
 	tmp := filepath.Join(scratch, "delta.db")
 	defer func() {
@@ -210,7 +265,8 @@ func applyTables(ctx context.Context, dst *storage.DB, delta string, tables []st
 		if err != nil {
 			return err
 		}
-		if err := copyRows(ctx, d, dst, tablePlan{table: t, cols: cols}, false, func(int) {}); err != nil {
+		_, add := appended[t]
+		if err := copyRows(ctx, d, dst, tablePlan{table: t, cols: cols, add: add}, false, func(int) {}); err != nil {
 			return err
 		}
 	}
