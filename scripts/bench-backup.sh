@@ -6,7 +6,8 @@
 #
 # Environment: DB_BYTES (database size to fill to, default 1 GiB),
 # MEDIA_BYTES (media, default 5 GiB), LOAD_DURATION (default 60s),
-# BENCH_BIN (a built haven; built otherwise), WORK (folder for the data,
+# BENCH_BIN (a built haven; built otherwise), BACKUP_ARGS (added to every
+# `haven backup`, e.g. "--max-rate 0"), WORK (folder for the data,
 # default a new one under /tmp; removed at the end unless KEEP=1).
 #
 # 1. starts a fresh server; go run ./loadtest/benchfill api: users, rooms,
@@ -22,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-  sed -n '2,21p' "$0" >&2
+  sed -n '2,22p' "$0" >&2
   exit 2
 fi
 db=$1 out=$2
@@ -117,7 +118,7 @@ note "fill by bulk SQL: ${t}s — $(tail -1 "$out/fill-db.log")"
 start
 
 media=$(du -sb "$work/data/media" | cut -f1)
-t=$(timed backup haven "$work/data" "$live_db" backup --to "$work/backups")
+t=$(timed backup haven "$work/data" "$live_db" backup --to "$work/backups" ${BACKUP_ARGS:-})
 bk=$(ls -d "$work"/backups/*/ | tail -1)
 dbf=$(stat -c %s "$bk/haven.db" 2>/dev/null || du -sb "$bk" | cut -f1)
 total=$(du -sb "$bk" | cut -f1)
@@ -143,7 +144,7 @@ note "loadtest alone:"; grep -iE 'deliver|p99|send' "$out/loadtest-alone.txt" | 
   n=0
   while [ ! -e "$work/stop-backups" ]; do
     n=$((n + 1))
-    haven "$work/data" "$live_db" backup --to "$work/bk-load" >>"$out/backup-during-load.log" 2>&1 || true
+    haven "$work/data" "$live_db" backup --to "$work/bk-load" ${BACKUP_ARGS:-} >>"$out/backup-during-load.log" 2>&1 || true
     rm -rf "$work/bk-load"
     echo "backup $n done $(date +%T)" >>"$out/backup-during-load.log"
   done
