@@ -53,6 +53,12 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "backup %s written to %s in %s: %d users, %d rooms, %d events, %d media (%d media files, %d copied now), schema version %d\n",
 		m.ID, out, m.Duration, m.Counts.Users, m.Counts.Rooms, m.Counts.Events, m.Counts.Media, len(m.Media), copiedNow(m), m.Database.SchemaVersion)
 	fmt.Fprintln(stdout, "positions:", positions(m.Database.Positions))
+	if d := describeDelta(m); d != "" {
+		fmt.Fprintln(stdout, d)
+	}
+	if m.Paced != "" {
+		fmt.Fprintln(stdout, "paced at", m.Paced)
+	}
 	fmt.Fprintln(stdout, "it holds secrets (the signing key, password hashes, the configuration): keep it private")
 	return 0
 }
@@ -69,6 +75,36 @@ func takeBackup(ctx context.Context, cfg config.Config, cfgPath, to string, incr
 		SecretFiles: []string{cfgPath, cfg.Federation.TLSCert, cfg.Federation.TLSKey},
 		ServerName:  cfg.ServerName, Version: Version, Progress: p.report,
 	})
+}
+
+// describeDelta says what an incremental's database delta holds.
+func describeDelta(m backup.Manifest) string {
+	db := m.Database
+	if db.Delta == "" {
+		return ""
+	}
+	var size int64
+	for _, f := range m.Files {
+		if f.Path == db.Delta {
+			size = f.Size
+		}
+	}
+	if db.Tables != nil {
+		return fmt.Sprintf("database: %d of %d tables changed since %s (%d of them only new rows), %s in %s", len(db.ChangedTables), len(db.Tables), db.Base, len(db.Appended), humanBytes(size), db.Delta)
+	}
+	return fmt.Sprintf("database: %d of %d pages changed since %s, %s in %s", db.ChangedPages, db.Pages, db.Base, humanBytes(size), db.Delta)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func copiedNow(m backup.Manifest) int {
