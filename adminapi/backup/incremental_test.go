@@ -79,10 +79,14 @@ func TestIncrementalDelta(t *testing.T) {
 			if deltaSize*4 > fullSize {
 				t.Fatalf("the incremental's delta is %d bytes, the full copy %d: not much smaller", deltaSize, fullSize)
 			}
-			// A new full backup of the same moment.
-			fresh, freshDir, err := Take(ctx, Options{Target: src.target, MediaDir: src.media, To: t.TempDir()})
+			// A new full backup of the same moment (paced: the pace changes
+			// nothing of the copy).
+			fresh, freshDir, err := Take(ctx, Options{Target: src.target, MediaDir: src.media, To: t.TempDir(), MaxRate: 1024})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !strings.HasPrefix(fresh.Paced, "1024 MiB/s") {
+				t.Fatalf("paced: %q", fresh.Paced)
 			}
 
 			rep, err := Verify(ctx, incDir, "")
