@@ -333,11 +333,13 @@ func copyFilePaced(ctx context.Context, src, dst string, p *pacer) (sum, error) 
 		return sum{}, err
 	}
 	h := sha256.New()
-	var r io.Reader = in
+	var n int64
 	if p != nil {
-		r = pacedReader{ctx, in, p}
+		// Paced by 256 KiB (io.Copy's own buffer is 32 KiB).
+		n, err = io.CopyBuffer(io.MultiWriter(out, h), pacedReader{ctx, in, p}, make([]byte, 256<<10))
+	} else {
+		n, err = io.Copy(io.MultiWriter(out, h), in)
 	}
-	n, err := io.Copy(io.MultiWriter(out, h), r)
 	if err != nil {
 		out.Close()
 		return sum{}, err

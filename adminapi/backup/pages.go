@@ -185,8 +185,10 @@ func copySQLite(ctx context.Context, t storage.Target, dir string, base *Manifes
 			if err := w.page(data); err != nil {
 				return err
 			}
-			if err := pace.wait(ctx, len(data)); err != nil {
-				return err
+			if w.pages%64 == 0 { // paced by 64 pages (256 KiB at 4 KiB a page)
+				if err := pace.wait(ctx, 64*pageSize); err != nil {
+					return err
+				}
 			}
 			if w.pages%256 == 0 || w.pages == count {
 				progress(Progress{Phase: "database", Done: w.pages * int64(pageSize), Total: count * int64(pageSize), Unit: "bytes"})
