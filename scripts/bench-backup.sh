@@ -6,7 +6,8 @@
 #
 # Environment: DB_BYTES (database size to fill to, default 1 GiB),
 # MEDIA_BYTES (media, default 5 GiB), LOAD_DURATION (default 60s),
-# BENCH_BIN (a built haven; built otherwise), WORK (folder for the data,
+# BENCH_BIN (a built haven; built otherwise), BACKUP_ARGS (added to every
+# `haven backup`, e.g. "--max-rate 0"), WORK (folder for the data,
 # default a new one under /tmp; removed at the end unless KEEP=1).
 #
 # 1. starts a fresh server; go run ./loadtest/benchfill api: users, rooms,
@@ -18,11 +19,17 @@
 #    (and, for postgres, a fresh database);
 # 4. runs `haven loadtest` at 100 msg/s (500 users, 50 rooms) twice: alone,
 #    then with `haven backup` running back to back for the whole run.
+# 5. takes an incremental backup on top of a full one taken before the load
+#    tests (what the load tests wrote: the delta's size and time);
+# 6. with COMPARE="label=BIN ARGS;label=BIN ARGS;...", one more load test
+#    per entry with that binary taking the backups back to back (say an
+#    older build, or --max-rate 0), each after a load test alone, so that
+#    builds or rates are compared under the same conditions.
 # OUTDIR gets timings.txt and the logs and reports of every step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-  sed -n '2,21p' "$0" >&2
+  sed -n '2,28p' "$0" >&2
   exit 2
 fi
 db=$1 out=$2
@@ -117,7 +124,7 @@ note "fill by bulk SQL: ${t}s — $(tail -1 "$out/fill-db.log")"
 start
 
 media=$(du -sb "$work/data/media" | cut -f1)
-t=$(timed backup haven "$work/data" "$live_db" backup --to "$work/backups")
+t=$(timed backup haven "$work/data" "$live_db" backup --to "$work/backups" ${BACKUP_ARGS:-})
 bk=$(ls -d "$work"/backups/*/ | tail -1)
 dbf=$(stat -c %s "$bk/haven.db" 2>/dev/null || du -sb "$bk" | cut -f1)
 total=$(du -sb "$bk" | cut -f1)
@@ -130,6 +137,8 @@ t=$(timed restore haven "$work/restored" "$restored_db" restore --from "$work/ba
 note "restore: ${t}s: $(echo "scale=1; $total / 1048576 / $t" | bc) MiB/s; load $(cut -d' ' -f1-3 /proc/loadavg)"
 rm -rf "$work/restored"
 rm -rf "$work/backups"
+# The base of the incremental measured after the load tests.
+haven "$work/data" "$live_db" backup --to "$work/chain" ${BACKUP_ARGS:-} >"$out/chain-full.log" 2>&1
 
 # Delivery at 100 msg/s, without and with a backup running.
 load() {
@@ -139,19 +148,47 @@ load() {
 note "load average before the load tests: $(cut -d' ' -f1-3 /proc/loadavg)"
 load alone
 note "loadtest alone:"; grep -iE 'deliver|p99|send' "$out/loadtest-alone.txt" | head -8 | tee -a "$out/timings.txt"
-(
-  n=0
-  while [ ! -e "$work/stop-backups" ]; do
-    n=$((n + 1))
-    haven "$work/data" "$live_db" backup --to "$work/bk-load" >>"$out/backup-during-load.log" 2>&1 || true
-    rm -rf "$work/bk-load"
-    echo "backup $n done $(date +%T)" >>"$out/backup-during-load.log"
-  done
-) &
-loop=$!
+# backups LABEL BIN ARGS...: backups back to back with BIN until told to stop.
+backups() {
+  local label=$1 b=$2
+  shift 2
+  rm -f "$work/stop-backups"
+  (
+    n=0
+    while [ ! -e "$work/stop-backups" ]; do
+      n=$((n + 1))
+      bin=$b haven "$work/data" "$live_db" backup --to "$work/bk-load" "$@" >>"$out/backup-during-load-$label.log" 2>&1 || true
+      rm -rf "$work/bk-load"
+      echo "backup $n done $(date +%T)" >>"$out/backup-during-load-$label.log"
+    done
+  ) &
+  loop=$!
+}
+backups withbackup "$bin" ${BACKUP_ARGS:-}
 load withbackup
 touch "$work/stop-backups"
 wait "$loop" || true
-note "loadtest with backups running back to back ($(grep -c '^backup .* done' "$out/backup-during-load.log") backups):"
+note "loadtest with backups running back to back ($(grep -c '^backup .* done' "$out/backup-during-load-withbackup.log") backups, $(grep -o ' in [0-9.]*s:' "$out/backup-during-load-withbackup.log" | tr '\n' ' ')):"
 grep -iE 'deliver|p99|send' "$out/loadtest-withbackup.txt" | head -8 | tee -a "$out/timings.txt"
+
+t=$(timed incremental haven "$work/data" "$live_db" backup --incremental --to "$work/chain" ${BACKUP_ARGS:-})
+full=$(ls -d "$work"/chain/*-full/ | head -1)
+incr=$(ls -d "$work"/chain/*-incr/ | tail -1)
+note "incremental after the load tests: ${t}s, $(mib "$(du -sb "$incr" | cut -f1)") MiB (the full backup before them: $(mib "$(du -sb "$full" | cut -f1)") MiB)"
+note "  $(grep -E '^backup |^database: ' "$out/incremental.log" | tr '\n' ' ')"
+rm -rf "$work/chain"
+
+IFS=';' read -r -a compare <<<"${COMPARE:-}"
+for c in ${compare[@]+"${compare[@]}"}; do
+  label=${c%%=*}
+  read -r -a cmd <<<"${c#*=}"
+  load "alone-before-$label"
+  note "loadtest alone (before $label):"; grep -iE 'deliver' "$out/loadtest-alone-before-$label.txt" | head -2 | tee -a "$out/timings.txt"
+  backups "$label" "${cmd[@]}"
+  load "with-$label"
+  touch "$work/stop-backups"
+  wait "$loop" || true
+  note "loadtest with $label backups back to back (${cmd[*]}; $(grep -c '^backup .* done' "$out/backup-during-load-$label.log") backups, $(grep -o ' in [0-9.]*s:' "$out/backup-during-load-$label.log" | tr '\n' ' ')):"
+  grep -iE 'deliver' "$out/loadtest-with-$label.txt" | head -2 | tee -a "$out/timings.txt"
+done
 note "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

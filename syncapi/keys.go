@@ -133,6 +133,9 @@ func (s *Service) KeyChanges(ctx context.Context, userID, from, to string) (chan
 	if err != nil {
 		return nil, nil, merr.InvalidParam("from is not a sync token")
 	}
+	if s.lostTime(f) { // handed out before a restore and lost with it: start over
+		f = Pos{}
+	}
 	s.CatchUp(ctx)
 	t := s.n.Current()
 	if to != "" {

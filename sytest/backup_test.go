@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -265,6 +266,16 @@ func TestBackupRestoreSync(t *testing.T) {
 		}
 		if eventsPos(t, next) <= eventsPos(t, afterToken) {
 			t.Fatalf("the restored server's position %s is not beyond the old token %s", next, afterToken)
+		}
+
+		// /keys/changes from that token starts over too: every device list
+		// bob shares a room with, as from the beginning.
+		var kc struct {
+			Changed []string `json:"changed"`
+		}
+		kr := s.do(t, "GET", v3+"/keys/changes?from="+url.QueryEscape(afterToken)+"&to="+url.QueryEscape(next), bob.AccessToken, nil).expect(t, 200)
+		if err := json.Unmarshal(kr.Raw, &kc); err != nil || !slices.Contains(kc.Changed, alice.UserID.String()) {
+			t.Fatalf("keys/changes from a token from after the backup: %s, want alice's device list", kr)
 		}
 
 		// A token from before the backup goes on incrementally.

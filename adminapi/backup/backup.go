@@ -37,11 +37,15 @@ type Options struct {
 	Version     string
 	// To is the folder of backups; each backup is a new folder in it.
 	To string
-	// Incremental copies only the media files the chain's last backup
-	// does not have (the database is copied whole each time).
+	// Incremental keeps only what changed since the folder's newest
+	// backup: the media files it lacks, and the database pages (SQLite)
+	// or tables (PostgreSQL) whose checksum differs.
 	Incremental bool
-	Progress    func(Progress)
-	Now         func() time.Time
+	// MaxRate bounds the backup's reads of the database (SQLite) and the
+	// media files, in MiB/s; 0 is unlimited.
+	MaxRate  float64
+	Progress func(Progress)
+	Now      func() time.Time
 }
 
 // Take backs up a running server: the database as of one instant, then
@@ -66,8 +70,10 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 		Media: []Media{}, Files: []File{},
 		Secrets: []string{DatabaseFile + ": the signing key (server_keys), password hashes, access tokens and end-to-end key backups"}}
 	prevMedia := map[string]Media{}
+	var base *Manifest
+	var baseDir string
 	if opts.Incremental {
-		ms, _, err := listBackups(opts.To)
+		ms, dirs, err := listBackups(opts.To)
 		if err != nil {
 			return Manifest{}, "", err
 		}
@@ -75,7 +81,12 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 			return Manifest{}, "", fmt.Errorf("no earlier backup in %s to build an incremental one on: take a full backup first (without --incremental)", opts.To)
 		}
 		prev := ms[len(ms)-1]
+		if prev.Database.Engine != opts.Target.Dialect.String() {
+			return Manifest{}, "", fmt.Errorf("the last backup, %s, is of a %s database and this one is %s: take a full backup first (without --incremental)", prev.ID, prev.Database.Engine, opts.Target.Dialect)
+		}
+		base, baseDir = &prev, dirs[len(dirs)-1]
 		m.Kind = Incremental
+		m.Format = DeltaFormat
 		m.Chain = append(append([]string{}, prev.Chain...), prev.ID)
 		for _, x := range prev.Media {
 			prevMedia[x.Path] = x
@@ -92,21 +103,41 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 			os.RemoveAll(dir)
 		}
 	}()
+	pace := newPacer(opts.MaxRate)
 
-	// 1. The database, as of one instant.
+	// 1. The database, as of one instant: whole, or what changed since base.
 	progress(Progress{Phase: "database"})
-	if err := copyDatabase(ctx, opts.Target, filepath.Join(dir, DatabaseFile), &m, progress); err != nil {
-		return Manifest{}, "", err
+	if opts.Target.Dialect == storage.SQLite {
+		if err := copySQLite(ctx, opts.Target, dir, base, baseDir, &m, pace, progress); err != nil {
+			return Manifest{}, "", err
+		}
+	} else {
+		if err := copyDatabase(ctx, opts.Target, filepath.Join(dir, DatabaseFile), &m, progress); err != nil {
+			return Manifest{}, "", err
+		}
+		if err := describeCopy(ctx, filepath.Join(dir, DatabaseFile), &m); err != nil {
+			return Manifest{}, "", err
+		}
+		if base != nil && (base.Database.Tables == nil || base.Database.SchemaVersion != m.Database.SchemaVersion) {
+			return Manifest{}, "", fmt.Errorf("the last backup, %s, has no table checksums or another schema version (%d, now %d): take a full backup first (without --incremental)", base.ID, base.Database.SchemaVersion, m.Database.SchemaVersion)
+		}
+		if err := finishTables(ctx, dir, base, &m); err != nil {
+			return Manifest{}, "", err
+		}
+		name := m.Database.File
+		if name == "" {
+			name = m.Database.Delta
+		}
+		f, err := hashFile(dir, name)
+		if err != nil {
+			return Manifest{}, "", err
+		}
+		f.Secret, f.Note = true, "database copy ("+m.Database.Method+")"
+		if base != nil {
+			f.Note = fmt.Sprintf("the %d tables that changed since backup %s (%s)", len(m.Database.ChangedTables), base.ID, m.Database.Method)
+		}
+		m.Files = append(m.Files, f)
 	}
-	if err := describeCopy(ctx, filepath.Join(dir, DatabaseFile), &m); err != nil {
-		return Manifest{}, "", err
-	}
-	f, err := hashFile(dir, DatabaseFile)
-	if err != nil {
-		return Manifest{}, "", err
-	}
-	f.Secret, f.Note = true, "database copy ("+m.Database.Method+")"
-	m.Files = append(m.Files, f)
 
 	// 2. The secret files.
 	for _, p := range opts.SecretFiles {
@@ -133,7 +164,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 	}
 	var copyList []todo
 	var total int64
-	err = filepath.WalkDir(opts.MediaDir, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(opts.MediaDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == opts.MediaDir {
 				return filepath.SkipDir
@@ -171,7 +202,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 		if err := ctx.Err(); err != nil {
 			return Manifest{}, "", err
 		}
-		sum, err := copyFile(filepath.Join(opts.MediaDir, filepath.FromSlash(t.rel)), filepath.Join(dir, "media", filepath.FromSlash(t.rel)))
+		sum, err := copyFilePaced(ctx, filepath.Join(opts.MediaDir, filepath.FromSlash(t.rel)), filepath.Join(dir, "media", filepath.FromSlash(t.rel)), pace)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted since it was listed
 		}
@@ -183,6 +214,9 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 		progress(Progress{Phase: "media", Done: done, Total: total, Unit: "bytes"})
 	}
 	m.Duration = now().Sub(start).Round(time.Millisecond).String()
+	if pace != nil {
+		m.Paced = fmt.Sprintf("%g MiB/s, %s spent waiting", opts.MaxRate, pace.slept.Round(time.Millisecond))
+	}
 	if err := writeManifest(dir, m); err != nil {
 		return Manifest{}, "", fmt.Errorf("write manifest: %w", err)
 	}
@@ -190,7 +224,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 	return m, dir, nil
 }
 
-// copyDatabase copies the live database into an SQLite file at dst.
+// copyDatabase copies a live PostgreSQL database into an SQLite file at dst.
 func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, progress func(Progress)) (err error) {
 	src, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2})
 	if err != nil {
@@ -206,10 +240,6 @@ func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest
 	}
 	m.Database.Engine = t.Dialect.String()
 	m.Database.File = DatabaseFile
-	if t.Dialect == storage.SQLite {
-		m.Database.Method = "vacuum-into"
-		return src.CopyInto(ctx, dst)
-	}
 	m.Database.Method = "repeatable-read-copy"
 	// No fsync per transaction: the file is synced once, when complete.
 	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: dst}, storage.Options{MaxOpenConns: 2, SQLiteSynchronous: "OFF"})
@@ -252,6 +282,12 @@ func describeCopy(ctx context.Context, path string, m *Manifest) error {
 		return err
 	}
 	defer db.Close()
+	return describe(ctx, db, m)
+}
+
+// describe fills the manifest's schema version, positions and counts from
+// an SQLite database (a copy, or the live one in the copy's transaction).
+func describe(ctx context.Context, db storage.Querier, m *Manifest) (err error) {
 	if m.Database.SchemaVersion, err = schemaVersion(ctx, db); err != nil {
 		return err
 	}
@@ -279,6 +315,11 @@ type sum struct {
 // copyFile copies src to dst (creating folders), syncs it, and returns its
 // SHA-256 and size.
 func copyFile(src, dst string) (sum, error) {
+	return copyFilePaced(context.Background(), src, dst, nil)
+}
+
+// copyFilePaced is copyFile reading at the pacer's rate.
+func copyFilePaced(ctx context.Context, src, dst string, p *pacer) (sum, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return sum{}, err
@@ -292,7 +333,13 @@ func copyFile(src, dst string) (sum, error) {
 		return sum{}, err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(out, h), in)
+	var n int64
+	if p != nil {
+		// Paced by 256 KiB (io.Copy's own buffer is 32 KiB).
+		n, err = io.CopyBuffer(io.MultiWriter(out, h), pacedReader{ctx, in, p}, make([]byte, 256<<10))
+	} else {
+		n, err = io.Copy(io.MultiWriter(out, h), in)
+	}
 	if err != nil {
 		out.Close()
 		return sum{}, err

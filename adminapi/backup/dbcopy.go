@@ -109,6 +109,8 @@ type tablePlan struct {
 	table string
 	cols  []string
 	types []string
+	// add keeps the destination's rows (an incremental's appended rows).
+	add bool
 }
 
 // plan lists the tables and columns to copy between the SQLite file (lite)
@@ -152,11 +154,13 @@ func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p table
 	}
 	// The destination was just migrated: rows the migrations seeded (a
 	// table's initial position, say) give way to the source's.
-	if err := dst.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `DELETE FROM `+p.table)
-		return err
-	}); err != nil {
-		return fmt.Errorf("empty %s: %w", p.table, err)
+	if !p.add {
+		if err := dst.Write(ctx, func(tx *storage.Tx) error {
+			_, err := tx.Exec(ctx, `DELETE FROM `+p.table)
+			return err
+		}); err != nil {
+			return fmt.Errorf("empty %s: %w", p.table, err)
+		}
 	}
 	cols := strings.Join(p.cols, ", ")
 	rows, err := src.Query(ctx, `SELECT `+cols+` FROM `+p.table)

@@ -4,12 +4,18 @@
 //
 // A backup is a folder with a manifest (manifest.json: per-file SHA-256,
 // counts, each stream's highest position, the schema version), the
-// database as an SQLite file whichever engine it came from (SQLite: VACUUM
-// INTO; PostgreSQL: every table read in one REPEATABLE READ, READ ONLY
+// database as an SQLite file whichever engine it came from (SQLite: every
+// page read through sqlite_dbpage in one read transaction, pages.go;
+// PostgreSQL: every table read in one REPEATABLE READ, READ ONLY
 // transaction into an SQLite file migrated to the same schema version),
 // the media files and the secret files (configuration, federation TLS).
-// An incremental backup copies the database whole and only the media
-// files the previous backup of its chain lacks.
+// An incremental backup keeps only what changed since its base, the
+// newest backup of the folder: the media files the base lacks, and a
+// database delta: the pages whose SHA-256 differs from the base's
+// (SQLite, pages.go) or the tables whose checksum differs, only the new
+// rows of those that only grew by position (PostgreSQL, tables.go).
+// Restore and verify rebuild the database from the chain and check it
+// (chain.go). Reads are paced at Options.MaxRate (pace.go).
 //
 // A restore checks every checksum first, refuses a database a running
 // server holds (its writer lock) and, without force, one that is not

@@ -17,8 +17,26 @@ const ManifestName = "manifest.json"
 // DatabaseFile is the database copy's file name in a backup folder.
 const DatabaseFile = "haven.db"
 
-// FormatVersion is the version of the backup folder's layout.
+// FormatVersion is the version of the backup folder's layout a full
+// backup is written in; an incremental with a database delta is written in
+// DeltaFormat (older Havens refuse it rather than misread it). Both are read.
 const FormatVersion = 1
+
+// DeltaFormat is the layout of an incremental backup holding a database delta.
+const DeltaFormat = 2
+
+// PageHashesFile lists the SHA-256 of each page of the database file a
+// backup restores (32 bytes a page, in page order): the next incremental
+// compares its pages with them.
+const PageHashesFile = "pages.sha256"
+
+// PageDeltaFile holds an incremental's changed database pages: records of
+// a 4-byte big-endian page number and the page's bytes.
+const PageDeltaFile = "haven.db.pages"
+
+// TableDeltaFile holds an incremental's changed tables (the PostgreSQL
+// method): an SQLite file at the backup's schema with only those tables' rows.
+const TableDeltaFile = "tables.db"
 
 // Kinds of backup.
 const (
@@ -44,19 +62,54 @@ type Manifest struct {
 	Media    []Media  `json:"media"`
 	Secrets  []string `json:"secrets"`
 	Duration string   `json:"duration,omitempty"`
+	// Paced is the rate the backup read at, and the time it waited for it.
+	Paced string `json:"paced,omitempty"`
 }
 
 // Database describes the database copy.
 type Database struct {
 	// Engine is the database the backup was taken from (sqlite or postgres).
 	Engine string `json:"engine"`
-	// Method is how the copy was taken: "vacuum-into" (SQLite) or
-	// "repeatable-read-copy" (PostgreSQL, every table in one snapshot).
-	Method        string `json:"method"`
+	// Method is how the copy was taken: "pages" (SQLite: every page read
+	// in one read transaction), "vacuum-into" (SQLite, older backups and
+	// builds without the sqlite_dbpage table) or "repeatable-read-copy"
+	// (PostgreSQL, every table in one snapshot).
+	Method string `json:"method"`
+	// File is the whole database copy; empty for an incremental that holds
+	// a delta (Delta) instead.
 	File          string `json:"file"`
 	SchemaVersion int    `json:"schema_version"`
 	// Positions are each stream's highest position in the copy.
 	Positions map[string]int64 `json:"positions"`
+	// SHA256 and Size are those of the whole database file this backup
+	// restores (for an incremental: once its chain is applied); PageSize
+	// and Pages its page size and count, PageHashes the file of its page
+	// checksums (PageHashesFile). Set for the "pages" method.
+	SHA256     string `json:"sha256,omitempty"`
+	Size       int64  `json:"size,omitempty"`
+	PageSize   int    `json:"page_size,omitempty"`
+	Pages      int64  `json:"pages,omitempty"`
+	PageHashes string `json:"page_hashes,omitempty"`
+	// Tables are the checksums of each table's rows in the database this
+	// backup restores (the PostgreSQL method: tableSum).
+	Tables map[string]string `json:"tables,omitempty"`
+	// Tops are the highest positions of the tables with a pos column
+	// (the table method), and Appended the tables an incremental holds
+	// only the rows above its base's Tops of.
+	Tops     map[string]int64 `json:"tops,omitempty"`
+	Appended map[string]int64 `json:"appended,omitempty"`
+	// Delta is an incremental's file of what changed since Base, the last
+	// backup of its chain: PageDeltaFile (the pages whose checksum
+	// differs) or TableDeltaFile (the tables whose checksum differs).
+	Delta string `json:"delta,omitempty"`
+	// Base and BaseSHA256 name the backup the delta applies to and the
+	// checksum of the database it restores (BaseTables for the table
+	// method): a chain whose link was replaced is refused.
+	Base       string `json:"base,omitempty"`
+	BaseSHA256 string `json:"base_sha256,omitempty"`
+	// ChangedPages and ChangedTables are what the delta holds.
+	ChangedPages  int64    `json:"changed_pages,omitempty"`
+	ChangedTables []string `json:"changed_tables,omitempty"`
 }
 
 // Counts are figures of the database copy, checked by verify.
@@ -98,8 +151,8 @@ func ReadManifest(dir string) (Manifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%s: not a backup manifest: %w", filepath.Join(dir, ManifestName), err)
 	}
-	if m.Format != FormatVersion {
-		return m, fmt.Errorf("%s: backup format %d, this Haven reads format %d", filepath.Join(dir, ManifestName), m.Format, FormatVersion)
+	if m.Format != FormatVersion && m.Format != DeltaFormat {
+		return m, fmt.Errorf("%s: backup format %d, this Haven reads formats %d and %d", filepath.Join(dir, ManifestName), m.Format, FormatVersion, DeltaFormat)
 	}
 	return m, nil
 }
@@ -192,7 +245,7 @@ func Resolve(path string) (Set, error) {
 			for _, id := range m.Chain {
 				d := filepath.Join(parent, id)
 				if _, err := os.Stat(filepath.Join(d, ManifestName)); err != nil {
-					return Set{}, fmt.Errorf("incremental backup %s builds on %s, which is not in %s", m.ID, id, parent)
+					return Set{}, fmt.Errorf("the chain of backup %s is broken: it builds on %s, which is not in %s; restore an earlier backup of the chain, or take a full one", m.ID, id, parent)
 				}
 				s.Folders[id] = d
 			}

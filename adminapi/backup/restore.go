@@ -55,7 +55,7 @@ func Restore(ctx context.Context, opts RestoreOptions) (Manifest, error) {
 		return Manifest{}, err
 	}
 	m := s.Manifest
-	if !listsFile(m, m.Database.File) {
+	if !listsDatabase(m) {
 		return m, fmt.Errorf("%s: the manifest lists no database file", s.Dir)
 	}
 	progress(Progress{Phase: "checksums"})
@@ -129,7 +129,6 @@ func checkMediaDir(dir string, force bool) error {
 func restoreDatabase(ctx context.Context, s Set, opts RestoreOptions, now func() time.Time, progress func(Progress)) (release func(), err error) {
 	m := s.Manifest
 	t := opts.Target
-	backupDB := filepath.Join(s.Dir, m.Database.File)
 	if t.Dialect == storage.SQLite {
 		if st, err := os.Stat(t.Path); err == nil && st.Size() > 0 && !opts.Force {
 			return nil, fmt.Errorf("database %s: %w: restore into a new data folder, or give --force to replace it", t.Path, ErrNotEmpty)
@@ -162,8 +161,9 @@ func restoreDatabase(ctx context.Context, s Set, opts RestoreOptions, now func()
 			}
 		}
 		progress(Progress{Phase: "database"})
-		if _, err := copyFile(backupDB, t.Path+".restoring"); err != nil {
-			return nil, fmt.Errorf("copy the database: %w", err)
+		if _, err := buildDatabase(ctx, s, t.Path+".restoring"); err != nil {
+			os.Remove(t.Path + ".restoring")
+			return nil, err
 		}
 		if err := os.Rename(t.Path+".restoring", t.Path); err != nil {
 			return nil, fmt.Errorf("copy the database: %w", err)
@@ -171,7 +171,7 @@ func restoreDatabase(ctx context.Context, s Set, opts RestoreOptions, now func()
 		if db, err = storage.Connect(ctx, t, storage.Options{MaxOpenConns: 4}); err != nil {
 			return nil, err
 		}
-	} else if err := loadPostgres(ctx, db, backupDB, m, opts.Force, progress); err != nil {
+	} else if err := loadPostgres(ctx, db, s, opts.Force, progress); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -199,7 +199,8 @@ func restoreDatabase(ctx context.Context, s Set, opts RestoreOptions, now func()
 // loadPostgres loads the backup's SQLite database into an empty
 // PostgreSQL database: the schema at the backup's version, then every
 // table's rows, then the sequences moved above them.
-func loadPostgres(ctx context.Context, db *storage.DB, backupDB string, m Manifest, force bool, progress func(Progress)) error {
+func loadPostgres(ctx context.Context, db *storage.DB, s Set, force bool, progress func(Progress)) error {
+	m := s.Manifest
 	var tables []string
 	rows, err := db.Query(ctx, `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`)
 	if err != nil {
@@ -235,8 +236,9 @@ func loadPostgres(ctx context.Context, db *storage.DB, backupDB string, m Manife
 		return err
 	}
 	defer os.RemoveAll(scratch)
-	// A copy: opening the backup's own file could change it.
-	if _, err := copyFile(backupDB, filepath.Join(scratch, "haven.db")); err != nil {
+	// A copy (opening the backup's own file could change it), with the
+	// chain applied.
+	if _, err := buildDatabase(ctx, s, filepath.Join(scratch, "haven.db")); err != nil {
 		return err
 	}
 	lite, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: filepath.Join(scratch, "haven.db")}, storage.Options{MaxOpenConns: 2, SQLiteSynchronous: "OFF"})

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/haven-chat/haven/storage"
 )
@@ -79,7 +80,7 @@ func Verify(ctx context.Context, path, scratchDir string) (Report, error) {
 	r.Lines = append(r.Lines, fmt.Sprintf("backup %s (%s, from %s, %s, schema version %d) in %s", m.ID, m.Kind, m.Database.Engine, m.Created.Format("2006-01-02 15:04:05 MST"), m.Database.SchemaVersion, s.Dir))
 	r.Problems = append(r.Problems, checkFiles(s)...)
 	r.Lines = append(r.Lines, fmt.Sprintf("checksums: %d files and %d media files checked, %d problems", len(m.Files), len(m.Media), len(r.Problems)))
-	if !listsFile(m, m.Database.File) {
+	if !listsDatabase(m) {
 		r.Problems = append(r.Problems, Problem{Msg: "the manifest lists no database file"})
 		return r, nil
 	}
@@ -91,9 +92,13 @@ func Verify(ctx context.Context, path, scratchDir string) (Report, error) {
 		defer os.RemoveAll(scratchDir)
 	}
 	scratch := filepath.Join(scratchDir, "haven.db")
-	if _, err := copyFile(filepath.Join(s.Dir, m.Database.File), scratch); err != nil {
-		r.Problems = append(r.Problems, Problem{filepath.Join(s.Dir, m.Database.File), "cannot be copied: " + err.Error()})
+	applied, err := buildDatabase(ctx, s, scratch)
+	if err != nil {
+		r.Problems = append(r.Problems, Problem{Msg: "the database cannot be rebuilt: " + err.Error()})
 		return r, nil
+	}
+	if applied > 1 {
+		r.Lines = append(r.Lines, fmt.Sprintf("chain: a full backup and %d incrementals applied (%s), database checksum ok", applied-1, strings.Join(append(append([]string{}, m.Chain...), m.ID), " + ")))
 	}
 	db, err := storage.Connect(ctx, storage.Target{Dialect: storage.SQLite, Path: scratch}, storage.Options{MaxOpenConns: 1, SQLiteSynchronous: "OFF"})
 	if err != nil {
@@ -101,7 +106,7 @@ func Verify(ctx context.Context, path, scratchDir string) (Report, error) {
 		return r, nil
 	}
 	defer db.Close()
-	dbFile := filepath.Join(s.Dir, m.Database.File)
+	dbFile := filepath.Join(s.Dir, m.Database.File+m.Database.Delta)
 	var integrity string
 	if err := db.QueryRow(ctx, `PRAGMA integrity_check`).Scan(&integrity); err != nil {
 		r.Problems = append(r.Problems, Problem{dbFile, "integrity check failed: " + err.Error()})
@@ -144,13 +149,21 @@ func Verify(ctx context.Context, path, scratchDir string) (Report, error) {
 		}
 	}
 	r.Lines = append(r.Lines, fmt.Sprintf("positions: %d streams checked", len(names)))
-	applied, err := db.MigrateReport(ctx)
+	migrated, err := db.MigrateReport(ctx)
 	if err != nil {
 		r.Problems = append(r.Problems, Problem{dbFile, "this Haven's migrations do not apply: " + err.Error()})
 		return r, nil
 	}
-	r.Lines = append(r.Lines, fmt.Sprintf("migrations: %d applied to the scratch copy, schema now current", len(applied)))
+	r.Lines = append(r.Lines, fmt.Sprintf("migrations: %d applied to the scratch copy, schema now current", len(migrated)))
 	return r, nil
+}
+
+// listsDatabase tells whether the manifest lists the database copy or delta.
+func listsDatabase(m Manifest) bool {
+	if m.Database.File == "" {
+		return listsFile(m, m.Database.Delta)
+	}
+	return listsFile(m, m.Database.File)
 }
 
 func listsFile(m Manifest, path string) bool {

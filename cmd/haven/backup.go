@@ -17,7 +17,7 @@ import (
 	"github.com/haven-chat/haven/storage"
 )
 
-const backupUsage = "back up the running server (database, media, config): --to DIR [--incremental]; 'haven backup verify DIR' proves a backup by restoring it into a scratch place"
+const backupUsage = "back up the running server (database, media, config): --to DIR [--incremental] [--max-rate MIB_PER_SEC]; 'haven backup verify DIR' proves a backup by restoring it into a scratch place"
 
 // runBackup takes a backup, or with "verify" checks one.
 func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -26,7 +26,8 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fs, cfgPath := flagSet("backup", stderr)
 	to := fs.String("to", "", "the folder of backups; each backup is a new folder in it (default: backup.dir, or data_dir/backups)")
-	incremental := fs.Bool("incremental", false, "copy only the media files the last backup in the folder lacks (the database is copied whole)")
+	incremental := fs.Bool("incremental", false, "keep only what changed since the newest backup in the folder: the media files it lacks, the database pages (SQLite) or tables (PostgreSQL) whose checksum differs")
+	maxRate := fs.Int("max-rate", -1, "read the database and media at most this many MiB/s, 0 for unlimited (default: backup.max_rate)")
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
@@ -38,7 +39,13 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if dir == "" {
 		dir = cfg.BackupDir()
 	}
-	m, out, err := takeBackup(ctx, cfg, *cfgPath, dir, *incremental, stderr)
+	rate := cfg.Backup.MaxRate
+	if *maxRate >= 0 {
+		rate = *maxRate
+	}
+	// A backup runs beside the server: it yields the CPU and the disk.
+	lowerPriority()
+	m, out, err := takeBackup(ctx, cfg, *cfgPath, dir, *incremental, rate, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "haven backup:", err)
 		return 1
@@ -46,11 +53,17 @@ func runBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stdout, "backup %s written to %s in %s: %d users, %d rooms, %d events, %d media (%d media files, %d copied now), schema version %d\n",
 		m.ID, out, m.Duration, m.Counts.Users, m.Counts.Rooms, m.Counts.Events, m.Counts.Media, len(m.Media), copiedNow(m), m.Database.SchemaVersion)
 	fmt.Fprintln(stdout, "positions:", positions(m.Database.Positions))
+	if d := describeDelta(m); d != "" {
+		fmt.Fprintln(stdout, d)
+	}
+	if m.Paced != "" {
+		fmt.Fprintln(stdout, "paced at", m.Paced)
+	}
 	fmt.Fprintln(stdout, "it holds secrets (the signing key, password hashes, the configuration): keep it private")
 	return 0
 }
 
-func takeBackup(ctx context.Context, cfg config.Config, cfgPath, to string, incremental bool, stderr io.Writer) (backup.Manifest, string, error) {
+func takeBackup(ctx context.Context, cfg config.Config, cfgPath, to string, incremental bool, maxRate int, stderr io.Writer) (backup.Manifest, string, error) {
 	t, err := storage.ParseTarget(cfg.Database, cfg.DataDir)
 	if err != nil {
 		return backup.Manifest{}, "", err
@@ -58,10 +71,40 @@ func takeBackup(ctx context.Context, cfg config.Config, cfgPath, to string, incr
 	p := newProgressPrinter("backup", stderr)
 	defer p.finish()
 	return backup.Take(ctx, backup.Options{
-		Target: t, MediaDir: filepath.Join(cfg.DataDir, "media"), To: to, Incremental: incremental,
+		Target: t, MediaDir: filepath.Join(cfg.DataDir, "media"), To: to, Incremental: incremental, MaxRate: float64(maxRate),
 		SecretFiles: []string{cfgPath, cfg.Federation.TLSCert, cfg.Federation.TLSKey},
 		ServerName:  cfg.ServerName, Version: Version, Progress: p.report,
 	})
+}
+
+// describeDelta says what an incremental's database delta holds.
+func describeDelta(m backup.Manifest) string {
+	db := m.Database
+	if db.Delta == "" {
+		return ""
+	}
+	var size int64
+	for _, f := range m.Files {
+		if f.Path == db.Delta {
+			size = f.Size
+		}
+	}
+	if db.Tables != nil {
+		return fmt.Sprintf("database: %d of %d tables changed since %s (%d of them only new rows), %s in %s", len(db.ChangedTables), len(db.Tables), db.Base, len(db.Appended), humanBytes(size), db.Delta)
+	}
+	return fmt.Sprintf("database: %d of %d pages changed since %s, %s in %s", db.ChangedPages, db.Pages, db.Base, humanBytes(size), db.Delta)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func copiedNow(m backup.Manifest) int {

@@ -49,7 +49,7 @@ func TestBackupRestoreCLI(t *testing.T) {
 				t.Errorf("no progress lines:\n%s", errOut)
 			}
 			out, errOut, code = e2eRun(t, dir, src, "backup", "--to", backups, "--incremental")
-			if code != 0 || !strings.Contains(out, "1 media files, 0 copied now") {
+			if code != 0 || !strings.Contains(out, "1 media files, 0 copied now") || !strings.Contains(out, "changed since") {
 				t.Fatalf("incremental backup exited %d:\n%s%s", code, out, errOut)
 			}
 			out, errOut, code = e2eRun(t, dir, src, "backup", "verify", backups)

@@ -179,7 +179,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	if len(pending) > 0 && have > 0 && !*noBackup {
 		to := filepath.Join(cfg.BackupDir(), "pre-migrate-"+time.Now().UTC().Format("20060102T150405Z"))
-		m, dir, err := takeBackup(ctx, cfg, *cfgPath, to, false, stderr)
+		m, dir, err := takeBackup(ctx, cfg, *cfgPath, to, false, 0, stderr) // the server is stopped: unpaced
 		if err != nil {
 			fmt.Fprintln(stderr, "haven migrate: the backup before migrating failed, nothing was changed (--no-backup skips it):", err)
 			return 1

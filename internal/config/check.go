@@ -84,6 +84,9 @@ func (c Config) Check() Problems {
 	if err2 != nil || critAge <= 0 || err1 == nil && critAge < warnAge {
 		add("backup.critical_age", c.Backup.CriticalAge, "must be a duration no shorter than backup.warn_age", "for example 50h")
 	}
+	if c.Backup.MaxRate < 0 {
+		add("backup.max_rate", strconv.Itoa(c.Backup.MaxRate), "must be 0 (unlimited) or a rate in MiB/s", "use 64 (the default), or 0 to back up as fast as the disk allows")
+	}
 	if d, err := time.ParseDuration(c.AccessTokenLifetime); err != nil || d < time.Second || d > 7*24*time.Hour {
 		add("access_token_lifetime", c.AccessTokenLifetime, "must be a duration between 1s and 168h",
 			"write a Go duration such as 5m (the default) or 1h; it applies only to clients that ask for refresh tokens")

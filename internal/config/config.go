@@ -323,6 +323,10 @@ type Backup struct {
 	// at which `haven health` reports WARNING and CRITICAL.
 	WarnAge     string `yaml:"warn_age"`
 	CriticalAge string `yaml:"critical_age"`
+	// MaxRate bounds how fast `haven backup` reads the database (SQLite)
+	// and the media files, in MiB/s, so the server serving beside it keeps
+	// its disk; 0 is unlimited. --max-rate overrides it.
+	MaxRate int `yaml:"max_rate"`
 }
 
 // BackupDir is the folder of backups (backup.dir, or data_dir/backups).
@@ -361,7 +365,7 @@ func Default() Config {
 		TURN:                TURN{UserLifetime: "1h"},
 		Media: Media{MaxUploadBytes: 50 << 20, MaxThumbnailPixels: 50_000_000, ThumbnailWorkers: 2,
 			MaxPendingUploads: 20},
-		Backup:   Backup{WarnAge: "26h", CriticalAge: "50h"},
+		Backup:   Backup{WarnAge: "26h", CriticalAge: "50h", MaxRate: 64},
 		Profiles: Profiles{RequireToken: true},
 		Email:    Email{SMTPPort: 587, SMTPTLS: "starttls", NotificationDelay: "10m", TokensPerHour: 5},
 	}

@@ -272,6 +272,10 @@ backup:
   warn_age: 26h
   # HAVEN_BACKUP_CRITICAL_AGE
   critical_age: 50h
+  # MiB/s at which "haven backup" reads the SQLite database and the media
+  # files, so the server keeps its disk; 0 is unlimited (--max-rate overrides).
+  # HAVEN_BACKUP_MAX_RATE
+  max_rate: 64
 
 media:
   # Largest upload accepted, in bytes (50 MiB). A reverse proxy in front must

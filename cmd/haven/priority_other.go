@@ -1,0 +1,6 @@
+//go:build !linux
+
+package main
+
+// lowerPriority does nothing here: the backup's rate limit paces it.
+func lowerPriority() {}
