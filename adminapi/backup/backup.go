@@ -224,20 +224,31 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 	return m, dir, nil
 }
 
+// openSource connects to the live database to back up and checks that it
+// holds a Haven schema; have is the schema version it holds.
+func openSource(ctx context.Context, t storage.Target) (src *storage.DB, have int, err error) {
+	src, err = storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2})
+	if err != nil {
+		return nil, 0, err
+	}
+	have, _, err = src.Pending(ctx)
+	if err == nil && have == 0 {
+		err = fmt.Errorf("database %s has no Haven schema: nothing to back up", src.Location)
+	}
+	if err != nil {
+		src.Close()
+		return nil, 0, err
+	}
+	return src, have, nil
+}
+
 // copyDatabase copies a live PostgreSQL database into an SQLite file at dst.
 func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, progress func(Progress)) (err error) {
-	src, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2})
+	src, have, err := openSource(ctx, t)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	have, _, err := src.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	if have == 0 {
-		return fmt.Errorf("database %s has no Haven schema: nothing to back up", src.Location)
-	}
 	m.Database.Engine = t.Dialect.String()
 	m.Database.File = DatabaseFile
 	m.Database.Method = "repeatable-read-copy"

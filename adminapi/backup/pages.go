@@ -131,18 +131,11 @@ func copySQLite(ctx context.Context, t storage.Target, dir string, base *Manifes
 			return err
 		}
 	}
-	src, err := storage.Connect(ctx, t, storage.Options{MaxOpenConns: 2})
+	src, _, err := openSource(ctx, t)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	have, _, err := src.Pending(ctx)
-	if err != nil {
-		return err
-	}
-	if have == 0 {
-		return fmt.Errorf("database %s has no Haven schema: nothing to back up", src.Location)
-	}
 	m.Database.Engine = t.Dialect.String()
 	name := DatabaseFile
 	if base != nil {

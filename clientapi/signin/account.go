@@ -116,12 +116,8 @@ func (p *Page) accountPage(w http.ResponseWriter, r *http.Request, userID string
 // AccountDevices signs out one of the signed-in user's sessions (POST).
 func (p *Page) AccountDevices(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if !p.postForm(w, r) {
-		return
-	}
-	s, ok := p.readSession(r)
-	if !ok || s.state != stateOK {
-		p.fail(w, r, http.StatusForbidden, "Your sign-in has expired; sign in again.")
+	s, ok := p.signedInForm(w, r, "Your sign-in has expired; sign in again.")
+	if !ok {
 		return
 	}
 	id := r.PostFormValue("device_id")

@@ -136,12 +136,8 @@ func (p *Page) consentPage(w http.ResponseWriter, r *http.Request, userID, seale
 // browser back to the client with a code, deny with access_denied.
 func (p *Page) Consent(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if !p.postForm(w, r) {
-		return
-	}
-	s, ok := p.readSession(r)
-	if !ok || s.state != stateOK {
-		p.fail(w, r, http.StatusForbidden, "Your sign-in has expired; start again from your app.")
+	s, ok := p.signedInForm(w, r, "Your sign-in has expired; start again from your app.")
+	if !ok {
 		return
 	}
 	req, err := p.openOAuth(r.PostFormValue("oauth"))

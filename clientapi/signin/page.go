@@ -320,12 +320,8 @@ func (p *Page) Enrol(w http.ResponseWriter, r *http.Request) {
 
 // Finish continues a sign-in after the recovery codes were shown (POST).
 func (p *Page) Finish(w http.ResponseWriter, r *http.Request) {
-	if !p.postForm(w, r) {
-		return
-	}
-	s, ok := p.readSession(r)
-	if !ok || s.state != stateOK {
-		p.fail(w, r, http.StatusForbidden, "Your sign-in has expired; sign in again.")
+	s, ok := p.signedInForm(w, r, "Your sign-in has expired; sign in again.")
+	if !ok {
 		return
 	}
 	pur := purposeOf(r.PostForm)
@@ -390,12 +386,8 @@ func (p *Page) Account(w http.ResponseWriter, r *http.Request) {
 // (new recovery codes) or signout.
 func (p *Page) TOTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if !p.postForm(w, r) {
-		return
-	}
-	s, ok := p.readSession(r)
-	if !ok || s.state != stateOK {
-		p.fail(w, r, http.StatusForbidden, "Your sign-in has expired; sign in again.")
+	s, ok := p.signedInForm(w, r, "Your sign-in has expired; sign in again.")
+	if !ok {
 		return
 	}
 	switch r.PostFormValue("action") {
@@ -428,6 +420,21 @@ func (p *Page) TOTP(w http.ResponseWriter, r *http.Request) {
 
 // postForm parses a POST form and checks its CSRF token, answering the
 // request itself when it fails.
+// signedInForm reads a form posted by someone who finished signing in; it
+// answers the page itself (and returns false) when the form or the sign-in
+// is not good, with expired as the message for a sign-in that ran out.
+func (p *Page) signedInForm(w http.ResponseWriter, r *http.Request, expired string) (session, bool) {
+	if !p.postForm(w, r) {
+		return session{}, false
+	}
+	s, ok := p.readSession(r)
+	if !ok || s.state != stateOK {
+		p.fail(w, r, http.StatusForbidden, expired)
+		return session{}, false
+	}
+	return s, true
+}
+
 func (p *Page) postForm(w http.ResponseWriter, r *http.Request) bool {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if err := r.ParseForm(); err != nil {

@@ -83,28 +83,16 @@ func describeDelta(m backup.Manifest) string {
 	if db.Delta == "" {
 		return ""
 	}
-	var size int64
+	var n int64
 	for _, f := range m.Files {
 		if f.Path == db.Delta {
-			size = f.Size
+			n = f.Size
 		}
 	}
 	if db.Tables != nil {
-		return fmt.Sprintf("database: %d of %d tables changed since %s (%d of them only new rows), %s in %s", len(db.ChangedTables), len(db.Tables), db.Base, len(db.Appended), humanBytes(size), db.Delta)
+		return fmt.Sprintf("database: %d of %d tables changed since %s (%d of them only new rows), %s in %s", len(db.ChangedTables), len(db.Tables), db.Base, len(db.Appended), size(n), db.Delta)
 	}
-	return fmt.Sprintf("database: %d of %d pages changed since %s, %s in %s", db.ChangedPages, db.Pages, db.Base, humanBytes(size), db.Delta)
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
+	return fmt.Sprintf("database: %d of %d pages changed since %s, %s in %s", db.ChangedPages, db.Pages, db.Base, size(n), db.Delta)
 }
 
 func copiedNow(m backup.Manifest) int {
