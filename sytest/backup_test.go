@@ -293,6 +293,24 @@ func TestBackupRestoreSync(t *testing.T) {
 		if eventsPos(t, next2) <= eventsPos(t, next) {
 			t.Fatalf("positions went backwards: %s then %s", next, next2)
 		}
+
+		// /messages from the lost token needs no special case: forwards it
+		// reaches what was sent after the restore, backwards the history
+		// the restored database holds, and never the lost message.
+		fwd, err := bob.Messages(context.Background(), room, afterToken, "", mautrix.DirectionForward, nil, 50)
+		if err != nil {
+			t.Fatalf("messages forwards from a token from after the backup: %v", err)
+		}
+		if got := bodySet(fwd.Chunk); !got["after restore"] || got["lost"] {
+			t.Fatalf("messages forwards from a token from after the backup: %v", got)
+		}
+		bwd, err := bob.Messages(context.Background(), room, afterToken, "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatalf("messages backwards from a token from after the backup: %v", err)
+		}
+		if got := bodySet(bwd.Chunk); !got["between 4"] || got["lost"] || got["after restore"] {
+			t.Fatalf("messages backwards from a token from after the backup: %v", got)
+		}
 		s.stop() // before the fresh schema is dropped
 	})
 }
