@@ -105,6 +105,10 @@ type Options struct {
 	Mail               MailSender
 	PublicBaseURL      string
 	EmailTokensPerHour int
+	// AccountURL, when set (the OAuth 2.0 API is on), is the absolute URL
+	// of the account page: sessions of the OAuth API are offered the
+	// m.oauth UIA stage (uia_oauth.go) with a link to it.
+	AccountURL string
 }
 
 // Service is the user service. All its methods are safe for concurrent use.
