@@ -129,7 +129,7 @@ type Service struct {
 	attempts *backoff
 
 	seenMu      sync.Mutex
-	seenWritten map[string]int64
+	seenWritten map[string]seenMark
 	seenPending map[deviceKey]seenUpdate
 
 	// userLocks serialise one user's writes of account data, push rules and profile.
@@ -182,7 +182,7 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 		tokens:      lru.New[string, Device]("access_tokens", opts.TokenCacheSize),
 		unknown:     lru.New[string, struct{}]("unknown_tokens", 10000),
 		attempts:    newBackoff(db, now),
-		seenWritten: make(map[string]int64),
+		seenWritten: make(map[string]seenMark),
 		seenPending: make(map[deviceKey]seenUpdate),
 		profiles:    lru.New[string, profileEntry]("profiles", 50000),
 		pushRules:   lru.New[string, *pushState]("push_rules", 2000),
