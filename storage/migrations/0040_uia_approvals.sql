@@ -9,3 +9,7 @@ CREATE TABLE uia_approvals (
 	expires_ts BIGINT NOT NULL,
 	PRIMARY KEY (user_id, op)
 );
+
+-- userapi: the email address a company identity provider last gave for a
+-- linked person, kept as the account's verified email threepid ('' none).
+ALTER TABLE oidc_links ADD COLUMN email TEXT NOT NULL DEFAULT '';
