@@ -324,3 +324,40 @@ oidc:
 		})
 	}
 }
+
+// TestOIDCEmailTOTPOff: with two-factor sign-in off (auth.totp: off) the
+// company sign-in alone gives a session, and the provider's email address
+// is the account's verified email threepid.
+func TestOIDCEmailTOTPOff(t *testing.T) {
+	op := startOP(t)
+	s := newServer(t, "sqlite")
+	cb := s.URL + "/_haven/oidc/callback"
+	storage.RegisterClients(storage.WebClient("haven-totpoff", "haven totpoff secret", cb))
+	cfg := fmt.Sprintf("server_name: localhost\npublic_baseurl: %s\nauth:\n  totp: \"off\"\noidc:\n  providers:\n    - id: company\n      name: Company account\n      issuer: %s\n      client_id: haven-totpoff\n      client_secret: haven totpoff secret\n", s.URL, op.issuer())
+	file := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{"--config", file}
+	s.start()
+
+	client := s.URL + "/app/done"
+	b := newBrowser(t, s)
+	p := b.callback(b.providerSignIn("company", client, "bob", "bob provider pw"))
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("callback: %d %s", p.Status, p.Body)
+	}
+	u, _ := url.Parse(p.Header.Get("Location"))
+	if !strings.HasPrefix(u.String(), client+"?") || u.Query().Get("loginToken") == "" {
+		t.Fatalf("callback sent the browser to %s", u)
+	}
+	lr := loginToken(t, s, u.Query().Get("loginToken")).expect(t, 200)
+	if lr.str("user_id") != "@bob:localhost" {
+		t.Fatalf("login: %s", lr)
+	}
+	tp := s.do(t, "GET", v3+"/account/3pid", lr.str("access_token"), nil).expect(t, 200)
+	raw, _ := json.Marshal(tp.JSON["threepids"])
+	if !bytes.Contains(raw, []byte(`"address":"bob@example.com"`)) || !bytes.Contains(raw, []byte(`"medium":"email"`)) || bytes.Contains(raw, []byte(`"validated_at":0`)) {
+		t.Fatalf("threepids: %s", tp)
+	}
+}
