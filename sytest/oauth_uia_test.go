@@ -94,6 +94,24 @@ func TestOAuthCrossSigningReset(t *testing.T) {
 			b.post("/_haven/account/cross_signing_reset", url.Values{"csrf": {acc.csrf(t)}}).expect(t, 200, "Reset approved")
 			s.do(t, "POST", path, access, map[string]any{"master_key": again["master_key"]}).expect(t, 200)
 
+			// With a second factor set up, the approval needs the code too.
+			s.register(t, "bob")
+			secret := enrolCLI(t, s, "bob")
+			bb := newBrowser(t, s)
+			form = bb.get(bb.get("/_haven/account?action=org.matrix.cross_signing_reset").Header.Get("Location")).expect(t, 200, "Sign in")
+			r = bb.post("/_haven/signin", url.Values{"csrf": {form.csrf(t)}, "username": {"bob"}, "password": {"password-bob"}}).
+				expect(t, 401, "Enter the 6-digit code")
+			if strings.Contains(r.Body, "Approve the reset") {
+				t.Fatal("approve button before the code")
+			}
+			bb.post("/_haven/account/cross_signing_reset", url.Values{"csrf": {form.csrf(t)}}).expect(t, 403, "")
+			r = bb.post("/_haven/signin", url.Values{"csrf": {form.csrf(t)}, "username": {"bob"}, "password": {"password-bob"}, "code": {codeAt(secret, 0)}})
+			for r.Status == http.StatusFound || r.Status == http.StatusSeeOther {
+				r = bb.get(r.Header.Get("Location"))
+			}
+			acc = r.expect(t, 200, "Approve the reset")
+			bb.post("/_haven/account/cross_signing_reset", url.Values{"csrf": {acc.csrf(t)}}).expect(t, 200, "Reset approved")
+
 			// A password session of the same user keeps the password stage.
 			pw := s.login(t, "alice")
 			ch = s.do(t, "POST", path, pw.AccessToken, map[string]any{"master_key": key("master", newTestKey(t).pub)}).expect(t, 401)
