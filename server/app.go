@@ -164,7 +164,7 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg),
 		SecondFactor: a.openTOTP(), Directory: dir,
 		Mail: a.mailSender(), PublicBaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), EmailTokensPerHour: cfg.Email.TokensPerHour,
-		AccountURL: a.accountURL()}); err != nil {
+		AccountURL: a.accountURL(), UpstreamUIA: len(cfg.OIDC.Providers) > 0}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

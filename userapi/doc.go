@@ -106,6 +106,8 @@
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.
+// An account linked to a company provider without a Haven password is
+// offered m.login.sso instead of the password (Options.UpstreamUIA).
 // A device of the OAuth 2.0 API is offered the m.oauth stage (MSC4312,
 // uia_oauth.go) for the cross-signing reset: an approval on the account
 // page (uia_approvals, ten minutes, single use) lets its retry through.

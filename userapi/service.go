@@ -109,6 +109,11 @@ type Options struct {
 	// of the account page: sessions of the OAuth API are offered the
 	// m.oauth UIA stage (uia_oauth.go) with a link to it.
 	AccountURL string
+	// UpstreamUIA (company identity providers configured): an account
+	// linked to a provider that has no Haven password is offered the
+	// m.login.sso stage, which signs in at the provider again, instead of
+	// the password it cannot give.
+	UpstreamUIA bool
 }
 
 // Service is the user service. All its methods are safe for concurrent use.

@@ -76,3 +76,15 @@ func (s *Service) syncUpstreamEmail(ctx context.Context, id UpstreamIdentity, us
 		s.audit(ctx, "threepid_deleted", logrus.Fields{"user_id": userID, "via": "oidc:" + id.Provider})
 	}
 }
+
+// upstreamOnly tells whether userID signs in only at a company identity
+// provider: linked to one, without a Haven password.
+func (s *Service) upstreamOnly(ctx context.Context, userID string) (bool, error) {
+	var n int
+	err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM accounts a JOIN oidc_links l ON l.user_id = a.user_id
+WHERE a.user_id = $1 AND a.password_hash = ''`, userID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("select company sign-in of %s: %w", userID, err)
+	}
+	return n > 0, nil
+}

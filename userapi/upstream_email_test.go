@@ -2,6 +2,7 @@ package userapi
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	"github.com/haven-chat/haven/storage"
@@ -65,6 +66,30 @@ func TestUpstreamEmail(t *testing.T) {
 		signIn(t, "s-dave", "dave", "dave@work2.example", false)
 		if got := emails(t, dave); len(got) != 2 || got[0] != "dave@home.example" || got[1] != "dave@work2.example" {
 			t.Fatalf("dave's addresses: %v", got)
+		}
+	})
+}
+
+// An account that signs in only at a company provider is offered
+// m.login.sso for sensitive actions; one with a password keeps it.
+func TestUpstreamOnlyUIA(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := newTestService(t, db, nil, func(o *Options) { o.UpstreamUIA = true })
+		carol, _, err := s.SignInUpstream(ctx, UpstreamIdentity{Provider: "kc", Subject: "s-carol", Localpart: "carol"}, UpstreamPolicy{CreateAccounts: true}, "")
+		wantCode(t, err, "")
+		erin := mustRegister(t, s, "erin", "password-erin")
+		_, _, err = s.SignInUpstream(ctx, UpstreamIdentity{Provider: "kc", Subject: "s-erin", Localpart: "erin"}, UpstreamPolicy{AllowExistingUsers: true}, "")
+		wantCode(t, err, "")
+		for uid, want := range map[string]string{carol: StageSSO, erin.UserID: StagePassword} {
+			_, me := uiaStep(t, s, UIARequest{Op: "delete_devices", UserID: uid, Flows: PasswordFlows()})
+			if me == nil {
+				t.Fatal("no challenge")
+			}
+			raw, _ := json.Marshal(UIABody(me)["flows"])
+			if string(raw) != `[{"stages":["`+want+`"]}]` {
+				t.Fatalf("%s: flows %s", uid, raw)
+			}
 		}
 	})
 }
