@@ -513,7 +513,7 @@ type adminDevice struct {
 	userapi.DeviceInfo
 	UserID string `json:"user_id"`
 	// LastSeenUserAgent is the client's User-Agent at the device's
-	// sign-in (null when none was recorded).
+	// sign-in or a later request (null when none was recorded).
 	LastSeenUserAgent *string `json:"last_seen_user_agent"`
 }
 

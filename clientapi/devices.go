@@ -110,7 +110,7 @@ func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) error {
 
 // whoisConnection is one connection of GET /admin/whois: what Haven keeps
 // of a device's last use (its address and time) and the User-Agent of the
-// client when it signed in.
+// client's last request (written with the last-seen batch).
 type whoisConnection struct {
 	IP        string `json:"ip,omitempty"`
 	LastSeen  int64  `json:"last_seen,omitempty"`

@@ -166,7 +166,7 @@ func (h *keysHandlers) signingUpload(w http.ResponseWriter, r *http.Request) err
 	// replacing keys needs the password.
 	err := h.svc.UploadSigningKeys(ctx, d.UserID, sk, false)
 	if errors.Is(err, keys.ErrAuthNeeded) {
-		if err := h.checkUIA(ctx, userapi.UIARequest{Op: "cross_signing", UserID: d.UserID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
+		if err := h.checkUIA(ctx, userapi.UIARequest{Op: userapi.OpCrossSigning, UserID: d.UserID, DeviceID: d.DeviceID, Flows: userapi.PasswordFlows(), Auth: req.Auth}); err != nil {
 			return err
 		}
 		err = h.svc.UploadSigningKeys(ctx, d.UserID, sk, true)

@@ -39,6 +39,7 @@ func (a *API) SignInArea(p *signin.Page) func() []Route {
 			{Method: "GET", Path: signin.PathAccount, H: html(p.Account), Auth: authNone},
 			{Method: "POST", Path: signin.PathTOTP, H: html(p.TOTP), Auth: authNone},
 			{Method: "POST", Path: signin.PathAccountDevices, H: html(p.AccountDevices), Auth: authNone},
+			{Method: "POST", Path: signin.PathAccountApprove, H: html(p.AccountApprove), Auth: authNone},
 		}
 	}
 }

@@ -163,7 +163,8 @@ func New(ctx context.Context, cfg config.Config, log *logrus.Logger) (_ *App, er
 		RegistrationTokens: regTokens, RequireRegistrationToken: cfg.Registration.RequireToken,
 		Audit: a.Audit, PasswordPolicy: PasswordPolicy(cfg),
 		SecondFactor: a.openTOTP(), Directory: dir,
-		Mail: a.mailSender(), PublicBaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), EmailTokensPerHour: cfg.Email.TokensPerHour}); err != nil {
+		Mail: a.mailSender(), PublicBaseURL: strings.TrimRight(cfg.PublicBaseURL, "/"), EmailTokensPerHour: cfg.Email.TokensPerHour,
+		AccountURL: a.accountURL(), UpstreamUIA: len(cfg.OIDC.Providers) > 0}); err != nil {
 		return nil, err
 	}
 	if err = a.Users.Start(ctx); err != nil {

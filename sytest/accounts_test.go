@@ -351,3 +351,18 @@ func TestAccountsWhois(t *testing.T) {
 		s.do(t, "GET", v3+"/admin/whois/"+p("@someone:elsewhere.example"), admin.AccessToken, nil).expectErr(t, 400, "M_INVALID_PARAM")
 	})
 }
+
+// TestWhoisUserAgentUpdated: a request with another User-Agent (the app
+// was updated) reaches whois once the last-seen batch is written (here at
+// the shutdown, which writes it).
+func TestWhoisUserAgentUpdated(t *testing.T) {
+	s := startServer(t, "sqlite")
+	alice := s.register(t, "alice")
+	admin := s.registerAdmin(t, "admin")
+	s.do(t, "GET", v3+"/account/whoami", alice.AccessToken, nil, withHeader("User-Agent", "HavenTestApp/2.0")).expect(t, 200)
+	s.restart()
+	r := s.do(t, "GET", v3+"/admin/whois/"+p(alice.UserID), admin.AccessToken, nil).expect(t, 200)
+	if !strings.Contains(string(r.Raw), `"user_agent":"HavenTestApp/2.0"`) {
+		t.Fatalf("whois without the new user agent: %s", r)
+	}
+}

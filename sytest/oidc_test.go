@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"html"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -323,4 +324,82 @@ oidc:
 			}
 		})
 	}
+}
+
+// TestOIDCEmailTOTPOff: with two-factor sign-in off (auth.totp: off) the
+// company sign-in alone gives a session, and the provider's email address
+// is the account's verified email threepid.
+func TestOIDCEmailTOTPOff(t *testing.T) {
+	op := startOP(t)
+	s := newServer(t, "sqlite")
+	cb := s.URL + "/_haven/oidc/callback"
+	storage.RegisterClients(storage.WebClient("haven-totpoff", "haven totpoff secret", cb))
+	cfg := fmt.Sprintf("server_name: localhost\npublic_baseurl: %s\nauth:\n  totp: \"off\"\noidc:\n  providers:\n    - id: company\n      name: Company account\n      issuer: %s\n      client_id: haven-totpoff\n      client_secret: haven totpoff secret\n", s.URL, op.issuer())
+	file := filepath.Join(t.TempDir(), "haven.yaml")
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{"--config", file}
+	s.start()
+
+	client := s.URL + "/app/done"
+	b := newBrowser(t, s)
+	p := b.callback(b.providerSignIn("company", client, "bob", "bob provider pw"))
+	if p.Status != http.StatusSeeOther {
+		t.Fatalf("callback: %d %s", p.Status, p.Body)
+	}
+	u, _ := url.Parse(p.Header.Get("Location"))
+	if !strings.HasPrefix(u.String(), client+"?") || u.Query().Get("loginToken") == "" {
+		t.Fatalf("callback sent the browser to %s", u)
+	}
+	lr := loginToken(t, s, u.Query().Get("loginToken")).expect(t, 200)
+	if lr.str("user_id") != "@bob:localhost" {
+		t.Fatalf("login: %s", lr)
+	}
+	tp := s.do(t, "GET", v3+"/account/3pid", lr.str("access_token"), nil).expect(t, 200)
+	raw, _ := json.Marshal(tp.JSON["threepids"])
+	if !bytes.Contains(raw, []byte(`"address":"bob@example.com"`)) || !bytes.Contains(raw, []byte(`"medium":"email"`)) || bytes.Contains(raw, []byte(`"validated_at":0`)) {
+		t.Fatalf("threepids: %s", tp)
+	}
+
+	// bob has no Haven password: replacing his cross-signing keys offers
+	// m.login.sso, which signs in at the provider again.
+	token := lr.str("access_token")
+	key := func(pub string) map[string]any {
+		return map[string]any{"user_id": "@bob:localhost", "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + pub: pub}}
+	}
+	s.do(t, "POST", v3+"/keys/device_signing/upload", token, map[string]any{"master_key": key(newTestKey(t).pub)}).expect(t, 200)
+	replace := map[string]any{"master_key": key(newTestKey(t).pub)}
+	ch := s.do(t, "POST", v3+"/keys/device_signing/upload", token, replace).expect(t, 401)
+	if got := flowTypesUIA(ch); got != "m.login.sso" {
+		t.Fatalf("flows %s: %s", got, ch)
+	}
+	sess := ch.str("session")
+	r := b.get(v3 + "/auth/m.login.sso/fallback/web?session=" + url.QueryEscape(sess))
+	page := b.get(r.Header.Get("Location")).expect(t, 200, "Company account")
+	m := hrefRE.FindStringSubmatch(page.Body)
+	if m == nil {
+		t.Fatalf("no provider button:\n%s", page.Body)
+	}
+	r = b.get(html.UnescapeString(m[1]))
+	if r.Status != http.StatusFound {
+		t.Fatalf("start at the provider: %d %s", r.Status, r.Body)
+	}
+	next := r.Header.Get("Location")
+	loc := b.abs(next, b.follow(next))
+	login := b.getAbs(loc)
+	idm := regexp.MustCompile(`name="id" value="([^"]+)"`).FindStringSubmatch(login.Body)
+	if idm == nil {
+		t.Fatalf("provider login form: %d %s", login.Status, login.Body)
+	}
+	resp, err := b.c.PostForm(b.abs(loc, "/login/username"), url.Values{"id": {idm[1]}, "username": {"bob"}, "password": {"bob provider pw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := readPage(t, resp)
+	back := b.abs(loc, pr.Header.Get("Location"))
+	back = b.abs(back, b.follow(back))
+	b.callback(back).expect(t, 200, "Confirmed")
+	replace["auth"] = map[string]any{"session": sess}
+	s.do(t, "POST", v3+"/keys/device_signing/upload", token, replace).expect(t, 200)
 }

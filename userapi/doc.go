@@ -5,7 +5,9 @@
 // Tables owned: accounts, devices, profiles, account_data, filters,
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
 // login_addresses (migration 0027), login_failures (0038), login_tokens
-// (0031), user_threepids and threepid_sessions (0032), oidc_links (0034); it also deletes a removed
+// (0031), user_threepids and threepid_sessions (0032), oidc_links (0034),
+// uia_approvals (0040); it reads oauth_sessions (owned by userapi/oauth) to
+// tell OAuth devices apart; it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted
@@ -85,6 +87,9 @@
 // localpart claim names the account, made (no local password) when the
 // provider may create accounts, linked when it exists and the provider may
 // link existing users and no other subject of the provider holds it.
+// The provider's email claim becomes the account's verified email threepid
+// (upstream_email.go; oidc_links.email remembers it, so that a changed
+// address replaces the provider's previous one only).
 //
 // After a room upgrade, AddDirectRoom puts the new room beside the old one
 // in the user's m.direct (called by the roomserver).
@@ -101,6 +106,11 @@
 // A UIA session (uia_sessions, 15 minutes) keeps its operation, the stages
 // completed and the parameters of its first request that gave some
 // (passwords as their hashes): the spec has the whole session use them.
+// An account linked to a company provider without a Haven password is
+// offered m.login.sso instead of the password (Options.UpstreamUIA).
+// A device of the OAuth 2.0 API is offered the m.oauth stage (MSC4312,
+// uia_oauth.go) for the cross-signing reset: an approval on the account
+// page (uia_approvals, ten minutes, single use) lets its retry through.
 //
 // Password guessing (knownaddrs.go, backoff.go): failed password checks
 // slow an account down (a doubling wait after three failures), counted
@@ -142,8 +152,9 @@
 //
 // Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
 // after an admin purged a room, deletes the room's account data (tags
-// included). Devices keep the User-Agent of the request that signed them
-// in (useragent.go, devices.user_agent from migration 0037), for whois.
+// included). Devices keep the User-Agent of their last request
+// (useragent.go, devices.user_agent from migration 0037), for whois: set at
+// sign-in and written with the last-seen batch (tokens.go, FlushSeen).
 // A client's registration of an account that must use a second factor
 // opens no session (secondfactor.go, withoutPasswordSession).
 package userapi

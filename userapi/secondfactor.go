@@ -99,7 +99,16 @@ func (s *Service) IsAdmin(ctx context.Context, userID string) (bool, error) {
 // the password, or for an account with a second factor the m.login.sso
 // stage (the sign-in page asks for both).
 func (s *Service) sensitiveFlows(ctx context.Context, req UIARequest) ([][]string, error) {
-	if s.opts.SecondFactor == nil || req.UserID == "" || !slices.EqualFunc(req.Flows, PasswordFlows(), slices.Equal) {
+	if req.UserID == "" || !slices.EqualFunc(req.Flows, PasswordFlows(), slices.Equal) {
+		return req.Flows, nil
+	}
+	if s.opts.UpstreamUIA {
+		only, err := s.upstreamOnly(ctx, req.UserID)
+		if err != nil || only {
+			return [][]string{{StageSSO}}, err
+		}
+	}
+	if s.opts.SecondFactor == nil {
 		return req.Flows, nil
 	}
 	admin, err := s.IsAdmin(ctx, req.UserID)

@@ -105,6 +105,15 @@ type Options struct {
 	Mail               MailSender
 	PublicBaseURL      string
 	EmailTokensPerHour int
+	// AccountURL, when set (the OAuth 2.0 API is on), is the absolute URL
+	// of the account page: sessions of the OAuth API are offered the
+	// m.oauth UIA stage (uia_oauth.go) with a link to it.
+	AccountURL string
+	// UpstreamUIA (company identity providers configured): an account
+	// linked to a provider that has no Haven password is offered the
+	// m.login.sso stage, which signs in at the provider again, instead of
+	// the password it cannot give.
+	UpstreamUIA bool
 }
 
 // Service is the user service. All its methods are safe for concurrent use.
@@ -125,7 +134,7 @@ type Service struct {
 	attempts *backoff
 
 	seenMu      sync.Mutex
-	seenWritten map[string]int64
+	seenWritten map[string]seenMark
 	seenPending map[deviceKey]seenUpdate
 
 	// userLocks serialise one user's writes of account data, push rules and profile.
@@ -178,7 +187,7 @@ func New(ctx context.Context, db *storage.DB, bus Bus, opts Options) (*Service, 
 		tokens:      lru.New[string, Device]("access_tokens", opts.TokenCacheSize),
 		unknown:     lru.New[string, struct{}]("unknown_tokens", 10000),
 		attempts:    newBackoff(db, now),
-		seenWritten: make(map[string]int64),
+		seenWritten: make(map[string]seenMark),
 		seenPending: make(map[deviceKey]seenUpdate),
 		profiles:    lru.New[string, profileEntry]("profiles", 50000),
 		pushRules:   lru.New[string, *pushState]("push_rules", 2000),

@@ -205,16 +205,26 @@ type deviceKey struct{ userID, deviceID string }
 type seenUpdate struct {
 	ts int64
 	ip string
+	ua string // the request's User-Agent, "" to keep the stored one
 }
 
-// noteSeen queues a last-seen update if the device's last one is older than
-// SeenInterval. It never touches the database.
+// seenMark is a session's last queued update: its time and User-Agent.
+type seenMark struct {
+	ts int64
+	ua string
+}
+
+// noteSeen queues a last-seen update (time, address, User-Agent) if the
+// device's last one is older than SeenInterval or the client now sends
+// another User-Agent (an app updated). It never touches the database.
 func (s *Service) noteSeen(ctx context.Context, d Device) {
 	now := s.now().UnixMilli()
+	ua := userAgentFrom(ctx)
 	s.seenMu.Lock()
-	if now-s.seenWritten[d.SessionID] >= s.opts.SeenInterval.Milliseconds() {
-		s.seenWritten[d.SessionID] = now
-		s.seenPending[deviceKey{d.UserID, d.DeviceID}] = seenUpdate{ts: now, ip: clientAddrFrom(ctx)}
+	last, ok := s.seenWritten[d.SessionID]
+	if now-last.ts >= s.opts.SeenInterval.Milliseconds() || (ok && ua != "" && ua != last.ua) {
+		s.seenWritten[d.SessionID] = seenMark{ts: now, ua: ua}
+		s.seenPending[deviceKey{d.UserID, d.DeviceID}] = seenUpdate{ts: now, ip: clientAddrFrom(ctx), ua: ua}
 	}
 	s.seenMu.Unlock()
 }
@@ -246,8 +256,8 @@ func (s *Service) FlushSeen(ctx context.Context) error {
 	// Entries older than the interval would queue an update anyway: drop
 	// them so the map only holds recently active sessions.
 	cutoff := s.now().UnixMilli() - s.opts.SeenInterval.Milliseconds()
-	for h, ts := range s.seenWritten {
-		if ts < cutoff {
+	for h, m := range s.seenWritten {
+		if m.ts < cutoff {
 			delete(s.seenWritten, h)
 		}
 	}
@@ -267,17 +277,18 @@ func (s *Service) FlushSeen(ctx context.Context) error {
 		for len(keys) > 0 {
 			n := min(len(keys), 200)
 			var b strings.Builder
-			args := make([]any, 0, 4*n)
+			args := make([]any, 0, 5*n)
 			b.WriteString(`UPDATE devices SET last_seen_ts = v.column3,
-last_seen_ip = CASE WHEN v.column4 = '' THEN devices.last_seen_ip ELSE v.column4 END FROM (VALUES `)
+last_seen_ip = CASE WHEN v.column4 = '' THEN devices.last_seen_ip ELSE v.column4 END,
+user_agent = CASE WHEN v.column5 = '' THEN devices.user_agent ELSE v.column5 END FROM (VALUES `)
 			for i, k := range keys[:n] {
 				if i > 0 {
 					b.WriteByte(',')
 				}
-				j := 4 * i
-				fmt.Fprintf(&b, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS TEXT))", j+1, j+2, j+3, j+4)
+				j := 5 * i
+				fmt.Fprintf(&b, "(CAST($%d AS TEXT), CAST($%d AS TEXT), CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS TEXT))", j+1, j+2, j+3, j+4, j+5)
 				u := pending[k]
-				args = append(args, k.userID, k.deviceID, u.ts, u.ip)
+				args = append(args, k.userID, k.deviceID, u.ts, u.ip, u.ua)
 			}
 			b.WriteString(`) AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2`)
 			if _, err := tx.Exec(ctx, b.String(), args...); err != nil {

@@ -36,6 +36,9 @@ type UIARequest struct {
 	// UserID is the user making the request ("" for registration). The
 	// password stage checks this user's password.
 	UserID string
+	// DeviceID is the requesting device, when known: a device of the
+	// OAuth 2.0 API is offered the m.oauth stage (uia_oauth.go).
+	DeviceID string
 	// Flows are the accepted lists of stages.
 	Flows [][]string
 	// Auth is the request's "auth" object, nil when absent.
@@ -163,6 +166,11 @@ type uiaFlow struct {
 // done so far, maybe none, afterwards. fail, if set, is the failed
 // attempt's error, whose errcode and message join the body.
 func challenge(sessionID string, flows [][]string, completed []string, fail *merr.Error) error {
+	return challengeWith(sessionID, flows, map[string]any{}, completed, fail)
+}
+
+// challengeWith is challenge with the stages' params.
+func challengeWith(sessionID string, flows [][]string, params map[string]any, completed []string, fail *merr.Error) error {
 	var e *merr.Error
 	if fail != nil {
 		e = merr.Custom(401, fail.Code, "%s", fail.Msg)
@@ -173,7 +181,7 @@ func challenge(sessionID string, flows [][]string, completed []string, fail *mer
 	for i, f := range flows {
 		fl[i] = uiaFlow{Stages: f}
 	}
-	e = e.With("flows", fl).With("params", map[string]any{}).With("session", sessionID)
+	e = e.With("flows", fl).With("params", params).With("session", sessionID)
 	if completed != nil {
 		e = e.With("completed", completed)
 	}
@@ -215,6 +223,13 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	if req.Flows, err = s.sensitiveFlows(ctx, req); err != nil {
 		return err
 	}
+	if req.Flows, err = s.oauthFlows(ctx, req); err != nil {
+		return err
+	}
+	params := s.uiaParams(req.Flows)
+	challenge := func(sessionID string, flows [][]string, completed []string, fail *merr.Error) error {
+		return challengeWith(sessionID, flows, params, completed, fail)
+	}
 	if req.Check != nil {
 		if err := req.Check(); err != nil {
 			return err
@@ -232,6 +247,22 @@ func (s *Service) CheckUIA(ctx context.Context, req UIARequest) error {
 	case fixed:
 		if err := s.saveUIASession(ctx, sessionID, data); err != nil {
 			return err
+		}
+	}
+	if offered(req.Flows, StageOAuth) && (ad.Type == "" || isOAuthStage(ad.Type)) {
+		// The m.oauth stage passes once the user approved the operation
+		// on the account page; the retry may name the stage, send the
+		// session alone or, as clients of other servers do, no auth.
+		ok, err := s.takeApproval(ctx, req.UserID, req.Op)
+		if err != nil {
+			return err
+		}
+		switch {
+		case ok:
+			data.Completed = append(data.Completed, StageOAuth, StageOAuthUnstable)
+			hasAuth, ad.Type = true, ""
+		case hasAuth && ad.Type != "":
+			return challenge(sessionID, req.Flows, data.Completed, merr.Forbidden("Approve this on your account page (the link your app opens), then try again"))
 		}
 	}
 	if !hasAuth {

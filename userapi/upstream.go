@@ -23,7 +23,11 @@ type UpstreamIdentity struct {
 	// Localpart is the value of the configured localpart claim, as sent.
 	Localpart   string
 	DisplayName string
-	Email       string
+	// Email, when set, becomes the account's verified email address
+	// (upstream_email.go) unless EmailUnverified: the provider said
+	// email_verified: false.
+	Email           string
+	EmailUnverified bool
 }
 
 // UpstreamPolicy is what a provider may do with accounts.
@@ -61,6 +65,9 @@ func (s *Service) SignInUpstream(ctx context.Context, id UpstreamIdentity, pol U
 		}
 		if err != nil {
 			return "", false, err
+		}
+		if !a.deactivated {
+			s.syncUpstreamEmail(ctx, id, a.userID)
 		}
 		return s.upstreamDone(ctx, a, addr, via)
 	}
@@ -121,6 +128,9 @@ func (s *Service) SignInUpstream(ctx context.Context, id UpstreamIdentity, pol U
 	}
 	if a, err = selectAccount(ctx, s.db, uid); err != nil {
 		return "", false, err
+	}
+	if !a.deactivated {
+		s.syncUpstreamEmail(ctx, id, a.userID)
 	}
 	return s.upstreamDone(ctx, a, addr, via)
 }

@@ -16,6 +16,10 @@ import (
 // PathAccountDevices signs out one of the user's sessions (POST).
 const PathAccountDevices = "/_haven/account/devices"
 
+// PathAccountApprove approves the reset of the user's cross-signing keys
+// (POST): the m.oauth UIA stage of sessions of the OAuth 2.0 API.
+const PathAccountApprove = "/_haven/account/cross_signing_reset"
+
 // AccountActions are the account management actions the page serves, in
 // their unstable (MSC4191) and stable names.
 var AccountActions = []string{
@@ -106,11 +110,25 @@ func (p *Page) accountPage(w http.ResponseWriter, r *http.Request, userID string
 		if focus != "" {
 			notice = "Your app asks you to sign out the session " + focus + ": use its Sign out button below."
 		}
-	case "org.matrix.cross_signing_reset":
-		notice = "To reset your cross-signing keys (your digital identity), go back to your app and continue; when it asks you to confirm, sign in again on this page."
 	}
 	p.render(w, r, http.StatusOK, "account", map[string]any{"User": userID, "Status": st, "Action": PathTOTP,
-		"Devices": rows, "Focus": focus, "Notice": notice, "DeviceAction": PathAccountDevices})
+		"Devices": rows, "Focus": focus, "Notice": notice, "DeviceAction": PathAccountDevices,
+		"Reset": q.Get("action") == "org.matrix.cross_signing_reset", "ResetAction": PathAccountApprove})
+}
+
+// AccountApprove approves, for the signed-in user, the reset of their
+// cross-signing keys asked for by their app (POST; the m.oauth UIA stage).
+func (p *Page) AccountApprove(w http.ResponseWriter, r *http.Request) {
+	s, ok := p.signedInForm(w, r, "Your sign-in has expired; sign in again.")
+	if !ok {
+		return
+	}
+	if err := p.opts.Users.ApproveCrossSigningReset(r.Context(), s.userID, p.opts.ClientAddr(r)); err != nil {
+		p.failErr(w, r, err)
+		return
+	}
+	p.render(w, r, http.StatusOK, "message", map[string]any{"Title": "Reset approved",
+		"Text": "Go back to your app and continue within 10 minutes: it can now reset your cross-signing keys (your digital identity) once."})
 }
 
 // AccountDevices signs out one of the signed-in user's sessions (POST).
@@ -133,6 +151,10 @@ func (p *Page) AccountDevices(w http.ResponseWriter, r *http.Request) {
 }
 
 func init() {
+	template.Must(pages.New("reset").Parse(`{{if .D.Reset}}<h1>Reset your digital identity</h1>
+<p>Your app asks to reset your cross-signing keys. Do this only if you asked for it in your app (for example because you lost your recovery key): other people and your other sessions will have to verify you again.</p>
+<form method="post" action="{{.D.ResetAction}}"><input type="hidden" name="csrf" value="{{.CSRF}}"><button type="submit">Approve the reset</button></form>
+{{end}}`))
 	template.Must(pages.New("devices").Parse(`<h1>Sessions</h1>
 {{if .D.Notice}}<p class="error" role="status">{{.D.Notice}}</p>{{end}}
 {{if .D.Devices}}<ul class="providers">{{range .D.Devices}}<li>{{if eq .ID $.D.Focus}}<strong>&#9654; {{.Name}}</strong>{{else}}<strong>{{.Name}}</strong>{{end}}

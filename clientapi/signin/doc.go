@@ -47,7 +47,9 @@
 //   - account management (account.go): the account page also lists the
 //     user's devices with a Sign out button (POST /_haven/account/devices)
 //     and honours ?action= and ?device_id= from clients, kept in a cookie
-//     across a sign-in.
+//     across a sign-in; with ?action=org.matrix.cross_signing_reset it shows
+//     the Approve button (POST /_haven/account/cross_signing_reset), the
+//     m.oauth UIA stage of OAuth sessions (userapi/uia_oauth.go).
 //
 // A user who must use a second factor but has none set up is taken through
 // the set-up right after the password, before the sign-in finishes.

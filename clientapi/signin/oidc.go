@@ -436,8 +436,10 @@ func (p *Page) exchange(ctx context.Context, u *Upstream, f oidcFlow, q url.Valu
 			}
 		}
 	}
+	verified, said := claims["email_verified"].(bool)
 	return userapi.UpstreamIdentity{Provider: u.cfg.ID, Subject: idt.Subject, Localpart: claimString(claims, u.cfg.LocalpartClaim),
-		DisplayName: claimString(claims, u.cfg.DisplayNameClaim), Email: claimString(claims, u.cfg.EmailClaim)}, nil
+		DisplayName: claimString(claims, u.cfg.DisplayNameClaim), Email: claimString(claims, u.cfg.EmailClaim),
+		EmailUnverified: said && !verified}, nil
 }
 
 func missing(claims map[string]any, names []string) bool {

@@ -33,6 +33,7 @@ type Users interface {
 	IsAdmin(ctx context.Context, userID string) (bool, error)
 	Devices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
+	ApproveCrossSigningReset(ctx context.Context, userID, addr string) error
 	SignInUpstream(ctx context.Context, id userapi.UpstreamIdentity, pol userapi.UpstreamPolicy, addr string) (userID string, admin bool, err error)
 }
 

@@ -155,6 +155,7 @@ if (window.onAuthDone) { window.onAuthDone(); } else if (window.opener && window
 {{define "account"}}{{template "head" .}}
 <h1>Two-factor sign-in</h1>
 <p>Signed in as <strong>{{.D.User}}</strong>.</p>
+{{template "reset" .}}
 {{if .D.Status.Enrolled}}<p>Two-factor sign-in is <strong>on</strong>. Recovery codes left: {{.D.Status.RecoveryCodes}}.</p>
 <form method="post" action="{{.D.Action}}"><input type="hidden" name="csrf" value="{{.CSRF}}"><input type="hidden" name="action" value="recovery"><button type="submit">Make new recovery codes</button></form>
 <p class="hint">To move to a new phone, ask an admin to reset your two-factor sign-in.</p>
