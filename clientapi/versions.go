@@ -136,7 +136,7 @@ func (a *API) BaseAreas() []func() []Route {
 
 // RoomAreas are the routes of rooms, sync and their ephemeral data.
 func (a *API) RoomAreas() []func() []Route {
-	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes, a.legacyRoutes, a.peekRoutes}
+	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes, a.legacyRoutes, a.peekRoutes, a.slidingRoutes}
 }
 
 func emptyObject(w http.ResponseWriter, r *http.Request) error { return httpx.OK(w) }

@@ -1,0 +1,668 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/syncapi/notifier"
+)
+
+// Simplified sliding sync (MSC4186): named lists of the user's rooms by
+// recency, windows (ranges) over them, room subscriptions, and
+// extensions. It is built on the same engine as /sync: the notifier's
+// view and wake-ups, the rooms stream's timeline selection (timeline.go)
+// and the key, to-device and account data streams.
+//
+// This first increment: the bump stamp is the room's latest event
+// position; $LAZY in required_state is the timeline senders' member
+// events (sent again in every response that has them); left rooms are
+// not listed; receipts and typing extensions are not served yet.
+
+// SlidingRequest is a parsed sliding sync request.
+type SlidingRequest struct {
+	UserID, DeviceID string
+	Pos              string
+	Timeout          time.Duration
+	SetPresence      string
+	Body             SlidingBody
+}
+
+// SlidingBody is the request body.
+type SlidingBody struct {
+	ConnID            string                         `json:"conn_id"`
+	TxnID             string                         `json:"txn_id,omitempty"`
+	Lists             map[string]SlidingList         `json:"lists"`
+	RoomSubscriptions map[string]SlidingRoomSettings `json:"room_subscriptions"`
+	Extensions        SlidingExtensions              `json:"extensions"`
+}
+
+// SlidingRoomSettings are what a list or subscription sends of each room.
+type SlidingRoomSettings struct {
+	RequiredState [][]string `json:"required_state"`
+	TimelineLimit int        `json:"timeline_limit"`
+}
+
+// SlidingList is one named list.
+type SlidingList struct {
+	SlidingRoomSettings
+	Ranges  [][]int         `json:"ranges"`
+	Filters *SlidingFilters `json:"filters"`
+}
+
+// SlidingFilters select a list's rooms.
+type SlidingFilters struct {
+	IsDM        *bool `json:"is_dm"`
+	IsEncrypted *bool `json:"is_encrypted"`
+	IsInvite    *bool `json:"is_invite"`
+}
+
+// SlidingExtensions are the extensions asked for.
+type SlidingExtensions struct {
+	ToDevice *struct {
+		Enabled *bool  `json:"enabled"`
+		Since   string `json:"since"`
+	} `json:"to_device"`
+	E2EE *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"e2ee"`
+	AccountData *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"account_data"`
+}
+
+func enabled(b *bool) bool { return b != nil && *b }
+
+// SlidingResponse is a sliding sync response.
+type SlidingResponse struct {
+	Pos        string                  `json:"pos"`
+	TxnID      string                  `json:"txn_id,omitempty"`
+	Lists      map[string]slidingCount `json:"lists"`
+	Rooms      map[string]*slidingRoom `json:"rooms"`
+	Extensions map[string]any          `json:"extensions"`
+}
+
+type slidingCount struct {
+	Count int `json:"count"`
+}
+
+type slidingHero struct {
+	UserID string `json:"user_id"`
+}
+
+type slidingRoom struct {
+	Name              string            `json:"name,omitempty"`
+	Heroes            []slidingHero     `json:"heroes,omitempty"`
+	Initial           bool              `json:"initial,omitempty"`
+	RequiredState     []json.RawMessage `json:"required_state,omitempty"`
+	Timeline          []json.RawMessage `json:"timeline,omitempty"`
+	PrevBatch         string            `json:"prev_batch,omitempty"`
+	Limited           bool              `json:"limited,omitempty"`
+	NumLive           int               `json:"num_live"`
+	BumpStamp         int64             `json:"bump_stamp"`
+	JoinedCount       int               `json:"joined_count"`
+	InvitedCount      int               `json:"invited_count"`
+	NotificationCount int               `json:"notification_count"`
+	HighlightCount    int               `json:"highlight_count"`
+	InviteState       []json.RawMessage `json:"invite_state,omitempty"`
+	IsDM              bool              `json:"is_dm,omitempty"`
+}
+
+// maxSlidingTimeline bounds a room's timeline_limit.
+const maxSlidingTimeline = 100
+
+func (b *SlidingBody) check() error {
+	for name, l := range b.Lists {
+		for _, r := range l.Ranges {
+			if len(r) != 2 || r[0] < 0 || r[1] < r[0] {
+				return merr.InvalidParam("lists.%s.ranges: each range is [start, end] with 0 <= start <= end", name)
+			}
+		}
+		if err := l.SlidingRoomSettings.check(); err != nil {
+			return err
+		}
+	}
+	for _, s := range b.RoomSubscriptions {
+		if err := s.check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *SlidingRoomSettings) check() error {
+	if s.TimelineLimit < 0 {
+		return merr.InvalidParam("timeline_limit must not be negative")
+	}
+	s.TimelineLimit = min(s.TimelineLimit, maxSlidingTimeline)
+	for _, p := range s.RequiredState {
+		if len(p) != 2 {
+			return merr.InvalidParam("required_state: each entry is [type, state_key]")
+		}
+	}
+	return nil
+}
+
+// StartSliding answers a sliding sync request at once when it can;
+// otherwise it returns a Waiter (registered), as StartSync does.
+func (s *Service) StartSliding(ctx context.Context, req SlidingRequest) (*SlidingResponse, *SlidingWaiter, error) {
+	if err := req.Body.check(); err != nil {
+		return nil, nil, err
+	}
+	key := slidingKey(req.UserID, req.DeviceID, req.Body.ConnID)
+	var snap *slidingSnap
+	if req.Pos != "" {
+		var err error
+		if snap, err = s.slidingConns.get(key, req.Pos); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.opts.PresenceEnabled {
+		switch req.SetPresence {
+		case "", "online":
+			_ = s.SetPresence(ctx, req.UserID, "online", nil)
+		case "unavailable", "offline":
+			_ = s.SetPresence(ctx, req.UserID, req.SetPresence, nil)
+		default:
+			return nil, nil, merr.InvalidParam("set_presence must be online, offline or unavailable")
+		}
+	}
+	s.CatchUp(ctx)
+	p := &slidingPoll{s: s, req: req, key: key, snap: snap}
+	if snap == nil {
+		resp, _, err := p.Answer(ctx, true)
+		return resp, nil, err
+	}
+	// A to-device since acknowledges the messages before it.
+	if td := req.Body.Extensions.ToDevice; td != nil && enabled(td.Enabled) && td.Since != "" && s.opts.Keys != nil {
+		if n, err := strconv.ParseInt(td.Since, 10, 64); err == nil {
+			s.toDevice.Ack(ctx, req.UserID, req.DeviceID, n)
+		}
+	}
+	p.cur = snap.at
+	return notifier.Start[*SlidingResponse](ctx, s.n, req.UserID, req.DeviceID, min(req.Timeout, MaxTimeout), p, &p.w)
+}
+
+// SlidingWaiter is a sliding sync waiting for something to send.
+type SlidingWaiter = notifier.Waiter[*SlidingResponse]
+
+// slidingPoll is one sliding sync long-poll.
+type slidingPoll struct {
+	s    *Service
+	req  SlidingRequest
+	key  string
+	snap *slidingSnap
+	// cur is the position sampled from (moves on after empty builds).
+	cur Pos
+	w   SlidingWaiter
+}
+
+func (p *slidingPoll) News() bool { return p.s.n.HasNews(p.req.UserID, p.req.DeviceID, p.cur) }
+
+func (p *slidingPoll) Answer(ctx context.Context, force bool) (*SlidingResponse, bool, error) {
+	resp, next, nonEmpty, err := p.s.buildSliding(ctx, p.req, p.snap)
+	if err != nil {
+		return nil, false, err
+	}
+	if !force && !nonEmpty {
+		p.cur = next.at.Max(p.cur)
+		return nil, false, nil
+	}
+	resp.Pos = p.s.slidingConns.put(p.key, next, p.snap == nil)
+	return resp, true, nil
+}
+
+func (p *slidingPoll) Empty(ctx context.Context) (*SlidingResponse, error) {
+	resp, _, err := p.Answer(ctx, true)
+	return resp, err
+}
+
+// slidingEntry is one of the user's rooms, for lists.
+type slidingEntry struct {
+	rv   notifier.RoomView
+	bump int64
+}
+
+// buildSliding builds the response from snap (nil: a new connection) and
+// the snapshot that follows it. nonEmpty tells whether it carries
+// anything the client has not got.
+func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *slidingSnap) (*SlidingResponse, *slidingSnap, bool, error) {
+	select {
+	case s.buildSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, false, ctx.Err()
+	}
+	defer func() { <-s.buildSlots }()
+	view := s.n.View(req.UserID)
+	upto := view.Upto
+	if snap != nil {
+		upto = upto.Max(snap.at)
+	}
+	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	next := &slidingSnap{at: upto, sent: map[string]int64{}, counts: map[string]int{}}
+	if snap != nil {
+		for k, v := range snap.sent {
+			next.sent[k] = v
+		}
+	}
+	resp := &SlidingResponse{TxnID: req.Body.TxnID, Lists: map[string]slidingCount{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
+	nonEmpty := false
+
+	// The user's joined and invited rooms, newest first.
+	var entries []slidingEntry
+	for _, rv := range view.Rooms {
+		if rv.Mem.Pos > upto.Events {
+			continue
+		}
+		switch rv.Mem.State {
+		case "join":
+			entries = append(entries, slidingEntry{rv: rv, bump: max(rv.Events, rv.Mem.Pos)})
+		case "invite":
+			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos})
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].bump != entries[j].bump {
+			return entries[i].bump > entries[j].bump
+		}
+		return entries[i].rv.ID < entries[j].rv.ID
+	})
+	byID := make(map[string]slidingEntry, len(entries))
+	for _, e := range entries {
+		byID[e.rv.ID] = e
+	}
+
+	var dms, encrypted map[string]bool
+	needDM, needEnc := false, false
+	for _, l := range req.Body.Lists {
+		if l.Filters != nil {
+			needDM = needDM || l.Filters.IsDM != nil
+			needEnc = needEnc || l.Filters.IsEncrypted != nil
+		}
+	}
+	if needDM {
+		if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	if needEnc {
+		if encrypted, err = s.encryptedRooms(ctx); err != nil {
+			return nil, nil, false, err
+		}
+	}
+
+	// The rooms to send, with the settings that ask for them (merged:
+	// the largest timeline, every required_state entry).
+	want := map[string]*SlidingRoomSettings{}
+	add := func(id string, set SlidingRoomSettings) {
+		w := want[id]
+		if w == nil {
+			w = &SlidingRoomSettings{}
+			want[id] = w
+		}
+		w.TimelineLimit = max(w.TimelineLimit, set.TimelineLimit)
+		w.RequiredState = append(w.RequiredState, set.RequiredState...)
+	}
+	names := make([]string, 0, len(req.Body.Lists))
+	for name := range req.Body.Lists {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		l := req.Body.Lists[name]
+		var rooms []string
+		for _, e := range entries {
+			if f := l.Filters; f != nil {
+				if f.IsInvite != nil && *f.IsInvite != (e.rv.Mem.State == "invite") {
+					continue
+				}
+				if f.IsDM != nil && *f.IsDM != dms[e.rv.ID] {
+					continue
+				}
+				if f.IsEncrypted != nil && *f.IsEncrypted != encrypted[e.rv.ID] {
+					continue
+				}
+			}
+			rooms = append(rooms, e.rv.ID)
+		}
+		resp.Lists[name] = slidingCount{Count: len(rooms)}
+		next.counts[name] = len(rooms)
+		if snap == nil || snap.counts[name] != len(rooms) {
+			nonEmpty = true
+		}
+		for _, r := range l.Ranges {
+			for i := r[0]; i <= r[1] && i < len(rooms); i++ {
+				add(rooms[i], l.SlidingRoomSettings)
+			}
+		}
+	}
+	for id, set := range req.Body.RoomSubscriptions {
+		if _, ok := byID[id]; ok {
+			add(id, set)
+		}
+	}
+
+	now := nowMS()
+	for id, set := range want {
+		e := byID[id]
+		sentAt, had := int64(0), false
+		if snap != nil {
+			sentAt, had = snap.sent[id]
+		}
+		if had && e.bump <= sentAt {
+			continue // nothing new for a room the client has
+		}
+		var room *slidingRoom
+		if e.rv.Mem.State == "invite" {
+			if had {
+				continue
+			}
+			evs, err := s.invites.Invite(ctx, req.UserID, id, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			if evs == nil {
+				continue
+			}
+			room = &slidingRoom{Initial: true, InviteState: evs, BumpStamp: e.bump}
+		} else {
+			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, upto, now, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			if dms != nil {
+				room.IsDM = dms[id]
+			}
+		}
+		next.sent[id] = max(e.bump, sentAt)
+		resp.Rooms[id] = room
+		nonEmpty = true
+	}
+
+	if err := s.slidingExtensions(ctx, req, snap, upto, want, resp); err != nil {
+		return nil, nil, false, err
+	}
+	if len(resp.Extensions) > 0 {
+		for k, v := range resp.Extensions {
+			if k == "e2ee" {
+				if ext := v.(*slidingE2EE); len(ext.DeviceLists.Changed) > 0 || len(ext.DeviceLists.Left) > 0 {
+					nonEmpty = true
+				}
+				continue
+			}
+			nonEmpty = true
+		}
+	}
+	return resp, next, nonEmpty, nil
+}
+
+// slidingRoom builds one joined room: whole (initial) when the client has
+// not had it, else what came after sentAt.
+func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
+	roomID := rv.ID
+	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos)}
+	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
+	since := int64(0)
+	if had {
+		since = sentAt
+	}
+	var vis *visibility
+	keep := s.timelineKeepWith(ctx, sreq, roomID, rv.Mem, upto.Events, &vis)
+	sel, err := s.selectTimeline(ctx, roomID, since, upto.Events, set.TimelineLimit, keep)
+	if err != nil {
+		return nil, err
+	}
+	if len(sel.events) > 0 {
+		if room.Timeline, err = s.appendTimelineKnown(ctx, nil, sel.events, now, req.UserID, req.DeviceID, false, vis.history(roomID)); err != nil {
+			return nil, err
+		}
+		room.PrevBatch = pageToken(sel.prevBatch)
+	}
+	room.Limited = sel.limited
+	if had {
+		room.NumLive = len(sel.events)
+	}
+
+	// State: the required entries of the state at upto; for a room the
+	// client has, only those that changed since it was last sent.
+	state, err := s.stateAtPos(ctx, roomID, upto.Events)
+	if err != nil {
+		return nil, err
+	}
+	var before map[[2]string]string
+	if had {
+		if before, err = s.stateAtPos(ctx, roomID, sentAt); err != nil {
+			return nil, err
+		}
+	}
+	senders := map[string]bool{}
+	for _, e := range sel.events {
+		senders[e.sender] = true
+	}
+	var ids []string
+	for k, id := range state {
+		if !requiredState(set.RequiredState, k, req.UserID, senders) {
+			continue
+		}
+		if before != nil && before[k] == id {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if nameID, ok := state[[2]string{"m.room.name", ""}]; ok {
+		ids = append(ids, nameID)
+	}
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	if nameID, ok := state[[2]string{"m.room.name", ""}]; ok {
+		if e := evs[nameID]; e != nil {
+			var c struct {
+				Name string `json:"name"`
+			}
+			if json.Unmarshal(e.content, &c) == nil {
+				room.Name = c.Name
+			}
+		}
+	}
+	list := make([]*clientEvent, 0, len(ids))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if e := evs[id]; e != nil && !seen[id] && e.stateKey != nil && requiredState(set.RequiredState, [2]string{e.typ, *e.stateKey}, req.UserID, senders) && (before == nil || before[[2]string{e.typ, *e.stateKey}] != id) {
+			seen[id] = true
+			list = append(list, e)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
+	if room.RequiredState, err = s.appendEvents(ctx, nil, list, now, "", "", false); err != nil {
+		return nil, err
+	}
+
+	joined, invited, heroes := s.n.RoomMembers(roomID, req.UserID)
+	room.JoinedCount, room.InvitedCount = joined, invited
+	if room.Name == "" && !had {
+		sort.Strings(heroes)
+		for _, h := range heroes[:min(len(heroes), 5)] {
+			room.Heroes = append(room.Heroes, slidingHero{UserID: h})
+		}
+	}
+	if s.counts.Pushed() {
+		jr := &joinedRoom{}
+		s.pushCounts(jr, roomID, req.UserID, false)
+		room.NotificationCount, room.HighlightCount = jr.UnreadNotifications.NotificationCount, jr.UnreadNotifications.HighlightCount
+	} else {
+		c, err := s.unread(ctx, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		room.NotificationCount, room.HighlightCount = c.NotificationCount, c.HighlightCount
+	}
+	return room, nil
+}
+
+// requiredState tells whether a state entry is one of those asked for:
+// ["*", "*"] everything; [type, "*"] every key of the type; "$ME" the
+// user's own key; ["m.room.member", "$LAZY"] the timeline senders' member
+// events.
+func requiredState(req [][]string, k [2]string, me string, senders map[string]bool) bool {
+	for _, r := range req {
+		typ, key := r[0], r[1]
+		if typ != "*" && typ != k[0] {
+			continue
+		}
+		switch key {
+		case "*":
+			return true
+		case "$ME":
+			if k[1] == me {
+				return true
+			}
+		case "$LAZY":
+			if k[0] == "m.room.member" && (senders[k[1]] || k[1] == me) {
+				return true
+			}
+		default:
+			if key == k[1] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// directRooms are the rooms the user's m.direct names.
+func (s *Service) directRooms(ctx context.Context, userID string, upto Pos) (map[string]bool, error) {
+	global, _, err := s.accountDataStream.Changes(ctx, userID, 0, upto.AccountData, func(typ string) bool { return typ == "m.direct" }, func(string) bool { return false })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, raw := range global {
+		var ev struct {
+			Content map[string][]string `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) != nil {
+			continue
+		}
+		for _, rooms := range ev.Content {
+			for _, r := range rooms {
+				out[r] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// encryptedRooms are the rooms with m.room.encryption in their state.
+func (s *Service) encryptedRooms(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM room_state WHERE type = 'm.room.encryption' AND state_key = ''`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
+
+type slidingToDevice struct {
+	NextBatch string            `json:"next_batch"`
+	Events    []json.RawMessage `json:"events"`
+}
+
+type slidingE2EE struct {
+	DeviceLists      deviceLists    `json:"device_lists"`
+	OTKCounts        map[string]int `json:"device_one_time_keys_count"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+type slidingAccountData struct {
+	Global []json.RawMessage            `json:"global"`
+	Rooms  map[string][]json.RawMessage `json:"rooms"`
+}
+
+// slidingExtensions adds the extensions asked for. to_device and
+// account_data are added only when they carry something; e2ee always.
+func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, resp *SlidingResponse) error {
+	ext := req.Body.Extensions
+	if td := ext.ToDevice; td != nil && enabled(td.Enabled) && s.opts.Keys != nil {
+		after := int64(0)
+		if td.Since != "" {
+			n, err := strconv.ParseInt(td.Since, 10, 64)
+			if err != nil || n < 0 {
+				return merr.InvalidParam("extensions.to_device.since is not a to-device token")
+			}
+			after = n
+		}
+		evs, reached, err := s.toDevice.Messages(ctx, req.UserID, req.DeviceID, after, max(upto.ToDevice, after))
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 || td.Since == "" {
+			if evs == nil {
+				evs = []json.RawMessage{}
+			}
+			resp.Extensions["to_device"] = &slidingToDevice{NextBatch: strconv.FormatInt(max(reached, after), 10), Events: evs}
+		}
+	}
+	if e := ext.E2EE; e != nil && enabled(e.Enabled) && s.opts.Keys != nil {
+		out := &slidingE2EE{DeviceLists: deviceLists{Changed: []string{}, Left: []string{}}, OTKCounts: map[string]int{}, FallbackKeyTypes: []string{}}
+		if snap != nil {
+			changed, left, err := s.deviceLists.Changes(ctx, s.n, req.UserID, snap.at, upto, true)
+			if err != nil {
+				return err
+			}
+			out.DeviceLists.Changed = append(out.DeviceLists.Changed, changed...)
+			out.DeviceLists.Left = append(out.DeviceLists.Left, left...)
+		}
+		counts, fallback, ok, err := s.keyCountsStream.Counts(ctx, req.UserID, req.DeviceID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			for alg, n := range counts {
+				out.OTKCounts[alg] = n
+			}
+			out.FallbackKeyTypes = append(out.FallbackKeyTypes, fallback...)
+		}
+		resp.Extensions["e2ee"] = out
+	}
+	if a := ext.AccountData; a != nil && enabled(a.Enabled) {
+		after := int64(0)
+		if snap != nil {
+			after = snap.at.AccountData
+		}
+		if snap == nil || upto.AccountData > after {
+			global, rooms, err := s.accountDataStream.Changes(ctx, req.UserID, after, upto.AccountData, nil, nil)
+			if err != nil {
+				return err
+			}
+			out := &slidingAccountData{Global: global, Rooms: map[string][]json.RawMessage{}}
+			if out.Global == nil {
+				out.Global = []json.RawMessage{}
+			}
+			for id, evs := range rooms {
+				if _, ok := want[id]; ok {
+					out.Rooms[id] = evs
+				}
+			}
+			if snap == nil || len(out.Global) > 0 || len(out.Rooms) > 0 {
+				resp.Extensions["account_data"] = out
+			}
+		}
+	}
+	return nil
+}
