@@ -3,8 +3,10 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/haven-chat/haven/internal/merr"
@@ -58,6 +60,54 @@ type SlidingFilters struct {
 	IsDM        *bool `json:"is_dm"`
 	IsEncrypted *bool `json:"is_encrypted"`
 	IsInvite    *bool `json:"is_invite"`
+	// RoomTypes and NotRoomTypes: the type of the room's creation (null:
+	// a room without one).
+	RoomTypes    []*string `json:"room_types"`
+	NotRoomTypes []*string `json:"not_room_types"`
+	// Tags and NotTags: the room's tags (m.tag).
+	Tags    []string `json:"tags"`
+	NotTags []string `json:"not_tags"`
+}
+
+func (f *SlidingFilters) needTypes() bool {
+	return f != nil && (f.RoomTypes != nil || f.NotRoomTypes != nil)
+}
+func (f *SlidingFilters) needTags() bool { return f != nil && (f.Tags != nil || f.NotTags != nil) }
+
+func typeIn(list []*string, typ string) bool {
+	for _, t := range list {
+		if (t == nil && typ == "") || (t != nil && *t == typ) {
+			return true
+		}
+	}
+	return false
+}
+
+func tagIn(list []string, tags map[string]bool) bool {
+	for _, t := range list {
+		if tags[t] {
+			return true
+		}
+	}
+	return false
+}
+
+// keep tells whether a room passes the filters.
+func (f *SlidingFilters) keep(id string, invite bool, dms, encrypted map[string]bool, types map[string]string, tags map[string]map[string]bool) bool {
+	if f == nil {
+		return true
+	}
+	switch {
+	case f.IsInvite != nil && *f.IsInvite != invite,
+		f.IsDM != nil && *f.IsDM != dms[id],
+		f.IsEncrypted != nil && *f.IsEncrypted != encrypted[id],
+		f.RoomTypes != nil && !typeIn(f.RoomTypes, types[id]),
+		f.NotRoomTypes != nil && typeIn(f.NotRoomTypes, types[id]),
+		f.Tags != nil && !tagIn(f.Tags, tags[id]),
+		f.NotTags != nil && tagIn(f.NotTags, tags[id]):
+		return false
+	}
+	return true
 }
 
 // SlidingExtensions are the extensions asked for.
@@ -279,11 +329,29 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	var dms, encrypted map[string]bool
-	needDM, needEnc := false, false
+	var types map[string]string
+	var tags map[string]map[string]bool
+	needDM, needEnc, needTypes, needTags := false, false, false, false
 	for _, l := range req.Body.Lists {
 		if l.Filters != nil {
 			needDM = needDM || l.Filters.IsDM != nil
 			needEnc = needEnc || l.Filters.IsEncrypted != nil
+			needTypes = needTypes || l.Filters.needTypes()
+			needTags = needTags || l.Filters.needTags()
+		}
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.rv.ID
+	}
+	if needTypes {
+		if types, err = s.roomTypes(ctx, ids); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	if needTags {
+		if tags, err = s.roomTags(ctx, req.UserID, upto); err != nil {
+			return nil, nil, false, err
 		}
 	}
 	if needDM {
@@ -292,7 +360,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 	}
 	if needEnc {
-		if encrypted, err = s.encryptedRooms(ctx); err != nil {
+		if encrypted, err = s.encryptedRooms(ctx, ids); err != nil {
 			return nil, nil, false, err
 		}
 	}
@@ -318,16 +386,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		l := req.Body.Lists[name]
 		var rooms []string
 		for _, e := range entries {
-			if f := l.Filters; f != nil {
-				if f.IsInvite != nil && *f.IsInvite != (e.rv.Mem.State == "invite") {
-					continue
-				}
-				if f.IsDM != nil && *f.IsDM != dms[e.rv.ID] {
-					continue
-				}
-				if f.IsEncrypted != nil && *f.IsEncrypted != encrypted[e.rv.ID] {
-					continue
-				}
+			if !l.Filters.keep(e.rv.ID, e.rv.Mem.State == "invite", dms, encrypted, types, tags) {
+				continue
 			}
 			rooms = append(rooms, e.rv.ID)
 		}
@@ -385,20 +445,11 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		nonEmpty = true
 	}
 
-	if err := s.slidingExtensions(ctx, req, snap, upto, want, resp); err != nil {
+	news, err := s.slidingExtensions(ctx, req, snap, upto, want, resp)
+	if err != nil {
 		return nil, nil, false, err
 	}
-	if len(resp.Extensions) > 0 {
-		for k, v := range resp.Extensions {
-			if k == "e2ee" {
-				if ext := v.(*slidingE2EE); len(ext.DeviceLists.Changed) > 0 || len(ext.DeviceLists.Left) > 0 {
-					nonEmpty = true
-				}
-				continue
-			}
-			nonEmpty = true
-		}
-	}
+	nonEmpty = nonEmpty || news
 	return resp, next, nonEmpty, nil
 }
 
@@ -560,22 +611,123 @@ func (s *Service) directRooms(ctx context.Context, userID string, upto Pos) (map
 	return out, nil
 }
 
-// encryptedRooms are the rooms with m.room.encryption in their state.
-func (s *Service) encryptedRooms(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.db.Query(ctx, `SELECT room_id FROM room_state WHERE type = 'm.room.encryption' AND state_key = ''`)
+// encryptedRooms are those of ids with m.room.encryption in their state.
+func (s *Service) encryptedRooms(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.stateOfRooms(ctx, "m.room.encryption", ids, func(roomID, _ string) { out[roomID] = true })
+	return out, err
+}
+
+// roomTypes are the creation types of the rooms (those without one
+// left out), cached: a room's type never changes.
+func (s *Service) roomTypes(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	var missing []string
+	for _, id := range ids {
+		if t, ok := s.slidingConns.types.Get(id); ok {
+			if t != "" {
+				out[id] = t
+			}
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	creates := map[string]string{}
+	if err := s.stateOfRooms(ctx, "m.room.create", missing, func(roomID, eventID string) { creates[roomID] = eventID }); err != nil {
+		return nil, err
+	}
+	evIDs := make([]string, 0, len(creates))
+	for _, e := range creates {
+		evIDs = append(evIDs, e)
+	}
+	evs, err := s.eventsByID(ctx, evIDs)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
+	for roomID, evID := range creates {
+		e := evs[evID]
+		if e == nil {
+			continue
 		}
-		out[id] = true
+		var c struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(e.content, &c)
+		s.slidingConns.types.Put(roomID, c.Type)
+		if c.Type != "" {
+			out[roomID] = c.Type
+		}
 	}
-	return out, rows.Err()
+	return out, nil
+}
+
+// stateOfRooms calls fn with the event ID of each of the rooms' current
+// (typ, "") state event, in batches.
+func (s *Service) stateOfRooms(ctx context.Context, typ string, ids []string, fn func(roomID, eventID string)) error {
+	const batch = 200
+	for len(ids) > 0 {
+		n := min(len(ids), batch)
+		args := make([]any, 0, n+1)
+		args = append(args, typ)
+		var in strings.Builder
+		for i, id := range ids[:n] {
+			if i > 0 {
+				in.WriteString(", ")
+			}
+			args = append(args, id)
+			in.WriteString("$" + strconv.Itoa(len(args)))
+		}
+		ids = ids[n:]
+		rows, err := s.db.Query(ctx, `SELECT room_id, event_id FROM room_state WHERE type = $1 AND state_key = '' AND room_id IN (`+in.String()+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("%s of rooms: %w", typ, err)
+		}
+		for rows.Next() {
+			var roomID, eventID string
+			if err := rows.Scan(&roomID, &eventID); err != nil {
+				rows.Close()
+				return err
+			}
+			fn(roomID, eventID)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// roomTags are the tags (m.tag) of the user's rooms.
+func (s *Service) roomTags(ctx context.Context, userID string, upto Pos) (map[string]map[string]bool, error) {
+	_, rooms, err := s.accountDataStream.Changes(ctx, userID, 0, upto.AccountData, func(string) bool { return false }, func(typ string) bool { return typ == "m.tag" })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]bool{}
+	for roomID, evs := range rooms {
+		for _, raw := range evs {
+			var ev struct {
+				Type    string `json:"type"`
+				Content struct {
+					Tags map[string]json.RawMessage `json:"tags"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(raw, &ev) != nil || ev.Type != "m.tag" {
+				continue
+			}
+			set := map[string]bool{}
+			for t := range ev.Content.Tags {
+				set[t] = true
+			}
+			out[roomID] = set
+		}
+	}
+	return out, nil
 }
 
 type slidingToDevice struct {
@@ -595,22 +747,25 @@ type slidingAccountData struct {
 }
 
 // slidingExtensions adds the extensions asked for. to_device and
-// account_data are added only when they carry something; e2ee always.
-func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, resp *SlidingResponse) error {
+// account_data are added only when they carry something (and on a new
+// connection); e2ee always. news tells whether they carry anything new
+// (the key counts alone are not news).
+func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, resp *SlidingResponse) (news bool, err error) {
 	ext := req.Body.Extensions
 	if td := ext.ToDevice; td != nil && enabled(td.Enabled) && s.opts.Keys != nil {
 		after := int64(0)
 		if td.Since != "" {
 			n, err := strconv.ParseInt(td.Since, 10, 64)
 			if err != nil || n < 0 {
-				return merr.InvalidParam("extensions.to_device.since is not a to-device token")
+				return false, merr.InvalidParam("extensions.to_device.since is not a to-device token")
 			}
 			after = n
 		}
 		evs, reached, err := s.toDevice.Messages(ctx, req.UserID, req.DeviceID, after, max(upto.ToDevice, after))
 		if err != nil {
-			return err
+			return false, err
 		}
+		news = news || len(evs) > 0
 		if len(evs) > 0 || td.Since == "" {
 			if evs == nil {
 				evs = []json.RawMessage{}
@@ -623,14 +778,15 @@ func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, sna
 		if snap != nil {
 			changed, left, err := s.deviceLists.Changes(ctx, s.n, req.UserID, snap.at, upto, true)
 			if err != nil {
-				return err
+				return false, err
 			}
 			out.DeviceLists.Changed = append(out.DeviceLists.Changed, changed...)
 			out.DeviceLists.Left = append(out.DeviceLists.Left, left...)
+			news = news || len(changed) > 0 || len(left) > 0
 		}
 		counts, fallback, ok, err := s.keyCountsStream.Counts(ctx, req.UserID, req.DeviceID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if ok {
 			for alg, n := range counts {
@@ -648,7 +804,7 @@ func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, sna
 		if snap == nil || upto.AccountData > after {
 			global, rooms, err := s.accountDataStream.Changes(ctx, req.UserID, after, upto.AccountData, nil, nil)
 			if err != nil {
-				return err
+				return false, err
 			}
 			out := &slidingAccountData{Global: global, Rooms: map[string][]json.RawMessage{}}
 			if out.Global == nil {
@@ -659,10 +815,11 @@ func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, sna
 					out.Rooms[id] = evs
 				}
 			}
+			news = news || len(out.Global) > 0 || len(out.Rooms) > 0
 			if snap == nil || len(out.Global) > 0 || len(out.Rooms) > 0 {
 				resp.Extensions["account_data"] = out
 			}
 		}
 	}
-	return nil
+	return news, nil
 }

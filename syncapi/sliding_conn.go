@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haven-chat/haven/internal/lru"
 	"github.com/haven-chat/haven/internal/merr"
 )
 
@@ -51,10 +52,12 @@ type slidingConns struct {
 	mu    sync.Mutex
 	conns map[string]*slidingConn
 	now   func() time.Time
+	// types caches rooms' creation types (list filters room_types).
+	types *lru.Cache[string, string]
 }
 
 func newSlidingConns() *slidingConns {
-	return &slidingConns{conns: map[string]*slidingConn{}, now: time.Now}
+	return &slidingConns{conns: map[string]*slidingConn{}, now: time.Now, types: lru.New[string, string]("sliding_room_types", 50000)}
 }
 
 func slidingKey(user, device, connID string) string {
