@@ -43,6 +43,9 @@ var UnstableFeatures = map[string]bool{
 	"org.matrix.msc3771": true,
 	// unread_thread_notifications in /sync (filter flag of the same name)
 	"org.matrix.msc3773": true,
+	// simplified sliding sync (MSC4186), the only sync Element X speaks
+	// (slidingsync.go)
+	"org.matrix.simplified_msc3575": true,
 }
 
 func (a *API) versionRoutes() []Route {
