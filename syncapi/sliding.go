@@ -21,8 +21,8 @@ import (
 //
 // This first increment: the bump stamp is the room's latest event
 // position; $LAZY in required_state is the timeline senders' member
-// events (sent again in every response that has them); left rooms are
-// not listed; receipts and typing extensions are not served yet.
+// events (sent again in every response that has them); a room the user
+// leaves is sent once more, up to the leave, then no longer listed.
 
 // SlidingRequest is a parsed sliding sync request.
 type SlidingRequest struct {
@@ -295,7 +295,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	if err != nil {
 		return nil, nil, false, err
 	}
-	next := &slidingSnap{at: upto, sent: map[string]int64{}, counts: map[string]int{}}
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}}
 	if snap != nil {
 		for k, v := range snap.sent {
 			next.sent[k] = v
@@ -304,8 +304,10 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	resp := &SlidingResponse{TxnID: req.Body.TxnID, Lists: map[string]slidingCount{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
 	nonEmpty := false
 
-	// The user's joined and invited rooms, newest first.
+	// The user's joined and invited rooms, newest first; the rooms the
+	// client has that the user left since.
 	var entries []slidingEntry
+	var left []notifier.RoomView
 	for _, rv := range view.Rooms {
 		if rv.Mem.Pos > upto.Events {
 			continue
@@ -315,6 +317,12 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			entries = append(entries, slidingEntry{rv: rv, bump: max(rv.Events, rv.Mem.Pos)})
 		case "invite":
 			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos})
+		case "leave", "ban":
+			if snap != nil {
+				if had, ok := snap.sent[rv.ID]; ok && rv.Mem.Pos > had.pos {
+					left = append(left, rv)
+				}
+			}
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool {
@@ -411,15 +419,21 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	now := nowMS()
 	for id, set := range want {
 		e := byID[id]
-		sentAt, had := int64(0), false
+		invite := e.rv.Mem.State == "invite"
+		var prev slidingSent
+		had := false
 		if snap != nil {
-			sentAt, had = snap.sent[id]
+			prev, had = snap.sent[id]
 		}
+		if had && prev.invite && !invite {
+			had = false // an invite accepted: the client has none of the room yet
+		}
+		sentAt := prev.pos
 		if had && e.bump <= sentAt {
 			continue // nothing new for a room the client has
 		}
 		var room *slidingRoom
-		if e.rv.Mem.State == "invite" {
+		if invite {
 			if had {
 				continue
 			}
@@ -440,9 +454,36 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				room.IsDM = dms[id]
 			}
 		}
-		next.sent[id] = max(e.bump, sentAt)
+		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite}
 		resp.Rooms[id] = room
 		nonEmpty = true
+	}
+
+	// Rooms left (or invites refused or withdrawn) since the client had
+	// them: sent once more, up to the leave, then forgotten.
+	if len(left) > 0 {
+		set := SlidingRoomSettings{}
+		for _, l := range req.Body.Lists {
+			set.TimelineLimit = max(set.TimelineLimit, l.TimelineLimit)
+			set.RequiredState = append(set.RequiredState, l.RequiredState...)
+		}
+		for _, rv := range left {
+			prev := snap.sent[rv.ID]
+			sentAt := prev.pos
+			if prev.invite {
+				sentAt = rv.Mem.Pos - 1 // only the leave itself
+			}
+			at := upto
+			at.Events = rv.Mem.Pos
+			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, at, now, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			room.BumpStamp = rv.Mem.Pos
+			delete(next.sent, rv.ID)
+			resp.Rooms[rv.ID] = room
+			nonEmpty = true
+		}
 	}
 
 	news, err := s.slidingExtensions(ctx, req, snap, upto, want, resp)

@@ -29,11 +29,17 @@ const (
 type slidingSnap struct {
 	// at: the stream positions the response was built up to.
 	at Pos
-	// sent: for each room the client has, the events position up to which
-	// it was sent the room's timeline.
-	sent map[string]int64
+	// sent: each room the client has, as it was last sent.
+	sent map[string]slidingSent
 	// counts: each list's count as last sent.
 	counts map[string]int
+}
+
+// slidingSent is how a room was last sent: the events position its
+// timeline reached, and whether as an invite.
+type slidingSent struct {
+	pos    int64
+	invite bool
 }
 
 type slidingConn struct {

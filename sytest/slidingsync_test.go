@@ -418,6 +418,56 @@ func TestSlidingSync(t *testing.T) {
 				return changed
 			})
 		})
+
+		t.Run("membership changes", func(t *testing.T) {
+			body := map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 2,
+				"required_state": [][]string{{"m.room.member", "$ME"}}}}}
+			first := s.sliding(t, alice, "", 0, body)
+			if inv := first.Rooms[invited.String()]; len(inv.InviteState) == 0 {
+				t.Fatalf("invite not sent: %+v", inv)
+			}
+			// Accepting the invite sends the room whole; leaving a room
+			// sends it up to the leave, and the list no longer counts it.
+			join(t, alice, invited.String())
+			if _, err := alice.LeaveRoom(ctx, rooms[3]); err != nil {
+				t.Fatal(err)
+			}
+			// Gathered over the responses (the two may come apart).
+			r := s.sliding(t, alice, first.Pos, 2000, body)
+			pos := r.Pos
+			eventually(t, "the join and the leave", func() bool {
+				_, a := r.Rooms[invited.String()]
+				_, b := r.Rooms[rooms[3].String()]
+				if a && b {
+					return true
+				}
+				r2 := s.sliding(t, alice, pos, 2000, body)
+				pos = r2.Pos
+				for id, room := range r2.Rooms {
+					r.Rooms[id] = room
+				}
+				r.Lists = r2.Lists
+				return false
+			})
+			j := r.Rooms[invited.String()]
+			if !j.Initial || len(j.InviteState) != 0 || len(j.Timeline) == 0 || j.JoinedCount != 2 {
+				t.Errorf("accepted invite: %+v", j)
+			}
+			l := r.Rooms[rooms[3].String()]
+			evs := slEvents(t, l.Timeline)
+			if l.Initial || len(evs) == 0 || evs[len(evs)-1].Type != "m.room.member" || *evs[len(evs)-1].StateKey != alice.UserID.String() {
+				t.Errorf("left room: %+v", l)
+			}
+			if r.Lists["all"].Count != 8 {
+				t.Errorf("count after leaving %d, want 8", r.Lists["all"].Count)
+			}
+			// The left room is not sent again.
+			sendText(t, bob, dm, "later")
+			r3 := s.sliding(t, alice, pos, 20000, body)
+			if _, ok := r3.Rooms[rooms[3].String()]; ok {
+				t.Errorf("left room sent again")
+			}
+		})
 	})
 }
 
