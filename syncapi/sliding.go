@@ -11,6 +11,7 @@ import (
 
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/syncapi/notifier"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // Simplified sliding sync (MSC4186): named lists of the user's rooms by
@@ -122,6 +123,12 @@ type SlidingExtensions struct {
 	AccountData *struct {
 		Enabled *bool `json:"enabled"`
 	} `json:"account_data"`
+	Receipts *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"receipts"`
+	Typing *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"typing"`
 }
 
 func enabled(b *bool) bool { return b != nil && *b }
@@ -417,6 +424,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	now := nowMS()
+	// fresh are the rooms sent whole in this response.
+	fresh := map[string]bool{}
 	for id, set := range want {
 		e := byID[id]
 		invite := e.rv.Mem.State == "invite"
@@ -454,6 +463,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				room.IsDM = dms[id]
 			}
 		}
+		if !had && !invite {
+			fresh[id] = true
+		}
 		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite}
 		resp.Rooms[id] = room
 		nonEmpty = true
@@ -487,6 +499,11 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	news, err := s.slidingExtensions(ctx, req, snap, upto, want, resp)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	nonEmpty = nonEmpty || news
+	news, err = s.slidingEphemeral(ctx, req, snap, upto, want, byID, fresh, resp)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -769,6 +786,69 @@ func (s *Service) roomTags(ctx context.Context, userID string, upto Pos) (map[st
 		}
 	}
 	return out, nil
+}
+
+// slidingRoomEvents is an extension's events by room.
+type slidingRoomEvents struct {
+	Rooms map[string]json.RawMessage `json:"rooms"`
+}
+
+// slidingEphemeral adds the receipts and typing extensions, for the
+// joined rooms of the window and the subscriptions: whole for the rooms
+// sent whole, what changed since the pos for the others. news tells
+// whether they carry anything.
+func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, byID map[string]slidingEntry, fresh map[string]bool, resp *SlidingResponse) (bool, error) {
+	ext := req.Body.Extensions
+	news := false
+	if r := ext.Receipts; r != nil && enabled(r.Enabled) {
+		var whole, changed []string
+		after := int64(0)
+		if snap != nil {
+			after = snap.at.Receipts
+		}
+		for id := range want {
+			e := byID[id]
+			switch {
+			case e.rv.Mem.State != "join":
+			case fresh[id] || snap == nil:
+				whole = append(whole, id)
+			case e.rv.Receipts > after:
+				changed = append(changed, id)
+			}
+		}
+		if len(whole) > 0 || len(changed) > 0 {
+			evs, err := s.receipts.ForRooms(ctx, req.UserID, whole, changed, after, upto.Receipts)
+			if err != nil {
+				return false, err
+			}
+			if len(evs) > 0 {
+				resp.Extensions["receipts"] = &slidingRoomEvents{Rooms: evs}
+				news = true
+			}
+		}
+	}
+	if t := ext.Typing; t != nil && enabled(t.Enabled) {
+		out := map[string]json.RawMessage{}
+		for id := range want {
+			e := byID[id]
+			if e.rv.Mem.State != "join" {
+				continue
+			}
+			whole := fresh[id] || snap == nil
+			if !whole && e.rv.Typing <= snap.at.Typing {
+				continue
+			}
+			users := s.typing.Users(id)
+			if len(users) > 0 || !whole {
+				out[id] = streams.TypingEvent(users)
+			}
+		}
+		if len(out) > 0 {
+			resp.Extensions["typing"] = &slidingRoomEvents{Rooms: out}
+			news = true
+		}
+	}
+	return news, nil
 }
 
 type slidingToDevice struct {

@@ -390,9 +390,14 @@ func TestSlidingSync(t *testing.T) {
 				return map[string]any{"conn_id": "ext", "extensions": map[string]any{"to_device": td,
 					"e2ee": map[string]any{"enabled": true}, "account_data": map[string]any{"enabled": true}}}
 			}
-			r := s.sliding(t, alice, "", 0, ext(""))
+			// The message reaches the sync engine through the bus.
+			var r slidingResp
+			eventually(t, "the to-device message", func() bool {
+				r = s.sliding(t, alice, "", 0, ext(""))
+				return r.Extensions.ToDevice != nil && len(r.Extensions.ToDevice.Events) > 0
+			})
 			td := r.Extensions.ToDevice
-			if td == nil || len(td.Events) != 1 || td.NextBatch == "" {
+			if len(td.Events) != 1 || td.NextBatch == "" || td.NextBatch == "0" {
 				t.Fatalf("to_device: %+v", td)
 			}
 			if e := r.Extensions.E2EE; e == nil || e.OTKCounts["signed_curve25519"] != 2 {
@@ -416,6 +421,48 @@ func TestSlidingSync(t *testing.T) {
 					changed = true
 				}
 				return changed
+			})
+		})
+
+		t.Run("receipts and typing", func(t *testing.T) {
+			body := map[string]any{"conn_id": "eph", "room_subscriptions": map[string]any{dm.String(): map[string]any{"timeline_limit": 1}},
+				"extensions": map[string]any{"receipts": map[string]any{"enabled": true}, "typing": map[string]any{"enabled": true}}}
+			first := s.sliding(t, alice, "", 0, body)
+			msg := sendText(t, alice, dm, "read me")
+			s.do(t, "POST", v3+"/rooms/"+p(dm)+"/receipt/m.read/"+p(msg), bob.AccessToken, map[string]any{}).expect(t, 200)
+			s.do(t, "PUT", v3+"/rooms/"+p(dm)+"/typing/"+p(bob.UserID), bob.AccessToken, map[string]any{"typing": true, "timeout": 30000}).expect(t, 200)
+			var sawReceipt, sawTyping bool
+			pos := first.Pos
+			eventually(t, "bob's receipt and typing", func() bool {
+				raw := s.do(t, "POST", slidingPath+"?timeout=2000&pos="+pos, alice.AccessToken, body).expect(t, 200)
+				var r struct {
+					Pos        string `json:"pos"`
+					Extensions struct {
+						Receipts struct {
+							Rooms map[string]struct {
+								Content map[string]map[string]map[string]any `json:"content"`
+							} `json:"rooms"`
+						} `json:"receipts"`
+						Typing struct {
+							Rooms map[string]struct {
+								Content struct {
+									UserIDs []string `json:"user_ids"`
+								} `json:"content"`
+							} `json:"rooms"`
+						} `json:"typing"`
+					} `json:"extensions"`
+				}
+				if err := json.Unmarshal(raw.Raw, &r); err != nil {
+					t.Fatal(err)
+				}
+				pos = r.Pos
+				if rc, ok := r.Extensions.Receipts.Rooms[dm.String()]; ok && rc.Content[msg.String()]["m.read"][bob.UserID.String()] != nil {
+					sawReceipt = true
+				}
+				if ty, ok := r.Extensions.Typing.Rooms[dm.String()]; ok && slices.Contains(ty.Content.UserIDs, bob.UserID.String()) {
+					sawTyping = true
+				}
+				return sawReceipt && sawTyping
 			})
 		})
 
