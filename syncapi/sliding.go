@@ -181,11 +181,13 @@ func (b *SlidingBody) check() error {
 		if err := l.SlidingRoomSettings.check(); err != nil {
 			return err
 		}
+		b.Lists[name] = l
 	}
-	for _, s := range b.RoomSubscriptions {
+	for id, s := range b.RoomSubscriptions {
 		if err := s.check(); err != nil {
 			return err
 		}
+		b.RoomSubscriptions[id] = s
 	}
 	return nil
 }
