@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -152,6 +153,7 @@ type slidingHero struct {
 
 type slidingRoom struct {
 	Name              string            `json:"name,omitempty"`
+	Avatar            string            `json:"avatar,omitempty"`
 	Heroes            []slidingHero     `json:"heroes,omitempty"`
 	Initial           bool              `json:"initial,omitempty"`
 	RequiredState     []json.RawMessage `json:"required_state,omitempty"`
@@ -440,7 +442,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			had = false // an invite accepted: the client has none of the room yet
 		}
 		sentAt := prev.pos
-		if had && e.bump <= sentAt {
+		required := requiredKey(set.RequiredState)
+		newState := had && prev.required != required
+		if had && e.bump <= sentAt && !newState {
 			continue // nothing new for a room the client has
 		}
 		var room *slidingRoom
@@ -457,7 +461,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 			room = &slidingRoom{Initial: true, InviteState: evs, BumpStamp: e.bump}
 		} else {
-			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, upto, now, ignored)
+			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, newState, upto, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
 			}
@@ -468,7 +472,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			fresh[id] = true
 		}
-		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite}
+		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite, required: required}
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
@@ -489,7 +493,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 			at := upto
 			at.Events = rv.Mem.Pos
-			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, at, now, ignored)
+			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, false, at, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
 			}
@@ -514,8 +518,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 }
 
 // slidingRoom builds one joined room: whole (initial) when the client has
-// not had it, else what came after sentAt.
-func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
+// not had it, else what came after sentAt (with all its required state
+// when newState: the client asks for other state than it was sent).
+func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
 	roomID := rv.ID
 	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos)}
 	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
@@ -547,7 +552,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 		return nil, err
 	}
 	var before map[[2]string]string
-	if had {
+	if had && !newState {
 		if before, err = s.stateAtPos(ctx, roomID, sentAt); err != nil {
 			return nil, err
 		}
@@ -566,22 +571,27 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 		}
 		ids = append(ids, id)
 	}
-	if nameID, ok := state[[2]string{"m.room.name", ""}]; ok {
+	nameID, hasName := state[[2]string{"m.room.name", ""}]
+	avatarID, hasAvatar := state[[2]string{"m.room.avatar", ""}]
+	if hasName {
 		ids = append(ids, nameID)
+	}
+	if hasAvatar {
+		ids = append(ids, avatarID)
 	}
 	evs, err := s.eventsByID(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	if nameID, ok := state[[2]string{"m.room.name", ""}]; ok {
-		if e := evs[nameID]; e != nil {
-			var c struct {
-				Name string `json:"name"`
-			}
-			if json.Unmarshal(e.content, &c) == nil {
-				room.Name = c.Name
-			}
-		}
+	var c struct {
+		Name string `json:"name"`
+		URL  string `json:"url"`
+	}
+	if e := evs[nameID]; hasName && e != nil && json.Unmarshal(e.content, &c) == nil {
+		room.Name = c.Name
+	}
+	if e := evs[avatarID]; hasAvatar && e != nil && json.Unmarshal(e.content, &c) == nil {
+		room.Avatar = c.URL
 	}
 	list := make([]*clientEvent, 0, len(ids))
 	seen := map[string]bool{}
@@ -646,6 +656,17 @@ func requiredState(req [][]string, k [2]string, me string, senders map[string]bo
 		}
 	}
 	return false
+}
+
+// requiredKey is a canonical form of a required_state list.
+func requiredKey(req [][]string) string {
+	parts := make([]string, 0, len(req))
+	for _, r := range req {
+		parts = append(parts, r[0]+"\x00"+r[1])
+	}
+	sort.Strings(parts)
+	parts = slices.Compact(parts)
+	return strings.Join(parts, "\x01")
 }
 
 // directRooms are the rooms the user's m.direct names.

@@ -40,6 +40,10 @@ type slidingSnap struct {
 type slidingSent struct {
 	pos    int64
 	invite bool
+	// required is the required_state the room was sent with
+	// (requiredKey): when it changes, the room's required state is sent
+	// again.
+	required string
 }
 
 type slidingConn struct {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ type slidingResp struct {
 	} `json:"lists"`
 	Rooms map[string]struct {
 		Name          string            `json:"name"`
+		Avatar        string            `json:"avatar"`
 		Initial       bool              `json:"initial"`
 		RequiredState []json.RawMessage `json:"required_state"`
 		Timeline      []json.RawMessage `json:"timeline"`
@@ -323,6 +325,31 @@ func TestSlidingSync(t *testing.T) {
 			}
 		})
 
+		t.Run("required_state asked anew", func(t *testing.T) {
+			list := map[string]any{"all": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1, "required_state": [][]string{{"m.room.name", ""}}}}
+			first := s.sliding(t, alice, "", 0, map[string]any{"conn_id": "rs", "lists": list})
+			top := keys(first.Rooms)
+			if len(top) != 1 {
+				t.Fatalf("rooms %v", top)
+			}
+			// Subscribing to the room with more state sends that state, though
+			// nothing happened in the room.
+			r := s.sliding(t, alice, first.Pos, 0, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
+				top[0]: map[string]any{"timeline_limit": 1, "required_state": [][]string{{"m.room.create", ""}}}}})
+			got := r.Rooms[top[0]]
+			if got.Initial || len(got.Timeline) != 0 || !slices.Contains(slStateKeys(t, got.RequiredState), "m.room.create|") {
+				t.Errorf("room with new required_state: %+v", got)
+			}
+			// An avatar shows in the room's fields.
+			if _, err := alice.SendStateEvent(ctx, id.RoomID(top[0]), event.StateRoomAvatar, "", map[string]any{"url": "mxc://x/y"}); err != nil {
+				t.Fatal(err)
+			}
+			r = s.sliding(t, alice, r.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list})
+			if a := r.Rooms[top[0]]; !strings.Contains(string(mustJSON(t, a)), "mxc://x/y") {
+				t.Errorf("avatar: %+v", a)
+			}
+		})
+
 		t.Run("idle long-poll waits for its timeout", func(t *testing.T) {
 			body := map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 1}}, "timeline_limit": 1}}}
 			first := s.sliding(t, alice, "", 0, body)
@@ -525,4 +552,13 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
