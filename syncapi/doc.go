@@ -213,7 +213,9 @@
 // client starts over. A request with a pos waits as /sync does
 // (slidingPoll through notifier.Waiter, parked by the client API): any
 // news for the user wakes it, and an answer with nothing for the
-// connection moves its position on and waits again.
+// connection moves its position on and waits again; a request whose
+// lists or subscriptions differ from the last one's (a growing window, a
+// new subscription) is answered at once when that brings anything.
 //
 // Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
 // after an admin purged a room, deletes its receipts and peeks and forgets

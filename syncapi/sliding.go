@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sort"
 	"strconv"
@@ -132,6 +133,18 @@ type SlidingExtensions struct {
 	} `json:"typing"`
 }
 
+// shape is a hash of what of the request decides which rooms and state
+// are sent: its lists and subscriptions, in a canonical form.
+func (b *SlidingBody) shape() uint64 {
+	out, _ := json.Marshal(struct {
+		L map[string]SlidingList
+		S map[string]SlidingRoomSettings
+	}{b.Lists, b.RoomSubscriptions})
+	h := fnv.New64a()
+	_, _ = h.Write(out)
+	return h.Sum64()
+}
+
 func enabled(b *bool) bool { return b != nil && *b }
 
 // SlidingResponse is a sliding sync response.
@@ -244,6 +257,14 @@ func (s *Service) StartSliding(ctx context.Context, req SlidingRequest) (*Slidin
 		}
 	}
 	p.cur = snap.at
+	if snap.shape != req.Body.shape() {
+		// Other windows, lists or subscriptions than last time: rooms the
+		// client has not got may be in them now, which no wake-up tells.
+		resp, ok, err := p.Answer(ctx, req.Timeout <= 0)
+		if err != nil || ok {
+			return resp, nil, err
+		}
+	}
 	return notifier.Start[*SlidingResponse](ctx, s.n, req.UserID, req.DeviceID, min(req.Timeout, MaxTimeout), p, &p.w)
 }
 
@@ -306,7 +327,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	if err != nil {
 		return nil, nil, false, err
 	}
-	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}}
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape()}
 	if snap != nil {
 		for k, v := range snap.sent {
 			next.sent[k] = v

@@ -33,6 +33,8 @@ type slidingSnap struct {
 	sent map[string]slidingSent
 	// counts: each list's count as last sent.
 	counts map[string]int
+	// shape is the request's (SlidingBody.shape) the snapshot was built for.
+	shape uint64
 }
 
 // slidingSent is how a room was last sent: the events position its

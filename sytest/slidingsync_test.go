@@ -333,9 +333,13 @@ func TestSlidingSync(t *testing.T) {
 				t.Fatalf("rooms %v", top)
 			}
 			// Subscribing to the room with more state sends that state, though
-			// nothing happened in the room.
-			r := s.sliding(t, alice, first.Pos, 0, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
+			// nothing happened in the room: at once, though the request may wait.
+			start := time.Now()
+			r := s.sliding(t, alice, first.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
 				top[0]: map[string]any{"timeline_limit": 1, "required_state": [][]string{{"m.room.create", ""}}}}})
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("a new subscription waited %v", took)
+			}
 			got := r.Rooms[top[0]]
 			if got.Initial || len(got.Timeline) != 0 || !slices.Contains(slStateKeys(t, got.RequiredState), "m.room.create|") {
 				t.Errorf("room with new required_state: %+v", got)
@@ -347,6 +351,30 @@ func TestSlidingSync(t *testing.T) {
 			r = s.sliding(t, alice, r.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list})
 			if a := r.Rooms[top[0]]; !strings.Contains(string(mustJSON(t, a)), "mxc://x/y") {
 				t.Errorf("avatar: %+v", a)
+			}
+		})
+
+		t.Run("growing range", func(t *testing.T) {
+			list := func(end int) map[string]any {
+				return map[string]any{"conn_id": "grow", "lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, end}}, "timeline_limit": 1}}}
+			}
+			r := s.sliding(t, alice, "", 0, list(1))
+			if len(r.Rooms) != 2 {
+				t.Fatalf("rooms %v", keys(r.Rooms))
+			}
+			// A larger window sends the rooms new to it at once, and only those.
+			start := time.Now()
+			r2 := s.sliding(t, alice, r.Pos, 20000, list(4))
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("a larger window waited %v", took)
+			}
+			if len(r2.Rooms) != 3 {
+				t.Errorf("rooms %v, want the 3 new to the window", keys(r2.Rooms))
+			}
+			for id := range r2.Rooms {
+				if _, ok := r.Rooms[id]; ok || !r2.Rooms[id].Initial {
+					t.Errorf("room %s sent again or not initial", id)
+				}
 			}
 		})
 
