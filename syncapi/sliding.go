@@ -162,6 +162,8 @@ type slidingCount struct {
 
 type slidingHero struct {
 	UserID string `json:"user_id"`
+	Name   string `json:"displayname,omitempty"`
+	Avatar string `json:"avatar_url,omitempty"`
 }
 
 type slidingRoom struct {
@@ -186,8 +188,26 @@ type slidingRoom struct {
 // maxSlidingTimeline bounds a room's timeline_limit.
 const maxSlidingTimeline = 100
 
+// Bounds of a request: lists, ranges per list, subscriptions and
+// required_state entries per list or subscription.
+const (
+	maxSlidingLists         = 50
+	maxSlidingRanges        = 50
+	maxSlidingSubscriptions = 500
+	maxSlidingRequired      = 100
+)
+
 func (b *SlidingBody) check() error {
+	if len(b.Lists) > maxSlidingLists {
+		return merr.InvalidParam("at most %d lists", maxSlidingLists)
+	}
+	if len(b.RoomSubscriptions) > maxSlidingSubscriptions {
+		return merr.InvalidParam("at most %d room_subscriptions", maxSlidingSubscriptions)
+	}
 	for name, l := range b.Lists {
+		if len(l.Ranges) > maxSlidingRanges {
+			return merr.InvalidParam("lists.%s: at most %d ranges", name, maxSlidingRanges)
+		}
 		for _, r := range l.Ranges {
 			if len(r) != 2 || r[0] < 0 || r[1] < r[0] {
 				return merr.InvalidParam("lists.%s.ranges: each range is [start, end] with 0 <= start <= end", name)
@@ -212,6 +232,9 @@ func (s *SlidingRoomSettings) check() error {
 		return merr.InvalidParam("timeline_limit must not be negative")
 	}
 	s.TimelineLimit = min(s.TimelineLimit, maxSlidingTimeline)
+	if len(s.RequiredState) > maxSlidingRequired {
+		return merr.InvalidParam("at most %d required_state entries", maxSlidingRequired)
+	}
 	for _, p := range s.RequiredState {
 		if len(p) != 2 {
 			return merr.InvalidParam("required_state: each entry is [type, state_key]")
@@ -486,9 +509,12 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			if err != nil {
 				return nil, nil, false, err
 			}
-			if dms != nil {
-				room.IsDM = dms[id]
+			if dms == nil {
+				if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+					return nil, nil, false, err
+				}
 			}
+			room.IsDM = dms[id]
 		}
 		if !had && !invite {
 			fresh[id] = true
@@ -631,8 +657,29 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	room.JoinedCount, room.InvitedCount = joined, invited
 	if room.Name == "" && !had {
 		sort.Strings(heroes)
-		for _, h := range heroes[:min(len(heroes), 5)] {
-			room.Heroes = append(room.Heroes, slidingHero{UserID: h})
+		heroes = heroes[:min(len(heroes), 5)]
+		var memberIDs []string
+		for _, h := range heroes {
+			if id, ok := state[[2]string{"m.room.member", h}]; ok {
+				memberIDs = append(memberIDs, id)
+			}
+		}
+		members, err := s.eventsByID(ctx, memberIDs)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range heroes {
+			hero := slidingHero{UserID: h}
+			if e := members[state[[2]string{"m.room.member", h}]]; e != nil {
+				var c struct {
+					Name   string `json:"displayname"`
+					Avatar string `json:"avatar_url"`
+				}
+				if json.Unmarshal(e.content, &c) == nil {
+					hero.Name, hero.Avatar = c.Name, c.Avatar
+				}
+			}
+			room.Heroes = append(room.Heroes, hero)
 		}
 	}
 	if s.counts.Pushed() {

@@ -41,6 +41,10 @@ type slidingResp struct {
 		InviteState   []json.RawMessage `json:"invite_state"`
 		Notifications int               `json:"notification_count"`
 		IsDM          bool              `json:"is_dm"`
+		Heroes        []struct {
+			UserID      string `json:"user_id"`
+			DisplayName string `json:"displayname"`
+		} `json:"heroes"`
 	} `json:"rooms"`
 	Extensions struct {
 		ToDevice *struct {
@@ -212,8 +216,12 @@ func TestSlidingSync(t *testing.T) {
 			if len(inv.InviteState) == 0 || len(inv.Timeline) != 0 {
 				t.Errorf("invite: %+v", inv)
 			}
-			if d := r.Rooms[dm.String()]; d.BumpStamp >= top.BumpStamp || d.JoinedCount != 2 {
+			if d := r.Rooms[dm.String()]; d.BumpStamp >= top.BumpStamp || d.JoinedCount != 2 || !d.IsDM || len(d.Heroes) != 1 ||
+				d.Heroes[0].UserID != bob.UserID.String() || d.Heroes[0].DisplayName == "" {
 				t.Errorf("dm: %+v (top bump %d)", d, top.BumpStamp)
+			}
+			if top.IsDM || len(top.Heroes) != 0 {
+				t.Errorf("a named room that is no DM: %+v", top)
 			}
 		})
 
@@ -421,6 +429,7 @@ func TestSlidingSync(t *testing.T) {
 				{`{"lists": {"a": {"required_state": [["a"]]}}}`, 400, "M_INVALID_PARAM"},
 				{`{"room_subscriptions": {"!x:y": {"timeline_limit": -1}}}`, 400, "M_INVALID_PARAM"},
 				{`{"extensions": {"to_device": {"enabled": true, "since": "x"}}}`, 400, "M_INVALID_PARAM"},
+				{`{"lists": {"a": {"ranges": [` + strings.Repeat(`[0, 1], `, 60) + `[0, 1]]}}}`, 400, "M_INVALID_PARAM"},
 			}
 			for _, c := range cases {
 				s.do(t, "POST", slidingPath, alice.AccessToken, c.body).expectErr(t, c.status, c.errcode)
