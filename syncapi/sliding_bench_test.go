@@ -90,25 +90,8 @@ func BenchmarkSlidingIncremental(b *testing.B) {
 func BenchmarkSlidingInitial(b *testing.B) {
 	for _, d := range []storage.Dialect{storage.SQLite, storage.Postgres} {
 		b.Run(d.String(), func(b *testing.B) {
-			w := newWorld(b, d)
+			w, _ := slidingWorld(b, d, 500)
 			ctx := context.Background()
-			for r := 0; r < 500; r++ {
-				res, err := w.rooms.CreateRoom(ctx, "@alice:test", roomserver.CreateRoomRequest{Preset: "public_chat", Name: ptr(fmt.Sprint("Room ", r))})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := w.rooms.Join(ctx, "@bob:test", res.RoomID, ""); err != nil {
-					b.Fatal(err)
-				}
-				for m := 0; m < 5; m++ {
-					sender := []string{"@alice:test", "@bob:test"}[m%2]
-					if _, err := w.rooms.Send(ctx, roomserver.Sender{UserID: sender, DeviceID: "D"}, roomserver.SendRequest{RoomID: res.RoomID, Type: "m.room.message",
-						Content: json.RawMessage(`{"msgtype":"m.text","body":"hello"}`), TxnID: fmt.Sprint(r, "-", m)}); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			w.settle()
 			body := syncapi.SlidingBody{ConnID: "main", Lists: map[string]syncapi.SlidingList{"all_rooms": {
 				SlidingRoomSettings: syncapi.SlidingRoomSettings{TimelineLimit: 1, RequiredState: elementXState},
 				Ranges:              [][]int{{0, 19}},
