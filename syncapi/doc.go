@@ -189,7 +189,8 @@
 // of the user's joined and invited rooms, newest first (bump_stamp: the
 // room's latest event position, or the invite's), filtered (is_invite,
 // is_dm from m.direct, is_encrypted, room_types, not_room_types, tags,
-// not_tags), with a count each and windows (ranges) whose rooms are sent;
+// not_tags, spaces: children with a via of spaces the user is in), with
+// a count each and windows (ranges) whose rooms are sent;
 // room_subscriptions send named rooms. A room is sent whole the first
 // time (initial: its newest timeline_limit events, its required_state,
 // name, avatar, heroes without a name, member and unread counts), then

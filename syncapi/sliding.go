@@ -70,6 +70,11 @@ type SlidingFilters struct {
 	// Tags and NotTags: the room's tags (m.tag).
 	Tags    []string `json:"tags"`
 	NotTags []string `json:"not_tags"`
+	// Spaces: the rooms that are children (m.space.child with via) of
+	// one of these spaces, which the user is in.
+	Spaces []string `json:"spaces"`
+	// inSpaces is the children of Spaces, loaded by the build.
+	inSpaces map[string]bool
 }
 
 func (f *SlidingFilters) needTypes() bool {
@@ -107,7 +112,8 @@ func (f *SlidingFilters) keep(id string, invite bool, dms, encrypted map[string]
 		f.RoomTypes != nil && !typeIn(f.RoomTypes, types[id]),
 		f.NotRoomTypes != nil && typeIn(f.NotRoomTypes, types[id]),
 		f.Tags != nil && !tagIn(f.Tags, tags[id]),
-		f.NotTags != nil && tagIn(f.NotTags, tags[id]):
+		f.NotTags != nil && tagIn(f.NotTags, tags[id]),
+		f.Spaces != nil && !f.inSpaces[id]:
 		return false
 	}
 	return true
@@ -416,6 +422,23 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if tags, err = s.roomTags(ctx, req.UserID, upto); err != nil {
 			return nil, nil, false, err
 		}
+	}
+	for name, l := range req.Body.Lists {
+		if l.Filters == nil || l.Filters.Spaces == nil {
+			continue
+		}
+		f := *l.Filters
+		f.inSpaces = map[string]bool{}
+		for _, space := range f.Spaces {
+			if byID[space].rv.Mem.State != "join" {
+				continue
+			}
+			if err := s.spaceChildren(ctx, space, f.inSpaces); err != nil {
+				return nil, nil, false, err
+			}
+		}
+		l.Filters = &f
+		req.Body.Lists[name] = l
 	}
 	if needDM {
 		if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
@@ -846,6 +869,42 @@ func (s *Service) stateOfRooms(ctx context.Context, typ string, ids []string, fn
 		rows.Close()
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// spaceChildren adds to into the children of a space: its current
+// m.space.child state events with a via.
+func (s *Service) spaceChildren(ctx context.Context, space string, into map[string]bool) error {
+	rows, err := s.db.Query(ctx, `SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.space.child'`, space)
+	if err != nil {
+		return fmt.Errorf("children of %s: %w", space, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		var c struct {
+			Via []string `json:"via"`
+		}
+		if e.stateKey != nil && json.Unmarshal(e.content, &c) == nil && len(c.Via) > 0 {
+			into[*e.stateKey] = true
 		}
 	}
 	return nil

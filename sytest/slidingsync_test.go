@@ -175,6 +175,15 @@ func TestSlidingSync(t *testing.T) {
 			rooms = append(rooms, r)
 		}
 		space := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Space", CreationContent: map[string]any{"type": "m.space"}})
+		for _, child := range rooms[2:4] {
+			if _, err := alice.SendStateEvent(ctx, space, event.StateSpaceChild, child.String(), map[string]any{"via": []string{"localhost"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A child without via is no child.
+		if _, err := alice.SendStateEvent(ctx, space, event.StateSpaceChild, rooms[0].String(), map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
 		s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(rooms[1])+"/tags/m.favourite", alice.AccessToken, map[string]any{"order": 0.5}).expect(t, 200)
 		enc := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret", InitialState: []*event.Event{{
 			Type: event.StateEncryption, StateKey: sk(""), Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}})
@@ -241,6 +250,8 @@ func TestSlidingSync(t *testing.T) {
 				{"untyped joined non-DM", map[string]any{"room_types": []any{nil}, "is_invite": no, "is_dm": no}, []string{
 					rooms[0].String(), rooms[1].String(), rooms[2].String(), rooms[3].String(), rooms[4].String(), enc.String()}},
 				{"favourites", map[string]any{"tags": []string{"m.favourite"}}, []string{rooms[1].String()}},
+				{"in the space", map[string]any{"spaces": []string{space.String()}}, []string{rooms[2].String(), rooms[3].String()}},
+				{"in a space the user is not in", map[string]any{"spaces": []string{invited.String()}}, nil},
 				{"not favourites", map[string]any{"not_tags": []string{"m.favourite"}, "not_room_types": []any{"m.space"}, "is_invite": no, "is_dm": no, "is_encrypted": no}, []string{
 					rooms[0].String(), rooms[2].String(), rooms[3].String(), rooms[4].String()}},
 			}
