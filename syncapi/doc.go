@@ -196,7 +196,8 @@
 // name, avatar, heroes without a name, member and unread counts), then
 // only with what came after (its new events, num_live, the required state
 // that changed), or again with all its required state when the client
-// asks for other state. An invite is sent as its invite_state; accepted,
+// asks for other state, or with its newest events (expanded_timeline)
+// when the client asks a larger timeline_limit of it than last time. An invite is sent as its invite_state; accepted,
 // the room is sent whole; a room the user leaves is sent once more, up to
 // the leave, then dropped. required_state: ["*", "*"], [type, "*"],
 // "$ME", and "$LAZY" as the timeline senders' member events (sent again

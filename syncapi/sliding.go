@@ -189,6 +189,7 @@ type slidingRoom struct {
 	HighlightCount    int               `json:"highlight_count"`
 	InviteState       []json.RawMessage `json:"invite_state,omitempty"`
 	IsDM              bool              `json:"is_dm,omitempty"`
+	ExpandedTimeline  bool              `json:"expanded_timeline,omitempty"`
 }
 
 // maxSlidingTimeline bounds a room's timeline_limit.
@@ -511,8 +512,16 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		sentAt := prev.pos
 		required := requiredKey(set.RequiredState)
 		newState := had && prev.required != required
-		if had && e.bump <= sentAt && !newState {
-			continue // nothing new for a room the client has
+		// A larger timeline_limit than the client last asked of the room
+		// (opening it) sends its timeline again, expanded.
+		expand := had && !invite && set.TimelineLimit > prev.limit
+		if had && e.bump <= sentAt && !newState && !expand {
+			// Nothing new for a room the client has.
+			if prev.limit != set.TimelineLimit {
+				prev.limit = set.TimelineLimit
+				next.sent[id] = prev
+			}
+			continue
 		}
 		var room *slidingRoom
 		if invite {
@@ -528,7 +537,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 			room = &slidingRoom{Initial: true, InviteState: evs, BumpStamp: e.bump}
 		} else {
-			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, newState, upto, now, ignored)
+			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, newState, expand, upto, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
 			}
@@ -542,7 +551,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			fresh[id] = true
 		}
-		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite, required: required}
+		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite, required: required, limit: set.TimelineLimit}
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
@@ -563,7 +572,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 			at := upto
 			at.Events = rv.Mem.Pos
-			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, false, at, now, ignored)
+			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, false, false, at, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
 			}
@@ -589,13 +598,14 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 
 // slidingRoom builds one joined room: whole (initial) when the client has
 // not had it, else what came after sentAt (with all its required state
-// when newState: the client asks for other state than it was sent).
-func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
+// when newState: the client asks for other state than it was sent; with
+// its newest timeline_limit events when expand).
+func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState, expand bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
 	roomID := rv.ID
-	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos)}
+	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos), ExpandedTimeline: expand}
 	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
 	since := int64(0)
-	if had {
+	if had && !expand {
 		since = sentAt
 	}
 	var vis *visibility
@@ -612,7 +622,11 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	}
 	room.Limited = sel.limited
 	if had {
-		room.NumLive = len(sel.events)
+		for _, e := range sel.events {
+			if e.pos > sentAt {
+				room.NumLive++
+			}
+		}
 	}
 
 	// State: the required entries of the state at upto; for a room the

@@ -46,6 +46,8 @@ type slidingSent struct {
 	// (requiredKey): when it changes, the room's required state is sent
 	// again.
 	required string
+	// limit is the timeline_limit the client last asked of the room.
+	limit int
 }
 
 type slidingConn struct {

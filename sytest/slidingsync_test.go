@@ -27,21 +27,22 @@ type slidingResp struct {
 		Count int `json:"count"`
 	} `json:"lists"`
 	Rooms map[string]struct {
-		Name          string            `json:"name"`
-		Avatar        string            `json:"avatar"`
-		Initial       bool              `json:"initial"`
-		RequiredState []json.RawMessage `json:"required_state"`
-		Timeline      []json.RawMessage `json:"timeline"`
-		PrevBatch     string            `json:"prev_batch"`
-		Limited       bool              `json:"limited"`
-		NumLive       int               `json:"num_live"`
-		BumpStamp     int64             `json:"bump_stamp"`
-		JoinedCount   int               `json:"joined_count"`
-		InvitedCount  int               `json:"invited_count"`
-		InviteState   []json.RawMessage `json:"invite_state"`
-		Notifications int               `json:"notification_count"`
-		IsDM          bool              `json:"is_dm"`
-		Heroes        []struct {
+		Name             string            `json:"name"`
+		Avatar           string            `json:"avatar"`
+		Initial          bool              `json:"initial"`
+		RequiredState    []json.RawMessage `json:"required_state"`
+		Timeline         []json.RawMessage `json:"timeline"`
+		PrevBatch        string            `json:"prev_batch"`
+		Limited          bool              `json:"limited"`
+		NumLive          int               `json:"num_live"`
+		BumpStamp        int64             `json:"bump_stamp"`
+		JoinedCount      int               `json:"joined_count"`
+		InvitedCount     int               `json:"invited_count"`
+		InviteState      []json.RawMessage `json:"invite_state"`
+		Notifications    int               `json:"notification_count"`
+		IsDM             bool              `json:"is_dm"`
+		ExpandedTimeline bool              `json:"expanded_timeline"`
+		Heroes           []struct {
 			UserID      string `json:"user_id"`
 			DisplayName string `json:"displayname"`
 		} `json:"heroes"`
@@ -362,6 +363,13 @@ func TestSlidingSync(t *testing.T) {
 			got := r.Rooms[top[0]]
 			if got.Initial || len(got.Timeline) != 0 || !slices.Contains(slStateKeys(t, got.RequiredState), "m.room.create|") {
 				t.Errorf("room with new required_state: %+v", got)
+			}
+			// A larger timeline_limit (opening the room) sends its timeline
+			// again, expanded.
+			r = s.sliding(t, alice, r.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
+				top[0]: map[string]any{"timeline_limit": 3, "required_state": [][]string{{"m.room.create", ""}}}}})
+			if x := r.Rooms[top[0]]; !x.ExpandedTimeline || len(x.Timeline) != 3 || x.NumLive != 0 || x.Initial {
+				t.Errorf("expanded timeline: %+v", x)
 			}
 			// An avatar shows in the room's fields.
 			if _, err := alice.SendStateEvent(ctx, id.RoomID(top[0]), event.StateRoomAvatar, "", map[string]any{"url": "mxc://x/y"}); err != nil {
