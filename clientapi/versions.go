@@ -43,6 +43,9 @@ var UnstableFeatures = map[string]bool{
 	"org.matrix.msc3771": true,
 	// unread_thread_notifications in /sync (filter flag of the same name)
 	"org.matrix.msc3773": true,
+	// simplified sliding sync (MSC4186), the only sync Element X speaks
+	// (slidingsync.go)
+	"org.matrix.simplified_msc3575": true,
 }
 
 func (a *API) versionRoutes() []Route {
@@ -136,7 +139,7 @@ func (a *API) BaseAreas() []func() []Route {
 
 // RoomAreas are the routes of rooms, sync and their ephemeral data.
 func (a *API) RoomAreas() []func() []Route {
-	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes, a.legacyRoutes, a.peekRoutes}
+	return []func() []Route{a.roomRoutes, a.syncRoutes, a.tagRoutes, a.directoryRoutes, a.legacyRoutes, a.peekRoutes, a.slidingRoutes}
 }
 
 func emptyObject(w http.ResponseWriter, r *http.Request) error { return httpx.OK(w) }

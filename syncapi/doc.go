@@ -6,7 +6,7 @@
 // and owns the tables receipts, presence and peeks.
 //
 // Structure: one engine, shared by every sync API (/sync, GET /events,
-// and sliding sync, MSC4186, next), with one copy of each datum:
+// and sliding sync, MSC4186), with one copy of each datum:
 //
 //   - synctoken/: the sync token, one position per stream (Pos here is an
 //     alias of synctoken.Pos).
@@ -182,6 +182,42 @@
 // recentRoom.mu and relCache.mu are never held while taking another lock
 // (relCache.mu is taken before the cache's own, internal lock). A parked
 // Waiter's mu is taken before Notifier.mu.
+//
+// Sliding sync (sliding.go, sliding_conn.go; MSC4186, simplified sliding
+// sync, the sync of Element X): POST
+// /_matrix/client/unstable/org.matrix.simplified_msc3575/sync. Named lists
+// of the user's joined and invited rooms, newest first (bump_stamp: the
+// room's latest event position, or the invite's), filtered (is_invite,
+// is_dm from m.direct, is_encrypted, room_types, not_room_types, tags,
+// not_tags, spaces: children with a via of spaces the user is in), with
+// a count each and windows (ranges) whose rooms are sent;
+// room_subscriptions send named rooms. A room is sent whole the first
+// time (initial: its newest timeline_limit events, its required_state,
+// name, avatar, heroes without a name, member and unread counts), then
+// only with what came after (its new events, num_live, the required state
+// that changed), or again with all its required state when the client
+// asks for other state, or with its newest events (expanded_timeline)
+// when the client asks a larger timeline_limit of it than last time. An invite is sent as its invite_state; accepted,
+// the room is sent whole; a room the user leaves is sent once more, up to
+// the leave, then dropped. required_state: ["*", "*"], [type, "*"],
+// "$ME", and "$LAZY" as the timeline senders' member events (sent again
+// each time: no per-connection memory of members yet). Extensions:
+// to_device (its own since, which acknowledges as /sync's token does),
+// e2ee (device lists since the pos, key counts), account_data (global,
+// and the rooms of the windows and subscriptions), receipts and typing
+// (the joined rooms of the windows and subscriptions).
+// Connections (sliding_conn.go) are kept in memory per (user, device,
+// conn_id): a pos names a snapshot of what the client was sent (the
+// stream positions, and per room the position its timeline reached); the
+// last two snapshots of a connection are kept (a repeated request works),
+// at most 20,000 connections, each dropped after 30 idle minutes; any
+// other pos (or one from before a restart) is M_UNKNOWN_POS, and the
+// client starts over. A request with a pos waits as /sync does
+// (slidingPoll through notifier.Waiter, parked by the client API): any
+// news for the user wakes it, and an answer with nothing for the
+// connection moves its position on and waits again; a request whose
+// lists or subscriptions differ from the last one's (a growing window, a
+// new subscription) is answered at once when that brings anything.
 //
 // Purged rooms (purge_room.go): PurgeRoomData, called by adminapi/rooms
 // after an admin purged a room, deletes its receipts and peeks and forgets

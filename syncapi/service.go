@@ -116,6 +116,8 @@ type Service struct {
 	// lost are the restore windows: positions handed out before a restore
 	// that the restored database does not have (storage.RestoreWindow).
 	lost []storage.RestoreWindow
+	// slidingConns are the sliding sync connections (sliding_conn.go).
+	slidingConns *slidingConns
 }
 
 // New builds the sync engine and its in-memory indexes, and subscribes to the bus.
@@ -155,7 +157,9 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		buildSlots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0))),
 		presence:   streams.NewPresence(),
 		lazySent:   newLazySent(50000),
-		lost:       lost,
+
+		slidingConns: newSlidingConns(),
+		lost:         lost,
 
 		accountDataStream: streams.NewAccountData(us),
 		receipts:          streams.NewReceipts(db),

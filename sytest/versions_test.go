@@ -23,6 +23,7 @@ var advertisedFlags = []string{
 	"org.matrix.msc3856",
 	"org.matrix.msc3916.stable",
 	"org.matrix.msc3981",
+	"org.matrix.simplified_msc3575",
 }
 
 // TestVersionsAdvertised: /versions lists exactly the unstable flags of
@@ -131,6 +132,12 @@ func TestVersionsFlaggedFeaturesWork(t *testing.T) {
 			},
 			"org.matrix.msc3981": func(t *testing.T) {
 				s.do(t, "GET", relations+"?recurse=true", alice.AccessToken, nil).expect(t, 200)
+			},
+			"org.matrix.simplified_msc3575": func(t *testing.T) {
+				r := s.sliding(t, alice, "", 0, map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1}}})
+				if r.Lists["all"].Count != 2 || len(r.Rooms) != 1 {
+					t.Errorf("sliding sync: count %d, rooms %v", r.Lists["all"].Count, keys(r.Rooms))
+				}
 			},
 		}
 		r := s.do(t, "GET", "/_matrix/client/versions", "", nil).expect(t, 200)

@@ -1,0 +1,1110 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haven-chat/haven/internal/merr"
+	"github.com/haven-chat/haven/syncapi/notifier"
+	"github.com/haven-chat/haven/syncapi/streams"
+)
+
+// Simplified sliding sync (MSC4186): named lists of the user's rooms by
+// recency, windows (ranges) over them, room subscriptions, and
+// extensions. It is built on the same engine as /sync: the notifier's
+// view and wake-ups, the rooms stream's timeline selection (timeline.go)
+// and the key, to-device and account data streams.
+//
+// This first increment: the bump stamp is the room's latest event
+// position; $LAZY in required_state is the timeline senders' member
+// events (sent again in every response that has them); a room the user
+// leaves is sent once more, up to the leave, then no longer listed.
+
+// SlidingRequest is a parsed sliding sync request.
+type SlidingRequest struct {
+	UserID, DeviceID string
+	Pos              string
+	Timeout          time.Duration
+	SetPresence      string
+	Body             SlidingBody
+}
+
+// SlidingBody is the request body.
+type SlidingBody struct {
+	ConnID            string                         `json:"conn_id"`
+	TxnID             string                         `json:"txn_id,omitempty"`
+	Lists             map[string]SlidingList         `json:"lists"`
+	RoomSubscriptions map[string]SlidingRoomSettings `json:"room_subscriptions"`
+	Extensions        SlidingExtensions              `json:"extensions"`
+}
+
+// SlidingRoomSettings are what a list or subscription sends of each room.
+type SlidingRoomSettings struct {
+	RequiredState [][]string `json:"required_state"`
+	TimelineLimit int        `json:"timeline_limit"`
+}
+
+// SlidingList is one named list.
+type SlidingList struct {
+	SlidingRoomSettings
+	Ranges  [][]int         `json:"ranges"`
+	Filters *SlidingFilters `json:"filters"`
+}
+
+// SlidingFilters select a list's rooms.
+type SlidingFilters struct {
+	IsDM        *bool `json:"is_dm"`
+	IsEncrypted *bool `json:"is_encrypted"`
+	IsInvite    *bool `json:"is_invite"`
+	// RoomTypes and NotRoomTypes: the type of the room's creation (null:
+	// a room without one).
+	RoomTypes    []*string `json:"room_types"`
+	NotRoomTypes []*string `json:"not_room_types"`
+	// Tags and NotTags: the room's tags (m.tag).
+	Tags    []string `json:"tags"`
+	NotTags []string `json:"not_tags"`
+	// Spaces: the rooms that are children (m.space.child with via) of
+	// one of these spaces, which the user is in.
+	Spaces []string `json:"spaces"`
+	// inSpaces is the children of Spaces, loaded by the build.
+	inSpaces map[string]bool
+}
+
+func (f *SlidingFilters) needTypes() bool {
+	return f != nil && (f.RoomTypes != nil || f.NotRoomTypes != nil)
+}
+func (f *SlidingFilters) needTags() bool { return f != nil && (f.Tags != nil || f.NotTags != nil) }
+
+func typeIn(list []*string, typ string) bool {
+	for _, t := range list {
+		if (t == nil && typ == "") || (t != nil && *t == typ) {
+			return true
+		}
+	}
+	return false
+}
+
+func tagIn(list []string, tags map[string]bool) bool {
+	for _, t := range list {
+		if tags[t] {
+			return true
+		}
+	}
+	return false
+}
+
+// keep tells whether a room passes the filters.
+func (f *SlidingFilters) keep(id string, invite bool, dms, encrypted map[string]bool, types map[string]string, tags map[string]map[string]bool) bool {
+	if f == nil {
+		return true
+	}
+	switch {
+	case f.IsInvite != nil && *f.IsInvite != invite,
+		f.IsDM != nil && *f.IsDM != dms[id],
+		f.IsEncrypted != nil && *f.IsEncrypted != encrypted[id],
+		f.RoomTypes != nil && !typeIn(f.RoomTypes, types[id]),
+		f.NotRoomTypes != nil && typeIn(f.NotRoomTypes, types[id]),
+		f.Tags != nil && !tagIn(f.Tags, tags[id]),
+		f.NotTags != nil && tagIn(f.NotTags, tags[id]),
+		f.Spaces != nil && !f.inSpaces[id]:
+		return false
+	}
+	return true
+}
+
+// SlidingExtensions are the extensions asked for.
+type SlidingExtensions struct {
+	ToDevice *struct {
+		Enabled *bool  `json:"enabled"`
+		Since   string `json:"since"`
+	} `json:"to_device"`
+	E2EE *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"e2ee"`
+	AccountData *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"account_data"`
+	Receipts *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"receipts"`
+	Typing *struct {
+		Enabled *bool `json:"enabled"`
+	} `json:"typing"`
+}
+
+// shape is a hash of what of the request decides which rooms and state
+// are sent: its lists and subscriptions, in a canonical form.
+func (b *SlidingBody) shape() uint64 {
+	out, _ := json.Marshal(struct {
+		L map[string]SlidingList
+		S map[string]SlidingRoomSettings
+	}{b.Lists, b.RoomSubscriptions})
+	h := fnv.New64a()
+	_, _ = h.Write(out)
+	return h.Sum64()
+}
+
+func enabled(b *bool) bool { return b != nil && *b }
+
+// SlidingResponse is a sliding sync response.
+type SlidingResponse struct {
+	Pos        string                  `json:"pos"`
+	TxnID      string                  `json:"txn_id,omitempty"`
+	Lists      map[string]slidingCount `json:"lists"`
+	Rooms      map[string]*slidingRoom `json:"rooms"`
+	Extensions map[string]any          `json:"extensions"`
+}
+
+type slidingCount struct {
+	Count int `json:"count"`
+}
+
+type slidingHero struct {
+	UserID string `json:"user_id"`
+	Name   string `json:"displayname,omitempty"`
+	Avatar string `json:"avatar_url,omitempty"`
+}
+
+type slidingRoom struct {
+	Name              string            `json:"name,omitempty"`
+	Avatar            string            `json:"avatar,omitempty"`
+	Heroes            []slidingHero     `json:"heroes,omitempty"`
+	Initial           bool              `json:"initial,omitempty"`
+	RequiredState     []json.RawMessage `json:"required_state,omitempty"`
+	Timeline          []json.RawMessage `json:"timeline,omitempty"`
+	PrevBatch         string            `json:"prev_batch,omitempty"`
+	Limited           bool              `json:"limited,omitempty"`
+	NumLive           int               `json:"num_live"`
+	BumpStamp         int64             `json:"bump_stamp"`
+	JoinedCount       int               `json:"joined_count"`
+	InvitedCount      int               `json:"invited_count"`
+	NotificationCount int               `json:"notification_count"`
+	HighlightCount    int               `json:"highlight_count"`
+	InviteState       []json.RawMessage `json:"invite_state,omitempty"`
+	IsDM              bool              `json:"is_dm,omitempty"`
+	ExpandedTimeline  bool              `json:"expanded_timeline,omitempty"`
+}
+
+// maxSlidingTimeline bounds a room's timeline_limit.
+const maxSlidingTimeline = 100
+
+// Bounds of a request: lists, ranges per list, subscriptions and
+// required_state entries per list or subscription.
+const (
+	maxSlidingLists         = 50
+	maxSlidingRanges        = 50
+	maxSlidingSubscriptions = 500
+	maxSlidingRequired      = 100
+)
+
+func (b *SlidingBody) check() error {
+	if len(b.Lists) > maxSlidingLists {
+		return merr.InvalidParam("at most %d lists", maxSlidingLists)
+	}
+	if len(b.RoomSubscriptions) > maxSlidingSubscriptions {
+		return merr.InvalidParam("at most %d room_subscriptions", maxSlidingSubscriptions)
+	}
+	for name, l := range b.Lists {
+		if len(l.Ranges) > maxSlidingRanges {
+			return merr.InvalidParam("lists.%s: at most %d ranges", name, maxSlidingRanges)
+		}
+		for _, r := range l.Ranges {
+			if len(r) != 2 || r[0] < 0 || r[1] < r[0] {
+				return merr.InvalidParam("lists.%s.ranges: each range is [start, end] with 0 <= start <= end", name)
+			}
+		}
+		if err := l.SlidingRoomSettings.check(); err != nil {
+			return err
+		}
+		b.Lists[name] = l
+	}
+	for id, s := range b.RoomSubscriptions {
+		if err := s.check(); err != nil {
+			return err
+		}
+		b.RoomSubscriptions[id] = s
+	}
+	return nil
+}
+
+func (s *SlidingRoomSettings) check() error {
+	if s.TimelineLimit < 0 {
+		return merr.InvalidParam("timeline_limit must not be negative")
+	}
+	s.TimelineLimit = min(s.TimelineLimit, maxSlidingTimeline)
+	if len(s.RequiredState) > maxSlidingRequired {
+		return merr.InvalidParam("at most %d required_state entries", maxSlidingRequired)
+	}
+	for _, p := range s.RequiredState {
+		if len(p) != 2 {
+			return merr.InvalidParam("required_state: each entry is [type, state_key]")
+		}
+	}
+	return nil
+}
+
+// StartSliding answers a sliding sync request at once when it can;
+// otherwise it returns a Waiter (registered), as StartSync does.
+func (s *Service) StartSliding(ctx context.Context, req SlidingRequest) (*SlidingResponse, *SlidingWaiter, error) {
+	if err := req.Body.check(); err != nil {
+		return nil, nil, err
+	}
+	key := slidingKey(req.UserID, req.DeviceID, req.Body.ConnID)
+	var snap *slidingSnap
+	if req.Pos != "" {
+		var err error
+		if snap, err = s.slidingConns.get(key, req.Pos); err != nil {
+			return nil, nil, err
+		}
+	}
+	if s.opts.PresenceEnabled {
+		switch req.SetPresence {
+		case "", "online":
+			_ = s.SetPresence(ctx, req.UserID, "online", nil)
+		case "unavailable", "offline":
+			_ = s.SetPresence(ctx, req.UserID, req.SetPresence, nil)
+		default:
+			return nil, nil, merr.InvalidParam("set_presence must be online, offline or unavailable")
+		}
+	}
+	s.CatchUp(ctx)
+	p := &slidingPoll{s: s, req: req, key: key, snap: snap}
+	if snap == nil {
+		resp, _, err := p.Answer(ctx, true)
+		return resp, nil, err
+	}
+	// A to-device since acknowledges the messages before it.
+	if td := req.Body.Extensions.ToDevice; td != nil && enabled(td.Enabled) && td.Since != "" && s.opts.Keys != nil {
+		if n, err := strconv.ParseInt(td.Since, 10, 64); err == nil {
+			s.toDevice.Ack(ctx, req.UserID, req.DeviceID, n)
+		}
+	}
+	p.cur = snap.at
+	if snap.shape != req.Body.shape() {
+		// Other windows, lists or subscriptions than last time: rooms the
+		// client has not got may be in them now, which no wake-up tells.
+		resp, ok, err := p.Answer(ctx, req.Timeout <= 0)
+		if err != nil || ok {
+			return resp, nil, err
+		}
+	}
+	return notifier.Start[*SlidingResponse](ctx, s.n, req.UserID, req.DeviceID, min(req.Timeout, MaxTimeout), p, &p.w)
+}
+
+// SlidingWaiter is a sliding sync waiting for something to send.
+type SlidingWaiter = notifier.Waiter[*SlidingResponse]
+
+// slidingPoll is one sliding sync long-poll.
+type slidingPoll struct {
+	s    *Service
+	req  SlidingRequest
+	key  string
+	snap *slidingSnap
+	// cur is the position sampled from (moves on after empty builds).
+	cur Pos
+	w   SlidingWaiter
+}
+
+func (p *slidingPoll) News() bool { return p.s.n.HasNews(p.req.UserID, p.req.DeviceID, p.cur) }
+
+func (p *slidingPoll) Answer(ctx context.Context, force bool) (*SlidingResponse, bool, error) {
+	resp, next, nonEmpty, err := p.s.buildSliding(ctx, p.req, p.snap)
+	if err != nil {
+		return nil, false, err
+	}
+	if !force && !nonEmpty {
+		p.cur = next.at.Max(p.cur)
+		return nil, false, nil
+	}
+	resp.Pos = p.s.slidingConns.put(p.key, next, p.snap == nil)
+	return resp, true, nil
+}
+
+func (p *slidingPoll) Empty(ctx context.Context) (*SlidingResponse, error) {
+	resp, _, err := p.Answer(ctx, true)
+	return resp, err
+}
+
+// slidingEntry is one of the user's rooms, for lists.
+type slidingEntry struct {
+	rv   notifier.RoomView
+	bump int64
+}
+
+// buildSliding builds the response from snap (nil: a new connection) and
+// the snapshot that follows it. nonEmpty tells whether it carries
+// anything the client has not got.
+func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *slidingSnap) (*SlidingResponse, *slidingSnap, bool, error) {
+	select {
+	case s.buildSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, false, ctx.Err()
+	}
+	defer func() { <-s.buildSlots }()
+	view := s.n.View(req.UserID)
+	upto := view.Upto
+	if snap != nil {
+		upto = upto.Max(snap.at)
+	}
+	ignored, err := s.users.IgnoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape()}
+	if snap != nil {
+		for k, v := range snap.sent {
+			next.sent[k] = v
+		}
+	}
+	resp := &SlidingResponse{TxnID: req.Body.TxnID, Lists: map[string]slidingCount{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
+	nonEmpty := false
+
+	// The user's joined and invited rooms, newest first; the rooms the
+	// client has that the user left since.
+	var entries []slidingEntry
+	var left []notifier.RoomView
+	for _, rv := range view.Rooms {
+		if rv.Mem.Pos > upto.Events {
+			continue
+		}
+		switch rv.Mem.State {
+		case "join":
+			entries = append(entries, slidingEntry{rv: rv, bump: max(rv.Events, rv.Mem.Pos)})
+		case "invite":
+			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos})
+		case "leave", "ban":
+			if snap != nil {
+				if had, ok := snap.sent[rv.ID]; ok && rv.Mem.Pos > had.pos {
+					left = append(left, rv)
+				}
+			}
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].bump != entries[j].bump {
+			return entries[i].bump > entries[j].bump
+		}
+		return entries[i].rv.ID < entries[j].rv.ID
+	})
+	byID := make(map[string]slidingEntry, len(entries))
+	for _, e := range entries {
+		byID[e.rv.ID] = e
+	}
+
+	var dms, encrypted map[string]bool
+	var types map[string]string
+	var tags map[string]map[string]bool
+	needDM, needEnc, needTypes, needTags := false, false, false, false
+	for _, l := range req.Body.Lists {
+		if l.Filters != nil {
+			needDM = needDM || l.Filters.IsDM != nil
+			needEnc = needEnc || l.Filters.IsEncrypted != nil
+			needTypes = needTypes || l.Filters.needTypes()
+			needTags = needTags || l.Filters.needTags()
+		}
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.rv.ID
+	}
+	if needTypes {
+		if types, err = s.roomTypes(ctx, ids); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	if needTags {
+		if tags, err = s.roomTags(ctx, req.UserID, upto); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	for name, l := range req.Body.Lists {
+		if l.Filters == nil || l.Filters.Spaces == nil {
+			continue
+		}
+		f := *l.Filters
+		f.inSpaces = map[string]bool{}
+		for _, space := range f.Spaces {
+			if byID[space].rv.Mem.State != "join" {
+				continue
+			}
+			if err := s.spaceChildren(ctx, space, f.inSpaces); err != nil {
+				return nil, nil, false, err
+			}
+		}
+		l.Filters = &f
+		req.Body.Lists[name] = l
+	}
+	if needDM {
+		if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	if needEnc {
+		if encrypted, err = s.encryptedRooms(ctx, ids); err != nil {
+			return nil, nil, false, err
+		}
+	}
+
+	// The rooms to send, with the settings that ask for them (merged:
+	// the largest timeline, every required_state entry).
+	want := map[string]*SlidingRoomSettings{}
+	add := func(id string, set SlidingRoomSettings) {
+		w := want[id]
+		if w == nil {
+			w = &SlidingRoomSettings{}
+			want[id] = w
+		}
+		w.TimelineLimit = max(w.TimelineLimit, set.TimelineLimit)
+		w.RequiredState = append(w.RequiredState, set.RequiredState...)
+	}
+	names := make([]string, 0, len(req.Body.Lists))
+	for name := range req.Body.Lists {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		l := req.Body.Lists[name]
+		var rooms []string
+		for _, e := range entries {
+			if !l.Filters.keep(e.rv.ID, e.rv.Mem.State == "invite", dms, encrypted, types, tags) {
+				continue
+			}
+			rooms = append(rooms, e.rv.ID)
+		}
+		resp.Lists[name] = slidingCount{Count: len(rooms)}
+		next.counts[name] = len(rooms)
+		if snap == nil || snap.counts[name] != len(rooms) {
+			nonEmpty = true
+		}
+		for _, r := range l.Ranges {
+			for i := r[0]; i <= r[1] && i < len(rooms); i++ {
+				add(rooms[i], l.SlidingRoomSettings)
+			}
+		}
+	}
+	for id, set := range req.Body.RoomSubscriptions {
+		if _, ok := byID[id]; ok {
+			add(id, set)
+		}
+	}
+
+	now := nowMS()
+	// fresh are the rooms sent whole in this response.
+	fresh := map[string]bool{}
+	for id, set := range want {
+		e := byID[id]
+		invite := e.rv.Mem.State == "invite"
+		var prev slidingSent
+		had := false
+		if snap != nil {
+			prev, had = snap.sent[id]
+		}
+		if had && prev.invite && !invite {
+			had = false // an invite accepted: the client has none of the room yet
+		}
+		sentAt := prev.pos
+		required := requiredKey(set.RequiredState)
+		newState := had && prev.required != required
+		// A larger timeline_limit than the client last asked of the room
+		// (opening it) sends its timeline again, expanded.
+		expand := had && !invite && set.TimelineLimit > prev.limit
+		if had && e.bump <= sentAt && !newState && !expand {
+			// Nothing new for a room the client has.
+			if prev.limit != set.TimelineLimit {
+				prev.limit = set.TimelineLimit
+				next.sent[id] = prev
+			}
+			continue
+		}
+		var room *slidingRoom
+		if invite {
+			if had {
+				continue
+			}
+			evs, err := s.invites.Invite(ctx, req.UserID, id, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			if evs == nil {
+				continue
+			}
+			room = &slidingRoom{Initial: true, InviteState: evs, BumpStamp: e.bump}
+		} else {
+			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, newState, expand, upto, now, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			if dms == nil {
+				if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+					return nil, nil, false, err
+				}
+			}
+			room.IsDM = dms[id]
+		}
+		if !had && !invite {
+			fresh[id] = true
+		}
+		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite, required: required, limit: set.TimelineLimit}
+		resp.Rooms[id] = room
+		nonEmpty = true
+	}
+
+	// Rooms left (or invites refused or withdrawn) since the client had
+	// them: sent once more, up to the leave, then forgotten.
+	if len(left) > 0 {
+		set := SlidingRoomSettings{}
+		for _, l := range req.Body.Lists {
+			set.TimelineLimit = max(set.TimelineLimit, l.TimelineLimit)
+			set.RequiredState = append(set.RequiredState, l.RequiredState...)
+		}
+		for _, rv := range left {
+			prev := snap.sent[rv.ID]
+			sentAt := prev.pos
+			if prev.invite {
+				sentAt = rv.Mem.Pos - 1 // only the leave itself
+			}
+			at := upto
+			at.Events = rv.Mem.Pos
+			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, false, false, at, now, ignored)
+			if err != nil {
+				return nil, nil, false, err
+			}
+			room.BumpStamp = rv.Mem.Pos
+			delete(next.sent, rv.ID)
+			resp.Rooms[rv.ID] = room
+			nonEmpty = true
+		}
+	}
+
+	news, err := s.slidingExtensions(ctx, req, snap, upto, want, resp)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	nonEmpty = nonEmpty || news
+	news, err = s.slidingEphemeral(ctx, req, snap, upto, want, byID, fresh, resp)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	nonEmpty = nonEmpty || news
+	return resp, next, nonEmpty, nil
+}
+
+// slidingRoom builds one joined room: whole (initial) when the client has
+// not had it, else what came after sentAt (with all its required state
+// when newState: the client asks for other state than it was sent; with
+// its newest timeline_limit events when expand).
+func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState, expand bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
+	roomID := rv.ID
+	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos), ExpandedTimeline: expand}
+	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
+	since := int64(0)
+	if had && !expand {
+		since = sentAt
+	}
+	var vis *visibility
+	keep := s.timelineKeepWith(ctx, sreq, roomID, rv.Mem, upto.Events, &vis)
+	sel, err := s.selectTimeline(ctx, roomID, since, upto.Events, set.TimelineLimit, keep)
+	if err != nil {
+		return nil, err
+	}
+	if len(sel.events) > 0 {
+		if room.Timeline, err = s.appendTimelineKnown(ctx, nil, sel.events, now, req.UserID, req.DeviceID, false, vis.history(roomID)); err != nil {
+			return nil, err
+		}
+		room.PrevBatch = pageToken(sel.prevBatch)
+	}
+	room.Limited = sel.limited
+	if had {
+		for _, e := range sel.events {
+			if e.pos > sentAt {
+				room.NumLive++
+			}
+		}
+	}
+
+	// State: the required entries of the state at upto; for a room the
+	// client has, only those that changed since it was last sent.
+	state, err := s.stateAtPos(ctx, roomID, upto.Events)
+	if err != nil {
+		return nil, err
+	}
+	var before map[[2]string]string
+	if had && !newState {
+		if before, err = s.stateAtPos(ctx, roomID, sentAt); err != nil {
+			return nil, err
+		}
+	}
+	senders := map[string]bool{}
+	for _, e := range sel.events {
+		senders[e.sender] = true
+	}
+	var ids []string
+	for k, id := range state {
+		if !requiredState(set.RequiredState, k, req.UserID, senders) {
+			continue
+		}
+		if before != nil && before[k] == id {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	nameID, hasName := state[[2]string{"m.room.name", ""}]
+	avatarID, hasAvatar := state[[2]string{"m.room.avatar", ""}]
+	if hasName {
+		ids = append(ids, nameID)
+	}
+	if hasAvatar {
+		ids = append(ids, avatarID)
+	}
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		Name string `json:"name"`
+		URL  string `json:"url"`
+	}
+	if e := evs[nameID]; hasName && e != nil && json.Unmarshal(e.content, &c) == nil {
+		room.Name = c.Name
+	}
+	if e := evs[avatarID]; hasAvatar && e != nil && json.Unmarshal(e.content, &c) == nil {
+		room.Avatar = c.URL
+	}
+	list := make([]*clientEvent, 0, len(ids))
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if e := evs[id]; e != nil && !seen[id] && e.stateKey != nil && requiredState(set.RequiredState, [2]string{e.typ, *e.stateKey}, req.UserID, senders) && (before == nil || before[[2]string{e.typ, *e.stateKey}] != id) {
+			seen[id] = true
+			list = append(list, e)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
+	if room.RequiredState, err = s.appendEvents(ctx, nil, list, now, "", "", false); err != nil {
+		return nil, err
+	}
+
+	joined, invited, heroes := s.n.RoomMembers(roomID, req.UserID)
+	room.JoinedCount, room.InvitedCount = joined, invited
+	if room.Name == "" && !had {
+		sort.Strings(heroes)
+		heroes = heroes[:min(len(heroes), 5)]
+		var memberIDs []string
+		for _, h := range heroes {
+			if id, ok := state[[2]string{"m.room.member", h}]; ok {
+				memberIDs = append(memberIDs, id)
+			}
+		}
+		members, err := s.eventsByID(ctx, memberIDs)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range heroes {
+			hero := slidingHero{UserID: h}
+			if e := members[state[[2]string{"m.room.member", h}]]; e != nil {
+				var c struct {
+					Name   string `json:"displayname"`
+					Avatar string `json:"avatar_url"`
+				}
+				if json.Unmarshal(e.content, &c) == nil {
+					hero.Name, hero.Avatar = c.Name, c.Avatar
+				}
+			}
+			room.Heroes = append(room.Heroes, hero)
+		}
+	}
+	if s.counts.Pushed() {
+		jr := &joinedRoom{}
+		s.pushCounts(jr, roomID, req.UserID, false)
+		room.NotificationCount, room.HighlightCount = jr.UnreadNotifications.NotificationCount, jr.UnreadNotifications.HighlightCount
+	} else {
+		c, err := s.unread(ctx, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		room.NotificationCount, room.HighlightCount = c.NotificationCount, c.HighlightCount
+	}
+	return room, nil
+}
+
+// requiredState tells whether a state entry is one of those asked for:
+// ["*", "*"] everything; [type, "*"] every key of the type; "$ME" the
+// user's own key; ["m.room.member", "$LAZY"] the timeline senders' member
+// events.
+func requiredState(req [][]string, k [2]string, me string, senders map[string]bool) bool {
+	for _, r := range req {
+		typ, key := r[0], r[1]
+		if typ != "*" && typ != k[0] {
+			continue
+		}
+		switch key {
+		case "*":
+			return true
+		case "$ME":
+			if k[1] == me {
+				return true
+			}
+		case "$LAZY":
+			if k[0] == "m.room.member" && (senders[k[1]] || k[1] == me) {
+				return true
+			}
+		default:
+			if key == k[1] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requiredKey is a canonical form of a required_state list.
+func requiredKey(req [][]string) string {
+	parts := make([]string, 0, len(req))
+	for _, r := range req {
+		parts = append(parts, r[0]+"\x00"+r[1])
+	}
+	sort.Strings(parts)
+	parts = slices.Compact(parts)
+	return strings.Join(parts, "\x01")
+}
+
+// directRooms are the rooms the user's m.direct names.
+func (s *Service) directRooms(ctx context.Context, userID string, upto Pos) (map[string]bool, error) {
+	global, _, err := s.accountDataStream.Changes(ctx, userID, 0, upto.AccountData, func(typ string) bool { return typ == "m.direct" }, func(string) bool { return false })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, raw := range global {
+		var ev struct {
+			Content map[string][]string `json:"content"`
+		}
+		if json.Unmarshal(raw, &ev) != nil {
+			continue
+		}
+		for _, rooms := range ev.Content {
+			for _, r := range rooms {
+				out[r] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// encryptedRooms are those of ids with m.room.encryption in their state.
+func (s *Service) encryptedRooms(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.stateOfRooms(ctx, "m.room.encryption", ids, func(roomID, _ string) { out[roomID] = true })
+	return out, err
+}
+
+// roomTypes are the creation types of the rooms (those without one
+// left out), cached: a room's type never changes.
+func (s *Service) roomTypes(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	var missing []string
+	for _, id := range ids {
+		if t, ok := s.slidingConns.types.Get(id); ok {
+			if t != "" {
+				out[id] = t
+			}
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	creates := map[string]string{}
+	if err := s.stateOfRooms(ctx, "m.room.create", missing, func(roomID, eventID string) { creates[roomID] = eventID }); err != nil {
+		return nil, err
+	}
+	evIDs := make([]string, 0, len(creates))
+	for _, e := range creates {
+		evIDs = append(evIDs, e)
+	}
+	evs, err := s.eventsByID(ctx, evIDs)
+	if err != nil {
+		return nil, err
+	}
+	for roomID, evID := range creates {
+		e := evs[evID]
+		if e == nil {
+			continue
+		}
+		var c struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(e.content, &c)
+		s.slidingConns.types.Put(roomID, c.Type)
+		if c.Type != "" {
+			out[roomID] = c.Type
+		}
+	}
+	return out, nil
+}
+
+// stateOfRooms calls fn with the event ID of each of the rooms' current
+// (typ, "") state event, in batches.
+func (s *Service) stateOfRooms(ctx context.Context, typ string, ids []string, fn func(roomID, eventID string)) error {
+	const batch = 200
+	for len(ids) > 0 {
+		n := min(len(ids), batch)
+		args := make([]any, 0, n+1)
+		args = append(args, typ)
+		var in strings.Builder
+		for i, id := range ids[:n] {
+			if i > 0 {
+				in.WriteString(", ")
+			}
+			args = append(args, id)
+			in.WriteString("$" + strconv.Itoa(len(args)))
+		}
+		ids = ids[n:]
+		rows, err := s.db.Query(ctx, `SELECT room_id, event_id FROM room_state WHERE type = $1 AND state_key = '' AND room_id IN (`+in.String()+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("%s of rooms: %w", typ, err)
+		}
+		for rows.Next() {
+			var roomID, eventID string
+			if err := rows.Scan(&roomID, &eventID); err != nil {
+				rows.Close()
+				return err
+			}
+			fn(roomID, eventID)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spaceChildren adds to into the children of a space: its current
+// m.space.child state events with a via.
+func (s *Service) spaceChildren(ctx context.Context, space string, into map[string]bool) error {
+	rows, err := s.db.Query(ctx, `SELECT event_id FROM room_state WHERE room_id = $1 AND type = 'm.space.child'`, space)
+	if err != nil {
+		return fmt.Errorf("children of %s: %w", space, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	evs, err := s.eventsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		var c struct {
+			Via []string `json:"via"`
+		}
+		if e.stateKey != nil && json.Unmarshal(e.content, &c) == nil && len(c.Via) > 0 {
+			into[*e.stateKey] = true
+		}
+	}
+	return nil
+}
+
+// roomTags are the tags (m.tag) of the user's rooms.
+func (s *Service) roomTags(ctx context.Context, userID string, upto Pos) (map[string]map[string]bool, error) {
+	_, rooms, err := s.accountDataStream.Changes(ctx, userID, 0, upto.AccountData, func(string) bool { return false }, func(typ string) bool { return typ == "m.tag" })
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]bool{}
+	for roomID, evs := range rooms {
+		for _, raw := range evs {
+			var ev struct {
+				Type    string `json:"type"`
+				Content struct {
+					Tags map[string]json.RawMessage `json:"tags"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(raw, &ev) != nil || ev.Type != "m.tag" {
+				continue
+			}
+			set := map[string]bool{}
+			for t := range ev.Content.Tags {
+				set[t] = true
+			}
+			out[roomID] = set
+		}
+	}
+	return out, nil
+}
+
+// slidingRoomEvents is an extension's events by room.
+type slidingRoomEvents struct {
+	Rooms map[string]json.RawMessage `json:"rooms"`
+}
+
+// slidingEphemeral adds the receipts and typing extensions, for the
+// joined rooms of the window and the subscriptions: whole for the rooms
+// sent whole, what changed since the pos for the others. news tells
+// whether they carry anything.
+func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, byID map[string]slidingEntry, fresh map[string]bool, resp *SlidingResponse) (bool, error) {
+	ext := req.Body.Extensions
+	news := false
+	if r := ext.Receipts; r != nil && enabled(r.Enabled) {
+		var whole, changed []string
+		after := int64(0)
+		if snap != nil {
+			after = snap.at.Receipts
+		}
+		for id := range want {
+			e := byID[id]
+			switch {
+			case e.rv.Mem.State != "join":
+			case fresh[id] || snap == nil:
+				whole = append(whole, id)
+			case e.rv.Receipts > after:
+				changed = append(changed, id)
+			}
+		}
+		if len(whole) > 0 || len(changed) > 0 {
+			evs, err := s.receipts.ForRooms(ctx, req.UserID, whole, changed, after, upto.Receipts)
+			if err != nil {
+				return false, err
+			}
+			if len(evs) > 0 {
+				resp.Extensions["receipts"] = &slidingRoomEvents{Rooms: evs}
+				news = true
+			}
+		}
+	}
+	if t := ext.Typing; t != nil && enabled(t.Enabled) {
+		out := map[string]json.RawMessage{}
+		for id := range want {
+			e := byID[id]
+			if e.rv.Mem.State != "join" {
+				continue
+			}
+			whole := fresh[id] || snap == nil
+			if !whole && e.rv.Typing <= snap.at.Typing {
+				continue
+			}
+			users := s.typing.Users(id)
+			if len(users) > 0 || !whole {
+				out[id] = streams.TypingEvent(users)
+			}
+		}
+		if len(out) > 0 {
+			resp.Extensions["typing"] = &slidingRoomEvents{Rooms: out}
+			news = true
+		}
+	}
+	return news, nil
+}
+
+type slidingToDevice struct {
+	NextBatch string            `json:"next_batch"`
+	Events    []json.RawMessage `json:"events"`
+}
+
+type slidingE2EE struct {
+	DeviceLists      deviceLists    `json:"device_lists"`
+	OTKCounts        map[string]int `json:"device_one_time_keys_count"`
+	FallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+type slidingAccountData struct {
+	Global []json.RawMessage            `json:"global"`
+	Rooms  map[string][]json.RawMessage `json:"rooms"`
+}
+
+// slidingExtensions adds the extensions asked for. to_device and
+// account_data are added only when they carry something (and on a new
+// connection); e2ee always. news tells whether they carry anything new
+// (the key counts alone are not news).
+func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, resp *SlidingResponse) (news bool, err error) {
+	ext := req.Body.Extensions
+	if td := ext.ToDevice; td != nil && enabled(td.Enabled) && s.opts.Keys != nil {
+		after := int64(0)
+		if td.Since != "" {
+			n, err := strconv.ParseInt(td.Since, 10, 64)
+			if err != nil || n < 0 {
+				return false, merr.InvalidParam("extensions.to_device.since is not a to-device token")
+			}
+			after = n
+		}
+		evs, reached, err := s.toDevice.Messages(ctx, req.UserID, req.DeviceID, after, max(upto.ToDevice, after))
+		if err != nil {
+			return false, err
+		}
+		news = news || len(evs) > 0
+		if len(evs) > 0 || td.Since == "" {
+			if evs == nil {
+				evs = []json.RawMessage{}
+			}
+			resp.Extensions["to_device"] = &slidingToDevice{NextBatch: strconv.FormatInt(max(reached, after), 10), Events: evs}
+		}
+	}
+	if e := ext.E2EE; e != nil && enabled(e.Enabled) && s.opts.Keys != nil {
+		out := &slidingE2EE{DeviceLists: deviceLists{Changed: []string{}, Left: []string{}}, OTKCounts: map[string]int{}, FallbackKeyTypes: []string{}}
+		if snap != nil {
+			changed, left, err := s.deviceLists.Changes(ctx, s.n, req.UserID, snap.at, upto, true)
+			if err != nil {
+				return false, err
+			}
+			out.DeviceLists.Changed = append(out.DeviceLists.Changed, changed...)
+			out.DeviceLists.Left = append(out.DeviceLists.Left, left...)
+			news = news || len(changed) > 0 || len(left) > 0
+		}
+		counts, fallback, ok, err := s.keyCountsStream.Counts(ctx, req.UserID, req.DeviceID)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			for alg, n := range counts {
+				out.OTKCounts[alg] = n
+			}
+			out.FallbackKeyTypes = append(out.FallbackKeyTypes, fallback...)
+		}
+		resp.Extensions["e2ee"] = out
+	}
+	if a := ext.AccountData; a != nil && enabled(a.Enabled) {
+		after := int64(0)
+		if snap != nil {
+			after = snap.at.AccountData
+		}
+		if snap == nil || upto.AccountData > after {
+			global, rooms, err := s.accountDataStream.Changes(ctx, req.UserID, after, upto.AccountData, nil, nil)
+			if err != nil {
+				return false, err
+			}
+			out := &slidingAccountData{Global: global, Rooms: map[string][]json.RawMessage{}}
+			if out.Global == nil {
+				out.Global = []json.RawMessage{}
+			}
+			for id, evs := range rooms {
+				if _, ok := want[id]; ok {
+					out.Rooms[id] = evs
+				}
+			}
+			news = news || len(out.Global) > 0 || len(out.Rooms) > 0
+			if snap == nil || len(out.Global) > 0 || len(out.Rooms) > 0 {
+				resp.Extensions["account_data"] = out
+			}
+		}
+	}
+	return news, nil
+}

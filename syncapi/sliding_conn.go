@@ -1,0 +1,150 @@
+package syncapi
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/haven-chat/haven/internal/lru"
+	"github.com/haven-chat/haven/internal/merr"
+)
+
+// Sliding sync connections (MSC4186): what each connection (user, device,
+// conn_id) was sent, kept in memory, bounded and expiring. A pos names one
+// snapshot of a connection; the server keeps the last two of each (the
+// client may repeat its last request), so an older pos, one from before a
+// restart, or one of an expired connection is unknown (M_UNKNOWN_POS) and
+// the client starts over.
+
+const (
+	// slidingConnsMax bounds the connections kept; the least recently
+	// used goes first.
+	slidingConnsMax = 20000
+	// slidingConnIdle is how long an unused connection is kept.
+	slidingConnIdle = 30 * time.Minute
+)
+
+// slidingSnap is what a connection had been sent at one pos.
+type slidingSnap struct {
+	// at: the stream positions the response was built up to.
+	at Pos
+	// sent: each room the client has, as it was last sent.
+	sent map[string]slidingSent
+	// counts: each list's count as last sent.
+	counts map[string]int
+	// shape is the request's (SlidingBody.shape) the snapshot was built for.
+	shape uint64
+}
+
+// slidingSent is how a room was last sent: the events position its
+// timeline reached, and whether as an invite.
+type slidingSent struct {
+	pos    int64
+	invite bool
+	// required is the required_state the room was sent with
+	// (requiredKey): when it changes, the room's required state is sent
+	// again.
+	required string
+	// limit is the timeline_limit the client last asked of the room.
+	limit int
+}
+
+type slidingConn struct {
+	key  string
+	last time.Time
+	// gen numbers the snapshots; snaps holds the last two.
+	gen   int64
+	snaps [2]struct {
+		gen  int64
+		snap *slidingSnap
+	}
+}
+
+// slidingConns holds every connection's snapshots.
+type slidingConns struct {
+	mu    sync.Mutex
+	conns map[string]*slidingConn
+	now   func() time.Time
+	// types caches rooms' creation types (list filters room_types).
+	types *lru.Cache[string, string]
+}
+
+func newSlidingConns() *slidingConns {
+	return &slidingConns{conns: map[string]*slidingConn{}, now: time.Now, types: lru.New[string, string]("sliding_room_types", 50000)}
+}
+
+func slidingKey(user, device, connID string) string {
+	return user + "\x00" + device + "\x00" + connID
+}
+
+// errUnknownPos is the answer to a pos the server does not know.
+func errUnknownPos() error {
+	return merr.Custom(http.StatusBadRequest, "M_UNKNOWN_POS", "Unknown position; start over without pos")
+}
+
+// get returns the snapshot named by pos.
+func (c *slidingConns) get(key, pos string) (*slidingSnap, error) {
+	n, err := strconv.ParseInt(pos, 10, 64)
+	if err != nil {
+		return nil, errUnknownPos()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conn := c.conns[key]
+	if conn == nil || c.now().Sub(conn.last) > slidingConnIdle {
+		return nil, errUnknownPos()
+	}
+	for _, s := range conn.snaps {
+		if s.snap != nil && s.gen == n {
+			conn.last = c.now()
+			return s.snap, nil
+		}
+	}
+	return nil, errUnknownPos()
+}
+
+// put stores a snapshot (a new connection when reset) and returns its pos.
+func (c *slidingConns) put(key string, snap *slidingSnap, reset bool) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	conn := c.conns[key]
+	if conn == nil || reset {
+		if conn == nil && len(c.conns) >= slidingConnsMax {
+			c.evictLocked(now)
+		}
+		old := conn
+		conn = &slidingConn{key: key}
+		if old != nil {
+			// Positions keep growing: an old pos never names a new snapshot.
+			conn.gen = old.gen
+		} else {
+			conn.gen = now.UnixNano() / 1000
+		}
+		c.conns[key] = conn
+	}
+	conn.gen++
+	conn.last = now
+	conn.snaps[0] = conn.snaps[1]
+	conn.snaps[1].gen, conn.snaps[1].snap = conn.gen, snap
+	return strconv.FormatInt(conn.gen, 10)
+}
+
+// evictLocked drops the expired connections, or the least recently used
+// one when none has expired.
+func (c *slidingConns) evictLocked(now time.Time) {
+	var oldest *slidingConn
+	for k, conn := range c.conns {
+		if now.Sub(conn.last) > slidingConnIdle {
+			delete(c.conns, k)
+			continue
+		}
+		if oldest == nil || conn.last.Before(oldest.last) {
+			oldest = conn
+		}
+	}
+	if len(c.conns) >= slidingConnsMax && oldest != nil {
+		delete(c.conns, oldest.key)
+	}
+}

@@ -1,0 +1,620 @@
+package sytest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+const slidingPath = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+
+// slidingResp is a sliding sync response as a client reads it.
+type slidingResp struct {
+	Pos   string `json:"pos"`
+	Lists map[string]struct {
+		Count int `json:"count"`
+	} `json:"lists"`
+	Rooms map[string]struct {
+		Name             string            `json:"name"`
+		Avatar           string            `json:"avatar"`
+		Initial          bool              `json:"initial"`
+		RequiredState    []json.RawMessage `json:"required_state"`
+		Timeline         []json.RawMessage `json:"timeline"`
+		PrevBatch        string            `json:"prev_batch"`
+		Limited          bool              `json:"limited"`
+		NumLive          int               `json:"num_live"`
+		BumpStamp        int64             `json:"bump_stamp"`
+		JoinedCount      int               `json:"joined_count"`
+		InvitedCount     int               `json:"invited_count"`
+		InviteState      []json.RawMessage `json:"invite_state"`
+		Notifications    int               `json:"notification_count"`
+		IsDM             bool              `json:"is_dm"`
+		ExpandedTimeline bool              `json:"expanded_timeline"`
+		Heroes           []struct {
+			UserID      string `json:"user_id"`
+			DisplayName string `json:"displayname"`
+		} `json:"heroes"`
+	} `json:"rooms"`
+	Extensions struct {
+		ToDevice *struct {
+			NextBatch string            `json:"next_batch"`
+			Events    []json.RawMessage `json:"events"`
+		} `json:"to_device"`
+		E2EE *struct {
+			DeviceLists struct {
+				Changed []string `json:"changed"`
+				Left    []string `json:"left"`
+			} `json:"device_lists"`
+			OTKCounts map[string]int `json:"device_one_time_keys_count"`
+			Fallback  []string       `json:"device_unused_fallback_key_types"`
+		} `json:"e2ee"`
+		AccountData *struct {
+			Global []json.RawMessage            `json:"global"`
+			Rooms  map[string][]json.RawMessage `json:"rooms"`
+		} `json:"account_data"`
+	} `json:"extensions"`
+}
+
+// sliding sends one sliding sync request and decodes its answer.
+func (s *server) sliding(t *testing.T, cli *mautrix.Client, pos string, timeout int, body any) slidingResp {
+	t.Helper()
+	q := url.Values{}
+	if pos != "" {
+		q.Set("pos", pos)
+	}
+	if timeout > 0 {
+		q.Set("timeout", fmt.Sprint(timeout))
+	}
+	r := s.do(t, "POST", slidingPath+"?"+q.Encode(), cli.AccessToken, body).expect(t, 200)
+	var out slidingResp
+	if err := json.Unmarshal(r.Raw, &out); err != nil {
+		t.Fatalf("sliding sync answer: %v: %s", err, r.Raw)
+	}
+	if out.Pos == "" {
+		t.Fatalf("no pos: %s", r.Raw)
+	}
+	return out
+}
+
+// slidingNoT is sliding for another goroutine than the test's.
+func (s *server) slidingNoT(cli *mautrix.Client, pos string, timeout int, body any) (slidingResp, error) {
+	var out slidingResp
+	enc, err := json.Marshal(body)
+	if err != nil {
+		return out, err
+	}
+	q := url.Values{"pos": {pos}, "timeout": {fmt.Sprint(timeout)}}
+	req, err := http.NewRequest("POST", s.URL+slidingPath+"?"+q.Encode(), bytes.NewReader(enc))
+	if err != nil {
+		return out, err
+	}
+	req.Header.Set("Authorization", "Bearer "+cli.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out, err
+	}
+	if resp.StatusCode != 200 {
+		return out, fmt.Errorf("status %d: %s", resp.StatusCode, raw)
+	}
+	return out, json.Unmarshal(raw, &out)
+}
+
+type slEvent struct {
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key"`
+	Sender   string          `json:"sender"`
+	Content  json.RawMessage `json:"content"`
+	EventID  string          `json:"event_id"`
+}
+
+func slEvents(t *testing.T, raws []json.RawMessage) []slEvent {
+	t.Helper()
+	out := make([]slEvent, len(raws))
+	for i, r := range raws {
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func slBodies(t *testing.T, raws []json.RawMessage) []string {
+	var out []string
+	for _, e := range slEvents(t, raws) {
+		var c struct {
+			Body string `json:"body"`
+		}
+		if e.Type == "m.room.message" && json.Unmarshal(e.Content, &c) == nil {
+			out = append(out, c.Body)
+		}
+	}
+	return out
+}
+
+func slStateKeys(t *testing.T, raws []json.RawMessage) []string {
+	var out []string
+	for _, e := range slEvents(t, raws) {
+		out = append(out, e.Type+"|"+*e.StateKey)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestSlidingSync: simplified sliding sync (MSC4186) — lists by recency
+// with ranges and counts, the room fields, required_state, filters,
+// room subscriptions, incremental updates woken by a message, unknown pos,
+// the to_device, e2ee and account_data extensions, and bad bodies.
+func TestSlidingSync(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+
+		// Five named rooms, each with a message, oldest first; then an
+		// encrypted room, a DM, and an invite from bob.
+		var rooms []id.RoomID
+		for i := range 5 {
+			r := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: fmt.Sprintf("Room %d", i)})
+			sendText(t, alice, r, fmt.Sprintf("hello %d", i))
+			rooms = append(rooms, r)
+		}
+		space := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Space", CreationContent: map[string]any{"type": "m.space"}})
+		for _, child := range rooms[2:4] {
+			if _, err := alice.SendStateEvent(ctx, space, event.StateSpaceChild, child.String(), map[string]any{"via": []string{"localhost"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A child without via is no child.
+		if _, err := alice.SendStateEvent(ctx, space, event.StateSpaceChild, rooms[0].String(), map[string]any{}); err != nil {
+			t.Fatal(err)
+		}
+		s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(rooms[1])+"/tags/m.favourite", alice.AccessToken, map[string]any{"order": 0.5}).expect(t, 200)
+		enc := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Secret", InitialState: []*event.Event{{
+			Type: event.StateEncryption, StateKey: sk(""), Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}})
+		dm := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+		join(t, bob, dm.String())
+		s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/account_data/m.direct", alice.AccessToken, map[string]any{bob.UserID.String(): []string{dm.String()}}).expect(t, 200)
+		invited := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Bob's", Invite: []id.UserID{alice.UserID}})
+		// rooms[4] gets the newest message of all.
+		sendText(t, alice, rooms[4], "newest")
+
+		t.Run("initial lists", func(t *testing.T) {
+			r := s.sliding(t, alice, "", 0, map[string]any{"lists": map[string]any{
+				"all": map[string]any{"ranges": [][]int{{0, 2}}, "timeline_limit": 1,
+					"required_state": [][]string{{"m.room.create", ""}, {"m.room.member", "$ME"}}},
+			}})
+			if r.Lists["all"].Count != 9 {
+				t.Errorf("count %d, want 9 (5 rooms, space, encrypted, DM, invite)", r.Lists["all"].Count)
+			}
+			// Newest first: rooms[4] (newest message), the invite, the DM.
+			for _, want := range []string{rooms[4].String(), invited.String(), dm.String()} {
+				if _, ok := r.Rooms[want]; !ok {
+					t.Errorf("room %s not sent; got %v", want, keys(r.Rooms))
+				}
+			}
+			if len(r.Rooms) != 3 {
+				t.Errorf("%d rooms sent, want 3: %v", len(r.Rooms), keys(r.Rooms))
+			}
+			top := r.Rooms[rooms[4].String()]
+			if top.Name != "Room 4" || !top.Initial || top.JoinedCount != 1 || top.BumpStamp == 0 || top.PrevBatch == "" || !top.Limited {
+				t.Errorf("room fields: %+v", top)
+			}
+			if b := slBodies(t, top.Timeline); !slices.Equal(b, []string{"newest"}) {
+				t.Errorf("timeline %v, want [newest]", b)
+			}
+			if got, want := slStateKeys(t, top.RequiredState), []string{"m.room.create|", "m.room.member|" + alice.UserID.String()}; !slices.Equal(got, want) {
+				t.Errorf("required_state %v, want %v", got, want)
+			}
+			inv := r.Rooms[invited.String()]
+			if len(inv.InviteState) == 0 || len(inv.Timeline) != 0 {
+				t.Errorf("invite: %+v", inv)
+			}
+			if d := r.Rooms[dm.String()]; d.BumpStamp >= top.BumpStamp || d.JoinedCount != 2 || !d.IsDM || len(d.Heroes) != 1 ||
+				d.Heroes[0].UserID != bob.UserID.String() || d.Heroes[0].DisplayName == "" {
+				t.Errorf("dm: %+v (top bump %d)", d, top.BumpStamp)
+			}
+			if top.IsDM || len(top.Heroes) != 0 {
+				t.Errorf("a named room that is no DM: %+v", top)
+			}
+		})
+
+		t.Run("filters", func(t *testing.T) {
+			yes, no := true, false
+			cases := []struct {
+				name    string
+				filters map[string]any
+				want    []string
+			}{
+				{"invites", map[string]any{"is_invite": yes}, []string{invited.String()}},
+				{"encrypted", map[string]any{"is_encrypted": yes}, []string{enc.String()}},
+				{"dms", map[string]any{"is_dm": yes}, []string{dm.String()}},
+				{"joined unencrypted non-DM non-space", map[string]any{"is_invite": no, "is_encrypted": no, "is_dm": no, "not_room_types": []any{"m.space"}}, []string{
+					rooms[0].String(), rooms[1].String(), rooms[2].String(), rooms[3].String(), rooms[4].String()}},
+				{"spaces", map[string]any{"room_types": []any{"m.space"}}, []string{space.String()}},
+				{"untyped joined non-DM", map[string]any{"room_types": []any{nil}, "is_invite": no, "is_dm": no}, []string{
+					rooms[0].String(), rooms[1].String(), rooms[2].String(), rooms[3].String(), rooms[4].String(), enc.String()}},
+				{"favourites", map[string]any{"tags": []string{"m.favourite"}}, []string{rooms[1].String()}},
+				{"in the space", map[string]any{"spaces": []string{space.String()}}, []string{rooms[2].String(), rooms[3].String()}},
+				{"in a space the user is not in", map[string]any{"spaces": []string{invited.String()}}, nil},
+				{"not favourites", map[string]any{"not_tags": []string{"m.favourite"}, "not_room_types": []any{"m.space"}, "is_invite": no, "is_dm": no, "is_encrypted": no}, []string{
+					rooms[0].String(), rooms[2].String(), rooms[3].String(), rooms[4].String()}},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					r := s.sliding(t, alice, "", 0, map[string]any{"lists": map[string]any{
+						"l": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 0, "filters": c.filters}}})
+					if r.Lists["l"].Count != len(c.want) {
+						t.Errorf("count %d, want %d", r.Lists["l"].Count, len(c.want))
+					}
+					got := keys(r.Rooms)
+					want := slices.Clone(c.want)
+					slices.Sort(want)
+					if !slices.Equal(got, want) {
+						t.Errorf("rooms %v, want %v", got, want)
+					}
+				})
+			}
+		})
+
+		t.Run("required_state wildcards and subscriptions", func(t *testing.T) {
+			r := s.sliding(t, alice, "", 0, map[string]any{"room_subscriptions": map[string]any{
+				rooms[0].String(): map[string]any{"timeline_limit": 5, "required_state": [][]string{{"m.room.member", "*"}, {"m.room.name", ""}}},
+				dm.String():       map[string]any{"timeline_limit": 1, "required_state": [][]string{{"*", "*"}}},
+			}})
+			if len(r.Rooms) != 2 {
+				t.Fatalf("rooms %v", keys(r.Rooms))
+			}
+			r0 := r.Rooms[rooms[0].String()]
+			if got, want := slStateKeys(t, r0.RequiredState), []string{"m.room.member|" + alice.UserID.String(), "m.room.name|"}; !slices.Equal(got, want) {
+				t.Errorf("required_state %v, want %v", got, want)
+			}
+			if b := slBodies(t, r0.Timeline); !slices.Equal(b, []string{"hello 0"}) {
+				t.Errorf("timeline %v", b)
+			}
+			d := r.Rooms[dm.String()]
+			got := slStateKeys(t, d.RequiredState)
+			for _, want := range []string{"m.room.create|", "m.room.member|" + bob.UserID.String(), "m.room.power_levels|"} {
+				if !slices.Contains(got, want) {
+					t.Errorf("* * lacks %s: %v", want, got)
+				}
+			}
+		})
+
+		t.Run("incremental", func(t *testing.T) {
+			body := map[string]any{"lists": map[string]any{
+				"all": map[string]any{"ranges": [][]int{{0, 3}}, "timeline_limit": 3, "required_state": [][]string{{"m.room.name", ""}}}}}
+			first := s.sliding(t, alice, "", 0, body)
+			// Nothing new: the long-poll waits, then a message in a room
+			// of the window wakes it with only that room and message.
+			type answer struct {
+				r   slidingResp
+				err error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				r, err := s.slidingNoT(alice, first.Pos, 20000, body)
+				done <- answer{r, err}
+			}()
+			dmMsg := sendText(t, bob, dm, "from bob")
+			a := <-done
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			r := a.r
+			if len(r.Rooms) != 1 {
+				t.Fatalf("rooms %v, want only the DM", keys(r.Rooms))
+			}
+			d := r.Rooms[dm.String()]
+			evs := slEvents(t, d.Timeline)
+			if d.Initial || len(evs) != 1 || evs[0].EventID != dmMsg.String() || d.NumLive != 1 {
+				t.Errorf("incremental room: %+v", d)
+			}
+			if r.Lists["all"].Count != 9 {
+				t.Errorf("count %d", r.Lists["all"].Count)
+			}
+			// The same pos again gives the same answer (a retried request).
+			again := s.sliding(t, alice, first.Pos, 0, body)
+			if _, ok := again.Rooms[dm.String()]; !ok {
+				t.Errorf("retried pos lost the DM's message")
+			}
+			// A rename reaches required_state incrementally.
+			if _, err := alice.SendStateEvent(ctx, rooms[4], event.StateRoomName, "", map[string]any{"name": "Renamed"}); err != nil {
+				t.Fatal(err)
+			}
+			r2 := s.sliding(t, alice, r.Pos, 20000, body)
+			r4 := r2.Rooms[rooms[4].String()]
+			if r4.Name != "Renamed" || len(r4.RequiredState) != 1 {
+				t.Errorf("rename: %+v", r4)
+			}
+		})
+
+		t.Run("required_state asked anew", func(t *testing.T) {
+			list := map[string]any{"all": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1, "required_state": [][]string{{"m.room.name", ""}}}}
+			first := s.sliding(t, alice, "", 0, map[string]any{"conn_id": "rs", "lists": list})
+			top := keys(first.Rooms)
+			if len(top) != 1 {
+				t.Fatalf("rooms %v", top)
+			}
+			// Subscribing to the room with more state sends that state, though
+			// nothing happened in the room: at once, though the request may wait.
+			start := time.Now()
+			r := s.sliding(t, alice, first.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
+				top[0]: map[string]any{"timeline_limit": 1, "required_state": [][]string{{"m.room.create", ""}}}}})
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("a new subscription waited %v", took)
+			}
+			got := r.Rooms[top[0]]
+			if got.Initial || len(got.Timeline) != 0 || !slices.Contains(slStateKeys(t, got.RequiredState), "m.room.create|") {
+				t.Errorf("room with new required_state: %+v", got)
+			}
+			// A larger timeline_limit (opening the room) sends its timeline
+			// again, expanded.
+			r = s.sliding(t, alice, r.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list, "room_subscriptions": map[string]any{
+				top[0]: map[string]any{"timeline_limit": 3, "required_state": [][]string{{"m.room.create", ""}}}}})
+			if x := r.Rooms[top[0]]; !x.ExpandedTimeline || len(x.Timeline) != 3 || x.NumLive != 0 || x.Initial {
+				t.Errorf("expanded timeline: %+v", x)
+			}
+			// An avatar shows in the room's fields.
+			if _, err := alice.SendStateEvent(ctx, id.RoomID(top[0]), event.StateRoomAvatar, "", map[string]any{"url": "mxc://x/y"}); err != nil {
+				t.Fatal(err)
+			}
+			r = s.sliding(t, alice, r.Pos, 20000, map[string]any{"conn_id": "rs", "lists": list})
+			if a := r.Rooms[top[0]]; !strings.Contains(string(mustJSON(t, a)), "mxc://x/y") {
+				t.Errorf("avatar: %+v", a)
+			}
+		})
+
+		t.Run("growing range", func(t *testing.T) {
+			list := func(end int) map[string]any {
+				return map[string]any{"conn_id": "grow", "lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, end}}, "timeline_limit": 1}}}
+			}
+			r := s.sliding(t, alice, "", 0, list(1))
+			if len(r.Rooms) != 2 {
+				t.Fatalf("rooms %v", keys(r.Rooms))
+			}
+			// A larger window sends the rooms new to it at once, and only those.
+			start := time.Now()
+			r2 := s.sliding(t, alice, r.Pos, 20000, list(4))
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("a larger window waited %v", took)
+			}
+			if len(r2.Rooms) != 3 {
+				t.Errorf("rooms %v, want the 3 new to the window", keys(r2.Rooms))
+			}
+			for id := range r2.Rooms {
+				if _, ok := r.Rooms[id]; ok || !r2.Rooms[id].Initial {
+					t.Errorf("room %s sent again or not initial", id)
+				}
+			}
+		})
+
+		t.Run("idle long-poll waits for its timeout", func(t *testing.T) {
+			body := map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 1}}, "timeline_limit": 1}}}
+			first := s.sliding(t, alice, "", 0, body)
+			start := time.Now()
+			r := s.sliding(t, alice, first.Pos, 800, body)
+			if took := time.Since(start); took < 600*time.Millisecond {
+				t.Errorf("an idle long-poll with timeout=800 returned after %v: %+v", took, r)
+			}
+			if len(r.Rooms) != 0 || r.Lists["all"].Count != 9 {
+				t.Errorf("idle answer: rooms %v, count %d", keys(r.Rooms), r.Lists["all"].Count)
+			}
+			// Its pos goes on from there.
+			sendText(t, alice, rooms[0], "after idle")
+			r = s.sliding(t, alice, r.Pos, 20000, body)
+			if b := slBodies(t, r.Rooms[rooms[0].String()].Timeline); !slices.Equal(b, []string{"after idle"}) {
+				t.Errorf("after idle: %v", keys(r.Rooms))
+			}
+		})
+
+		t.Run("unknown pos", func(t *testing.T) {
+			s.do(t, "POST", slidingPath+"?pos=12345", alice.AccessToken, map[string]any{}).expectErr(t, 400, "M_UNKNOWN_POS")
+			s.do(t, "POST", slidingPath+"?pos=nonsense", alice.AccessToken, map[string]any{}).expectErr(t, 400, "M_UNKNOWN_POS")
+			// A pos of another connection is unknown on this one.
+			r := s.sliding(t, alice, "", 0, map[string]any{"conn_id": "a"})
+			s.do(t, "POST", slidingPath+"?pos="+r.Pos, alice.AccessToken, map[string]any{"conn_id": "b"}).expectErr(t, 400, "M_UNKNOWN_POS")
+			// And another user's.
+			s.do(t, "POST", slidingPath+"?pos="+r.Pos, bob.AccessToken, map[string]any{"conn_id": "a"}).expectErr(t, 400, "M_UNKNOWN_POS")
+		})
+
+		t.Run("bad bodies", func(t *testing.T) {
+			cases := []struct {
+				body    any
+				status  int
+				errcode string
+			}{
+				{"not json", 400, "M_NOT_JSON"},
+				{"[1,2]", 400, "M_BAD_JSON"},
+				{`{"lists": 5}`, 400, "M_BAD_JSON"},
+				{`{"lists": {"a": {"ranges": [[3, 1]]}}}`, 400, "M_INVALID_PARAM"},
+				{`{"lists": {"a": {"ranges": [[1]]}}}`, 400, "M_INVALID_PARAM"},
+				{`{"lists": {"a": {"required_state": [["a"]]}}}`, 400, "M_INVALID_PARAM"},
+				{`{"room_subscriptions": {"!x:y": {"timeline_limit": -1}}}`, 400, "M_INVALID_PARAM"},
+				{`{"extensions": {"to_device": {"enabled": true, "since": "x"}}}`, 400, "M_INVALID_PARAM"},
+				{`{"lists": {"a": {"ranges": [` + strings.Repeat(`[0, 1], `, 60) + `[0, 1]]}}}`, 400, "M_INVALID_PARAM"},
+			}
+			for _, c := range cases {
+				s.do(t, "POST", slidingPath, alice.AccessToken, c.body).expectErr(t, c.status, c.errcode)
+			}
+			s.do(t, "POST", slidingPath+"?timeout=-5", alice.AccessToken, "{}").expectErr(t, 400, "M_INVALID_PARAM")
+		})
+
+		t.Run("extensions", func(t *testing.T) {
+			key := newTestKey(t)
+			otk := func(n string) json.RawMessage {
+				return key.sign(t, alice.UserID.String(), "ed25519:"+alice.DeviceID.String(), map[string]any{"key": "otk-" + n})
+			}
+			s.do(t, "POST", v3+"/keys/upload", alice.AccessToken, map[string]any{"device_keys": deviceKeysOf(t, alice, key),
+				"one_time_keys": map[string]any{"signed_curve25519:1": otk("1"), "signed_curve25519:2": otk("2")}}).expect(t, 200)
+			s.do(t, "PUT", v3+"/sendToDevice/m.test/"+txn(), bob.AccessToken, map[string]any{"messages": map[string]any{
+				alice.UserID.String(): map[string]any{alice.DeviceID.String(): map[string]any{"n": 1}}}}).expect(t, 200)
+			ext := func(since string) map[string]any {
+				td := map[string]any{"enabled": true}
+				if since != "" {
+					td["since"] = since
+				}
+				return map[string]any{"conn_id": "ext", "extensions": map[string]any{"to_device": td,
+					"e2ee": map[string]any{"enabled": true}, "account_data": map[string]any{"enabled": true}}}
+			}
+			// The message reaches the sync engine through the bus.
+			var r slidingResp
+			eventually(t, "the to-device message", func() bool {
+				r = s.sliding(t, alice, "", 0, ext(""))
+				return r.Extensions.ToDevice != nil && len(r.Extensions.ToDevice.Events) > 0
+			})
+			td := r.Extensions.ToDevice
+			if len(td.Events) != 1 || td.NextBatch == "" || td.NextBatch == "0" {
+				t.Fatalf("to_device: %+v", td)
+			}
+			if e := r.Extensions.E2EE; e == nil || e.OTKCounts["signed_curve25519"] != 2 {
+				t.Errorf("e2ee: %+v", e)
+			}
+			if a := r.Extensions.AccountData; a == nil || !slices.ContainsFunc(slEvents(t, a.Global), func(e slEvent) bool { return e.Type == "m.direct" }) {
+				t.Errorf("account_data: %+v", a)
+			}
+			// The next since acknowledges the message; bob's new keys show
+			// in device_lists.changed (they share the DM).
+			uploadDeviceKeys(t, bob)
+			var changed bool
+			pos := r.Pos
+			eventually(t, "bob's device list change", func() bool {
+				r2 := s.sliding(t, alice, pos, 2000, ext(td.NextBatch))
+				pos = r2.Pos
+				if r2.Extensions.ToDevice != nil && len(r2.Extensions.ToDevice.Events) != 0 {
+					t.Fatalf("to-device message sent again: %+v", r2.Extensions.ToDevice)
+				}
+				if e := r2.Extensions.E2EE; e != nil && slices.Contains(e.DeviceLists.Changed, bob.UserID.String()) {
+					changed = true
+				}
+				return changed
+			})
+		})
+
+		t.Run("receipts and typing", func(t *testing.T) {
+			body := map[string]any{"conn_id": "eph", "room_subscriptions": map[string]any{dm.String(): map[string]any{"timeline_limit": 1}},
+				"extensions": map[string]any{"receipts": map[string]any{"enabled": true}, "typing": map[string]any{"enabled": true}}}
+			first := s.sliding(t, alice, "", 0, body)
+			msg := sendText(t, alice, dm, "read me")
+			s.do(t, "POST", v3+"/rooms/"+p(dm)+"/receipt/m.read/"+p(msg), bob.AccessToken, map[string]any{}).expect(t, 200)
+			s.do(t, "PUT", v3+"/rooms/"+p(dm)+"/typing/"+p(bob.UserID), bob.AccessToken, map[string]any{"typing": true, "timeout": 30000}).expect(t, 200)
+			var sawReceipt, sawTyping bool
+			pos := first.Pos
+			eventually(t, "bob's receipt and typing", func() bool {
+				raw := s.do(t, "POST", slidingPath+"?timeout=2000&pos="+pos, alice.AccessToken, body).expect(t, 200)
+				var r struct {
+					Pos        string `json:"pos"`
+					Extensions struct {
+						Receipts struct {
+							Rooms map[string]struct {
+								Content map[string]map[string]map[string]any `json:"content"`
+							} `json:"rooms"`
+						} `json:"receipts"`
+						Typing struct {
+							Rooms map[string]struct {
+								Content struct {
+									UserIDs []string `json:"user_ids"`
+								} `json:"content"`
+							} `json:"rooms"`
+						} `json:"typing"`
+					} `json:"extensions"`
+				}
+				if err := json.Unmarshal(raw.Raw, &r); err != nil {
+					t.Fatal(err)
+				}
+				pos = r.Pos
+				if rc, ok := r.Extensions.Receipts.Rooms[dm.String()]; ok && rc.Content[msg.String()]["m.read"][bob.UserID.String()] != nil {
+					sawReceipt = true
+				}
+				if ty, ok := r.Extensions.Typing.Rooms[dm.String()]; ok && slices.Contains(ty.Content.UserIDs, bob.UserID.String()) {
+					sawTyping = true
+				}
+				return sawReceipt && sawTyping
+			})
+		})
+
+		t.Run("membership changes", func(t *testing.T) {
+			body := map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 2,
+				"required_state": [][]string{{"m.room.member", "$ME"}}}}}
+			first := s.sliding(t, alice, "", 0, body)
+			if inv := first.Rooms[invited.String()]; len(inv.InviteState) == 0 {
+				t.Fatalf("invite not sent: %+v", inv)
+			}
+			// Accepting the invite sends the room whole; leaving a room
+			// sends it up to the leave, and the list no longer counts it.
+			join(t, alice, invited.String())
+			if _, err := alice.LeaveRoom(ctx, rooms[3]); err != nil {
+				t.Fatal(err)
+			}
+			// Gathered over the responses (the two may come apart).
+			r := s.sliding(t, alice, first.Pos, 2000, body)
+			pos := r.Pos
+			eventually(t, "the join and the leave", func() bool {
+				_, a := r.Rooms[invited.String()]
+				_, b := r.Rooms[rooms[3].String()]
+				if a && b {
+					return true
+				}
+				r2 := s.sliding(t, alice, pos, 2000, body)
+				pos = r2.Pos
+				for id, room := range r2.Rooms {
+					r.Rooms[id] = room
+				}
+				r.Lists = r2.Lists
+				return false
+			})
+			j := r.Rooms[invited.String()]
+			if !j.Initial || len(j.InviteState) != 0 || len(j.Timeline) == 0 || j.JoinedCount != 2 {
+				t.Errorf("accepted invite: %+v", j)
+			}
+			l := r.Rooms[rooms[3].String()]
+			evs := slEvents(t, l.Timeline)
+			if l.Initial || len(evs) == 0 || evs[len(evs)-1].Type != "m.room.member" || *evs[len(evs)-1].StateKey != alice.UserID.String() {
+				t.Errorf("left room: %+v", l)
+			}
+			if r.Lists["all"].Count != 8 {
+				t.Errorf("count after leaving %d, want 8", r.Lists["all"].Count)
+			}
+			// The left room is not sent again.
+			sendText(t, bob, dm, "later")
+			r3 := s.sliding(t, alice, pos, 20000, body)
+			if _, ok := r3.Rooms[rooms[3].String()]; ok {
+				t.Errorf("left room sent again")
+			}
+		})
+	})
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
