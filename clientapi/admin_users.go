@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -164,14 +165,23 @@ func (a *API) adminListUsers(w http.ResponseWriter, r *http.Request) error {
 }
 
 // adminUserBody is a user as GET /v2/users/{userId} shows it: the list's
-// fields and the ones Haven has no use for, empty.
-func adminUserBody(u userapi.AdminUser) map[string]any {
-	raw, _ := json.Marshal(u)
+// fields, the addresses bound to it and the company identities linked to it.
+func (a *API) adminUserBody(ctx context.Context, u userapi.AdminUser) (map[string]any, error) {
+	raw, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("encode admin user %s: %w", u.Name, err)
+	}
 	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	out["threepids"] = []any{}
-	out["external_ids"] = []any{}
-	return out
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("encode admin user %s: %w", u.Name, err)
+	}
+	if out["threepids"], err = a.Users.ThreePIDs(ctx, u.Name); err != nil {
+		return nil, err
+	}
+	if out["external_ids"], err = a.Users.ExternalIDs(ctx, u.Name); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (a *API) adminGetUser(w http.ResponseWriter, r *http.Request) error {
@@ -183,7 +193,11 @@ func (a *API) adminGetUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(w, http.StatusOK, adminUserBody(u))
+	body, err := a.adminUserBody(r.Context(), u)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, http.StatusOK, body)
 }
 
 // optional is a field that may be absent (Set false), null (Value nil)
@@ -268,7 +282,11 @@ func (a *API) adminPutUser(w http.ResponseWriter, r *http.Request) error {
 	if u, err = a.Users.User(ctx, userID); err != nil {
 		return err
 	}
-	return httpx.JSON(w, status, adminUserBody(u))
+	body, err := a.adminUserBody(ctx, u)
+	if err != nil {
+		return err
+	}
+	return httpx.JSON(w, status, body)
 }
 
 func (a *API) adminCreateUser(ctx context.Context, userID string, b putUserBody) error {

@@ -361,6 +361,15 @@ func TestOIDCEmailTOTPOff(t *testing.T) {
 	if !bytes.Contains(raw, []byte(`"address":"bob@example.com"`)) || !bytes.Contains(raw, []byte(`"medium":"email"`)) || bytes.Contains(raw, []byte(`"validated_at":0`)) {
 		t.Fatalf("threepids: %s", tp)
 	}
+	// An admin sees the address and the company identity on bob's account.
+	root := s.registerAdmin(t, "root")
+	au := s.do(t, "GET", adminV2+"/users/"+url.PathEscape("@bob:localhost"), root.AccessToken, nil).expect(t, 200)
+	if raw, _ := json.Marshal(au.JSON["threepids"]); !bytes.Contains(raw, []byte(`"address":"bob@example.com"`)) {
+		t.Fatalf("admin view of bob's threepids: %s", au)
+	}
+	if raw, _ := json.Marshal(au.JSON["external_ids"]); !bytes.Contains(raw, []byte(`"auth_provider":"company"`)) {
+		t.Fatalf("admin view of bob's external ids: %s", au)
+	}
 
 	// bob has no Haven password: replacing his cross-signing keys offers
 	// m.login.sso, which signs in at the provider again.

@@ -188,3 +188,29 @@ func (s *Service) otherUpstreamSubject(ctx context.Context, provider, subject, u
 	}
 	return n > 0, nil
 }
+
+// ExternalID is one company identity linked to an account, as the admin
+// API's user shows it (external_ids).
+type ExternalID struct {
+	AuthProvider string `json:"auth_provider"`
+	ExternalID   string `json:"external_id"`
+}
+
+// ExternalIDs lists the company identities (provider, subject) that sign
+// in to the account.
+func (s *Service) ExternalIDs(ctx context.Context, userID string) ([]ExternalID, error) {
+	rows, err := s.db.Query(ctx, `SELECT provider_id, subject FROM oidc_links WHERE user_id = $1 ORDER BY provider_id, subject`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("select external ids of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := []ExternalID{}
+	for rows.Next() {
+		var e ExternalID
+		if err := rows.Scan(&e.AuthProvider, &e.ExternalID); err != nil {
+			return nil, fmt.Errorf("select external ids of %s: %w", userID, err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
