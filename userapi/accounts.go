@@ -529,6 +529,10 @@ func deleteDevicesTx(ctx context.Context, tx *storage.Tx, userID, query string, 
 		if _, err := tx.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id IN ($2)`, userID, ids); err != nil {
 			return nil, fmt.Errorf("delete to-device messages of %s: %w", userID, err)
 		}
+		// A device ID used again later is not the OAuth session it was.
+		if _, err := tx.Exec(ctx, `DELETE FROM oauth_sessions WHERE user_id = $1 AND device_id IN ($2)`, userID, ids); err != nil {
+			return nil, fmt.Errorf("delete oauth sessions of %s: %w", userID, err)
+		}
 	}
 	return out, nil
 }

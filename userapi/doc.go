@@ -6,8 +6,9 @@
 // push_rules, uia_sessions, registration_nonces, openid_tokens,
 // login_addresses (migration 0027), login_failures (0038), login_tokens
 // (0031), user_threepids and threepid_sessions (0032), oidc_links (0034),
-// uia_approvals (0040); it reads oauth_sessions (owned by userapi/oauth) to
-// tell OAuth devices apart; it also deletes a removed
+// uia_approvals (0040), oauth_sessions (0035: which OAuth client a device
+// was issued to, written by LoginOAuth and deleted with the device; the
+// m.oauth UIA stage reads it); it also deletes a removed
 // device's rows of to_device (owned by userapi/keys). After a device is
 // added or deleted it calls Options.DeviceLists (userapi/keys), which
 // records the change on the device list stream and drops the deleted

@@ -19,8 +19,9 @@ import (
 // LoginOAuth opens a session for userID after an authorization code was
 // exchanged: the device deviceID (from the grant's scope) is made, or, when
 // the user already has a device with that ID, gets new tokens. The session
-// always has a refresh token.
-func (s *Service) LoginOAuth(ctx context.Context, userID, deviceID, displayName, clientAddr string) (Session, error) {
+// always has a refresh token. oauth_sessions records which client (and
+// scope) the device was issued to; deleting the device deletes that row.
+func (s *Service) LoginOAuth(ctx context.Context, userID, deviceID, displayName, clientAddr, clientID, scope string) (Session, error) {
 	if err := validDeviceID(deviceID); err != nil {
 		return Session{}, err
 	}
@@ -37,6 +38,15 @@ func (s *Service) LoginOAuth(ctx context.Context, userID, deviceID, displayName,
 	sess, err := s.openSession(ctx, userID, deviceID, displayName, clientAddr, a.admin, true)
 	if err != nil {
 		return Session{}, err
+	}
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO oauth_sessions (user_id, device_id, client_id, scope, created_ts) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (user_id, device_id) DO UPDATE SET client_id = excluded.client_id, scope = excluded.scope, created_ts = excluded.created_ts`,
+			userID, sess.DeviceID, clientID, scope, s.now().UnixMilli())
+		return err
+	})
+	if err != nil {
+		return Session{}, fmt.Errorf("insert oauth session %s %s: %w", userID, sess.DeviceID, err)
 	}
 	s.record(ctx, auditlog.Entry{Action: auditlog.Login, Actor: userID, Target: userID, Addr: clientAddr, OK: true,
 		Detail: map[string]any{"device_id": sess.DeviceID, "via": "oauth"}})
@@ -74,4 +84,17 @@ WHERE token_hash = $1 OR refresh_hash = $1 OR old_refresh_hash = $1`, h).Scan(&u
 		return userID, deviceID, TokenAccess, nil
 	}
 	return userID, deviceID, TokenRefresh, nil
+}
+
+// OAuthSession returns the client and scope an OAuth device was issued to;
+// ok is false for a device the OAuth API did not make.
+func (s *Service) OAuthSession(ctx context.Context, userID, deviceID string) (clientID, scope string, ok bool, err error) {
+	err = s.db.QueryRow(ctx, `SELECT client_id, scope FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&clientID, &scope)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("select oauth session %s %s: %w", userID, deviceID, err)
+	}
+	return clientID, scope, true, nil
 }

@@ -55,18 +55,10 @@ func (s *Service) oauthFlows(ctx context.Context, req UIARequest) ([][]string, e
 	return [][]string{{StageOAuth}, {StageOAuthUnstable}}, nil
 }
 
-// isOAuthDevice tells whether the OAuth 2.0 API made the device. It reads
-// oauth_sessions, the table of userapi/oauth, which owns it.
+// isOAuthDevice tells whether the OAuth 2.0 API made the device.
 func (s *Service) isOAuthDevice(ctx context.Context, userID, deviceID string) (bool, error) {
-	var one int
-	err := s.db.QueryRow(ctx, `SELECT 1 FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("select oauth session %s %s: %w", userID, deviceID, err)
-	}
-	return true, nil
+	_, _, ok, err := s.OAuthSession(ctx, userID, deviceID)
+	return ok, err
 }
 
 // uiaParams are the params of a challenge: the account page's link for

@@ -109,3 +109,27 @@ func mustSession(t *testing.T, body string) string {
 	}
 	return v.Session
 }
+
+// An OAuth session's row goes with its device: a device ID used again by
+// a password sign-in is not an OAuth device.
+func TestOAuthSessionEndsWithDevice(t *testing.T) {
+	storagetest.Each(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := newTestService(t, db, nil)
+		alice := mustRegister(t, s, "alice", "pw")
+		sess, err := s.LoginOAuth(ctx, alice.UserID, "PHONE", "Element X", "127.0.0.1", "client-1", "urn:matrix:client:api:*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, scope, ok, err := s.OAuthSession(ctx, alice.UserID, sess.DeviceID)
+		if err != nil || !ok || client != "client-1" || scope != "urn:matrix:client:api:*" {
+			t.Fatalf("session after LoginOAuth: %q %q %v %v", client, scope, ok, err)
+		}
+		if err := s.DeleteDevices(ctx, alice.UserID, []string{sess.DeviceID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok, err := s.OAuthSession(ctx, alice.UserID, sess.DeviceID); err != nil || ok {
+			t.Fatalf("session after the device was deleted: %v %v", ok, err)
+		}
+	})
+}

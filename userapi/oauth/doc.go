@@ -19,6 +19,8 @@
 // error parameters of a redirect.
 //
 // Tables owned (migration 0035): oauth_clients, oauth_codes (SHA-256 of
-// each code, single use, ten minutes), oauth_sessions (which client each
-// OAuth device belongs to). Goroutines: none. Locks: none.
+// each code, single use, ten minutes). Which client each OAuth device
+// belongs to is userapi's oauth_sessions (userapi.LoginOAuth, OAuthSession),
+// kept with the devices so that deleting a device ends its session row.
+// Goroutines: none. Locks: none.
 package oauth

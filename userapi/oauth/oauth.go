@@ -51,7 +51,8 @@ const (
 
 // Sessions are the device sessions of the user API (userapi.Service).
 type Sessions interface {
-	LoginOAuth(ctx context.Context, userID, deviceID, displayName, clientAddr string) (userapi.Session, error)
+	LoginOAuth(ctx context.Context, userID, deviceID, displayName, clientAddr, clientID, scope string) (userapi.Session, error)
+	OAuthSession(ctx context.Context, userID, deviceID string) (clientID, scope string, ok bool, err error)
 	Refresh(ctx context.Context, refreshToken string) (userapi.Session, error)
 	DeviceOfToken(ctx context.Context, token string) (userID, deviceID string, kind userapi.TokenKind, err error)
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error

@@ -173,21 +173,12 @@ RETURNING client_id, user_id, redirect_uri, scope, device_id, code_challenge, ex
 		}
 		return Token{}, refusal
 	}
-	sess, err := s.users.LoginOAuth(ctx, row.userID, row.deviceID, c.Name(), clientAddr)
+	sess, err := s.users.LoginOAuth(ctx, row.userID, row.deviceID, c.Name(), clientAddr, c.ID, row.scope)
 	if err != nil {
 		if me, ok := merr.As(err); ok {
 			return Token{}, oauthErr(ErrInvalidGrant, "%s", me.Msg)
 		}
 		return Token{}, err
-	}
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO oauth_sessions (user_id, device_id, client_id, scope, created_ts) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (user_id, device_id) DO UPDATE SET client_id = excluded.client_id, scope = excluded.scope, created_ts = excluded.created_ts`,
-			row.userID, sess.DeviceID, c.ID, row.scope, s.now().UnixMilli())
-		return err
-	})
-	if err != nil {
-		return Token{}, fmt.Errorf("insert oauth session %s %s: %w", row.userID, sess.DeviceID, err)
 	}
 	return tokenOf(sess, row.scope), nil
 }
@@ -195,14 +186,7 @@ ON CONFLICT (user_id, device_id) DO UPDATE SET client_id = excluded.client_id, s
 // session returns the client and scope an OAuth device was issued to; ok
 // is false for a device that was not made by the OAuth API.
 func (s *Service) session(ctx context.Context, userID, deviceID string) (clientID, scope string, ok bool, err error) {
-	err = s.db.QueryRow(ctx, `SELECT client_id, scope FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&clientID, &scope)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", false, nil
-	}
-	if err != nil {
-		return "", "", false, fmt.Errorf("select oauth session %s %s: %w", userID, deviceID, err)
-	}
-	return clientID, scope, true, nil
+	return s.users.OAuthSession(ctx, userID, deviceID)
 }
 
 func (s *Service) refresh(ctx context.Context, form url.Values) (Token, error) {
@@ -249,19 +233,9 @@ func (s *Service) revokeSession(ctx context.Context, userID, deviceID, clientID 
 	return s.endSession(ctx, userID, deviceID)
 }
 
-// endSession deletes the device and its OAuth session row.
+// endSession deletes the device (and with it its OAuth session row).
 func (s *Service) endSession(ctx context.Context, userID, deviceID string) error {
-	if err := s.users.DeleteDevices(ctx, userID, []string{deviceID}); err != nil {
-		return err
-	}
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `DELETE FROM oauth_sessions WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("delete oauth session %s %s: %w", userID, deviceID, err)
-	}
-	return nil
+	return s.users.DeleteDevices(ctx, userID, []string{deviceID})
 }
 
 // Revoke revokes an access or refresh token (RFC 7009): the device is
