@@ -7,7 +7,10 @@
 // instead of /sync, with the Rust crypto fed by the e2ee and to_device
 // extensions. Alice creates an encrypted room and invites Bob; Bob sees the
 // invite in his list (count, name), joins, and they exchange messages that
-// each decrypts. Neither client ever calls GET /sync.
+// each decrypts. Alice renames the room and Bob's client shows the new
+// name; a second device of Bob, also on sliding sync, reaches Alice's client
+// through the e2ee extension's device lists and decrypts her next message.
+// No client ever calls GET /sync.
 
 import { cryptoKit } from "./crypto-kit.mjs";
 
@@ -22,6 +25,8 @@ export async function slidingStory(h) {
   const ROOM_NAME = `Sliding E2EE ${h.suffix}`;
   const SECRET_1 = `a sliding secret ${h.suffix}`;
   const SECRET_2 = `bob's sliding answer ${h.suffix}`;
+  const SECRET_3 = `for both of bob's devices ${h.suffix}`;
+  const NEW_NAME = `Sliding E2EE renamed ${h.suffix}`;
 
   // What Element Web's sliding sync asked for its room list: a window of
   // the newest rooms with the state the list shows, a short timeline.
@@ -168,19 +173,54 @@ export async function slidingStory(h) {
     must(ev.getSender() === bob.getUserId(), `the answer is from ${ev.getSender()}`);
   });
 
-  await step("each sees the conversation once, in order, and bob's room is first in his window", async () => {
+  await step("each sees the conversation once, in order; bob's last answer counts one room in his list", async () => {
     for (const [label, client] of [["alice", alice], ["bob", bob]]) {
-      const bodies = liveEvents(client.getRoom(roomId))
-        .filter((e) => e.isEncrypted())
-        .map((e) => e.getContent()?.body);
-      must(
-        JSON.stringify(bodies) === JSON.stringify([SECRET_1, SECRET_2]),
-        `${label}'s timeline has the messages ${JSON.stringify(bodies)}`,
+      // The sender's own message comes back through sliding sync (its
+      // remote echo) a little after the other side decrypted it.
+      const bodies = () =>
+        JSON.stringify(
+          liveEvents(client.getRoom(roomId))
+            .filter((e) => e.isEncrypted())
+            .map((e) => e.getContent()?.body),
+        );
+      await waitUntil(
+        `${label}'s timeline to hold both messages once, in order`,
+        [[client, RoomEvent.Timeline], [client, RoomEvent.LocalEchoUpdated], [client, ClientEvent.Sync]],
+        () => bodies() === JSON.stringify([SECRET_1, SECRET_2]),
+        () => `${label}'s timeline has the messages ${bodies()}`,
       );
     }
     const resp = responses.get("bob");
     must(resp && typeof resp.pos === "string", "no sliding sync response recorded for bob");
     must(resp.lists?.all?.count === 1, `bob's last response counts ${JSON.stringify(resp.lists?.all)} in "all"`);
+  });
+
+  await step("alice renames the room; bob's client shows the new name (required_state change)", async () => {
+    await alice.setRoomName(roomId, NEW_NAME);
+    await waitUntil(
+      "the new name in bob's client",
+      [[bob, RoomEvent.Name], [bob, ClientEvent.Sync]],
+      () => bob.getRoom(roomId)?.name === NEW_NAME,
+      () => `bob's client names it "${bob.getRoom(roomId)?.name}"`,
+    );
+  });
+
+  let bob2;
+  await step("bob logs in on a second device with sliding sync; alice learns of it (e2ee device_lists) and bob2 decrypts her next message", async () => {
+    bob2 = await loginSliding("bob", "bob2");
+    await waitUntil(
+      "the room in bob2's client, joined, with its name",
+      [[bob2, ClientEvent.Room], [bob2, RoomEvent.Name], [bob2, ClientEvent.Sync]],
+      () => bob2.getRoom(roomId)?.getMyMembership() === "join" && bob2.getRoom(roomId).name === NEW_NAME,
+      () => `room ${bob2.getRoom(roomId) ? `"${bob2.getRoom(roomId).name}" ${bob2.getRoom(roomId).getMyMembership()}` : "absent"}`,
+    );
+    await eventually("alice's client to know bob's second device", async () => {
+      const devices = await alice.getCrypto().getUserDeviceInfo([bob.getUserId()]);
+      return devices.get(bob.getUserId())?.has(bob2.getDeviceId());
+    });
+    await alice.sendTextMessage(roomId, SECRET_3);
+    await decrypted("bob2", bob2, roomId, SECRET_3);
+    await decrypted("bob", bob, roomId, SECRET_3);
   });
 
   await step("no client ever used GET /sync; every sliding sync request answered 2xx", async () => {
