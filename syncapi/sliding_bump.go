@@ -31,10 +31,15 @@ func slidingBumps(typ string) bool {
 	return false
 }
 
-// loadBumps seeds the notifier with every room's latest bump event.
+// loadBumps seeds the notifier with every room's latest bump event. Per
+// room, it walks the room's events back from the newest (events_room_pos)
+// to the first of a bump type, which is most often the newest or nearly:
+// the cost follows the number of rooms, not of events (a scan of all
+// events for the types would read the whole table at every start).
 func (s *Service) loadBumps(ctx context.Context) error {
 	// The types are constants of this file: safe to write into the text.
-	rows, err := s.db.Query(ctx, `SELECT room_id, MAX(pos) FROM events WHERE type IN ('`+strings.Join(bumpTypes, "', '")+`') GROUP BY room_id`)
+	rows, err := s.db.Query(ctx, `SELECT room_id, COALESCE((SELECT e.pos FROM events e WHERE e.room_id = rooms.room_id
+		AND e.type IN ('`+strings.Join(bumpTypes, "', '")+`') ORDER BY e.pos DESC LIMIT 1), 0) FROM rooms`)
 	if err != nil {
 		return fmt.Errorf("rooms' latest bump events: %w", err)
 	}
@@ -45,7 +50,9 @@ func (s *Service) loadBumps(ctx context.Context) error {
 		if err := rows.Scan(&room, &pos); err != nil {
 			return err
 		}
-		s.n.NoteBump(room, pos)
+		if pos > 0 {
+			s.n.NoteBump(room, pos)
+		}
 	}
 	return rows.Err()
 }
