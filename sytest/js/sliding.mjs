@@ -7,7 +7,7 @@
 // instead of /sync, with the Rust crypto fed by the e2ee and to_device
 // extensions. Alice creates an encrypted room and invites Bob; Bob sees the
 // invite in his list (count, name), joins, and they exchange messages that
-// each decrypts. Alice renames the room and Bob's client shows the new
+// each decrypts. Bob opens the room (a room subscription). Alice renames the room and Bob's client shows the new
 // name; a second device of Bob, also on sliding sync, reaches Alice's client
 // through the e2ee extension's device lists and decrypts her next message.
 // No client ever calls GET /sync.
@@ -193,6 +193,20 @@ export async function slidingStory(h) {
     const resp = responses.get("bob");
     must(resp && typeof resp.pos === "string", "no sliding sync response recorded for bob");
     must(resp.lists?.all?.count === 1, `bob's last response counts ${JSON.stringify(resp.lists?.all)} in "all"`);
+  });
+
+  await step("bob opens the room (a room subscription: all its state, a longer timeline); no event twice", async () => {
+    must(!bob.getRoom(roomId).currentState.getStateEvents("m.room.history_visibility", ""), "bob's list already sent m.room.history_visibility");
+    sliding.get("bob").modifyRoomSubscriptions(new Set([roomId]));
+    await waitUntil(
+      "m.room.history_visibility (not in the lists' required_state) in bob's client",
+      [[bob, ClientEvent.Sync], [bob, RoomEvent.Timeline]],
+      () => bob.getRoom(roomId)?.currentState.getStateEvents("m.room.history_visibility", ""),
+    );
+    const ids = liveEvents(bob.getRoom(roomId)).map((e) => e.getId());
+    must(new Set(ids).size === ids.length, `bob's timeline has an event twice: ${ids.join(", ")}`);
+    const bodies = liveEvents(bob.getRoom(roomId)).filter((e) => e.isEncrypted()).map((e) => e.getContent()?.body);
+    must(JSON.stringify(bodies) === JSON.stringify([SECRET_1, SECRET_2]), `bob's timeline has the messages ${JSON.stringify(bodies)}`);
   });
 
   await step("alice renames the room; bob's client shows the new name (required_state change)", async () => {
