@@ -7,9 +7,11 @@
 // instead of /sync, with the Rust crypto fed by the e2ee and to_device
 // extensions. Alice creates an encrypted room and invites Bob; Bob sees the
 // invite in his list (count, name), joins, and they exchange messages that
-// each decrypts. Bob opens the room (a room subscription). Alice renames the room and Bob's client shows the new
-// name; a second device of Bob, also on sliding sync, reaches Alice's client
-// through the e2ee extension's device lists and decrypts her next message.
+// each decrypts. Bob opens the room (a room subscription). Alice renames
+// the room and Bob's client shows the new name; a second device of Bob,
+// also on sliding sync, reaches Alice's client through the e2ee
+// extension's device lists and decrypts her next message; his typing and
+// read receipt reach Alice through their extensions.
 // No client ever calls GET /sync.
 
 import { cryptoKit } from "./crypto-kit.mjs";
@@ -18,7 +20,7 @@ const SLIDING_PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/syn
 
 export async function slidingStory(h) {
   const { sdk, baseUrl, users, out, step, must, register, newClient, waitUntil, liveEvents, httpLog } = h;
-  const { ClientEvent, RoomEvent, PendingEventOrdering } = sdk;
+  const { ClientEvent, RoomEvent, RoomMemberEvent, PendingEventOrdering } = sdk;
   const { SlidingSync, SlidingSyncEvent, SlidingSyncState } = await import("matrix-js-sdk/lib/sliding-sync.js");
   const { decrypted, eventually } = cryptoKit(h);
 
@@ -235,6 +237,30 @@ export async function slidingStory(h) {
     await alice.sendTextMessage(roomId, SECRET_3);
     await decrypted("bob2", bob2, roomId, SECRET_3);
     await decrypted("bob", bob, roomId, SECRET_3);
+  });
+
+  await step("bob types and reads the last message; alice's client shows both (typing and receipts extensions)", async () => {
+    const room = bob.getRoom(roomId);
+    const last = liveEvents(room).at(-1);
+    await bob.sendTyping(roomId, true, 20000);
+    await waitUntil(
+      "bob typing in alice's client",
+      [[alice, RoomMemberEvent.Typing], [alice, ClientEvent.Sync]],
+      () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.typing,
+    );
+    await bob.sendReadReceipt(last);
+    await waitUntil(
+      "bob's read receipt in alice's client",
+      [[alice, RoomEvent.Receipt], [alice, ClientEvent.Sync]],
+      () => alice.getRoom(roomId)?.getEventReadUpTo(bob.getUserId()) === last.getId(),
+      () => `alice's client has bob read up to ${alice.getRoom(roomId)?.getEventReadUpTo(bob.getUserId())}, not ${last.getId()}`,
+    );
+    await bob.sendTyping(roomId, false);
+    await waitUntil(
+      "bob no longer typing in alice's client",
+      [[alice, RoomMemberEvent.Typing], [alice, ClientEvent.Sync]],
+      () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.typing === false,
+    );
   });
 
   await step("no client ever used GET /sync; every sliding sync request answered 2xx", async () => {
