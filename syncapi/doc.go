@@ -187,7 +187,10 @@
 // sync, the sync of Element X): POST
 // /_matrix/client/unstable/org.matrix.simplified_msc3575/sync. Named lists
 // of the user's joined and invited rooms, newest first (bump_stamp: the
-// room's latest event position, or the invite's), filtered (is_invite,
+// position of the room's latest creation, message, encrypted event,
+// sticker, call invite, poll start or beacon_info — not a state change
+// such as a topic — or of the user's own invite or join if later;
+// sliding_bump.go, kept per room by the notifier, NoteBump), filtered (is_invite,
 // is_dm from m.direct, is_encrypted, room_types, not_room_types, tags,
 // not_tags, spaces: children with a via of spaces the user is in), with
 // a count each and windows (ranges) whose rooms are sent;

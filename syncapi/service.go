@@ -238,6 +238,10 @@ func New(ctx context.Context, db *storage.DB, b bus, rs rooms, us users, opts Op
 		s.Close()
 		return nil, err
 	}
+	if err := s.loadBumps(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	lastPeek, err := s.loadPeeks(ctx)
 	if err != nil {
 		s.Close()
@@ -322,6 +326,9 @@ func (s *Service) applyRoomEvent(ctx context.Context, np *roomserver.Notice) {
 	}
 	if s.opts.Push != nil {
 		s.opts.Push.OnRoomEvent(ctx, &n)
+	}
+	if slidingBumps(n.Type) {
+		s.n.NoteBump(n.RoomID, n.Pos)
 	}
 	s.n.OnRoomEvent(n.RoomID, n.Pos, target, m, n.Sender, effect)
 }

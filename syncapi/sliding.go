@@ -22,8 +22,9 @@ import (
 // view and wake-ups, the rooms stream's timeline selection (timeline.go)
 // and the key, to-device and account data streams.
 //
-// This first increment: the bump stamp is the room's latest event
-// position; $LAZY in required_state is the timeline senders' member
+// The bump stamp is the position of the room's latest event of a bump
+// type (sliding_bump.go) or of the user's own membership, whichever is
+// later; $LAZY in required_state is the timeline senders' member
 // events (sent again in every response that has them); a room the user
 // leaves is sent once more, up to the leave, then no longer listed.
 
@@ -332,11 +333,16 @@ func (p *slidingPoll) Empty(ctx context.Context) (*SlidingResponse, error) {
 	return resp, err
 }
 
-// slidingEntry is one of the user's rooms, for lists.
+// slidingEntry is one of the user's rooms, for lists: bump orders the
+// lists, latest (the room's latest position the user sees) tells whether
+// the client has everything.
 type slidingEntry struct {
-	rv   notifier.RoomView
-	bump int64
+	rv           notifier.RoomView
+	bump, latest int64
 }
+
+// joinedBump is the bump stamp of a room the user is in.
+func joinedBump(rv notifier.RoomView) int64 { return max(rv.Bump, rv.Mem.Pos) }
 
 // buildSliding builds the response from snap (nil: a new connection) and
 // the snapshot that follows it. nonEmpty tells whether it carries
@@ -376,9 +382,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 		switch rv.Mem.State {
 		case "join":
-			entries = append(entries, slidingEntry{rv: rv, bump: max(rv.Events, rv.Mem.Pos)})
+			entries = append(entries, slidingEntry{rv: rv, bump: joinedBump(rv), latest: max(rv.Events, rv.Mem.Pos)})
 		case "invite":
-			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos})
+			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos, latest: rv.Mem.Pos})
 		case "leave", "ban":
 			if snap != nil {
 				if had, ok := snap.sent[rv.ID]; ok && rv.Mem.Pos > had.pos {
@@ -515,7 +521,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		// A larger timeline_limit than the client last asked of the room
 		// (opening it) sends its timeline again, expanded.
 		expand := had && !invite && set.TimelineLimit > prev.limit
-		if had && e.bump <= sentAt && !newState && !expand {
+		if had && e.latest <= sentAt && !newState && !expand {
 			// Nothing new for a room the client has.
 			if prev.limit != set.TimelineLimit {
 				prev.limit = set.TimelineLimit
@@ -551,7 +557,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			fresh[id] = true
 		}
-		next.sent[id] = slidingSent{pos: max(e.bump, sentAt), invite: invite, required: required, limit: set.TimelineLimit}
+		next.sent[id] = slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, limit: set.TimelineLimit}
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
@@ -602,7 +608,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 // its newest timeline_limit events when expand).
 func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState, expand bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
 	roomID := rv.ID
-	room := &slidingRoom{Initial: !had, BumpStamp: max(rv.Events, rv.Mem.Pos), ExpandedTimeline: expand}
+	room := &slidingRoom{Initial: !had, BumpStamp: joinedBump(rv), ExpandedTimeline: expand}
 	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
 	since := int64(0)
 	if had && !expand {

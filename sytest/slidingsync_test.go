@@ -618,3 +618,82 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestSlidingSyncBumpStamp: only a room's creation, messages (and the
+// other bump types) and the user's own invite or join move it up a list;
+// a state change such as a topic, or someone else joining, does not, but
+// still reaches a client that has the room. The order survives a restart.
+func TestSlidingSyncBumpStamp(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+		a := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "A"})
+		sendText(t, alice, a, "in A")
+		b := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "B"})
+		sendText(t, alice, b, "in B")
+
+		// top is the room a fresh connection's one-room window holds;
+		// stamps are the bump stamps of both rooms.
+		top := func(t *testing.T) (string, map[string]int64) {
+			t.Helper()
+			one := s.sliding(t, alice, "", 0, map[string]any{"lists": map[string]any{
+				"l": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1}}})
+			if len(one.Rooms) != 1 {
+				t.Fatalf("one-room window sent %v", keys(one.Rooms))
+			}
+			all := s.sliding(t, alice, "", 0, map[string]any{"lists": map[string]any{
+				"l": map[string]any{"ranges": [][]int{{0, 9}}, "timeline_limit": 1}}})
+			stamps := map[string]int64{}
+			for id, r := range all.Rooms {
+				stamps[id] = r.BumpStamp
+			}
+			return keys(one.Rooms)[0], stamps
+		}
+		first, before := top(t)
+		if first != b.String() || before[b.String()] <= before[a.String()] {
+			t.Fatalf("top %s, stamps %v: want B (newest message) first", first, before)
+		}
+
+		// A connection (of its own: top starts the default one over) that
+		// has both rooms, with their topic.
+		body := map[string]any{"conn_id": "kept", "lists": map[string]any{
+			"l": map[string]any{"ranges": [][]int{{0, 9}}, "timeline_limit": 5, "required_state": [][]string{{"m.room.topic", ""}}}}}
+		conn := s.sliding(t, alice, "", 0, body)
+
+		// A topic in A and bob joining A: state changes, no bump.
+		if _, err := alice.SendStateEvent(ctx, a, event.StateTopic, "", map[string]any{"topic": "new topic"}); err != nil {
+			t.Fatal(err)
+		}
+		join(t, bob, a.String())
+		got, after := top(t)
+		if got != b.String() || after[a.String()] != before[a.String()] || after[b.String()] != before[b.String()] {
+			t.Errorf("after a topic and a join in A: top %s, stamps %v (before %v); want B first, stamps unchanged", got, after, before)
+		}
+		// The client that has A still gets the topic and the join.
+		inc := s.sliding(t, alice, conn.Pos, 20000, body)
+		ra, ok := inc.Rooms[a.String()]
+		if !ok || ra.Initial || len(ra.RequiredState) != 1 || len(slEvents(t, ra.Timeline)) != 2 || ra.BumpStamp != before[a.String()] {
+			t.Errorf("A incrementally: sent %v, initial %v, %d state and %d timeline events, bump stamp %d; want the topic and bob's join with bump stamp %d",
+				ok, ra.Initial, len(ra.RequiredState), len(ra.Timeline), ra.BumpStamp, before[a.String()])
+		}
+
+		// A message in A moves it up.
+		sendText(t, alice, a, "again in A")
+		got, moved := top(t)
+		if got != a.String() || moved[a.String()] <= moved[b.String()] {
+			t.Errorf("after a message in A: top %s, stamps %v; want A first", got, moved)
+		}
+
+		// After a restart, the bump stamps come from the database: a
+		// topic in B (newer than A's message) still does not move it.
+		s.restart()
+		if _, err := alice.SendStateEvent(ctx, b, event.StateTopic, "", map[string]any{"topic": "B's topic"}); err != nil {
+			t.Fatal(err)
+		}
+		got, restarted := top(t)
+		if got != a.String() || restarted[a.String()] != moved[a.String()] || restarted[b.String()] != moved[b.String()] {
+			t.Errorf("after a restart and a topic in B: top %s, stamps %v (before the restart %v); want A first, stamps unchanged", got, restarted, moved)
+		}
+	})
+}

@@ -44,7 +44,10 @@ type Notifier struct {
 	roomEvents   map[string]int64
 	roomReceipts map[string]int64
 	roomTyping   map[string]int64
-	listeners    map[string][]*Listener
+	// roomBump[room] is the position of the room's latest event of a
+	// type that moves it up a sliding sync list (NoteBump).
+	roomBump  map[string]int64
+	listeners map[string][]*Listener
 	// unread[{room, user}] is the user's unread count in the room, where known.
 	unread map[roomUser]int
 	// peeks[{user, device}][room] is a device's peek into a room;
@@ -157,6 +160,7 @@ func New(pos Pos) *Notifier {
 		roomEvents:   make(map[string]int64),
 		roomReceipts: make(map[string]int64),
 		roomTyping:   make(map[string]int64),
+		roomBump:     make(map[string]int64),
 		listeners:    make(map[string][]*Listener),
 		unread:       make(map[roomUser]int),
 		peeks:        make(map[devKey]map[string]peek),
@@ -205,6 +209,9 @@ type RoomView struct {
 	Mem Membership
 	// Events, Receipts, Typing: the room's latest positions of each.
 	Events, Receipts, Typing int64
+	// Bump is the position of the room's latest event of a bump type
+	// (NoteBump), 0 when none is known; never above Events.
+	Bump int64
 	// PeekPos is a peeked room's position in the peeks stream.
 	PeekPos int64
 }
@@ -222,7 +229,8 @@ func (n *Notifier) View(user string) UserView {
 	rs := n.rooms[user]
 	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs))}
 	for r, m := range rs {
-		v.Rooms = append(v.Rooms, RoomView{ID: r, Mem: m, Events: n.roomEvents[r], Receipts: n.roomReceipts[r], Typing: n.roomTyping[r]})
+		ev := n.roomEvents[r]
+		v.Rooms = append(v.Rooms, RoomView{ID: r, Mem: m, Events: ev, Receipts: n.roomReceipts[r], Typing: n.roomTyping[r], Bump: min(n.roomBump[r], ev)})
 	}
 	n.mu.Unlock()
 	sort.Slice(v.Rooms, func(i, j int) bool { return v.Rooms[i].ID < v.Rooms[j].ID })
@@ -321,6 +329,18 @@ func (n *Notifier) LoadMembership(room, user, m string, pos int64) {
 func (n *Notifier) LoadRoomPos(room string, pos int64) {
 	n.mu.Lock()
 	n.roomEvents[room] = pos
+	n.mu.Unlock()
+}
+
+// NoteBump records a room event of a type that moves the room up a
+// sliding sync list (a message, not a state change); the caller calls it
+// before OnRoomEvent of the same event, and at start with each room's
+// latest.
+func (n *Notifier) NoteBump(room string, pos int64) {
+	n.mu.Lock()
+	if pos > n.roomBump[room] {
+		n.roomBump[room] = pos
+	}
 	n.mu.Unlock()
 }
 

@@ -98,6 +98,32 @@ func TestMembershipIndexes(t *testing.T) {
 	}
 }
 
+// TestBump: a room's bump position is its latest noted bump event, never
+// lowered by an older one nor shown above the room's latest event.
+func TestBump(t *testing.T) {
+	n := New(Pos{})
+	n.LoadMembership("!a", "@alice", "join", 1)
+	n.LoadRoomPos("!a", 5)
+	n.NoteBump("!a", 4)
+	n.NoteBump("!a", 2)
+	for _, tc := range []struct {
+		name         string
+		apply        func()
+		bump, events int64
+	}{
+		{"loaded", func() {}, 4, 5},
+		{"a state event", func() { n.OnRoomEvent("!a", 6, "", "", "@alice", UnreadNone) }, 4, 6},
+		{"noted before its event", func() { n.NoteBump("!a", 7) }, 6, 6},
+		{"its event", func() { n.OnRoomEvent("!a", 7, "", "", "@alice", UnreadCount) }, 7, 7},
+	} {
+		tc.apply()
+		rv := n.View("@alice").Rooms[0]
+		if rv.Bump != tc.bump || rv.Events != tc.events {
+			t.Errorf("%s: bump %d, events %d; want %d, %d", tc.name, rv.Bump, rv.Events, tc.bump, tc.events)
+		}
+	}
+}
+
 // poll is a long-poll over a notifier for the Waiter tests: news after
 // pos for the user, answered with the position it answers up to.
 type poll struct {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A real matrix-js-sdk client (what Element Web is built on) driving Haven.
 //
-//   node smoke.mjs http://127.0.0.1:8008 [smoke|e2ee]   (or HAVEN_URL=... node smoke.mjs)
+//   node smoke.mjs http://127.0.0.1:8008 [smoke|e2ee|sliding]   (or HAVEN_URL=... node smoke.mjs)
 //   node smoke.mjs URL_OF_SITE_A e2ee-federation URL_OF_SITE_B
 //
 // "e2ee" runs the end-to-end encryption story of e2ee.mjs instead of the one
@@ -1138,6 +1138,12 @@ try {
       sdk, baseUrl, users, suffix, STEP_MS, httpLog,
       out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf,
     });
+  } else if (scenario === "sliding") {
+    const { slidingStory } = await import("./sliding.mjs");
+    await slidingStory({
+      sdk, baseUrl, users, suffix, STEP_MS, httpLog,
+      out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf,
+    });
   } else if (scenario === "e2ee-federation") {
     if (!baseUrlB) {
       out("e2ee-federation needs a second homeserver URL: node smoke.mjs URL_A e2ee-federation URL_B");
@@ -1149,7 +1155,7 @@ try {
       out, note, step, must, newClient, startAndWaitForSync, register, waitUntil, expectEvent, liveEvents, bodyOf, control,
     });
   } else {
-    out(`unknown scenario ${scenario}: smoke, e2ee or e2ee-federation`);
+    out(`unknown scenario ${scenario}: smoke, e2ee, sliding or e2ee-federation`);
     process.exit(2);
   }
 } catch {
