@@ -182,15 +182,20 @@ VALUES ($1, $2, 0, 0, $3, $4) ON CONFLICT (token) DO NOTHING`, tok, n.UsesAllowe
 	}
 }
 
+// generated is the part of alphabet random tokens are drawn from: letters
+// and digits only, so that a token never begins with "-" (a command line
+// would take it for an option) nor holds punctuation a reader may drop.
+const generated = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
 func randomToken(n int) string {
 	b := make([]byte, n)
-	max := big.NewInt(int64(len(alphabet)))
+	max := big.NewInt(int64(len(generated)))
 	for i := range b {
 		k, err := rand.Int(rand.Reader, max)
 		if err != nil {
 			panic(err) // crypto/rand does not fail on supported systems
 		}
-		b[i] = alphabet[k.Int64()]
+		b[i] = generated[k.Int64()]
 	}
 	return string(b)
 }
