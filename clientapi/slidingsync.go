@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
-	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/syncapi"
 )
@@ -73,23 +72,7 @@ func (a *API) slidingSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := context.WithoutCancel(r.Context())
 	waiter.Park(ctx, func(resp *syncapi.SlidingResponse, err error) {
-		status := http.StatusOK
-		var body []byte
-		if err != nil {
-			me, ok := merr.As(err)
-			if !ok {
-				logging.From(ctx).WithError(err).Error("internal error")
-				me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
-			}
-			if ri != nil {
-				ri.ErrCode = me.Code
-			}
-			status = me.Status
-			body, _ = json.Marshal(httpx.ErrorBody(me))
-		} else if body, err = json.Marshal(resp); err != nil {
-			status = http.StatusInternalServerError
-			body, _ = json.Marshal(httpx.ErrorBody(merr.Custom(status, "M_UNKNOWN", "Internal server error")))
-		}
+		status, body := parkedReply(ctx, ri, err, func() ([]byte, error) { return json.Marshal(resp) })
 		_ = parked.Answer(status, body)
 		ri.Finish(status)
 	})

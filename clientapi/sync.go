@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -130,22 +131,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := context.WithoutCancel(r.Context())
 	waiter.Park(ctx, func(resp *syncapi.Response, err error) {
-		status := http.StatusOK
-		var body []byte
-		if err != nil {
-			me, ok := merr.As(err)
-			if !ok {
-				logging.From(ctx).WithError(err).Error("internal error")
-				me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
-			}
-			if ri != nil {
-				ri.ErrCode = me.Code
-			}
-			status = me.Status
-			body, _ = json.Marshal(httpx.ErrorBody(me))
-		} else {
-			body = resp.AppendJSON(nil)
-		}
+		status, body := parkedReply(ctx, ri, err, func() ([]byte, error) { return resp.AppendJSON(nil), nil })
 		_ = parked.Answer(status, body)
 		ri.Finish(status)
 	})
@@ -360,4 +346,28 @@ func (a *API) putPresence(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return httpx.OK(w)
+}
+
+// parkedReply is the status and body for a parked long-poll (/sync or
+// sliding sync) once its answer is ready: err mapped to its Matrix error as
+// httpx does for a handler (an unexpected one logged once, 500 M_UNKNOWN),
+// else the encoded response.
+func parkedReply(ctx context.Context, ri *httpx.RequestInfo, err error, encode func() ([]byte, error)) (int, []byte) {
+	if err == nil {
+		body, encErr := encode()
+		if encErr == nil {
+			return http.StatusOK, body
+		}
+		err = fmt.Errorf("encode long-poll answer: %w", encErr)
+	}
+	me, ok := merr.As(err)
+	if !ok {
+		logging.From(ctx).WithError(err).Error("internal error")
+		me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+	}
+	if ri != nil {
+		ri.ErrCode = me.Code
+	}
+	body, _ := json.Marshal(httpx.ErrorBody(me))
+	return me.Status, body
 }
