@@ -41,8 +41,8 @@ type Options struct {
 	// backup: the media files it lacks, and the database pages (SQLite)
 	// or tables (PostgreSQL) whose checksum differs.
 	Incremental bool
-	// MaxRate bounds the backup's reads of the database (SQLite) and the
-	// media files, in MiB/s; 0 is unlimited.
+	// MaxRate bounds the backup's reads of the database and the media
+	// files, in MiB/s; 0 is unlimited.
 	MaxRate  float64
 	Progress func(Progress)
 	Now      func() time.Time
@@ -112,7 +112,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 			return Manifest{}, "", err
 		}
 	} else {
-		if err := copyDatabase(ctx, opts.Target, filepath.Join(dir, DatabaseFile), &m, progress); err != nil {
+		if err := copyDatabase(ctx, opts.Target, filepath.Join(dir, DatabaseFile), &m, pace, progress); err != nil {
 			return Manifest{}, "", err
 		}
 		if err := describeCopy(ctx, filepath.Join(dir, DatabaseFile), &m); err != nil {
@@ -215,7 +215,7 @@ func Take(ctx context.Context, opts Options) (Manifest, string, error) {
 	}
 	m.Duration = now().Sub(start).Round(time.Millisecond).String()
 	if pace != nil {
-		m.Paced = fmt.Sprintf("%g MiB/s, %s spent waiting", opts.MaxRate, pace.slept.Round(time.Millisecond))
+		m.Paced = fmt.Sprintf("%g MiB/s, %.1f MiB read, %s spent waiting", opts.MaxRate, float64(pace.done)/(1<<20), pace.slept.Round(time.Millisecond))
 	}
 	if err := writeManifest(dir, m); err != nil {
 		return Manifest{}, "", fmt.Errorf("write manifest: %w", err)
@@ -243,7 +243,7 @@ func openSource(ctx context.Context, t storage.Target) (src *storage.DB, have in
 }
 
 // copyDatabase copies a live PostgreSQL database into an SQLite file at dst.
-func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, progress func(Progress)) (err error) {
+func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest, pace *pacer, progress func(Progress)) (err error) {
 	src, have, err := openSource(ctx, t)
 	if err != nil {
 		return err
@@ -273,7 +273,7 @@ func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest
 			return err
 		}
 		for _, p := range plans {
-			err := copyRows(ctx, tx, lite, p, false, func(n int) {
+			err := copyRows(ctx, tx, lite, p, false, pace, func(n int) {
 				rows += int64(n)
 				progress(Progress{Phase: "database " + p.table, Done: rows, Unit: "rows"})
 			})

@@ -148,7 +148,7 @@ func plan(ctx context.Context, lite, pg storage.Querier) ([]tablePlan, error) {
 
 // copyRows copies a table's rows from src into dst in batches, each batch
 // one write transaction; count is told of the rows copied.
-func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p tablePlan, toPostgres bool, count func(int)) error {
+func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p tablePlan, toPostgres bool, pace *pacer, count func(int)) error {
 	if len(p.cols) == 0 {
 		return nil
 	}
@@ -170,7 +170,7 @@ func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p table
 	defer rows.Close()
 	per := max(1, min(500, 30000/len(p.cols)))
 	batch := make([]any, 0, per*len(p.cols))
-	n := 0
+	n, size := 0, 0
 	flush := func() error {
 		if n == 0 {
 			return nil
@@ -203,7 +203,11 @@ func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p table
 		count(n)
 		batch = make([]any, 0, per*len(p.cols))
 		n = 0
-		return nil
+		// Paced by what was read: each batch's values, about as large as
+		// the source read them.
+		err = pace.wait(ctx, size)
+		size = 0
+		return err
 	}
 	vals := make([]any, len(p.cols))
 	ptrs := make([]any, len(p.cols))
@@ -219,6 +223,7 @@ func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p table
 				v = toPG(v, p.types[i])
 			}
 			batch = append(batch, v)
+			size += valueSize(v)
 		}
 		n++
 		if n == per {
@@ -231,6 +236,20 @@ func copyRows(ctx context.Context, src storage.Querier, dst *storage.DB, p table
 		return fmt.Errorf("read %s: %w", p.table, err)
 	}
 	return flush()
+}
+
+// valueSize is about how many bytes a column value took to read.
+func valueSize(v any) int {
+	switch v := v.(type) {
+	case []byte:
+		return len(v)
+	case string:
+		return len(v)
+	case nil:
+		return 1
+	default:
+		return 8
+	}
 }
 
 // toPG converts a value read from SQLite to the PostgreSQL column's type.

@@ -62,7 +62,8 @@ type Manifest struct {
 	Media    []Media  `json:"media"`
 	Secrets  []string `json:"secrets"`
 	Duration string   `json:"duration,omitempty"`
-	// Paced is the rate the backup read at, and the time it waited for it.
+	// Paced is the rate the backup read at, how much it read (database and
+	// media), and the time it waited for it.
 	Paced string `json:"paced,omitempty"`
 }
 

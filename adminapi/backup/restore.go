@@ -252,7 +252,7 @@ func loadPostgres(ctx context.Context, db *storage.DB, s Set, force bool, progre
 	}
 	var n int64
 	for _, p := range plans {
-		err := copyRows(ctx, lite, db, p, true, func(k int) {
+		err := copyRows(ctx, lite, db, p, true, nil, func(k int) {
 			n += int64(k)
 			progress(Progress{Phase: "database " + p.table, Done: n, Unit: "rows"})
 		})

@@ -266,7 +266,7 @@ func applyTables(ctx context.Context, dst *storage.DB, delta string, tables []st
 			return err
 		}
 		_, add := appended[t]
-		if err := copyRows(ctx, d, dst, tablePlan{table: t, cols: cols, add: add}, false, func(int) {}); err != nil {
+		if err := copyRows(ctx, d, dst, tablePlan{table: t, cols: cols, add: add}, false, nil, func(int) {}); err != nil {
 			return err
 		}
 	}

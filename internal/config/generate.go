@@ -272,7 +272,7 @@ backup:
   warn_age: 26h
   # HAVEN_BACKUP_CRITICAL_AGE
   critical_age: 50h
-  # MiB/s at which "haven backup" reads the SQLite database and the media
+  # MiB/s at which "haven backup" reads the database and the media
   # files, so the server keeps its disk; 0 is unlimited (--max-rate overrides).
   # HAVEN_BACKUP_MAX_RATE
   max_rate: 64
