@@ -30,50 +30,11 @@ func (a *API) directoryRoutes() []Route {
 	}
 }
 
-type publicRoomsRequest struct {
-	Limit  int    `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string `json:"generic_search_term"`
-		// RoomTypes keeps rooms of these types; null stands for rooms
-		// without a type. Absent or empty: every type.
-		RoomTypes []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
-	var req publicRoomsRequest
 	q := r.URL.Query()
-	if r.Method == http.MethodPost {
-		if err := httpx.DecodeJSON(r, &req, 16<<10); err != nil {
-			return err
-		}
-	} else {
-		limit, err := intParam(r, "limit", 0)
-		if err != nil {
-			return err
-		}
-		req.Limit, req.Since = limit, q.Get("since")
-		switch v := q.Get("include_all_networks"); v {
-		case "", "false":
-		case "true":
-			req.IncludeAllNetworks = true
-		default:
-			return merr.InvalidParam("include_all_networks must be true or false")
-		}
-		req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
-	}
-	if req.Limit < 0 {
-		return merr.InvalidParam("limit must not be negative")
-	}
-	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
-		return merr.InvalidParam("third_party_instance_id cannot be used with include_all_networks")
-	}
-	query := roomserver.PublicRoomsQuery{Limit: req.Limit, Since: req.Since, ThirdPartyInstanceID: req.ThirdPartyInstanceID}
-	if req.Filter != nil {
-		query.Search, query.RoomTypes = req.Filter.GenericSearchTerm, req.Filter.RoomTypes
+	query, err := roomserver.ParsePublicRoomsQuery(r.Method == http.MethodPost, q, func(v any) error { return httpx.DecodeJSON(r, v, 16<<10) })
+	if err != nil {
+		return err
 	}
 	server := q.Get("server")
 	if server == "" || strings.EqualFold(server, a.Cfg.ServerName) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -32,56 +31,15 @@ func (a *API) directoryRoutes(r chi.Router) {
 	r.Get("/v1/hierarchy/{roomId}", h(a.hierarchy))
 }
 
-// publicRoomsBody is the body of POST /publicRooms (and the query of GET).
-type publicRoomsBody struct {
-	Limit  int    `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
 // publicRooms answers a page of this server's public room directory
 // (GET with query parameters, POST with a filter).
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request) error {
 	if a.Directory == nil {
 		return merr.Unrecognized("The room directory is not served here")
 	}
-	var req publicRoomsBody
-	if r.Method == http.MethodPost {
-		if err := httpx.DecodeJSON(r, &req, 16<<10); err != nil {
-			return err
-		}
-	} else {
-		q := r.URL.Query()
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return merr.InvalidParam("limit must be a whole number")
-			}
-			req.Limit = n
-		}
-		req.Since, req.ThirdPartyInstanceID = q.Get("since"), q.Get("third_party_instance_id")
-		switch q.Get("include_all_networks") {
-		case "", "false":
-		case "true":
-			req.IncludeAllNetworks = true
-		default:
-			return merr.InvalidParam("include_all_networks must be true or false")
-		}
-	}
-	if req.Limit < 0 {
-		return merr.InvalidParam("limit must not be negative")
-	}
-	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
-		return merr.InvalidParam("third_party_instance_id cannot be used with include_all_networks")
-	}
-	query := roomserver.PublicRoomsQuery{Limit: req.Limit, Since: req.Since, ThirdPartyInstanceID: req.ThirdPartyInstanceID}
-	if req.Filter != nil {
-		query.Search, query.RoomTypes = req.Filter.GenericSearchTerm, req.Filter.RoomTypes
+	query, err := roomserver.ParsePublicRoomsQuery(r.Method == http.MethodPost, r.URL.Query(), func(v any) error { return httpx.DecodeJSON(r, v, 16<<10) })
+	if err != nil {
+		return err
 	}
 	page, err := a.Directory.PublicRoomsPage(r.Context(), query)
 	if err != nil {
