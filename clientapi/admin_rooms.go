@@ -229,9 +229,10 @@ func (h *adminRooms) list(w http.ResponseWriter, r *http.Request) error {
 	return httpx.JSON(w, http.StatusOK, body)
 }
 
-// adminRoomDetails is GET /v1/rooms/{roomId}: the list's fields, the
-// topic and avatar, and the local members' device count.
-type adminRoomDetails struct {
+// AdminRoomDetails is GET /v1/rooms/{roomId}: the list's fields, the
+// topic and avatar, and the local members' device count (also what
+// `haven admin rooms` reads of the list and of one room).
+type AdminRoomDetails struct {
 	roomserver.AdminRoom
 	Topic              *string `json:"topic"`
 	Avatar             *string `json:"avatar"`
@@ -248,7 +249,7 @@ func (h *adminRooms) details(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := adminRoomDetails{AdminRoom: list[0], Topic: list[0].Topic, Avatar: list[0].Avatar}
+	d := AdminRoomDetails{AdminRoom: list[0], Topic: list[0].Topic, Avatar: list[0].Avatar}
 	members, err := h.rooms.JoinedMembers(r.Context(), roomID)
 	if err != nil {
 		return err

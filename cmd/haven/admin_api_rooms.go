@@ -10,30 +10,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/haven-chat/haven/clientapi"
 )
 
 // "haven admin rooms …": rooms through the admin API.
 
-// apiRoom is a room as the admin API lists it.
-type apiRoom struct {
-	RoomID             string  `json:"room_id"`
-	Name               *string `json:"name"`
-	CanonicalAlias     *string `json:"canonical_alias"`
-	Topic              *string `json:"topic"`
-	JoinedMembers      int     `json:"joined_members"`
-	JoinedLocalMembers int     `json:"joined_local_members"`
-	JoinedLocalDevices int     `json:"joined_local_devices"`
-	Version            string  `json:"version"`
-	Creator            string  `json:"creator"`
-	Encryption         *string `json:"encryption"`
-	Federatable        bool    `json:"federatable"`
-	Public             bool    `json:"public"`
-	JoinRules          *string `json:"join_rules"`
-	GuestAccess        *string `json:"guest_access"`
-	HistoryVisibility  *string `json:"history_visibility"`
-	StateEvents        int     `json:"state_events"`
-	RoomType           *string `json:"room_type"`
-}
+// apiRoom is a room as the admin API lists it (the list's entries are the
+// same without the details' fields).
+type apiRoom = clientapi.AdminRoomDetails
 
 // statusPoll is how often a background job's status is asked for.
 var statusPoll = 500 * time.Millisecond
@@ -77,8 +62,8 @@ func roomsList(fs *flag.FlagSet) apiAction {
 			for _, raw := range p.items {
 				var r apiRoom
 				_ = json.Unmarshal(raw, &r)
-				rows = append(rows, []string{r.RoomID, str(r.Name), str(r.CanonicalAlias), strconv.Itoa(r.JoinedMembers),
-					strconv.Itoa(r.JoinedLocalMembers), yesNo(r.Public), yesNo(r.Encryption != nil), r.Creator})
+				rows = append(rows, []string{r.RoomID, str(r.Name), str(r.CanonicalAlias), strconv.FormatInt(r.JoinedMembers, 10),
+					strconv.FormatInt(r.JoinedLocalMembers, 10), yesNo(r.Public), yesNo(r.Encryption != nil), r.Creator})
 			}
 			printTable(w, []string{"ROOM ID", "NAME", "ALIAS", "MEMBERS", "LOCAL", "PUBLIC", "ENCRYPTED", "CREATOR"}, rows)
 			countLine(w, len(p.items), p.total, "rooms")
@@ -101,11 +86,11 @@ func roomsShow(*flag.FlagSet) apiAction {
 			printFields(w, [][2]string{
 				{"room ID", r.RoomID}, {"name", str(r.Name)}, {"alias", str(r.CanonicalAlias)}, {"topic", str(r.Topic)},
 				{"type", str(r.RoomType)}, {"version", r.Version}, {"creator", r.Creator},
-				{"members", strconv.Itoa(r.JoinedMembers)}, {"local members", strconv.Itoa(r.JoinedLocalMembers)},
+				{"members", strconv.FormatInt(r.JoinedMembers, 10)}, {"local members", strconv.FormatInt(r.JoinedLocalMembers, 10)},
 				{"local devices", strconv.Itoa(r.JoinedLocalDevices)},
 				{"public", yesNo(r.Public)}, {"federated", yesNo(r.Federatable)}, {"encryption", str(r.Encryption)},
 				{"join rule", str(r.JoinRules)}, {"guest access", str(r.GuestAccess)},
-				{"history visibility", str(r.HistoryVisibility)}, {"state events", strconv.Itoa(r.StateEvents)},
+				{"history visibility", str(r.HistoryVisibility)}, {"state events", strconv.FormatInt(r.StateEvents, 10)},
 			})
 		})
 	}
