@@ -194,7 +194,10 @@
 // is_dm from m.direct, is_encrypted, room_types, not_room_types, tags,
 // not_tags, spaces: children with a via of spaces the user is in), with
 // a count each and windows (ranges) whose rooms are sent;
-// room_subscriptions send named rooms. A room is sent whole the first
+// room_subscriptions send named rooms (of those the user is not in, only
+// the world-readable ones, read as a non-member reads them through history
+// visibility; sliding_reader.go; not woken by the room: its news comes
+// with the connection's next answer). A room is sent whole the first
 // time (initial: its newest timeline_limit events, its required_state,
 // name, avatar, heroes without a name, member and unread counts), then
 // only with what came after (its new events, num_live, the required state
@@ -207,8 +210,11 @@
 // each time: no per-connection memory of members yet). Extensions:
 // to_device (its own since, which acknowledges as /sync's token does),
 // e2ee (device lists since the pos, key counts), account_data (global,
-// and the rooms of the windows and subscriptions), receipts and typing
-// (the joined rooms of the windows and subscriptions).
+// and the rooms of its scope: what changed since the pos, all of a room's
+// entries when the room is sent whole), receipts and typing (the joined
+// rooms of their scope; whole for a room sent whole). The scope of these
+// three is their lists and rooms (sliding_ext.go, SlidingScope): the
+// windows of the lists and the subscriptions named, "*" all, absent all.
 // Connections (sliding_conn.go) are kept in memory per (user, device,
 // conn_id): a pos names a snapshot of what the client was sent (the
 // stream positions, and per room the position its timeline reached); the

@@ -25,7 +25,9 @@ import (
 // type (sliding_bump.go) or of the user's own membership, whichever is
 // later; $LAZY in required_state is the timeline senders' member
 // events (sent again in every response that has them); a room the user
-// leaves is sent once more, up to the leave, then no longer listed.
+// leaves is sent once more, up to the leave, then no longer listed. A
+// room subscription to a room the user is not in is answered when the
+// room is world-readable (sliding_reader.go), and ignored otherwise.
 
 // SlidingRequest is a parsed sliding sync request.
 type SlidingRequest struct {
@@ -130,12 +132,15 @@ type SlidingExtensions struct {
 	} `json:"e2ee"`
 	AccountData *struct {
 		Enabled *bool `json:"enabled"`
+		SlidingScope
 	} `json:"account_data"`
 	Receipts *struct {
 		Enabled *bool `json:"enabled"`
+		SlidingScope
 	} `json:"receipts"`
 	Typing *struct {
 		Enabled *bool `json:"enabled"`
+		SlidingScope
 	} `json:"typing"`
 }
 
@@ -231,7 +236,7 @@ func (b *SlidingBody) check() error {
 		}
 		b.RoomSubscriptions[id] = s
 	}
-	return nil
+	return b.Extensions.check()
 }
 
 func (s *SlidingRoomSettings) check() error {
@@ -469,6 +474,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		w.TimelineLimit = max(w.TimelineLimit, set.TimelineLimit)
 		w.RequiredState = append(w.RequiredState, set.RequiredState...)
 	}
+	// win is the rooms of each list's window and the subscriptions, for
+	// the extensions' lists and rooms.
+	win := &slidingWindows{lists: map[string][]string{}, subs: map[string]bool{}}
 	names := make([]string, 0, len(req.Body.Lists))
 	for name := range req.Body.Lists {
 		names = append(names, name)
@@ -491,18 +499,36 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		for _, r := range l.Ranges {
 			for i := r[0]; i <= r[1] && i < len(rooms); i++ {
 				add(rooms[i], l.SlidingRoomSettings)
+				win.lists[name] = append(win.lists[name], rooms[i])
 			}
 		}
 	}
+	var outside []string
 	for id, set := range req.Body.RoomSubscriptions {
 		if _, ok := byID[id]; ok {
 			add(id, set)
+			win.subs[id] = true
+		} else {
+			outside = append(outside, id)
+		}
+	}
+	// Subscriptions to rooms the user is not in: the world-readable ones.
+	if len(outside) > 0 {
+		readable, err := s.slidingReadable(ctx, outside, upto)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		for _, e := range readable {
+			byID[e.rv.ID] = e
+			add(e.rv.ID, req.Body.RoomSubscriptions[e.rv.ID])
+			win.subs[e.rv.ID] = true
 		}
 	}
 
 	now := nowMS()
 	// fresh are the rooms sent whole in this response.
 	fresh := map[string]bool{}
+	win.fresh = fresh
 	for id, set := range want {
 		e := byID[id]
 		invite := e.rv.Mem.State == "invite"
@@ -552,6 +578,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				}
 			}
 			room.IsDM = dms[id]
+			if e.rv.Mem.State == slidingReader {
+				room.BumpStamp = e.bump
+			}
 		}
 		if !had && !invite {
 			fresh[id] = true
@@ -570,6 +599,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			set.RequiredState = append(set.RequiredState, l.RequiredState...)
 		}
 		for _, rv := range left {
+			if _, ok := want[rv.ID]; ok {
+				continue // subscribed to as world-readable: sent as such
+			}
 			prev := snap.sent[rv.ID]
 			sentAt := prev.pos
 			if prev.invite {
@@ -588,12 +620,12 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 	}
 
-	news, err := s.slidingExtensions(ctx, req, snap, upto, want, resp)
+	news, err := s.slidingExtensions(ctx, req, snap, upto, win, resp)
 	if err != nil {
 		return nil, nil, false, err
 	}
 	nonEmpty = nonEmpty || news
-	news, err = s.slidingEphemeral(ctx, req, snap, upto, want, byID, fresh, resp)
+	news, err = s.slidingEphemeral(ctx, req, snap, upto, win, byID, resp)
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 
 	"github.com/haven-chat/haven/internal/merr"
@@ -12,17 +13,111 @@ import (
 // Sliding sync extensions (MSC4186): to_device, e2ee, account_data,
 // receipts and typing, built from the same streams as /sync.
 
+// SlidingScope is the rooms an extension covers (its lists and rooms, as
+// MSC3959, MSC3960 and MSC3961 have them): those of the windows of the
+// lists named and the room subscriptions named, "*" naming every list or
+// every subscription. An absent field is "*" (as Synapse reads it); []
+// names none. A name that is no list, or a room that is no subscription
+// answered, adds nothing.
+type SlidingScope struct {
+	Lists []string `json:"lists"`
+	Rooms []string `json:"rooms"`
+}
+
+// maxSlidingName bounds a list name in an extension's lists.
+const maxSlidingName = 255
+
+func (sc *SlidingScope) check(ext string) error {
+	if len(sc.Lists) > maxSlidingLists+1 {
+		return merr.InvalidParam("extensions.%s.lists: at most %d names", ext, maxSlidingLists+1)
+	}
+	for _, name := range sc.Lists {
+		if name == "" || len(name) > maxSlidingName {
+			return merr.InvalidParam("extensions.%s.lists: a list name is 1 to %d bytes", ext, maxSlidingName)
+		}
+	}
+	if len(sc.Rooms) > maxSlidingSubscriptions+1 {
+		return merr.InvalidParam("extensions.%s.rooms: at most %d room IDs", ext, maxSlidingSubscriptions+1)
+	}
+	for _, id := range sc.Rooms {
+		if id != "*" && !validRoom(id) {
+			return merr.InvalidParam("extensions.%s.rooms: %q is neither a room ID nor \"*\"", ext, id)
+		}
+	}
+	return nil
+}
+
+func (e *SlidingExtensions) check() error {
+	if a := e.AccountData; a != nil {
+		if err := a.check("account_data"); err != nil {
+			return err
+		}
+	}
+	if r := e.Receipts; r != nil {
+		if err := r.check("receipts"); err != nil {
+			return err
+		}
+	}
+	if t := e.Typing; t != nil {
+		if err := t.check("typing"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// slidingWindows are the rooms of a response an extension's scope picks
+// from: each list's window, the subscriptions answered, and of those the
+// rooms sent whole (fresh).
+type slidingWindows struct {
+	lists map[string][]string
+	subs  map[string]bool
+	fresh map[string]bool
+}
+
+// pick returns the rooms of the scope.
+func (w *slidingWindows) pick(sc SlidingScope) map[string]bool {
+	out := map[string]bool{}
+	every := func(names []string) bool { return names == nil || slices.Contains(names, "*") }
+	if every(sc.Lists) {
+		for _, ids := range w.lists {
+			for _, id := range ids {
+				out[id] = true
+			}
+		}
+	} else {
+		for _, name := range sc.Lists {
+			for _, id := range w.lists[name] {
+				out[id] = true
+			}
+		}
+	}
+	if every(sc.Rooms) {
+		for id := range w.subs {
+			out[id] = true
+		}
+	} else {
+		for _, id := range sc.Rooms {
+			if w.subs[id] {
+				out[id] = true
+			}
+		}
+	}
+	return out
+}
+
 // slidingRoomEvents is an extension's events by room.
 type slidingRoomEvents struct {
 	Rooms map[string]json.RawMessage `json:"rooms"`
 }
 
 // slidingEphemeral adds the receipts and typing extensions, for the
-// joined rooms of the window and the subscriptions: whole for the rooms
-// sent whole, what changed since the pos for the others. news tells
-// whether they carry anything.
-func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, byID map[string]slidingEntry, fresh map[string]bool, resp *SlidingResponse) (bool, error) {
+// joined rooms of their scope: whole for the rooms sent whole, what
+// changed since the pos for the others. news tells whether they carry
+// anything.
+func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, win *slidingWindows, byID map[string]slidingEntry, resp *SlidingResponse) (bool, error) {
 	ext := req.Body.Extensions
+	fresh := win.fresh
 	news := false
 	if r := ext.Receipts; r != nil && enabled(r.Enabled) {
 		var whole, changed []string
@@ -30,7 +125,7 @@ func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap
 		if snap != nil {
 			after = snap.at.Receipts
 		}
-		for id := range want {
+		for id := range win.pick(r.SlidingScope) {
 			e := byID[id]
 			switch {
 			case e.rv.Mem.State != "join":
@@ -53,7 +148,7 @@ func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap
 	}
 	if t := ext.Typing; t != nil && enabled(t.Enabled) {
 		out := map[string]json.RawMessage{}
-		for id := range want {
+		for id := range win.pick(t.SlidingScope) {
 			e := byID[id]
 			if e.rv.Mem.State != "join" {
 				continue
@@ -95,7 +190,7 @@ type slidingAccountData struct {
 // account_data are added only when they carry something (and on a new
 // connection); e2ee always. news tells whether they carry anything new
 // (the key counts alone are not news).
-func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, want map[string]*SlidingRoomSettings, resp *SlidingResponse) (news bool, err error) {
+func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, win *slidingWindows, resp *SlidingResponse) (news bool, err error) {
 	ext := req.Body.Extensions
 	if td := ext.ToDevice; td != nil && enabled(td.Enabled) && s.opts.Keys != nil {
 		after := int64(0)
@@ -142,29 +237,60 @@ func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, sna
 		resp.Extensions["e2ee"] = out
 	}
 	if a := ext.AccountData; a != nil && enabled(a.Enabled) {
-		after := int64(0)
-		if snap != nil {
-			after = snap.at.AccountData
+		n, err := s.slidingAccountData(ctx, req.UserID, snap, upto, win, win.pick(a.SlidingScope), resp)
+		if err != nil {
+			return false, err
 		}
-		if snap == nil || upto.AccountData > after {
-			global, rooms, err := s.accountDataStream.Changes(ctx, req.UserID, after, upto.AccountData, nil, nil)
-			if err != nil {
-				return false, err
-			}
-			out := &slidingAccountData{Global: global, Rooms: map[string][]json.RawMessage{}}
-			if out.Global == nil {
-				out.Global = []json.RawMessage{}
-			}
-			for id, evs := range rooms {
-				if _, ok := want[id]; ok {
-					out.Rooms[id] = evs
-				}
-			}
-			news = news || len(out.Global) > 0 || len(out.Rooms) > 0
-			if snap == nil || len(out.Global) > 0 || len(out.Rooms) > 0 {
-				resp.Extensions["account_data"] = out
+		news = news || n
+	}
+	return news, nil
+}
+
+// slidingAccountData adds the account_data extension: the global entries
+// changed since the pos (all of them on a new connection), and for the
+// rooms of its scope those changed since the pos, or all of a room's
+// entries when the room is sent whole (its entries may have changed
+// while the client did not have it).
+func (s *Service) slidingAccountData(ctx context.Context, userID string, snap *slidingSnap, upto Pos, win *slidingWindows, scope map[string]bool, resp *SlidingResponse) (bool, error) {
+	after := int64(0)
+	if snap != nil {
+		after = snap.at.AccountData
+	}
+	var whole []string
+	if snap != nil {
+		for id := range scope {
+			if win.fresh[id] {
+				whole = append(whole, id)
 			}
 		}
+	}
+	out := &slidingAccountData{Global: []json.RawMessage{}, Rooms: map[string][]json.RawMessage{}}
+	if snap == nil || upto.AccountData > after {
+		global, rooms, err := s.accountDataStream.Changes(ctx, userID, after, upto.AccountData, nil, nil)
+		if err != nil {
+			return false, err
+		}
+		out.Global = append(out.Global, global...)
+		for id, evs := range rooms {
+			if scope[id] {
+				out.Rooms[id] = evs
+			}
+		}
+	}
+	if len(whole) > 0 && after > 0 {
+		_, rooms, err := s.accountDataStream.Changes(ctx, userID, 0, upto.AccountData, func(string) bool { return false }, nil)
+		if err != nil {
+			return false, err
+		}
+		for _, id := range whole {
+			if evs := rooms[id]; len(evs) > 0 {
+				out.Rooms[id] = evs
+			}
+		}
+	}
+	news := len(out.Global) > 0 || len(out.Rooms) > 0
+	if snap == nil || news {
+		resp.Extensions["account_data"] = out
 	}
 	return news, nil
 }

@@ -123,3 +123,57 @@ func TestSlidingConnsBounded(t *testing.T) {
 		t.Errorf("%d connections kept, at most %d", n, slidingConnsMax)
 	}
 }
+
+func TestSlidingScope(t *testing.T) {
+	win := &slidingWindows{
+		lists: map[string][]string{"a": {"!1:x", "!2:x"}, "b": {"!2:x", "!3:x"}},
+		subs:  map[string]bool{"!4:x": true},
+	}
+	cases := []struct {
+		name  string
+		scope SlidingScope
+		want  []string
+	}{
+		{"absent: all", SlidingScope{}, []string{"!1:x", "!2:x", "!3:x", "!4:x"}},
+		{"wildcards", SlidingScope{Lists: []string{"*"}, Rooms: []string{"*"}}, []string{"!1:x", "!2:x", "!3:x", "!4:x"}},
+		{"one list, no rooms", SlidingScope{Lists: []string{"b"}, Rooms: []string{}}, []string{"!2:x", "!3:x"}},
+		{"no lists, one room", SlidingScope{Lists: []string{}, Rooms: []string{"!4:x"}}, []string{"!4:x"}},
+		{"a list room is no subscription", SlidingScope{Lists: []string{}, Rooms: []string{"!1:x"}}, nil},
+		{"unknown list", SlidingScope{Lists: []string{"c"}, Rooms: []string{}}, nil},
+		{"none", SlidingScope{Lists: []string{}, Rooms: []string{}}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := win.pick(c.scope)
+			if len(got) != len(c.want) {
+				t.Fatalf("pick = %v, want %v", got, c.want)
+			}
+			for _, id := range c.want {
+				if !got[id] {
+					t.Errorf("pick = %v, want %v", got, c.want)
+				}
+			}
+		})
+	}
+
+	long := make([]byte, 300)
+	for i := range long {
+		long[i] = 'x'
+	}
+	bad := []SlidingScope{
+		{Rooms: []string{"room"}},
+		{Rooms: []string{""}},
+		{Lists: []string{""}},
+		{Lists: []string{string(long)}},
+		{Rooms: make([]string, maxSlidingSubscriptions+2)},
+		{Lists: make([]string, maxSlidingLists+2)},
+	}
+	for i, sc := range bad {
+		if me, ok := merr.As(sc.check("typing")); !ok || me.Code != "M_INVALID_PARAM" {
+			t.Errorf("bad scope %d: %v, want M_INVALID_PARAM", i, sc.check("typing"))
+		}
+	}
+	if err := (&SlidingScope{Lists: []string{"*", "all"}, Rooms: []string{"*", "!r:x"}}).check("typing"); err != nil {
+		t.Errorf("good scope: %v", err)
+	}
+}

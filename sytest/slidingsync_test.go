@@ -697,3 +697,242 @@ func TestSlidingSyncBumpStamp(t *testing.T) {
 		}
 	})
 }
+
+// slidingExtRooms is the rooms each of the account_data, receipts and
+// typing extensions of a sliding sync answer carries.
+type slidingExtRooms struct {
+	Pos        string `json:"pos"`
+	Rooms      map[string]json.RawMessage
+	Extensions struct {
+		AccountData *struct {
+			Rooms map[string][]json.RawMessage `json:"rooms"`
+		} `json:"account_data"`
+		Receipts *struct {
+			Rooms map[string]json.RawMessage `json:"rooms"`
+		} `json:"receipts"`
+		Typing *struct {
+			Rooms map[string]json.RawMessage `json:"rooms"`
+		} `json:"typing"`
+	} `json:"extensions"`
+}
+
+func (s *server) slidingExt(t *testing.T, cli *mautrix.Client, pos string, timeout int, body any) slidingExtRooms {
+	t.Helper()
+	q := url.Values{}
+	if pos != "" {
+		q.Set("pos", pos)
+	}
+	q.Set("timeout", fmt.Sprint(timeout))
+	r := s.do(t, "POST", slidingPath+"?"+q.Encode(), cli.AccessToken, body).expect(t, 200)
+	var out slidingExtRooms
+	if err := json.Unmarshal(r.Raw, &out); err != nil {
+		t.Fatalf("sliding sync answer: %v: %s", err, r.Raw)
+	}
+	return out
+}
+
+// roomsOf are the rooms of each extension: account_data, receipts, typing.
+func (r slidingExtRooms) roomsOf() (ad, rc, ty []string) {
+	if a := r.Extensions.AccountData; a != nil {
+		ad = keys(a.Rooms)
+	}
+	if x := r.Extensions.Receipts; x != nil {
+		rc = keys(x.Rooms)
+	}
+	if x := r.Extensions.Typing; x != nil {
+		ty = keys(x.Rooms)
+	}
+	return
+}
+
+// TestSlidingSyncExtensionScope: the account_data, receipts and typing
+// extensions cover the rooms of the lists and subscriptions their lists
+// and rooms name (all of them when absent); a room whose account data
+// changed while it was outside the window gets it when it enters; bad
+// scopes are refused.
+func TestSlidingSyncExtensionScope(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		// Rooms a, b, c, newest last: c tops the lists, b is second, a is
+		// subscribed to. Each has room account data, alice's receipt and
+		// alice typing.
+		var a, b, c id.RoomID
+		for i, r := range []*id.RoomID{&a, &b, &c} {
+			*r = createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: fmt.Sprintf("R%d", i)})
+			msg := sendText(t, alice, *r, "hi")
+			s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(*r)+"/account_data/m.test", alice.AccessToken, map[string]any{"n": i}).expect(t, 200)
+			s.do(t, "POST", v3+"/rooms/"+p(*r)+"/receipt/m.read/"+p(msg), alice.AccessToken, map[string]any{}).expect(t, 200)
+		}
+		for _, r := range []id.RoomID{a, b, c} {
+			s.do(t, "PUT", v3+"/rooms/"+p(r)+"/typing/"+p(alice.UserID), alice.AccessToken, map[string]any{"typing": true, "timeout": 120000}).expect(t, 200)
+		}
+		body := func(scope map[string]any) map[string]any {
+			ext := func() map[string]any {
+				e := map[string]any{"enabled": true}
+				for k, v := range scope {
+					e[k] = v
+				}
+				return e
+			}
+			return map[string]any{
+				"lists": map[string]any{
+					"top":    map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1},
+					"second": map[string]any{"ranges": [][]int{{1, 1}}, "timeline_limit": 1},
+				},
+				"room_subscriptions": map[string]any{a.String(): map[string]any{"timeline_limit": 1}},
+				"extensions":         map[string]any{"account_data": ext(), "receipts": ext(), "typing": ext()},
+			}
+		}
+		all := []string{a.String(), b.String(), c.String()}
+		slices.Sort(all)
+		// Everything reaches the sync engine through the bus first.
+		eventually(t, "the account data, receipts and typing of the three rooms", func() bool {
+			ad, rc, ty := s.slidingExt(t, alice, "", 0, body(nil)).roomsOf()
+			return slices.Equal(ad, all) && slices.Equal(rc, all) && slices.Equal(ty, all)
+		})
+
+		cases := []struct {
+			name  string
+			scope map[string]any
+			want  []string
+		}{
+			{"absent: every list and subscription", nil, []string{a.String(), b.String(), c.String()}},
+			{"wildcards", map[string]any{"lists": []string{"*"}, "rooms": []string{"*"}}, []string{a.String(), b.String(), c.String()}},
+			{"one list", map[string]any{"lists": []string{"top"}, "rooms": []string{}}, []string{c.String()}},
+			{"every list", map[string]any{"lists": []string{"*"}, "rooms": []string{}}, []string{b.String(), c.String()}},
+			{"lists only, subscriptions absent", map[string]any{"lists": []string{"second"}}, []string{a.String(), b.String()}},
+			{"every subscription", map[string]any{"lists": []string{}, "rooms": []string{"*"}}, []string{a.String()}},
+			{"one subscription", map[string]any{"lists": []string{}, "rooms": []string{a.String()}}, []string{a.String()}},
+			{"unknown names", map[string]any{"lists": []string{"nope"}, "rooms": []string{b.String(), "!nope:localhost"}}, nil},
+			{"none", map[string]any{"lists": []string{}, "rooms": []string{}}, nil},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				want := slices.Clone(tc.want)
+				slices.Sort(want)
+				ad, rc, ty := s.slidingExt(t, alice, "", 0, body(tc.scope)).roomsOf()
+				for _, got := range []struct {
+					ext   string
+					rooms []string
+				}{{"account_data", ad}, {"receipts", rc}, {"typing", ty}} {
+					if len(got.rooms) != len(want) || (len(want) > 0 && !slices.Equal(got.rooms, want)) {
+						t.Errorf("%s covers %v, want %v", got.ext, got.rooms, want)
+					}
+				}
+			})
+		}
+
+		t.Run("bad scopes", func(t *testing.T) {
+			many := make([]string, 600)
+			for i := range many {
+				many[i] = fmt.Sprintf("!r%d:localhost", i)
+			}
+			cases := []struct {
+				body    any
+				errcode string
+			}{
+				{map[string]any{"extensions": map[string]any{"receipts": map[string]any{"enabled": true, "rooms": []string{"not a room"}}}}, "M_INVALID_PARAM"},
+				{map[string]any{"extensions": map[string]any{"typing": map[string]any{"enabled": true, "lists": []string{""}}}}, "M_INVALID_PARAM"},
+				{map[string]any{"extensions": map[string]any{"account_data": map[string]any{"enabled": true, "rooms": many}}}, "M_INVALID_PARAM"},
+				{map[string]any{"extensions": map[string]any{"account_data": map[string]any{"enabled": true, "lists": strings.Repeat("x", 10)}}}, "M_BAD_JSON"},
+				{`{"extensions": {"typing": {"enabled": true, "rooms": [5]}}}`, "M_BAD_JSON"},
+			}
+			for _, c := range cases {
+				s.do(t, "POST", slidingPath, alice.AccessToken, c.body).expectErr(t, 400, c.errcode)
+			}
+		})
+
+		t.Run("account data of a room entering the window", func(t *testing.T) {
+			win := map[string]any{"conn_id": "adwin", "lists": map[string]any{"top": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1}},
+				"extensions": map[string]any{"account_data": map[string]any{"enabled": true}}}
+			first := s.sliding(t, alice, "", 0, win)
+			if keys(first.Rooms)[0] != c.String() {
+				t.Fatalf("window %v, want c", keys(first.Rooms))
+			}
+			// a gets a tag and new account data while outside the window.
+			s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(a)+"/tags/u.work", alice.AccessToken, map[string]any{"order": 0.1}).expect(t, 200)
+			s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(a)+"/account_data/m.test", alice.AccessToken, map[string]any{"n": "outside"}).expect(t, 200)
+			// Once another connection that covers a sees the change, the
+			// engine has it: a response of the window's connection after
+			// that is past it, and does not carry it (a is not in the window).
+			eventually(t, "a's new account data", func() bool {
+				r := s.sliding(t, alice, "", 0, map[string]any{"conn_id": "adsub", "room_subscriptions": map[string]any{a.String(): map[string]any{"timeline_limit": 0}},
+					"extensions": map[string]any{"account_data": map[string]any{"enabled": true}}})
+				return r.Extensions.AccountData != nil && strings.Contains(string(mustJSON(t, r.Extensions.AccountData.Rooms[a.String()])), "outside")
+			})
+			r := s.sliding(t, alice, first.Pos, 1, win)
+			if ad := r.Extensions.AccountData; ad != nil && len(ad.Rooms) > 0 {
+				t.Errorf("account data of rooms outside the window: %v", keys(ad.Rooms))
+			}
+			// A message moves a to the top: it is sent whole, with all its
+			// account data.
+			sendText(t, alice, a, "up")
+			pos := r.Pos
+			var got []json.RawMessage
+			eventually(t, "a entering the window", func() bool {
+				r := s.sliding(t, alice, pos, 2000, win)
+				pos = r.Pos
+				if room, ok := r.Rooms[a.String()]; ok {
+					if !room.Initial {
+						t.Errorf("a not sent whole: %+v", room)
+					}
+					if r.Extensions.AccountData != nil {
+						got = r.Extensions.AccountData.Rooms[a.String()]
+					}
+					return true
+				}
+				return false
+			})
+			types := map[string]string{}
+			for _, e := range slEvents(t, got) {
+				types[e.Type] = string(e.Content)
+			}
+			if !strings.Contains(types["m.tag"], "u.work") || !strings.Contains(types["m.test"], "outside") {
+				t.Errorf("account data of a on entering: %v", types)
+			}
+		})
+	})
+}
+
+// TestSlidingSyncWorldReadable: a room subscription to a world-readable
+// room the user is not in returns the room as a non-member sees it, and
+// its later messages; one to another room the user is not in returns
+// nothing.
+func TestSlidingSyncWorldReadable(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+		readable := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Open", InitialState: []*event.Event{{
+			Type: event.StateHistoryVisibility, StateKey: sk(""), Content: event.Content{Raw: map[string]any{"history_visibility": "world_readable"}}}}})
+		sendText(t, bob, readable, "for everyone")
+		shared := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Shared"})
+		sendText(t, bob, shared, "for members")
+		private := createRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Closed"})
+		sendText(t, bob, private, "secret")
+		sub := map[string]any{"timeline_limit": 5, "required_state": [][]string{{"m.room.create", ""}, {"m.room.history_visibility", ""}}}
+		body := map[string]any{"conn_id": "wr", "room_subscriptions": map[string]any{
+			readable.String(): sub, shared.String(): sub, private.String(): sub, "!unknown:localhost": sub}}
+		r := s.sliding(t, alice, "", 0, body)
+		if got := keys(r.Rooms); !slices.Equal(got, []string{readable.String()}) {
+			t.Fatalf("rooms %v, want only the world-readable one", got)
+		}
+		room := r.Rooms[readable.String()]
+		if !room.Initial || room.Name != "Open" || !slices.Contains(slBodies(t, room.Timeline), "for everyone") ||
+			!slices.Contains(slStateKeys(t, room.RequiredState), "m.room.create|") || room.JoinedCount != 1 || room.BumpStamp == 0 {
+			t.Errorf("world-readable room: %+v", room)
+		}
+		// Its later messages come on the connection (with its next answer:
+		// a room the user is not in does not wake it).
+		sendText(t, bob, readable, "later")
+		pos := r.Pos
+		eventually(t, "the later message", func() bool {
+			r := s.sliding(t, alice, pos, 500, body)
+			pos = r.Pos
+			room, ok := r.Rooms[readable.String()]
+			if ok && room.Initial {
+				t.Errorf("sent whole again: %+v", room)
+			}
+			return ok && slices.Contains(slBodies(t, room.Timeline), "later")
+		})
+	})
+}

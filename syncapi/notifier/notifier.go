@@ -447,6 +447,15 @@ func (n *Notifier) Peeking(user, device, room string) bool {
 	return ok
 }
 
+// Room returns a room's latest positions, whoever is in it (Mem is
+// left empty): for a room a user reads without being in it.
+func (n *Notifier) Room(room string) RoomView {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ev := n.roomEvents[room]
+	return RoomView{ID: room, Events: ev, Receipts: n.roomReceipts[room], Typing: n.roomTyping[room], Bump: min(n.roomBump[room], ev)}
+}
+
 // Peeks returns the rooms a device peeks into, with the positions the
 // peeks started at and the rooms' latest positions.
 func (n *Notifier) Peeks(user, device string) []RoomView {
