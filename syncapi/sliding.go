@@ -459,16 +459,19 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	// The rooms to send, with the settings that ask for them (merged:
-	// the largest timeline, every required_state entry).
+	// the largest timeline; in wantReq, every required_state entry of
+	// the lists and subscriptions that hold the room).
 	want := map[string]*SlidingRoomSettings{}
-	add := func(id string, set SlidingRoomSettings) {
+	wantReq := map[string]*slidingReq{}
+	reqs := slidingReqs{}
+	add := func(id string, set SlidingRoomSettings, r *slidingReq) {
 		w := want[id]
 		if w == nil {
 			w = &SlidingRoomSettings{}
 			want[id] = w
 		}
 		w.TimelineLimit = max(w.TimelineLimit, set.TimelineLimit)
-		w.RequiredState = append(w.RequiredState, set.RequiredState...)
+		wantReq[id] = reqs.union(wantReq[id], r)
 	}
 	names := make([]string, 0, len(req.Body.Lists))
 	for name := range req.Body.Lists {
@@ -489,20 +492,20 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if snap == nil || snap.counts[name] != len(rooms) {
 			nonEmpty = true
 		}
+		lr := reqs.get(l.RequiredState)
 		for _, r := range l.Ranges {
 			for i := r[0]; i <= r[1] && i < len(rooms); i++ {
-				add(rooms[i], l.SlidingRoomSettings)
+				add(rooms[i], l.SlidingRoomSettings, lr)
 			}
 		}
 	}
 	for id, set := range req.Body.RoomSubscriptions {
 		if _, ok := byID[id]; ok {
-			add(id, set)
+			add(id, set, reqs.get(set.RequiredState))
 		}
 	}
 
 	now := nowMS()
-	reqs := slidingReqs{}
 	// fresh are the rooms sent whole in this response.
 	fresh := map[string]bool{}
 	for id, set := range want {
@@ -520,8 +523,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			prev = slidingSent{}
 		}
 		sentAt := prev.pos
-		required := reqs.get(set.RequiredState, prev.required)
-		newState := had && prev.required != required
+		required := wantReq[id]
+		newState := had && (prev.required == nil || prev.required.key != required.key)
 		// A larger timeline_limit than the client last asked of the room
 		// (opening it) sends its timeline again, expanded.
 		expand := had && !invite && set.TimelineLimit > prev.limit
@@ -583,7 +586,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			limit = max(limit, l.TimelineLimit)
 			all = append(all, l.RequiredState...)
 		}
-		required := reqs.get(all, nil)
+		required := reqs.get(all)
 		for _, rv := range left {
 			prev := snap.sent[rv.ID]
 			if prev.invite {
@@ -889,18 +892,29 @@ func (r *slidingReq) covers(k [2]string, me string) bool {
 // the same required_state share one slidingReq.
 type slidingReqs map[string]*slidingReq
 
-// get is the interned form of req; prev (a room's last one) is kept when
-// equal, so snapshots share it too.
-func (m slidingReqs) get(req [][]string, prev *slidingReq) *slidingReq {
+// get is the interned form of req.
+func (m slidingReqs) get(req [][]string) *slidingReq {
 	r := newSlidingReq(req)
-	if prev != nil && prev.key == r.key {
-		return prev
-	}
 	if have, ok := m[r.key]; ok {
 		return have
 	}
 	m[r.key] = r
 	return r
+}
+
+// union is the interned union of a and b (a may be nil).
+func (m slidingReqs) union(a, b *slidingReq) *slidingReq {
+	if a == nil || a == b {
+		return b
+	}
+	all := make([][]string, 0, len(a.entries)+len(b.entries))
+	for _, e := range a.entries {
+		all = append(all, []string{e[0], e[1]})
+	}
+	for _, e := range b.entries {
+		all = append(all, []string{e[0], e[1]})
+	}
+	return m.get(all)
 }
 
 // trimLazy keeps the members remembered in all the rooms of a snapshot
