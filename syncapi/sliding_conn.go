@@ -79,8 +79,7 @@ type slidingSent struct {
 }
 
 // slidingReq is a required_state in a canonical form (sorted, without
-// duplicates), shared by the rooms and snapshots sent with it; never
-// changed.
+// duplicates), shared by the rooms a build sent with it; never changed.
 type slidingReq struct {
 	key     string
 	entries [][2]string
