@@ -26,7 +26,7 @@ import (
 // slidingLazyConn in all the rooms of a snapshot). Snapshots share what
 // did not change. So a connection holds at most slidingSnaps x (rooms x
 // ~100 B + slidingLazyConn x ~50 B), about 300 KB past the rooms at
-// worst; BenchmarkSlidingConnHeap measures some 12 KB for a window of 20
+// worst; BenchmarkSlidingConnHeap measures some 13-14 KB for a window of 20
 // rooms with Element X's required_state. At most slidingConnsMax
 // connections are kept.
 
