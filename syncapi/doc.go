@@ -201,13 +201,17 @@
 // time (initial: its newest timeline_limit events, its required_state,
 // name, avatar, heroes without a name, member and unread counts), then
 // only with what came after (its new events, num_live, the required state
-// that changed), or again with all its required state when the client
-// asks for other state, or with its newest events (expanded_timeline)
-// when the client asks a larger timeline_limit of it than last time. An invite is sent as its invite_state; accepted,
-// the room is sent whole; a room the user leaves is sent once more, up to
-// the leave, then dropped. required_state: ["*", "*"], [type, "*"],
-// "$ME", and "$LAZY" as the timeline senders' member events (sent again
-// each time: no per-connection memory of members yet). Extensions:
+// that changed), with the state newly covered when the client asks for
+// other state (entries it no longer asks for are forgotten: their changes
+// are not sent, and they are sent whole if asked again), or with its
+// newest events (expanded_timeline) when the client asks a larger
+// timeline_limit of it than last time. An invite is sent as its
+// invite_state; accepted, the room is sent whole; a room the user leaves
+// is sent once more, up to the leave, then dropped. required_state:
+// ["*", "*"], [type, "*"], "$ME", and "$LAZY" as the timeline senders'
+// (and the user's own) member events, each sent once per connection and
+// room, then again when it changes; at most 100 members are remembered
+// per room (2,000 per connection), a forgotten one is sent again. Extensions:
 // to_device (its own since, which acknowledges as /sync's token does),
 // e2ee (device lists since the pos, key counts), account_data (global,
 // and the rooms of its scope: what changed since the pos, all of a room's
@@ -217,8 +221,9 @@
 // windows of the lists and the subscriptions named, "*" all, absent all.
 // Connections (sliding_conn.go) are kept in memory per (user, device,
 // conn_id): a pos names a snapshot of what the client was sent (the
-// stream positions, and per room the position its timeline reached); the
-// last two snapshots of a connection are kept (a repeated request works),
+// stream positions, and per room the position its timeline reached, its
+// required_state and $LAZY members); the last three snapshots of a
+// connection are kept (a request repeated once or twice works),
 // at most 20,000 connections, each dropped after 30 idle minutes; any
 // other pos (or one from before a restart) is M_UNKNOWN_POS, and the
 // client starts over. A request with a pos waits as /sync does

@@ -24,7 +24,8 @@ import (
 // The bump stamp is the position of the room's latest event of a bump
 // type (sliding_bump.go) or of the user's own membership, whichever is
 // later; $LAZY in required_state is the timeline senders' member
-// events (sent again in every response that has them); a room the user
+// events, each sent once per connection and room (then again only when
+// it changes, or once forgotten: slidingSent.lazy); a room the user
 // leaves is sent once more, up to the leave, then no longer listed. A
 // room subscription to a room the user is not in is answered when the
 // room is world-readable (sliding_reader.go), and ignored otherwise.
@@ -463,16 +464,19 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	// The rooms to send, with the settings that ask for them (merged:
-	// the largest timeline, every required_state entry).
+	// the largest timeline; in wantReq, every required_state entry of
+	// the lists and subscriptions that hold the room).
 	want := map[string]*SlidingRoomSettings{}
-	add := func(id string, set SlidingRoomSettings) {
+	wantReq := map[string]*slidingReq{}
+	reqs := slidingReqs{}
+	add := func(id string, set SlidingRoomSettings, r *slidingReq) {
 		w := want[id]
 		if w == nil {
 			w = &SlidingRoomSettings{}
 			want[id] = w
 		}
 		w.TimelineLimit = max(w.TimelineLimit, set.TimelineLimit)
-		w.RequiredState = append(w.RequiredState, set.RequiredState...)
+		wantReq[id] = reqs.union(wantReq[id], r)
 	}
 	// win is the rooms of each list's window and the subscriptions, for
 	// the extensions' lists and rooms.
@@ -496,9 +500,10 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if snap == nil || snap.counts[name] != len(rooms) {
 			nonEmpty = true
 		}
+		lr := reqs.get(l.RequiredState)
 		for _, r := range l.Ranges {
 			for i := r[0]; i <= r[1] && i < len(rooms); i++ {
-				add(rooms[i], l.SlidingRoomSettings)
+				add(rooms[i], l.SlidingRoomSettings, lr)
 				win.lists[name] = append(win.lists[name], rooms[i])
 			}
 		}
@@ -506,7 +511,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	var outside []string
 	for id, set := range req.Body.RoomSubscriptions {
 		if _, ok := byID[id]; ok {
-			add(id, set)
+			add(id, set, reqs.get(set.RequiredState))
 			win.subs[id] = true
 		} else {
 			outside = append(outside, id)
@@ -520,7 +525,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 		for _, e := range readable {
 			byID[e.rv.ID] = e
-			add(e.rv.ID, req.Body.RoomSubscriptions[e.rv.ID])
+			set := req.Body.RoomSubscriptions[e.rv.ID]
+			add(e.rv.ID, set, reqs.get(set.RequiredState))
 			win.subs[e.rv.ID] = true
 		}
 	}
@@ -540,9 +546,12 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if had && prev.invite && !invite {
 			had = false // an invite accepted: the client has none of the room yet
 		}
+		if !had {
+			prev = slidingSent{}
+		}
 		sentAt := prev.pos
-		required := requiredKey(set.RequiredState)
-		newState := had && prev.required != required
+		required := wantReq[id]
+		newState := had && (prev.required == nil || prev.required.key != required.key)
 		// A larger timeline_limit than the client last asked of the room
 		// (opening it) sends its timeline again, expanded.
 		expand := had && !invite && set.TimelineLimit > prev.limit
@@ -555,6 +564,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			continue
 		}
 		var room *slidingRoom
+		var lazy []string
 		if invite {
 			if had {
 				continue
@@ -568,9 +578,15 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 			room = &slidingRoom{Initial: true, InviteState: evs, BumpStamp: e.bump}
 		} else {
-			room, err = s.slidingRoom(ctx, req, e.rv, *set, sentAt, had, newState, expand, upto, now, ignored)
+			room, lazy, err = s.slidingRoom(ctx, req, e.rv, set.TimelineLimit, required, prev, had, expand, upto, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
+			}
+			if had && !expand && e.latest <= sentAt && len(room.RequiredState) == 0 && len(room.Timeline) == 0 {
+				// Other required_state, but nothing new to send: the
+				// client has all of it (or asks for less).
+				next.sent[id] = slidingSent{pos: sentAt, required: required, lazy: lazy, limit: set.TimelineLimit}
+				continue
 			}
 			if dms == nil {
 				if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
@@ -585,31 +601,38 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			fresh[id] = true
 		}
-		next.sent[id] = slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, limit: set.TimelineLimit}
+		next.sent[id] = slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit}
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
+	next.trimLazy()
 
 	// Rooms left (or invites refused or withdrawn) since the client had
 	// them: sent once more, up to the leave, then forgotten.
 	if len(left) > 0 {
-		set := SlidingRoomSettings{}
+		var all [][]string
+		limit := 0
 		for _, l := range req.Body.Lists {
-			set.TimelineLimit = max(set.TimelineLimit, l.TimelineLimit)
-			set.RequiredState = append(set.RequiredState, l.RequiredState...)
+			limit = max(limit, l.TimelineLimit)
+			all = append(all, l.RequiredState...)
 		}
+		required := reqs.get(all)
 		for _, rv := range left {
 			if _, ok := want[rv.ID]; ok {
 				continue // subscribed to as world-readable: sent as such
 			}
 			prev := snap.sent[rv.ID]
-			sentAt := prev.pos
 			if prev.invite {
-				sentAt = rv.Mem.Pos - 1 // only the leave itself
+				prev.pos = rv.Mem.Pos - 1 // only the leave itself
 			}
 			at := upto
 			at.Events = rv.Mem.Pos
-			room, err := s.slidingRoom(ctx, req, rv, set, sentAt, true, false, false, at, now, ignored)
+			// The state sent is that the client asked for last.
+			had := required
+			if prev.required != nil {
+				had = prev.required
+			}
+			room, _, err := s.slidingRoom(ctx, req, rv, limit, had, prev, true, false, at, now, ignored)
 			if err != nil {
 				return nil, nil, false, err
 			}
@@ -634,26 +657,29 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 }
 
 // slidingRoom builds one joined room: whole (initial) when the client has
-// not had it, else what came after sentAt (with all its required state
-// when newState: the client asks for other state than it was sent; with
-// its newest timeline_limit events when expand).
-func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, set SlidingRoomSettings, sentAt int64, had, newState, expand bool, upto Pos, now int64, ignored map[string]struct{}) (*slidingRoom, error) {
+// not had it, else what came after prev (with its newest timeline_limit
+// events when expand). Its required state is that of required the client
+// has not had (as of prev.pos) or that changed since; $LAZY members it
+// has had are not sent again. lazy is the members the client has after
+// this, least recently sent first.
+func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, limit int, required *slidingReq, prev slidingSent, had, expand bool, upto Pos, now int64, ignored map[string]struct{}) (room *slidingRoom, lazy []string, err error) {
 	roomID := rv.ID
-	room := &slidingRoom{Initial: !had, BumpStamp: joinedBump(rv), ExpandedTimeline: expand}
-	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: set.TimelineLimit}, ignored: ignored}
+	sentAt := prev.pos
+	room = &slidingRoom{Initial: !had, BumpStamp: joinedBump(rv), ExpandedTimeline: expand}
+	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: limit}, ignored: ignored}
 	since := int64(0)
 	if had && !expand {
 		since = sentAt
 	}
 	var vis *visibility
 	keep := s.timelineKeepWith(ctx, sreq, roomID, rv.Mem, upto.Events, &vis)
-	sel, err := s.selectTimeline(ctx, roomID, since, upto.Events, set.TimelineLimit, keep)
+	sel, err := s.selectTimeline(ctx, roomID, since, upto.Events, limit, keep)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(sel.events) > 0 {
 		if room.Timeline, err = s.appendTimelineKnown(ctx, nil, sel.events, now, req.UserID, req.DeviceID, false, vis.history(roomID)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		room.PrevBatch = pageToken(sel.prevBatch)
 	}
@@ -667,30 +693,63 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	}
 
 	// State: the required entries of the state at upto; for a room the
-	// client has, only those that changed since it was last sent.
+	// client has, only those it was not sent (new to required) or that
+	// changed since it was last sent.
 	state, err := s.stateAtPos(ctx, roomID, upto.Events)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var before map[[2]string]string
-	if had && !newState {
+	var hadReq *slidingReq
+	if had {
+		hadReq = prev.required
 		if before, err = s.stateAtPos(ctx, roomID, sentAt); err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+	}
+	// The members the client has through $LAZY: forgotten when it asks
+	// no more for them.
+	var remembered map[string]bool
+	if had && required.lazy && hadReq != nil && hadReq.lazy {
+		lazy = prev.lazy
+		remembered = make(map[string]bool, len(lazy))
+		for _, u := range lazy {
+			remembered[u] = true
 		}
 	}
 	senders := map[string]bool{}
 	for _, e := range sel.events {
 		senders[e.sender] = true
 	}
+	me := req.UserID
 	var ids []string
+	send := map[string]bool{}
+	// sentLazy are the members sent through $LAZY now; forget those
+	// remembered whose member event changed and is not sent.
+	var sentLazy, forget []string
 	for k, id := range state {
-		if !requiredState(set.RequiredState, k, req.UserID, senders) {
-			continue
+		byLazy := false
+		if !required.covers(k, me) {
+			if !required.lazy || k[0] != "m.room.member" || !(senders[k[1]] || k[1] == me) {
+				if remembered[k[1]] && k[0] == "m.room.member" && before[k] != id {
+					// Changed, not sent: the client's copy is stale now.
+					forget = append(forget, k[1])
+				}
+				continue
+			}
+			byLazy = true
 		}
-		if before != nil && before[k] == id {
-			continue
+		if had && (hadReq.covers(k, me) || k[0] == "m.room.member" && remembered[k[1]]) && before[k] == id {
+			continue // the client has it
 		}
 		ids = append(ids, id)
+		send[id] = true
+		if byLazy {
+			sentLazy = append(sentLazy, k[1])
+		}
+	}
+	if len(sentLazy) > 0 || len(forget) > 0 {
+		lazy = rememberLazy(lazy, sentLazy, forget, senders)
 	}
 	nameID, hasName := state[[2]string{"m.room.name", ""}]
 	avatarID, hasAvatar := state[[2]string{"m.room.avatar", ""}]
@@ -702,7 +761,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	}
 	evs, err := s.eventsByID(ctx, ids)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var c struct {
 		Name string `json:"name"`
@@ -714,17 +773,15 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	if e := evs[avatarID]; hasAvatar && e != nil && json.Unmarshal(e.content, &c) == nil {
 		room.Avatar = c.URL
 	}
-	list := make([]*clientEvent, 0, len(ids))
-	seen := map[string]bool{}
-	for _, id := range ids {
-		if e := evs[id]; e != nil && !seen[id] && e.stateKey != nil && requiredState(set.RequiredState, [2]string{e.typ, *e.stateKey}, req.UserID, senders) && (before == nil || before[[2]string{e.typ, *e.stateKey}] != id) {
-			seen[id] = true
+	list := make([]*clientEvent, 0, len(send))
+	for id := range send {
+		if e := evs[id]; e != nil && e.stateKey != nil {
 			list = append(list, e)
 		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].pos < list[j].pos })
 	if room.RequiredState, err = s.appendEvents(ctx, nil, list, now, "", "", false); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	joined, invited, heroes := s.n.RoomMembers(roomID, req.UserID)
@@ -740,7 +797,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 		}
 		members, err := s.eventsByID(ctx, memberIDs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, h := range heroes {
 			hero := slidingHero{UserID: h}
@@ -763,20 +820,87 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	} else {
 		c, err := s.unread(ctx, roomID, req.UserID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		room.NotificationCount, room.HighlightCount = c.NotificationCount, c.HighlightCount
 	}
-	return room, nil
+	return room, lazy, nil
+}
+
+// rememberLazy is had (never changed: snapshots share it) with the
+// members just sent added, those of forget dropped, and the timeline's
+// senders moved last (the most recently used); the least recently used
+// are dropped past slidingLazyRoom.
+func rememberLazy(had, sent, forget []string, senders map[string]bool) []string {
+	drop := make(map[string]bool, len(sent)+len(forget))
+	for _, u := range sent {
+		drop[u] = true // sent again (it changed): added last
+	}
+	for _, u := range forget {
+		drop[u] = true
+	}
+	out := make([]string, 0, len(had)+len(sent))
+	var recent []string
+	for _, u := range had {
+		switch {
+		case drop[u]:
+		case senders[u]:
+			recent = append(recent, u)
+		default:
+			out = append(out, u)
+		}
+	}
+	out = append(out, recent...)
+	sort.Strings(sent)
+	out = append(out, sent...)
+	if len(out) > slidingLazyRoom {
+		out = slices.Clone(out[len(out)-slidingLazyRoom:])
+	}
+	return out
 }
 
 // requiredState tells whether a state entry is one of those asked for:
 // ["*", "*"] everything; [type, "*"] every key of the type; "$ME" the
-// user's own key; ["m.room.member", "$LAZY"] the timeline senders' member
-// events.
+// user's own key; ["m.room.member", "$LAZY"] the timeline senders' (and
+// the user's own) member events.
 func requiredState(req [][]string, k [2]string, me string, senders map[string]bool) bool {
-	for _, r := range req {
-		typ, key := r[0], r[1]
+	r := newSlidingReq(req)
+	return r.covers(k, me) || r.lazy && k[0] == "m.room.member" && (senders[k[1]] || k[1] == me)
+}
+
+// newSlidingReq is the canonical form of a required_state list.
+func newSlidingReq(req [][]string) *slidingReq {
+	out := &slidingReq{entries: make([][2]string, 0, len(req))}
+	for _, e := range req {
+		out.entries = append(out.entries, [2]string{e[0], e[1]})
+	}
+	slices.SortFunc(out.entries, func(a, b [2]string) int {
+		if c := strings.Compare(a[0], b[0]); c != 0 {
+			return c
+		}
+		return strings.Compare(a[1], b[1])
+	})
+	out.entries = slices.Compact(out.entries)
+	parts := make([]string, 0, len(out.entries))
+	for _, e := range out.entries {
+		parts = append(parts, e[0]+"\x00"+e[1])
+		if e == [2]string{"m.room.member", "$LAZY"} {
+			out.lazy = true
+		}
+	}
+	out.key = strings.Join(parts, "\x01")
+	return out
+}
+
+// covers tells whether the entries ask for the state entry k outright
+// ($LAZY, which depends on the timeline, aside). A nil slidingReq (a room
+// not sent yet) covers nothing.
+func (r *slidingReq) covers(k [2]string, me string) bool {
+	if r == nil {
+		return false
+	}
+	for _, e := range r.entries {
+		typ, key := e[0], e[1]
 		if typ != "*" && typ != k[0] {
 			continue
 		}
@@ -788,9 +912,6 @@ func requiredState(req [][]string, k [2]string, me string, senders map[string]bo
 				return true
 			}
 		case "$LAZY":
-			if k[0] == "m.room.member" && (senders[k[1]] || k[1] == me) {
-				return true
-			}
 		default:
 			if key == k[1] {
 				return true
@@ -800,15 +921,61 @@ func requiredState(req [][]string, k [2]string, me string, senders map[string]bo
 	return false
 }
 
-// requiredKey is a canonical form of a required_state list.
-func requiredKey(req [][]string) string {
-	parts := make([]string, 0, len(req))
-	for _, r := range req {
-		parts = append(parts, r[0]+"\x00"+r[1])
+// slidingReqs interns the required_states of one build: the rooms with
+// the same required_state share one slidingReq.
+type slidingReqs map[string]*slidingReq
+
+// get is the interned form of req.
+func (m slidingReqs) get(req [][]string) *slidingReq {
+	r := newSlidingReq(req)
+	if have, ok := m[r.key]; ok {
+		return have
 	}
-	sort.Strings(parts)
-	parts = slices.Compact(parts)
-	return strings.Join(parts, "\x01")
+	m[r.key] = r
+	return r
+}
+
+// union is the interned union of a and b (a may be nil).
+func (m slidingReqs) union(a, b *slidingReq) *slidingReq {
+	if a == nil || a == b {
+		return b
+	}
+	all := make([][]string, 0, len(a.entries)+len(b.entries))
+	for _, e := range a.entries {
+		all = append(all, []string{e[0], e[1]})
+	}
+	for _, e := range b.entries {
+		all = append(all, []string{e[0], e[1]})
+	}
+	return m.get(all)
+}
+
+// trimLazy keeps the members remembered in all the rooms of a snapshot
+// within slidingLazyConn: the rooms sent longest ago forget theirs first.
+func (snap *slidingSnap) trimLazy() {
+	total := 0
+	for _, v := range snap.sent {
+		total += len(v.lazy)
+	}
+	if total <= slidingLazyConn {
+		return
+	}
+	ids := make([]string, 0, len(snap.sent))
+	for id, v := range snap.sent {
+		if len(v.lazy) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return snap.sent[ids[i]].pos < snap.sent[ids[j]].pos })
+	for _, id := range ids {
+		if total <= slidingLazyConn {
+			break
+		}
+		v := snap.sent[id]
+		total -= len(v.lazy)
+		v.lazy = nil
+		snap.sent[id] = v
+	}
 }
 
 // directRooms are the rooms the user's m.direct names.

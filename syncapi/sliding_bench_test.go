@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/haven-chat/haven/roomserver"
@@ -117,5 +118,53 @@ func BenchmarkSlidingInitial(b *testing.B) {
 				run()
 			}
 		})
+	}
+}
+
+// BenchmarkSlidingConnHeap measures the heap an idle sliding sync
+// connection holds: its three snapshots, after an initial response (a
+// window of 20 of bob's 40 rooms, Element X's required_state with $LAZY)
+// and two incremental ones. It reports bytes per connection (the heap in
+// use after a GC, before and after making the connections).
+func BenchmarkSlidingConnHeap(b *testing.B) {
+	w, rooms := slidingWorld(b, storage.SQLite, 40)
+	ctx := context.Background()
+	const conns = 200
+	body := func(conn string) syncapi.SlidingBody {
+		return syncapi.SlidingBody{ConnID: conn, Lists: map[string]syncapi.SlidingList{"all_rooms": {
+			SlidingRoomSettings: syncapi.SlidingRoomSettings{TimelineLimit: 5, RequiredState: elementXState},
+			Ranges:              [][]int{{0, 19}},
+		}}}
+	}
+	content := json.RawMessage(`{"msgtype":"m.text","body":"hello"}`)
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		pos := make([]string, conns)
+		for c := range pos {
+			r, _, err := w.sync.StartSliding(ctx, syncapi.SlidingRequest{UserID: "@bob:test", DeviceID: "D", Body: body(fmt.Sprint("c", i, "-", c))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			pos[c] = r.Pos
+		}
+		for poll := 0; poll < 2; poll++ {
+			if _, err := w.rooms.Send(ctx, roomserver.Sender{UserID: "@alice:test", DeviceID: "D"}, roomserver.SendRequest{RoomID: rooms[len(rooms)-1], Type: "m.room.message",
+				Content: content, TxnID: fmt.Sprint("heap", i, "-", poll)}); err != nil {
+				b.Fatal(err)
+			}
+			w.settle()
+			for c := range pos {
+				r, waiter, err := w.sync.StartSliding(ctx, syncapi.SlidingRequest{UserID: "@bob:test", DeviceID: "D", Pos: pos[c], Body: body(fmt.Sprint("c", i, "-", c))})
+				if err != nil || waiter != nil {
+					b.Fatalf("no answer at once: %v", err)
+				}
+				pos[c] = r.Pos
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/conns, "heap-B/conn")
 	}
 }

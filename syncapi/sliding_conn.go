@@ -12,10 +12,23 @@ import (
 
 // Sliding sync connections (MSC4186): what each connection (user, device,
 // conn_id) was sent, kept in memory, bounded and expiring. A pos names one
-// snapshot of a connection; the server keeps the last two of each (the
-// client may repeat its last request), so an older pos, one from before a
-// restart, or one of an expired connection is unknown (M_UNKNOWN_POS) and
-// the client starts over.
+// snapshot of a connection; the server keeps the last three of each (the
+// client may repeat its last request, or the one before, when responses
+// were lost), so an older pos, one from before a restart, or one of an
+// expired connection is unknown (M_UNKNOWN_POS) and the client starts
+// over.
+//
+// Memory: a snapshot holds one slidingSent per room the connection was
+// sent (at most the user's rooms; ~100 bytes each), each pointing at a
+// shared, immutable required_state (slidingReq: one per distinct
+// required_state in a build) and at a shared, immutable list of the
+// members sent through $LAZY (at most slidingLazyRoom per room and
+// slidingLazyConn in all the rooms of a snapshot). Snapshots share what
+// did not change. So a connection holds at most slidingSnaps x (rooms x
+// ~100 B + slidingLazyConn x ~50 B), about 300 KB past the rooms at
+// worst; BenchmarkSlidingConnHeap measures some 13-14 KB for a window of 20
+// rooms with Element X's required_state. At most slidingConnsMax
+// connections are kept.
 
 const (
 	// slidingConnsMax bounds the connections kept; the least recently
@@ -23,6 +36,15 @@ const (
 	slidingConnsMax = 20000
 	// slidingConnIdle is how long an unused connection is kept.
 	slidingConnIdle = 30 * time.Minute
+	// slidingSnaps is the number of snapshots kept per connection.
+	slidingSnaps = 3
+	// slidingLazyRoom bounds the members remembered per room ($LAZY);
+	// the least recently sent are forgotten first (and sent again when
+	// they next appear).
+	slidingLazyRoom = 100
+	// slidingLazyConn bounds the members remembered in all the rooms of
+	// a snapshot: past it, the rooms sent longest ago forget theirs.
+	slidingLazyConn = 2000
 )
 
 // slidingSnap is what a connection had been sent at one pos.
@@ -42,20 +64,36 @@ type slidingSnap struct {
 type slidingSent struct {
 	pos    int64
 	invite bool
-	// required is the required_state the room was sent with
-	// (requiredKey): when it changes, the room's required state is sent
-	// again.
-	required string
+	// required is the required_state the room was last sent with: the
+	// client has the current state (as of pos) of the entries it covers.
+	// When the room is asked with other state, the entries new to it
+	// are sent; the entries dropped are forgotten (sent again if asked
+	// again).
+	required *slidingReq
+	// lazy are the users whose member events the client was sent through
+	// $LAZY (current as of pos), least recently sent first; at most
+	// slidingLazyRoom. Shared between snapshots: never changed in place.
+	lazy []string
 	// limit is the timeline_limit the client last asked of the room.
 	limit int
+}
+
+// slidingReq is a required_state in a canonical form (sorted, without
+// duplicates), shared by the rooms a build sent with it; never changed.
+type slidingReq struct {
+	key     string
+	entries [][2]string
+	// lazy: ["m.room.member", "$LAZY"] is one of the entries.
+	lazy bool
 }
 
 type slidingConn struct {
 	key  string
 	last time.Time
-	// gen numbers the snapshots; snaps holds the last two.
+	// gen numbers the snapshots; snaps holds the last slidingSnaps,
+	// oldest first.
 	gen   int64
-	snaps [2]struct {
+	snaps [slidingSnaps]struct {
 		gen  int64
 		snap *slidingSnap
 	}
@@ -126,8 +164,8 @@ func (c *slidingConns) put(key string, snap *slidingSnap, reset bool) string {
 	}
 	conn.gen++
 	conn.last = now
-	conn.snaps[0] = conn.snaps[1]
-	conn.snaps[1].gen, conn.snaps[1].snap = conn.gen, snap
+	copy(conn.snaps[:], conn.snaps[1:])
+	conn.snaps[slidingSnaps-1].gen, conn.snaps[slidingSnaps-1].snap = conn.gen, snap
 	return strconv.FormatInt(conn.gen, 10)
 }
 

@@ -2,6 +2,8 @@ package syncapi
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -91,18 +93,20 @@ func TestSlidingConns(t *testing.T) {
 	p1 := c.put(key, &slidingSnap{}, true)
 	p2 := c.put(key, &slidingSnap{}, false)
 	p3 := c.put(key, &slidingSnap{}, false)
-	for _, p := range []string{p2, p3} {
+	p3b := c.put(key, &slidingSnap{}, false)
+	for _, p := range []string{p2, p3, p3b} {
 		if _, err := c.get(key, p); err != nil {
 			t.Errorf("pos %s: %v", p, err)
 		}
 	}
-	unknown(p1) // only the last two are kept
+	unknown(p1) // only the last three are kept
 	if _, err := c.get(slidingKey("@a:x", "DEV", "other"), p3); err == nil {
 		t.Error("a pos of another connection is known")
 	}
 	// A new connection on the same key forgets the old positions.
 	p4 := c.put(key, &slidingSnap{}, true)
 	unknown(p3)
+	unknown(p3b)
 	if _, err := c.get(key, p4); err != nil {
 		t.Error(err)
 	}
@@ -175,5 +179,96 @@ func TestSlidingScope(t *testing.T) {
 	}
 	if err := (&SlidingScope{Lists: []string{"*", "all"}, Rooms: []string{"*", "!r:x"}}).check("typing"); err != nil {
 		t.Errorf("good scope: %v", err)
+	}
+}
+
+func TestSlidingReqCovers(t *testing.T) {
+	me := "@me:x"
+	a := newSlidingReq([][]string{{"m.room.name", ""}, {"m.room.member", "$LAZY"}, {"m.room.name", ""}, {"m.room.member", "$ME"}})
+	b := newSlidingReq([][]string{{"m.room.member", "$ME"}, {"m.room.member", "$LAZY"}, {"m.room.name", ""}})
+	if a.key != b.key || !a.lazy || len(a.entries) != 3 {
+		t.Errorf("canonical forms differ: %q (%d entries, lazy %v) and %q", a.key, len(a.entries), a.lazy, b.key)
+	}
+	reqs := slidingReqs{}
+	r1, r2 := reqs.get([][]string{{"a", ""}, {"b", ""}}), reqs.get([][]string{{"b", ""}, {"a", ""}})
+	if r1 != r2 {
+		t.Error("one required_state interned twice")
+	}
+	// The union of a list's and a subscription's.
+	u := reqs.union(r1, reqs.get([][]string{{"c", ""}, {"a", ""}}))
+	if u != reqs.get([][]string{{"a", ""}, {"b", ""}, {"c", ""}}) || reqs.union(nil, r1) != r1 || reqs.union(r1, r1) != r1 {
+		t.Errorf("union: %q", u.key)
+	}
+	cases := []struct {
+		name string
+		req  *slidingReq
+		key  [2]string
+		want bool
+	}{
+		{"exact", a, [2]string{"m.room.name", ""}, true},
+		{"$ME", a, [2]string{"m.room.member", me}, true},
+		{"$LAZY is no cover", a, [2]string{"m.room.member", "@bob:x"}, false},
+		{"nil covers nothing", nil, [2]string{"m.room.name", ""}, false},
+		{"* *", newSlidingReq([][]string{{"*", "*"}}), [2]string{"m.room.topic", ""}, true},
+	}
+	for _, c := range cases {
+		if got := c.req.covers(c.key, me); got != c.want {
+			t.Errorf("%s: covers %v = %v, want %v", c.name, c.key, got, c.want)
+		}
+	}
+}
+
+func TestSlidingRememberLazy(t *testing.T) {
+	had := []string{"@a:x", "@b:x", "@c:x"}
+	cases := []struct {
+		name         string
+		sent, forget []string
+		senders      map[string]bool
+		want         []string
+	}{
+		{"new member last", []string{"@d:x"}, nil, map[string]bool{"@d:x": true}, []string{"@a:x", "@b:x", "@c:x", "@d:x"}},
+		{"senders move last", []string{"@d:x"}, nil, map[string]bool{"@a:x": true, "@d:x": true}, []string{"@b:x", "@c:x", "@a:x", "@d:x"}},
+		{"one sent again once", []string{"@b:x"}, nil, nil, []string{"@a:x", "@c:x", "@b:x"}},
+		{"changed, not sent: forgotten", nil, []string{"@a:x"}, nil, []string{"@b:x", "@c:x"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := rememberLazy(had, slices.Clone(c.sent), c.forget, c.senders)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+			if !slices.Equal(had, []string{"@a:x", "@b:x", "@c:x"}) {
+				t.Errorf("the remembered list changed in place: %v", had)
+			}
+		})
+	}
+	// Bounded: the least recently sent go.
+	var many []string
+	for i := range slidingLazyRoom + 10 {
+		many = append(many, fmt.Sprintf("@u%03d:x", i))
+	}
+	got := rememberLazy(nil, many, nil, nil)
+	if len(got) != slidingLazyRoom || got[0] != "@u010:x" {
+		t.Errorf("%d remembered, first %s; want %d from @u010:x", len(got), got[0], slidingLazyRoom)
+	}
+}
+
+func TestSlidingTrimLazy(t *testing.T) {
+	snap := &slidingSnap{sent: map[string]slidingSent{}}
+	per := slidingLazyConn / 4
+	members := make([]string, per)
+	for i := range 6 {
+		snap.sent[fmt.Sprintf("!r%d:x", i)] = slidingSent{pos: int64(i), lazy: members}
+	}
+	snap.trimLazy()
+	total := 0
+	for id, v := range snap.sent {
+		total += len(v.lazy)
+		if (v.pos < 2) != (v.lazy == nil) {
+			t.Errorf("%s (pos %d) kept %d members: the oldest rooms forget first", id, v.pos, len(v.lazy))
+		}
+	}
+	if total > slidingLazyConn {
+		t.Errorf("%d members remembered, at most %d", total, slidingLazyConn)
 	}
 }

@@ -936,3 +936,192 @@ func TestSlidingSyncWorldReadable(t *testing.T) {
 		})
 	})
 }
+
+// TestSlidingSyncConnState: what a connection remembers it sent. $LAZY
+// members are sent once per room (again when the member event changes);
+// a required_state that grows sends only the state new to it, one that
+// shrinks stops the changes of what it dropped, which is sent again when
+// asked again; the last three positions of a connection are kept.
+func TestSlidingSyncConnState(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		ctx := context.Background()
+		alice := s.register(t, "alice")
+		bob := s.register(t, "bob")
+		carol := s.register(t, "carol")
+		// memberKeys are the member state keys of required_state.
+		memberKeys := func(t *testing.T, raws []json.RawMessage) []string {
+			t.Helper()
+			var out []string
+			for _, e := range slEvents(t, raws) {
+				if e.Type == "m.room.member" {
+					out = append(out, *e.StateKey)
+				}
+			}
+			slices.Sort(out)
+			return out
+		}
+
+		t.Run("lazy members", func(t *testing.T) {
+			r := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lazy"})
+			join(t, bob, r.String())
+			join(t, carol, r.String())
+			for _, b := range []string{"b1", "b2", "b3"} {
+				sendText(t, bob, r, b)
+			}
+			// The timeline holds only bob's messages: carol's member is
+			// not sent.
+			body := map[string]any{"conn_id": "lazy", "room_subscriptions": map[string]any{
+				r.String(): map[string]any{"timeline_limit": 3, "required_state": [][]string{{"m.room.member", "$LAZY"}}}}}
+			first := s.sliding(t, alice, "", 0, body)
+			if got, want := memberKeys(t, first.Rooms[r.String()].RequiredState), []string{alice.UserID.String(), bob.UserID.String()}; !slices.Equal(got, want) {
+				t.Fatalf("initial members %v, want %v", got, want)
+			}
+			pos := first.Pos
+			steps := []struct {
+				name string
+				act  func(t *testing.T)
+				want []string // the members sent
+			}{
+				{"a new sender's member, though no state changed", func(t *testing.T) {
+					sendText(t, carol, r, "c1")
+				}, []string{carol.UserID.String()}},
+				{"senders already sent are not sent again", func(t *testing.T) {
+					sendText(t, bob, r, "b4")
+					sendText(t, carol, r, "c2")
+					sendText(t, alice, r, "a1")
+				}, nil},
+				{"a displayname change is sent", func(t *testing.T) {
+					if _, err := bob.SendStateEvent(ctx, r, event.StateMember, bob.UserID.String(), map[string]any{"membership": "join", "displayname": "Bobby"}); err != nil {
+						t.Fatal(err)
+					}
+					sendText(t, bob, r, "b5")
+				}, []string{bob.UserID.String()}},
+				{"and then not again", func(t *testing.T) { sendText(t, bob, r, "b6") }, nil},
+			}
+			for _, st := range steps {
+				t.Run(st.name, func(t *testing.T) {
+					st.act(t)
+					resp := s.sliding(t, alice, pos, 20000, body)
+					pos = resp.Pos
+					room, ok := resp.Rooms[r.String()]
+					if !ok || len(room.Timeline) == 0 || room.Initial {
+						t.Fatalf("room not sent incrementally: %v %+v", ok, room)
+					}
+					if got := memberKeys(t, room.RequiredState); !slices.Equal(got, st.want) {
+						t.Errorf("members sent %v, want %v", got, st.want)
+					}
+					if st.want != nil {
+						for _, e := range slEvents(t, room.RequiredState) {
+							if *e.StateKey == bob.UserID.String() && !strings.Contains(string(e.Content), "Bobby") {
+								t.Errorf("bob's member event is not the new one: %s", e.Content)
+							}
+						}
+					}
+				})
+			}
+			// Another connection has had nothing: all the senders' members.
+			other := s.sliding(t, alice, "", 0, map[string]any{"conn_id": "lazy2", "room_subscriptions": map[string]any{
+				r.String(): map[string]any{"timeline_limit": 1, "required_state": [][]string{{"m.room.member", "$LAZY"}}}}})
+			if got, want := memberKeys(t, other.Rooms[r.String()].RequiredState), []string{alice.UserID.String(), bob.UserID.String()}; !slices.Equal(got, want) {
+				t.Errorf("a new connection's members %v, want %v", got, want)
+			}
+		})
+
+		t.Run("required_state changes", func(t *testing.T) {
+			r := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Changing", Topic: "first topic"})
+			join(t, bob, r.String())
+			setTopic := func(topic string) func(t *testing.T) {
+				return func(t *testing.T) {
+					if _, err := alice.SendStateEvent(ctx, r, event.StateTopic, "", map[string]any{"topic": topic}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			name := []string{"m.room.name", ""}
+			topic := []string{"m.room.topic", ""}
+			a, b := "m.room.member|"+alice.UserID.String(), "m.room.member|"+bob.UserID.String()
+			steps := []struct {
+				name     string
+				required [][]string
+				act      func(t *testing.T) // before the request, which then waits for it
+				want     []string           // the state sent (nil: none)
+				some     bool               // want is only part of what is sent
+			}{
+				{"initial", [][]string{name}, nil, []string{"m.room.name|"}, false},
+				{"grown: only the new entry", [][]string{name, topic}, nil, []string{"m.room.topic|"}, false},
+				{"shrunk: nothing to send", [][]string{name}, nil, nil, false},
+				{"shrunk: a change of what was dropped is not sent", [][]string{name}, setTopic("second topic"), nil, false},
+				{"grown back: sent again", [][]string{name, topic}, nil, []string{"m.room.topic|"}, false},
+				{"$ME", [][]string{name, topic, {"m.room.member", "$ME"}}, nil, []string{a}, false},
+				{"[member, *] past $ME: the others", [][]string{name, topic, {"m.room.member", "*"}}, nil, []string{b}, false},
+				{"back to $ME", [][]string{name, topic, {"m.room.member", "$ME"}}, nil, nil, false},
+				{"[member, *] again: the others again", [][]string{name, topic, {"m.room.member", "*"}}, nil, []string{b}, false},
+				{"[*, *]: the rest", [][]string{{"*", "*"}}, nil, []string{"m.room.create|", "m.room.join_rules|", "m.room.power_levels|"}, true},
+				{"a change under [*, *]", [][]string{{"*", "*"}}, setTopic("third topic"), []string{"m.room.topic|"}, false},
+				{"shrunk to the name: a change of it still sent", [][]string{name}, func(t *testing.T) {
+					if _, err := alice.SendStateEvent(ctx, r, event.StateRoomName, "", map[string]any{"name": "Changed"}); err != nil {
+						t.Fatal(err)
+					}
+				}, []string{"m.room.name|"}, false},
+			}
+			pos := ""
+			for _, st := range steps {
+				t.Run(st.name, func(t *testing.T) {
+					timeout := 0
+					if st.act != nil {
+						st.act(t)
+						timeout = 20000
+					}
+					resp := s.sliding(t, alice, pos, timeout, map[string]any{"conn_id": "changes", "room_subscriptions": map[string]any{
+						r.String(): map[string]any{"timeline_limit": 1, "required_state": st.required}}})
+					pos = resp.Pos
+					room, ok := resp.Rooms[r.String()]
+					got := slStateKeys(t, room.RequiredState)
+					if st.act != nil && !ok {
+						t.Fatalf("room not sent after a change")
+					}
+					if st.some {
+						for _, w := range st.want {
+							if !slices.Contains(got, w) {
+								t.Errorf("state sent %v lacks %s", got, w)
+							}
+						}
+						for _, had := range []string{"m.room.name|", "m.room.topic|", a, b} {
+							if slices.Contains(got, had) {
+								t.Errorf("state sent %v has %s again", got, had)
+							}
+						}
+						return
+					}
+					if !slices.Equal(got, st.want) {
+						t.Errorf("state sent %v, want %v", got, st.want)
+					}
+					if st.want == nil && st.act == nil && ok {
+						t.Errorf("room sent with nothing new: %+v", room)
+					}
+				})
+			}
+		})
+
+		t.Run("the last three positions", func(t *testing.T) {
+			r := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Positions"})
+			body := map[string]any{"conn_id": "three", "room_subscriptions": map[string]any{r.String(): map[string]any{"timeline_limit": 5}}}
+			p1 := s.sliding(t, alice, "", 0, body).Pos
+			sendText(t, alice, r, "after p1")
+			p2 := s.sliding(t, alice, p1, 20000, body).Pos
+			sendText(t, alice, r, "after p2")
+			p3 := s.sliding(t, alice, p2, 20000, body).Pos
+			p4 := s.sliding(t, alice, p3, 0, body).Pos
+			if p4 == p3 || p3 == p2 {
+				t.Fatalf("positions %s %s %s do not move on", p2, p3, p4)
+			}
+			// Four back is unknown; three back still works (the client lost
+			// two responses), with what came after it.
+			s.do(t, "POST", slidingPath+"?pos="+p1, alice.AccessToken, body).expectErr(t, 400, "M_UNKNOWN_POS")
+			again := s.sliding(t, alice, p2, 0, body)
+			if b := slBodies(t, again.Rooms[r.String()].Timeline); !slices.Equal(b, []string{"after p2"}) {
+				t.Errorf("from three back: %v, want [after p2]", b)
+			}
+		})
+	})
+}
