@@ -368,8 +368,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	if err != nil {
 		return nil, nil, false, err
 	}
-	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape()}
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape(), build: 1}
 	if snap != nil {
+		next.build = snap.build + 1
 		for k, v := range snap.sent {
 			next.sent[k] = v
 		}
@@ -532,9 +533,11 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 
 	now := nowMS()
-	// fresh are the rooms sent whole in this response.
-	fresh := map[string]bool{}
-	win.fresh = fresh
+	// whole are the rooms the extensions send all of theirs for: those
+	// sent whole in this response, and those back in the window (their
+	// account data, receipts and typing may have changed while out).
+	whole := map[string]bool{}
+	win.whole = whole
 	for id, set := range want {
 		e := byID[id]
 		invite := e.rv.Mem.State == "invite"
@@ -548,6 +551,9 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 		if !had {
 			prev = slidingSent{}
+		}
+		if had && prev.inWindow < snap.build {
+			whole[id] = true
 		}
 		sentAt := prev.pos
 		required := wantReq[id]
@@ -599,11 +605,17 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			}
 		}
 		if !had && !invite {
-			fresh[id] = true
+			whole[id] = true
 		}
 		next.sent[id] = slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit}
 		resp.Rooms[id] = room
 		nonEmpty = true
+	}
+	for id := range want {
+		if v, ok := next.sent[id]; ok {
+			v.inWindow = next.build
+			next.sent[id] = v
+		}
 	}
 	next.trimLazy()
 

@@ -57,6 +57,8 @@ type slidingSnap struct {
 	counts map[string]int
 	// shape is the request's (SlidingBody.shape) the snapshot was built for.
 	shape uint64
+	// build counts the responses of the connection up to this one.
+	build int64
 }
 
 // slidingSent is how a room was last sent: the events position its
@@ -76,6 +78,9 @@ type slidingSent struct {
 	lazy []string
 	// limit is the timeline_limit the client last asked of the room.
 	limit int
+	// inWindow is the last build (slidingSnap.build) whose windows or
+	// subscriptions held the room.
+	inWindow int64
 }
 
 // slidingReq is a required_state in a canonical form (sorted, without

@@ -68,11 +68,11 @@ func (e *SlidingExtensions) check() error {
 
 // slidingWindows are the rooms of a response an extension's scope picks
 // from: each list's window, the subscriptions answered, and of those the
-// rooms sent whole (fresh).
+// rooms the extensions send whole (sent whole, or back in the window).
 type slidingWindows struct {
 	lists map[string][]string
 	subs  map[string]bool
-	fresh map[string]bool
+	whole map[string]bool
 }
 
 // pick returns the rooms of the scope.
@@ -112,12 +112,11 @@ type slidingRoomEvents struct {
 }
 
 // slidingEphemeral adds the receipts and typing extensions, for the
-// joined rooms of their scope: whole for the rooms sent whole, what
+// joined rooms of their scope: whole for the rooms of win.whole, what
 // changed since the pos for the others. news tells whether they carry
 // anything.
 func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap *slidingSnap, upto Pos, win *slidingWindows, byID map[string]slidingEntry, resp *SlidingResponse) (bool, error) {
 	ext := req.Body.Extensions
-	fresh := win.fresh
 	news := false
 	if r := ext.Receipts; r != nil && enabled(r.Enabled) {
 		var whole, changed []string
@@ -129,7 +128,7 @@ func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap
 			e := byID[id]
 			switch {
 			case e.rv.Mem.State != "join":
-			case fresh[id] || snap == nil:
+			case win.whole[id] || snap == nil:
 				whole = append(whole, id)
 			case e.rv.Receipts > after:
 				changed = append(changed, id)
@@ -153,7 +152,7 @@ func (s *Service) slidingEphemeral(ctx context.Context, req SlidingRequest, snap
 			if e.rv.Mem.State != "join" {
 				continue
 			}
-			whole := fresh[id] || snap == nil
+			whole := win.whole[id] || snap == nil
 			if !whole && e.rv.Typing <= snap.at.Typing {
 				continue
 			}
@@ -259,7 +258,7 @@ func (s *Service) slidingAccountData(ctx context.Context, userID string, snap *s
 	var whole []string
 	if snap != nil {
 		for id := range scope {
-			if win.fresh[id] {
+			if win.whole[id] {
 				whole = append(whole, id)
 			}
 		}

@@ -891,6 +891,63 @@ func TestSlidingSyncExtensionScope(t *testing.T) {
 				t.Errorf("account data of a on entering: %v", types)
 			}
 		})
+
+		t.Run("a room back in the window", func(t *testing.T) {
+			// b was sent on this connection, left the window, got new
+			// account data and a receipt while out, and comes back: not
+			// sent whole (the client has it), but with all of its account
+			// data and receipts.
+			win := map[string]any{"conn_id": "adback", "lists": map[string]any{"top": map[string]any{"ranges": [][]int{{0, 0}}, "timeline_limit": 1}},
+				"extensions": map[string]any{"account_data": map[string]any{"enabled": true}, "receipts": map[string]any{"enabled": true}}}
+			top := func(room id.RoomID, pos string) string {
+				t.Helper()
+				eventually(t, "the window's top room", func() bool {
+					r := s.slidingExt(t, alice, pos, 2000, win)
+					pos = r.Pos
+					_, ok := r.Rooms[room.String()]
+					return ok
+				})
+				return pos
+			}
+			bUp := sendText(t, alice, b, "b up")
+			pos := top(b, "")
+			sendText(t, alice, c, "c up")
+			pos = top(c, pos)
+			s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/rooms/"+p(b)+"/account_data/m.test", alice.AccessToken, map[string]any{"n": "while out"}).expect(t, 200)
+			s.do(t, "POST", v3+"/rooms/"+p(b)+"/receipt/m.read.private/"+p(bUp), alice.AccessToken, map[string]any{}).expect(t, 200)
+			eventually(t, "b's new account data", func() bool {
+				r := s.slidingExt(t, alice, "", 0, map[string]any{"conn_id": "adback-sub", "room_subscriptions": map[string]any{b.String(): map[string]any{"timeline_limit": 0}},
+					"extensions": map[string]any{"account_data": map[string]any{"enabled": true}}})
+				return r.Extensions.AccountData != nil && strings.Contains(string(mustJSON(t, r.Extensions.AccountData.Rooms[b.String()])), "while out")
+			})
+			// The window's connection moves past the changes without b.
+			out := s.slidingExt(t, alice, pos, 1, win)
+			if ad, rc, _ := out.roomsOf(); slices.Contains(ad, b.String()) || slices.Contains(rc, b.String()) {
+				t.Errorf("b's account data or receipts sent while b is out of the window: %v %v", ad, rc)
+			}
+			pos = out.Pos
+			sendText(t, alice, b, "b back")
+			var back slidingExtRooms
+			eventually(t, "b back in the window", func() bool {
+				back = s.slidingExt(t, alice, pos, 2000, win)
+				pos = back.Pos
+				_, ok := back.Rooms[b.String()]
+				return ok
+			})
+			var room struct {
+				Initial bool `json:"initial"`
+			}
+			_ = json.Unmarshal(back.Rooms[b.String()], &room)
+			if room.Initial {
+				t.Errorf("b sent whole again")
+			}
+			if back.Extensions.AccountData == nil || !strings.Contains(string(mustJSON(t, back.Extensions.AccountData.Rooms[b.String()])), "while out") {
+				t.Errorf("b's account data set while out not sent on its return: %+v", back.Extensions.AccountData)
+			}
+			if back.Extensions.Receipts == nil || !strings.Contains(string(back.Extensions.Receipts.Rooms[b.String()]), bUp.String()) {
+				t.Errorf("b's receipt set while out not sent on its return: %+v", back.Extensions.Receipts)
+			}
+		})
 	})
 }
 
