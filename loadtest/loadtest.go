@@ -50,10 +50,8 @@ type ltOptions struct {
 	HeapProfile        string
 	DBProcess          string
 	// Sync is the long-poll each user holds: "sync" (/sync) or "sliding"
-	// (sliding sync, sliding.go); SlidingTimeline is its list's
-	// timeline_limit (--timeline-limit when given).
-	Sync            string
-	SlidingTimeline int
+	// (sliding sync, sliding.go).
+	Sync string
 
 	// Scenario modes (loadtest_scenario*.go); "messages" is the default.
 	Scenario   string
@@ -87,9 +85,9 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON on stdout (the text report then goes to stderr)")
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "parallel requests during setup")
 	fs.IntVar(&o.MaxInFlight, "max-inflight", 2000, "most message PUTs in flight at once; a send beyond it is skipped and counted")
-	fs.IntVar(&o.TimelineLimit, "timeline-limit", 20, "timeline limit of the users' /sync filter")
+	fs.IntVar(&o.TimelineLimit, "timeline-limit", 20, "timeline limit of the users' /sync filter (with --sync sliding: of the list)")
 	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 30*time.Second, "long-poll timeout of each /sync")
-	fs.StringVar(&o.Sync, "sync", "sync", "the long-poll each user holds: sync (/sync) or sliding (sliding sync, MSC4186: one list of the first 20 rooms, timeline_limit 1 or --timeline-limit, an Element X-like required_state, the to_device and e2ee extensions)")
+	fs.StringVar(&o.Sync, "sync", "sync", "the long-poll each user holds: sync (/sync) or sliding (sliding sync, MSC4186: one list of the first 20 rooms with timeline_limit --timeline-limit, an Element X-like required_state, the to_device and e2ee extensions; Element X's room list asks timeline_limit 1: a message then counts as lost when another of its room follows it before the next answer)")
 	fs.StringVar(&o.DBProcess, "db-process", "", "command name of the database's processes on this machine (e.g. postgres): report their CPU too")
 	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "with --metrics: save the server's CPU profile of the measured window to this file")
 	fs.StringVar(&o.HeapProfile, "heap-profile", "", "with --metrics: save the server's heap profile (after a GC) at the end of the measured window to this file")
@@ -111,12 +109,6 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 		}
 		return o, 2
 	}
-	o.SlidingTimeline = ltSlidingTimeline
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "timeline-limit" {
-			o.SlidingTimeline = o.TimelineLimit
-		}
-	})
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "haven loadtest: unexpected argument %q\n", fs.Arg(0))
 		return o, 2
@@ -254,7 +246,7 @@ func newReport(o ltOptions, start time.Time) *Report {
 	c := &rep.Config
 	c.Scenario = o.Scenario
 	if o.Sync == "sliding" {
-		c.Sync, c.TimelineLimit = o.Sync, o.SlidingTimeline
+		c.Sync = o.Sync
 	}
 	switch o.Scenario {
 	case "claim":
@@ -333,7 +325,7 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	syncCtx, stopSyncs := context.WithCancel(ctx)
 	defer stopSyncs()
 	sy := newSyncers(e.c, users, rooms, tr, e.runID, e.opts.SyncTimeout)
-	sy.sliding, sy.timelineLimit = e.opts.Sync == "sliding", e.opts.SlidingTimeline
+	sy.sliding, sy.timelineLimit = e.opts.Sync == "sliding", e.opts.TimelineLimit
 	// dtr follows what is sent: room messages, or to-device fan-outs.
 	dtr := tr
 	if e.fanout != nil {
@@ -662,8 +654,8 @@ func (e *ltEnv) addNotes(rep *Report) {
 	}
 	switch {
 	case l.LimitedTimelines > 0 && e.opts.Sync == "sliding":
-		rep.note("%d rooms in sliding sync answers had a limited timeline (more events than timeline_limit %d, which every room sent whole has): new events left out count as not delivered",
-			l.LimitedTimelines, e.opts.SlidingTimeline)
+		rep.note("%d rooms in sliding sync answers had a limited timeline (more new events than timeline_limit %d, --timeline-limit): those events count as not delivered",
+			l.LimitedTimelines, e.opts.TimelineLimit)
 	case l.LimitedTimelines > 0:
 		rep.note("%d /sync answers had a limited timeline (more new events than --timeline-limit %d): those events count as not delivered",
 			l.LimitedTimelines, e.opts.TimelineLimit)

@@ -348,19 +348,18 @@ func TestLoadtestFlags(t *testing.T) {
 
 func TestLoadtestSyncFlag(t *testing.T) {
 	tests := []struct {
-		args     []string
-		code     int
-		sync     string
-		timeline int // the sliding list's timeline_limit
-		stderr   string
+		args   []string
+		code   int
+		sync   string
+		stderr string
 	}{
-		{nil, -1, "sync", 1, ""},
-		{[]string{"--sync", "sliding"}, -1, "sliding", 1, ""},
-		{[]string{"--sync", "sliding", "--timeline-limit", "5"}, -1, "sliding", 5, ""},
-		{[]string{"--sync", "sliding", "--timeline-limit", "20"}, -1, "sliding", 20, ""},
-		{[]string{"--sync", "sync", "--rate", "0"}, -1, "sync", 1, ""},
-		{[]string{"--sync", "v5"}, 2, "", 0, `--sync "v5": use sync or sliding`},
-		{[]string{"--sync", "sliding", "--scenario", "claim"}, 2, "", 0, "--sync sliding goes with --scenario messages only"},
+		{nil, -1, "sync", ""},
+		{[]string{"--sync", "sliding"}, -1, "sliding", ""},
+		{[]string{"--sync", "sliding", "--timeline-limit", "1", "--rate", "0"}, -1, "sliding", ""},
+		{[]string{"--sync", "sync"}, -1, "sync", ""},
+		{[]string{"--sync", "v5"}, 2, "", `--sync "v5": use sync or sliding`},
+		{[]string{"--sync", ""}, 2, "", `--sync "": use sync or sliding`},
+		{[]string{"--sync", "sliding", "--scenario", "claim"}, 2, "", "--sync sliding goes with --scenario messages only"},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer
@@ -369,14 +368,17 @@ func TestLoadtestSyncFlag(t *testing.T) {
 			t.Errorf("%v: code %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.stderr)
 			continue
 		}
-		if code == -1 && (o.Sync != tt.sync || o.SlidingTimeline != tt.timeline) {
-			t.Errorf("%v: sync %q, sliding timeline %d; want %q, %d", tt.args, o.Sync, o.SlidingTimeline, tt.sync, tt.timeline)
+		if code == -1 && o.Sync != tt.sync {
+			t.Errorf("%v: sync %q, want %q", tt.args, o.Sync, tt.sync)
 		}
 	}
 	var stderr bytes.Buffer
 	parseLoadtestFlags([]string{"--help"}, &stderr)
 	if !strings.Contains(stderr.String(), "--sync sync|sliding") || !strings.Contains(stderr.String(), "sliding sync, MSC4186") {
 		t.Errorf("usage lacks --sync:\n%s", stderr.String())
+	}
+	if rep := newReport(ltOptions{Sync: "sliding", TimelineLimit: 3}, time.Unix(0, 0)); rep.Config.Sync != "sliding" || rep.Config.TimelineLimit != 3 {
+		t.Errorf("report config: %+v", rep.Config)
 	}
 }
 

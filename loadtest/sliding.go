@@ -2,9 +2,12 @@ package loadtest
 
 // --sync sliding: each user holds a sliding sync (MSC4186) long-poll
 // instead of /sync, as Element X does: one list of the user's rooms by
-// recency, the first 20 of them, a short timeline and the state a room
-// list shows, with the to-device and e2ee extensions. The messages are
-// tracked from the rooms' timelines as /sync's are.
+// recency, the first 20 of them, with the state a room list shows and
+// the to-device and e2ee extensions. The timeline_limit is
+// --timeline-limit, as /sync's (Element X's room list asks for 1: then a
+// message followed by another of its room before the next answer is
+// left out, limited, and counts as lost). The messages are tracked from
+// the rooms' timelines as /sync's are.
 
 import (
 	"context"
@@ -22,10 +25,6 @@ var ltSlidingRequired = [][]string{
 	{"m.room.history_visibility", ""}, {"m.room.pinned_events", ""}, {"m.room.tombstone", ""},
 	{"m.room.member", "$ME"}, {"m.call.member", "*"},
 }
-
-// ltSlidingTimeline is a sliding sync list's timeline_limit without
-// --timeline-limit (Element X's room list asks for one event).
-const ltSlidingTimeline = 1
 
 type ltSlidingBody struct {
 	ConnID     string                   `json:"conn_id"`
