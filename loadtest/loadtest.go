@@ -25,7 +25,7 @@ import (
 )
 
 // Usage is the one-line description of the command.
-const Usage = "load a running server: --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S] [--metrics URL] [--pid PID] (see --help)"
+const Usage = "load a running server: --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S] [--metrics URL] [--pid PID] [--sync sync|sliding] (see --help)"
 
 // ltOptions are the flags of haven loadtest.
 type ltOptions struct {
@@ -49,6 +49,9 @@ type ltOptions struct {
 	CPUProfile         string
 	HeapProfile        string
 	DBProcess          string
+	// Sync is the long-poll each user holds: "sync" (/sync) or "sliding"
+	// (sliding sync, sliding.go).
+	Sync string
 
 	// Scenario modes (loadtest_scenario*.go); "messages" is the default.
 	Scenario   string
@@ -82,8 +85,9 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON on stdout (the text report then goes to stderr)")
 	fs.IntVar(&o.Concurrency, "concurrency", 32, "parallel requests during setup")
 	fs.IntVar(&o.MaxInFlight, "max-inflight", 2000, "most message PUTs in flight at once; a send beyond it is skipped and counted")
-	fs.IntVar(&o.TimelineLimit, "timeline-limit", 20, "timeline limit of the users' /sync filter")
+	fs.IntVar(&o.TimelineLimit, "timeline-limit", 20, "timeline limit of the users' /sync filter (with --sync sliding: of the list)")
 	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 30*time.Second, "long-poll timeout of each /sync")
+	fs.StringVar(&o.Sync, "sync", "sync", "the long-poll each user holds: sync (/sync) or sliding (sliding sync, MSC4186: one list of the first 20 rooms with timeline_limit --timeline-limit, an Element X-like required_state, the to_device and e2ee extensions; Element X's room list asks timeline_limit 1: a message then counts as lost when another of its room follows it before the next answer)")
 	fs.StringVar(&o.DBProcess, "db-process", "", "command name of the database's processes on this machine (e.g. postgres): report their CPU too")
 	fs.StringVar(&o.CPUProfile, "cpu-profile", "", "with --metrics: save the server's CPU profile of the measured window to this file")
 	fs.StringVar(&o.HeapProfile, "heap-profile", "", "with --metrics: save the server's heap profile (after a GC) at the end of the measured window to this file")
@@ -93,7 +97,7 @@ func parseLoadtestFlags(args []string, stderr io.Writer) (ltOptions, int) {
 	fs.IntVar(&o.MediaBytes, "media-bytes", 1<<20, "media: size of each uploaded file in bytes")
 	fs.IntVar(&o.Messages, "messages", 100000, "search: messages sent into the first room before the searches")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: haven loadtest --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S | --register-open] [--metrics URL] [--pid PID] [flags]")
+		fmt.Fprintln(stderr, "usage: haven loadtest --hs URL --users N --rooms R --rate MSGS_PER_S --duration D [--shared-secret S | --register-open] [--metrics URL] [--pid PID] [--sync sync|sliding] [flags]")
 		fmt.Fprintln(stderr, "       haven loadtest --scenario todevice|claim|media|search ... (see docs/benchmarks.md, \"Issue 3 benchmarks\")")
 		fmt.Fprintln(stderr, "Run the server with HAVEN_RATE_LIMITS_ENABLED=false, or the sends meet 429s. Exit codes: 0 done, 1 error, 2 bad flags,")
 		fmt.Fprintln(stderr, "3 messages lost (todevice: fan-outs not delivered to every device; claim: a key handed out twice or wrong; media: a download differing from its upload).")
@@ -140,6 +144,12 @@ func (o ltOptions) check() error {
 	}
 	if (o.CPUProfile != "" || o.HeapProfile != "") && o.MetricsURL == "" {
 		errs = append(errs, errors.New("--cpu-profile and --heap-profile need --metrics (the profiles are served on the metrics listener)"))
+	}
+	switch {
+	case o.Sync != "sync" && o.Sync != "sliding":
+		errs = append(errs, fmt.Errorf("--sync %q: use sync or sliding", o.Sync))
+	case o.Sync == "sliding" && o.Scenario != "messages":
+		errs = append(errs, errors.New("--sync sliding goes with --scenario messages only"))
 	}
 	if o.SyncTimeout < time.Second {
 		errs = append(errs, errors.New("--sync-timeout must be at least 1s"))
@@ -235,6 +245,9 @@ func newReport(o ltOptions, start time.Time) *Report {
 	}}
 	c := &rep.Config
 	c.Scenario = o.Scenario
+	if o.Sync == "sliding" {
+		c.Sync = o.Sync
+	}
 	switch o.Scenario {
 	case "claim":
 		c.Workers, c.OTKs = o.Workers, o.OTKs
@@ -312,6 +325,7 @@ func (e *ltEnv) loadPhase(ctx context.Context, users []*ltUser, rooms []*ltRoom,
 	syncCtx, stopSyncs := context.WithCancel(ctx)
 	defer stopSyncs()
 	sy := newSyncers(e.c, users, rooms, tr, e.runID, e.opts.SyncTimeout)
+	sy.sliding, sy.timelineLimit = e.opts.Sync == "sliding", e.opts.TimelineLimit
 	// dtr follows what is sent: room messages, or to-device fan-outs.
 	dtr := tr
 	if e.fanout != nil {
@@ -638,7 +652,11 @@ func (e *ltEnv) addNotes(rep *Report) {
 		rep.note("%d message(s) did not reach every member within the grace period (%s); examples (sequence numbers): %v",
 			l.LostMessages, e.opts.Grace, l.LostExamples)
 	}
-	if l.LimitedTimelines > 0 {
+	switch {
+	case l.LimitedTimelines > 0 && e.opts.Sync == "sliding":
+		rep.note("%d rooms in sliding sync answers had a limited timeline (more new events than timeline_limit %d, --timeline-limit): those events count as not delivered",
+			l.LimitedTimelines, e.opts.TimelineLimit)
+	case l.LimitedTimelines > 0:
 		rep.note("%d /sync answers had a limited timeline (more new events than --timeline-limit %d): those events count as not delivered",
 			l.LimitedTimelines, e.opts.TimelineLimit)
 	}

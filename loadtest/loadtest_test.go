@@ -346,6 +346,89 @@ func TestLoadtestFlags(t *testing.T) {
 	}
 }
 
+func TestLoadtestSyncFlag(t *testing.T) {
+	tests := []struct {
+		args   []string
+		code   int
+		sync   string
+		stderr string
+	}{
+		{nil, -1, "sync", ""},
+		{[]string{"--sync", "sliding"}, -1, "sliding", ""},
+		{[]string{"--sync", "sliding", "--timeline-limit", "1", "--rate", "0"}, -1, "sliding", ""},
+		{[]string{"--sync", "sync"}, -1, "sync", ""},
+		{[]string{"--sync", "v5"}, 2, "", `--sync "v5": use sync or sliding`},
+		{[]string{"--sync", ""}, 2, "", `--sync "": use sync or sliding`},
+		{[]string{"--sync", "sliding", "--scenario", "claim"}, 2, "", "--sync sliding goes with --scenario messages only"},
+	}
+	for _, tt := range tests {
+		var stderr bytes.Buffer
+		o, code := parseLoadtestFlags(tt.args, &stderr)
+		if code != tt.code || !strings.Contains(stderr.String(), tt.stderr) {
+			t.Errorf("%v: code %d, stderr %q; want %d and %q", tt.args, code, stderr.String(), tt.code, tt.stderr)
+			continue
+		}
+		if code == -1 && o.Sync != tt.sync {
+			t.Errorf("%v: sync %q, want %q", tt.args, o.Sync, tt.sync)
+		}
+	}
+	var stderr bytes.Buffer
+	parseLoadtestFlags([]string{"--help"}, &stderr)
+	if !strings.Contains(stderr.String(), "--sync sync|sliding") || !strings.Contains(stderr.String(), "sliding sync, MSC4186") {
+		t.Errorf("usage lacks --sync:\n%s", stderr.String())
+	}
+	if rep := newReport(ltOptions{Sync: "sliding", TimelineLimit: 3}, time.Unix(0, 0)); rep.Config.Sync != "sliding" || rep.Config.TimelineLimit != 3 {
+		t.Errorf("report config: %+v", rep.Config)
+	}
+}
+
+// TestSlidingBodyAndHandling: the sliding sync request asks for one list
+// of the first 20 rooms; its answers' timelines go to the tracker as
+// /sync's do.
+func TestSlidingBodyAndHandling(t *testing.T) {
+	b := slidingBody(1, "")
+	raw, _ := json.Marshal(b)
+	for _, want := range []string{`"ranges":[[0,19]]`, `"timeline_limit":1`, `["m.room.member","$ME"]`, `"to_device":{"enabled":true}`, `"e2ee":{"enabled":true}`} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("request %s lacks %s", raw, want)
+		}
+	}
+	if raw, _ := json.Marshal(slidingBody(1, "7")); !strings.Contains(string(raw), `"since":"7"`) {
+		t.Errorf("to-device since not passed: %s", raw)
+	}
+	if p := slidingPath("12", 30*time.Second); p != ltSlidingPath+"?pos=12&timeout=30000" {
+		t.Errorf("path %s", p)
+	}
+
+	rooms := []*ltRoom{{ID: "!a:x", Index: 0, Members: []int{0, 1}, pos: map[int]int{0: 0, 1: 1}}}
+	tr := newTracker(rooms)
+	s := newSyncers(nil, []*ltUser{{}, {}}, rooms, tr, "run1", time.Second)
+	tr.begin(1, 0, 0, true)
+	tr.sent(1, true)
+	var resp ltSlidingResponse
+	if err := json.Unmarshal([]byte(`{"pos":"3","rooms":{"!a:x":{"limited":true,"timeline":[
+		{"type":"m.room.message","content":{"lt_run":"run1","lt_seq":1}},
+		{"type":"m.room.message","content":{"lt_run":"other","lt_seq":1}}]},
+		"!b:x":{"timeline":[]}}}`), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if !s.handleSliding(1, &resp, time.Now()) {
+		t.Error("answer with events counted as empty")
+	}
+	if s.limited.Load() != 1 {
+		t.Errorf("limited %d, want 1", s.limited.Load())
+	}
+	tr.mu.Lock()
+	delivered, outstanding := len(tr.delivery), tr.outstanding
+	tr.mu.Unlock()
+	if delivered != 1 || outstanding != 0 {
+		t.Errorf("delivered %d, outstanding %d; want 1, 0", delivered, outstanding)
+	}
+	if s.handleSliding(1, &ltSlidingResponse{}, time.Now()) {
+		t.Error("answer without events counted as having some")
+	}
+}
+
 func TestSharedSecretMAC(t *testing.T) {
 	// HMAC-SHA1("secret", "abc\x00alice\x00pw\x00notadmin"), computed with
 	// Python: hmac.new(b"secret", b"abc\0alice\0pw\0notadmin", "sha1").hexdigest()

@@ -92,6 +92,7 @@ type ltConfigReport struct {
 	Registration     string  `json:"registration"`
 	Prefix           string  `json:"prefix"`
 	TimelineLimit    int     `json:"timeline_limit"`
+	Sync             string  `json:"sync,omitempty"` // "sliding": sliding sync instead of /sync
 	SyncTimeoutMS    int64   `json:"sync_timeout_ms"`
 	MaxInFlight      int     `json:"max_inflight_sends"`
 	InitialSyncRooms int     `json:"initial_sync_rooms,omitempty"`
@@ -238,6 +239,9 @@ func (r *Report) writeText(w io.Writer) {
 	if c.Scenario == "" || c.Scenario == "messages" {
 		p("  %d users, %d rooms, %s msg/s for %s (warm-up %s, grace %s), %s registration, prefix %q",
 			c.Users, c.Rooms, trimFloat(c.Rate), c.Duration, c.Warmup, c.Grace, c.Registration, c.Prefix)
+		if c.Sync == "sliding" {
+			p("  each user holds a sliding sync long-poll (one list, ranges [[0,19]], timeline_limit %d), not /sync", c.TimelineLimit)
+		}
 	} else {
 		p("  scenario %s: %s", c.Scenario, c.scenarioLine())
 	}

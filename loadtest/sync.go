@@ -1,7 +1,8 @@
 package loadtest
 
 // The /sync side of a load test: one initial sync per user, then one
-// long-poll per user held open until the run ends.
+// long-poll per user held open until the run ends (with --sync sliding,
+// sliding sync requests instead: sliding.go).
 
 import (
 	"context"
@@ -20,6 +21,12 @@ type ltSyncers struct {
 	toDevice *ltTracker // --scenario todevice: the fan-outs (one pseudo-room of the targets)
 	runID    string
 	timeout  time.Duration
+	// sliding: sliding sync instead of /sync, with this timeline_limit;
+	// since then holds each user's pos, toDeviceSince the to-device
+	// extension's next_batch.
+	sliding       bool
+	timelineLimit int
+	toDeviceSince []string
 
 	since     []string // per user, written by its own loop only
 	open      atomic.Int64
@@ -35,7 +42,7 @@ type ltSyncers struct {
 
 func newSyncers(c *mxClient, users []*ltUser, rooms []*ltRoom, tr *ltTracker, runID string, timeout time.Duration) *ltSyncers {
 	s := &ltSyncers{c: c, users: users, tr: tr, runID: runID, timeout: timeout,
-		roomByID: make(map[string]int, len(rooms)), since: make([]string, len(users)), errs: map[string]int{}}
+		roomByID: make(map[string]int, len(rooms)), since: make([]string, len(users)), toDeviceSince: make([]string, len(users)), errs: map[string]int{}}
 	for _, r := range rooms {
 		s.roomByID[r.ID] = r.Index
 	}
@@ -67,13 +74,20 @@ func (s *ltSyncers) initial(ctx context.Context, workers int, logf func(string, 
 		var resp *ltSyncResponse
 		err := withRetry(ctx, func(ctx context.Context) error {
 			var err error
+			if s.sliding {
+				s.since[i] = ""
+				_, err = s.slidingOnce(ctx, i, 0)
+				return err
+			}
 			resp, _, err = u.on(s.c).sync(ctx, u.AccessToken, "", u.Filter, 0)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("initial sync of %s: %w", u.UserID, err)
 		}
-		s.since[i] = resp.NextBatch
+		if !s.sliding {
+			s.since[i] = resp.NextBatch
+		}
 		if n := done.Add(1); n%2000 == 0 {
 			logf("  %d/%d initial syncs done", n, len(s.users))
 		}
@@ -99,7 +113,14 @@ func (s *ltSyncers) loop(ctx context.Context, i int) {
 	u := s.users[i]
 	for ctx.Err() == nil {
 		s.open.Add(1)
-		resp, _, err := u.on(s.c).sync(ctx, u.AccessToken, s.since[i], u.Filter, s.timeout)
+		var resp *ltSyncResponse
+		var sresp *ltSlidingResponse
+		var err error
+		if s.sliding {
+			sresp, err = s.slidingOnce(ctx, i, s.timeout)
+		} else {
+			resp, _, err = u.on(s.c).sync(ctx, u.AccessToken, s.since[i], u.Filter, s.timeout)
+		}
 		s.open.Add(-1)
 		at := time.Now()
 		if err != nil {
@@ -116,6 +137,12 @@ func (s *ltSyncers) loop(ctx context.Context, i int) {
 			continue
 		}
 		s.completed.Add(1)
+		if s.sliding {
+			if !s.handleSliding(i, sresp, at) {
+				s.empty.Add(1)
+			}
+			continue
+		}
 		if !s.handle(i, resp, at) {
 			s.empty.Add(1)
 		}

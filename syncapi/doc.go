@@ -227,9 +227,13 @@
 // at most 20,000 connections, each dropped after 30 idle minutes; any
 // other pos (or one from before a restart) is M_UNKNOWN_POS, and the
 // client starts over. A request with a pos waits as /sync does
-// (slidingPoll through notifier.Waiter, parked by the client API): any
-// news for the user wakes it, and an answer with nothing for the
-// connection moves its position on and waits again; a request whose
+// (slidingPoll through notifier.Waiter, parked by the client API): a
+// wake-up of the user builds only when the notifier shows something that
+// may concern the connection (sliding_news.go, notifier.Moved, no query:
+// an event in a room the client has or subscribes to, an event of a bump
+// type, the user's own membership, the extensions asked for), and an
+// answer with nothing for the connection after all moves its position on
+// and waits again; a request whose
 // lists or subscriptions differ from the last one's (a growing window, a
 // new subscription) is answered at once when that brings anything.
 //

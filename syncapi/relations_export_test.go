@@ -5,3 +5,6 @@ func RelationsCached(s *Service, eventID string) bool {
 	_, ok := s.rel.c.Peek(eventID)
 	return ok
 }
+
+// SlidingBuilds counts the sliding sync long-polls' builds (for tests).
+func SlidingBuilds(s *Service) int64 { return s.slidingConns.builds.Load() }

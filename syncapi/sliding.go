@@ -318,9 +318,14 @@ type slidingPoll struct {
 	w   SlidingWaiter
 }
 
-func (p *slidingPoll) News() bool { return p.s.n.HasNews(p.req.UserID, p.req.DeviceID, p.cur) }
+// News: anything after cur for this connection (sliding_news.go); a new
+// connection (no snapshot) has everything to get.
+func (p *slidingPoll) News() bool {
+	return p.snap == nil || p.s.slidingNews(p.req, p.snap, p.cur)
+}
 
 func (p *slidingPoll) Answer(ctx context.Context, force bool) (*SlidingResponse, bool, error) {
+	p.s.slidingConns.builds.Add(1)
 	resp, next, nonEmpty, err := p.s.buildSliding(ctx, p.req, p.snap)
 	if err != nil {
 		return nil, false, err

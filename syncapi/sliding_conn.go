@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haven-chat/haven/internal/lru"
@@ -111,6 +112,8 @@ type slidingConns struct {
 	now   func() time.Time
 	// types caches rooms' creation types (list filters room_types).
 	types *lru.Cache[string, string]
+	// builds counts the long-polls' builds (slidingPoll.Answer), for tests.
+	builds atomic.Int64
 }
 
 func newSlidingConns() *slidingConns {

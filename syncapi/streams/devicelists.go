@@ -74,6 +74,21 @@ func (d *DeviceLists) NoteMembership(roomID string, pos int64) {
 	d.mu.Unlock()
 }
 
+// MembershipAfter tells whether any of the rooms may have had a
+// membership event after pos (a room it has no note of may, when pos is
+// before the start).
+func (d *DeviceLists) MembershipAfter(rooms []string, pos int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range rooms {
+		p, ok := d.memberPos[r]
+		if ok && p > pos || !ok && pos < d.startEvents {
+			return true
+		}
+	}
+	return false
+}
+
 // Changes lists the users whose device lists the user must refetch
 // (changed) or may forget (left) between two positions: users who share a
 // room with the user (and the user) whose devices or keys changed, users
