@@ -263,14 +263,5 @@ func (s *Service) stateAfterEvent(ctx context.Context, roomID string, ev *client
 	if err != nil || ev.stateKey == nil {
 		return before, err
 	}
-	k := [2]string{ev.typ, *ev.stateKey}
-	if before[k] == ev.eventID {
-		return before, nil
-	}
-	after := make(map[[2]string]string, len(before)+1)
-	for k2, v := range before {
-		after[k2] = v
-	}
-	after[k] = ev.eventID
-	return after, nil
+	return withState(before, ev.typ, *ev.stateKey, ev.eventID), nil
 }

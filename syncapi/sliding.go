@@ -373,12 +373,11 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	if err != nil {
 		return nil, nil, false, err
 	}
-	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape(), build: 1}
+	// next starts from what snap holds, shared until it changes (an idle
+	// connection's snapshots share one map).
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape(), ownSent: true}
 	if snap != nil {
-		next.build = snap.build + 1
-		for k, v := range snap.sent {
-			next.sent[k] = v
-		}
+		next.sent, next.ownSent = snap.sent, false
 	}
 	resp := &SlidingResponse{TxnID: req.Body.TxnID, Lists: map[string]slidingCount{}, Rooms: map[string]*slidingRoom{}, Extensions: map[string]any{}}
 	nonEmpty := false
@@ -543,6 +542,14 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	// account data, receipts and typing may have changed while out).
 	whole := map[string]bool{}
 	win.whole = whole
+	next.window = make([]string, 0, len(want))
+	for id := range want {
+		next.window = append(next.window, id)
+	}
+	sort.Strings(next.window)
+	if snap != nil && slices.Equal(next.window, snap.window) {
+		next.window = snap.window
+	}
 	for id, set := range want {
 		e := byID[id]
 		invite := e.rv.Mem.State == "invite"
@@ -557,7 +564,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had {
 			prev = slidingSent{}
 		}
-		if had && prev.inWindow < snap.build {
+		if had && !snap.inWindow(id) {
 			whole[id] = true
 		}
 		sentAt := prev.pos
@@ -570,7 +577,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			// Nothing new for a room the client has.
 			if prev.limit != set.TimelineLimit {
 				prev.limit = set.TimelineLimit
-				next.sent[id] = prev
+				next.setSent(id, prev)
 			}
 			continue
 		}
@@ -596,7 +603,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			if had && !expand && e.latest <= sentAt && len(room.RequiredState) == 0 && len(room.Timeline) == 0 {
 				// Other required_state, but nothing new to send: the
 				// client has all of it (or asks for less).
-				next.sent[id] = slidingSent{pos: sentAt, required: required, lazy: lazy, limit: set.TimelineLimit}
+				next.setSent(id, slidingSent{pos: sentAt, required: required, lazy: lazy, limit: set.TimelineLimit})
 				continue
 			}
 			if dms == nil {
@@ -612,17 +619,13 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			whole[id] = true
 		}
-		next.sent[id] = slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit}
+		next.setSent(id, slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit})
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
-	for id := range want {
-		if v, ok := next.sent[id]; ok {
-			v.inWindow = next.build
-			next.sent[id] = v
-		}
+	if next.ownSent {
+		next.trimLazy()
 	}
-	next.trimLazy()
 
 	// Rooms left (or invites refused or withdrawn) since the client had
 	// them: sent once more, up to the leave, then forgotten.
@@ -654,7 +657,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				return nil, nil, false, err
 			}
 			room.BumpStamp = rv.Mem.Pos
-			delete(next.sent, rv.ID)
+			next.deleteSent(rv.ID)
 			resp.Rooms[rv.ID] = room
 			nonEmpty = true
 		}
@@ -712,7 +715,14 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	// State: the required entries of the state at upto; for a room the
 	// client has, only those it was not sent (new to required) or that
 	// changed since it was last sent.
-	state, err := s.stateAtPos(ctx, roomID, upto.Events)
+	var state map[[2]string]string
+	if sel.last != nil {
+		// The window's newest event is the room's last one up to upto:
+		// the state after it, without looking for it.
+		state, err = s.stateAfterEvent(ctx, roomID, sel.last, upto.Events)
+	} else {
+		state, err = s.stateAtPos(ctx, roomID, upto.Events)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -991,7 +1001,7 @@ func (snap *slidingSnap) trimLazy() {
 		v := snap.sent[id]
 		total -= len(v.lazy)
 		v.lazy = nil
-		snap.sent[id] = v
+		snap.setSent(id, v)
 	}
 }
 

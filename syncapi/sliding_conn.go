@@ -2,6 +2,7 @@ package syncapi
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,8 +59,43 @@ type slidingSnap struct {
 	counts map[string]int
 	// shape is the request's (SlidingBody.shape) the snapshot was built for.
 	shape uint64
-	// build counts the responses of the connection up to this one.
-	build int64
+	// window: the rooms the lists' windows and the subscriptions held,
+	// sorted (shared with the snapshot before when the same).
+	window []string
+	// ownSent: sent is this snapshot's own, not its predecessor's (which
+	// is never changed: setSent and deleteSent copy it first).
+	ownSent bool
+}
+
+// inWindow tells whether the snapshot's windows held the room.
+func (snap *slidingSnap) inWindow(id string) bool {
+	_, ok := slices.BinarySearch(snap.window, id)
+	return ok
+}
+
+// setSent records how a room was sent.
+func (snap *slidingSnap) setSent(id string, v slidingSent) {
+	snap.own()
+	snap.sent[id] = v
+}
+
+// deleteSent forgets a room.
+func (snap *slidingSnap) deleteSent(id string) {
+	if _, ok := snap.sent[id]; ok {
+		snap.own()
+		delete(snap.sent, id)
+	}
+}
+
+func (snap *slidingSnap) own() {
+	if snap.ownSent {
+		return
+	}
+	m := make(map[string]slidingSent, len(snap.sent)+1)
+	for k, v := range snap.sent {
+		m[k] = v
+	}
+	snap.sent, snap.ownSent = m, true
 }
 
 // slidingSent is how a room was last sent: the events position its
@@ -79,9 +115,6 @@ type slidingSent struct {
 	lazy []string
 	// limit is the timeline_limit the client last asked of the room.
 	limit int
-	// inWindow is the last build (slidingSnap.build) whose windows or
-	// subscriptions held the room.
-	inWindow int64
 }
 
 // slidingReq is a required_state in a canonical form (sorted, without

@@ -236,7 +236,31 @@ func (s *Service) stateAtPos(ctx context.Context, roomID string, pos int64) (map
 	if ev == nil {
 		return map[[2]string]string{}, nil
 	}
-	return s.rooms.StateIDsAfter(ctx, *ev)
+	if ev.Snapshot == 0 {
+		return s.rooms.StateIDsAfter(ctx, *ev)
+	}
+	// The state before the event (cached by snapshot, shared: never
+	// changed), and the event itself on it when it is state.
+	before, err := s.rooms.StateIDsAtSnapshot(ctx, ev.Snapshot)
+	if err != nil || ev.StateKey == nil {
+		return before, err
+	}
+	return withState(before, ev.Type, *ev.StateKey, ev.EventID), nil
+}
+
+// withState is state with (typ, key) set to id: state itself when it
+// already is, else a copy (state may be shared).
+func withState(state map[[2]string]string, typ, key, id string) map[[2]string]string {
+	k := [2]string{typ, key}
+	if state[k] == id {
+		return state
+	}
+	out := make(map[[2]string]string, len(state)+1)
+	for k2, v := range state {
+		out[k2] = v
+	}
+	out[k] = id
+	return out
 }
 
 func (s *Service) appendState(ctx context.Context, jr *joinedRoom, ids []string, o *Opts, now int64, device string) ([]*clientEvent, error) {
