@@ -458,7 +458,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		req.Body.Lists[name] = l
 	}
 	if needDM {
-		if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+		if dms, err = s.slidingDirect(ctx, req.UserID, snap, next, view.AccountData, upto); err != nil {
 			return nil, nil, false, err
 		}
 	}
@@ -607,7 +607,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				continue
 			}
 			if dms == nil {
-				if dms, err = s.directRooms(ctx, req.UserID, upto); err != nil {
+				if dms, err = s.slidingDirect(ctx, req.UserID, snap, next, view.AccountData, upto); err != nil {
 					return nil, nil, false, err
 				}
 			}
@@ -726,12 +726,28 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	if err != nil {
 		return nil, nil, err
 	}
-	var before map[[2]string]string
+	// unchanged tells whether a state entry is as it was at sentAt. When
+	// the timeline holds every event since then (as /sync's incremental
+	// state does), the entries its state events set are the changed ones;
+	// otherwise the state at sentAt tells.
 	var hadReq *slidingReq
+	unchanged := func([2]string, string) bool { return false }
 	if had {
 		hadReq = prev.required
-		if before, err = s.stateAtPos(ctx, roomID, sentAt); err != nil {
-			return nil, nil, err
+		if !expand && !sel.limited && !sel.droppedState {
+			changed := map[[2]string]bool{}
+			for _, e := range sel.events {
+				if e.stateKey != nil {
+					changed[[2]string{e.typ, *e.stateKey}] = true
+				}
+			}
+			unchanged = func(k [2]string, _ string) bool { return !changed[k] }
+		} else {
+			before, err := s.stateAtPos(ctx, roomID, sentAt)
+			if err != nil {
+				return nil, nil, err
+			}
+			unchanged = func(k [2]string, id string) bool { return before[k] == id }
 		}
 	}
 	// The members the client has through $LAZY: forgotten when it asks
@@ -758,7 +774,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 		byLazy := false
 		if !required.covers(k, me) {
 			if !required.lazy || k[0] != "m.room.member" || !(senders[k[1]] || k[1] == me) {
-				if remembered[k[1]] && k[0] == "m.room.member" && before[k] != id {
+				if remembered[k[1]] && k[0] == "m.room.member" && !unchanged(k, id) {
 					// Changed, not sent: the client's copy is stale now.
 					forget = append(forget, k[1])
 				}
@@ -766,7 +782,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 			}
 			byLazy = true
 		}
-		if had && (hadReq.covers(k, me) || k[0] == "m.room.member" && remembered[k[1]]) && before[k] == id {
+		if had && (hadReq.covers(k, me) || k[0] == "m.room.member" && remembered[k[1]]) && unchanged(k, id) {
 			continue // the client has it
 		}
 		ids = append(ids, id)
@@ -1003,6 +1019,20 @@ func (snap *slidingSnap) trimLazy() {
 		v.lazy = nil
 		snap.setSent(id, v)
 	}
+}
+
+// slidingDirect is directRooms, kept in the connection's snapshots while
+// the user's account data stays the same (adAt).
+func (s *Service) slidingDirect(ctx context.Context, userID string, snap, next *slidingSnap, adAt int64, upto Pos) (map[string]bool, error) {
+	if snap != nil && snap.dms != nil && snap.dmsAt == adAt {
+		next.dms, next.dmsAt = snap.dms, adAt
+		return snap.dms, nil
+	}
+	dms, err := s.directRooms(ctx, userID, upto)
+	if err == nil && upto.AccountData >= adAt {
+		next.dms, next.dmsAt = dms, adAt
+	}
+	return dms, err
 }
 
 // directRooms are the rooms the user's m.direct names.

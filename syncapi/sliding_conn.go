@@ -62,6 +62,10 @@ type slidingSnap struct {
 	// window: the rooms the lists' windows and the subscriptions held,
 	// sorted (shared with the snapshot before when the same).
 	window []string
+	// dms: the rooms of the user's m.direct as of the user's account
+	// data position dmsAt (nil: not read), shared between snapshots.
+	dms   map[string]bool
+	dmsAt int64
 	// ownSent: sent is this snapshot's own, not its predecessor's (which
 	// is never changed: setSent and deleteSent copy it first).
 	ownSent bool

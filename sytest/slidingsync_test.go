@@ -273,6 +273,32 @@ func TestSlidingSync(t *testing.T) {
 			}
 		})
 
+		t.Run("is_dm follows m.direct", func(t *testing.T) {
+			yes := true
+			body := map[string]any{"conn_id": "dms", "lists": map[string]any{"dms": map[string]any{"ranges": [][]int{{0, 5}}, "timeline_limit": 1,
+				"filters": map[string]any{"is_dm": &yes}}}}
+			r := s.sliding(t, alice, "", 0, body)
+			if r.Lists["dms"].Count != 1 {
+				t.Fatalf("dms %d, want 1", r.Lists["dms"].Count)
+			}
+			setDirect := func(ids ...id.RoomID) {
+				s.do(t, "PUT", v3+"/user/"+p(alice.UserID)+"/account_data/m.direct", alice.AccessToken, map[string]any{bob.UserID.String(): ids}).expect(t, 200)
+			}
+			setDirect(dm, rooms[0])
+			pos := r.Pos
+			eventually(t, "rooms[0] listed as a DM", func() bool {
+				r := s.sliding(t, alice, pos, 2000, body)
+				pos = r.Pos
+				return r.Lists["dms"].Count == 2 && r.Rooms[rooms[0].String()].IsDM
+			})
+			setDirect(dm)
+			eventually(t, "rooms[0] no longer a DM", func() bool {
+				r := s.sliding(t, alice, pos, 2000, body)
+				pos = r.Pos
+				return r.Lists["dms"].Count == 1
+			})
+		})
+
 		t.Run("required_state wildcards and subscriptions", func(t *testing.T) {
 			r := s.sliding(t, alice, "", 0, map[string]any{"room_subscriptions": map[string]any{
 				rooms[0].String(): map[string]any{"timeline_limit": 5, "required_state": [][]string{{"m.room.member", "*"}, {"m.room.name", ""}}},

@@ -221,13 +221,20 @@ type RoomView struct {
 type UserView struct {
 	Upto  Pos
 	Rooms []RoomView // sorted by room ID
+	// AccountData is the position of the user's latest account data
+	// change (at least the notifier's start): what a build read of it
+	// holds while this stays the same.
+	AccountData int64
 }
 
 // View copies the user's rooms and their latest positions, consistent with Upto.
 func (n *Notifier) View(user string) UserView {
 	n.mu.Lock()
 	rs := n.rooms[user]
-	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs))}
+	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs)), AccountData: n.floor.AccountData}
+	if u := n.user[user]; u != nil {
+		v.AccountData = max(v.AccountData, u.AccountData)
+	}
 	for r, m := range rs {
 		ev := n.roomEvents[r]
 		v.Rooms = append(v.Rooms, RoomView{ID: r, Mem: m, Events: ev, Receipts: n.roomReceipts[r], Typing: n.roomTyping[r], Bump: min(n.roomBump[r], ev)})
