@@ -37,6 +37,8 @@ type SlidingRequest struct {
 	Timeout          time.Duration
 	SetPresence      string
 	Body             SlidingBody
+	// shape is Body.shape(), worked out once per request.
+	shape uint64
 }
 
 // SlidingBody is the request body.
@@ -262,6 +264,7 @@ func (s *Service) StartSliding(ctx context.Context, req SlidingRequest) (*Slidin
 	if err := req.Body.check(); err != nil {
 		return nil, nil, err
 	}
+	req.shape = req.Body.shape()
 	key := slidingKey(req.UserID, req.DeviceID, req.Body.ConnID)
 	var snap *slidingSnap
 	if req.Pos != "" {
@@ -293,7 +296,7 @@ func (s *Service) StartSliding(ctx context.Context, req SlidingRequest) (*Slidin
 		}
 	}
 	p.cur = snap.at
-	if snap.shape != req.Body.shape() {
+	if snap.shape != req.shape {
 		// Other windows, lists or subscriptions than last time: rooms the
 		// client has not got may be in them now, which no wake-up tells.
 		resp, ok, err := p.Answer(ctx, req.Timeout <= 0)
@@ -375,7 +378,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 	}
 	// next starts from what snap holds, shared until it changes (an idle
 	// connection's snapshots share one map).
-	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.Body.shape(), ownSent: true}
+	next := &slidingSnap{at: upto, sent: map[string]slidingSent{}, counts: map[string]int{}, shape: req.shape, ownSent: true}
 	if snap != nil {
 		next.sent, next.ownSent = snap.sent, false
 	}

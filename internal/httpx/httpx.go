@@ -205,9 +205,6 @@ func Unmarshal(body []byte, v any) error {
 	if len(trimmed) == 0 {
 		trimmed = []byte("{}")
 	}
-	if !json.Valid(trimmed) {
-		return merr.NotJSON("Content not JSON")
-	}
 	// JSON is UTF-8 (RFC 8259). encoding/json lets invalid bytes through in
 	// strings, and a body kept as it is (event content, account data) would
 	// reach the database with them: PostgreSQL refuses such text.
@@ -215,9 +212,18 @@ func Unmarshal(body []byte, v any) error {
 		return merr.NotJSON("Content is not valid UTF-8")
 	}
 	if trimmed[0] != '{' {
+		if !json.Valid(trimmed) {
+			return merr.NotJSON("Content not JSON")
+		}
 		return merr.BadJSON("Request body must be a JSON object")
 	}
+	// json.Unmarshal checks the whole body's syntax before it decodes
+	// anything: a syntax error is M_NOT_JSON, whatever the fields.
 	if err := json.Unmarshal(trimmed, v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return merr.NotJSON("Content not JSON")
+		}
 		// A field type's own UnmarshalJSON may already say what is wrong.
 		if me, ok := merr.As(err); ok {
 			return me
