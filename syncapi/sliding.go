@@ -797,8 +797,12 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	if len(sentLazy) > 0 || len(forget) > 0 {
 		lazy = rememberLazy(lazy, sentLazy, forget, senders)
 	}
+	// The name and avatar: with a room new to the client, and when they
+	// changed (absent, the client keeps what it has).
 	nameID, hasName := state[[2]string{"m.room.name", ""}]
 	avatarID, hasAvatar := state[[2]string{"m.room.avatar", ""}]
+	hasName = hasName && !(had && unchanged([2]string{"m.room.name", ""}, nameID))
+	hasAvatar = hasAvatar && !(had && unchanged([2]string{"m.room.avatar", ""}, avatarID))
 	if hasName {
 		ids = append(ids, nameID)
 	}

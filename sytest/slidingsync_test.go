@@ -369,6 +369,12 @@ func TestSlidingSync(t *testing.T) {
 			if r4.Name != "Renamed" || len(r4.RequiredState) != 1 {
 				t.Errorf("rename: %+v", r4)
 			}
+			// A message after it: the name, unchanged, is not sent again.
+			sendText(t, alice, rooms[4], "after the rename")
+			r3 := s.sliding(t, alice, r2.Pos, 20000, body)
+			if r4 := r3.Rooms[rooms[4].String()]; r4.Name != "" || len(r4.RequiredState) != 0 || len(r4.Timeline) != 1 {
+				t.Errorf("after the rename: %+v", r4)
+			}
 		})
 
 		t.Run("required_state asked anew", func(t *testing.T) {
