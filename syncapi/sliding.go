@@ -195,9 +195,11 @@ type slidingRoom struct {
 	InvitedCount      int               `json:"invited_count"`
 	NotificationCount int               `json:"notification_count"`
 	HighlightCount    int               `json:"highlight_count"`
-	InviteState       []json.RawMessage `json:"invite_state,omitempty"`
-	IsDM              bool              `json:"is_dm,omitempty"`
-	ExpandedTimeline  bool              `json:"expanded_timeline,omitempty"`
+	// UnreadThreads are the counts per thread root, as /sync's.
+	UnreadThreads    map[string]*unreadCounts `json:"unread_thread_notifications,omitempty"`
+	InviteState      []json.RawMessage        `json:"invite_state,omitempty"`
+	IsDM             bool                     `json:"is_dm,omitempty"`
+	ExpandedTimeline bool                     `json:"expanded_timeline,omitempty"`
 }
 
 // maxSlidingTimeline bounds a room's timeline_limit.
@@ -577,7 +579,25 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		// (opening it) sends its timeline again, expanded.
 		expand := had && !invite && set.TimelineLimit > prev.limit
 		if had && e.latest <= sentAt && !newState && !expand {
-			// Nothing new for a room the client has.
+			// Nothing new for a room the client has, unless its unread
+			// counts moved (the user read it on another device, say):
+			// then the counts alone.
+			if !invite && s.counts.Pushed() {
+				c, threads, err := s.slidingCounts(ctx, id, req.UserID, false)
+				if err != nil {
+					return nil, nil, false, err
+				}
+				if c != prev.counts {
+					_, threads, _ = s.slidingCounts(ctx, id, req.UserID, true)
+					joined, invited, _ := s.n.RoomMembers(id, req.UserID)
+					resp.Rooms[id] = &slidingRoom{BumpStamp: e.bump, JoinedCount: joined, InvitedCount: invited,
+						NotificationCount: c.NotificationCount, HighlightCount: c.HighlightCount, UnreadThreads: threads}
+					prev.counts, prev.limit = c, set.TimelineLimit
+					next.setSent(id, prev)
+					nonEmpty = true
+					continue
+				}
+			}
 			if prev.limit != set.TimelineLimit {
 				prev.limit = set.TimelineLimit
 				next.setSent(id, prev)
@@ -606,7 +626,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			if had && !expand && e.latest <= sentAt && len(room.RequiredState) == 0 && len(room.Timeline) == 0 {
 				// Other required_state, but nothing new to send: the
 				// client has all of it (or asks for less).
-				next.setSent(id, slidingSent{pos: sentAt, required: required, lazy: lazy, limit: set.TimelineLimit})
+				next.setSent(id, slidingSent{pos: sentAt, required: required, lazy: lazy, limit: set.TimelineLimit, counts: prev.counts})
 				continue
 			}
 			if dms == nil {
@@ -622,7 +642,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		if !had && !invite {
 			whole[id] = true
 		}
-		next.setSent(id, slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit})
+		next.setSent(id, slidingSent{pos: max(e.latest, sentAt), invite: invite, required: required, lazy: lazy, limit: set.TimelineLimit,
+			counts: unreadCounts{NotificationCount: room.NotificationCount, HighlightCount: room.HighlightCount}})
 		resp.Rooms[id] = room
 		nonEmpty = true
 	}
@@ -863,18 +884,36 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 			room.Heroes = append(room.Heroes, hero)
 		}
 	}
-	if s.counts.Pushed() {
-		jr := &joinedRoom{}
-		s.pushCounts(jr, roomID, req.UserID, false)
-		room.NotificationCount, room.HighlightCount = jr.UnreadNotifications.NotificationCount, jr.UnreadNotifications.HighlightCount
-	} else {
-		c, err := s.unread(ctx, roomID, req.UserID)
-		if err != nil {
-			return nil, nil, err
-		}
-		room.NotificationCount, room.HighlightCount = c.NotificationCount, c.HighlightCount
+	counts, threads, err := s.slidingCounts(ctx, roomID, req.UserID, true)
+	if err != nil {
+		return nil, nil, err
 	}
+	room.NotificationCount, room.HighlightCount, room.UnreadThreads = counts.NotificationCount, counts.HighlightCount, threads
 	return room, lazy, nil
+}
+
+// slidingCounts are a room's unread counts for the user: the room's
+// totals (threads included, as Element X shows them) and, withThreads,
+// each thread's (unread_thread_notifications, as /sync gives them).
+func (s *Service) slidingCounts(ctx context.Context, roomID, userID string, withThreads bool) (unreadCounts, map[string]*unreadCounts, error) {
+	if !s.counts.Pushed() {
+		c, err := s.unread(ctx, roomID, userID)
+		return c, nil, err
+	}
+	total, _ := s.counts.FromPush(roomID, userID, false)
+	c := unreadCounts{NotificationCount: total.Notifications, HighlightCount: total.Highlights}
+	if !withThreads {
+		return c, nil, nil
+	}
+	var out map[string]*unreadCounts
+	_, threads := s.counts.FromPush(roomID, userID, true)
+	for root, t := range threads {
+		if out == nil {
+			out = make(map[string]*unreadCounts, len(threads))
+		}
+		out[root] = &unreadCounts{NotificationCount: t.Notifications, HighlightCount: t.Highlights}
+	}
+	return c, out, nil
 }
 
 // rememberLazy is had (never changed: snapshots share it) with the

@@ -119,6 +119,8 @@ type slidingSent struct {
 	lazy []string
 	// limit is the timeline_limit the client last asked of the room.
 	limit int
+	// counts are the unread counts last sent.
+	counts unreadCounts
 }
 
 // slidingReq is a required_state in a canonical form (sorted, without

@@ -14,8 +14,9 @@ import "github.com/haven-chat/haven/syncapi/notifier"
 // a list's ranges); when it is a membership of the user's own (list
 // counts, invites, leaves). Extensions: to-device messages for the
 // device, device list changes (e2ee: also a join or leave in any of the
-// user's rooms), account data, receipts and typing in the rooms the
-// client has, each only when asked for. Filters that an event outside
+// user's rooms), account data, and typing in the rooms the client has,
+// each only when asked for; receipts in the rooms the client has always
+// (the user's own moves the room's unread counts). Filters that an event outside
 // the window may change (is_encrypted, spaces) make every room event
 // news; those that account data changes (is_dm, tags) make it news.
 func (s *Service) slidingNews(req SlidingRequest, snap *slidingSnap, since Pos) bool {
@@ -32,7 +33,6 @@ func (s *Service) slidingNews(req SlidingRequest, snap *slidingSnap, since Pos) 
 	keys := s.opts.Keys != nil
 	toDevice := keys && ext.ToDevice != nil && enabled(ext.ToDevice.Enabled)
 	e2ee := keys && ext.E2EE != nil && enabled(ext.E2EE.Enabled)
-	receipts := ext.Receipts != nil && enabled(ext.Receipts.Enabled)
 	typing := ext.Typing != nil && enabled(ext.Typing.Enabled)
 
 	// moved: rooms with events after since that are news for the e2ee
@@ -54,7 +54,9 @@ func (s *Service) slidingNews(req SlidingRequest, snap *slidingSnap, since Pos) 
 				moved = append(moved, rv.ID)
 			}
 		}
-		return has && (receipts && rv.Receipts > since.Receipts || typing && rv.Typing > since.Typing)
+		// A receipt may be the user's own, which moves the room's unread
+		// counts: news with or without the receipts extension.
+		return has && (rv.Receipts > since.Receipts || typing && rv.Typing > since.Typing)
 	})
 	switch {
 	case hit,

@@ -27,21 +27,24 @@ type slidingResp struct {
 		Count int `json:"count"`
 	} `json:"lists"`
 	Rooms map[string]struct {
-		Name             string            `json:"name"`
-		Avatar           string            `json:"avatar"`
-		Initial          bool              `json:"initial"`
-		RequiredState    []json.RawMessage `json:"required_state"`
-		Timeline         []json.RawMessage `json:"timeline"`
-		PrevBatch        string            `json:"prev_batch"`
-		Limited          bool              `json:"limited"`
-		NumLive          int               `json:"num_live"`
-		BumpStamp        int64             `json:"bump_stamp"`
-		JoinedCount      int               `json:"joined_count"`
-		InvitedCount     int               `json:"invited_count"`
-		InviteState      []json.RawMessage `json:"invite_state"`
-		Notifications    int               `json:"notification_count"`
-		IsDM             bool              `json:"is_dm"`
-		ExpandedTimeline bool              `json:"expanded_timeline"`
+		Name          string            `json:"name"`
+		Avatar        string            `json:"avatar"`
+		Initial       bool              `json:"initial"`
+		RequiredState []json.RawMessage `json:"required_state"`
+		Timeline      []json.RawMessage `json:"timeline"`
+		PrevBatch     string            `json:"prev_batch"`
+		Limited       bool              `json:"limited"`
+		NumLive       int               `json:"num_live"`
+		BumpStamp     int64             `json:"bump_stamp"`
+		JoinedCount   int               `json:"joined_count"`
+		InvitedCount  int               `json:"invited_count"`
+		InviteState   []json.RawMessage `json:"invite_state"`
+		Notifications int               `json:"notification_count"`
+		Threads       map[string]struct {
+			Notifications int `json:"notification_count"`
+		} `json:"unread_thread_notifications"`
+		IsDM             bool `json:"is_dm"`
+		ExpandedTimeline bool `json:"expanded_timeline"`
 		Heroes           []struct {
 			UserID      string `json:"user_id"`
 			DisplayName string `json:"displayname"`
@@ -1211,6 +1214,52 @@ func TestSlidingSyncConnState(t *testing.T) {
 			if b := slBodies(t, again.Rooms[r.String()].Timeline); !slices.Equal(b, []string{"after p2"}) {
 				t.Errorf("from three back: %v, want [after p2]", b)
 			}
+		})
+	})
+}
+
+// TestSlidingSyncUnreadCounts: a room's unread counts come with the room,
+// threads included in the total and also given per thread root; reading
+// the room (a receipt, from any device) sends the room again with the
+// new counts alone, with or without the receipts extension.
+func TestSlidingSyncUnreadCounts(t *testing.T) {
+	eachDB(t, func(t *testing.T, s *server) {
+		alice, bob := s.register(t, "alice"), s.register(t, "bob")
+		room := createRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Counts"})
+		join(t, bob, room.String())
+		body := map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 5}}, "timeline_limit": 5}}}
+		first := s.sliding(t, alice, "", 0, body)
+		root := sendText(t, bob, room, "one")
+		sendText(t, bob, room, "two")
+		if _, err := bob.SendMessageEvent(context.Background(), room, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "in the thread",
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root.String()}}); err != nil {
+			t.Fatal(err)
+		}
+		pos := first.Pos
+		eventually(t, "three unread, one of them in the thread", func() bool {
+			r := s.sliding(t, alice, pos, 2000, body)
+			pos = r.Pos
+			got, ok := r.Rooms[room.String()]
+			if !ok {
+				return false
+			}
+			return got.Notifications == 3 && got.Threads[root.String()].Notifications == 1
+		})
+		// Alice reads everything (an unthreaded receipt on the latest
+		// event): the room comes again with nothing but its counts.
+		resp, err := alice.Messages(context.Background(), room, "", "", mautrix.DirectionBackward, nil, 1)
+		if err != nil || len(resp.Chunk) != 1 {
+			t.Fatalf("latest event: %v", err)
+		}
+		s.do(t, "POST", v3+"/rooms/"+p(room)+"/receipt/m.read/"+p(resp.Chunk[0].ID), alice.AccessToken, map[string]any{}).expect(t, 200)
+		eventually(t, "the counts cleared", func() bool {
+			r := s.sliding(t, alice, pos, 2000, body)
+			pos = r.Pos
+			got, ok := r.Rooms[room.String()]
+			if ok && (len(got.Timeline) != 0 || got.Initial) {
+				t.Errorf("more than the counts: %+v", got)
+			}
+			return ok && got.Notifications == 0 && len(got.Threads) == 0
 		})
 	})
 }
