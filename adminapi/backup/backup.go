@@ -345,11 +345,12 @@ func copyFilePaced(ctx context.Context, src, dst string, p *pacer) (sum, error) 
 	}
 	h := sha256.New()
 	var n int64
+	w := io.MultiWriter(&steadyWriter{f: out}, h)
 	if p != nil {
 		// Paced by 256 KiB (io.Copy's own buffer is 32 KiB).
-		n, err = io.CopyBuffer(io.MultiWriter(out, h), pacedReader{ctx, in, p}, make([]byte, 256<<10))
+		n, err = io.CopyBuffer(w, pacedReader{ctx, in, p}, make([]byte, 256<<10))
 	} else {
-		n, err = io.Copy(io.MultiWriter(out, h), in)
+		n, err = io.CopyBuffer(w, in, make([]byte, 256<<10))
 	}
 	if err != nil {
 		out.Close()
@@ -359,6 +360,10 @@ func copyFilePaced(ctx context.Context, src, dst string, p *pacer) (sum, error) 
 		out.Close()
 		return sum{}, err
 	}
+	// Neither the copy nor (read through once) its source need the page
+	// cache now; the server's database pages do.
+	dropCache(out)
+	dropCache(in)
 	if err := out.Close(); err != nil {
 		return sum{}, err
 	}

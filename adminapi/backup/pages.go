@@ -51,7 +51,7 @@ func newPageWriter(path string, pageSize int, base []byte) (*pageWriter, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &pageWriter{pageSize: pageSize, base: base, whole: sha256.New(), out: f, buf: bufio.NewWriterSize(f, 1<<20), outHash: sha256.New()}, nil
+	return &pageWriter{pageSize: pageSize, base: base, whole: sha256.New(), out: f, buf: bufio.NewWriterSize(&steadyWriter{f: f}, 1<<20), outHash: sha256.New()}, nil
 }
 
 func (w *pageWriter) write(b []byte) error {
@@ -90,6 +90,9 @@ func (w *pageWriter) close() error {
 	err := w.buf.Flush()
 	if err == nil {
 		err = w.out.Sync()
+	}
+	if err == nil {
+		dropCache(w.out)
 	}
 	if cerr := w.out.Close(); err == nil {
 		err = cerr
