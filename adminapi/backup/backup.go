@@ -267,6 +267,8 @@ func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest
 		return fmt.Errorf("create the copy's schema: %w", err)
 	}
 	var rows int64
+	kicker := newFileKicker(dst, dst+"-wal")
+	defer kicker.close()
 	return src.ReadSnapshot(ctx, func(tx *storage.ReadTx) error {
 		plans, err := plan(ctx, lite, tx)
 		if err != nil {
@@ -274,6 +276,7 @@ func copyDatabase(ctx context.Context, t storage.Target, dst string, m *Manifest
 		}
 		for _, p := range plans {
 			err := copyRows(ctx, tx, lite, p, false, pace, func(n int) {
+				kicker.kick()
 				rows += int64(n)
 				progress(Progress{Phase: "database " + p.table, Done: rows, Unit: "rows"})
 			})
