@@ -11,34 +11,58 @@ import (
 	"github.com/haven-chat/haven/loadtest"
 )
 
+// e2eLoadServer is a served binary with a shared secret, for `haven
+// loadtest` runs against it.
+type e2eLoadServer struct {
+	t                 *testing.T
+	p                 *e2eProc
+	addr, metricsAddr string
+}
+
+const e2eLoadSecret = "loadtest-e2e-shared-secret"
+
+func startLoadServer(t *testing.T) *e2eLoadServer {
+	t.Helper()
+	dir := t.TempDir()
+	s := &e2eLoadServer{t: t, addr: e2eFreeAddr(t), metricsAddr: e2eFreeAddr(t)}
+	env := e2eEnv("HAVEN_LISTEN="+s.addr, "HAVEN_METRICS_LISTEN="+s.metricsAddr, "HAVEN_DATA_DIR="+filepath.Join(dir, "data"),
+		"HAVEN_RATE_LIMITS_ENABLED=false", "HAVEN_PASSWORD_HASH_COST=4", "HAVEN_REGISTRATION_SHARED_SECRET="+e2eLoadSecret,
+		"HAVEN_LOGGING_LEVEL=warn")
+	s.p = e2eServe(t, dir, s.addr, env)
+	return s
+}
+
+// load runs `haven loadtest --json` against the server with args (the
+// address and the shared secret given; withMetrics: its metrics and PID
+// too) and returns the report and the text report.
+func (s *e2eLoadServer) load(withMetrics bool, args ...string) (loadtest.Report, string) {
+	s.t.Helper()
+	all := []string{"loadtest", "--hs", "http://" + s.addr, "--shared-secret", e2eLoadSecret, "--json"}
+	if withMetrics {
+		all = append(all, "--metrics", "http://"+s.metricsAddr, "--pid", strconv.Itoa(s.p.cmd.Process.Pid))
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(s.t.Context(), append(all, args...), &stdout, &stderr); code != 0 {
+		s.t.Fatalf("haven loadtest: exit code %d\nstderr:\n%s\nserver stderr:\n%s", code, stderr.String(), s.p.stderr)
+	}
+	var rep loadtest.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		s.t.Fatalf("JSON report: %v\n%s", err, stdout.String())
+	}
+	return rep, stderr.String()
+}
+
 // TestLoadtestAgainstTheRealServer starts the built server binary and runs
 // a tiny load through `haven loadtest`: 10 users in 2 rooms, 20 msg/s for
 // 2 s, then an initial sync in 3 rooms. Nothing may be lost.
 func TestLoadtestAgainstTheRealServer(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	addr, metricsAddr := e2eFreeAddr(t), e2eFreeAddr(t)
-	const secret = "loadtest-e2e-shared-secret"
-	env := e2eEnv("HAVEN_LISTEN="+addr, "HAVEN_METRICS_LISTEN="+metricsAddr, "HAVEN_DATA_DIR="+filepath.Join(dir, "data"),
-		"HAVEN_RATE_LIMITS_ENABLED=false", "HAVEN_PASSWORD_HASH_COST=4", "HAVEN_REGISTRATION_SHARED_SECRET="+secret,
-		"HAVEN_LOGGING_LEVEL=warn")
-	p := e2eServe(t, dir, addr, env)
-
-	args := []string{"loadtest", "--hs", "http://" + addr, "--users", "10", "--rooms", "2", "--rate", "20", "--duration", "2s",
-		"--shared-secret", secret, "--metrics", "http://" + metricsAddr, "--pid", strconv.Itoa(p.cmd.Process.Pid),
-		"--initial-sync-rooms", "3", "--initial-sync-repeats", "3", "--json"}
-	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), args, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("haven loadtest: exit code %d\nstderr:\n%s\nserver stderr:\n%s", code, stderr.String(), p.stderr)
-	}
-	var rep loadtest.Report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("JSON report: %v\n%s", err, stdout.String())
-	}
+	srv := startLoadServer(t)
+	rep, text := srv.load(true, "--users", "10", "--rooms", "2", "--rate", "20", "--duration", "2s",
+		"--initial-sync-rooms", "3", "--initial-sync-repeats", "3")
 	l := rep.Load
 	if l == nil {
-		t.Fatalf("no load section:\n%s", stderr.String())
+		t.Fatalf("no load section:\n%s", text)
 	}
 	if rep.Setup.Registered != 10 || rep.Setup.RoomsCreated != 2 || rep.Setup.RoomSizeMin != 5 || rep.Setup.RoomSizeMax != 5 {
 		t.Errorf("setup: %+v", rep.Setup)
@@ -65,27 +89,17 @@ func TestLoadtestAgainstTheRealServer(t *testing.T) {
 		t.Errorf("initial sync: %+v", is)
 	}
 	for _, want := range []string{"LOST MESSAGES 0", "delivery latency  p50", "Initial /sync of @lt-isync:localhost in 3 rooms"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("text report lacks %q:\n%s", want, stderr.String())
+		if !strings.Contains(text, want) {
+			t.Errorf("text report lacks %q:\n%s", want, text)
 		}
 	}
 
 	// A second run with the same prefix reuses the accounts and rooms.
-	stdout.Reset()
-	stderr.Reset()
-	args = []string{"loadtest", "--hs", "http://" + addr, "--users", "10", "--rooms", "2", "--rate", "10", "--duration", "1s",
-		"--shared-secret", secret, "--json"}
-	if code := run(t.Context(), args, &stdout, &stderr); code != 0 {
-		t.Fatalf("second run: exit code %d\n%s", code, stderr.String())
-	}
-	rep = loadtest.Report{}
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, text = srv.load(false, "--users", "10", "--rooms", "2", "--rate", "10", "--duration", "1s")
 	if rep.Setup.LoggedIn != 10 || rep.Setup.RoomsReused != 2 || rep.Load.LostMessages != 0 || rep.Load.Sent != 10 {
 		t.Errorf("second run: setup %+v, lost %d, sent %d", rep.Setup, rep.Load.LostMessages, rep.Load.Sent)
 	}
 	if testing.Verbose() {
-		t.Log(stderr.String())
+		t.Log(text)
 	}
 }
