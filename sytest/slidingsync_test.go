@@ -73,6 +73,18 @@ type slidingResp struct {
 // sliding sends one sliding sync request and decodes its answer.
 func (s *server) sliding(t *testing.T, cli *mautrix.Client, pos string, timeout int, body any) slidingResp {
 	t.Helper()
+	var out slidingResp
+	raw := s.slidingInto(t, cli, pos, timeout, body, &out)
+	if out.Pos == "" {
+		t.Fatalf("no pos: %s", raw)
+	}
+	return out
+}
+
+// slidingInto sends one sliding sync request (timeout 0: none) and
+// decodes its 200 answer into out.
+func (s *server) slidingInto(t *testing.T, cli *mautrix.Client, pos string, timeout int, body, out any) []byte {
+	t.Helper()
 	q := url.Values{}
 	if pos != "" {
 		q.Set("pos", pos)
@@ -81,14 +93,10 @@ func (s *server) sliding(t *testing.T, cli *mautrix.Client, pos string, timeout 
 		q.Set("timeout", fmt.Sprint(timeout))
 	}
 	r := s.do(t, "POST", slidingPath+"?"+q.Encode(), cli.AccessToken, body).expect(t, 200)
-	var out slidingResp
-	if err := json.Unmarshal(r.Raw, &out); err != nil {
+	if err := json.Unmarshal(r.Raw, out); err != nil {
 		t.Fatalf("sliding sync answer: %v: %s", err, r.Raw)
 	}
-	if out.Pos == "" {
-		t.Fatalf("no pos: %s", r.Raw)
-	}
-	return out
+	return r.Raw
 }
 
 // slidingNoT is sliding for another goroutine than the test's.
@@ -753,16 +761,8 @@ type slidingExtRooms struct {
 
 func (s *server) slidingExt(t *testing.T, cli *mautrix.Client, pos string, timeout int, body any) slidingExtRooms {
 	t.Helper()
-	q := url.Values{}
-	if pos != "" {
-		q.Set("pos", pos)
-	}
-	q.Set("timeout", fmt.Sprint(timeout))
-	r := s.do(t, "POST", slidingPath+"?"+q.Encode(), cli.AccessToken, body).expect(t, 200)
 	var out slidingExtRooms
-	if err := json.Unmarshal(r.Raw, &out); err != nil {
-		t.Fatalf("sliding sync answer: %v: %s", err, r.Raw)
-	}
+	s.slidingInto(t, cli, pos, timeout, body, &out)
 	return out
 }
 
