@@ -72,7 +72,7 @@ func (a *API) slidingSync(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := context.WithoutCancel(r.Context())
 	waiter.Park(ctx, func(resp *syncapi.SlidingResponse, err error) {
-		status, body := parkedReply(ctx, ri, err, func() ([]byte, error) { return json.Marshal(resp) })
+		status, body := parkedReply(ctx, err, func() ([]byte, error) { return json.Marshal(resp) })
 		_ = parked.Answer(status, body)
 		ri.Finish(status)
 	})

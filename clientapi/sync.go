@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/haven-chat/haven/internal/httpx"
-	"github.com/haven-chat/haven/internal/logging"
 	"github.com/haven-chat/haven/internal/merr"
 	"github.com/haven-chat/haven/syncapi"
 )
@@ -131,7 +130,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := context.WithoutCancel(r.Context())
 	waiter.Park(ctx, func(resp *syncapi.Response, err error) {
-		status, body := parkedReply(ctx, ri, err, func() ([]byte, error) { return resp.AppendJSON(nil), nil })
+		status, body := parkedReply(ctx, err, func() ([]byte, error) { return resp.AppendJSON(nil), nil })
 		_ = parked.Answer(status, body)
 		ri.Finish(status)
 	})
@@ -349,10 +348,9 @@ func (a *API) putPresence(w http.ResponseWriter, r *http.Request) error {
 }
 
 // parkedReply is the status and body for a parked long-poll (/sync or
-// sliding sync) once its answer is ready: err mapped to its Matrix error as
-// httpx does for a handler (an unexpected one logged once, 500 M_UNKNOWN),
-// else the encoded response.
-func parkedReply(ctx context.Context, ri *httpx.RequestInfo, err error, encode func() ([]byte, error)) (int, []byte) {
+// sliding sync) once its answer is ready: err answered as a handler's
+// would be (httpx.ErrorReply), else the encoded response.
+func parkedReply(ctx context.Context, err error, encode func() ([]byte, error)) (int, []byte) {
 	if err == nil {
 		body, encErr := encode()
 		if encErr == nil {
@@ -360,14 +358,5 @@ func parkedReply(ctx context.Context, ri *httpx.RequestInfo, err error, encode f
 		}
 		err = fmt.Errorf("encode long-poll answer: %w", encErr)
 	}
-	me, ok := merr.As(err)
-	if !ok {
-		logging.From(ctx).WithError(err).Error("internal error")
-		me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
-	}
-	if ri != nil {
-		ri.ErrCode = me.Code
-	}
-	body, _ := json.Marshal(httpx.ErrorBody(me))
-	return me.Status, body
+	return httpx.ErrorReply(ctx, err)
 }

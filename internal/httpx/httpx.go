@@ -71,24 +71,38 @@ func ErrorBody(e *merr.Error) map[string]any {
 // WriteError is the one mapping from errors to responses. A Matrix error is
 // sent as it is; anything else is logged once and becomes 500 M_UNKNOWN.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	writeMatrixError(w, r, matrixError(r.Context(), err))
+}
+
+// ErrorReply is WriteError's answer to err as a status and a body, for a
+// request answered later, outside its handler (a parked long-poll): err
+// is mapped and logged the same way, with ctx's logger and request info.
+func ErrorReply(ctx context.Context, err error) (int, []byte) {
+	status, body, _ := errorJSON(ctx, matrixError(ctx, err))
+	return status, body
+}
+
+// matrixError maps err to the Matrix error answered for it, logging it as
+// its kind needs.
+func matrixError(ctx context.Context, err error) *merr.Error {
 	me, ok := merr.As(err)
 	if !ok {
-		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			// The client disconnected; log quietly, there is nobody to answer.
-			logging.From(r.Context()).WithError(err).Debug("request cancelled by client")
-			me = merr.Custom(499, "M_UNKNOWN", "Request cancelled")
-		} else {
-			logging.From(r.Context()).WithError(err).Error("internal error")
-			me = merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+			logging.From(ctx).WithError(err).Debug("request cancelled by client")
+			return merr.Custom(499, "M_UNKNOWN", "Request cancelled")
 		}
-	} else if me.Upstream {
+		logging.From(ctx).WithError(err).Error("internal error")
+		return merr.Custom(http.StatusInternalServerError, "M_UNKNOWN", "Internal server error")
+	}
+	if me.Upstream {
 		// Another server or service failed (merr.BadGateway, Unavailable,
 		// UpstreamTimeout): worth a warning, not a fault of Haven's.
-		logging.From(r.Context()).WithError(err).WithField("status", me.Status).Warn("upstream failure")
+		logging.From(ctx).WithError(err).WithField("status", me.Status).Warn("upstream failure")
 	} else if me.Status >= 500 && !expected5xx(me.Code) {
-		logging.From(r.Context()).WithError(err).Error("internal error")
+		logging.From(ctx).WithError(err).Error("internal error")
 	}
-	writeMatrixError(w, r, me)
+	return me
 }
 
 // expected5xx tells the 5xx answers that the spec gives for a normal
@@ -99,26 +113,33 @@ func expected5xx(code string) bool {
 
 // writeMatrixError sends a Matrix error as it is, without logging it.
 func writeMatrixError(w http.ResponseWriter, r *http.Request, me *merr.Error) {
-	if ri := Info(r.Context()); ri != nil {
+	status, body, encoded := errorJSON(r.Context(), me)
+	if ms, ok := millis(me.Extra["retry_after_ms"]); ok && encoded {
+		w.Header().Set("Retry-After", itoa((ms+999)/1000))
+	}
+	_ = RawJSON(w, status, body)
+}
+
+// errorJSON is the status and body of a Matrix error, noted in the
+// request's info; encoded is false when the error's fields could not be
+// encoded and a plain 500 M_UNKNOWN stands for it.
+func errorJSON(ctx context.Context, me *merr.Error) (status int, body []byte, encoded bool) {
+	ri := Info(ctx)
+	if ri != nil {
 		ri.ErrCode = me.Code
 		ri.Upstream = me.Upstream
-	}
-	if ms, ok := millis(me.Extra["retry_after_ms"]); ok {
-		w.Header().Set("Retry-After", itoa((ms+999)/1000))
 	}
 	body, err := json.Marshal(ErrorBody(me))
 	if err != nil {
 		// An Extra field that cannot be encoded is a bug; the client still
 		// gets a well-formed error instead of an empty 200.
-		logging.From(r.Context()).WithError(err).WithField("errcode", me.Code).Error("cannot encode error body")
-		if ri := Info(r.Context()); ri != nil {
+		logging.From(ctx).WithError(err).WithField("errcode", me.Code).Error("cannot encode error body")
+		if ri != nil {
 			ri.ErrCode = "M_UNKNOWN"
 		}
-		w.Header().Del("Retry-After")
-		_ = RawJSON(w, http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`))
-		return
+		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`), false
 	}
-	_ = RawJSON(w, me.Status, body)
+	return me.Status, body, true
 }
 
 // millis reads a retry_after_ms value of any numeric type.
