@@ -13,11 +13,7 @@ package notifier
 func (n *Notifier) Moved(user, device string, since Pos, fn func(RoomView) bool) (p Pos, hit bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	p = n.floor
-	if u := n.user[user]; u != nil {
-		p = p.Max(*u)
-	}
-	p.ToDevice = max(n.floor.ToDevice, n.device[devKey{user, device}])
+	p = n.userPosLocked(user, device)
 	if n.floor.After(since) {
 		return p, true
 	}
@@ -28,11 +24,10 @@ func (n *Notifier) Moved(user, device string, since Pos, fn func(RoomView) bool)
 		return p, false
 	}
 	for r, m := range n.rooms[user] {
-		ev, rc, ty := n.roomEvents[r], n.roomReceipts[r], n.roomTyping[r]
-		if ev <= since.Events && m.Pos <= since.Events && rc <= since.Receipts && ty <= since.Typing {
+		if n.roomEvents[r] <= since.Events && m.Pos <= since.Events && n.roomReceipts[r] <= since.Receipts && n.roomTyping[r] <= since.Typing {
 			continue
 		}
-		if fn(RoomView{ID: r, Mem: m, Events: ev, Receipts: rc, Typing: ty, Bump: min(n.roomBump[r], ev)}) {
+		if fn(n.roomViewLocked(r, m)) {
 			return p, true
 		}
 	}

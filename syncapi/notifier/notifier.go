@@ -188,12 +188,25 @@ func (n *Notifier) Listen(user, device string) *Listener {
 func (n *Notifier) HasNews(user, device string, since Pos) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.userPosLocked(user, device).After(since)
+}
+
+// userPosLocked is the user's latest position in each stream (to-device:
+// the device's), at least the notifier's start. n.mu is held.
+func (n *Notifier) userPosLocked(user, device string) Pos {
 	p := n.floor
 	if u := n.user[user]; u != nil {
 		p = p.Max(*u)
 	}
 	p.ToDevice = max(n.floor.ToDevice, n.device[devKey{user, device}])
-	return p.After(since)
+	return p
+}
+
+// roomViewLocked is a room's latest positions, with mem as the user's
+// membership. n.mu is held.
+func (n *Notifier) roomViewLocked(room string, mem Membership) RoomView {
+	ev := n.roomEvents[room]
+	return RoomView{ID: room, Mem: mem, Events: ev, Receipts: n.roomReceipts[room], Typing: n.roomTyping[room], Bump: min(n.roomBump[room], ev)}
 }
 
 // Current is the position of every stream.
@@ -231,13 +244,9 @@ type UserView struct {
 func (n *Notifier) View(user string) UserView {
 	n.mu.Lock()
 	rs := n.rooms[user]
-	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs)), AccountData: n.floor.AccountData}
-	if u := n.user[user]; u != nil {
-		v.AccountData = max(v.AccountData, u.AccountData)
-	}
+	v := UserView{Upto: n.cur, Rooms: make([]RoomView, 0, len(rs)), AccountData: n.userPosLocked(user, "").AccountData}
 	for r, m := range rs {
-		ev := n.roomEvents[r]
-		v.Rooms = append(v.Rooms, RoomView{ID: r, Mem: m, Events: ev, Receipts: n.roomReceipts[r], Typing: n.roomTyping[r], Bump: min(n.roomBump[r], ev)})
+		v.Rooms = append(v.Rooms, n.roomViewLocked(r, m))
 	}
 	n.mu.Unlock()
 	sort.Slice(v.Rooms, func(i, j int) bool { return v.Rooms[i].ID < v.Rooms[j].ID })
@@ -459,8 +468,7 @@ func (n *Notifier) Peeking(user, device, room string) bool {
 func (n *Notifier) Room(room string) RoomView {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	ev := n.roomEvents[room]
-	return RoomView{ID: room, Events: ev, Receipts: n.roomReceipts[room], Typing: n.roomTyping[room], Bump: min(n.roomBump[room], ev)}
+	return n.roomViewLocked(room, Membership{})
 }
 
 // Peeks returns the rooms a device peeks into, with the positions the
@@ -471,7 +479,9 @@ func (n *Notifier) Peeks(user, device string) []RoomView {
 	rooms := n.peeks[devKey{user, device}]
 	out := make([]RoomView, 0, len(rooms))
 	for r, p := range rooms {
-		out = append(out, RoomView{ID: r, Mem: Membership{State: "peek", Pos: p.start}, PeekPos: p.pos, Events: n.roomEvents[r], Receipts: n.roomReceipts[r], Typing: n.roomTyping[r]})
+		v := n.roomViewLocked(r, Membership{State: "peek", Pos: p.start})
+		v.PeekPos = p.pos
+		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
