@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 
 	"github.com/haven-chat/haven/roomserver"
+	"github.com/haven-chat/haven/syncapi/streams"
 )
 
 // PushCounts is the push service as the sync engine sees it: it evaluates
@@ -22,12 +23,20 @@ type PushCounts interface {
 func (s *Service) pushCounts(jr *joinedRoom, roomID, userID string, byThread bool) {
 	main, threads := s.counts.FromPush(roomID, userID, byThread)
 	jr.UnreadNotifications = &unreadCounts{NotificationCount: main.Notifications, HighlightCount: main.Highlights}
+	jr.UnreadThreads = threadCounts(threads)
+}
+
+// threadCounts are the counts per thread root in the wire form (nil when
+// there are none).
+func threadCounts(threads map[string]streams.Unread) map[string]*unreadCounts {
+	var out map[string]*unreadCounts
 	for root, c := range threads {
-		if jr.UnreadThreads == nil {
-			jr.UnreadThreads = make(map[string]*unreadCounts, len(threads))
+		if out == nil {
+			out = make(map[string]*unreadCounts, len(threads))
 		}
-		jr.UnreadThreads[root] = &unreadCounts{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
+		out[root] = &unreadCounts{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
 	}
+	return out
 }
 
 // ClientEvents renders events by ID in the client format (for

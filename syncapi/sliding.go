@@ -583,15 +583,14 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 			// counts moved (the user read it on another device, say):
 			// then the counts alone.
 			if !invite && s.counts.Pushed() {
-				c, threads, err := s.slidingCounts(ctx, id, req.UserID, false)
+				c, err := s.slidingCounts(ctx, id, req.UserID)
 				if err != nil {
 					return nil, nil, false, err
 				}
 				if c != prev.counts {
-					_, threads, _ = s.slidingCounts(ctx, id, req.UserID, true)
 					joined, invited, _ := s.n.RoomMembers(id, req.UserID)
 					resp.Rooms[id] = &slidingRoom{BumpStamp: e.bump, JoinedCount: joined, InvitedCount: invited,
-						NotificationCount: c.NotificationCount, HighlightCount: c.HighlightCount, UnreadThreads: threads}
+						NotificationCount: c.NotificationCount, HighlightCount: c.HighlightCount, UnreadThreads: s.slidingThreadCounts(id, req.UserID)}
 					prev.counts, prev.limit = c, set.TimelineLimit
 					next.setSent(id, prev)
 					nonEmpty = true
@@ -797,7 +796,7 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 	for k, id := range state {
 		byLazy := false
 		if !required.covers(k, me) {
-			if !required.lazy || k[0] != "m.room.member" || !(senders[k[1]] || k[1] == me) {
+			if !required.lazyMember(k, me, senders) {
 				if remembered[k[1]] && k[0] == "m.room.member" && !unchanged(k, id) {
 					// Changed, not sent: the client's copy is stale now.
 					forget = append(forget, k[1])
@@ -884,36 +883,33 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifi
 			room.Heroes = append(room.Heroes, hero)
 		}
 	}
-	counts, threads, err := s.slidingCounts(ctx, roomID, req.UserID, true)
+	counts, err := s.slidingCounts(ctx, roomID, req.UserID)
 	if err != nil {
 		return nil, nil, err
 	}
-	room.NotificationCount, room.HighlightCount, room.UnreadThreads = counts.NotificationCount, counts.HighlightCount, threads
+	room.NotificationCount, room.HighlightCount = counts.NotificationCount, counts.HighlightCount
+	room.UnreadThreads = s.slidingThreadCounts(roomID, req.UserID)
 	return room, lazy, nil
 }
 
 // slidingCounts are a room's unread counts for the user: the room's
-// totals (threads included, as Element X shows them) and, withThreads,
-// each thread's (unread_thread_notifications, as /sync gives them).
-func (s *Service) slidingCounts(ctx context.Context, roomID, userID string, withThreads bool) (unreadCounts, map[string]*unreadCounts, error) {
+// totals, threads included (as Element X shows them).
+func (s *Service) slidingCounts(ctx context.Context, roomID, userID string) (unreadCounts, error) {
 	if !s.counts.Pushed() {
-		c, err := s.unread(ctx, roomID, userID)
-		return c, nil, err
+		return s.unread(ctx, roomID, userID)
 	}
 	total, _ := s.counts.FromPush(roomID, userID, false)
-	c := unreadCounts{NotificationCount: total.Notifications, HighlightCount: total.Highlights}
-	if !withThreads {
-		return c, nil, nil
+	return unreadCounts{NotificationCount: total.Notifications, HighlightCount: total.Highlights}, nil
+}
+
+// slidingThreadCounts are each thread's counts (unread_thread_notifications,
+// as /sync gives them), beside the room's totals; none without push counts.
+func (s *Service) slidingThreadCounts(roomID, userID string) map[string]*unreadCounts {
+	if !s.counts.Pushed() {
+		return nil
 	}
-	var out map[string]*unreadCounts
 	_, threads := s.counts.FromPush(roomID, userID, true)
-	for root, t := range threads {
-		if out == nil {
-			out = make(map[string]*unreadCounts, len(threads))
-		}
-		out[root] = &unreadCounts{NotificationCount: t.Notifications, HighlightCount: t.Highlights}
-	}
-	return c, out, nil
+	return threadCounts(threads)
 }
 
 // rememberLazy is had (never changed: snapshots share it) with the
@@ -948,15 +944,6 @@ func rememberLazy(had, sent, forget []string, senders map[string]bool) []string 
 	return out
 }
 
-// requiredState tells whether a state entry is one of those asked for:
-// ["*", "*"] everything; [type, "*"] every key of the type; "$ME" the
-// user's own key; ["m.room.member", "$LAZY"] the timeline senders' (and
-// the user's own) member events.
-func requiredState(req [][]string, k [2]string, me string, senders map[string]bool) bool {
-	r := newSlidingReq(req)
-	return r.covers(k, me) || r.lazy && k[0] == "m.room.member" && (senders[k[1]] || k[1] == me)
-}
-
 // newSlidingReq is the canonical form of a required_state list.
 func newSlidingReq(req [][]string) *slidingReq {
 	out := &slidingReq{entries: make([][2]string, 0, len(req))}
@@ -981,9 +968,16 @@ func newSlidingReq(req [][]string) *slidingReq {
 	return out
 }
 
+// lazyMember tells whether k is a member event ["m.room.member", "$LAZY"]
+// asks for: a timeline sender's, or the user's own.
+func (r *slidingReq) lazyMember(k [2]string, me string, senders map[string]bool) bool {
+	return r != nil && r.lazy && k[0] == "m.room.member" && (senders[k[1]] || k[1] == me)
+}
+
 // covers tells whether the entries ask for the state entry k outright
-// ($LAZY, which depends on the timeline, aside). A nil slidingReq (a room
-// not sent yet) covers nothing.
+// (["*", "*"] everything; [type, "*"] every key of the type; "$ME" the
+// user's own key; $LAZY, which depends on the timeline, aside: see
+// lazyMember). A nil slidingReq (a room not sent yet) covers nothing.
 func (r *slidingReq) covers(k [2]string, me string) bool {
 	if r == nil {
 		return false

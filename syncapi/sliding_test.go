@@ -34,8 +34,9 @@ func TestSlidingRequiredState(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := requiredState(c.req, c.key, me, senders); got != c.want {
-				t.Errorf("requiredState(%v, %v) = %v, want %v", c.req, c.key, got, c.want)
+			r := newSlidingReq(c.req)
+			if got := r.covers(c.key, me) || r.lazyMember(c.key, me, senders); got != c.want {
+				t.Errorf("required_state %v asks for %v: %v, want %v", c.req, c.key, got, c.want)
 			}
 		})
 	}
