@@ -2,9 +2,7 @@ package syncapi
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/haven-chat/haven/internal/logging"
@@ -118,14 +116,6 @@ func (s *Service) loadPeeks(ctx context.Context) (int64, error) {
 // worldReadable tells whether the room's current history visibility is
 // world_readable (an unknown room is not).
 func (s *Service) worldReadable(ctx context.Context, roomID string) (bool, error) {
-	var js string
-	err := s.db.QueryRow(ctx, `SELECT e.json FROM room_state r JOIN events e ON e.event_id = r.event_id
-WHERE r.room_id = $1 AND r.type = 'm.room.history_visibility' AND r.state_key = ''`, roomID).Scan(&js)
-	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return false, nil
-		}
-		return false, fmt.Errorf("history visibility of %s: %w", roomID, err)
-	}
-	return historyVisibility(js) == "world_readable", nil
+	readable, err := s.worldReadableRooms(ctx, []string{roomID})
+	return readable[roomID], err
 }

@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -22,14 +23,7 @@ var bumpTypes = []string{
 }
 
 // slidingBumps tells whether an event of this type moves its room up.
-func slidingBumps(typ string) bool {
-	for _, t := range bumpTypes {
-		if t == typ {
-			return true
-		}
-	}
-	return false
-}
+func slidingBumps(typ string) bool { return slices.Contains(bumpTypes, typ) }
 
 // loadBumps seeds the notifier with every room's latest bump event. Per
 // room, it walks the room's events back from the newest (events_room_pos)

@@ -1,6 +1,7 @@
 package syncapi
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -95,11 +96,7 @@ func (snap *slidingSnap) own() {
 	if snap.ownSent {
 		return
 	}
-	m := make(map[string]slidingSent, len(snap.sent)+1)
-	for k, v := range snap.sent {
-		m[k] = v
-	}
-	snap.sent, snap.ownSent = m, true
+	snap.sent, snap.ownSent = maps.Clone(snap.sent), true
 }
 
 // slidingSent is how a room was last sent: the events position its

@@ -28,28 +28,13 @@ func (s *Service) slidingReadable(ctx context.Context, ids []string, upto Pos) (
 	if len(valid) == 0 {
 		return nil, nil
 	}
-	hv := map[string]string{}
-	if err := s.stateOfRooms(ctx, "m.room.history_visibility", valid, func(roomID, eventID string) { hv[roomID] = eventID }); err != nil {
-		return nil, err
-	}
-	evIDs := make([]string, 0, len(hv))
-	for _, e := range hv {
-		evIDs = append(evIDs, e)
-	}
-	evs, err := s.eventsByID(ctx, evIDs)
+	readable, err := s.worldReadableRooms(ctx, valid)
 	if err != nil {
 		return nil, err
 	}
 	var out []slidingEntry
 	for _, id := range valid {
-		e := evs[hv[id]]
-		if e == nil {
-			continue
-		}
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		if json.Unmarshal(e.content, &c) != nil || c.HistoryVisibility != "world_readable" {
+		if !readable[id] {
 			continue
 		}
 		rv := s.n.Room(id)
@@ -61,6 +46,37 @@ func (s *Service) slidingReadable(ctx context.Context, ids []string, upto Pos) (
 			bump = rv.Events
 		}
 		out = append(out, slidingEntry{rv: rv, bump: bump, latest: rv.Events})
+	}
+	return out, nil
+}
+
+// worldReadableRooms are those of ids whose current history visibility
+// is world_readable (an unknown room is not).
+func (s *Service) worldReadableRooms(ctx context.Context, ids []string) (map[string]bool, error) {
+	hv := map[string]string{}
+	if err := s.stateOfRooms(ctx, "m.room.history_visibility", ids, func(roomID, eventID string) { hv[roomID] = eventID }); err != nil {
+		return nil, err
+	}
+	evIDs := make([]string, 0, len(hv))
+	for _, e := range hv {
+		evIDs = append(evIDs, e)
+	}
+	evs, err := s.eventsByID(ctx, evIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for roomID, evID := range hv {
+		e := evs[evID]
+		if e == nil {
+			continue
+		}
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		if json.Unmarshal(e.content, &c) == nil && c.HistoryVisibility == "world_readable" {
+			out[roomID] = true
+		}
 	}
 	return out, nil
 }
