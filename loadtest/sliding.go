@@ -115,16 +115,8 @@ func (s *ltSyncers) slidingOnce(ctx context.Context, i int, timeout time.Duratio
 func (s *ltSyncers) handleSliding(user int, resp *ltSlidingResponse, at time.Time) bool {
 	hadEvents := false
 	for roomID, r := range resp.Rooms {
-		if r.Limited {
-			s.limited.Add(1)
-		}
-		room, ok := s.roomByID[roomID]
-		for _, ev := range r.Timeline {
+		if s.timeline(user, roomID, r.Timeline, r.Limited, at) {
 			hadEvents = true
-			if !ok || ev.Type != "m.room.message" || ev.Content.Run != s.runID {
-				continue
-			}
-			s.tr.deliver(ev.Content.Seq, room, user, at)
 		}
 	}
 	return hadEvents

@@ -163,17 +163,25 @@ func (s *ltSyncers) handle(user int, resp *ltSyncResponse, at time.Time) bool {
 		}
 	}
 	for roomID, jr := range resp.Rooms.Join {
-		if jr.Timeline.Limited {
-			s.limited.Add(1)
-		}
-		room, ok := s.roomByID[roomID]
-		for _, ev := range jr.Timeline.Events {
+		if s.timeline(user, roomID, jr.Timeline.Events, jr.Timeline.Limited, at) {
 			hadEvents = true
-			if !ok || ev.Type != "m.room.message" || ev.Content.Run != s.runID {
-				continue
-			}
-			s.tr.deliver(ev.Content.Seq, room, user, at)
 		}
 	}
 	return hadEvents
+}
+
+// timeline hands the run's messages of one room's timeline (of /sync or
+// sliding sync) to the tracker and tells whether it had any event.
+func (s *ltSyncers) timeline(user int, roomID string, evs []ltEvent, limited bool, at time.Time) bool {
+	if limited {
+		s.limited.Add(1)
+	}
+	room, ok := s.roomByID[roomID]
+	for _, ev := range evs {
+		if !ok || ev.Type != "m.room.message" || ev.Content.Run != s.runID {
+			continue
+		}
+		s.tr.deliver(ev.Content.Seq, room, user, at)
+	}
+	return len(evs) > 0
 }
