@@ -1062,14 +1062,15 @@ func (snap *slidingSnap) trimLazy() {
 }
 
 // slidingDirect is directRooms, kept in the connection's snapshots while
-// the user's account data stays the same (adAt).
+// the user's account data stays the same (adAt, the user's position in
+// the view the build's upto starts from: the read covers it).
 func (s *Service) slidingDirect(ctx context.Context, userID string, snap, next *slidingSnap, adAt int64, upto Pos) (map[string]bool, error) {
 	if snap != nil && snap.dms != nil && snap.dmsAt == adAt {
 		next.dms, next.dmsAt = snap.dms, adAt
 		return snap.dms, nil
 	}
 	dms, err := s.directRooms(ctx, userID, upto)
-	if err == nil && upto.AccountData >= adAt {
+	if err == nil {
 		next.dms, next.dmsAt = dms, adAt
 	}
 	return dms, err
