@@ -356,9 +356,6 @@ type slidingEntry struct {
 	bump, latest int64
 }
 
-// joinedBump is the bump stamp of a room the user is in.
-func joinedBump(rv notifier.RoomView) int64 { return max(rv.Bump, rv.Mem.Pos) }
-
 // buildSliding builds the response from snap (nil: a new connection) and
 // the snapshot that follows it. nonEmpty tells whether it carries
 // anything the client has not got.
@@ -397,7 +394,8 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 		}
 		switch rv.Mem.State {
 		case "join":
-			entries = append(entries, slidingEntry{rv: rv, bump: joinedBump(rv), latest: max(rv.Events, rv.Mem.Pos)})
+			// The later of its latest bump event and the user's join.
+			entries = append(entries, slidingEntry{rv: rv, bump: max(rv.Bump, rv.Mem.Pos), latest: max(rv.Events, rv.Mem.Pos)})
 		case "invite":
 			entries = append(entries, slidingEntry{rv: rv, bump: rv.Mem.Pos, latest: rv.Mem.Pos})
 		case "leave", "ban":
@@ -634,9 +632,7 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 				}
 			}
 			room.IsDM = dms[id]
-			if e.rv.Mem.State == slidingReader {
-				room.BumpStamp = e.bump
-			}
+			room.BumpStamp = e.bump
 		}
 		if !had && !invite {
 			whole[id] = true
@@ -704,11 +700,11 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, snap *sl
 // events when expand). Its required state is that of required the client
 // has not had (as of prev.pos) or that changed since; $LAZY members it
 // has had are not sent again. lazy is the members the client has after
-// this, least recently sent first.
+// this, least recently sent first. The caller sets its bump_stamp.
 func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, rv notifier.RoomView, limit int, required *slidingReq, prev slidingSent, had, expand bool, upto Pos, now int64, ignored map[string]struct{}) (room *slidingRoom, lazy []string, err error) {
 	roomID := rv.ID
 	sentAt := prev.pos
-	room = &slidingRoom{Initial: !had, BumpStamp: joinedBump(rv), ExpandedTimeline: expand}
+	room = &slidingRoom{Initial: !had, ExpandedTimeline: expand}
 	sreq := SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Opts: &Opts{TimelineLimit: limit}, ignored: ignored}
 	since := int64(0)
 	if had && !expand {
